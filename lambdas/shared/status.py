@@ -1,0 +1,58 @@
+"""The values the state machine's Choice states compare, and the error names its Catch/Retry match.
+
+One source of truth: every Lambda returns these, `statemachine/*.asl.json` compares exactly these,
+and `tests/unit/test_contract.py` fails if the two drift apart (the classic bug: the Lambda says
+COMPLETED, the Choice waits for COMPLETE, the loop spins until the execution times out).
+"""
+from enum import Enum
+
+
+class BidStatus(str, Enum):
+    """What `check_bid` found about the spot request / instance it was given."""
+
+    FULFILLED = "FULFILLED"  # instance is pending/running: training can start
+    PENDING = "PENDING"  # request still being evaluated: wait and check again (bounded)
+    FAILED = "FAILED"  # capacity/price/other: request cancelled, try the next pool
+
+
+class JobStatus(str, Enum):
+    """What `poll_completion` found about the training on the current instance."""
+
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"  # completed.json with exit code 0
+    FAILED = "FAILED"  # completed.json with non-zero exit code (or max runtime hit)
+    INTERRUPTED = "INTERRUPTED"  # spot reclaimed: interrupted.json, or instance gone without a marker
+
+
+class LaunchStatus(str, Enum):
+    """What `request_spot_instance` did."""
+
+    LAUNCHED = "LAUNCHED"  # an instance (spot, or on-demand fallback) was requested
+    EXHAUSTED = "EXHAUSTED"  # every candidate pool failed: nothing to wait for
+
+
+class NotifyEvent(str, Enum):
+    """One email per event; `notify` renders subject and body for each."""
+
+    REQUEST_FULFILLED = "REQUEST_FULFILLED"
+    REQUEST_FAILED = "REQUEST_FAILED"
+    INTERRUPTED = "INTERRUPTED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    ERROR = "ERROR"  # an unexpected error caught by the workflow
+
+
+class ErrorName(str, Enum):
+    """Error names raised by Lambdas (exception class names, as Lambda reports them)."""
+
+    INVALID_JOB_SPEC = "InvalidJobSpec"
+    BUCKET_NAME_TAKEN = "BucketNameTaken"
+    NO_SPOT_CAPACITY = "NoSpotCapacity"
+    ATTEMPTS_EXHAUSTED = "AttemptsExhausted"
+    # Transient errors worth a Retry with backoff (Lambda service errors are named by AWS).
+    TRANSIENT = "TransientError"
+
+
+class TransientError(Exception):
+    """Raised for throttling and 5xx answers from AWS so the state machine retries with backoff."""
