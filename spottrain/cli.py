@@ -1,5 +1,280 @@
-"""Placeholder until the CLI lands (issue 6)."""
+"""`spottrain`: run the demo, validate and submit job specs, follow, cancel and list jobs.
+
+Against AWS it uses your normal credentials and the deployed stack's outputs (`--stack-name`);
+`demo` and `submit --local` run the same stack in the embedded emulator instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from spottrain import jobs
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_SPEC = REPO_ROOT / "examples" / "jobs" / "multihead-demo.json"
 
 
-def main() -> int:
-    raise SystemExit("spottrain CLI: not built yet")
+class UsageError(Exception):
+    """Bad input from the user: one clear line, exit code 2."""
+
+
+def load_spec(path: str) -> dict:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    if not isinstance(spec, dict):
+        raise UsageError(f"{path} must hold a JSON object (the job spec), not {type(spec).__name__}")
+    return spec
+
+
+# ---------------------------------------------------------------- output
+
+
+class Console:
+    """Progress on one rewritten line on a terminal; plain lines (only on change) otherwise."""
+
+    def __init__(self, stream=sys.stdout):
+        self.stream = stream
+        self.tty = stream.isatty()
+        self._last = ""
+
+    def progress(self, snapshot: jobs.Progress) -> None:
+        line = snapshot.line()
+        if line == self._last:
+            return
+        self._last = line
+        if self.tty:
+            self.stream.write("\r\033[K" + line[: os.get_terminal_size().columns - 1])
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def say(self, text: str = "") -> None:
+        if self.tty and self._last:
+            self.stream.write("\r\033[K")
+        self.stream.write(text + "\n")
+        self.stream.flush()
+        if self.tty and self._last:
+            self.stream.write(self._last)
+            self.stream.flush()
+
+    def email(self, message: dict) -> None:
+        rule = "─" * 72
+        self.say(f"┌{rule}\n│ ✉  {message['subject']}\n├{rule}")
+        for line in message["body"].splitlines():
+            self.say(f"│ {line}")
+        self.say(f"└{rule}")
+
+
+# ---------------------------------------------------------------- AWS session
+
+
+def _aws(args: argparse.Namespace) -> tuple[Any, jobs.Stack]:
+    import boto3
+
+    session = boto3.Session(profile_name=args.profile, region_name=args.region)
+    return session, jobs.Stack.lookup(session.client("cloudformation"), args.stack_name)
+
+
+def _clients(session: Any) -> tuple[Any, Any]:
+    return session.client("stepfunctions"), session.client("s3")
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_validate(args: argparse.Namespace, console: Console) -> int:
+    from spottrain.settings import default_settings
+    from lambdas.shared.jobspec import InvalidJobSpec, validate_spec
+
+    spec = load_spec(args.spec)
+    try:
+        job = validate_spec(spec, default_settings())
+    except InvalidJobSpec as exc:
+        console.say(f"✗ {args.spec} is not a valid job spec:")
+        for problem in exc.problems:
+            console.say(f"  - {problem}")
+        return 1
+    console.say(f"✓ {args.spec} is valid: job {job['exec_name']!r} → bucket {job['bucket']}")
+    return 0
+
+
+def _follow(console: Console, sfn: Any, s3: Any, stack: jobs.Stack, arn: str, timeout: float) -> dict:
+    execution = jobs.wait(sfn, s3, stack, arn, timeout=timeout, on_progress=console.progress)
+    console.say()
+    return execution
+
+
+def _report_end(console: Console, execution: dict) -> int:
+    status = execution["status"]
+    if status == "SUCCEEDED":
+        console.say(f"✓ {execution['name']} succeeded")
+        return 0
+    console.say(f"✗ {execution['name']} {status.lower()}: {execution.get('error', '')} {execution.get('cause', '')}".rstrip())
+    return 1
+
+
+def cmd_submit(args: argparse.Namespace, console: Console) -> int:
+    spec = load_spec(args.spec)
+    if args.local:
+        return _run_local(args, console, spec, download_to=None)
+    session, stack = _aws(args)
+    sfn, s3 = _clients(session)
+    arn = jobs.start(sfn, stack, spec)
+    console.say(f"started {arn}")
+    if not args.wait:
+        console.say(f"follow it with: spottrain status {spec['exec_name']}  |  spottrain logs {spec['exec_name']} --follow")
+        return 0
+    return _report_end(console, _follow(console, sfn, s3, stack, arn, args.timeout))
+
+
+def cmd_status(args: argparse.Namespace, console: Console) -> int:
+    session, stack = _aws(args)
+    sfn, s3 = _clients(session)
+    if not args.name:
+        return cmd_list(args, console)
+    execution = jobs.current_execution(sfn, stack, args.name)
+    console.say(jobs.progress(sfn, s3, stack, execution["executionArn"]).line())
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, console: Console) -> int:
+    session, stack = _aws(args)
+    sfn, _ = _clients(session)
+    executions = jobs.list_executions(sfn, stack)
+    if not executions:
+        console.say("no jobs yet: spottrain submit <spec.json>")
+    for execution in executions:
+        started = execution["startDate"].strftime("%Y-%m-%d %H:%M")
+        console.say(f"{jobs.job_of(execution['name']):<40} {execution['status']:<10} {started}  {execution['name']}")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace, console: Console) -> int:
+    session, stack = _aws(args)
+    sfn, s3 = _clients(session)
+    execution = jobs.current_execution(sfn, stack, args.name)
+
+    def running() -> bool:
+        return sfn.describe_execution(executionArn=execution["executionArn"])["status"] == "RUNNING"
+
+    for chunk in jobs.follow_logs(s3, stack.job_bucket(args.name), args.follow, running):
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace, console: Console) -> int:
+    session, stack = _aws(args)
+    stopped = jobs.cancel(session.client("stepfunctions"), session.client("lambda"), stack, args.name)
+    console.say(f"cancelled {args.name}: stopped {', '.join(stopped) or 'no running execution'}; its instances are terminated")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, console: Console) -> int:
+    from spottrain.demo import demo_spec
+
+    spec = demo_spec(REPO_ROOT, load_spec(str(DEMO_SPEC)))
+    return _run_local(args, console, spec, download_to=Path(args.runs) / spec["exec_name"])
+
+
+def _run_local(args: argparse.Namespace, console: Console, spec: dict, download_to: Path | None) -> int:
+    from spottrain.local import Emulator, Faults
+
+    faults = Faults.parse(args.inject)
+    started = time.monotonic()
+    console.say(f"starting the embedded AWS emulator in {args.workdir}/ (faults: {faults.describe() or 'none'})")
+    with Emulator(Path(args.workdir), faults=faults, on_email=console.email) as emulator:
+        console.say(f"stack deployed in {time.monotonic() - started:.1f}s; submitting {spec['exec_name']}")
+        session = emulator.session()
+        sfn, s3 = _clients(session)
+        stack = jobs.Stack.from_outputs(emulator.outputs)
+        arn = jobs.start(sfn, stack, spec)
+        execution = _follow(console, sfn, s3, stack, arn, args.timeout)
+        emulator.wait_for_emails(len(emulator.emails) + 1, timeout=0.5)
+        if download_to is not None:
+            bucket = stack.job_bucket(spec["exec_name"])
+            jobs.download(s3, bucket, download_to)
+            _describe_results(console, download_to)
+    console.say(f"total {time.monotonic() - started:.1f}s")
+    return _report_end(console, execution)
+
+
+def _describe_results(console: Console, folder: Path) -> None:
+    console.say(f"results downloaded to {folder}/")
+    for pattern, what in (("output/*.png", "plot"), ("output/*.npz", "model"), ("output/metrics.json", "metrics"), ("report.json", "report")):
+        for path in sorted(folder.glob(pattern)):
+            console.say(f"  {what:<8} {path}")
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spottrain", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Callable, help_: str, aws: bool = True, local: bool = False) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_, description=help_)
+        sub.set_defaults(handler=handler)
+        if aws:
+            sub.add_argument("--stack-name", default="SpotTrain", help="deployed stack (default: SpotTrain)")
+            sub.add_argument("--profile", help="AWS profile (default: your default credentials)")
+            sub.add_argument("--region", help="AWS region (default: your default region)")
+        if local:
+            sub.add_argument("--workdir", default=".spottrain", help="where the emulator keeps its state (default: .spottrain)")
+            sub.add_argument("--inject", action="append", default=[], metavar="NAME=VALUE",
+                             help="fault: no-capacity=<type>[,<type>], interrupt-after=<seconds>, lambda-error=<function>:<count>")
+            sub.add_argument("--timeout", type=float, default=600, help="give up waiting after this many seconds")
+        return sub
+
+    demo = add("demo", cmd_demo, "run the bundled multi-head job end to end in the embedded emulator", aws=False, local=True)
+    demo.add_argument("--runs", default="runs", help="where results are downloaded (default: runs/)")
+
+    validate = add("validate", cmd_validate, "check a job spec exactly as the workflow's ValidateJob does", aws=False)
+    validate.add_argument("spec")
+
+    submit = add("submit", cmd_submit, "start a job (on AWS, or --local in the emulator)", local=True)
+    submit.add_argument("spec")
+    submit.add_argument("--local", action="store_true", help="run in the embedded emulator (waits for the end)")
+    submit.add_argument("--wait", action="store_true", help="follow the job until it ends")
+
+    status = add("status", cmd_status, "show a job's state, attempt, instance and last log line")
+    status.add_argument("name", nargs="?")
+
+    logs = add("logs", cmd_logs, "print a job's training log")
+    logs.add_argument("name")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+
+    cancel = add("cancel", cmd_cancel, "stop a job and terminate its instances and spot requests")
+    cancel.add_argument("name")
+
+    add("list", cmd_list, "list the jobs of the stack")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    try:
+        return args.handler(args, console)
+    except (UsageError, jobs.JobNotFound) as exc:
+        console.say(f"spottrain: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        console.say("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

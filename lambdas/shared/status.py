@@ -50,6 +50,7 @@ class ErrorName(str, Enum):
     BUCKET_NAME_TAKEN = "BucketNameTaken"
     NO_SPOT_CAPACITY = "NoSpotCapacity"
     ATTEMPTS_EXHAUSTED = "AttemptsExhausted"
+    TRAINING_FAILED = "TrainingFailed"  # the job's own command failed (non-zero exit, max runtime)
     # Transient errors worth a Retry with backoff (Lambda service errors are named by AWS).
     TRANSIENT = "TransientError"
 

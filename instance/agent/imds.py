@@ -1,0 +1,80 @@
+"""Instance metadata (IMDSv2): the instance id and the spot interruption notice.
+
+The endpoint comes from AWS_EC2_METADATA_SERVICE_ENDPOINT, as botocore reads it, so the emulator's
+local IMDS works unchanged. Every call is short and never raises: a missing IMDS must not stop
+the training, it only means no notice can be seen.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import urllib.error
+import urllib.request
+from typing import Mapping, Optional
+
+DEFAULT_ENDPOINT = "http://169.254.169.254"
+TOKEN_TTL_SECONDS = 21600
+UNKNOWN_INSTANCE = "unknown"
+
+log = logging.getLogger(__name__)
+
+
+class Imds:
+    def __init__(self, endpoint: Optional[str] = None, timeout: float = 2.0):
+        self.endpoint = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
+        self.timeout = timeout
+        self._token: Optional[str] = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Imds":
+        return cls(env.get("AWS_EC2_METADATA_SERVICE_ENDPOINT"))
+
+    def instance_id(self) -> str:
+        text = self._get("/latest/meta-data/instance-id")
+        return text.strip() if text else UNKNOWN_INSTANCE
+
+    def spot_notice(self) -> Optional[dict]:
+        """{"action": "terminate"|"stop"|"hibernate", "time": ISO-8601} once AWS reclaims the instance."""
+        text = self._get("/latest/meta-data/spot/instance-action")
+        if not text:
+            return None
+        try:
+            notice = json.loads(text)
+        except ValueError:
+            log.warning("unreadable spot notice %r; treating it as a terminate notice", text[:200])
+            return {"action": "terminate", "time": None}
+        return notice if isinstance(notice, dict) else {"action": "terminate", "time": None}
+
+    def _get(self, path: str) -> Optional[str]:
+        """Body of a metadata path, None when absent (404) or IMDS is unreachable."""
+        for _ in range(2):  # a second try with a fresh token when the old one expired (401)
+            token = self._token or self._fetch_token()
+            if token is None:
+                return None
+            request = urllib.request.Request(self.endpoint + path, headers={"X-aws-ec2-metadata-token": token})
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    return response.read().decode("utf-8", "replace")
+            except urllib.error.HTTPError as error:
+                if error.code != 401:
+                    return None
+                self._token = None
+            except (OSError, ValueError) as error:
+                log.debug("IMDS %s unreachable: %s", path, error)
+                return None
+        return None
+
+    def _fetch_token(self) -> Optional[str]:
+        request = urllib.request.Request(
+            self.endpoint + "/latest/api/token",
+            method="PUT",
+            headers={"X-aws-ec2-metadata-token-ttl-seconds": str(TOKEN_TTL_SECONDS)},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                self._token = response.read().decode().strip()
+        except (OSError, ValueError) as error:
+            log.debug("IMDS token unavailable at %s: %s", self.endpoint, error)
+            return None
+        return self._token

@@ -1,0 +1,298 @@
+"""One attempt of one job, start to shutdown: clone, restore, commands, sync, markers, shutdown.
+
+Order matters at the end: outputs and checkpoints are synced *before* completed.json or
+interrupted.json is written, because the workflow may terminate the instance as soon as it
+reads a marker.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional
+
+from lambdas.shared import layout
+
+from . import clone, runner
+from .imds import Imds
+from .job import Job, Paths, command_env
+from .logs import OutputLog
+from .options import Options
+from .periodic import Periodic
+from .s3sync import RETRYABLE, DirSync, Store
+
+SPOT_NOTICE_SECONDS = 120.0  # what AWS promises between the notice and the reclaim
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    interrupted: bool = False
+    exit_code: int = 0
+    failed_phase: Optional[str] = None
+    reason: str = "exit"  # exit | max_runtime | clone_failed | restore_failed | job_invalid | job_unreadable | agent_error
+    message: str = ""
+
+
+class Agent:
+    def __init__(self, options: Options, store: Store, imds: Imds, inherited_env: Mapping[str, str] = os.environ):
+        self.options = options
+        self.store = store
+        self.imds = imds
+        self.inherited_env = dict(inherited_env)
+        self.output = OutputLog(options.workdir / "logs" / f"attempt-{options.attempt}", options.attempt,
+                                options.log_part_bytes)
+        self.agent_log_path = self.output.directory / "agent.log"
+        self.instance_id = imds.instance_id()
+        self.job: Optional[Job] = None
+        self.execution = "unknown"
+        self.phase = "clone"
+        self.phase_seconds: Dict[str, float] = {}
+        self.started_at = _now()
+        self.deadline: Optional[float] = None
+        self.notice: Optional[dict] = None
+        self._noticed = threading.Event()
+        self._agent_log_size = -1
+        self._syncs: List[DirSync] = []
+        self._heartbeats = Periodic("heartbeat", options.heartbeat_seconds, self._heartbeat)
+        self._chores = [
+            Periodic("spot-notice", options.notice_poll_seconds, self._check_notice),
+            self._heartbeats,
+            Periodic("log-upload", options.sync_seconds, self._upload_logs),
+        ]
+        self._dir_sync = Periodic("dir-sync", options.sync_seconds, self._sync_dirs)
+
+    # --- the story -------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Do the attempt and shut down; 0 unless the agent itself broke."""
+        log.info("attempt %d of job bucket %s on instance %s", self.options.attempt, self.options.bucket, self.instance_id)
+        for chore in self._chores:
+            chore.start()
+        try:
+            outcome = self._attempt()
+        except Exception as error:  # the training's fate must still be reported, and the GPU released
+            log.exception("agent error")
+            outcome = Outcome(exit_code=70, failed_phase=self.phase, reason="agent_error", message=repr(error))
+        self._finish(outcome)
+        return 1 if outcome.reason == "agent_error" else 0
+
+    def _attempt(self) -> Outcome:
+        try:
+            job = Job.from_document(self.store.get_json(layout.JOB_KEY))
+            paths = Paths.resolve(job, self.options.workdir)
+        except ValueError as error:  # InvalidJob, or job.json that is not JSON at all
+            return Outcome(exit_code=1, failed_phase="start", reason="job_invalid", message=str(error))
+        except RETRYABLE as error:
+            message = f"cannot read s3://{self.options.bucket}/{layout.JOB_KEY}: {error}"
+            return Outcome(exit_code=1, failed_phase="start", reason="job_unreadable", message=message)
+        self.job = job
+        self.execution = job.execution
+        if job.max_runtime_minutes:
+            self.deadline = time.monotonic() + float(job.max_runtime_minutes) * self.options.seconds_per_minute
+        env = command_env(job, paths, self.options, self.inherited_env)
+
+        outcome = self._clone(job, paths, env)
+        if outcome:
+            return outcome
+        for directory in paths.created():
+            directory.mkdir(parents=True, exist_ok=True)
+        self._syncs = [DirSync(self.store, paths.output, layout.OUTPUT_PREFIX)]
+        if paths.checkpoint:
+            self._syncs.append(DirSync(self.store, paths.checkpoint, layout.CHECKPOINTS_PREFIX))
+        if self.options.resume:
+            outcome = self._restore()
+            if outcome:
+                return outcome
+        self._dir_sync.start()
+        for phase, command in job.commands:
+            outcome = self._run_phase(phase, command, paths.clone, env)
+            if outcome:
+                return outcome
+        return Outcome()
+
+    def _clone(self, job: Job, paths: Paths, env: Mapping[str, str]) -> Optional[Outcome]:
+        self._enter("clone")
+        result = clone.clone(job.repository_url, job.repository_ref, paths.clone,
+                             env=env, output=self.output, should_stop=self._should_stop)
+        self.phase_seconds["clone"] = round(result.seconds, 3)
+        if result.stop or result.exit_code == 0:
+            return self._stopped(result, "clone")
+        message = (f"git clone of {clone.redact(job.repository_url)} (ref {job.repository_ref or 'default branch'}) "
+                   f"failed with exit code {result.exit_code}: {clone.failure_line(self.output.tail())}; "
+                   "check repository_url and repository_ref, and that the repository is public or reachable")
+        return Outcome(exit_code=result.exit_code, failed_phase="clone", reason="clone_failed", message=message)
+
+    def _restore(self) -> Optional[Outcome]:
+        """Put the last attempt's checkpoints back (mtimes included: resumers pick the newest)."""
+        self._enter("restore")
+        started = time.monotonic()
+        sync = self._syncs[-1]  # checkpoints/, or output/ for jobs without checkpoint_dir
+        try:
+            count = sync.restore()
+        except RETRYABLE as error:
+            message = f"cannot restore s3://{self.options.bucket}/{sync.prefix} into {sync.local_dir}: {error}"
+            return Outcome(exit_code=1, failed_phase="restore", reason="restore_failed", message=message)
+        self.phase_seconds["restore"] = round(time.monotonic() - started, 3)
+        self.output.note(f"restored {count} files from s3://{self.options.bucket}/{sync.prefix}")
+        return None
+
+    def _run_phase(self, phase: str, command: str, cwd: Path, env: Mapping[str, str]) -> Optional[Outcome]:
+        stop = self._should_stop()
+        if stop:
+            return self._stopped(runner.Result(0, 0.0, stop), phase)
+        self._enter(phase)
+        self.output.note(f"phase {phase}: {command}")
+        result = runner.run(command, cwd=cwd, env=env, output=self.output, should_stop=self._should_stop)
+        self.phase_seconds[phase] = round(result.seconds, 3)
+        self.output.note(f"phase {phase} ended with exit code {result.exit_code} after {result.seconds:.1f}s")
+        if result.stop:
+            return self._stopped(result, phase)
+        if result.exit_code != 0:
+            message = f"{phase} command exited with code {result.exit_code}"
+            return Outcome(exit_code=result.exit_code, failed_phase=phase, message=message)
+        return None
+
+    def _stopped(self, result: runner.Result, phase: str) -> Optional[Outcome]:
+        if result.stop is None:
+            return None
+        if result.stop.reason == "interrupted":
+            return Outcome(interrupted=True, exit_code=result.exit_code, failed_phase=phase, reason="interrupted")
+        limit = self.job.max_runtime_minutes if self.job else None
+        return Outcome(
+            # A command that exits 0 on SIGTERM still did not finish: never let that read as success.
+            exit_code=result.exit_code or 124, failed_phase=phase, reason="max_runtime",
+            message=(f"limits.max_runtime_minutes={limit} reached during {phase}: the command was stopped; "
+                     "raise the limit if the job needs longer, or make it resume from checkpoints"),
+        )
+
+    def _finish(self, outcome: Outcome) -> None:
+        self._dir_sync.stop(timeout=max(60.0, self.options.sync_seconds * 4))
+        self._enter("sync")
+        synced = self._sync_dirs()
+        self._upload_logs()
+        if outcome.interrupted:
+            self.store.put_json(layout.INTERRUPTED_KEY, self._interrupted_marker(outcome, synced))
+            log.warning("interrupted by the spot notice; checkpoints synced: %s", synced)
+        else:
+            self.store.put_json(layout.COMPLETED_KEY, self._completed_marker(outcome))
+            log.info("completed: exit code %d, reason %s", outcome.exit_code, outcome.reason)
+            self._enter("done")
+            self._keep_alive()
+        self._shutdown()
+
+    # --- markers ---------------------------------------------------------------------------------
+
+    def _marker(self) -> dict:
+        return {"attempt": self.options.attempt, "instance_id": self.instance_id, "execution": self.execution}
+
+    def _completed_marker(self, outcome: Outcome) -> dict:
+        return {
+            **self._marker(),
+            "exit_code": outcome.exit_code,
+            "failed_phase": outcome.failed_phase if outcome.exit_code != 0 else None,
+            "reason": outcome.reason,
+            "message": outcome.message,
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(_now()),
+            "phase_seconds": dict(self.phase_seconds),
+            "last_log_lines": self.output.tail(),
+        }
+
+    def _interrupted_marker(self, outcome: Outcome, synced: bool) -> dict:
+        notice = self.notice or {}
+        return {
+            **self._marker(),
+            "notice_time": notice.get("time"),
+            "action": notice.get("action"),
+            "noticed_at": notice.get("noticed_at"),
+            "phase": outcome.failed_phase,
+            "exit_code": outcome.exit_code,
+            "finished_at": _iso(_now()),
+            "checkpoints_synced": synced,
+        }
+
+    # --- chores (background threads) -------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        last = self.output.last_line_time
+        self.store.put_json(layout.HEARTBEAT_KEY, {
+            **self._marker(),
+            "phase": self.phase,
+            "time": _iso(_now()),
+            "last_log_time": _iso(dt.datetime.fromtimestamp(last, dt.timezone.utc)) if last else None,
+            "last_log_line": self.output.last_line,
+        })
+
+    def _check_notice(self) -> None:
+        if self._noticed.is_set():
+            return
+        notice = self.imds.spot_notice()
+        if notice:
+            self.notice = {**notice, "noticed_at": _iso(_now())}
+            log.warning("spot interruption notice: %s", notice)
+            self._noticed.set()
+
+    def _upload_logs(self) -> None:
+        self.output.upload(self.store)
+        size = self.agent_log_path.stat().st_size if self.agent_log_path.exists() else -1
+        if size != self._agent_log_size and size >= 0:
+            if self.store.upload(self.agent_log_path, layout.agent_log_key(self.options.attempt)):
+                self._agent_log_size = size
+
+    def _sync_dirs(self) -> bool:
+        results = [sync.sync() for sync in self._syncs]
+        return all(results) and bool(results)
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _should_stop(self) -> Optional[runner.Stop]:
+        if self._noticed.is_set():
+            return runner.Stop("interrupted", self._grace_left())
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return runner.Stop("max_runtime", self.options.kill_grace_seconds)
+        return None
+
+    def _grace_left(self) -> float:
+        """Seconds the training may take to stop, keeping a reserve for the final sync."""
+        left = SPOT_NOTICE_SECONDS
+        try:
+            reclaim = dt.datetime.fromisoformat(str((self.notice or {}).get("time")).replace("Z", "+00:00"))
+            left = (reclaim - _now()).total_seconds()
+        except ValueError:
+            pass
+        return max(1.0, left - self.options.sync_reserve_seconds)
+
+    def _enter(self, phase: str) -> None:
+        self.phase = phase
+        self._heartbeats.poke()  # the workflow learns of a new phase at once, not a tick later
+
+    def _keep_alive(self) -> None:
+        seconds = self.job.keep_alive_minutes * self.options.seconds_per_minute if self.job else 0
+        if seconds > 0:
+            log.info("keeping the instance alive for %.0fs (keep_alive_minutes)", seconds)
+            time.sleep(seconds)
+
+    def _shutdown(self) -> None:
+        command = self.options.shutdown_command
+        log.info("shutting down: %s", command)
+        for chore in self._chores:
+            chore.stop(timeout=30.0)
+        self._upload_logs()
+        completed = subprocess.run(["bash", "-c", command], stdin=subprocess.DEVNULL)
+        if completed.returncode != 0:
+            log.error("shutdown command %r exited with %d", command, completed.returncode)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds")

@@ -1,0 +1,105 @@
+"""Run one phase's command in its own process group, its output into the job's log.
+
+A process group, because a training command is often a shell that starts python that starts data
+loader workers: SIGTERM must reach all of them, not only the shell.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Callable, List, Mapping, Optional, Union
+
+from .logs import OutputLog
+
+MAX_LINE_BYTES = 64 * 1024  # a line without a newline (progress bars) is cut into pieces of this size
+WAIT_STEP_SECONDS = 0.1
+PIPE_DRAIN_SECONDS = 2.0
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stop:
+    """Why a running command must stop, and how long it may take before SIGKILL."""
+
+    reason: str  # "interrupted" | "max_runtime"
+    grace_seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    exit_code: int  # a signal death is reported as the shell does: 128 + signal number
+    seconds: float
+    stop: Optional[Stop] = None
+
+
+def run(
+    command: Union[str, List[str]],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    output: OutputLog,
+    should_stop: Callable[[], Optional[Stop]],
+) -> Result:
+    """Run command (a string goes to `bash -c`) until it exits or should_stop() says otherwise."""
+    argv = ["bash", "-c", command] if isinstance(command, str) else command
+    started = time.monotonic()
+    process = subprocess.Popen(
+        argv, cwd=str(cwd), env=dict(env), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    reader = threading.Thread(target=_copy_output, args=(process, output), name="output-reader", daemon=True)
+    reader.start()
+    stop = _wait(process, should_stop)
+    reader.join(PIPE_DRAIN_SECONDS)
+    if reader.is_alive():
+        # Something the command left running in the background still holds the pipe: the phase is
+        # over, so its leftovers go with it.
+        _signal_group(process, signal.SIGKILL)
+        reader.join(PIPE_DRAIN_SECONDS)
+    return Result(_shell_exit_code(process.returncode), time.monotonic() - started, stop)
+
+
+def _wait(process: subprocess.Popen, should_stop: Callable[[], Optional[Stop]]) -> Optional[Stop]:
+    while process.poll() is None:
+        stop = should_stop()
+        if stop is not None:
+            _terminate(process, stop)
+            return stop
+        time.sleep(WAIT_STEP_SECONDS)
+    return None
+
+
+def _terminate(process: subprocess.Popen, stop: Stop) -> None:
+    log.warning("stopping the command (%s): SIGTERM to its process group, SIGKILL after %.0fs",
+                stop.reason, stop.grace_seconds)
+    _signal_group(process, signal.SIGTERM)
+    try:
+        process.wait(timeout=stop.grace_seconds)
+    except subprocess.TimeoutExpired:
+        log.warning("the command ignored SIGTERM for %.0fs: SIGKILL", stop.grace_seconds)
+        _signal_group(process, signal.SIGKILL)
+        process.wait()
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _copy_output(process: subprocess.Popen, output: OutputLog) -> None:
+    for line in iter(lambda: process.stdout.readline(MAX_LINE_BYTES), b""):
+        output.write(line)
+    process.stdout.close()
+
+
+def _shell_exit_code(returncode: int) -> int:
+    return 128 - returncode if returncode < 0 else returncode

@@ -1,0 +1,171 @@
+"""S3 for the agent: retried puts and gets, and one-way directory mirroring that keeps mtimes.
+
+Uploads are best effort by design: a caller gets False (and a log line) after the retries, never an
+exception, because a failed upload must never kill hours of training. AWS_ENDPOINT_URL is honoured
+by boto3 itself, which is how the emulator's S3 is reached.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Dict, Optional, Tuple
+
+import boto3
+from botocore.config import Config
+from boto3.exceptions import S3UploadFailedError
+from botocore.exceptions import BotoCoreError, ClientError
+
+MTIME_METADATA = "mtime-ns"  # x-amz-meta-mtime-ns: the file's mtime, so a restore can put it back
+RETRYABLE = (BotoCoreError, ClientError, S3UploadFailedError)
+
+log = logging.getLogger(__name__)
+
+
+def s3_client(region: Optional[str]):
+    config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60)
+    return boto3.session.Session(region_name=region).client("s3", config=config)
+
+
+class Store:
+    """One job bucket, with our own backoff on top of botocore's (which gives up within seconds)."""
+
+    def __init__(self, client, bucket: str, attempts: int = 5, base_delay: float = 0.5, max_delay: float = 8.0):
+        self.client = client
+        self.bucket = bucket
+        self.attempts = attempts
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+
+    def retried(self, what: str, call: Callable[[], object]):
+        """call() with exponential backoff; re-raises the last error."""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return call()
+            except RETRYABLE as error:
+                if attempt == self.attempts:
+                    raise
+                delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+                log.warning("%s failed (%s); retry %d/%d in %.1fs", what, error, attempt, self.attempts - 1, delay)
+                time.sleep(delay)
+
+    def best_effort(self, what: str, call: Callable[[], object]) -> bool:
+        try:
+            self.retried(what, call)
+            return True
+        except RETRYABLE + (OSError,) as error:  # OSError: the file vanished or is unreadable
+            log.error("%s failed after %d tries, carrying on: %s", what, self.attempts, error)
+            return False
+
+    def get_json(self, key: str) -> dict:
+        body = self.retried(f"get s3://{self.bucket}/{key}", lambda: self.client.get_object(Bucket=self.bucket, Key=key))
+        return json.loads(body["Body"].read())
+
+    def put_json(self, key: str, document: dict) -> bool:
+        body = json.dumps(document, indent=2, sort_keys=True).encode()
+        return self.best_effort(
+            f"put s3://{self.bucket}/{key}",
+            lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json"),
+        )
+
+    def upload(self, path: Path, key: str, metadata: Optional[Dict[str, str]] = None) -> bool:
+        extra = {"Metadata": metadata} if metadata else None
+        return self.best_effort(
+            f"upload {path} to s3://{self.bucket}/{key}",
+            lambda: self.client.upload_file(str(path), self.bucket, key, ExtraArgs=extra),
+        )
+
+    def list_keys(self, prefix: str):
+        """(key, last_modified) under prefix, all pages."""
+        def collect():
+            found = []
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                found.extend((item["Key"], item["LastModified"]) for item in page.get("Contents", []))
+            return found
+
+        return self.retried(f"list s3://{self.bucket}/{prefix}", collect)
+
+    def download(self, key: str, path: Path) -> dict:
+        """Download key to path; returns the object's user metadata."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.retried(f"download s3://{self.bucket}/{key}", lambda: self.client.download_file(self.bucket, key, str(path)))
+        head = self.retried(f"head s3://{self.bucket}/{key}", lambda: self.client.head_object(Bucket=self.bucket, Key=key))
+        return head.get("Metadata", {})
+
+
+Signature = Tuple[int, int]  # (size, mtime_ns): a file whose signature is unchanged is not uploaded again
+
+
+class DirSync:
+    """Mirror a local directory up to a key prefix (changed files only), or restore it from there."""
+
+    def __init__(self, store: Store, local_dir: Path, prefix: str):
+        self.store = store
+        self.local_dir = local_dir
+        self.prefix = prefix
+        self._uploaded: Dict[str, Signature] = {}
+        self._lock = threading.Lock()  # the periodic and the final sync must not interleave
+
+    def sync(self) -> bool:
+        """Upload new and changed files; True when every upload succeeded."""
+        with self._lock:
+            ok = True
+            for path, relative in self._files():
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:  # the training rotated it away since the walk
+                    continue
+                signature = (stat.st_size, stat.st_mtime_ns)
+                if self._uploaded.get(relative) == signature:
+                    continue
+                metadata = {MTIME_METADATA: str(stat.st_mtime_ns)}
+                if self.store.upload(path, self.prefix + relative, metadata):
+                    self._uploaded[relative] = signature
+                else:
+                    ok = False
+            return ok
+
+    def restore(self) -> int:
+        """Download everything under the prefix with its original mtimes; returns the file count."""
+        with self._lock:
+            count = 0
+            for key, last_modified in self.store.list_keys(self.prefix):
+                relative = key[len(self.prefix):]
+                target = (self.local_dir / relative).resolve()
+                if not relative or not _inside(target, self.local_dir.resolve()):
+                    log.warning("skipping s3://%s/%s: it would land outside %s", self.store.bucket, key, self.local_dir)
+                    continue
+                metadata = self.store.download(key, target)
+                mtime_ns = _mtime_ns(metadata, int(last_modified.timestamp() * 1e9))
+                os.utime(target, ns=(mtime_ns, mtime_ns))
+                stat = target.stat()
+                self._uploaded[relative] = (stat.st_size, stat.st_mtime_ns)
+                count += 1
+            return count
+
+    def _files(self):
+        if not self.local_dir.is_dir():
+            return
+        for root, _, names in os.walk(self.local_dir):
+            for name in sorted(names):
+                path = Path(root) / name
+                if path.is_file() and not path.is_symlink():
+                    yield path, path.relative_to(self.local_dir).as_posix()
+
+
+def _mtime_ns(metadata: Dict[str, str], fallback: int) -> int:
+    try:
+        return int(metadata[MTIME_METADATA])
+    except (KeyError, ValueError):
+        return fallback
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    try:
+        path.relative_to(directory)
+        return True
+    except ValueError:
+        return False

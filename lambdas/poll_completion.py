@@ -1,0 +1,172 @@
+"""How is the training doing? RUNNING, SUCCEEDED, FAILED or INTERRUPTED, and how long to wait before asking again.
+
+Read from the markers the agent writes in the job bucket and from the instance's state. The instance is
+described before the markers are read: the agent writes completed.json and then shuts the instance down,
+so a gone instance whose markers (read afterwards) say nothing really was lost, not finished.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import os
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger
+from botocore.exceptions import ClientError
+
+from lambdas.shared import layout, report
+from lambdas.shared.awserrors import error_code, transient_errors
+from lambdas.shared.config import Settings, settings_from_env
+from lambdas.shared.status import JobStatus
+
+logger = Logger(service="spottrain-poll-completion")
+
+LIVE_INSTANCE_STATES = frozenset({"pending", "running"})
+EXECUTION_NAME_LIMIT = 80  # Step Functions' limit on execution names
+
+
+@functools.cache
+def _settings() -> Settings:
+    return settings_from_env(os.environ)
+
+
+@logger.inject_lambda_context
+def handler(event: dict, context: Any) -> dict:
+    logger.append_keys(job=event["job"]["exec_name"], execution=event["execution"]["name"])
+    with transient_errors():
+        return poll_completion(boto3.client("ec2"), boto3.client("s3"), _settings(), event)
+
+
+def poll_completion(ec2: Any, s3: Any, settings: Settings, state: dict, now: dt.datetime | None = None) -> dict:
+    """The state's `poll` value: what the current attempt is doing and when to look again."""
+    now = now or report.utcnow()
+    launch = state["launch"]
+    attempt = launch["attempt"]
+    bucket = state["storage"]["bucket"]
+    status, detail = training_status(ec2, s3, settings, launch, bucket, now)
+    if status is not JobStatus.RUNNING:
+        report.record_end(s3, bucket, attempt, status.value, now)
+    result = _counters(settings, state, status) | {
+        "status": status.value,
+        "attempt": attempt,
+        "retry_allowed": attempt < _job_limit(state["job"], "max_attempts", settings.max_attempts),
+        "terminate_after_seconds": _keep_alive_minutes(state["job"], settings) * settings.seconds_per_minute,
+        "detail": detail,
+    }
+    logger.info("polled", extra={k: result[k] for k in ("status", "attempt", "polls", "wait_seconds", "handover")})
+    return result
+
+
+def training_status(
+    ec2: Any, s3: Any, settings: Settings, launch: dict, bucket: str, now: dt.datetime
+) -> tuple[JobStatus, dict]:
+    attempt = launch["attempt"]
+    instance = launch["instance"]
+    instance_state = _instance_state(ec2, instance["instance_id"])
+    completed = _marker(s3, bucket, layout.COMPLETED_KEY, attempt)
+    if completed:
+        status = JobStatus.SUCCEEDED if completed.get("exit_code") == 0 else JobStatus.FAILED
+        return status, {"reason": completed.get("reason", "exit"), "exit_code": completed.get("exit_code"),
+                        "failed_phase": completed.get("failed_phase"), "instance_state": instance_state}
+    if _marker(s3, bucket, layout.INTERRUPTED_KEY, attempt):
+        return JobStatus.INTERRUPTED, {"reason": "spot-interruption", "instance_state": instance_state}
+    if instance_state not in LIVE_INSTANCE_STATES:
+        return JobStatus.INTERRUPTED, {"reason": "instance-gone", "instance_state": instance_state}
+    return _judge_heartbeat(ec2, settings, instance, _marker(s3, bucket, layout.HEARTBEAT_KEY, attempt), now)
+
+
+def _judge_heartbeat(
+    ec2: Any, settings: Settings, instance: dict, heartbeat: dict | None, now: dt.datetime
+) -> tuple[JobStatus, dict]:
+    # No heartbeat yet: the instance is still booting; the clock runs from its launch.
+    last_sign = report.parse_time(heartbeat["time"] if heartbeat else instance["launched_at"])
+    age = max(0, round((now - last_sign).total_seconds()))
+    detail = {"instance_state": "running", "phase": (heartbeat or {}).get("phase"), "heartbeat_age_seconds": age,
+              "last_log_line": (heartbeat or {}).get("last_log_line")}
+    if age > settings.heartbeat_lost_seconds:
+        # Terminated now so the relaunch that follows cannot leave this one running (and billing).
+        logger.warning("instance lost: no heartbeat", extra={"instance_id": instance["instance_id"], "age": age})
+        _terminate(ec2, instance["instance_id"])
+        return JobStatus.INTERRUPTED, detail | {"reason": "lost", "stale": True}
+    return JobStatus.RUNNING, detail | {"stale": age > settings.heartbeat_stale_seconds}
+
+
+def _counters(settings: Settings, state: dict, status: JobStatus) -> dict:
+    """Poll counts, the next wait and the hand-over decision.
+
+    `polls` counts this execution's polls (its history budget); `attempt_polls` counts the current
+    attempt's, across hand-overs, so the backoff does not restart at the minimum after one.
+    """
+    previous = state.get("poll") or {}
+    same_attempt = previous.get("attempt") == state["launch"]["attempt"]
+    attempt_polls = (previous.get("attempt_polls", 0) if same_attempt else 0) + 1
+    polls = previous.get("polls", 0) + 1
+    handovers = previous.get("handovers", state["execution"].get("handovers", 0))
+    handover = status is JobStatus.RUNNING and polls >= settings.polls_per_execution
+    if handover:
+        handovers += 1
+    return {
+        "wait_seconds": next_wait(settings, attempt_polls - 1),
+        "polls": 0 if handover else polls,
+        "attempt_polls": attempt_polls,
+        "handover": handover,
+        "handover_name": handover_name(state["execution"]["name"], handovers) if handover else None,
+        "handovers": handovers,
+    }
+
+
+def next_wait(settings: Settings, k: int) -> int:
+    """poll_min * backoff^k, capped at poll_max; whole seconds, as Wait's SecondsPath requires."""
+    wait = float(settings.poll_min_seconds)
+    for _ in range(k):
+        if wait >= settings.poll_max_seconds:
+            break
+        wait *= settings.poll_backoff
+    return int(min(wait, settings.poll_max_seconds))
+
+
+def handover_name(first_name: str, handovers: int) -> str:
+    suffix = f"-h{handovers}"
+    return first_name[: EXECUTION_NAME_LIMIT - len(suffix)] + suffix
+
+
+def _job_limit(job: dict, name: str, default: int) -> int:
+    return int((job.get("limits") or {}).get(name) or default)
+
+
+def _keep_alive_minutes(job: dict, settings: Settings) -> int:
+    minutes = job.get("keep_alive_minutes")
+    return int(settings.default_keep_alive_minutes if minutes is None else minutes)
+
+
+def _marker(s3: Any, bucket: str, key: str, attempt: int) -> dict | None:
+    """The marker if it belongs to this attempt; an earlier attempt's never decides the current one."""
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as exc:
+        if error_code(exc) in ("NoSuchKey", "404"):
+            return None
+        raise
+    marker = json.loads(body)
+    return marker if marker.get("attempt") == attempt else None
+
+
+def _instance_state(ec2: Any, instance_id: str) -> str:
+    try:
+        reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    except ClientError as exc:
+        if error_code(exc) == "InvalidInstanceID.NotFound":
+            return "missing"
+        raise
+    instances = [i for r in reservations for i in r["Instances"]]
+    return instances[0]["State"]["Name"] if instances else "missing"
+
+
+def _terminate(ec2: Any, instance_id: str) -> None:
+    try:
+        ec2.terminate_instances(InstanceIds=[instance_id])
+    except ClientError as exc:
+        if error_code(exc) != "InvalidInstanceID.NotFound":
+            raise

@@ -1,0 +1,252 @@
+"""Operations on jobs of a deployed stack: start, follow, read logs, cancel, download.
+
+The same code runs against AWS (the user's credentials, the stack's outputs) and against the
+embedded emulator (its session and outputs): a job is a Step Functions execution plus its bucket.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from lambdas.shared import layout
+
+TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+
+
+class JobNotFound(LookupError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Stack:
+    """What the CLI needs from a deployed stack (its CloudFormation outputs)."""
+
+    state_machine_arn: str
+    topic_arn: str
+    bucket_name: str
+    job_bucket_prefix: str
+    terminate_function_name: str
+
+    @classmethod
+    def from_outputs(cls, outputs: dict[str, str]) -> "Stack":
+        return cls(
+            state_machine_arn=outputs["StateMachineArn"],
+            topic_arn=outputs["TopicArn"],
+            bucket_name=outputs["BucketName"],
+            job_bucket_prefix=outputs["JobBucketPrefix"],
+            terminate_function_name=outputs["TerminateFunctionName"],
+        )
+
+    @classmethod
+    def lookup(cls, cloudformation: Any, stack_name: str) -> "Stack":
+        try:
+            stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
+        except cloudformation.exceptions.ClientError as exc:
+            raise JobNotFound(
+                f"stack {stack_name!r} not found ({exc.response['Error']['Message']}); "
+                "deploy it with `npx cdk deploy` or pass --stack-name"
+            ) from None
+        return cls.from_outputs({o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])})
+
+    def job_bucket(self, exec_name: str) -> str:
+        return layout.bucket_name(self.job_bucket_prefix, exec_name)
+
+
+def execution_name(exec_name: str, now: dt.datetime | None = None) -> str:
+    """Unique per run (Step Functions keeps names for 90 days), and traceable to the job."""
+    moment = now or dt.datetime.now(dt.timezone.utc)
+    return f"{exec_name}-{moment:%Y%m%dT%H%M%S}"
+
+
+def _belongs_to(name: str, exec_name: str) -> bool:
+    return re.fullmatch(re.escape(exec_name) + r"-\d{8}T\d{6}(-h\d+)?", name) is not None
+
+
+def job_of(execution_name_: str) -> str:
+    return re.sub(r"-\d{8}T\d{6}(-h\d+)?$", "", execution_name_)
+
+
+def start(sfn: Any, stack: Stack, spec: dict) -> str:
+    response = sfn.start_execution(
+        stateMachineArn=stack.state_machine_arn,
+        name=execution_name(spec.get("exec_name", "job")),
+        input=json.dumps(spec),
+    )
+    return response["executionArn"]
+
+
+def list_executions(sfn: Any, stack: Stack) -> list[dict]:
+    """Every execution of the stack's state machine, newest first."""
+    executions: list[dict] = []
+    for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=stack.state_machine_arn):
+        executions.extend(page["executions"])
+    return sorted(executions, key=lambda e: e["startDate"], reverse=True)
+
+
+def executions_of(sfn: Any, stack: Stack, exec_name: str) -> list[dict]:
+    found = [e for e in list_executions(sfn, stack) if _belongs_to(e["name"], exec_name)]
+    if not found:
+        raise JobNotFound(f"no execution found for job {exec_name!r}; `spottrain list` shows the jobs")
+    return found
+
+
+def current_execution(sfn: Any, stack: Stack, exec_name: str) -> dict:
+    """The running execution of a job (hand-overs included), else its newest one."""
+    executions = executions_of(sfn, stack, exec_name)
+    running = [e for e in executions if e["status"] == "RUNNING"]
+    return (running or executions)[0]
+
+
+@dataclasses.dataclass
+class Progress:
+    execution_arn: str
+    status: str
+    state: str
+    attempt: int | None = None
+    instance: str | None = None
+    elapsed_seconds: float = 0.0
+    last_log_line: str | None = None
+
+    def line(self) -> str:
+        minutes, seconds = divmod(int(self.elapsed_seconds), 60)
+        parts = [f"{minutes:d}m{seconds:02d}s", self.status if self.status != "RUNNING" else self.state]
+        if self.attempt:
+            parts.append(f"attempt {self.attempt}")
+        if self.instance:
+            parts.append(self.instance)
+        if self.last_log_line:
+            parts.append(f"| {self.last_log_line[:100]}")
+        return "  ".join(parts)
+
+
+def _last_state_entered(sfn: Any, execution_arn: str) -> str:
+    events = sfn.get_execution_history(executionArn=execution_arn, reverseOrder=True, maxResults=50)["events"]
+    for event in events:
+        details = event.get("stateEnteredEventDetails")
+        if details:
+            return details["name"]
+    return "Starting"
+
+
+def _read_json(s3: Any, bucket: str, key: str) -> dict | None:
+    try:
+        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except (s3.exceptions.NoSuchKey, s3.exceptions.NoSuchBucket):
+        return None
+    except s3.exceptions.ClientError:
+        return None
+
+
+def progress(sfn: Any, s3: Any, stack: Stack, execution_arn: str) -> Progress:
+    execution = sfn.describe_execution(executionArn=execution_arn)
+    started = execution["startDate"]
+    ended = execution.get("stopDate") or dt.datetime.now(started.tzinfo)
+    snapshot = Progress(
+        execution_arn=execution_arn,
+        status=execution["status"],
+        state=_last_state_entered(sfn, execution_arn),
+        elapsed_seconds=(ended - started).total_seconds(),
+    )
+    heartbeat = _read_json(s3, stack.job_bucket(job_of(execution["name"])), layout.HEARTBEAT_KEY)
+    if heartbeat:
+        snapshot.attempt = heartbeat.get("attempt")
+        snapshot.instance = heartbeat.get("instance_id")
+        snapshot.last_log_line = heartbeat.get("last_log_line")
+    return snapshot
+
+
+def _next_handover(sfn: Any, stack: Stack, execution: dict) -> str | None:
+    """The execution this one handed its job over to, if any."""
+    output = json.loads(execution.get("output") or "null")
+    if isinstance(output, dict):
+        handed = output.get("handover_execution") or {}
+        if isinstance(handed, dict) and handed.get("ExecutionArn"):
+            return handed["ExecutionArn"]
+    return None
+
+
+def wait(
+    sfn: Any,
+    s3: Any,
+    stack: Stack,
+    execution_arn: str,
+    timeout: float,
+    on_progress: Callable[[Progress], None] | None = None,
+    interval: float = 1.0,
+) -> dict:
+    """Follow a job to its end, through hand-overs; returns the last execution's description."""
+    deadline = time.monotonic() + timeout
+    while True:
+        execution = sfn.describe_execution(executionArn=execution_arn)
+        if on_progress:
+            on_progress(progress(sfn, s3, stack, execution_arn))
+        if execution["status"] in TERMINAL:
+            successor = _next_handover(sfn, stack, execution)
+            if not successor:
+                return execution
+            execution_arn = successor
+            continue
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{execution['name']} still {execution['status']} after {timeout:.0f}s")
+        time.sleep(interval)
+
+
+def cancel(sfn: Any, lambda_: Any, stack: Stack, exec_name: str) -> list[str]:
+    """Stop every running execution of the job, then terminate what it launched (idempotent)."""
+    stopped = []
+    for execution in executions_of(sfn, stack, exec_name):
+        if execution["status"] == "RUNNING":
+            sfn.stop_execution(executionArn=execution["executionArn"], error="Cancelled", cause="spottrain cancel")
+            stopped.append(execution["name"])
+    response = lambda_.invoke(
+        FunctionName=stack.terminate_function_name,
+        Payload=json.dumps({"exec_name": exec_name, "reason": "cancelled"}).encode(),
+    )
+    if response.get("FunctionError"):
+        raise RuntimeError(f"terminating {exec_name}'s instances failed: {response['Payload'].read().decode()}")
+    return stopped
+
+
+def log_keys(s3: Any, bucket: str) -> list[str]:
+    """Output log parts in order: attempt by attempt, part by part."""
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=layout.LOGS_PREFIX):
+        keys.extend(o["Key"] for o in page.get("Contents", []) if "/output-" in o["Key"])
+
+    def order(key: str) -> tuple[int, str]:
+        match = re.search(r"attempt-(\d+)/", key)
+        return (int(match.group(1)) if match else 0, key)
+
+    return sorted(keys, key=order)
+
+
+def follow_logs(s3: Any, bucket: str, follow: bool, still_running: Callable[[], bool], interval: float = 2.0) -> Iterator[str]:
+    """Yield new log text as it lands in S3; with follow, until the job ends."""
+    seen: dict[str, int] = {}
+    while True:
+        for key in log_keys(s3, bucket):
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            if len(body) > seen.get(key, 0):
+                yield body[seen.get(key, 0):].decode(errors="replace")
+                seen[key] = len(body)
+        if not follow or not still_running():
+            return
+        time.sleep(interval)
+
+
+def download(s3: Any, bucket: str, destination: Path, prefixes: tuple[str, ...] = (layout.OUTPUT_PREFIX, layout.LOGS_PREFIX, layout.REPORT_KEY, layout.STATUS_PREFIX)) -> list[Path]:
+    """Copy the job's results (output, logs, report, status markers) under destination."""
+    written = []
+    for prefix in prefixes:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                target = destination / item["Key"]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                s3.download_file(bucket, item["Key"], str(target))
+                written.append(target)
+    return written

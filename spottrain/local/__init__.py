@@ -1,0 +1,302 @@
+"""The embedded AWS emulator: the real stack, deployed to moto on loopback, with simulated instances.
+
+    with Emulator(Path(".spottrain")) as emulator:
+        arn = emulator.start_job(spec)
+        final = emulator.wait(arn, timeout=600)
+
+See docs/ARCHITECTURE.md for the flow; `bridge.py` lists everything moto cannot do and how it is
+bridged.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import boto3
+
+from spottrain.local import deploy
+from spottrain.local.bridge import Bridge
+from spottrain.local.ec2sim import Ec2Simulator
+from spottrain.local.emails import EmailWatcher
+from spottrain.local.faults import FaultError, Faults
+from spottrain.local.lambda_host import LambdaHost
+from spottrain.local.server import ACCOUNT_ID, REGION, MotoServer
+
+__all__ = ["Emulator", "Faults", "FaultError", "DEFAULT_WORKDIR"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WORKDIR = deploy.REPO_ROOT / ".spottrain"
+STACK_NAME = "SpotTrainLocal"
+AMI_PARAMETER = "/spottrain/local/ami-id"
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
+# Stack timings shrunk through context (never by patching) so a job's story takes seconds.
+FAST_CONTEXT = {
+    "bidWaitSeconds": 1,
+    "pollMinSeconds": 1,
+    "pollMaxSeconds": 2,
+    "heartbeatStaleSeconds": 20,
+    "heartbeatLostSeconds": 60,
+    "secondsPerMinute": 1,
+    "powertoolsLayerArn": "",  # the venv has Powertools; moto cannot serve a foreign layer
+}
+FINAL_STATUSES = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+STATUS_CHANGE = "Step Functions Execution Status Change"
+# moto logs every request and every caught task error at length; the emulator reports what matters
+_QUIET_LOGGERS = {"werkzeug": logging.WARNING, "moto.stepfunctions.parser": logging.CRITICAL}
+
+
+class EmulatorSession(boto3.Session):
+    """A boto3 session whose clients talk to the emulator."""
+
+    def __init__(self, endpoint: str):
+        super().__init__(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION)
+        self.endpoint = endpoint
+
+    def client(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("endpoint_url", self.endpoint)
+        return super().client(*args, **kwargs)
+
+    def resource(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("endpoint_url", self.endpoint)
+        return super().resource(*args, **kwargs)
+
+
+class Emulator:
+    """Starts moto, deploys the stack, simulates EC2 and shows the emails; stops it all on exit."""
+
+    def __init__(self, workdir: Path = DEFAULT_WORKDIR, faults: Faults | None = None,
+                 on_email: Callable[[dict], None] | None = None, context: dict | None = None,
+                 stack_name: str = STACK_NAME):
+        self.workdir = Path(workdir).resolve()
+        self.faults = faults or Faults()
+        self.on_email = on_email
+        self.context_overrides = dict(context or {})
+        self.stack_name = stack_name
+        self.endpoint = ""
+        self.outputs: dict[str, str] = {}
+        self.timings: dict[str, float] = {}
+        self.run_dir = self.workdir
+        self._server = MotoServer()
+        self._stack = contextlib.ExitStack()
+        self._emails: EmailWatcher | None = None
+        self.ec2: Ec2Simulator | None = None
+        self._handled_status_changes: set[str] = set()
+        self._stop = threading.Event()
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def __enter__(self) -> "Emulator":
+        try:
+            self._start()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stack.close()
+
+    def _start(self) -> None:
+        started = time.monotonic()
+        self.run_dir = self.workdir / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+        self.run_dir.mkdir(parents=True)
+        self._stack.enter_context(_quiet_loggers())
+        self.endpoint = self._server.start()
+        self._stack.callback(self._server.stop)
+        base_env = {
+            **FAKE_CREDENTIALS, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION,
+            "AWS_ENDPOINT_URL": self.endpoint, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+        }
+        self._stack.enter_context(Bridge(LambdaHost(self.run_dir, base_env), self.faults))
+        context = {**self._network_context(), **FAST_CONTEXT, **self.context_overrides}
+        self.timings["setup"] = time.monotonic() - started
+
+        started = time.monotonic()
+        cdk_out = deploy.synthesize(context, self.stack_name, self.workdir / "cdk.out")
+        self.timings["synth"] = time.monotonic() - started
+
+        started = time.monotonic()
+        self.outputs = deploy.deploy(self.session(), cdk_out, self.stack_name, self.workdir)
+        self.timings["deploy"] = time.monotonic() - started
+
+        self._emails = EmailWatcher(self.client("sqs"), self.client("sns"), self.outputs["TopicArn"], self.on_email)
+        self._emails.start()
+        self._stack.callback(self._emails.stop)
+        self.ec2 = Ec2Simulator(self.client("ec2"), self.run_dir, base_env, self.faults).start()
+        self._stack.callback(self.ec2.stop)
+        watcher = threading.Thread(target=self._watch_status_changes, name="status-changes", daemon=True)
+        watcher.start()
+        self._stack.callback(lambda: (self._stop.set(), watcher.join(timeout=5)))
+
+    def _network_context(self) -> dict:
+        """The default VPC and an AMI moto knows, behind the SSM parameter the stack reads."""
+        ec2 = self.client("ec2")
+        vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+        subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]},
+                                                {"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
+        # two zones are enough to see the workflow move to another pool
+        subnet_ids = sorted(s["SubnetId"] for s in sorted(subnets, key=lambda s: s["AvailabilityZone"])[:2])
+        image = sorted(i["ImageId"] for i in ec2.describe_images(Owners=["amazon"])["Images"])[0]
+        self.client("ssm").put_parameter(Name=AMI_PARAMETER, Value=image, Type="String", Overwrite=True)
+        return {"vpcId": vpc, "subnetIds": subnet_ids, "amiSsmParameter": AMI_PARAMETER}
+
+    # --- clients ---------------------------------------------------------------------------------
+
+    def session(self) -> EmulatorSession:
+        return EmulatorSession(self.endpoint)
+
+    def client(self, service: str) -> Any:
+        return self.session().client(service)
+
+    @property
+    def emails(self) -> list[dict]:
+        return self._emails.emails if self._emails else []
+
+    # --- jobs ------------------------------------------------------------------------------------
+
+    def start_job(self, spec: dict, name: str | None = None) -> str:
+        """Start the workflow with the spec as its input, as `aws stepfunctions start-execution` would."""
+        name = name or f"{str(spec.get('exec_name', 'job'))[:50]}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+        return self.client("stepfunctions").start_execution(
+            stateMachineArn=self.outputs["StateMachineArn"], name=name, input=json.dumps(spec)
+        )["executionArn"]
+
+    def wait(self, execution_arn: str, timeout: float, on_progress: Callable[[dict], None] | None = None) -> dict:
+        """Follow the execution, and the fresh ones it hands over to, until the last one ends."""
+        sfn = self.client("stepfunctions")
+        deadline = time.monotonic() + timeout
+        chain = [execution_arn]
+        reported: set = set()
+        while True:
+            described = sfn.describe_execution(executionArn=chain[-1])
+            if on_progress is not None:
+                self._report_progress(sfn, chain[-1], reported, on_progress)
+            if described["status"] in FINAL_STATUSES:
+                successor = self._handed_over_to(described)
+                if successor is None:
+                    return {**described, "chain": chain}
+                chain.append(successor)
+                continue
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"execution {chain[-1]} still {described['status']} after {timeout:.0f} s")
+            time.sleep(0.5)
+
+    def _handed_over_to(self, described: dict) -> str | None:
+        if described["status"] != "SUCCEEDED":
+            return None
+        poll = json.loads(described.get("output") or "{}").get("poll") or {}
+        if not (poll.get("handover") and poll.get("handover_name")):
+            return None
+        prefix = described["executionArn"].rsplit(":", 1)[0]
+        return f"{prefix}:{poll['handover_name']}"
+
+    @staticmethod
+    def _report_progress(sfn: Any, arn: str, reported: set, on_progress: Callable[[dict], None]) -> None:
+        """Report each state the execution entered that was not reported yet.
+
+        Keyed by (state, time) rather than event id: moto numbers a running execution's events as
+        they are listed, so ids can shift between two reads.
+        """
+        pages = sfn.get_paginator("get_execution_history").paginate(executionArn=arn)
+        for event in sorted((e for page in pages for e in page["events"]), key=lambda e: e["timestamp"]):
+            if not event["type"].endswith("StateEntered"):
+                continue
+            key = (arn, event["stateEnteredEventDetails"]["name"], event["timestamp"])
+            if key not in reported:
+                reported.add(key)
+                on_progress({"execution": arn, "state": key[1], "timestamp": event["timestamp"]})
+
+    def cancel(self, exec_name: str) -> None:
+        """Stop the job's running execution and terminate its instance, as `spottrain cancel` does on AWS."""
+        sfn = self.client("stepfunctions")
+        for execution in self._running_executions(exec_name):
+            sfn.stop_execution(executionArn=execution["executionArn"], cause=f"cancelled by the user: {exec_name}")
+            self._send_status_change(sfn.describe_execution(executionArn=execution["executionArn"]))
+
+    def _running_executions(self, exec_name: str) -> list[dict]:
+        sfn = self.client("stepfunctions")
+        running = sfn.list_executions(stateMachineArn=self.outputs["StateMachineArn"], statusFilter="RUNNING")
+        matches = []
+        for execution in running["executions"]:
+            described = sfn.describe_execution(executionArn=execution["executionArn"])
+            if _job_name(described.get("input")) == exec_name:
+                matches.append(described)
+        return matches
+
+    # --- EventBridge stand-in --------------------------------------------------------------------
+
+    def _watch_status_changes(self) -> None:
+        """moto's Step Functions emits no events: raise the stack's rule for ABORTED/TIMED_OUT ourselves."""
+        sfn = self.client("stepfunctions")
+        while not self._stop.wait(1.0):
+            for status in ("ABORTED", "TIMED_OUT"):
+                try:
+                    ended = sfn.list_executions(stateMachineArn=self.outputs["StateMachineArn"], statusFilter=status)
+                    for execution in ended["executions"]:
+                        if execution["executionArn"] not in self._handled_status_changes:
+                            self._send_status_change(sfn.describe_execution(executionArn=execution["executionArn"]))
+                except Exception:  # noqa: BLE001 - keep watching; the next round retries
+                    log.exception("raising status change events failed")
+
+    def _send_status_change(self, described: dict) -> None:
+        self._handled_status_changes.add(described["executionArn"])
+        event = status_change_event(described)
+        response = self.client("lambda").invoke(
+            FunctionName=self.outputs["TerminateFunctionName"], Payload=json.dumps(event).encode()
+        )
+        if response.get("FunctionError"):
+            log.error("terminate_instance failed for %s: %s", described["executionArn"], response["Payload"].read())
+
+
+def status_change_event(described: dict) -> dict:
+    """The EventBridge event AWS sends when an execution's status changes."""
+    def millis(moment: Any) -> int | None:
+        return int(moment.timestamp() * 1000) if isinstance(moment, dt.datetime) else None
+
+    return {
+        "version": "0",
+        "id": secrets.token_hex(16),
+        "detail-type": STATUS_CHANGE,
+        "source": "aws.states",
+        "account": ACCOUNT_ID,
+        "time": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": REGION,
+        "resources": [described["executionArn"]],
+        "detail": {
+            "executionArn": described["executionArn"],
+            "stateMachineArn": described["stateMachineArn"],
+            "name": described.get("name"),
+            "status": described["status"],
+            "startDate": millis(described.get("startDate")),
+            "stopDate": millis(described.get("stopDate")),
+            "input": described.get("input"),
+            "output": described.get("output"),
+        },
+    }
+
+
+def _job_name(execution_input: str | None) -> str | None:
+    data = json.loads(execution_input or "{}")
+    if "handover" in data:
+        return ((data["handover"] or {}).get("job") or {}).get("exec_name")
+    return data.get("exec_name")
+
+
+@contextlib.contextmanager
+def _quiet_loggers():
+    saved = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
+    for name, level in _QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)

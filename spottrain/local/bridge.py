@@ -1,0 +1,184 @@
+"""Everything moto cannot do for spottrain, bridged in this one place.
+
+moto runs in this process (ThreadedMotoServer), so the bridge patches three of its code paths while
+the emulator is up, and restores them on exit:
+
+1. Lambda Invoke: moto needs Docker; we run the deployed handler in-process (see lambda_host), and
+   map an exception to Lambda's error payload so Step Functions sees Error = the exception's class.
+   The `lambda-error` fault answers with Lambda.ServiceException, which the workflow retries.
+2. CloudFormation's AWS::StepFunctions::StateMachine: moto ignores DefinitionSubstitutions and
+   DefinitionS3Location and registers the machine only with its non-executing backend. We render
+   the definition and register it, under the same name (hence ARN), with the executing backend too.
+3. EC2 RunInstances: the `no-capacity` fault makes it fail with InsufficientInstanceCapacity, the
+   error AWS gives when a spot/on-demand pool has no room.
+4. S3 bucket policies: moto ignores Conditions, so the job bucket's TLS-only statement (Deny unless
+   aws:SecureTransport) would deny every request. The emulator speaks plain HTTP on loopback, where
+   such a statement has nothing to guard; we evaluate the policy without it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+from moto.awslambda.models import LambdaFunction
+from moto.core.exceptions import ServiceException
+from moto.ec2.models import EC2Backend
+from moto.ec2.models.instances import InstanceBackend
+from moto.iam.access_control import IAMPolicy, PermissionResult
+from moto.s3.models import FakeBucket, s3_backends
+from moto.stepfunctions.models import StateMachine
+from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+
+from spottrain.local.faults import Faults
+from spottrain.local.lambda_host import FunctionSpec, LambdaHost, error_payload
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_LAMBDA_ERROR = "Lambda.ServiceException"
+
+
+class InsufficientInstanceCapacity(ServiceException):
+    code = "InsufficientInstanceCapacity"
+
+
+class Bridge:
+    """Installs the patches on enter, removes them on exit. One emulator per process at a time."""
+
+    def __init__(self, host: LambdaHost, faults: Faults):
+        self.host = host
+        self.faults = faults
+        self._originals: list[tuple[Any, str, Any]] = []
+
+    def __enter__(self) -> "Bridge":
+        bridge = self
+
+        def invoke(function: LambdaFunction, body: str, request_headers: Any, response_headers: Any) -> bytes:
+            return bridge.invoke_lambda(function, body, response_headers)
+
+        original_create = StateMachine.create_from_cloudformation_json.__func__
+        original_update = StateMachine.update_from_cloudformation_json.__func__
+        original_run = InstanceBackend.run_instances
+
+        def create_state_machine(cls: type, resource_name: str, cloudformation_json: Any, account_id: str,
+                                 region_name: str, **kwargs: Any) -> StateMachine:
+            render_definition(cloudformation_json["Properties"], account_id)
+            machine = original_create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+            register_executable(machine, account_id, region_name)
+            return machine
+
+        def update_state_machine(cls: type, original: Any, new_name: str, cloudformation_json: Any,
+                                 account_id: str, region_name: str) -> StateMachine:
+            render_definition(cloudformation_json.get("Properties", {}), account_id)
+            machine = original_update(cls, original, new_name, cloudformation_json, account_id, region_name)
+            register_executable(machine, account_id, region_name)
+            return machine
+
+        def run_instances(backend: EC2Backend, *args: Any, **kwargs: Any) -> Any:
+            bridge.check_capacity(backend, kwargs)
+            return original_run(backend, *args, **kwargs)
+
+        self._patch(LambdaFunction, "invoke", invoke)
+        self._patch(StateMachine, "create_from_cloudformation_json", classmethod(create_state_machine))
+        self._patch(StateMachine, "update_from_cloudformation_json", classmethod(update_state_machine))
+        self._patch(InstanceBackend, "run_instances", run_instances)
+        self._patch(FakeBucket, "get_permission", bucket_permission)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for owner, name, original in reversed(self._originals):
+            setattr(owner, name, original)
+        self._originals.clear()
+        self.host.close()
+
+    def _patch(self, owner: Any, name: str, replacement: Any) -> None:
+        self._originals.append((owner, name, owner.__dict__[name]))
+        setattr(owner, name, replacement)
+
+    def invoke_lambda(self, function: LambdaFunction, body: str, response_headers: Any) -> bytes:
+        event = json.loads(body) if body else {}
+        if self.faults.take_lambda_error(function.function_name):
+            log.info("fault lambda-error: failing %s once", function.function_name)
+            payload, errored = error_payload(
+                RuntimeError(f"injected fault: {function.function_name} is unavailable"),
+                error_type=TRANSIENT_LAMBDA_ERROR,
+            ), True
+        else:
+            payload, errored = self.host.invoke(function_spec(function), event)
+        if errored:
+            response_headers["x-amz-function-error"] = "Unhandled"
+            log.info("%s failed: %s: %s", function.function_name, payload["errorType"], payload["errorMessage"])
+        return json.dumps(payload).encode()
+
+    def check_capacity(self, backend: EC2Backend, kwargs: dict) -> None:
+        instance_type = kwargs.get("instance_type") or ""
+        if kwargs.get("launch_template") and kwargs.get("is_instance_type_default"):
+            template = backend._get_template_from_args(kwargs["launch_template"]).data
+            instance_type = template.get("InstanceType", instance_type)
+        if instance_type in self.faults.no_capacity:
+            raise InsufficientInstanceCapacity(
+                "InsufficientInstanceCapacity",
+                f"We currently do not have sufficient {instance_type} capacity in the Availability Zone you "
+                "requested. (fault injected by the emulator: no-capacity)",
+            )
+
+
+def function_spec(function: LambdaFunction) -> FunctionSpec:
+    return FunctionSpec(
+        name=function.function_name,
+        arn=function.function_arn,
+        handler=function.handler,
+        code_sha=function.code_sha_256,
+        code_zip=function.code_bytes,
+        environment={k: str(v) for k, v in (function.environment_vars or {}).items()},
+        timeout=int(function.timeout or 3),
+        memory_mb=int(function.memory_size or 128),
+    )
+
+
+def render_definition(properties: dict, account_id: str) -> None:
+    """Fill DefinitionString from Definition / DefinitionS3Location and apply DefinitionSubstitutions."""
+    definition = properties.get("DefinitionString")
+    if "Definition" in properties:
+        definition = json.dumps(properties["Definition"])
+    if "DefinitionS3Location" in properties:
+        location = properties["DefinitionS3Location"]
+        s3 = s3_backends[account_id]["aws"]
+        definition = s3.get_object(location["Bucket"], location["Key"]).value.decode()
+    substitutions = properties.get("DefinitionSubstitutions") or {}
+    if definition and substitutions:
+        definition = re.sub(
+            r"\$\{([A-Za-z0-9_]+)\}",
+            lambda match: str(substitutions.get(match.group(1), match.group(0))),
+            definition,
+        )
+    properties["DefinitionString"] = definition or ""
+
+
+def bucket_permission(bucket: FakeBucket, action: str, resource: str) -> Any:
+    """moto's bucket policy check, minus statements that only guard against plain-HTTP requests."""
+    if bucket.policy is None:
+        return PermissionResult.NEUTRAL
+    policy = json.loads(bucket.policy)
+    statements = policy.get("Statement", [])
+    statements = [s for s in (statements if isinstance(statements, list) else [statements]) if not _tls_only(s)]
+    if not statements:
+        return PermissionResult.NEUTRAL
+    return IAMPolicy(json.dumps({**policy, "Statement": statements})).is_action_permitted(action, resource)
+
+
+def _tls_only(statement: dict) -> bool:
+    return statement.get("Effect") == "Deny" and statement.get("Condition") == {
+        "Bool": {"aws:SecureTransport": "false"}
+    }
+
+
+def register_executable(machine: StateMachine, account_id: str, region_name: str) -> None:
+    """Give the executing backend the same machine (same name, so the stack's ARN works there)."""
+    backend = stepfunctions_parser_backends[account_id][region_name]
+    existing = next((m for m in backend.state_machines if m.arn == machine.arn), None)
+    if existing is not None:
+        backend.update_state_machine(machine.arn, definition=machine.definition, role_arn=machine.roleArn)
+        return
+    backend.create_state_machine(name=machine.name, definition=machine.definition, roleArn=machine.roleArn)

@@ -1,0 +1,89 @@
+"""Faults a user can inject into the emulator by name, e.g. `interrupt-after=8`.
+
+Each fault mimics something AWS really does to a spot job, so the workflow's recovery paths can be
+watched on a laptop: a pool with no capacity, a reclaimed instance, a Lambda service hiccup.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+FAULT_HELP = (
+    "no-capacity=<type>[,<type>] (RunInstances fails with InsufficientInstanceCapacity), "
+    "interrupt-after=<seconds> (spot notice that long after each instance starts), "
+    "lambda-error=<function>:<count> (that function's first <count> invocations fail transiently)"
+)
+
+
+class FaultError(ValueError):
+    """A fault spec the emulator cannot understand."""
+
+
+@dataclasses.dataclass
+class Faults:
+    no_capacity: frozenset[str] = frozenset()
+    interrupt_after: float | None = None
+    lambda_errors: dict[str, int] = dataclasses.field(default_factory=dict)
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, specs: list[str] | tuple[str, ...]) -> "Faults":
+        faults = cls()
+        for spec in specs:
+            name, sep, value = spec.partition("=")
+            if not sep or not value.strip():
+                raise FaultError(f"fault {spec!r}: expected NAME=VALUE; known faults: {FAULT_HELP}")
+            parser = _PARSERS.get(name.strip())
+            if parser is None:
+                raise FaultError(f"fault {spec!r}: unknown name {name!r}; known faults: {FAULT_HELP}")
+            parser(faults, spec, value.strip())
+        return faults
+
+    def take_lambda_error(self, function_name: str) -> bool:
+        """True if this invocation of the function must fail; counts it down (thread-safe)."""
+        with self._lock:
+            for key, remaining in self.lambda_errors.items():
+                if remaining > 0 and _names_function(key, function_name):
+                    self.lambda_errors[key] = remaining - 1
+                    return True
+        return False
+
+
+def _names_function(key: str, function_name: str) -> bool:
+    """CDK names functions `<Stack>-<ConstructId><hash>`; a fault names the construct or task."""
+    wanted = key.replace("_", "").lower()
+    return wanted in function_name.replace("_", "").lower()
+
+
+def _parse_no_capacity(faults: Faults, spec: str, value: str) -> None:
+    types = frozenset(t.strip() for t in value.split(",") if t.strip())
+    if not types:
+        raise FaultError(f"fault {spec!r}: no-capacity needs instance types, e.g. no-capacity=g5.xlarge")
+    faults.no_capacity = faults.no_capacity | types
+
+
+def _parse_interrupt_after(faults: Faults, spec: str, value: str) -> None:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if seconds < 0:
+        raise FaultError(f"fault {spec!r}: interrupt-after needs seconds >= 0, e.g. interrupt-after=8")
+    faults.interrupt_after = seconds
+
+
+def _parse_lambda_error(faults: Faults, spec: str, value: str) -> None:
+    function, _, count = value.rpartition(":")
+    if not function or not count.isdigit() or int(count) < 1:
+        raise FaultError(
+            f"fault {spec!r}: lambda-error needs <function>:<count> with count >= 1, "
+            "e.g. lambda-error=PollCompletion:1"
+        )
+    faults.lambda_errors[function] = faults.lambda_errors.get(function, 0) + int(count)
+
+
+_PARSERS = {
+    "no-capacity": _parse_no_capacity,
+    "interrupt-after": _parse_interrupt_after,
+    "lambda-error": _parse_lambda_error,
+}

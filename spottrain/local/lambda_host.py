@@ -1,0 +1,246 @@
+"""Runs a deployed Lambda function's handler in this process, from the code zip moto stores.
+
+moto would need Docker to invoke a function; the emulator instead unpacks the function's own asset
+(what CloudFormation deployed, not the repo's working tree) into the sandbox and calls its handler
+with the function's environment. Every function bundles a top-level `lambdas` package, and so does
+the repo the tests import, so each function keeps its own module tree and swaps it into
+`sys.modules` only while it runs; invocations are serialized because they also swap `os.environ`.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import io
+import logging
+import os
+import sys
+import threading
+import time
+import traceback
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+_RUN_LOCK = threading.RLock()
+_INVOKING = threading.local()  # .active: this thread is running a handler right now
+
+
+def _in_handler() -> bool:
+    return getattr(_INVOKING, "active", False)
+
+
+class _ThreadRoutedStream(io.TextIOBase):
+    """sys.stdout/stderr stand-in: a handler's prints go to the functions log, everyone else's stay.
+
+    redirect_stdout would swap the stream for every thread, hiding the emulator's own output while
+    a handler runs.
+    """
+
+    def __init__(self, original: Any, log: io.TextIOBase):
+        self.original = original
+        self.log = log
+
+    def write(self, text: str) -> int:
+        return (self.log if _in_handler() else self.original).write(text)
+
+    def flush(self) -> None:
+        (self.log if _in_handler() else self.original).flush()
+
+    def isatty(self) -> bool:
+        return False if _in_handler() else self.original.isatty()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+
+@dataclasses.dataclass
+class FunctionSpec:
+    """What the emulator needs to know about one deployed function (read from moto's model)."""
+
+    name: str
+    arn: str
+    handler: str
+    code_sha: str
+    code_zip: bytes
+    environment: dict[str, str]
+    timeout: int = 3
+    memory_mb: int = 128
+
+
+@dataclasses.dataclass
+class LambdaContext:
+    """The attributes of Lambda's context object that handlers and Powertools read."""
+
+    function_name: str
+    invoked_function_arn: str
+    memory_limit_in_mb: int
+    deadline: float
+    aws_request_id: str = dataclasses.field(default_factory=lambda: str(uuid.uuid4()))
+    function_version: str = "$LATEST"
+    log_group_name: str = ""
+    log_stream_name: str = "local"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.deadline - time.time()) * 1000))
+
+
+class _LoadedFunction:
+    def __init__(self, spec: FunctionSpec, code_dir: Path, modules: dict[str, Any], handler: Callable):
+        self.spec = spec
+        self.code_dir = code_dir
+        self.modules = modules
+        self.handler = handler
+
+
+class LambdaHost:
+    """Cold-starts each function once (per code version) and invokes it like Lambda would."""
+
+    def __init__(self, workdir: Path, base_env: dict[str, str]):
+        self.workdir = workdir
+        self.base_env = base_env  # region, endpoint, fake credentials
+        self._loaded: dict[str, _LoadedFunction] = {}
+        # One file for every function's output, open for the host's lifetime: Powertools binds its
+        # handler to sys.stdout at cold start, so the stream must outlive the invocation.
+        self.log_path = workdir / "lambda" / "functions.log"
+        self._log: io.TextIOBase | None = None
+        self._streams: tuple[Any, Any] | None = None
+
+    def close(self) -> None:
+        if self._streams is not None:
+            sys.stdout, sys.stderr = self._streams
+            self._streams = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def _route_output(self) -> None:
+        if self._streams is None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(self.log_path, "a", encoding="utf-8", buffering=1)
+            self._streams = (sys.stdout, sys.stderr)
+            sys.stdout = _ThreadRoutedStream(sys.stdout, self._log)
+            sys.stderr = _ThreadRoutedStream(sys.stderr, self._log)
+
+    def invoke(self, spec: FunctionSpec, event: Any) -> tuple[Any, bool]:
+        """Run the handler; returns (payload, errored) where an error payload is what Lambda returns."""
+        with _RUN_LOCK:
+            try:
+                function = self._load(spec)
+                context = LambdaContext(
+                    function_name=spec.name,
+                    invoked_function_arn=spec.arn,
+                    memory_limit_in_mb=spec.memory_mb,
+                    deadline=time.time() + spec.timeout,
+                    log_group_name=f"/aws/lambda/{spec.name}",
+                )
+                with self._running(function):
+                    return function.handler(event, context), False
+            except Exception as exc:  # noqa: BLE001 - every handler failure becomes a Lambda error payload
+                return error_payload(exc), True
+
+    def _load(self, spec: FunctionSpec) -> _LoadedFunction:
+        loaded = self._loaded.get(spec.arn)
+        if loaded is not None and loaded.spec.code_sha == spec.code_sha:
+            return loaded
+        code_dir = self.workdir / "lambda" / spec.name / (spec.code_sha or "code")[:12]
+        if not code_dir.is_dir():
+            code_dir.mkdir(parents=True)
+            with zipfile.ZipFile(io.BytesIO(spec.code_zip)) as archive:
+                archive.extractall(code_dir)
+        module_name, _, attribute = spec.handler.rpartition(".")
+        shell = _LoadedFunction(spec, code_dir, {}, handler=lambda event, context: None)
+        handlers_before = _all_log_handlers()
+        with self._running(shell):  # leaves the freshly imported tree in shell.modules
+            shell.handler = getattr(importlib.import_module(module_name), attribute)
+        # Powertools' logger is named after the service ("spottrain"), the parent of the emulator's
+        # own loggers: its handlers must only format what a handler logs.
+        for handler in _all_log_handlers() - handlers_before:
+            handler.addFilter(lambda record: _in_handler())
+        self._loaded[spec.arn] = shell
+        return shell
+
+    @contextlib.contextmanager
+    def _running(self, function: _LoadedFunction) -> Iterator[None]:
+        """Swap in the function's modules, path, environment and log file; restore them afterwards."""
+        names = _top_level_names(function.code_dir)
+        saved_modules = _modules_under(names)
+        for name in saved_modules:
+            del sys.modules[name]
+        sys.modules.update(function.modules)
+        saved_path = list(sys.path)
+        sys.path.insert(0, str(function.code_dir))
+        saved_env = _set_environment(self._environment(function.spec))
+        self._route_output()
+        _INVOKING.active = True
+        try:
+            yield
+        finally:
+            function.modules = _modules_under(names) or function.modules
+            for name in _modules_under(names):
+                del sys.modules[name]
+            sys.modules.update(saved_modules)
+            sys.path[:] = saved_path
+            _set_environment(saved_env)
+            _INVOKING.active = False
+
+    def _environment(self, spec: FunctionSpec) -> dict[str, str]:
+        return {
+            **self.base_env,
+            "AWS_LAMBDA_FUNCTION_NAME": spec.name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
+            "_HANDLER": spec.handler,
+            **spec.environment,
+        }
+
+
+def error_payload(exc: BaseException, error_type: str | None = None) -> dict:
+    """The body Lambda returns for an unhandled exception; Step Functions names the error errorType."""
+    return {
+        "errorType": error_type or type(exc).__name__,
+        "errorMessage": str(exc),
+        "stackTrace": traceback.format_exception(exc)[-5:],
+    }
+
+
+def _set_environment(values: dict[str, str | None]) -> dict[str, str | None]:
+    """Set (None: unset) only the given variables, returning their previous values.
+
+    Never clears os.environ: moto's executor threads read MOTO_PORT while a handler runs.
+    """
+    previous = {name: os.environ.get(name) for name in values}
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    return previous
+
+
+def _all_log_handlers() -> set[logging.Handler]:
+    loggers = [logging.getLogger()] + [
+        logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
+    ]
+    return {handler for logger in loggers for handler in logger.handlers}
+
+
+def _top_level_names(code_dir: Path) -> set[str]:
+    names = set()
+    for entry in code_dir.iterdir():
+        if entry.is_dir() and (entry / "__init__.py").exists():
+            names.add(entry.name)
+        elif entry.suffix == ".py":
+            names.add(entry.stem)
+    return names
+
+
+def _modules_under(names: set[str]) -> dict[str, Any]:
+    return {
+        name: module
+        for name, module in list(sys.modules.items())
+        if name.partition(".")[0] in names
+    }

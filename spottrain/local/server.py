@@ -1,0 +1,51 @@
+"""moto's server on a free loopback port, with its Step Functions executor on."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import urllib.request
+
+from moto.server import ThreadedMotoServer
+
+log = logging.getLogger(__name__)
+
+REGION = "us-east-1"
+# moto's default account; the stack's outputs and ARNs carry it
+ACCOUNT_ID = "123456789012"
+# Seeding moto's id generator makes the default VPC and subnets the same on every run, so a
+# template synthesized with them can be reused from the cache.
+ID_SEED = 6
+# never route a loopback call through a proxy from the environment
+_LOOPBACK_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class MotoServer:
+    def __init__(self) -> None:
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.endpoint = ""
+
+    def start(self) -> str:
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        # moto's Step Functions executor calls Lambda at localhost:$MOTO_PORT
+        os.environ["MOTO_PORT"] = str(port)
+        self._post(f"/moto-api/seed?a={ID_SEED}", None)
+        self._post("/moto-api/config", {"stepfunctions": {"execute_state_machine": True}})
+        log.info("moto server on %s", self.endpoint)
+        return self.endpoint
+
+    def stop(self) -> None:
+        if self.endpoint:
+            # leave moto's process-wide switch as we found it for whoever runs next in this process
+            self._post("/moto-api/config", {"stepfunctions": {"execute_state_machine": False}})
+            self._post("/moto-api/reset", None)
+            self._server.stop()
+            self.endpoint = ""
+
+    def _post(self, path: str, body: dict | None) -> None:
+        data = json.dumps(body).encode() if body is not None else b""
+        request = urllib.request.Request(self.endpoint + path, data=data, method="POST")
+        with _LOOPBACK_OPENER.open(request, timeout=30) as response:
+            response.read()

@@ -1,0 +1,172 @@
+"""Least privilege: each role gets exactly its calls, scoped to this stack's resources."""
+from __future__ import annotations
+
+import json
+import re
+
+from lambdas.shared.layout import TAG_STACK
+
+# IAM service authorization reference: these actions support no resource-level permissions.
+NO_RESOURCE_LEVEL = {
+    "ec2:DescribeInstances", "ec2:DescribeSpotInstanceRequests", "ec2:DescribeSubnets", "ec2:DescribeSpotPriceHistory",
+    "logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
+    "xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules", "xray:GetSamplingTargets",
+}
+MUTATING_EC2 = {"ec2:TerminateInstances", "ec2:CancelSpotInstanceRequests"}
+
+# What each task's role may do (docs: infra/permissions.py); validate_job makes no AWS call.
+EXPECTED_TASK_ACTIONS = {
+    "validate_job": set(),
+    "create_bucket": {
+        "s3:CreateBucket", "s3:PutBucketPublicAccessBlock", "s3:PutEncryptionConfiguration", "s3:PutBucketPolicy",
+        "s3:PutBucketTagging", "s3:PutBucketOwnershipControls", "s3:ListBucket", "s3:GetBucketLocation",
+        "s3:PutObject", "s3:DeleteObject"},
+    "request_spot_instance": {
+        "ec2:RunInstances", "ec2:CreateTags", "ec2:DescribeSubnets", "ec2:DescribeSpotPriceHistory",
+        "iam:PassRole", "iam:CreateServiceLinkedRole", "s3:GetObject", "s3:PutObject"},
+    "check_bid": {"ec2:DescribeInstances", "ec2:DescribeSpotInstanceRequests", *MUTATING_EC2},
+    "poll_completion": {"s3:GetObject", "s3:PutObject", "s3:ListBucket", "ec2:DescribeInstances", "ec2:TerminateInstances"},
+    "notify": {"sns:Publish", "s3:GetObject", "s3:ListBucket"},
+    "terminate_instance": {
+        "ec2:DescribeInstances", "ec2:DescribeSpotInstanceRequests", *MUTATING_EC2, "s3:GetObject", "s3:PutObject",
+        "sns:Publish"},
+}
+LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
+
+
+def _as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def _statements(synth):
+    """(policy logical id, attached role ids, statement) for every identity policy in the template."""
+    for logical_id, policy in synth.resources("AWS::IAM::Policy").items():
+        roles = [ref["Ref"] for ref in policy["Properties"].get("Roles", [])]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            yield logical_id, roles, statement
+
+
+def _role_of_task(synth, task):
+    (fn,) = [f for f in synth.resources("AWS::Lambda::Function").values()
+             if f["Properties"]["Handler"] == f"lambdas.{task}.handler"]
+    return fn["Properties"]["Role"]["Fn::GetAtt"][0]
+
+
+def _actions_of_role(synth, role_id):
+    actions = set()
+    for _, roles, statement in _statements(synth):
+        if role_id in roles:
+            actions.update(_as_list(statement["Action"]))
+    return actions
+
+
+def test_no_statement_uses_a_wildcard_action(any_synth):
+    for logical_id, _, statement in _statements(any_synth):
+        assert not [a for a in _as_list(statement["Action"]) if "*" in a], (logical_id, statement)
+
+
+def test_resource_star_only_for_actions_without_resource_level_permissions(any_synth):
+    for logical_id, _, statement in _statements(any_synth):
+        if "*" in _as_list(statement["Resource"]):
+            assert set(_as_list(statement["Action"])) <= NO_RESOURCE_LEVEL, (logical_id, statement)
+
+
+def test_each_task_role_has_exactly_its_actions(any_synth):
+    for task, expected in EXPECTED_TASK_ACTIONS.items():
+        actions = _actions_of_role(any_synth, _role_of_task(any_synth, task))
+        assert actions == expected | LOG_ACTIONS, f"{task}: extra {actions - expected - LOG_ACTIONS}, missing {expected - actions}"
+
+
+def test_each_function_writes_only_to_its_own_log_group(default_synth):
+    for task in EXPECTED_TASK_ACTIONS:
+        role_id = _role_of_task(default_synth, task)
+        (fn,) = [f for f in default_synth.resources("AWS::Lambda::Function").values() if f["Properties"]["Role"]["Fn::GetAtt"][0] == role_id]
+        log_group = fn["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+        log_statements = [s for _, roles, s in _statements(default_synth) if role_id in roles and set(_as_list(s["Action"])) & LOG_ACTIONS]
+        assert [s["Resource"] for s in log_statements] == [{"Fn::GetAtt": [log_group, "Arn"]}]
+
+
+def test_terminate_and_cancel_only_on_resources_tagged_with_this_stack(any_synth):
+    seen = 0
+    for logical_id, _, statement in _statements(any_synth):
+        if set(_as_list(statement["Action"])) & MUTATING_EC2:
+            seen += 1
+            assert set(_as_list(statement["Action"])) <= MUTATING_EC2
+            assert statement["Condition"] == {"StringEquals": {f"ec2:ResourceTag/{TAG_STACK}": any_synth.stack_name}}
+    assert seen == 5  # check_bid 2, poll_completion 1, terminate_instance 2
+
+
+def test_run_instances_creates_only_resources_tagged_with_this_stack(default_synth):
+    run = [s for _, _, s in _statements(default_synth) if "ec2:RunInstances" in _as_list(s["Action"])]
+    tagged = [s for s in run if "Condition" in s]
+    (statement,) = tagged
+    assert statement["Condition"] == {"StringEquals": {f"aws:RequestTag/{TAG_STACK}": default_synth.stack_name}}
+    kinds = {json.dumps(r).rsplit(":", 1)[-1].strip('"]}') for r in statement["Resource"]}
+    assert kinds == {"instance/*", "volume/*", "spot-instances-request/*"}
+    (untagged,) = [s for s in run if "Condition" not in s]
+    text = json.dumps(untagged["Resource"])
+    assert "launch-template/" in text and "security-group/" in text and "image/" in text
+    assert not re.search(r"(launch-template|security-group|image)/\*", text)  # exact ids, not wildcards
+
+
+def test_given_subnet_ids_then_run_instances_is_limited_to_those_subnets(custom_synth):
+    text = json.dumps([s["Resource"] for _, _, s in _statements(custom_synth) if "ec2:RunInstances" in _as_list(s["Action"])])
+    assert "subnet/subnet-0aaa1111" in text and "subnet/subnet-0bbb2222" in text and "subnet/*" not in text
+
+
+def test_create_tags_only_while_running_instances(default_synth):
+    (statement,) = [s for _, _, s in _statements(default_synth) if "ec2:CreateTags" in _as_list(s["Action"])]
+    assert statement["Condition"] == {"StringEquals": {"ec2:CreateAction": "RunInstances"}}
+
+
+def test_pass_role_only_on_the_instance_role(default_synth):
+    (profile,) = default_synth.resources("AWS::IAM::InstanceProfile").values()
+    (instance_role,) = profile["Properties"]["Roles"]
+    passes = [s for _, _, s in _statements(default_synth) if "iam:PassRole" in _as_list(s["Action"])]
+    assert [s["Resource"] for s in passes] == [{"Fn::GetAtt": [instance_role["Ref"], "Arn"]}]
+
+
+def test_s3_access_only_within_the_job_bucket_prefix_or_the_agent_asset(custom_synth):
+    for logical_id, _, statement in _statements(custom_synth):
+        if not any(a.startswith("s3:") for a in _as_list(statement["Action"])):
+            continue
+        for resource in _as_list(statement["Resource"]):
+            text = json.dumps(resource)
+            assert ":s3:::acme-train-*" in text or "cdk-hnb659fds-assets" in text, (logical_id, statement)
+
+
+def test_instance_role_reads_and_writes_job_buckets_and_reads_only_the_agent_zip(default_synth):
+    (profile,) = default_synth.resources("AWS::IAM::InstanceProfile").values()
+    role_id = profile["Properties"]["Roles"][0]["Ref"]
+    assert _actions_of_role(default_synth, role_id) == {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"}
+    agent = [s for _, roles, s in _statements(default_synth) if role_id in roles and s.get("Sid") == "AgentAsset"]
+    (statement,) = agent
+    assert json.dumps(statement["Resource"]).endswith('.zip"]]}')
+
+
+def test_state_machine_invokes_only_its_functions_and_starts_only_itself(any_synth):
+    (machine_id, machine), = any_synth.resources("AWS::StepFunctions::StateMachine").items()
+    role_id = machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+    functions = {f"{fid}" for fid in any_synth.resources("AWS::Lambda::Function")}
+    invoked, started = [], []
+    for _, roles, statement in _statements(any_synth):
+        if role_id not in roles:
+            continue
+        actions = set(_as_list(statement["Action"]))
+        if "lambda:InvokeFunction" in actions:
+            assert actions == {"lambda:InvokeFunction"}
+            invoked += [r["Fn::GetAtt"][0] for r in _as_list(statement["Resource"])]
+        if "states:StartExecution" in actions:
+            started += _as_list(statement["Resource"])
+        assert actions <= {"lambda:InvokeFunction", "states:StartExecution"} | NO_RESOURCE_LEVEL
+    assert sorted(invoked) == sorted(functions)
+    assert started == [{"Ref": machine_id}]
+
+
+def test_role_trust_is_limited_to_its_service(default_synth):
+    principals = sorted(
+        r["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["Service"]
+        for r in default_synth.resources("AWS::IAM::Role").values()
+    )
+    assert principals == ["ec2.amazonaws.com"] + ["lambda.amazonaws.com"] * 7 + ["states.amazonaws.com"]

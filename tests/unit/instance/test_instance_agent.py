@@ -1,0 +1,208 @@
+"""The agent end to end, as a process: moto's S3 server for the bucket, a fake IMDSv2, a local git repo."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from conftest import REPO_ROOT, job_document, train
+
+COMPLETED = "status/completed.json"
+INTERRUPTED = "status/interrupted.json"
+
+
+def test_given_a_good_job_when_the_agent_runs_then_logs_outputs_and_completed_json_land(agent, training_repo):
+    agent.put_job(job_document(training_repo, agent.marks))
+
+    agent.start()
+    seen = agent.wait_for_key(COMPLETED)
+    agent.wait()
+
+    delay = seen - float((agent.marks / "exit_time").read_text())
+    print(f"\nmeasured: command exit -> completed.json in S3: {delay:.2f}s")
+    assert delay < 5
+    completed = agent.json(COMPLETED)
+    assert completed["exit_code"] == 0 and completed["failed_phase"] is None and completed["reason"] == "exit"
+    assert completed["attempt"] == 1 and completed["instance_id"] == "i-0123456789abcdef0"
+    assert completed["execution"] == "exec-1"
+    assert set(completed["phase_seconds"]) == {"clone", "setup", "data", "exec"}
+    assert agent.text("output/model.txt") == "weights"
+    assert agent.text("checkpoints/snapshot_iter_1") == "state"
+    log = agent.output_log()
+    assert "setting up" in log and "fetching data" in log and "epoch 4 loss 0.2" in log
+    assert "attempt 1" in agent.text("logs/attempt-1/agent.log")
+    assert agent.json("status/heartbeat.json")["phase"] in ("sync", "done")
+    assert agent.process.returncode == 0 and agent.shutdown_flag.exists()
+
+
+def test_given_a_job_env_when_commands_run_then_they_see_it_and_the_spottrain_variables(agent, training_repo):
+    agent.put_job(job_document(training_repo, agent.marks))
+
+    agent.start().wait()
+
+    env = json.loads(agent.text("output/env.json"))
+    clone = agent.workdir / "repo" / "payload"
+    assert env["GREETING"] == "hello world; $(not run)"  # passed as data, never through a shell
+    assert env["SPOTTRAIN_JOB"] == "demo" and env["SPOTTRAIN_ATTEMPT"] == "1" and "SPOTTRAIN_RESUME" not in env
+    assert env["SPOTTRAIN_BUCKET"] == agent.bucket
+    assert env["SPOTTRAIN_OUTPUT_DIR"] == str((clone / "result").resolve())
+    assert env["SPOTTRAIN_CHECKPOINT_DIR"] == str((clone / "result" / "checkpoints").resolve())
+    assert (clone / "data").is_dir()
+
+
+def test_given_a_failing_exec_command_when_it_exits_then_exit_code_phase_and_last_lines_are_recorded(
+        agent, training_repo):
+    agent.put_job(job_document(training_repo, agent.marks, exec_command=train("fail")))
+
+    agent.start().wait()
+
+    completed = agent.json(COMPLETED)
+    assert completed["exit_code"] == 3 and completed["failed_phase"] == "exec" and completed["reason"] == "exit"
+    assert "Traceback: CUDA out of memory" in completed["last_log_lines"]
+    assert "line 29" in completed["last_log_lines"]
+    assert "CUDA out of memory" in agent.output_log()
+    assert agent.process.returncode == 0  # the agent did its job; the training failed
+
+
+def test_given_a_failing_setup_command_when_it_exits_then_later_phases_never_run(agent, training_repo):
+    agent.put_job(job_document(training_repo, agent.marks, setup_command="echo broken >&2; exit 7"))
+
+    agent.start().wait()
+
+    completed = agent.json(COMPLETED)
+    assert completed["exit_code"] == 7 and completed["failed_phase"] == "setup"
+    assert "fetching data" not in agent.output_log()
+
+
+def test_given_a_spot_notice_mid_run_then_training_gets_sigterm_checkpoints_sync_and_interrupted_json_lands(
+        agent, training_repo, imds):
+    agent.put_job(job_document(training_repo, agent.marks, exec_command=train("wait")))
+    agent.start()
+    agent.wait_for_file(agent.marks / "started")
+
+    posted = imds.reclaim(seconds_left=120)
+    seen = agent.wait_for_key(INTERRUPTED)
+    agent.wait()
+
+    print(f"\nmeasured: spot notice -> interrupted.json in S3: {seen - posted:.2f}s (notice poll 0.2s)")
+    assert seen - posted < 5
+    interrupted = agent.json(INTERRUPTED)
+    assert interrupted["attempt"] == 1 and interrupted["action"] == "terminate"
+    assert interrupted["checkpoints_synced"] is True and interrupted["phase"] == "exec"
+    assert agent.text("checkpoints/snapshot_on_sigterm") == "saved at SIGTERM"
+    assert "got SIGTERM, snapshot saved" in agent.output_log()
+    assert not agent.exists(COMPLETED)
+    assert agent.shutdown_flag.exists()
+
+
+def test_given_attempt_2_when_it_starts_then_checkpoints_are_restored_with_mtimes_before_the_command(
+        agent, training_repo, s3, bucket):
+    old = 1_600_000_000_123_456_789
+    s3.put_object(Bucket=bucket, Key="checkpoints/snapshot_iter_500", Body=b"state",
+                  Metadata={"mtime-ns": str(old)})
+    s3.put_object(Bucket=bucket, Key="checkpoints/snapshot_iter_900", Body=b"state",
+                  Metadata={"mtime-ns": str(old + 10**9)})
+    agent.put_job(job_document(training_repo, agent.marks, exec_command=train("resume")))
+
+    agent.start(attempt=2).wait()
+
+    seen = json.loads(agent.text("output/seen_at_start.json"))
+    assert seen["resume"] == "1"
+    assert seen["files"] == {"snapshot_iter_500": old, "snapshot_iter_900": old + 10**9}
+    assert agent.json(COMPLETED)["attempt"] == 2
+    assert "phase_seconds" in agent.json(COMPLETED) and "restore" in agent.json(COMPLETED)["phase_seconds"]
+
+
+def test_given_no_checkpoint_dir_when_attempt_2_starts_then_output_is_restored_instead(
+        agent, training_repo, s3, bucket):
+    s3.put_object(Bucket=bucket, Key="output/snapshot_iter_7", Body=b"old-style snapshot")
+    agent.put_job(job_document(training_repo, agent.marks, checkpoint_dir=None, exec_command=train("resume")))
+
+    agent.start(attempt=2).wait()
+
+    assert set(json.loads(agent.text("output/seen_at_start.json"))["files"]) >= {"snapshot_iter_7"}
+
+
+def test_given_a_hanging_command_that_ignores_sigterm_when_max_runtime_passes_then_it_is_killed(
+        agent, training_repo):
+    # 2 "minutes" of 1 s each; the command ignores SIGTERM, so only SIGKILL (after 1 s) ends it.
+    agent.put_job(job_document(training_repo, agent.marks, exec_command="trap '' TERM; sleep 600",
+                               limits={"max_runtime_minutes": 2}))
+    started = time.time()
+
+    agent.start().wait(timeout=30)
+
+    completed = agent.json(COMPLETED)
+    assert completed["reason"] == "max_runtime" and completed["failed_phase"] == "exec"
+    assert completed["exit_code"] == 128 + 9
+    assert "max_runtime_minutes=2" in completed["message"]
+    assert time.time() - started < 15
+
+
+def test_given_a_missing_repository_when_cloning_then_the_attempt_fails_clearly(agent, tmp_path, training_repo):
+    missing = (tmp_path / "no-such-repo").as_uri()
+    agent.put_job(job_document(training_repo, agent.marks, repository_url=missing))
+
+    agent.start().wait()
+
+    completed = agent.json(COMPLETED)
+    assert completed["reason"] == "clone_failed" and completed["failed_phase"] == "clone"
+    assert completed["exit_code"] == 128
+    assert missing in completed["message"] and "not appear to be a git repository" in completed["message"]
+    assert "fetching data" not in agent.output_log()
+
+
+def test_given_a_commit_id_as_ref_when_cloning_then_that_commit_is_checked_out(agent, training_repo):
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=training_repo, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    agent.put_job(job_document(training_repo, agent.marks, repository_ref=commit))
+
+    agent.start().wait()
+
+    assert agent.json(COMPLETED)["exit_code"] == 0
+
+
+def test_given_chatty_output_when_a_part_fills_then_the_log_rotates_into_parts_that_add_up(agent, training_repo):
+    agent.put_job(job_document(training_repo, agent.marks, exec_command=train("chatty")))
+
+    agent.start(SPOTTRAIN_LOG_PART_BYTES="4096").wait()
+
+    parts = agent.keys("logs/attempt-1/output-")
+    assert len(parts) >= 5 and parts[0].endswith("output-0001.log")
+    log = agent.output_log()
+    assert all(f"chatty line {i:04d}" in log for i in range(400))
+    local = b"".join(p.read_bytes() for p in sorted((agent.workdir / "logs" / "attempt-1").glob("output-*.log")))
+    assert log.encode() == local
+
+
+def test_given_keep_alive_when_training_ends_then_shutdown_waits_for_it(agent, training_repo):
+    agent.put_job(job_document(training_repo, agent.marks, keep_alive_minutes=2))  # 2 s here
+
+    agent.start()
+    agent.wait_for_key(COMPLETED)
+    shutdown_early = agent.shutdown_flag.exists()
+    agent.wait()
+
+    assert not shutdown_early and agent.shutdown_flag.exists()
+    assert agent.json("status/heartbeat.json")["phase"] == "done"
+
+
+def test_given_no_job_json_when_the_agent_starts_then_it_reports_and_still_shuts_down(agent):
+    agent.start().wait()
+
+    completed = agent.json(COMPLETED)
+    assert completed["reason"] == "job_unreadable" and "job.json" in completed["message"]
+    assert agent.shutdown_flag.exists()
+
+
+def test_help_documents_the_contract():
+    result = subprocess.run([sys.executable, "-m", "instance.agent", "--help"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 0
+    for term in ("--bucket", "--attempt", "--workdir", "--shutdown-command", "status/completed.json",
+                 "status/interrupted.json", "status/heartbeat.json", "SPOTTRAIN_SYNC_SECONDS",
+                 "SPOTTRAIN_HEARTBEAT_SECONDS", "SPOTTRAIN_NOTICE_POLL_SECONDS", "SPOTTRAIN_SECONDS_PER_MINUTE",
+                 "AWS_ENDPOINT_URL", "AWS_EC2_METADATA_SERVICE_ENDPOINT", "SPOTTRAIN_RESUME"):
+        assert term in result.stdout, term

@@ -1,0 +1,110 @@
+"""S3 plumbing of the agent: changed-files-only sync, mtime-preserving restore, retries that never kill."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+from moto import mock_aws
+
+from instance.agent.s3sync import DirSync, Store
+
+
+@pytest.fixture
+def store(monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="job")
+        yield Store(client, "job", base_delay=0.01)
+
+
+class CountingStore(Store):
+    def __init__(self, inner: Store):
+        super().__init__(inner.client, inner.bucket, base_delay=0.01)
+        self.uploaded = []
+
+    def upload(self, path, key, metadata=None):
+        self.uploaded.append(key)
+        return super().upload(path, key, metadata)
+
+
+def test_given_a_synced_dir_when_one_file_changes_then_only_that_file_is_uploaded_again(store, tmp_path):
+    counting = CountingStore(store)
+    (tmp_path / "a.npz").write_bytes(b"1")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.npz").write_bytes(b"2")
+    sync = DirSync(counting, tmp_path, "checkpoints/")
+    assert sync.sync()
+
+    (tmp_path / "a.npz").write_bytes(b"11")
+    assert sync.sync()
+
+    assert counting.uploaded == ["checkpoints/a.npz", "checkpoints/sub/b.npz", "checkpoints/a.npz"]
+    assert store.client.get_object(Bucket="job", Key="checkpoints/a.npz")["Body"].read() == b"11"
+
+
+def test_given_uploaded_files_when_restored_elsewhere_then_contents_and_mtimes_match(store, tmp_path):
+    source, target = tmp_path / "source", tmp_path / "target"
+    source.mkdir()
+    for index, name in enumerate(["snapshot_iter_100", "snapshot_iter_200"]):
+        path = source / name
+        path.write_bytes(name.encode())
+        os.utime(path, ns=(1_500_000_000_000_000_000 + index, 1_500_000_000_000_000_000 + index))
+    DirSync(store, source, "checkpoints/").sync()
+
+    restore = DirSync(store, target, "checkpoints/")
+    count = restore.restore()
+
+    assert count == 2
+    for name in ("snapshot_iter_100", "snapshot_iter_200"):
+        assert (target / name).read_bytes() == name.encode()
+        assert (target / name).stat().st_mtime_ns == (source / name).stat().st_mtime_ns
+    assert restore.sync()  # nothing changed since the restore: nothing to upload
+
+
+def test_given_a_key_that_climbs_out_when_restoring_then_it_is_skipped(store, tmp_path):
+    store.client.put_object(Bucket="job", Key="checkpoints/../../escape", Body=b"x")
+    store.client.put_object(Bucket="job", Key="checkpoints/ok", Body=b"x")
+
+    assert DirSync(store, tmp_path / "ckpt", "checkpoints/").restore() == 1
+    assert not (tmp_path.parent / "escape").exists() and (tmp_path / "ckpt" / "ok").exists()
+
+
+class FlakyClient:
+    """Fails the first `failures` calls the way S3 does under throttling or a network blip."""
+
+    def __init__(self, failures: int):
+        self.failures = failures
+        self.calls = 0
+
+    def put_object(self, **kwargs):
+        self.calls += 1
+        if self.calls <= self.failures:
+            if self.calls % 2:
+                raise EndpointConnectionError(endpoint_url="http://s3")
+            raise ClientError({"Error": {"Code": "SlowDown", "Message": "slow down"}}, "PutObject")
+        return {}
+
+
+def test_given_transient_s3_errors_when_writing_a_marker_then_it_is_retried_until_it_lands():
+    client = FlakyClient(failures=3)
+
+    assert Store(client, "job", attempts=5, base_delay=0.01).put_json("status/heartbeat.json", {"phase": "exec"})
+    assert client.calls == 4
+
+
+def test_given_s3_down_for_good_when_uploading_then_it_reports_false_instead_of_raising():
+    client = FlakyClient(failures=100)
+
+    assert Store(client, "job", attempts=3, base_delay=0.01).put_json("status/heartbeat.json", {}) is False
+    assert client.calls == 3
+
+
+def test_given_a_file_that_vanished_when_uploading_then_it_reports_false(store, tmp_path):
+    assert store.upload(Path(tmp_path / "gone"), "output/gone") is False

@@ -1,0 +1,140 @@
+"""User data: the bootstrap rendered for one attempt, checked as text and run for real against moto."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import stat
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import FAST_TIMINGS, job_document
+from instance.asset import build_agent_zip
+from instance.userdata import USER_DATA_LIMIT, render_user_data
+
+AGENT_KEY = "a" * 64 + ".zip"  # a CDK asset key: the sha256 of the zip
+VALUES = dict(bucket="spottrain-123456789012-demo", attempt=1, region="us-east-1",
+              agent_bucket="cdk-hnb659fds-assets-123456789012-us-east-1", agent_key=AGENT_KEY)
+CREDENTIAL_LOOKING = [
+    re.compile(r"(AKIA|ASIA)[0-9A-Z]{16}"),  # access key ids
+    re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+=]{40}(?![A-Za-z0-9/+=])"),  # secret access keys
+    re.compile(r"aws_secret_access_key|AWS_SECRET_ACCESS_KEY|AWS_SESSION_TOKEN|AWS_ACCESS_KEY_ID", re.I),
+]
+
+# Stands in for the AWS CLI on the instance (the emulator ships its own shim the same way).
+AWS_SHIM = textwrap.dedent(f"""\
+    #!{sys.executable}
+    import sys, boto3
+    _, service, verb, *rest = sys.argv
+    args = [a for a in rest if not a.startswith("--")]
+    assert (service, verb) == ("s3", "cp"), sys.argv
+    bucket, key = args[0][len("s3://"):].split("/", 1)
+    try:
+        boto3.client("s3").download_file(bucket, key, args[1])
+    except Exception as error:
+        sys.exit(f"download failed: {{error}}")
+    """)
+
+
+def test_given_the_longest_allowed_values_when_rendered_then_user_data_is_far_under_the_ec2_limit():
+    # Spec values never reach user data; the longest thing a spec controls is the bucket name (63).
+    longest = dict(VALUES, bucket="b" * 63, agent_bucket="c" * 63, region="ap-southeast-3",
+                   agent_key="assets/" + "k" * 1000 + ".zip", attempt=10**6)
+
+    user_data = render_user_data(**longest)
+
+    assert len(user_data.encode()) < USER_DATA_LIMIT // 4
+    assert user_data.startswith("#!/bin/bash\n") and "set -euo pipefail" in user_data
+
+
+def test_given_rendered_user_data_then_it_holds_nothing_that_looks_like_a_credential():
+    user_data = render_user_data(**VALUES)
+
+    for pattern in CREDENTIAL_LOOKING:
+        assert not pattern.search(user_data), pattern.pattern
+    assert "{{" not in user_data
+
+
+def test_given_valid_values_when_rendered_then_each_is_assigned_once_and_bash_parses_it():
+    user_data = render_user_data(**VALUES)
+
+    assert f"BUCKET={VALUES['bucket']}\n" in user_data and f"AGENT_KEY={AGENT_KEY}\n" in user_data
+    assert subprocess.run(["bash", "-n"], input=user_data.encode()).returncode == 0
+
+
+@pytest.mark.parametrize("field,value", [
+    ("bucket", "demo; rm -rf /"),
+    ("bucket", "Demo-Upper"),
+    ("bucket", "ok-bucket\n"),
+    ("region", "us-east-1 && curl evil"),
+    ("agent_bucket", "x"),
+    ("agent_key", "$(reboot).zip"),
+    ("agent_key", "assets/../../etc/passwd"),
+    ("attempt", 0),
+    ("attempt", "1"),
+])
+def test_given_an_unsafe_value_when_rendering_then_value_error_names_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        render_user_data(**dict(VALUES, **{field: value}))
+
+
+@pytest.fixture
+def instance_env(tmp_path, aws_env, imds):
+    """The environment the emulator gives a booted instance: its own root, Python, shutdown, and aws."""
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    aws = shims / "aws"
+    aws.write_text(AWS_SHIM)
+    aws.chmod(aws.stat().st_mode | stat.S_IEXEC)
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+    env.update(aws_env, **FAST_TIMINGS)
+    env.update({
+        "PATH": f"{shims}{os.pathsep}{os.environ['PATH']}",
+        "SPOTTRAIN_ROOT": str(tmp_path / "root"),
+        "SPOTTRAIN_PYTHON": sys.executable,
+        "SPOTTRAIN_SHUTDOWN_COMMAND": f"touch {shlex.quote(str(tmp_path / 'shutdown-called'))}",
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.endpoint,
+    })
+    return env
+
+
+def boot(user_data: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", user_data], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_given_an_agent_asset_when_the_bootstrap_runs_then_the_agent_carries_out_the_job(
+        tmp_path, instance_env, s3, bucket, training_repo):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    s3.put_object(Bucket=bucket, Key="job.json",
+                  Body=json.dumps(job_document(training_repo, marks)).encode())
+    s3.upload_file(str(build_agent_zip(tmp_path / "agent.zip")), bucket, "assets/agent.zip")
+
+    booted = boot(render_user_data(bucket=bucket, attempt=1, region="us-east-1", agent_bucket=bucket,
+                                   agent_key="assets/agent.zip"), instance_env)
+
+    assert booted.returncode == 0, booted.stderr
+    completed = json.loads(s3.get_object(Bucket=bucket, Key="status/completed.json")["Body"].read())
+    assert completed["exit_code"] == 0
+    root = tmp_path / "root"
+    assert (root / "agent" / "instance" / "agent" / "__main__.py").is_file()
+    assert (root / "agent" / "lambdas" / "shared" / "layout.py").is_file()
+    assert (root / "work" / "repo" / "payload" / "result" / "model.txt").is_file()
+    assert "starting the agent" in (root / "bootstrap.log").read_text()
+    assert (tmp_path / "shutdown-called").exists()
+
+
+def test_given_a_missing_agent_asset_when_the_bootstrap_runs_then_it_says_so_on_the_console_and_shuts_down(
+        tmp_path, instance_env, bucket):
+    booted = boot(render_user_data(bucket=bucket, attempt=2, region="us-east-1", agent_bucket=bucket,
+                                   agent_key="assets/missing.zip"), instance_env)
+
+    assert booted.returncode != 0
+    failure = [line for line in booted.stderr.splitlines() if line.startswith("spottrain bootstrap: FAILED")]
+    assert failure and "aws s3 cp" in failure[0] and f"s3://{bucket} attempt 2 never started" in failure[0]
+    assert failure[0] in (tmp_path / "root" / "bootstrap.log").read_text()
+    assert (tmp_path / "shutdown-called").exists()
