@@ -17,7 +17,7 @@ $(STAMP): requirements/runtime.txt requirements/dev.txt requirements/build-const
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24" wheel "setuptools<74"
 	$(BIN)/python -m pip install --quiet -r requirements/dev.txt
-	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip install --quiet --no-deps --config-settings editable_mode=compat -e .
 	test -d node_modules/aws-cdk || npm install --no-audit --no-fund --silent
 	touch $(STAMP)
 

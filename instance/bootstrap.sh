@@ -14,7 +14,9 @@ ROOT="${SPOTTRAIN_ROOT:-/opt/spottrain}"
 SHUTDOWN_COMMAND="${SPOTTRAIN_SHUTDOWN_COMMAND:-shutdown -h now}"
 LOG="$ROOT/bootstrap.log"
 export AWS_DEFAULT_REGION="$REGION"
-mkdir -p "$ROOT"
+# cloud-init may run us without HOME, which pip and git both expect.
+export HOME="${HOME:-$ROOT/home}"
+mkdir -p "$ROOT" "$HOME"
 
 # stderr reaches the instance console output, the only trace left if we die before the agent runs.
 log() { printf 'spottrain bootstrap: %s\n' "$*" | tee -a "$LOG" >&2; }

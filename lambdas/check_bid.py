@@ -1,7 +1,8 @@
 """Has the launched instance's spot request been fulfilled? FULFILLED, PENDING (wait, bounded) or FAILED.
 
 FAILED always cancels the request and terminates any instance it produced, so a pool given up on
-leaves nothing open or running behind it; the workflow then tries the next pool.
+leaves nothing open or running behind it, and ends the attempt's entry in report.json (a relaunch of
+the same attempt replaces it; if none follows, the report does not bill a withdrawn instance forever).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import boto3
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
+from lambdas.shared import report
 from lambdas.shared.awserrors import error_code, transient_errors
 from lambdas.shared.config import Settings, settings_from_env
 from lambdas.shared.status import BidStatus
@@ -25,6 +27,7 @@ WAITING_CODES = frozenset({"pending-evaluation", "pending-fulfillment", "not-sch
 OPEN_REQUEST_STATES = frozenset({"open", "active"})
 GONE_INSTANCE_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
 TIMEOUT_CODE = "fulfillment-timeout"
+BID_FAILED_OUTCOME = "BID_FAILED"  # report.json outcome of an attempt whose instance never ran
 
 
 @functools.cache
@@ -36,10 +39,10 @@ def _settings() -> Settings:
 def handler(event: dict, context: Any) -> dict:
     logger.append_keys(job=event["job"]["exec_name"], execution=event["execution"]["name"])
     with transient_errors():
-        return check_bid(boto3.client("ec2"), _settings(), event)
+        return check_bid(boto3.client("ec2"), boto3.client("s3"), _settings(), event)
 
 
-def check_bid(ec2: Any, settings: Settings, state: dict) -> dict:
+def check_bid(ec2: Any, s3: Any, settings: Settings, state: dict) -> dict:
     """The state's `bid` value for the current launch."""
     instance = state["launch"]["instance"]
     checks = _checks_so_far(state) + 1
@@ -50,6 +53,7 @@ def check_bid(ec2: Any, settings: Settings, state: dict) -> dict:
         message = f"still {message} after {checks} checks (BID_MAX_CHECKS={settings.bid_max_checks}); trying elsewhere"
     if status is BidStatus.FAILED:
         withdraw(ec2, instance)
+        report.record_end(s3, state["storage"]["bucket"], state["launch"]["attempt"], BID_FAILED_OUTCOME)
     log = logger.warning if status is BidStatus.FAILED else logger.info
     log("bid checked", extra={"status": status.value, "code": code, "checks": checks, "pool": _pool(instance)})
     return {"status": status.value, "code": code, "message": f"{_pool(instance)}: {message}", "checks": checks}

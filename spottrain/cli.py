@@ -43,9 +43,9 @@ def load_spec(path: str) -> dict:
 class Console:
     """Progress on one rewritten line on a terminal; plain lines (only on change) otherwise."""
 
-    def __init__(self, stream=sys.stdout):
-        self.stream = stream
-        self.tty = stream.isatty()
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
         self._last = ""
 
     def progress(self, snapshot: jobs.Progress) -> None:
@@ -67,6 +67,12 @@ class Console:
         if self.tty and self._last:
             self.stream.write(self._last)
             self.stream.flush()
+
+    def error(self, text: str) -> None:
+        if self.tty and self._last:
+            self.stream.write("\n")
+            self._last = ""
+        sys.stderr.write(f"spottrain: {text}\n")
 
     def email(self, message: dict) -> None:
         rule = "─" * 72
@@ -269,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args, console)
     except (UsageError, jobs.JobNotFound) as exc:
-        console.say(f"spottrain: {exc}")
+        console.error(str(exc))
         return 2
     except KeyboardInterrupt:
         console.say("interrupted")

@@ -169,7 +169,7 @@ def write_outputs(args, trainer, model, train, evaluator, facts: dict) -> dict:
         "images_per_second": round(images / facts["seconds"], 1) if images else None,
         "device": "cpu" if args.gpu < 0 else f"gpu:{args.gpu}",
         "batch_size": args.batch_size,
-        "loss_weights": parse_loss_weights(args.loss_weights, train.vocabulary.heads),
+        "loss_weights": trainer.updater.loss_weights,
         "train_examples": len(train),
     }
     with open(os.path.join(args.out, "metrics.json"), "w") as f:

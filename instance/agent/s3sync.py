@@ -46,7 +46,7 @@ class Store:
             try:
                 return call()
             except RETRYABLE as error:
-                if attempt == self.attempts:
+                if attempt == self.attempts or _not_found(error):
                     raise
                 delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
                 log.warning("%s failed (%s); retry %d/%d in %.1fs", what, error, attempt, self.attempts - 1, delay)
@@ -154,6 +154,12 @@ class DirSync:
                 path = Path(root) / name
                 if path.is_file() and not path.is_symlink():
                     yield path, path.relative_to(self.local_dir).as_posix()
+
+
+def _not_found(error: Exception) -> bool:
+    """A missing key or bucket stays missing: retrying only delays the report that says so."""
+    code = str(getattr(error, "response", {}).get("Error", {}).get("Code", ""))
+    return code in ("404", "NoSuchKey", "NoSuchBucket")
 
 
 def _mtime_ns(metadata: Dict[str, str], fallback: int) -> int:

@@ -51,6 +51,7 @@ class ErrorName(str, Enum):
     NO_SPOT_CAPACITY = "NoSpotCapacity"
     ATTEMPTS_EXHAUSTED = "AttemptsExhausted"
     TRAINING_FAILED = "TrainingFailed"  # the job's own command failed (non-zero exit, max runtime)
+    JOB_ERRORED = "JobErrored"  # anything else caught after validation; the cause names the original error
     # Transient errors worth a Retry with backoff (Lambda service errors are named by AWS).
     TRANSIENT = "TransientError"
 

@@ -50,7 +50,11 @@ FAST_CONTEXT = {
 FINAL_STATUSES = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 STATUS_CHANGE = "Step Functions Execution Status Change"
 # moto logs every request and every caught task error at length; the emulator reports what matters
-_QUIET_LOGGERS = {"werkzeug": logging.WARNING, "moto.stepfunctions.parser": logging.CRITICAL}
+_QUIET_LOGGERS = {
+    "werkzeug": logging.WARNING,
+    "moto.stepfunctions.parser": logging.CRITICAL,
+    "moto": logging.ERROR,  # its CloudFormation warns per skipped resource type; deploy.py reports them once
+}
 
 
 class EmulatorSession(boto3.Session):
@@ -144,7 +148,9 @@ class Emulator:
                                                 {"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
         # two zones are enough to see the workflow move to another pool
         subnet_ids = sorted(s["SubnetId"] for s in sorted(subnets, key=lambda s: s["AvailabilityZone"])[:2])
-        image = sorted(i["ImageId"] for i in ec2.describe_images(Owners=["amazon"])["Images"])[0]
+        # a fresh image is far cheaper than listing moto's thousands of public ones
+        image = ec2.register_image(Name="spottrain-local-gpu", Architecture="x86_64", RootDeviceName="/dev/sda1",
+                                   VirtualizationType="hvm")["ImageId"]
         self.client("ssm").put_parameter(Name=AMI_PARAMETER, Value=image, Type="String", Overwrite=True)
         return {"vpcId": vpc, "subnetIds": subnet_ids, "amiSsmParameter": AMI_PARAMETER}
 
@@ -159,6 +165,15 @@ class Emulator:
     @property
     def emails(self) -> list[dict]:
         return self._emails.emails if self._emails else []
+
+    def wait_for_emails(self, count: int, timeout: float) -> list[dict]:
+        """Wait until `count` emails arrived (SNS to SQS to here takes a moment); returns them all."""
+        deadline = time.monotonic() + timeout
+        while len(self.emails) < count and time.monotonic() < deadline:
+            if self._emails is not None:
+                self._emails.drain()
+            time.sleep(0.1)
+        return list(self.emails)
 
     # --- jobs ------------------------------------------------------------------------------------
 

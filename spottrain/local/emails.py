@@ -24,6 +24,7 @@ class EmailWatcher:
         self.emails: list[dict] = []
         self._queue_url = ""
         self._stop = threading.Event()
+        self._reading = threading.Lock()  # drain() and the watcher must not reorder emails
         self._thread = threading.Thread(target=self._run, name="emails", daemon=True)
 
     def start(self) -> "EmailWatcher":
@@ -53,13 +54,14 @@ class EmailWatcher:
                 self._stop.wait(1)
 
     def _receive_batch(self, wait_seconds: int) -> int:
-        messages = self.sqs.receive_message(
-            QueueUrl=self._queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_seconds
-        ).get("Messages", [])
-        for message in messages:
-            self._deliver(json.loads(message["Body"]))
-            self.sqs.delete_message(QueueUrl=self._queue_url, ReceiptHandle=message["ReceiptHandle"])
-        return len(messages)
+        with self._reading:
+            messages = self.sqs.receive_message(
+                QueueUrl=self._queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_seconds
+            ).get("Messages", [])
+            for message in sorted(messages, key=lambda m: json.loads(m["Body"]).get("Timestamp") or ""):
+                self._deliver(json.loads(message["Body"]))
+                self.sqs.delete_message(QueueUrl=self._queue_url, ReceiptHandle=message["ReceiptHandle"])
+            return len(messages)
 
     def _deliver(self, envelope: dict) -> None:
         email = {

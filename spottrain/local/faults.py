@@ -39,6 +39,16 @@ class Faults:
             parser(faults, spec, value.strip())
         return faults
 
+    def describe(self) -> str:
+        """The active faults in the syntax `parse` reads ("" when none)."""
+        parts = []
+        if self.no_capacity:
+            parts.append("no-capacity=" + ",".join(sorted(self.no_capacity)))
+        if self.interrupt_after is not None:
+            parts.append(f"interrupt-after={self.interrupt_after:g}")
+        parts.extend(f"lambda-error={name}:{count}" for name, count in self.lambda_errors.items() if count > 0)
+        return " ".join(parts)
+
     def take_lambda_error(self, function_name: str) -> bool:
         """True if this invocation of the function must fail; counts it down (thread-safe)."""
         with self._lock:

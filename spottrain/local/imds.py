@@ -73,7 +73,10 @@ class InstanceMetadata:
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the agent gave up waiting or was killed with its instance: nobody to answer
 
             def log_message(self, *args: object) -> None:
                 pass  # the agent polls every half second; its log would drown the emulator's

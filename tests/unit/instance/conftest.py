@@ -21,6 +21,8 @@ from moto.server import ThreadedMotoServer
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per S3 request drowns the failure
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
+# The AMI's Python may be as old as 3.8: point this at such an interpreter (with boto3) to prove it.
+AGENT_PYTHON = os.environ.get("SPOTTRAIN_TEST_AGENT_PYTHON") or sys.executable
 FAKE_AWS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -233,7 +235,7 @@ class AgentRun:
         self.s3.put_object(Bucket=self.bucket, Key="job.json", Body=json.dumps(document).encode())
 
     def start(self, attempt: int = 1, **env) -> "AgentRun":
-        command = [sys.executable, "-m", "instance.agent", "--bucket", self.bucket, "--attempt", str(attempt),
+        command = [AGENT_PYTHON, "-m", "instance.agent", "--bucket", self.bucket, "--attempt", str(attempt),
                    "--region", "us-east-1", "--workdir", str(self.workdir),
                    "--shutdown-command", f"touch {shlex.quote(str(self.shutdown_flag))}"]
         self.process = subprocess.Popen(command, env={**self.env, **env}, cwd=REPO_ROOT,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import boto3
@@ -108,3 +109,10 @@ def test_given_s3_down_for_good_when_uploading_then_it_reports_false_instead_of_
 
 def test_given_a_file_that_vanished_when_uploading_then_it_reports_false(store, tmp_path):
     assert store.upload(Path(tmp_path / "gone"), "output/gone") is False
+
+
+def test_given_a_missing_key_when_reading_then_it_fails_at_once_without_retries(store):
+    started = time.monotonic()
+    with pytest.raises(ClientError, match="NoSuchKey"):
+        Store(store.client, "job", attempts=5, base_delay=1.0).get_json("job.json")
+    assert time.monotonic() - started < 1  # four retries would have taken 15 s

@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from conftest import FAST_TIMINGS, job_document
+from conftest import AGENT_PYTHON, FAST_TIMINGS, job_document
 from instance.asset import build_agent_zip
 from instance.userdata import USER_DATA_LIMIT, render_user_data
 
@@ -95,7 +95,7 @@ def instance_env(tmp_path, aws_env, imds):
     env.update({
         "PATH": f"{shims}{os.pathsep}{os.environ['PATH']}",
         "SPOTTRAIN_ROOT": str(tmp_path / "root"),
-        "SPOTTRAIN_PYTHON": sys.executable,
+        "SPOTTRAIN_PYTHON": AGENT_PYTHON,
         "SPOTTRAIN_SHUTDOWN_COMMAND": f"touch {shlex.quote(str(tmp_path / 'shutdown-called'))}",
         "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.endpoint,
     })

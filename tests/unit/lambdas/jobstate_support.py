@@ -118,21 +118,12 @@ def received(queue_url: str) -> list[dict]:
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=item["ReceiptHandle"])
 
 
-def _permission_over_tls(bucket, action: str, resource: str):
-    """moto ignores the `Bool` operator, so a Deny conditioned on aws:SecureTransport=false denies everything;
-    boto3 talks HTTPS to the mocked endpoint, so such statements never apply here."""
-    from moto.iam.access_control import IAMPolicy, PermissionResult
-
-    if bucket.policy is None:
-        return PermissionResult.NEUTRAL
-    policy = json.loads(bucket.policy)
-    policy["Statement"] = [s for s in policy["Statement"]
-                           if "aws:SecureTransport" not in json.dumps(s.get("Condition", {}))]
-    return IAMPolicy(json.dumps(policy)).is_action_permitted(action, resource)
-
-
 @pytest.fixture(autouse=True)
 def requests_use_tls(monkeypatch):
+    """moto ignores the `Bool` operator, so the job bucket's TLS-only Deny would deny every request; the
+    emulator's bridge drops that statement (boto3 talks HTTPS to the mock anyway), and so do these tests."""
     from moto.s3.models import FakeBucket
 
-    monkeypatch.setattr(FakeBucket, "get_permission", _permission_over_tls)
+    from spottrain.local.bridge import bucket_permission
+
+    monkeypatch.setattr(FakeBucket, "get_permission", bucket_permission)

@@ -1,6 +1,7 @@
 """check_bid: FULFILLED / PENDING (bounded) / FAILED with AWS's code, and FAILED leaves nothing open."""
 from __future__ import annotations
 
+import boto3
 import pytest
 
 from lambdas import check_bid as cb
@@ -35,10 +36,11 @@ def expect_withdrawal(stubber):
 
 def test_given_a_running_spot_instance_then_fulfilled_and_nothing_is_cancelled(stubbed_ec2):
     ec2, stubber = stubbed_ec2
+    s3 = boto3.client("s3")
     expect_request(stubber, "active", "fulfilled")
     expect_instance(stubber, "running")
 
-    bid = cb.check_bid(ec2, make_settings(), SPOT_STATE)
+    bid = cb.check_bid(ec2, s3, make_settings(), SPOT_STATE)
 
     assert bid["status"] == BidStatus.FULFILLED.value and bid["code"] == "fulfilled" and bid["checks"] == 1
 
@@ -46,11 +48,12 @@ def test_given_a_running_spot_instance_then_fulfilled_and_nothing_is_cancelled(s
 @pytest.mark.parametrize("request_state, code", [("open", "pending-evaluation"), ("active", "fulfilled")])
 def test_given_a_request_still_being_worked_on_then_pending_and_checks_count_up(stubbed_ec2, request_state, code):
     ec2, stubber = stubbed_ec2
+    s3 = boto3.client("s3")
     expect_request(stubber, request_state, code)
     expect_instance(stubber, "pending")
     state = SPOT_STATE | {"bid": {"status": "PENDING", "code": code, "message": "", "checks": 3}}
 
-    bid = cb.check_bid(ec2, make_settings(bid_max_checks=8), state)
+    bid = cb.check_bid(ec2, s3, make_settings(bid_max_checks=8), state)
 
     assert (bid["status"], bid["code"], bid["checks"]) == ("PENDING", code, 4)
 
@@ -58,11 +61,12 @@ def test_given_a_request_still_being_worked_on_then_pending_and_checks_count_up(
 @pytest.mark.parametrize("code", ["capacity-not-available", "price-too-low", "capacity-oversubscribed"])
 def test_given_a_held_request_then_failed_with_aws_code_and_the_request_is_cancelled(stubbed_ec2, code):
     ec2, stubber = stubbed_ec2
+    s3 = boto3.client("s3")
     expect_request(stubber, "open", code, message=f"AWS says {code}")
     expect_instance(stubber, "pending")
     expect_withdrawal(stubber)  # Stubber fails the test if cancel/terminate are not called with these ids
 
-    bid = cb.check_bid(ec2, make_settings(), SPOT_STATE)
+    bid = cb.check_bid(ec2, s3, make_settings(), SPOT_STATE)
 
     assert (bid["status"], bid["code"]) == ("FAILED", code)
     assert "g5.xlarge in subnet-aaa" in bid["message"] and f"AWS says {code}" in bid["message"]
@@ -70,12 +74,13 @@ def test_given_a_held_request_then_failed_with_aws_code_and_the_request_is_cance
 
 def test_given_pending_at_the_last_allowed_check_then_failed_as_fulfillment_timeout_and_withdrawn(stubbed_ec2):
     ec2, stubber = stubbed_ec2
+    s3 = boto3.client("s3")
     expect_request(stubber, "open", "pending-evaluation")
     expect_instance(stubber, "pending")
     expect_withdrawal(stubber)
     state = SPOT_STATE | {"bid": {"status": "PENDING", "code": "pending-evaluation", "message": "", "checks": 7}}
 
-    bid = cb.check_bid(ec2, make_settings(bid_max_checks=8), state)
+    bid = cb.check_bid(ec2, s3, make_settings(bid_max_checks=8), state)
 
     assert (bid["status"], bid["code"], bid["checks"]) == ("FAILED", "fulfillment-timeout", 8)
     assert "BID_MAX_CHECKS=8" in bid["message"]
@@ -83,33 +88,36 @@ def test_given_pending_at_the_last_allowed_check_then_failed_as_fulfillment_time
 
 def test_given_the_previous_bid_belonged_to_an_earlier_launch_then_checks_start_again(stubbed_ec2):
     ec2, stubber = stubbed_ec2
+    s3 = boto3.client("s3")
     expect_request(stubber, "open", "pending-evaluation")
     expect_instance(stubber, "pending")
     state = SPOT_STATE | {"bid": {"status": "FAILED", "code": "price-too-low", "message": "", "checks": 7}}
 
-    bid = cb.check_bid(ec2, make_settings(bid_max_checks=8), state)
+    bid = cb.check_bid(ec2, s3, make_settings(bid_max_checks=8), state)
 
     assert (bid["status"], bid["checks"]) == ("PENDING", 1)
 
 
 def test_given_the_instance_was_terminated_for_capacity_then_failed_with_the_request_code(stubbed_ec2):
     ec2, stubber = stubbed_ec2
+    s3 = boto3.client("s3")
     expect_request(stubber, "closed", "instance-terminated-no-capacity")
     expect_instance(stubber, "terminated", reason="Server.InsufficientInstanceCapacity")
     expect_withdrawal(stubber)
 
-    bid = cb.check_bid(ec2, make_settings(), SPOT_STATE)
+    bid = cb.check_bid(ec2, s3, make_settings(), SPOT_STATE)
 
     assert (bid["status"], bid["code"]) == ("FAILED", "instance-terminated-no-capacity")
 
 
 def test_given_the_instance_is_not_visible_yet_then_pending(stubbed_ec2):
     ec2, stubber = stubbed_ec2
+    s3 = boto3.client("s3")
     expect_request(stubber, "open", "pending-fulfillment")
     stubber.add_client_error("describe_instances", service_error_code="InvalidInstanceID.NotFound",
                              expected_params={"InstanceIds": ["i-0abc"]})
 
-    bid = cb.check_bid(ec2, make_settings(), SPOT_STATE)
+    bid = cb.check_bid(ec2, s3, make_settings(), SPOT_STATE)
 
     assert (bid["status"], bid["code"]) == ("PENDING", "pending-fulfillment")
 
@@ -122,24 +130,24 @@ def run_instance(ec2) -> str:
 
 
 def test_given_a_running_on_demand_instance_then_fulfilled(aws):
-    ec2, _ = aws
+    ec2, s3 = aws
     state = with_launch(job_state(), run_instance(ec2), lifecycle="on-demand")
 
-    assert cb.check_bid(ec2, make_settings(), state)["status"] == "FULFILLED"
+    assert cb.check_bid(ec2, s3, make_settings(), state)["status"] == "FULFILLED"
 
 
 def test_given_the_launched_instance_is_already_gone_then_failed_and_terminate_is_harmless(aws):
-    ec2, _ = aws
+    ec2, s3 = aws
     instance_id = run_instance(ec2)
     ec2.terminate_instances(InstanceIds=[instance_id])
 
-    bid = cb.check_bid(ec2, make_settings(), with_launch(job_state(), instance_id))
+    bid = cb.check_bid(ec2, s3, make_settings(), with_launch(job_state(), instance_id))
 
     assert (bid["status"], bid["code"]) == ("FAILED", "Client.UserInitiatedShutdown")
 
 
 def test_given_the_handler_when_invoked_with_the_whole_state_then_it_returns_the_bid(aws, monkeypatch):
-    ec2, _ = aws
+    ec2, s3 = aws
     monkeypatch.setenv("STACK_NAME", "SpotTrainTest")
     monkeypatch.setenv("BUCKET_PREFIX", "spottrain-123456789012")
     monkeypatch.setenv("BID_MAX_CHECKS", "2")

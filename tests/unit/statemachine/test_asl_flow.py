@@ -12,12 +12,15 @@ import time
 import zipfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import boto3
 import pytest
 from moto import mock_aws
 from moto.awslambda.models import LambdaFunction
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn import (
+    StateTaskServiceSfn,
+)
 from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
 
 from lambdas import poll_completion
@@ -193,14 +196,25 @@ def happy(**overrides) -> dict:
             "poll_completion": polled("SUCCEEDED"), "notify": {"message_id": "m"}, "terminate_instance": {}} | overrides
 
 
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="module")
+def clients():
+    """Built once (about a second each); moto's state is reset by each test's mock."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in FAKE_CREDENTIALS.items():
+            patch.setenv(name, value)
+        yield boto3.client("iam"), boto3.client("lambda"), boto3.client("stepfunctions")
+
+
 @pytest.fixture
-def sfn(monkeypatch):
-    """Yields run(script, input, name) -> (status, error, visited states) against moto's executor."""
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+def sfn(clients, monkeypatch):
+    """Yields run(script, input, name) -> Outcome, against moto's executor."""
+    for name, value in FAKE_CREDENTIALS.items():
         monkeypatch.setenv(name, value)
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
-        iam, lam, client = boto3.client("iam"), boto3.client("lambda"), boto3.client("stepfunctions")
+        iam, lam, client = clients
         role = iam.create_role(RoleName="r", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
         code = io.BytesIO()
         with zipfile.ZipFile(code, "w") as archive:
@@ -214,7 +228,7 @@ def sfn(monkeypatch):
         monkeypatch.setattr(LambdaFunction, "_invoke_lambda", lambda self, event: (
             *script_holder[0](self.function_name, event), ""))
 
-        def run(script: Script, execution_input: dict, name: str = "run-1") -> tuple[str, str | None, list[str]]:
+        def run(script: Script, execution_input: dict, name: str = "run-1") -> Outcome:
             script_holder[:] = [script]
             arn = client.start_execution(stateMachineArn=machine, name=name, input=json.dumps(execution_input))[
                 "executionArn"]
@@ -224,14 +238,21 @@ def sfn(monkeypatch):
         yield run
 
 
-def finished(client, arn: str) -> tuple[str, str | None, list[str]]:
+class Outcome(NamedTuple):
+    status: str
+    error: str | None
+    cause: str | None
+    visited: list[str]
+
+
+def finished(client, arn: str) -> Outcome:
     deadline = time.monotonic() + 30
     while (described := client.describe_execution(executionArn=arn))["status"] == "RUNNING":
         assert time.monotonic() < deadline, "execution did not finish"
         time.sleep(0.05)
     events = client.get_execution_history(executionArn=arn, maxResults=1000)["events"]
     visited = [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
-    return described["status"], described.get("error"), visited
+    return Outcome(described["status"], described.get("error"), described.get("cause"), visited)
 
 
 SPEC = {"repository_url": "https://example.com/r.git"}
@@ -241,7 +262,7 @@ def test_given_a_bid_that_pends_once_when_training_succeeds_then_the_instance_is
     script = Script(**happy(check_bid=[{"status": "PENDING", "checks": 1}, {"status": "FULFILLED", "checks": 2}],
                             poll_completion=[polled("RUNNING"), polled("SUCCEEDED")]))
 
-    status, error, visited = sfn(script, SPEC)
+    status, error, _, visited = sfn(script, SPEC)
 
     assert (status, error) == ("SUCCEEDED", None)
     assert visited == ["Start", "ValidateJob", "CreateBucket", "RequestSpotInstance", "LaunchResult", "WaitForBid",
@@ -257,7 +278,7 @@ def test_given_a_bid_that_pends_once_when_training_succeeds_then_the_instance_is
 def test_given_an_interruption_then_it_relaunches_and_notifies(sfn):
     script = Script(**happy(poll_completion=[polled("INTERRUPTED", retry_allowed=True), polled("SUCCEEDED")]))
 
-    status, _, _ = sfn(script, SPEC)
+    status = sfn(script, SPEC).status
 
     assert status == "SUCCEEDED" and len(script.calls["request_spot_instance"]) == 2
     assert script.calls["request_spot_instance"][1]["poll"]["status"] == "INTERRUPTED"
@@ -269,7 +290,7 @@ def test_given_a_failed_bid_then_it_launches_again_without_notifying(sfn):
     script = Script(**happy(check_bid=[{"status": "FAILED", "code": "capacity-not-available", "checks": 1},
                                        {"status": "FULFILLED", "checks": 1}]))
 
-    status, _, _ = sfn(script, SPEC)
+    status = sfn(script, SPEC).status
 
     assert status == "SUCCEEDED" and len(script.calls["request_spot_instance"]) == 2
     assert script.calls["request_spot_instance"][1]["bid"]["status"] == "FAILED"
@@ -280,7 +301,7 @@ def test_given_a_failed_bid_then_it_launches_again_without_notifying(sfn):
 def test_given_the_training_fails_or_runs_out_of_attempts_then_terminated_and_failed(sfn, last_poll, error):
     script = Script(**happy(poll_completion=last_poll))
 
-    status, got_error, visited = sfn(script, SPEC)
+    status, got_error, _, visited = sfn(script, SPEC)
 
     assert (status, got_error) == ("FAILED", error)
     assert visited[-4:] == ["NotifyTaskFailed", "TerminateAfterFailure", "FailureKind", error]
@@ -289,7 +310,7 @@ def test_given_the_training_fails_or_runs_out_of_attempts_then_terminated_and_fa
 def test_given_every_pool_exhausted_then_no_spot_capacity_and_nothing_to_terminate(sfn):
     script = Script(**happy(request_spot_instance=LAUNCHED | {"status": "EXHAUSTED", "instance": None}))
 
-    status, error, _ = sfn(script, SPEC)
+    status, error, _, _ = sfn(script, SPEC)
 
     assert (status, error) == ("FAILED", "NoSpotCapacity")
     assert [c["event"] for c in script.calls["notify"]] == ["REQUEST_FAILED"]
@@ -299,9 +320,12 @@ def test_given_every_pool_exhausted_then_no_spot_capacity_and_nothing_to_termina
 def test_given_a_lambda_error_after_the_launch_then_terminate_notify_and_fail_with_that_error(sfn):
     script = Script(**happy(poll_completion=RuntimeError("boom")))
 
-    status, error, visited = sfn(script, SPEC)
+    status, error, cause, visited = sfn(script, SPEC)
 
-    assert (status, error) == ("FAILED", "RuntimeError")
+    # Step Functions reserves "States." names (a caught timeout carries one), so the name is fixed
+    # and the cause leads with the original error.
+    assert (status, error) == ("FAILED", "JobErrored") and cause.startswith("RuntimeError: ")
+    assert "boom" in cause
     assert visited[-4:] == ["PollCompletion", "TerminateOnError", "NotifyError", "JobErrored"]
     assert script.calls["terminate_instance"][0]["error"]["Error"] == "RuntimeError"
     assert script.calls["notify"][-1]["event"] == "ERROR"
@@ -310,7 +334,7 @@ def test_given_a_lambda_error_after_the_launch_then_terminate_notify_and_fail_wi
 def test_given_a_transient_error_then_the_task_is_retried_not_failed(sfn):
     script = Script(**happy(check_bid=[TransientError("throttled"), {"status": "FULFILLED", "checks": 1}]))
 
-    status, _, _ = sfn(script, SPEC)
+    status = sfn(script, SPEC).status
 
     assert status == "SUCCEEDED" and len(script.calls["check_bid"]) == 2
 
@@ -318,22 +342,38 @@ def test_given_a_transient_error_then_the_task_is_retried_not_failed(sfn):
 def test_given_an_invalid_spec_then_the_execution_fails_with_invalid_job_spec_and_creates_nothing(sfn):
     script = Script(**happy(validate_job=InvalidJobSpec("exec_name: must be lowercase")))
 
-    status, error, _ = sfn(script, SPEC)
+    status, error, _, _ = sfn(script, SPEC)
 
     assert (status, error) == ("FAILED", "InvalidJobSpec")
     assert set(script.calls) == {"validate_job"}
 
 
-def test_given_the_poll_budget_is_spent_then_a_fresh_execution_continues_the_watch(sfn):
+@pytest.fixture
+def start_execution_bridge(monkeypatch):
+    """moto 5.2.5 hands the states:startExecution Parameters (PascalCase, as AWS requires) to botocore,
+    whose Step Functions API is camelCase, and fails with KeyError 'StateMachineArn'. The emulator needs
+    the same bridge; the definition stays as AWS documents it."""
+    original = StateTaskServiceSfn._normalise_parameters
+
+    def camel_case(self, parameters, boto_service_name=None, service_action_name=None):
+        original(self, parameters, boto_service_name, service_action_name)
+        for key in ("StateMachineArn", "Name", "Input"):
+            if key in parameters:
+                parameters[key[0].lower() + key[1:]] = parameters.pop(key)
+
+    monkeypatch.setattr(StateTaskServiceSfn, "_normalise_parameters", camel_case)
+
+
+def test_given_the_poll_budget_is_spent_then_a_fresh_execution_continues_the_watch(sfn, start_execution_bridge):
     script = Script(**happy(poll_completion=[polled("RUNNING", handover=True, handover_name="run-1-h1", polls=0),
                                              polled("SUCCEEDED")]))
 
-    status, _, visited = sfn(script, SPEC)
+    status, _, _, visited = sfn(script, SPEC)
 
     assert (status, visited[-2:]) == ("SUCCEEDED", ["HandOver", "HandedOver"])
     executions = sfn.client.list_executions(stateMachineArn=sfn.machine)["executions"]
     successor = next(e for e in executions if e["name"] == "run-1-h1")
-    status, _, visited = finished(sfn.client, successor["executionArn"])
+    status, _, _, visited = finished(sfn.client, successor["executionArn"])
     assert status == "SUCCEEDED"
     assert visited[:4] == ["Start", "ResumeHandover", "WaitForTraining", "PollCompletion"]
     assert script.calls["poll_completion"][-1]["job"]["exec_name"] == "demo"  # the state came across whole
