@@ -12,84 +12,78 @@ import re
 from typing import Any, Callable
 
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+# It starts every job bucket name, and `-<exec_name>` must still fit S3's 63 characters.
 _BUCKET_PREFIX = re.compile(r"^[a-z0-9][a-z0-9-]{1,38}[a-z0-9]$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_SSM_NAME = re.compile(r"^/\S+$")
 _VPC_ID = re.compile(r"^vpc-[0-9a-f]+$")
 _SUBNET_ID = re.compile(r"^subnet-[0-9a-f]+$")
 
 
 class ConfigError(ValueError):
-    """A context value is missing its rule; the message names key, rule and fix."""
+    """A context value breaks its rule; the message names the key, the rule and the fix."""
 
 
-def _fail(key: str, value: Any, rule: str) -> ConfigError:
+def _error(key: str, value: Any, rule: str) -> ConfigError:
     return ConfigError(f"context {key}={value!r}: {rule}. Fix it in cdk.json or pass -c {key}=<value>.")
 
 
-def _text(key: str, value: Any) -> str:
-    return "" if value is None else str(value).strip()
+class _Context:
+    """Typed reads of context values that may be JSON values or `-c` strings."""
 
+    def __init__(self, get: Callable[[str], Any]) -> None:
+        self._get = get
 
-def _list(key: str, value: Any) -> tuple[str, ...]:
-    if value is None or value == "":
-        return ()
-    if isinstance(value, str):
-        stripped = value.strip()
-        # `-c subnetIds='["subnet-1"]'` and `-c subnetIds=subnet-1,subnet-2` both mean a list
-        items = json.loads(stripped) if stripped.startswith("[") else stripped.split(",")
-    elif isinstance(value, (list, tuple)):
-        items = value
-    else:
-        raise _fail(key, value, "must be a list or a comma-separated string")
-    return tuple(str(item).strip() for item in items if str(item).strip())
+    def text(self, key: str, pattern: re.Pattern | None = None, rule: str = "") -> str:
+        value = self._get(key)
+        text = "" if value is None else str(value).strip()
+        if text and pattern and not pattern.match(text):
+            raise _error(key, value, rule)
+        return text
 
+    def optional_text(self, key: str) -> str | None:
+        return None if self._get(key) is None else self.text(key)
 
-def _number(key: str, value: Any, cast: Callable[[Any], float], minimum: float, strict: bool = False) -> Any:
-    try:
-        number = cast(value)
-    except (TypeError, ValueError):
-        raise _fail(key, value, f"must be a number{' > ' if strict else ' >= '}{minimum}") from None
-    if number < minimum or (strict and number == minimum):
-        raise _fail(key, value, f"must be {'>' if strict else '>='} {minimum}")
-    return number
+    def items(self, key: str, pattern: re.Pattern | None = None, rule: str = "") -> tuple[str, ...]:
+        value = self._get(key)
+        if value is None or value == "":
+            return ()
+        if isinstance(value, str):
+            # `-c subnetIds='["subnet-1"]'` and `-c subnetIds=subnet-1,subnet-2` both mean a list
+            stripped = value.strip()
+            value = json.loads(stripped) if stripped.startswith("[") else stripped.split(",")
+        if not isinstance(value, (list, tuple)):
+            raise _error(key, value, "must be a list or a comma-separated string")
+        items = tuple(str(item).strip() for item in value if str(item).strip())
+        for item in items:
+            if pattern and not pattern.match(item):
+                raise _error(key, value, f"{item!r} {rule}")
+        return items
 
+    def number(self, key: str, minimum: float = 0, above: bool = False, whole: bool = False) -> Any:
+        value = self._get(key)
+        rule = f"must be a {'whole ' if whole else ''}number {'>' if above else '>='} {minimum}"
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise _error(key, value, rule) from None
+        if number < minimum or (above and number == minimum) or (whole and not number.is_integer()):
+            raise _error(key, value, rule)
+        return int(number) if whole else number
 
-def _int(key: str, value: Any, minimum: int = 0) -> int:
-    if isinstance(value, float) and not value.is_integer():
-        raise _fail(key, value, "must be a whole number")
-    return _number(key, value, lambda v: int(float(v)), minimum)
+    def whole(self, key: str, minimum: int = 0) -> int:
+        return self.number(key, minimum, whole=True)
 
+    def optional_price(self, key: str) -> float | None:
+        return self.number(key, 0, above=True) if self.text(key) else None
 
-def _bool(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    lowered = _text(key, value).lower()
-    if lowered not in ("true", "false"):
-        raise _fail(key, value, "must be true or false")
-    return lowered == "true"
-
-
-def _optional_price(key: str, value: Any) -> float | None:
-    if value is None or _text(key, value) == "":
-        return None
-    return _number(key, value, float, 0, strict=True)
-
-
-def _matching(key: str, value: Any, pattern: re.Pattern, rule: str) -> str:
-    text = _text(key, value)
-    if text and not pattern.match(text):
-        raise _fail(key, value, rule)
-    return text
-
-
-def _instance_types(key: str, value: Any) -> tuple[str, ...]:
-    types = _list(key, value)
-    if not types:
-        raise _fail(key, value, "must name at least one EC2 instance type, e.g. g5.xlarge")
-    for name in types:
-        if not _INSTANCE_TYPE.match(name):
-            raise _fail(key, value, f"{name!r} is not an EC2 instance type (family.size, e.g. g5.xlarge)")
-    return types
+    def flag(self, key: str) -> bool:
+        value = self._get(key)
+        if isinstance(value, bool):
+            return value
+        if self.text(key).lower() not in ("true", "false"):
+            raise _error(key, value, "must be true or false")
+        return self.text(key).lower() == "true"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,65 +117,60 @@ class StackConfig:
 
     @classmethod
     def from_context(cls, get: Callable[[str], Any]) -> "StackConfig":
-        """`get` is node.try_get_context: every key has its default in cdk.json."""
+        """`get` is node.try_get_context; every key has its default in cdk.json."""
+        ctx = _Context(get)
+        instance_type_rule = "is not an EC2 instance type (family.size, e.g. g5.xlarge)"
         config = cls(
-            notification_email=_matching("notificationEmail", get("notificationEmail"), _EMAIL, "must be an email address"),
-            allowed_instance_types=_instance_types("allowedInstanceTypes", get("allowedInstanceTypes")),
-            default_instance_types=_instance_types("defaultInstanceTypes", get("defaultInstanceTypes")),
-            ami_ssm_parameter=_matching(
-                "amiSsmParameter", get("amiSsmParameter"), re.compile(r"^/\S+$"), "must be an SSM parameter name starting with /"
+            notification_email=ctx.text("notificationEmail", _EMAIL, "must be an email address"),
+            allowed_instance_types=ctx.items("allowedInstanceTypes", _INSTANCE_TYPE, instance_type_rule),
+            default_instance_types=ctx.items("defaultInstanceTypes", _INSTANCE_TYPE, instance_type_rule),
+            ami_ssm_parameter=ctx.text("amiSsmParameter", _SSM_NAME, "must be an SSM parameter name starting with /"),
+            vpc_id=ctx.text("vpcId", _VPC_ID, "must be a VPC id like vpc-0abc123, or empty for the default VPC"),
+            subnet_ids=ctx.items("subnetIds", _SUBNET_ID, "is not a subnet id like subnet-0abc123"),
+            bucket_prefix=ctx.text(
+                "bucketPrefix", _BUCKET_PREFIX, "must be 3-40 lowercase letters, digits or hyphens (job bucket names)"
             ),
-            vpc_id=_matching("vpcId", get("vpcId"), _VPC_ID, "must be a VPC id like vpc-0abc123, or empty for the default VPC"),
-            subnet_ids=_list("subnetIds", get("subnetIds")),
-            bucket_prefix=_matching(
-                "bucketPrefix",
-                get("bucketPrefix"),
-                _BUCKET_PREFIX,
-                "must be 3-40 lowercase letters, digits or hyphens (it starts every job's S3 bucket name)",
-            ),
-            max_spot_price=_optional_price("maxSpotPrice", get("maxSpotPrice")),
-            root_volume_gb=_int("rootVolumeGb", get("rootVolumeGb"), minimum=8),
-            bid_wait_seconds=_int("bidWaitSeconds", get("bidWaitSeconds")),
-            bid_max_checks=_int("bidMaxChecks", get("bidMaxChecks"), minimum=1),
-            poll_min_seconds=_int("pollMinSeconds", get("pollMinSeconds")),
-            poll_max_seconds=_int("pollMaxSeconds", get("pollMaxSeconds")),
-            poll_backoff=_number("pollBackoff", get("pollBackoff"), float, 1),
-            heartbeat_stale_seconds=_int("heartbeatStaleSeconds", get("heartbeatStaleSeconds")),
-            heartbeat_lost_seconds=_int("heartbeatLostSeconds", get("heartbeatLostSeconds")),
-            polls_per_execution=_int("pollsPerExecution", get("pollsPerExecution"), minimum=1),
-            max_runtime_minutes=_int("maxRuntimeMinutes", get("maxRuntimeMinutes"), minimum=1),
-            max_attempts=_int("maxAttempts", get("maxAttempts"), minimum=1),
-            default_keep_alive_minutes=_int("defaultKeepAliveMinutes", get("defaultKeepAliveMinutes")),
-            max_keep_alive_minutes=_int("maxKeepAliveMinutes", get("maxKeepAliveMinutes")),
-            on_demand_fallback=_bool("onDemandFallback", get("onDemandFallback")),
-            seconds_per_minute=_int("secondsPerMinute", get("secondsPerMinute"), minimum=1),
-            job_timeout_hours=_number("jobTimeoutHours", get("jobTimeoutHours"), float, 0, strict=True),
-            log_retention_days=_int("logRetentionDays", get("logRetentionDays"), minimum=1),
-            powertools_layer_arn=None if get("powertoolsLayerArn") is None else _text("powertoolsLayerArn", get("powertoolsLayerArn")),
+            max_spot_price=ctx.optional_price("maxSpotPrice"),
+            root_volume_gb=ctx.whole("rootVolumeGb", minimum=8),
+            bid_wait_seconds=ctx.whole("bidWaitSeconds"),
+            bid_max_checks=ctx.whole("bidMaxChecks", minimum=1),
+            poll_min_seconds=ctx.whole("pollMinSeconds"),
+            poll_max_seconds=ctx.whole("pollMaxSeconds"),
+            poll_backoff=ctx.number("pollBackoff", minimum=1),
+            heartbeat_stale_seconds=ctx.whole("heartbeatStaleSeconds"),
+            heartbeat_lost_seconds=ctx.whole("heartbeatLostSeconds"),
+            polls_per_execution=ctx.whole("pollsPerExecution", minimum=1),
+            max_runtime_minutes=ctx.whole("maxRuntimeMinutes", minimum=1),
+            max_attempts=ctx.whole("maxAttempts", minimum=1),
+            default_keep_alive_minutes=ctx.whole("defaultKeepAliveMinutes"),
+            max_keep_alive_minutes=ctx.whole("maxKeepAliveMinutes"),
+            on_demand_fallback=ctx.flag("onDemandFallback"),
+            seconds_per_minute=ctx.whole("secondsPerMinute", minimum=1),
+            job_timeout_hours=ctx.number("jobTimeoutHours", above=True),
+            log_retention_days=ctx.whole("logRetentionDays", minimum=1),
+            powertools_layer_arn=ctx.optional_text("powertoolsLayerArn"),
         )
         config._check_consistency()
         return config
 
     def _check_consistency(self) -> None:
-        for subnet in self.subnet_ids:
-            if not _SUBNET_ID.match(subnet):
-                raise _fail("subnetIds", list(self.subnet_ids), f"{subnet!r} is not a subnet id like subnet-0abc123")
-        if self.subnet_ids and not self.vpc_id:
-            raise _fail("vpcId", self.vpc_id, "must be set when subnetIds is set (the security group lives in that VPC)")
+        if not self.allowed_instance_types:
+            raise _error("allowedInstanceTypes", [], "must name at least one EC2 instance type, e.g. g5.xlarge")
+        if not self.default_instance_types:
+            raise _error("defaultInstanceTypes", [], "must name at least one EC2 instance type, e.g. g5.xlarge")
         outside = [name for name in self.default_instance_types if name not in self.allowed_instance_types]
         if outside:
-            raise _fail("defaultInstanceTypes", list(self.default_instance_types), f"{outside} not in allowedInstanceTypes")
+            raise _error("defaultInstanceTypes", list(self.default_instance_types), f"{outside} not in allowedInstanceTypes")
+        if self.subnet_ids and not self.vpc_id:
+            raise _error("vpcId", self.vpc_id, "must be set when subnetIds is set (the security group lives in that VPC)")
         if self.poll_min_seconds > self.poll_max_seconds:
-            raise _fail("pollMinSeconds", self.poll_min_seconds, f"must be <= pollMaxSeconds ({self.poll_max_seconds})")
+            raise _error("pollMinSeconds", self.poll_min_seconds, f"must be <= pollMaxSeconds ({self.poll_max_seconds})")
         if self.default_keep_alive_minutes > self.max_keep_alive_minutes:
-            raise _fail(
-                "defaultKeepAliveMinutes",
-                self.default_keep_alive_minutes,
-                f"must be <= maxKeepAliveMinutes ({self.max_keep_alive_minutes})",
-            )
+            limit = f"must be <= maxKeepAliveMinutes ({self.max_keep_alive_minutes})"
+            raise _error("defaultKeepAliveMinutes", self.default_keep_alive_minutes, limit)
 
     def lambda_environment(self) -> dict[str, str]:
-        """The settings part of the Lambda environment (names: lambdas/shared/config.py)."""
+        """The settings part of the Lambda environment (names and parsing: lambdas/shared/config.py)."""
         return {
             "SUBNET_IDS": ",".join(self.subnet_ids),
             "ALLOWED_INSTANCE_TYPES": ",".join(self.allowed_instance_types),

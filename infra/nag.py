@@ -31,46 +31,36 @@ LAUNCH_EC2_REASON = (
     "RunInstances creates a network interface whose id is unknown in advance; without subnetIds configured "
     "the subnet is the default VPC's, chosen at run time. Template, security group and image are exact ARNs."
 )
+STATE_MACHINE_REASON = (
+    "CloudWatch Logs delivery (logs:*LogDelivery, PutResourcePolicy, DescribeResourcePolicies, DescribeLogGroups) "
+    "and X-Ray (PutTraceSegments, PutTelemetryRecords, GetSampling*), added by CDK for the state machine's logging "
+    "and tracing, support no resource-level permissions."
+)
+L1_REASON = (
+    "python3.12 is pinned to match the Powertools layer (AWSLambdaPowertoolsPythonV3-python312-x86_64) and the "
+    "interpreter the handlers are tested with; upgrade both together."
+)
+S1_REASON = (
+    "This bucket is the access-log destination (job buckets log into access-logs/); logging it into itself "
+    "would log its own log deliveries."
+)
 DESCRIBE_REASON = (
     "ec2:DescribeInstances, DescribeSpotInstanceRequests, DescribeSubnets and DescribeSpotPriceHistory "
     "support no resource-level permissions: IAM requires Resource *."
 )
 
 
-def suppress(*, bucket_prefix: str, storage: JobStorage, launch: InstanceLaunch, functions: TaskFunctions, workflow: Workflow) -> None:
+def suppress(
+    *, bucket_prefix: str, storage: JobStorage, launch: InstanceLaunch, functions: TaskFunctions, workflow: Workflow
+) -> None:
     job_buckets = _job_bucket_findings(bucket_prefix)
     _iam5(launch.role, {JOB_BUCKETS_REASON: job_buckets})
     for task, findings in _task_findings(job_buckets, subnets_configured=bool(launch.subnet_ids)).items():
         _iam5(functions.by_task[task].role, findings)
-    _iam5(
-        workflow.state_machine.role,
-        {
-            "CloudWatch Logs delivery (logs:*LogDelivery, PutResourcePolicy, DescribeResourcePolicies, "
-            "DescribeLogGroups) and X-Ray (PutTraceSegments, PutTelemetryRecords, GetSampling*) used for the state "
-            "machine's logging and tracing support no resource-level permissions.": [ANY_RESOURCE]
-        },
-    )
+    _iam5(workflow.state_machine.role, {STATE_MACHINE_REASON: [ANY_RESOURCE]})
     for fn in functions.by_task.values():
-        NagSuppressions.add_resource_suppressions(
-            fn,
-            [
-                NagPackSuppression(
-                    id="AwsSolutions-L1",
-                    reason="python3.12 is pinned to match the Powertools layer (AWSLambdaPowertoolsPythonV3-python312-x86_64) "
-                    "and the interpreter the handlers are tested with; upgrade both together.",
-                )
-            ],
-        )
-    NagSuppressions.add_resource_suppressions(
-        storage.bucket,
-        [
-            NagPackSuppression(
-                id="AwsSolutions-S1",
-                reason="This bucket is the access-log destination (job buckets log into access-logs/); logging it into "
-                "itself would log its own log deliveries.",
-            )
-        ],
-    )
+        NagSuppressions.add_resource_suppressions(fn, [NagPackSuppression(id="AwsSolutions-L1", reason=L1_REASON)])
+    NagSuppressions.add_resource_suppressions(storage.bucket, [NagPackSuppression(id="AwsSolutions-S1", reason=S1_REASON)])
 
 
 def _job_bucket_findings(bucket_prefix: str) -> list[str]:
@@ -92,7 +82,11 @@ def _task_findings(job_buckets: list[str], *, subnets_configured: bool) -> dict[
             DESCRIBE_REASON: [ANY_RESOURCE],
         },
         "check_bid": {TAGGED_EC2_REASON: [INSTANCES, SPOT_REQUESTS], DESCRIBE_REASON: [ANY_RESOURCE]},
-        "poll_completion": {JOB_BUCKETS_REASON: job_buckets, TAGGED_EC2_REASON: [INSTANCES], DESCRIBE_REASON: [ANY_RESOURCE]},
+        "poll_completion": {
+            JOB_BUCKETS_REASON: job_buckets,
+            TAGGED_EC2_REASON: [INSTANCES],
+            DESCRIBE_REASON: [ANY_RESOURCE],
+        },
         "notify": {JOB_BUCKETS_REASON: job_buckets},
         "terminate_instance": {
             JOB_BUCKETS_REASON: job_objects,

@@ -3,6 +3,7 @@
 EC2 actions that change an instance or a spot request are allowed only on resources carrying this
 stack's `spottrain:stack` tag; S3 actions only on `<bucket prefix>-*`; iam:PassRole only on the
 instance role. Resource "*" appears only for EC2 Describe* calls, which have no resource level.
+The full list per role is in docs/CONFIGURATION.md ("Permissions").
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ CREATE_BUCKET_ACTIONS = [
 class TaskPermissions:
     """Grants for one stack: built from the units the stack composes."""
 
-    def __init__(self, *, stack_name: str, storage: JobStorage, launch: InstanceLaunch, topic: sns.ITopic) -> None:
+    def __init__(self, *, stack_name: str, storage: JobStorage, launch: InstanceLaunch, topic: sns.ITopic):
         self.stack_name = stack_name
         self.storage = storage
         self.launch = launch
@@ -50,12 +51,16 @@ class TaskPermissions:
         self._add(fn, "WriteJobRecord", ["s3:PutObject", "s3:DeleteObject"], [self.storage.job_objects_arn])
 
     def request_spot_instance(self, fn: lambda_.Function) -> None:
-        tagged = [self._ec2(kind) for kind in ("instance/*", "volume/*", "spot-instances-request/*")]
-        self._add(fn, "RunTaggedInstances", ["ec2:RunInstances"], tagged, {"StringEquals": {f"aws:RequestTag/{TAG_STACK}": self.stack_name}})
+        created = [self._ec2(kind) for kind in ("instance/*", "volume/*", "spot-instances-request/*")]
+        # What RunInstances creates must carry this stack's tag, so the stop statements can match it.
+        launch_tagged = {"StringEquals": {f"aws:RequestTag/{TAG_STACK}": self.stack_name}}
+        self._add(fn, "RunTaggedInstances", ["ec2:RunInstances"], created, launch_tagged)
         self._add(fn, "RunWithStackTemplate", ["ec2:RunInstances"], self.launch.run_instances_resource_arns)
-        self._add(fn, "TagAtLaunch", ["ec2:CreateTags"], tagged, {"StringEquals": {"ec2:CreateAction": "RunInstances"}})
+        at_launch = {"StringEquals": {"ec2:CreateAction": "RunInstances"}}
+        self._add(fn, "TagAtLaunch", ["ec2:CreateTags"], created, at_launch)
         self._add(fn, "DescribeCapacity", ["ec2:DescribeSubnets", "ec2:DescribeSpotPriceHistory"], ["*"])
-        self._add(fn, "CreateSpotServiceRole", ["iam:CreateServiceLinkedRole"], [self._spot_service_role_arn()], {"StringEquals": {"iam:AWSServiceName": "spot.amazonaws.com"}})
+        spot_service = {"StringEquals": {"iam:AWSServiceName": "spot.amazonaws.com"}}
+        self._add(fn, "CreateSpotServiceRole", ["iam:CreateServiceLinkedRole"], [self._spot_service_role_arn()], spot_service)
         self.launch.role.grant_pass_role(fn)
         self._add(fn, "JobRecord", ["s3:GetObject", "s3:PutObject"], [self.storage.job_objects_arn])
 
@@ -83,23 +88,21 @@ class TaskPermissions:
         self.topic.grant_publish(fn)
 
     def _allow_terminate_tagged(self, fn: lambda_.Function) -> None:
-        self._add(fn, "TerminateOwnInstances", ["ec2:TerminateInstances"], [self._ec2("instance/*")], self._own_resources())
+        instances = [self._ec2("instance/*")]
+        self._add(fn, "TerminateOwnInstances", ["ec2:TerminateInstances"], instances, self._own_resources())
 
     def _allow_cancel_tagged(self, fn: lambda_.Function) -> None:
-        self._add(
-            fn,
-            "CancelOwnSpotRequests",
-            ["ec2:CancelSpotInstanceRequests"],
-            [self._ec2("spot-instances-request/*")],
-            self._own_resources(),
-        )
+        requests = [self._ec2("spot-instances-request/*")]
+        self._add(fn, "CancelOwnSpotRequests", ["ec2:CancelSpotInstanceRequests"], requests, self._own_resources())
 
     def _own_resources(self) -> dict:
         return {"StringEquals": {f"ec2:ResourceTag/{TAG_STACK}": self.stack_name}}
 
     @staticmethod
-    def _add(fn: lambda_.Function, sid: str, actions: list[str], resources: list[str], conditions: dict | None = None) -> None:
-        fn.add_to_role_policy(iam.PolicyStatement(sid=sid, actions=actions, resources=resources, conditions=conditions))
+    def _add(fn: lambda_.Function, sid: str, actions: list[str], resources: list[str], conditions: dict | None = None):
+        fn.add_to_role_policy(
+            iam.PolicyStatement(sid=sid, actions=actions, resources=resources, conditions=conditions)
+        )
 
     def _ec2(self, resource: str) -> str:
         return self.launch.ec2_arn(resource)
@@ -107,4 +110,5 @@ class TaskPermissions:
     @staticmethod
     def _spot_service_role_arn() -> str:
         # RunInstances with spot options creates this role the first time an account uses spot.
-        return f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:role/aws-service-role/spot.amazonaws.com/AWSServiceRoleForEC2Spot"
+        role = "role/aws-service-role/spot.amazonaws.com/AWSServiceRoleForEC2Spot"
+        return f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:{role}"

@@ -74,9 +74,11 @@ def judge(request: dict | None, instance: dict | None) -> tuple[BidStatus, str, 
     if instance_state == "running":
         return BidStatus.FULFILLED, request_code or "running", "instance running"
     if instance_state in GONE_INSTANCE_STATES:
+        # The request's own code says why (e.g. instance-terminated-no-capacity) once it has moved on.
+        if request_code and request_code not in WAITING_CODES:
+            return BidStatus.FAILED, request_code, request_message
         reason = instance.get("StateReason", {})
-        code = request_code if request_code and request_code not in WAITING_CODES else reason.get("Code", instance_state)
-        return BidStatus.FAILED, code, request_message or reason.get("Message") or f"instance {instance_state}"
+        return BidStatus.FAILED, reason.get("Code", instance_state), reason.get("Message") or f"instance {instance_state}"
     if request and (request.get("State") not in OPEN_REQUEST_STATES or request_code not in WAITING_CODES):
         return BidStatus.FAILED, request_code or request.get("State", "unknown"), request_message or "request closed"
     if instance_state is None:

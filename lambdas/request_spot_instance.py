@@ -36,6 +36,7 @@ POOL_FAILURE_CODES = frozenset({
     "VcpuLimitExceeded",
 })
 
+
 @dataclasses.dataclass(frozen=True)
 class Pool:
     instance_type: str

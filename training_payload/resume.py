@@ -7,7 +7,6 @@
 - `StopOnSignal`: SIGTERM sets a flag; the next iteration boundary snapshots and stops.
 """
 
-import logging
 import os
 import re
 import signal
@@ -16,8 +15,6 @@ import numpy as np
 from chainer import serializer as serializer_module
 from chainer import serializers, training
 from chainer.iterators import SerialIterator, ShuffleOrderSampler
-
-logger = logging.getLogger(__name__)
 
 SNAPSHOT_PATTERN = re.compile(r"^snapshot_iter_(\d+)$")
 TEMP_SUFFIX = ".partial"

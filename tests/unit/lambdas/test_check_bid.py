@@ -1,12 +1,13 @@
 """check_bid: FULFILLED / PENDING (bounded) / FAILED with AWS's code, and FAILED leaves nothing open."""
 from __future__ import annotations
 
-import boto3
 import pytest
 
 from lambdas import check_bid as cb
+from lambdas.shared import report
 from lambdas.shared.status import BidStatus
-from spot_fixtures import LAMBDA_CONTEXT, aws, clients, job_state, make_settings, stubbed_ec2, with_launch  # noqa: F401
+from spot_fixtures import (  # noqa: F401 (aws, clients, stubbed_ec2: fixtures)
+    BUCKET, LAMBDA_CONTEXT, aws, clients, job_state, make_settings, read_report, stubbed_ec2, with_launch)
 
 SPOT_STATE = with_launch(job_state(), "i-0abc", spot_request_id="sir-123")
 
@@ -34,9 +35,9 @@ def expect_withdrawal(stubber):
     stubber.add_response("terminate_instances", {"TerminatingInstances": []}, {"InstanceIds": ["i-0abc"]})
 
 
-def test_given_a_running_spot_instance_then_fulfilled_and_nothing_is_cancelled(stubbed_ec2):
+def test_given_a_running_spot_instance_then_fulfilled_and_nothing_is_cancelled(aws, stubbed_ec2):
     ec2, stubber = stubbed_ec2
-    s3 = boto3.client("s3")
+    _, s3 = aws
     expect_request(stubber, "active", "fulfilled")
     expect_instance(stubber, "running")
 
@@ -46,9 +47,9 @@ def test_given_a_running_spot_instance_then_fulfilled_and_nothing_is_cancelled(s
 
 
 @pytest.mark.parametrize("request_state, code", [("open", "pending-evaluation"), ("active", "fulfilled")])
-def test_given_a_request_still_being_worked_on_then_pending_and_checks_count_up(stubbed_ec2, request_state, code):
+def test_given_a_request_still_being_worked_on_then_pending_and_checks_count_up(aws, stubbed_ec2, request_state, code):
     ec2, stubber = stubbed_ec2
-    s3 = boto3.client("s3")
+    _, s3 = aws
     expect_request(stubber, request_state, code)
     expect_instance(stubber, "pending")
     state = SPOT_STATE | {"bid": {"status": "PENDING", "code": code, "message": "", "checks": 3}}
@@ -59,9 +60,9 @@ def test_given_a_request_still_being_worked_on_then_pending_and_checks_count_up(
 
 
 @pytest.mark.parametrize("code", ["capacity-not-available", "price-too-low", "capacity-oversubscribed"])
-def test_given_a_held_request_then_failed_with_aws_code_and_the_request_is_cancelled(stubbed_ec2, code):
+def test_given_a_held_request_then_failed_with_aws_code_and_the_request_is_cancelled(aws, stubbed_ec2, code):
     ec2, stubber = stubbed_ec2
-    s3 = boto3.client("s3")
+    _, s3 = aws
     expect_request(stubber, "open", code, message=f"AWS says {code}")
     expect_instance(stubber, "pending")
     expect_withdrawal(stubber)  # Stubber fails the test if cancel/terminate are not called with these ids
@@ -72,9 +73,9 @@ def test_given_a_held_request_then_failed_with_aws_code_and_the_request_is_cance
     assert "g5.xlarge in subnet-aaa" in bid["message"] and f"AWS says {code}" in bid["message"]
 
 
-def test_given_pending_at_the_last_allowed_check_then_failed_as_fulfillment_timeout_and_withdrawn(stubbed_ec2):
+def test_given_pending_at_the_last_allowed_check_then_failed_as_fulfillment_timeout_and_withdrawn(aws, stubbed_ec2):
     ec2, stubber = stubbed_ec2
-    s3 = boto3.client("s3")
+    _, s3 = aws
     expect_request(stubber, "open", "pending-evaluation")
     expect_instance(stubber, "pending")
     expect_withdrawal(stubber)
@@ -86,9 +87,9 @@ def test_given_pending_at_the_last_allowed_check_then_failed_as_fulfillment_time
     assert "BID_MAX_CHECKS=8" in bid["message"]
 
 
-def test_given_the_previous_bid_belonged_to_an_earlier_launch_then_checks_start_again(stubbed_ec2):
+def test_given_the_previous_bid_belonged_to_an_earlier_launch_then_checks_start_again(aws, stubbed_ec2):
     ec2, stubber = stubbed_ec2
-    s3 = boto3.client("s3")
+    _, s3 = aws
     expect_request(stubber, "open", "pending-evaluation")
     expect_instance(stubber, "pending")
     state = SPOT_STATE | {"bid": {"status": "FAILED", "code": "price-too-low", "message": "", "checks": 7}}
@@ -98,9 +99,9 @@ def test_given_the_previous_bid_belonged_to_an_earlier_launch_then_checks_start_
     assert (bid["status"], bid["checks"]) == ("PENDING", 1)
 
 
-def test_given_the_instance_was_terminated_for_capacity_then_failed_with_the_request_code(stubbed_ec2):
+def test_given_the_instance_was_terminated_for_capacity_then_failed_with_the_request_code(aws, stubbed_ec2):
     ec2, stubber = stubbed_ec2
-    s3 = boto3.client("s3")
+    _, s3 = aws
     expect_request(stubber, "closed", "instance-terminated-no-capacity")
     expect_instance(stubber, "terminated", reason="Server.InsufficientInstanceCapacity")
     expect_withdrawal(stubber)
@@ -110,9 +111,9 @@ def test_given_the_instance_was_terminated_for_capacity_then_failed_with_the_req
     assert (bid["status"], bid["code"]) == ("FAILED", "instance-terminated-no-capacity")
 
 
-def test_given_the_instance_is_not_visible_yet_then_pending(stubbed_ec2):
+def test_given_the_instance_is_not_visible_yet_then_pending(aws, stubbed_ec2):
     ec2, stubber = stubbed_ec2
-    s3 = boto3.client("s3")
+    _, s3 = aws
     expect_request(stubber, "open", "pending-fulfillment")
     stubber.add_client_error("describe_instances", service_error_code="InvalidInstanceID.NotFound",
                              expected_params={"InstanceIds": ["i-0abc"]})
@@ -157,3 +158,17 @@ def test_given_the_handler_when_invoked_with_the_whole_state_then_it_returns_the
     finally:
         cb._settings.cache_clear()
     assert set(bid) == {"status", "code", "message", "checks"} and bid["status"] == "FULFILLED"
+
+
+def test_given_a_failed_bid_then_its_attempt_stops_counting_billable_time_in_the_report(aws, stubbed_ec2):
+    _, s3 = aws
+    ec2, stubber = stubbed_ec2
+    report.record_launch(s3, BUCKET, "pix2pix-facades", 1, SPOT_STATE["launch"]["instance"])
+    expect_request(stubber, "open", "capacity-not-available")
+    expect_instance(stubber, "pending")
+    expect_withdrawal(stubber)
+
+    cb.check_bid(ec2, s3, make_settings(), SPOT_STATE)
+
+    entry = read_report(s3)["attempts"][0]
+    assert entry["outcome"] == "BID_FAILED" and entry["ended_at"] is not None

@@ -8,7 +8,8 @@ import pytest
 
 from lambdas import poll_completion as pc
 from lambdas.shared import layout, report
-from spot_fixtures import LAMBDA_CONTEXT, aws, clients, job_state, make_settings, put_marker, read_report, with_launch  # noqa: F401
+from spot_fixtures import (  # noqa: F401 (aws, clients: fixtures)
+    LAMBDA_CONTEXT, aws, clients, job_state, make_settings, put_marker, read_report, with_launch)
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
 LAUNCHED_AT = NOW - dt.timedelta(minutes=30)

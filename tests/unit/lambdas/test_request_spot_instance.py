@@ -11,7 +11,9 @@ from botocore.stub import ANY
 from lambdas import request_spot_instance as rsi
 from lambdas.shared import layout
 from lambdas.shared.status import TransientError
-from spot_fixtures import BUCKET, EXEC_NAME, LAMBDA_CONTEXT, aws, job_state, launch_template, make_settings, read_report, stubbed_ec2, clients  # noqa: F401
+from spot_fixtures import (  # noqa: F401 (aws, clients, stubbed_ec2: fixtures)
+    BUCKET, EXEC_NAME, LAMBDA_CONTEXT, aws, clients, job_state, launch_template, make_settings, read_report,
+    stubbed_ec2)
 
 SUBNETS = [("subnet-a", "us-east-1a"), ("subnet-b", "us-east-1b")]
 LAUNCH_TIME = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)

@@ -1,0 +1,152 @@
+"""The bridge: a hand-written stack (a Lambda and a state machine) deployed through moto's CloudFormation."""
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+import zipfile
+
+import pytest
+
+from spottrain.local.bridge import Bridge
+from spottrain.local.faults import Faults
+from spottrain.local.lambda_host import LambdaHost
+from spottrain.local.server import REGION
+
+# A function bundling its own top-level `lambdas` package, like every spottrain function does.
+ECHO_MODULE = '''
+import os
+import boto3
+
+class InvalidJobSpec(Exception):
+    pass
+
+def handler(event, context):
+    if event.get("bad"):
+        raise InvalidJobSpec("field exec_name: must be lowercase; rename the job")
+    boto3.client("s3").list_buckets()  # proves AWS_ENDPOINT_URL points at the emulator
+    return {**event, "greeting": os.environ["GREETING"], "function": context.function_name}
+'''
+RETRY = [{"ErrorEquals": ["Lambda.ServiceException"], "IntervalSeconds": 1, "MaxAttempts": 2}]
+DEFINITION = {"StartAt": "Echo", "States": {"Echo": {"Type": "Task", "Resource": "${EchoArn}", "Retry": RETRY, "End": True}}}
+
+
+def _code_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("lambdas/__init__.py", "")
+        archive.writestr("lambdas/echo.py", ECHO_MODULE)
+    return buffer.getvalue()
+
+
+def _template() -> dict:
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    role = {"Fn::GetAtt": ["Role", "Arn"]}
+    return {
+        "Resources": {
+            "Role": {"Type": "AWS::IAM::Role", "Properties": {"AssumeRolePolicyDocument": trust}},
+            "Echo": {"Type": "AWS::Lambda::Function", "Properties": {
+                "Code": {"S3Bucket": "assets", "S3Key": "code.zip"}, "Handler": "lambdas.echo.handler",
+                "Runtime": "python3.11", "Role": role, "Environment": {"Variables": {"GREETING": "hello"}}}},
+            "Machine": {"Type": "AWS::StepFunctions::StateMachine", "Properties": {
+                "RoleArn": role, "DefinitionString": json.dumps(DEFINITION),
+                "DefinitionSubstitutions": {"EchoArn": {"Fn::GetAtt": ["Echo", "Arn"]}}}},
+        },
+        "Outputs": {"MachineArn": {"Value": {"Ref": "Machine"}}},
+    }
+
+
+@pytest.fixture
+def deployed(aws, moto_endpoint, tmp_path):
+    """(state machine ARN, faults) with the toy stack deployed while the bridge is installed."""
+    faults = Faults()
+    env = {"AWS_REGION": REGION, "AWS_ENDPOINT_URL": moto_endpoint,
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    with Bridge(LambdaHost(tmp_path, env), faults):
+        aws("s3").create_bucket(Bucket="assets")
+        aws("s3").put_object(Bucket="assets", Key="code.zip", Body=_code_zip())
+        cloudformation = aws("cloudformation")
+        cloudformation.create_stack(StackName="toy", TemplateBody=json.dumps(_template()))
+        outputs = cloudformation.describe_stacks(StackName="toy")["Stacks"][0]["Outputs"]
+        yield outputs[0]["OutputValue"], faults
+
+
+def _run(aws, machine_arn: str, name: str, event: dict) -> dict:
+    sfn = aws("stepfunctions")
+    arn = sfn.start_execution(stateMachineArn=machine_arn, name=name, input=json.dumps(event))["executionArn"]
+    deadline = time.monotonic() + 30
+    while (described := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
+        assert time.monotonic() < deadline, "execution did not finish"
+        time.sleep(0.1)
+    return described
+
+
+def test_given_substitutions_when_executed_then_the_deployed_handler_runs_with_its_environment(aws, deployed):
+    machine_arn, _ = deployed
+
+    described = _run(aws, machine_arn, "ok", {"job": "demo"})
+
+    assert described["status"] == "SUCCEEDED", described.get("cause")
+    output = json.loads(described["output"])
+    assert output["greeting"] == "hello"
+    assert output["function"].startswith("toy-Echo")
+
+
+def test_given_the_handler_raises_then_step_functions_sees_the_exception_class_as_error(aws, deployed):
+    machine_arn, _ = deployed
+
+    described = _run(aws, machine_arn, "bad", {"bad": True})
+
+    assert described["status"] == "FAILED"
+    assert described["error"] == "InvalidJobSpec"
+    assert "field exec_name" in json.loads(described["cause"])["errorMessage"]
+
+
+def test_given_a_lambda_error_fault_then_the_workflow_retries_and_succeeds(aws, deployed):
+    machine_arn, faults = deployed
+    faults.lambda_errors["Echo"] = 1
+
+    described = _run(aws, machine_arn, "retried", {"job": "demo"})
+
+    assert described["status"] == "SUCCEEDED", described.get("cause")
+    assert faults.lambda_errors["Echo"] == 0
+    history = aws("stepfunctions").get_execution_history(executionArn=described["executionArn"])["events"]
+    assert [e["type"] for e in history].count("LambdaFunctionFailed") == 1
+
+
+def test_given_a_function_ran_then_the_repos_own_lambdas_package_is_untouched(aws, deployed):
+    import lambdas
+
+    machine_arn, _ = deployed
+    _run(aws, machine_arn, "isolated", {"job": "demo"})
+
+    assert sys.modules["lambdas"] is lambdas
+    assert "lambdas.echo" not in sys.modules
+
+
+def test_given_no_capacity_fault_when_run_instances_then_insufficient_capacity(aws, tmp_path):
+    ec2 = aws("ec2")
+    image = ec2.register_image(Name="gpu", RootDeviceName="/dev/sda1")["ImageId"]
+    with Bridge(LambdaHost(tmp_path, {}), Faults.parse(["no-capacity=g5.xlarge"])):
+        with pytest.raises(ec2.exceptions.ClientError) as error:
+            ec2.run_instances(ImageId=image, InstanceType="g5.xlarge", MinCount=1, MaxCount=1)
+        launched = ec2.run_instances(ImageId=image, InstanceType="g6.xlarge", MinCount=1, MaxCount=1)
+
+    assert error.value.response["Error"]["Code"] == "InsufficientInstanceCapacity"
+    assert launched["Instances"][0]["InstanceType"] == "g6.xlarge"
+
+
+def test_given_a_tls_only_bucket_policy_then_loopback_requests_still_work(aws, tmp_path):
+    s3 = aws("s3")
+    s3.create_bucket(Bucket="job-bucket")
+    policy = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+        "Resource": ["arn:aws:s3:::job-bucket", "arn:aws:s3:::job-bucket/*"],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}
+    with Bridge(LambdaHost(tmp_path, {}), Faults()):
+        s3.put_bucket_policy(Bucket="job-bucket", Policy=json.dumps(policy))
+        s3.put_object(Bucket="job-bucket", Key="job.json", Body=b"{}")
+
+        assert s3.get_object(Bucket="job-bucket", Key="job.json")["Body"].read() == b"{}"
