@@ -160,11 +160,14 @@ class StackConfig:
             raise _error("defaultInstanceTypes", [], "must name at least one EC2 instance type, e.g. g5.xlarge")
         outside = [name for name in self.default_instance_types if name not in self.allowed_instance_types]
         if outside:
-            raise _error("defaultInstanceTypes", list(self.default_instance_types), f"{outside} not in allowedInstanceTypes")
+            defaults = list(self.default_instance_types)
+            raise _error("defaultInstanceTypes", defaults, f"{outside} not in allowedInstanceTypes")
         if self.subnet_ids and not self.vpc_id:
-            raise _error("vpcId", self.vpc_id, "must be set when subnetIds is set (the security group lives in that VPC)")
+            rule = "must be set when subnetIds is set (the security group lives in that VPC)"
+            raise _error("vpcId", self.vpc_id, rule)
         if self.poll_min_seconds > self.poll_max_seconds:
-            raise _error("pollMinSeconds", self.poll_min_seconds, f"must be <= pollMaxSeconds ({self.poll_max_seconds})")
+            rule = f"must be <= pollMaxSeconds ({self.poll_max_seconds})"
+            raise _error("pollMinSeconds", self.poll_min_seconds, rule)
         if self.default_keep_alive_minutes > self.max_keep_alive_minutes:
             limit = f"must be <= maxKeepAliveMinutes ({self.max_keep_alive_minutes})"
             raise _error("defaultKeepAliveMinutes", self.default_keep_alive_minutes, limit)

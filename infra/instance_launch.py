@@ -114,7 +114,9 @@ class InstanceLaunch(Construct):
             vpc_id=vpc_id or None,
             # Explicit egress needs a VpcId; a default-VPC group already allows all outbound (S3, git).
             security_group_egress=[
-                ec2.CfnSecurityGroup.EgressProperty(ip_protocol="-1", cidr_ip="0.0.0.0/0", description="S3 and the job repository")
+                ec2.CfnSecurityGroup.EgressProperty(
+                    ip_protocol="-1", cidr_ip="0.0.0.0/0", description="S3 and the job repository"
+                )
             ]
             if vpc_id
             else None,

@@ -25,7 +25,6 @@ class JobStorage(Construct):
             encryption=s3.BucketEncryption.S3_MANAGED,
             enforce_ssl=True,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            versioned=False,
         )
         self._accept_job_bucket_access_logs()
 

@@ -60,7 +60,9 @@ def suppress(
     _iam5(workflow.state_machine.role, {STATE_MACHINE_REASON: [ANY_RESOURCE]})
     for fn in functions.by_task.values():
         NagSuppressions.add_resource_suppressions(fn, [NagPackSuppression(id="AwsSolutions-L1", reason=L1_REASON)])
-    NagSuppressions.add_resource_suppressions(storage.bucket, [NagPackSuppression(id="AwsSolutions-S1", reason=S1_REASON)])
+    NagSuppressions.add_resource_suppressions(
+        storage.bucket, [NagPackSuppression(id="AwsSolutions-S1", reason=S1_REASON)]
+    )
 
 
 def _job_bucket_findings(bucket_prefix: str) -> list[str]:

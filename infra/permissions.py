@@ -60,7 +60,8 @@ class TaskPermissions:
         self._add(fn, "TagAtLaunch", ["ec2:CreateTags"], created, at_launch)
         self._add(fn, "DescribeCapacity", ["ec2:DescribeSubnets", "ec2:DescribeSpotPriceHistory"], ["*"])
         spot_service = {"StringEquals": {"iam:AWSServiceName": "spot.amazonaws.com"}}
-        self._add(fn, "CreateSpotServiceRole", ["iam:CreateServiceLinkedRole"], [self._spot_service_role_arn()], spot_service)
+        spot_role = [self._spot_service_role_arn()]
+        self._add(fn, "CreateSpotServiceRole", ["iam:CreateServiceLinkedRole"], spot_role, spot_service)
         self.launch.role.grant_pass_role(fn)
         self._add(fn, "JobRecord", ["s3:GetObject", "s3:PutObject"], [self.storage.job_objects_arn])
 

@@ -23,7 +23,7 @@ DEFAULT_ASL = REPO_ROOT / "statemachine" / "spottrain.asl.json"
 
 class SpotTrainStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, asl_path: Path | None = None, **kwargs) -> None:
-        super().__init__(scope, construct_id, description="spottrain: train on spot GPUs from one JSON job spec", **kwargs)
+        super().__init__(scope, construct_id, description="spottrain: train on spot GPUs from one job spec", **kwargs)
         config = StackConfig.from_context(self.node.try_get_context)
         retention = retention_for(config.log_retention_days)
 
@@ -43,21 +43,14 @@ class SpotTrainStack(Stack):
             self,
             "Tasks",
             repo_root=REPO_ROOT,
-            environment={
-                "STACK_NAME": self.stack_name,
-                "BUCKET_PREFIX": storage.bucket_prefix,
-                "TOPIC_ARN": notifications.topic.topic_arn,
-                "LAUNCH_TEMPLATE_ID": launch.launch_template.launch_template_id,
-                "AGENT_BUCKET": launch.agent.s3_bucket_name,
-                "AGENT_KEY": launch.agent.s3_object_key,
-                **config.lambda_environment(),
-            },
+            environment=self._lambda_environment(config, notifications, storage, launch),
             powertools_layer_arn=config.powertools_layer_arn,
             log_retention=retention,
         )
-        TaskPermissions(stack_name=self.stack_name, storage=storage, launch=launch, topic=notifications.topic).grant_all(
-            functions.by_task
+        permissions = TaskPermissions(
+            stack_name=self.stack_name, storage=storage, launch=launch, topic=notifications.topic
         )
+        permissions.grant_all(functions.by_task)
         workflow = Workflow(
             self,
             "Workflow",
@@ -66,29 +59,51 @@ class SpotTrainStack(Stack):
             timeout=Duration.seconds(round(config.job_timeout_hours * 3600)),
             log_retention=retention,
         )
-        self._warn_if_timeout_cuts_training(config)
         Tags.of(self).add(TAG_STACK, self.stack_name)
+        self._outputs(notifications, storage, functions, workflow)
+        self._warn_if_timeout_cuts_training(config)
+        nag.suppress(
+            bucket_prefix=config.bucket_prefix, storage=storage, launch=launch, functions=functions, workflow=workflow
+        )
 
+    def _lambda_environment(
+        self, config: StackConfig, notifications: Notifications, storage: JobStorage, launch: InstanceLaunch
+    ) -> dict[str, str]:
+        """Every variable of docs/ARCHITECTURE.md "Lambda environment", for every function."""
+        return {
+            "STACK_NAME": self.stack_name,
+            "BUCKET_PREFIX": storage.bucket_prefix,
+            "TOPIC_ARN": notifications.topic.topic_arn,
+            "LAUNCH_TEMPLATE_ID": launch.launch_template.launch_template_id,
+            "AGENT_BUCKET": launch.agent.s3_bucket_name,
+            "AGENT_KEY": launch.agent.s3_object_key,
+            **config.lambda_environment(),
+        }
+
+    def _outputs(
+        self, notifications: Notifications, storage: JobStorage, functions: TaskFunctions, workflow: Workflow
+    ) -> None:
+        # Logical ids are the contract with the CLI and the emulator: keep them stable.
         CfnOutput(self, "StateMachineArn", value=workflow.state_machine.state_machine_arn)
         CfnOutput(self, "TopicArn", value=notifications.topic.topic_arn)
         CfnOutput(self, "BucketName", value=storage.bucket.bucket_name)
         CfnOutput(self, "JobBucketPrefix", value=storage.bucket_prefix)
         CfnOutput(self, "TerminateFunctionName", value=functions.by_task["terminate_instance"].function_name)
 
-        nag.suppress(bucket_prefix=config.bucket_prefix, storage=storage, launch=launch, functions=functions, workflow=workflow)
-
     def _warn_if_timeout_cuts_training(self, config: StackConfig) -> None:
         longest_job_seconds = (config.max_runtime_minutes + config.max_keep_alive_minutes) * config.seconds_per_minute
         if config.job_timeout_hours * 3600 < longest_job_seconds:
             Annotations.of(self).add_warning_v2(
                 "spottrain:JobTimeoutShorterThanRuntime",
-                f"jobTimeoutHours={config.job_timeout_hours:g} is shorter than maxRuntimeMinutes + maxKeepAliveMinutes: "
-                "long jobs will be stopped by the execution timeout. Raise jobTimeoutHours.",
+                f"jobTimeoutHours={config.job_timeout_hours:g} is shorter than maxRuntimeMinutes + "
+                "maxKeepAliveMinutes: long jobs would be stopped by the execution timeout. Raise jobTimeoutHours.",
             )
 
 
 # CloudWatch accepts only these periods (days), in the order logs.RetentionDays lists them.
-_RETENTION_PERIODS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
+_RETENTION_PERIODS = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653
+)
 
 
 def retention_for(days: int) -> logs.RetentionDays:

@@ -80,12 +80,14 @@ class Ec2Simulator:
     """Watches moto for new instances of the stack and runs each one until it ends."""
 
     def __init__(self, ec2: Any, workdir: Path, base_env: dict[str, str], faults: Faults,
-                 poll_seconds: float = 0.25, on_event: Callable[[str], None] | None = None):
+                 poll_seconds: float = 0.25, on_event: Callable[[str], None] | None = None,
+                 interrupt_grace_seconds: float = INTERRUPT_GRACE_SECONDS):
         self.ec2 = ec2
         self.workdir = workdir
         self.base_env = base_env
         self.faults = faults
         self.poll_seconds = poll_seconds
+        self.interrupt_grace_seconds = interrupt_grace_seconds
         self.on_event = on_event or (lambda message: log.info("%s", message))
         self.instances: dict[str, SimulatedInstance] = {}
         self._stop = threading.Event()
@@ -185,9 +187,9 @@ class Ec2Simulator:
     def _interrupt(self, instance: SimulatedInstance) -> None:
         if self._stop.wait(self.faults.interrupt_after) or not instance.alive:
             return
-        notice = instance.imds.post_spot_notice(in_seconds=INTERRUPT_GRACE_SECONDS)
+        notice = instance.imds.post_spot_notice(in_seconds=self.interrupt_grace_seconds)
         self.on_event(f"fault interrupt-after: spot notice for {instance.instance_id}: {notice}")
-        deadline = time.time() + INTERRUPT_GRACE_SECONDS
+        deadline = time.time() + self.interrupt_grace_seconds
         while time.time() < deadline and instance.alive and not self._stop.is_set():
             time.sleep(0.2)
         self.on_event(f"instance {instance.instance_id} reclaimed (spot interruption)")
