@@ -160,13 +160,18 @@ def progress(sfn: Any, s3: Any, stack: Stack, execution_arn: str) -> Progress:
     return snapshot
 
 
-def _next_handover(sfn: Any, stack: Stack, execution: dict) -> str | None:
-    """The execution this one handed its job over to, if any."""
+def execution_arn(stack: Stack, name: str) -> str:
+    return stack.state_machine_arn.replace(":stateMachine:", ":execution:", 1) + ":" + name
+
+
+def _next_handover(stack: Stack, execution: dict) -> str | None:
+    """The execution this one handed its job over to (HandOver ends in Succeed with the state)."""
+    if execution["status"] != "SUCCEEDED":
+        return None
     output = json.loads(execution.get("output") or "null")
-    if isinstance(output, dict):
-        handed = output.get("handover_execution") or {}
-        if isinstance(handed, dict) and handed.get("ExecutionArn"):
-            return handed["ExecutionArn"]
+    poll = output.get("poll") if isinstance(output, dict) else None
+    if isinstance(poll, dict) and poll.get("handover") and poll.get("handover_name"):
+        return execution_arn(stack, poll["handover_name"])
     return None
 
 
@@ -186,7 +191,7 @@ def wait(
         if on_progress:
             on_progress(progress(sfn, s3, stack, execution_arn))
         if execution["status"] in TERMINAL:
-            successor = _next_handover(sfn, stack, execution)
+            successor = _next_handover(stack, execution)
             if not successor:
                 return execution
             execution_arn = successor
