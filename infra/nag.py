@@ -74,16 +74,19 @@ def _job_bucket_findings(bucket_prefix: str) -> list[str]:
 
 def _task_findings(job_buckets: list[str], *, subnets_configured: bool) -> dict[str, dict[str, list[str]]]:
     launch_wildcards = [NETWORK_INTERFACES] if subnets_configured else [NETWORK_INTERFACES, ANY_SUBNET]
-    job_objects = [job_buckets[1]]
     return {
         "create_bucket": {JOB_BUCKETS_REASON: job_buckets},
         "request_spot_instance": {
-            JOB_BUCKETS_REASON: job_objects,
+            JOB_BUCKETS_REASON: job_buckets,
             TAGGED_EC2_REASON: [INSTANCES, VOLUMES, SPOT_REQUESTS],
             LAUNCH_EC2_REASON: launch_wildcards,
             DESCRIBE_REASON: [ANY_RESOURCE],
         },
-        "check_bid": {TAGGED_EC2_REASON: [INSTANCES, SPOT_REQUESTS], DESCRIBE_REASON: [ANY_RESOURCE]},
+        "check_bid": {
+            JOB_BUCKETS_REASON: job_buckets,
+            TAGGED_EC2_REASON: [INSTANCES, SPOT_REQUESTS],
+            DESCRIBE_REASON: [ANY_RESOURCE],
+        },
         "poll_completion": {
             JOB_BUCKETS_REASON: job_buckets,
             TAGGED_EC2_REASON: [INSTANCES],
@@ -91,7 +94,7 @@ def _task_findings(job_buckets: list[str], *, subnets_configured: bool) -> dict[
         },
         "notify": {JOB_BUCKETS_REASON: job_buckets},
         "terminate_instance": {
-            JOB_BUCKETS_REASON: job_objects,
+            JOB_BUCKETS_REASON: job_buckets,
             TAGGED_EC2_REASON: [INSTANCES, SPOT_REQUESTS],
             DESCRIBE_REASON: [ANY_RESOURCE],
         },

@@ -21,6 +21,7 @@ CREATE_BUCKET_ACTIONS = [
     "s3:PutBucketPublicAccessBlock",
     "s3:PutEncryptionConfiguration",
     "s3:PutBucketPolicy",
+    "s3:GetBucketTagging",
     "s3:PutBucketTagging",
     "s3:PutBucketOwnershipControls",
     "s3:ListBucket",
@@ -63,16 +64,16 @@ class TaskPermissions:
         spot_role = [self._spot_service_role_arn()]
         self._add(fn, "CreateSpotServiceRole", ["iam:CreateServiceLinkedRole"], spot_role, spot_service)
         self.launch.role.grant_pass_role(fn)
-        self._add(fn, "JobRecord", ["s3:GetObject", "s3:PutObject"], [self.storage.job_objects_arn])
+        self._grant_job_report(fn)
 
     def check_bid(self, fn: lambda_.Function) -> None:
         self._add(fn, "DescribeLaunch", ["ec2:DescribeInstances", "ec2:DescribeSpotInstanceRequests"], ["*"])
+        self._grant_job_report(fn)
         self._allow_cancel_tagged(fn)
         self._allow_terminate_tagged(fn)
 
     def poll_completion(self, fn: lambda_.Function) -> None:
-        self._add(fn, "ReadJobMarkers", ["s3:GetObject", "s3:PutObject"], [self.storage.job_objects_arn])
-        self._add(fn, "ListJobBucket", ["s3:ListBucket"], [self.storage.job_buckets_arn])
+        self._grant_job_report(fn)
         self._add(fn, "DescribeInstance", ["ec2:DescribeInstances"], ["*"])
         self._allow_terminate_tagged(fn)
 
@@ -85,8 +86,13 @@ class TaskPermissions:
         self._add(fn, "DescribeLaunch", ["ec2:DescribeInstances", "ec2:DescribeSpotInstanceRequests"], ["*"])
         self._allow_cancel_tagged(fn)
         self._allow_terminate_tagged(fn)
-        self._add(fn, "CloseJobReport", ["s3:GetObject", "s3:PutObject"], [self.storage.job_objects_arn])
+        self._grant_job_report(fn)
         self.topic.grant_publish(fn)
+
+    def _grant_job_report(self, fn: lambda_.Function) -> None:
+        # ListBucket makes a missing report.json read as NoSuchKey instead of AccessDenied.
+        self._add(fn, "JobReport", ["s3:GetObject", "s3:PutObject"], [self.storage.job_objects_arn])
+        self._add(fn, "ListJobBucket", ["s3:ListBucket"], [self.storage.job_buckets_arn])
 
     def _allow_terminate_tagged(self, fn: lambda_.Function) -> None:
         instances = [self._ec2("instance/*")]

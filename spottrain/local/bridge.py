@@ -14,6 +14,9 @@ the emulator is up, and restores them on exit:
 4. S3 bucket policies: moto ignores Conditions, so the job bucket's TLS-only statement (Deny unless
    aws:SecureTransport) would deny every request. The emulator speaks plain HTTP on loopback, where
    such a statement has nothing to guard; we evaluate the policy without it.
+5. The `states:startExecution` integration (the workflow's hand-over to a fresh execution): moto
+   stubs out the step that maps the ASL's PascalCase parameters (StateMachineArn, Name, Input) onto
+   the API's member names, so botocore rejects the call. We map them as AWS does.
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ import logging
 import re
 from typing import Any
 
+import botocore.session
+
 from moto.awslambda.models import LambdaFunction
 from moto.core.exceptions import ServiceException
 from moto.ec2.models import EC2Backend
@@ -29,6 +34,9 @@ from moto.ec2.models.instances import InstanceBackend
 from moto.iam.access_control import IAMPolicy, PermissionResult
 from moto.s3.models import FakeBucket, s3_backends
 from moto.stepfunctions.models import StateMachine
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn import (
+    StateTaskServiceSfn,
+)
 from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 
 from spottrain.local.faults import Faults
@@ -75,6 +83,14 @@ class Bridge:
             register_executable(machine, account_id, region_name)
             return machine
 
+        original_normalise = StateTaskServiceSfn._normalise_parameters
+
+        def normalise_sfn_parameters(task: StateTaskServiceSfn, parameters: dict, boto_service_name: str | None = None,
+                                     service_action_name: str | None = None) -> None:
+            original_normalise(task, parameters, boto_service_name, service_action_name)
+            if service_action_name is None:
+                task._to_boto_request(parameters, _sfn_input_shape(task.resource.api_action))
+
         def run_instances(backend: EC2Backend, *args: Any, **kwargs: Any) -> Any:
             bridge.check_capacity(backend, kwargs)
             return original_run(backend, *args, **kwargs)
@@ -84,6 +100,7 @@ class Bridge:
         self._patch(StateMachine, "update_from_cloudformation_json", classmethod(update_state_machine))
         self._patch(InstanceBackend, "run_instances", run_instances)
         self._patch(FakeBucket, "get_permission", bucket_permission)
+        self._patch(StateTaskServiceSfn, "_normalise_parameters", normalise_sfn_parameters)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -122,6 +139,12 @@ class Bridge:
                 f"We currently do not have sufficient {instance_type} capacity in the Availability Zone you "
                 "requested. (fault injected by the emulator: no-capacity)",
             )
+
+
+def _sfn_input_shape(api_action: str) -> Any:
+    """botocore's request shape for a Step Functions action named as in the ASL (startExecution)."""
+    model = botocore.session.get_session().get_service_model("stepfunctions")
+    return model.operation_model(api_action[0].upper() + api_action[1:]).input_shape
 
 
 def function_spec(function: LambdaFunction) -> FunctionSpec:

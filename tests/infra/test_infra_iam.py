@@ -20,17 +20,19 @@ EXPECTED_TASK_ACTIONS = {
     "validate_job": set(),
     "create_bucket": {
         "s3:CreateBucket", "s3:PutBucketPublicAccessBlock", "s3:PutEncryptionConfiguration", "s3:PutBucketPolicy",
-        "s3:PutBucketTagging", "s3:PutBucketOwnershipControls", "s3:ListBucket", "s3:GetBucketLocation",
+        "s3:GetBucketTagging", "s3:PutBucketTagging", "s3:PutBucketOwnershipControls", "s3:ListBucket", "s3:GetBucketLocation",
         "s3:PutObject", "s3:DeleteObject"},
     "request_spot_instance": {
         "ec2:RunInstances", "ec2:CreateTags", "ec2:DescribeSubnets", "ec2:DescribeSpotPriceHistory",
-        "iam:PassRole", "iam:CreateServiceLinkedRole", "s3:GetObject", "s3:PutObject"},
-    "check_bid": {"ec2:DescribeInstances", "ec2:DescribeSpotInstanceRequests", *MUTATING_EC2},
+        "iam:PassRole", "iam:CreateServiceLinkedRole", "s3:GetObject", "s3:PutObject", "s3:ListBucket"},
+    "check_bid": {
+        "ec2:DescribeInstances", "ec2:DescribeSpotInstanceRequests", *MUTATING_EC2,
+        "s3:GetObject", "s3:PutObject", "s3:ListBucket"},
     "poll_completion": {"s3:GetObject", "s3:PutObject", "s3:ListBucket", "ec2:DescribeInstances", "ec2:TerminateInstances"},
     "notify": {"sns:Publish", "s3:GetObject", "s3:ListBucket"},
     "terminate_instance": {
         "ec2:DescribeInstances", "ec2:DescribeSpotInstanceRequests", *MUTATING_EC2, "s3:GetObject", "s3:PutObject",
-        "sns:Publish"},
+        "s3:ListBucket", "sns:Publish"},
 }
 LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 

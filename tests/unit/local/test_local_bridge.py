@@ -73,14 +73,23 @@ def deployed(aws, moto_endpoint, tmp_path):
         yield outputs[0]["OutputValue"], faults
 
 
-def _run(aws, machine_arn: str, name: str, event: dict) -> dict:
+def _run(aws, machine_arn: str, name: str | None, event: dict | None, arn: str | None = None) -> dict:
+    """Start an execution (or follow `arn`, started by someone else) until it ends."""
     sfn = aws("stepfunctions")
-    arn = sfn.start_execution(stateMachineArn=machine_arn, name=name, input=json.dumps(event))["executionArn"]
+    if arn is None:
+        arn = sfn.start_execution(stateMachineArn=machine_arn, name=name, input=json.dumps(event))["executionArn"]
     deadline = time.monotonic() + 30
-    while (described := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
+    while (described := _describe_when_exists(sfn, arn))["status"] == "RUNNING":
         assert time.monotonic() < deadline, "execution did not finish"
         time.sleep(0.1)
     return described
+
+
+def _describe_when_exists(sfn, arn: str) -> dict:
+    try:
+        return sfn.describe_execution(executionArn=arn)
+    except sfn.exceptions.ExecutionDoesNotExist:
+        return {"status": "RUNNING"}
 
 
 def test_given_substitutions_when_executed_then_the_deployed_handler_runs_with_its_environment(aws, deployed):
@@ -150,3 +159,24 @@ def test_given_a_tls_only_bucket_policy_then_loopback_requests_still_work(aws, t
         s3.put_object(Bucket="job-bucket", Key="job.json", Body=b"{}")
 
         assert s3.get_object(Bucket="job-bucket", Key="job.json")["Body"].read() == b"{}"
+
+
+def test_given_a_start_execution_task_then_the_workflow_hands_over_to_a_fresh_execution(aws, tmp_path):
+    # the shape of the workflow's HandOver state: same machine, new name, the state as input
+    definition = {"StartAt": "Resumed", "States": {
+        "Resumed": {"Type": "Choice", "Choices": [{"Variable": "$.handover", "IsPresent": True, "Next": "Done"}],
+                    "Default": "HandOver"},
+        "HandOver": {"Type": "Task", "Resource": "arn:aws:states:::states:startExecution", "ResultPath": None,
+                     "Parameters": {"StateMachineArn.$": "$$.StateMachine.Id", "Name.$": "$.next",
+                                    "Input": {"handover.$": "$"}}, "End": True},
+        "Done": {"Type": "Succeed"}}}
+    sfn = aws("stepfunctions")
+    with Bridge(LambdaHost(tmp_path, {}), Faults()):
+        machine = sfn.create_state_machine(name="watch", definition=json.dumps(definition),
+                                           roleArn="arn:aws:iam::123456789012:role/watch")["stateMachineArn"]
+        first = _run(aws, machine, "first", {"next": "second"})
+        second = _run(aws, machine, None, None, arn=machine.replace(":stateMachine:", ":execution:") + ":second")
+
+    assert first["status"] == "SUCCEEDED", first.get("cause")
+    assert second["status"] == "SUCCEEDED", second.get("cause")
+    assert json.loads(second["input"]) == {"handover": {"next": "second"}}
