@@ -5,7 +5,13 @@
         final = emulator.wait(arn, timeout=600)
 
 See docs/ARCHITECTURE.md for the flow; `bridge.py` lists everything moto cannot do and how it is
-bridged.
+bridged. Everything the emulator writes stays under its workdir:
+
+    cdk.out/<key>/              synthesized app, reused while sources and context are unchanged
+    cdk.out/jsii-cache/         the CDK's JavaScript packages, unpacked once
+    assets/                     zipped file assets, by content hash
+    runs/<time>/lambda/         each function's unpacked code and functions.log (their output)
+    runs/<time>/instances/<id>/ a simulated instance: user-data.sh, console.log, the agent's work/
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ import secrets
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import boto3
 
@@ -27,7 +33,7 @@ from spottrain.local.ec2sim import Ec2Simulator
 from spottrain.local.emails import EmailWatcher
 from spottrain.local.faults import FaultError, Faults
 from spottrain.local.lambda_host import LambdaHost
-from spottrain.local.server import ACCOUNT_ID, REGION, MotoServer
+from spottrain.local.server import ACCOUNT_ID, LOOPBACK_NO_PROXY, REGION, MotoServer
 
 __all__ = ["Emulator", "Faults", "FaultError", "DEFAULT_WORKDIR"]
 
@@ -45,7 +51,8 @@ FAST_CONTEXT = {
     "heartbeatStaleSeconds": 20,
     "heartbeatLostSeconds": 60,
     "secondsPerMinute": 1,
-    "powertoolsLayerArn": "",  # the venv has Powertools; moto cannot serve a foreign layer
+    # moto rejects the public Powertools layer (not in its account); handlers use the venv's copy
+    "powertoolsLayerArn": "",
 }
 FINAL_STATUSES = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 STATUS_CHANGE = "Step Functions Execution Status Change"
@@ -109,50 +116,59 @@ class Emulator:
         self._stack.close()
 
     def _start(self) -> None:
-        started = time.monotonic()
         self.run_dir = self.workdir / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
         self.run_dir.mkdir(parents=True)
         self._stack.enter_context(_quiet_loggers())
+        with self._timed("setup"):
+            context = self._start_server()
+        with self._timed("synth"):
+            cdk_out = deploy.synthesize(context, self.stack_name, self.workdir / "cdk.out")
+        with self._timed("deploy"):
+            self.outputs = deploy.deploy(self.session(), cdk_out, self.stack_name, self.workdir)
+        self._start_watchers()
+
+    @contextlib.contextmanager
+    def _timed(self, step: str) -> Iterator[None]:
+        started = time.monotonic()
+        yield
+        self.timings[step] = time.monotonic() - started
+
+    def _start_server(self) -> dict:
+        """moto with the bridge installed; returns the stack's context for this emulator."""
         self.endpoint = self._server.start()
         self._stack.callback(self._server.stop)
-        base_env = {
-            **FAKE_CREDENTIALS, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION,
-            "AWS_ENDPOINT_URL": self.endpoint, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
-        }
-        self._stack.enter_context(Bridge(LambdaHost(self.run_dir, base_env), self.faults))
-        context = {**self._network_context(), **FAST_CONTEXT, **self.context_overrides}
-        self.timings["setup"] = time.monotonic() - started
+        self._stack.enter_context(Bridge(LambdaHost(self.run_dir, self._base_env()), self.faults))
+        return {**self._network_context(), **FAST_CONTEXT, **self.context_overrides}
 
-        started = time.monotonic()
-        cdk_out = deploy.synthesize(context, self.stack_name, self.workdir / "cdk.out")
-        self.timings["synth"] = time.monotonic() - started
-
-        started = time.monotonic()
-        self.outputs = deploy.deploy(self.session(), cdk_out, self.stack_name, self.workdir)
-        self.timings["deploy"] = time.monotonic() - started
-
+    def _start_watchers(self) -> None:
+        """The inbox, the simulated EC2 and the EventBridge stand-in; stopped in reverse order on exit."""
         self._emails = EmailWatcher(self.client("sqs"), self.client("sns"), self.outputs["TopicArn"], self.on_email)
         self._emails.start()
         self._stack.callback(self._emails.stop)
-        self.ec2 = Ec2Simulator(self.client("ec2"), self.run_dir, base_env, self.faults).start()
+        self.ec2 = Ec2Simulator(self.client("ec2"), self.run_dir, self._base_env(), self.faults).start()
         self._stack.callback(self.ec2.stop)
         watcher = threading.Thread(target=self._watch_status_changes, name="status-changes", daemon=True)
         watcher.start()
-        self._stack.callback(lambda: (self._stop.set(), watcher.join(timeout=5)))
+        self._stack.callback(watcher.join, timeout=5)
+        self._stack.callback(self._stop.set)
+
+    def _base_env(self) -> dict[str, str]:
+        """What every Lambda and simulated instance gets: the region, the endpoint, fake credentials."""
+        return {**FAKE_CREDENTIALS, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION,
+                "AWS_ENDPOINT_URL": self.endpoint, **LOOPBACK_NO_PROXY}
 
     def _network_context(self) -> dict:
-        """The default VPC and an AMI moto knows, behind the SSM parameter the stack reads."""
-        ec2 = self.client("ec2")
-        vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
-        subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]},
-                                                {"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
-        # two zones are enough to see the workflow move to another pool
-        subnet_ids = sorted(s["SubnetId"] for s in sorted(subnets, key=lambda s: s["AvailabilityZone"])[:2])
+        """Where instances launch: an AMI moto knows behind the SSM parameter, and the default VPC.
+
+        The VPC and subnets are left to the stack's run-time default-VPC lookup rather than named:
+        moto's ids change whenever its state is reset in the same process, and naming them would
+        make every such run re-synthesize the app.
+        """
         # a fresh image is far cheaper than listing moto's thousands of public ones
-        image = ec2.register_image(Name="spottrain-local-gpu", Architecture="x86_64", RootDeviceName="/dev/sda1",
-                                   VirtualizationType="hvm")["ImageId"]
+        image = self.client("ec2").register_image(Name="spottrain-local-gpu", Architecture="x86_64",
+                                                  RootDeviceName="/dev/sda1", VirtualizationType="hvm")["ImageId"]
         self.client("ssm").put_parameter(Name=AMI_PARAMETER, Value=image, Type="String", Overwrite=True)
-        return {"vpcId": vpc, "subnetIds": subnet_ids, "amiSsmParameter": AMI_PARAMETER}
+        return {"vpcId": "", "subnetIds": [], "amiSsmParameter": AMI_PARAMETER}
 
     # --- clients ---------------------------------------------------------------------------------
 
@@ -233,8 +249,19 @@ class Emulator:
         """Stop the job's running execution and terminate its instance, as `spottrain cancel` does on AWS."""
         sfn = self.client("stepfunctions")
         for execution in self._running_executions(exec_name):
-            sfn.stop_execution(executionArn=execution["executionArn"], cause=f"cancelled by the user: {exec_name}")
-            self._send_status_change(sfn.describe_execution(executionArn=execution["executionArn"]))
+            arn = execution["executionArn"]
+            sfn.stop_execution(executionArn=arn, cause=f"cancelled by the user: {exec_name}")
+            self._send_status_change(self._stopped(sfn, arn))
+
+    @staticmethod
+    def _stopped(sfn: Any, arn: str, timeout: float = 30) -> dict:
+        """moto stops an execution asynchronously; the event must carry its final status."""
+        deadline = time.monotonic() + timeout
+        while (described := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"execution {arn} still RUNNING {timeout:.0f} s after StopExecution")
+            time.sleep(0.1)
+        return described
 
     def _running_executions(self, exec_name: str) -> list[dict]:
         sfn = self.client("stepfunctions")

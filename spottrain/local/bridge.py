@@ -60,48 +60,57 @@ class Bridge:
         self._originals: list[tuple[Any, str, Any]] = []
 
     def __enter__(self) -> "Bridge":
-        bridge = self
+        try:
+            self._bridge_lambda_invoke()
+            self._bridge_state_machines()
+            self._bridge_capacity()
+            self._patch(FakeBucket, "get_permission", bucket_permission)
+            self._bridge_start_execution()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
 
+    def _bridge_lambda_invoke(self) -> None:
         def invoke(function: LambdaFunction, body: str, request_headers: Any, response_headers: Any) -> bytes:
-            return bridge.invoke_lambda(function, body, response_headers)
+            return self.invoke_lambda(function, body, response_headers)
 
+        self._patch(LambdaFunction, "invoke", invoke)
+
+    def _bridge_state_machines(self) -> None:
         original_create = StateMachine.create_from_cloudformation_json.__func__
         original_update = StateMachine.update_from_cloudformation_json.__func__
+
+        def create(cls: type, name: str, template: Any, account_id: str, region: str, **kwargs: Any) -> StateMachine:
+            render_definition(template["Properties"], account_id)
+            return register_executable(original_create(cls, name, template, account_id, region, **kwargs))
+
+        def update(cls: type, old: Any, name: str, template: Any, account_id: str, region: str) -> StateMachine:
+            render_definition(template.get("Properties", {}), account_id)
+            return register_executable(original_update(cls, old, name, template, account_id, region))
+
+        self._patch(StateMachine, "create_from_cloudformation_json", classmethod(create))
+        self._patch(StateMachine, "update_from_cloudformation_json", classmethod(update))
+
+    def _bridge_capacity(self) -> None:
         original_run = InstanceBackend.run_instances
 
-        def create_state_machine(cls: type, resource_name: str, cloudformation_json: Any, account_id: str,
-                                 region_name: str, **kwargs: Any) -> StateMachine:
-            render_definition(cloudformation_json["Properties"], account_id)
-            machine = original_create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
-            register_executable(machine, account_id, region_name)
-            return machine
+        def run_instances(backend: EC2Backend, *args: Any, **kwargs: Any) -> Any:
+            self.check_capacity(backend, kwargs)
+            return original_run(backend, *args, **kwargs)
 
-        def update_state_machine(cls: type, original: Any, new_name: str, cloudformation_json: Any,
-                                 account_id: str, region_name: str) -> StateMachine:
-            render_definition(cloudformation_json.get("Properties", {}), account_id)
-            machine = original_update(cls, original, new_name, cloudformation_json, account_id, region_name)
-            register_executable(machine, account_id, region_name)
-            return machine
+        self._patch(InstanceBackend, "run_instances", run_instances)
 
+    def _bridge_start_execution(self) -> None:
         original_normalise = StateTaskServiceSfn._normalise_parameters
 
-        def normalise_sfn_parameters(task: StateTaskServiceSfn, parameters: dict, boto_service_name: str | None = None,
-                                     service_action_name: str | None = None) -> None:
+        def normalise(task: StateTaskServiceSfn, parameters: dict, boto_service_name: str | None = None,
+                      service_action_name: str | None = None) -> None:
             original_normalise(task, parameters, boto_service_name, service_action_name)
             if service_action_name is None:
                 task._to_boto_request(parameters, _sfn_input_shape(task.resource.api_action))
 
-        def run_instances(backend: EC2Backend, *args: Any, **kwargs: Any) -> Any:
-            bridge.check_capacity(backend, kwargs)
-            return original_run(backend, *args, **kwargs)
-
-        self._patch(LambdaFunction, "invoke", invoke)
-        self._patch(StateMachine, "create_from_cloudformation_json", classmethod(create_state_machine))
-        self._patch(StateMachine, "update_from_cloudformation_json", classmethod(update_state_machine))
-        self._patch(InstanceBackend, "run_instances", run_instances)
-        self._patch(FakeBucket, "get_permission", bucket_permission)
-        self._patch(StateTaskServiceSfn, "_normalise_parameters", normalise_sfn_parameters)
-        return self
+        self._patch(StateTaskServiceSfn, "_normalise_parameters", normalise)
 
     def __exit__(self, *exc: Any) -> None:
         for owner, name, original in reversed(self._originals):
@@ -197,11 +206,12 @@ def _tls_only(statement: dict) -> bool:
     }
 
 
-def register_executable(machine: StateMachine, account_id: str, region_name: str) -> None:
+def register_executable(machine: StateMachine) -> StateMachine:
     """Give the executing backend the same machine (same name, so the stack's ARN works there)."""
-    backend = stepfunctions_parser_backends[account_id][region_name]
-    existing = next((m for m in backend.state_machines if m.arn == machine.arn), None)
-    if existing is not None:
+    region, account_id = machine.arn.split(":")[3:5]
+    backend = stepfunctions_parser_backends[account_id][region]
+    if any(known.arn == machine.arn for known in backend.state_machines):
         backend.update_state_machine(machine.arn, definition=machine.definition, role_arn=machine.roleArn)
-        return
-    backend.create_state_machine(name=machine.name, definition=machine.definition, roleArn=machine.roleArn)
+    else:
+        backend.create_state_machine(name=machine.name, definition=machine.definition, roleArn=machine.roleArn)
+    return machine

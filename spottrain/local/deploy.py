@@ -27,6 +27,7 @@ SYNTH_INPUTS = ("app.py", "cdk.json", "infra", "lambdas", "instance", "statemach
 # The default synthesizer's template asks SSM for the bootstrap stack's version.
 BOOTSTRAP_VERSION_PARAMETER = "/cdk-bootstrap/hnb659fds/version"
 BOOTSTRAP_VERSION = "21"
+KEEP_SYNTHS = 3
 SYNTH_SCRIPT = (
     "import json, sys\n"
     "from infra.app import build_app\n"
@@ -51,9 +52,11 @@ def synthesize(context: dict, stack_name: str, cache_dir: Path) -> Path:
         **os.environ,
         "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
         "JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION": "1",
-        # jsii unpacks its runtime into TMPDIR; keep it in the emulator's folder
+        # jsii unpacks its runtime into TMPDIR and caches packages under ~/.cache: keep both in our folder
         "TMPDIR": str(staging.parent),
+        "JSII_RUNTIME_PACKAGE_CACHE_ROOT": str(cache_dir / "jsii-cache"),
         "PYTHONPATH": str(REPO_ROOT),
+        "PYTHONDONTWRITEBYTECODE": "1",  # no __pycache__ in the checkout
     }
     result = subprocess.run(
         [sys.executable, "-c", SYNTH_SCRIPT, json.dumps(context), str(staging), stack_name],
@@ -65,7 +68,16 @@ def synthesize(context: dict, stack_name: str, cache_dir: Path) -> Path:
     if outdir.exists():
         shutil.rmtree(outdir)
     staging.rename(outdir)
+    _prune(cache_dir, keep=KEEP_SYNTHS)
     return outdir
+
+
+def _prune(cache_dir: Path, keep: int) -> None:
+    """Drop all but the newest synths: every source edit adds one, and each carries the assets."""
+    synths = sorted((p for p in cache_dir.iterdir() if (p / "manifest.json").exists()),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    for stale in synths[keep:]:
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def synth_cache_key(context: dict, stack_name: str) -> str:

@@ -163,7 +163,7 @@ class Ec2Simulator:
             )
         self.on_event(f"instance {instance_id} ({described['InstanceType']}) booted: {sandbox}")
         instance = SimulatedInstance(instance_id, described["InstanceType"], sandbox, imds, process, time.time())
-        if self.faults.interrupt_after is not None:
+        if self.faults.take_interrupt():
             threading.Thread(target=self._interrupt, args=(instance,), daemon=True).start()
         return instance
 
@@ -182,6 +182,7 @@ class Ec2Simulator:
             "HOME": str(sandbox / "home"),
             "TMPDIR": str(sandbox / "tmp"),
             "LANG": "C.UTF-8",
+            "PYTHONDONTWRITEBYTECODE": "1",  # the shared virtualenv is not the instance's to write to
         }
 
     def _interrupt(self, instance: SimulatedInstance) -> None:

@@ -10,7 +10,8 @@ import threading
 
 FAULT_HELP = (
     "no-capacity=<type>[,<type>] (RunInstances fails with InsufficientInstanceCapacity), "
-    "interrupt-after=<seconds> (spot notice that long after each instance starts), "
+    "interrupt-after=<seconds>[:<count>] (spot notice that long after each of the first <count> "
+    "instances starts, default 1), "
     "lambda-error=<function>:<count> (that function's first <count> invocations fail transiently)"
 )
 
@@ -23,6 +24,7 @@ class FaultError(ValueError):
 class Faults:
     no_capacity: frozenset[str] = frozenset()
     interrupt_after: float | None = None
+    interrupt_count: int = 1  # instances to interrupt; the ones after them run undisturbed
     lambda_errors: dict[str, int] = dataclasses.field(default_factory=dict)
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -44,10 +46,18 @@ class Faults:
         parts = []
         if self.no_capacity:
             parts.append("no-capacity=" + ",".join(sorted(self.no_capacity)))
-        if self.interrupt_after is not None:
-            parts.append(f"interrupt-after={self.interrupt_after:g}")
+        if self.interrupt_after is not None and self.interrupt_count > 0:
+            parts.append(f"interrupt-after={self.interrupt_after:g}:{self.interrupt_count}")
         parts.extend(f"lambda-error={name}:{count}" for name, count in self.lambda_errors.items() if count > 0)
         return " ".join(parts)
+
+    def take_interrupt(self) -> bool:
+        """True if the instance booting now is one to reclaim; counts it down (thread-safe)."""
+        with self._lock:
+            if self.interrupt_after is None or self.interrupt_count < 1:
+                return False
+            self.interrupt_count -= 1
+            return True
 
     def take_lambda_error(self, function_name: str) -> bool:
         """True if this invocation of the function must fail; counts it down (thread-safe)."""
@@ -73,13 +83,17 @@ def _parse_no_capacity(faults: Faults, spec: str, value: str) -> None:
 
 
 def _parse_interrupt_after(faults: Faults, spec: str, value: str) -> None:
+    seconds_text, _, count_text = value.partition(":")
     try:
-        seconds = float(value)
+        seconds, count = float(seconds_text), int(count_text or "1")
     except ValueError:
-        seconds = -1.0
-    if seconds < 0:
-        raise FaultError(f"fault {spec!r}: interrupt-after needs seconds >= 0, e.g. interrupt-after=8")
-    faults.interrupt_after = seconds
+        seconds, count = -1.0, 0
+    if seconds < 0 or count < 1:
+        raise FaultError(
+            f"fault {spec!r}: interrupt-after needs seconds >= 0 and an optional count >= 1, "
+            "e.g. interrupt-after=8 or interrupt-after=8:2"
+        )
+    faults.interrupt_after, faults.interrupt_count = seconds, count
 
 
 def _parse_lambda_error(faults: Faults, spec: str, value: str) -> None:

@@ -13,10 +13,10 @@ log = logging.getLogger(__name__)
 REGION = "us-east-1"
 # moto's default account; the stack's outputs and ARNs carry it
 ACCOUNT_ID = "123456789012"
-# Seeding moto's id generator makes the default VPC and subnets the same on every run, so a
-# template synthesized with them can be reused from the cache.
+# Seeded ids: a fresh emulator names its VPC, subnets and instances the same way every run.
 ID_SEED = 6
 # never route a loopback call through a proxy from the environment
+LOOPBACK_NO_PROXY = {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
 _LOOPBACK_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -29,8 +29,15 @@ class MotoServer:
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"
-        # moto's Step Functions executor calls Lambda at localhost:$MOTO_PORT
+        # moto's Step Functions executor calls Lambda at localhost:$MOTO_PORT, with a client that
+        # (like every boto3 client in this process) would honour an HTTP(S)_PROXY from the environment
         os.environ["MOTO_PORT"] = str(port)
+        for name, hosts in LOOPBACK_NO_PROXY.items():
+            current = os.environ.get(name, "")
+            if hosts not in current:
+                os.environ[name] = f"{current},{hosts}" if current else hosts
+        # moto's state is per process: start from a clean one, then seed the ids it will generate
+        self._post("/moto-api/reset", None)
         self._post(f"/moto-api/seed?a={ID_SEED}", None)
         self._post("/moto-api/config", {"stepfunctions": {"execute_state_machine": True}})
         log.info("moto server on %s", self.endpoint)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 import time
 import zipfile
@@ -101,6 +102,7 @@ def test_given_substitutions_when_executed_then_the_deployed_handler_runs_with_i
     output = json.loads(described["output"])
     assert output["greeting"] == "hello"
     assert output["function"].startswith("toy-Echo")
+    assert "GREETING" not in os.environ  # the function's environment is its own, not the emulator's
 
 
 def test_given_the_handler_raises_then_step_functions_sees_the_exception_class_as_error(aws, deployed):

@@ -11,8 +11,15 @@ def test_given_all_three_faults_when_parsed_then_each_is_set_and_described_back(
 
     assert faults.no_capacity == {"g5.xlarge", "g6.xlarge"}
     assert faults.interrupt_after == 8
+    assert faults.interrupt_count == 1
     assert faults.lambda_errors == {"PollCompletion": 2}
     assert Faults.parse(faults.describe().split()).describe() == faults.describe()
+
+
+def test_given_interrupt_after_with_a_count_then_only_that_many_instances_are_reclaimed():
+    faults = Faults.parse(["interrupt-after=5:2"])
+
+    assert [faults.take_interrupt() for _ in range(3)] == [True, True, False]
 
 
 def test_given_no_faults_then_nothing_is_injected():
@@ -20,6 +27,7 @@ def test_given_no_faults_then_nothing_is_injected():
 
     assert faults.describe() == ""
     assert not faults.take_lambda_error("SpotTrain-TasksPollCompletion5F1952DB-X")
+    assert not faults.take_interrupt()
 
 
 def test_given_lambda_error_count_when_the_function_runs_then_only_that_many_invocations_fail():
@@ -43,6 +51,7 @@ def test_given_a_task_module_name_then_it_matches_the_cdk_function_name():
         ("interrupt-after", "NAME=VALUE"),
         ("explode=1", "unknown name 'explode'"),
         ("interrupt-after=soon", "interrupt-after=8"),
+        ("interrupt-after=5:0", "count >= 1"),
         ("lambda-error=PollCompletion", "<function>:<count>"),
         ("lambda-error=PollCompletion:0", "count >= 1"),
         ("no-capacity=,", "no-capacity=g5.xlarge"),

@@ -1,0 +1,84 @@
+"""Running a deployed function's handler in-process, the way Lambda would run it."""
+from __future__ import annotations
+
+import io
+import os
+import sys
+import zipfile
+
+import pytest
+
+from spottrain.local.lambda_host import FunctionSpec, LambdaHost
+
+HANDLER = '''
+import os
+
+COLD_STARTS = []
+COLD_STARTS.append(1)  # module code runs once per cold start, not per invocation
+
+class BucketNameTaken(Exception):
+    pass
+
+def handler(event, context):
+    print("handling", event.get("n"))
+    if event.get("fail"):
+        raise BucketNameTaken("exec_name: bucket spottrain-demo belongs to another account; rename the job")
+    return {"cold_starts": len(COLD_STARTS), "stack": os.environ["STACK_NAME"],
+            "remaining_ms": context.get_remaining_time_in_millis()}
+'''
+
+
+def _spec(code_sha: str = "v1") -> FunctionSpec:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("lambdas/__init__.py", "")
+        archive.writestr("lambdas/task.py", HANDLER)
+    return FunctionSpec(name="Stack-TasksTask-1", arn="arn:aws:lambda:us-east-1:123456789012:function:Stack-TasksTask-1",
+                        handler="lambdas.task.handler", code_sha=code_sha, code_zip=buffer.getvalue(),
+                        environment={"STACK_NAME": "SpotTrainLocal"}, timeout=30)
+
+
+@pytest.fixture
+def host(tmp_path):
+    lambda_host = LambdaHost(tmp_path, {"AWS_REGION": "us-east-1"})
+    yield lambda_host
+    lambda_host.close()
+
+
+def test_given_two_invocations_then_the_module_loads_once_and_sees_the_functions_environment(host):
+    first, errored = host.invoke(_spec(), {"n": 1})
+    second, _ = host.invoke(_spec(), {"n": 2})
+
+    assert not errored
+    assert first["cold_starts"] == second["cold_starts"] == 1
+    assert first["stack"] == "SpotTrainLocal"
+    assert 0 < first["remaining_ms"] <= 30_000
+    assert "STACK_NAME" not in os.environ
+
+
+def test_given_new_code_then_the_function_cold_starts_again(host):
+    host.invoke(_spec("v1"), {})
+
+    payload, _ = host.invoke(_spec("v2"), {})
+
+    assert payload["cold_starts"] == 1  # a fresh module, not the old one's counter
+
+
+def test_given_the_handler_raises_then_the_payload_names_the_exception_class(host):
+    payload, errored = host.invoke(_spec(), {"fail": True})
+
+    assert errored
+    assert payload["errorType"] == "BucketNameTaken"
+    assert "rename the job" in payload["errorMessage"]
+
+
+def test_given_a_handler_prints_then_it_lands_in_the_functions_log_not_the_callers_stdout(host, capsys):
+    host.invoke(_spec(), {"n": 7})
+    print("emulator line")
+    host.close()
+
+    assert "handling 7" in host.log_path.read_text()
+    captured = capsys.readouterr().out
+    assert "emulator line" in captured
+    assert "handling 7" not in captured
+    assert type(sys.stdout).__name__ != "_ThreadRoutedStream"  # close() gave the process its stdout back
