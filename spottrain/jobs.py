@@ -125,12 +125,12 @@ class Progress:
 
 
 def _last_state_entered(sfn: Any, execution_arn: str) -> str:
-    events = sfn.get_execution_history(executionArn=execution_arn, reverseOrder=True, maxResults=50)["events"]
-    for event in events:
-        details = event.get("stateEnteredEventDetails")
-        if details:
-            return details["name"]
-    return "Starting"
+    # Newest first on AWS; the emulator ignores ordering and paging, so pick the highest event id.
+    events = sfn.get_execution_history(executionArn=execution_arn, reverseOrder=True, maxResults=100)["events"]
+    entered = [e for e in events if e.get("stateEnteredEventDetails")]
+    if not entered:
+        return "Starting"
+    return max(entered, key=lambda e: e["id"])["stateEnteredEventDetails"]["name"]
 
 
 def _read_json(s3: Any, bucket: str, key: str) -> dict | None:
@@ -184,21 +184,31 @@ def wait(
     on_progress: Callable[[Progress], None] | None = None,
     interval: float = 1.0,
 ) -> dict:
-    """Follow a job to its end, through hand-overs; returns the last execution's description."""
+    """Follow a job to its end, through hand-overs: the last execution's description + its "chain"."""
     deadline = time.monotonic() + timeout
+    chain = [execution_arn]
     while True:
-        execution = sfn.describe_execution(executionArn=execution_arn)
+        execution = sfn.describe_execution(executionArn=chain[-1])
         if on_progress:
-            on_progress(progress(sfn, s3, stack, execution_arn))
+            on_progress(progress(sfn, s3, stack, chain[-1]))
         if execution["status"] in TERMINAL:
             successor = _next_handover(stack, execution)
             if not successor:
-                return execution
-            execution_arn = successor
+                return {**execution, "chain": chain}
+            chain.append(successor)
             continue
         if time.monotonic() > deadline:
             raise TimeoutError(f"{execution['name']} still {execution['status']} after {timeout:.0f}s")
         time.sleep(interval)
+
+
+def _until_stopped(sfn: Any, execution_arn: str, timeout: float = 30) -> None:
+    """StopExecution may take effect a moment later (the emulator's executor is asynchronous)."""
+    deadline = time.monotonic() + timeout
+    while sfn.describe_execution(executionArn=execution_arn)["status"] == "RUNNING":
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{execution_arn} still RUNNING {timeout:.0f}s after StopExecution")
+        time.sleep(0.2)
 
 
 def cancel(sfn: Any, lambda_: Any, stack: Stack, exec_name: str) -> list[str]:
@@ -207,6 +217,7 @@ def cancel(sfn: Any, lambda_: Any, stack: Stack, exec_name: str) -> list[str]:
     for execution in executions_of(sfn, stack, exec_name):
         if execution["status"] == "RUNNING":
             sfn.stop_execution(executionArn=execution["executionArn"], error="Cancelled", cause="spottrain cancel")
+            _until_stopped(sfn, execution["executionArn"])
             stopped.append(execution["name"])
     response = lambda_.invoke(
         FunctionName=stack.terminate_function_name,

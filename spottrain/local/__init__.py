@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator
 
 import boto3
 
+from spottrain import jobs
 from spottrain.local import deploy
 from spottrain.local.bridge import Bridge
 from spottrain.local.ec2sim import Ec2Simulator
@@ -54,7 +55,6 @@ FAST_CONTEXT = {
     # moto rejects the public Powertools layer (not in its account); handlers use the venv's copy
     "powertoolsLayerArn": "",
 }
-FINAL_STATUSES = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 STATUS_CHANGE = "Step Functions Execution Status Change"
 # moto logs every request and every caught task error at length; the emulator reports what matters
 _QUIET_LOGGERS = {
@@ -193,85 +193,22 @@ class Emulator:
 
     # --- jobs ------------------------------------------------------------------------------------
 
-    def start_job(self, spec: dict, name: str | None = None) -> str:
-        """Start the workflow with the spec as its input, as `aws stepfunctions start-execution` would."""
-        name = name or f"{str(spec.get('exec_name', 'job'))[:50]}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-        return self.client("stepfunctions").start_execution(
-            stateMachineArn=self.outputs["StateMachineArn"], name=name, input=json.dumps(spec)
-        )["executionArn"]
+    @property
+    def stack(self) -> jobs.Stack:
+        return jobs.Stack.from_outputs(self.outputs)
 
-    def wait(self, execution_arn: str, timeout: float, on_progress: Callable[[dict], None] | None = None) -> dict:
+    def start_job(self, spec: dict) -> str:
+        """Start the workflow with the spec as its input, as `spottrain submit` does on AWS."""
+        return jobs.start(self.client("stepfunctions"), self.stack, spec)
+
+    def wait(self, execution_arn: str, timeout: float, on_progress: Callable[[jobs.Progress], None] | None = None) -> dict:
         """Follow the execution, and the fresh ones it hands over to, until the last one ends."""
-        sfn = self.client("stepfunctions")
-        deadline = time.monotonic() + timeout
-        chain = [execution_arn]
-        reported: set = set()
-        while True:
-            described = sfn.describe_execution(executionArn=chain[-1])
-            if on_progress is not None:
-                self._report_progress(sfn, chain[-1], reported, on_progress)
-            if described["status"] in FINAL_STATUSES:
-                successor = self._handed_over_to(described)
-                if successor is None:
-                    return {**described, "chain": chain}
-                chain.append(successor)
-                continue
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"execution {chain[-1]} still {described['status']} after {timeout:.0f} s")
-            time.sleep(0.5)
+        return jobs.wait(self.client("stepfunctions"), self.client("s3"), self.stack, execution_arn,
+                         timeout=timeout, on_progress=on_progress, interval=0.5)
 
-    def _handed_over_to(self, described: dict) -> str | None:
-        if described["status"] != "SUCCEEDED":
-            return None
-        poll = json.loads(described.get("output") or "{}").get("poll") or {}
-        if not (poll.get("handover") and poll.get("handover_name")):
-            return None
-        prefix = described["executionArn"].rsplit(":", 1)[0]
-        return f"{prefix}:{poll['handover_name']}"
-
-    @staticmethod
-    def _report_progress(sfn: Any, arn: str, reported: set, on_progress: Callable[[dict], None]) -> None:
-        """Report each state the execution entered that was not reported yet.
-
-        Keyed by (state, time) rather than event id: moto numbers a running execution's events as
-        they are listed, so ids can shift between two reads.
-        """
-        pages = sfn.get_paginator("get_execution_history").paginate(executionArn=arn)
-        for event in sorted((e for page in pages for e in page["events"]), key=lambda e: e["timestamp"]):
-            if not event["type"].endswith("StateEntered"):
-                continue
-            key = (arn, event["stateEnteredEventDetails"]["name"], event["timestamp"])
-            if key not in reported:
-                reported.add(key)
-                on_progress({"execution": arn, "state": key[1], "timestamp": event["timestamp"]})
-
-    def cancel(self, exec_name: str) -> None:
-        """Stop the job's running execution and terminate its instance, as `spottrain cancel` does on AWS."""
-        sfn = self.client("stepfunctions")
-        for execution in self._running_executions(exec_name):
-            arn = execution["executionArn"]
-            sfn.stop_execution(executionArn=arn, cause=f"cancelled by the user: {exec_name}")
-            self._send_status_change(self._stopped(sfn, arn))
-
-    @staticmethod
-    def _stopped(sfn: Any, arn: str, timeout: float = 30) -> dict:
-        """moto stops an execution asynchronously; the event must carry its final status."""
-        deadline = time.monotonic() + timeout
-        while (described := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"execution {arn} still RUNNING {timeout:.0f} s after StopExecution")
-            time.sleep(0.1)
-        return described
-
-    def _running_executions(self, exec_name: str) -> list[dict]:
-        sfn = self.client("stepfunctions")
-        running = sfn.list_executions(stateMachineArn=self.outputs["StateMachineArn"], statusFilter="RUNNING")
-        matches = []
-        for execution in running["executions"]:
-            described = sfn.describe_execution(executionArn=execution["executionArn"])
-            if _job_name(described.get("input")) == exec_name:
-                matches.append(described)
-        return matches
+    def cancel(self, exec_name: str) -> list[str]:
+        """Stop the job and terminate what it launched, exactly as `spottrain cancel` does on AWS."""
+        return jobs.cancel(self.client("stepfunctions"), self.client("lambda"), self.stack, exec_name)
 
     # --- EventBridge stand-in --------------------------------------------------------------------
 
@@ -323,13 +260,6 @@ def status_change_event(described: dict) -> dict:
             "output": described.get("output"),
         },
     }
-
-
-def _job_name(execution_input: str | None) -> str | None:
-    data = json.loads(execution_input or "{}")
-    if "handover" in data:
-        return ((data["handover"] or {}).get("job") or {}).get("exec_name")
-    return data.get("exec_name")
 
 
 @contextlib.contextmanager

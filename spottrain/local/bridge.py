@@ -17,6 +17,9 @@ the emulator is up, and restores them on exit:
 5. The `states:startExecution` integration (the workflow's hand-over to a fresh execution): moto
    stubs out the step that maps the ASL's PascalCase parameters (StateMachineArn, Name, Input) onto
    the API's member names, so botocore rejects the call. We map them as AWS does.
+6. EC2 spot price history: moto answers $0.00001/h for every type, which would make every report
+   claim a 100% saving. We answer a typical spot price instead: a fixed fraction of the on-demand
+   list price in lambdas/shared/pricing.py (the emulator has no spot market to sample).
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from moto.awslambda.models import LambdaFunction
 from moto.core.exceptions import ServiceException
 from moto.ec2.models import EC2Backend
 from moto.ec2.models.instances import InstanceBackend
+from moto.ec2.responses.spot_instances import SpotInstances
 from moto.iam.access_control import IAMPolicy, PermissionResult
 from moto.s3.models import FakeBucket, s3_backends
 from moto.stepfunctions.models import StateMachine
@@ -39,12 +43,15 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state
 )
 from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 
+from lambdas.shared.pricing import on_demand_price
 from spottrain.local.faults import Faults
 from spottrain.local.lambda_host import FunctionSpec, LambdaHost, error_payload
 
 log = logging.getLogger(__name__)
 
 TRANSIENT_LAMBDA_ERROR = "Lambda.ServiceException"
+# Spot prices for GPU instances have mostly sat at 30-40% of on-demand; the emulator shows that.
+SPOT_FRACTION_OF_ON_DEMAND = 0.35
 
 
 class InsufficientInstanceCapacity(ServiceException):
@@ -66,6 +73,7 @@ class Bridge:
             self._bridge_capacity()
             self._patch(FakeBucket, "get_permission", bucket_permission)
             self._bridge_start_execution()
+            self._bridge_spot_prices()
         except BaseException:
             self.__exit__()
             raise
@@ -111,6 +119,19 @@ class Bridge:
                 task._to_boto_request(parameters, _sfn_input_shape(task.resource.api_action))
 
         self._patch(StateTaskServiceSfn, "_normalise_parameters", normalise)
+
+    def _bridge_spot_prices(self) -> None:
+        original = SpotInstances.describe_spot_price_history
+
+        def describe_spot_price_history(response: SpotInstances) -> Any:
+            result = original(response)
+            for entry in result.result["SpotPriceHistory"]:
+                price = on_demand_price(entry["InstanceType"])
+                if price:
+                    entry["SpotPrice"] = f"{price * SPOT_FRACTION_OF_ON_DEMAND:.4f}"
+            return result
+
+        self._patch(SpotInstances, "describe_spot_price_history", describe_spot_price_history)
 
     def __exit__(self, *exc: Any) -> None:
         for owner, name, original in reversed(self._originals):

@@ -182,3 +182,14 @@ def test_given_a_start_execution_task_then_the_workflow_hands_over_to_a_fresh_ex
     assert first["status"] == "SUCCEEDED", first.get("cause")
     assert second["status"] == "SUCCEEDED", second.get("cause")
     assert json.loads(second["input"]) == {"handover": {"next": "second"}}
+
+
+def test_given_the_bridge_then_spot_prices_are_a_fraction_of_on_demand(aws, deployed):
+    # Given moto's canned $0.00001/h, When a Lambda asks for the spot price of a GPU type
+    history = aws("ec2").describe_spot_price_history(
+        InstanceTypes=["g5.xlarge"], ProductDescriptions=["Linux/UNIX"],
+        Filters=[{"Name": "availability-zone", "Values": ["us-east-1a"]}])["SpotPriceHistory"]
+    # Then it sees a plausible spot price, so reports do not claim a 100% saving
+    assert history
+    price = float(history[0]["SpotPrice"])
+    assert 0.1 < price < 1.006  # below g5.xlarge's on-demand list price, far above moto's canned value
