@@ -221,6 +221,25 @@ def _describe_results(console: Console, folder: Path) -> None:
     for pattern, what in (("output/*.png", "plot"), ("output/*.npz", "model"), ("output/metrics.json", "metrics"), ("report.json", "report")):
         for path in sorted(folder.glob(pattern)):
             console.say(f"  {what:<8} {path}")
+    metrics = _read_json_file(folder / "output" / "metrics.json")
+    if metrics.get("heads"):
+        accuracies = ", ".join(f"{name} {head['accuracy']:.0%}" for name, head in metrics["heads"].items())
+        resumed = metrics.get("resumed_from_iteration")
+        resumed_note = f" (resumed from iteration {resumed})" if resumed else ""
+        console.say(f"validation accuracy after {metrics.get('iterations')} iterations{resumed_note}: {accuracies}")
+    report = _read_json_file(folder / "report.json")
+    if report.get("attempts"):
+        console.say(
+            f"{len(report['attempts'])} attempt(s), {report['billable_seconds']}s billable, "
+            f"estimated ${report['estimated_cost_usd']:.4f} (on-demand ${report['on_demand_cost_usd']:.4f})"
+        )
+
+
+def _read_json_file(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 # ---------------------------------------------------------------- parser

@@ -33,7 +33,7 @@ from spottrain.local.bridge import Bridge
 from spottrain.local.ec2sim import Ec2Simulator
 from spottrain.local.emails import EmailWatcher
 from spottrain.local.faults import FaultError, Faults
-from spottrain.local.lambda_host import LambdaHost
+from spottrain.local.lambda_host import ApiCall, LambdaHost
 from spottrain.local.server import ACCOUNT_ID, LOOPBACK_NO_PROXY, REGION, MotoServer
 
 __all__ = ["Emulator", "Faults", "FaultError", "DEFAULT_WORKDIR"]
@@ -99,6 +99,7 @@ class Emulator:
         self._stack = contextlib.ExitStack()
         self._emails: EmailWatcher | None = None
         self.ec2: Ec2Simulator | None = None
+        self.lambda_host: LambdaHost | None = None
         self._handled_status_changes: set[str] = set()
         self._stop = threading.Event()
 
@@ -137,7 +138,8 @@ class Emulator:
         """moto with the bridge installed; returns the stack's context for this emulator."""
         self.endpoint = self._server.start()
         self._stack.callback(self._server.stop)
-        self._stack.enter_context(Bridge(LambdaHost(self.run_dir, self._base_env()), self.faults))
+        self.lambda_host = LambdaHost(self.run_dir, self._base_env())
+        self._stack.enter_context(Bridge(self.lambda_host, self.faults))
         return {**self._network_context(), **FAST_CONTEXT, **self.context_overrides}
 
     def _start_watchers(self) -> None:
@@ -181,6 +183,11 @@ class Emulator:
     @property
     def emails(self) -> list[dict]:
         return self._emails.emails if self._emails else []
+
+    @property
+    def lambda_calls(self) -> set[ApiCall]:
+        """Every AWS API call the deployed functions made so far (moto checks no IAM; iam_check does)."""
+        return self.lambda_host.calls.copy() if self.lambda_host else set()  # copy() is atomic; set() is not
 
     def wait_for_emails(self, count: int, timeout: float) -> list[dict]:
         """Wait until `count` emails arrived (SNS to SQS to here takes a moment); returns them all."""

@@ -5,6 +5,9 @@ moto would need Docker to invoke a function; the emulator instead unpacks the fu
 with the function's environment. Every function bundles a top-level `lambdas` package, and so does
 the repo the tests import, so each function keeps its own module tree and swaps it into
 `sys.modules` only while it runs; invocations are serialized because they also swap `os.environ`.
+
+The host also records every AWS API call a handler makes (`calls`): moto enforces no IAM, so these
+are what tests compare with the deployed roles' policies (see spottrain/local/iam_check.py).
 """
 from __future__ import annotations
 
@@ -21,14 +24,61 @@ import traceback
 import uuid
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
+
+from botocore.client import BaseClient
 
 _RUN_LOCK = threading.RLock()
-_INVOKING = threading.local()  # .active: this thread is running a handler right now
+_INVOKING = threading.local()  # .active: this thread is running a handler right now; .calls: where its calls go
 
 
 def _in_handler() -> bool:
     return getattr(_INVOKING, "active", False)
+
+
+class ApiCall(NamedTuple):
+    """One AWS API call a function made: its handler ("lambdas.notify.handler") and botocore's names."""
+
+    handler: str
+    service: str  # botocore's service name: "s3", "ec2", "sns"
+    operation: str  # the API operation: "HeadBucket", "RunInstances"
+
+
+class _ApiCallRecording:
+    """Wraps BaseClient._make_api_call, the one path every client call takes, while any host lives.
+
+    Handlers cache their clients at cold start, so hooking each client's events would miss those;
+    the class-level wrapper sees them all. Only calls made on a thread inside a handler are recorded
+    (moto's server, the emulator and the tests use clients too), into that handler's host.
+    """
+
+    _lock = threading.Lock()
+    _users = 0
+    _original: Callable | None = None
+
+    @classmethod
+    def acquire(cls) -> None:
+        with cls._lock:
+            if cls._users == 0:
+                cls._original = BaseClient._make_api_call
+                BaseClient._make_api_call = _make_api_call_recorded
+            cls._users += 1
+
+    @classmethod
+    def release(cls) -> None:
+        with cls._lock:
+            cls._users -= 1
+            if cls._users == 0:
+                BaseClient._make_api_call = cls._original
+                cls._original = None
+
+
+def _make_api_call_recorded(client: BaseClient, operation_name: str, api_params: dict) -> Any:
+    calls = getattr(_INVOKING, "calls", None)
+    if calls is not None:
+        # recorded before the call: on AWS a denied call fails too, so an attempt needs the permission
+        calls.add(ApiCall(_INVOKING.handler, client.meta.service_model.service_name, operation_name))
+    return _ApiCallRecording._original(client, operation_name, api_params)
 
 
 class _ThreadRoutedStream(io.TextIOBase):
@@ -107,8 +157,14 @@ class LambdaHost:
         self.log_path = workdir / "lambda" / "functions.log"
         self._log: io.TextIOBase | None = None
         self._streams: tuple[Any, Any] | None = None
+        self.calls: set[ApiCall] = set()
+        self.invoked: set[str] = set()  # handlers that ran, calls or not
+        self._recording = False
 
     def close(self) -> None:
+        if self._recording:
+            _ApiCallRecording.release()
+            self._recording = False
         if self._streams is not None:
             sys.stdout, sys.stderr = self._streams
             self._streams = None
@@ -123,6 +179,11 @@ class LambdaHost:
             self._streams = (sys.stdout, sys.stderr)
             sys.stdout = _ThreadRoutedStream(sys.stdout, self._log)
             sys.stderr = _ThreadRoutedStream(sys.stderr, self._log)
+
+    def _record_api_calls(self) -> None:
+        if not self._recording:
+            _ApiCallRecording.acquire()
+            self._recording = True
 
     def invoke(self, spec: FunctionSpec, event: Any) -> tuple[Any, bool]:
         """Run the handler; returns (payload, errored) where an error payload is what Lambda returns."""
@@ -174,7 +235,10 @@ class LambdaHost:
         sys.path.insert(0, str(function.code_dir))
         saved_env = _set_environment(self._environment(function.spec))
         self._route_output()
+        self._record_api_calls()
+        self.invoked.add(function.spec.handler)
         _INVOKING.active = True
+        _INVOKING.calls, _INVOKING.handler = self.calls, function.spec.handler
         try:
             yield
         finally:
@@ -185,6 +249,7 @@ class LambdaHost:
             sys.path[:] = saved_path
             _set_environment(saved_env)
             _INVOKING.active = False
+            _INVOKING.calls = None
 
     def _environment(self, spec: FunctionSpec) -> dict[str, str]:
         return {

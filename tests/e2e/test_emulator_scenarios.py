@@ -1,0 +1,260 @@
+"""The workflow's recovery paths, end to end in one emulator: each fault AWS can throw at a spot job.
+
+One emulator serves every scenario (starting one costs a deploy): faults are changed between jobs on
+the running emulator, since its bridge and EC2 simulator read the same `Faults` object live. Each
+job has its own exec_name, hence its own bucket, instances and emails. Only the interruption needs
+the real training payload; the others prove their point with a one-line command.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import time
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from lambdas.shared import layout
+from spottrain.local import Emulator, Faults
+
+log = logging.getLogger(__name__)
+
+DEMO_EPOCHS = 3  # the demo spec's --epochs: 94 iterations at its data size and batch size
+# Seconds from boot to the spot notice: past clone, data and the first snapshot, before the demo's
+# training ends (the agent then has INTERRUPT_GRACE_SECONDS to snapshot and sync).
+INTERRUPT_AFTER_SECONDS = 12
+
+
+# --- fixtures --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def emulator(emulator_workdir) -> Iterator[Emulator]:
+    with Emulator(emulator_workdir) as running:
+        yield running
+
+
+@pytest.fixture
+def quick_job(demo_job) -> Callable[..., dict]:
+    """A job that clones the local repo like the demo but runs a one-line command instead of training."""
+    def make(exec_name: str, exec_command: str = "echo hi; sleep 1") -> dict:
+        spec = {key: value for key, value in demo_job.items() if key not in ("setup_command", "checkpoint_dir")}
+        return {**spec, "exec_name": exec_name, "data_get_command": "true", "exec_command": exec_command}
+    return make
+
+
+@contextlib.contextmanager
+def faults(emulator: Emulator, *specs: str) -> Iterator[Faults]:
+    """Inject faults for one job (CLI syntax, e.g. "no-capacity=g5.xlarge"); cleared afterwards."""
+    wanted = Faults.parse(list(specs))
+    public = [field.name for field in dataclasses.fields(Faults) if not field.name.startswith("_")]
+    for name in public:
+        setattr(emulator.faults, name, getattr(wanted, name))
+    try:
+        yield emulator.faults
+    finally:
+        for name in public:
+            setattr(emulator.faults, name, getattr(Faults(), name))
+
+
+@contextlib.contextmanager
+def timed(record_property: Callable[[str, Any], None], name: str) -> Iterator[None]:
+    started = time.monotonic()
+    yield
+    seconds = round(time.monotonic() - started, 1)
+    record_property(f"{name}_seconds", seconds)
+    log.info("scenario %s took %.1fs", name, seconds)
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def _wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f}s"
+        time.sleep(0.2)
+    return result
+
+
+def job_emails(emulator: Emulator, exec_name: str, count: int, timeout: float = 15) -> list[dict]:
+    """The job's emails (subjects start with "[spottrain] <exec_name> "), once `count` have arrived."""
+    def arrived() -> list[dict]:
+        emulator.wait_for_emails(len(emulator.emails) + 1, timeout=0.5)
+        mine = [e for e in emulator.emails if e["subject"].startswith(f"[spottrain] {exec_name} ")]
+        return mine if len(mine) >= count else []
+    return _wait_until(arrived, timeout, f"{count} emails for {exec_name}")
+
+
+def job_instances(emulator: Emulator, exec_name: str) -> list[dict]:
+    reservations = emulator.client("ec2").describe_instances(
+        Filters=[{"Name": f"tag:{layout.TAG_JOB}", "Values": [exec_name]}]
+    )["Reservations"]
+    return sorted((i for r in reservations for i in r["Instances"]), key=lambda i: i["LaunchTime"])
+
+
+def assert_nothing_left_running(emulator: Emulator) -> None:
+    """No instance pending or running, no spot request open or active, no simulated instance process."""
+    ec2 = emulator.client("ec2")
+    _wait_until(lambda: not ec2.describe_instances(
+        Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])["Reservations"],
+        timeout=30, what="every instance terminated")
+    open_requests = ec2.describe_spot_instance_requests(
+        Filters=[{"Name": "state", "Values": ["open", "active"]}])["SpotInstanceRequests"]
+    assert open_requests == []
+    _wait_until(lambda: not any(instance.alive for instance in emulator.ec2.instances.values()),
+                timeout=15, what="every simulated instance's process ended")
+
+
+def read_json(emulator: Emulator, bucket: str, key: str) -> dict:
+    return json.loads(emulator.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def history(emulator: Emulator, execution_arn: str) -> list[dict]:
+    sfn, events, token = emulator.client("stepfunctions"), [], None
+    while True:
+        page = sfn.get_execution_history(executionArn=execution_arn, **({"nextToken": token} if token else {}))
+        events.extend(page["events"])
+        token = page.get("nextToken")
+        if not token:
+            return sorted(events, key=lambda event: event["id"])
+
+
+def run_job(emulator: Emulator, spec: dict, timeout: float) -> dict:
+    return emulator.wait(emulator.start_job(spec), timeout=timeout)
+
+
+# --- scenarios -------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(240)
+def test_given_no_capacity_for_the_first_type_when_the_job_runs_then_the_second_type_trains_it(
+    emulator, quick_job, record_property
+):
+    job = quick_job("scenario-capacity")
+    first, second = job["instance"]["types"][:2]
+    with timed(record_property, "no_capacity"):
+        # Given the first candidate type has no capacity
+        with faults(emulator, f"no-capacity={first}"):
+            # When the job runs
+            final = run_job(emulator, job, timeout=180)
+
+        # Then it succeeded on the second type, after recording the first pool as failed
+        assert final["status"] == "SUCCEEDED", final.get("cause")
+        state = json.loads(final["output"])
+        assert any(pool.startswith(f"{first}/") for pool in state["launch"]["pools_failed"]), state["launch"]
+        assert [i["InstanceType"] for i in job_instances(emulator, "scenario-capacity")] == [second]
+        # And the report and the success email name the type that ran
+        report = read_json(emulator, state["storage"]["bucket"], layout.REPORT_KEY)
+        assert [a["instance_type"] for a in report["attempts"]] == [second]
+        completed = [e for e in job_emails(emulator, "scenario-capacity", 2) if " completed" in e["subject"]]
+        assert completed and second in completed[0]["subject"], [e["subject"] for e in emulator.emails]
+        assert_nothing_left_running(emulator)
+
+
+@pytest.mark.timeout(420)
+def test_given_a_spot_interruption_mid_training_when_the_job_runs_then_it_resumes_from_its_checkpoint(
+    emulator, demo_job, record_property
+):
+    job = {**demo_job, "exec_name": "scenario-interrupted"}
+    with timed(record_property, "interruption"):
+        # Given the first instance is reclaimed mid-training
+        with faults(emulator, f"interrupt-after={INTERRUPT_AFTER_SECONDS}:1") as injected:
+            # When the job runs
+            final = run_job(emulator, job, timeout=360)
+            assert injected.interrupt_count == 0, "the interruption fault never fired"
+
+        # Then it completed on a second instance, resuming the first one's checkpoint
+        assert final["status"] == "SUCCEEDED", final.get("cause")
+        bucket = json.loads(final["output"])["storage"]["bucket"]
+        metrics = read_json(emulator, bucket, "output/metrics.json")
+        assert (metrics["resumed_from_iteration"] or 0) > 0, metrics
+        # And trained exactly as many iterations as an uninterrupted run: nothing lost, nothing repeated
+        uninterrupted = math.ceil(DEMO_EPOCHS * metrics["train_examples"] / metrics["batch_size"])
+        assert (metrics["epochs"], metrics["iterations"]) == (DEMO_EPOCHS, uninterrupted), metrics
+        assert metrics["resumed_from_iteration"] < uninterrupted
+        # And the report shows two attempts, the first interrupted
+        report = read_json(emulator, bucket, layout.REPORT_KEY)
+        assert [(a["attempt"], a["outcome"]) for a in report["attempts"]] == [(1, "INTERRUPTED"), (2, "SUCCEEDED")]
+        assert len(job_instances(emulator, "scenario-interrupted")) == 2
+        # And the user heard of the interruption, the relaunch and the completion
+        subjects = [e["subject"] for e in job_emails(emulator, "scenario-interrupted", 4)]
+        assert any("interrupted" in s and "resuming" in s for s in subjects), subjects
+        assert any("started" in s and "attempt 2/" in s for s in subjects), subjects
+        assert any("completed" in s for s in subjects), subjects
+        record_property("resumed_from_iteration", metrics["resumed_from_iteration"])
+        assert_nothing_left_running(emulator)
+
+
+@pytest.mark.timeout(240)
+def test_given_a_command_that_fails_when_the_job_runs_then_failed_with_log_tail_and_exit_code_emailed(
+    emulator, quick_job, record_property
+):
+    # Given a training command that prints a few lines, then exits 3
+    lines = ["loading batch 1", "loss went NaN at step 7", "giving up"]
+    job = quick_job("scenario-failing", "; ".join(f"echo '{line}'" for line in lines) + "; exit 3")
+    with timed(record_property, "failing_command"):
+        # When the job runs
+        final = run_job(emulator, job, timeout=180)
+
+        # Then the execution failed with TrainingFailed
+        assert (final["status"], final.get("error")) == ("FAILED", "TrainingFailed"), final
+        # And the failure email gives the exit code and the output's last lines
+        failed = [e for e in job_emails(emulator, "scenario-failing", 2) if " failed" in e["subject"]]
+        assert failed, [e["subject"] for e in emulator.emails]
+        assert "exit code 3" in failed[0]["subject"]
+        body_lines = [line.strip() for line in failed[0]["body"].splitlines()]
+        assert all(line in body_lines for line in lines), failed[0]["body"]
+        # And its instance is terminated
+        assert {i["State"]["Name"] for i in job_instances(emulator, "scenario-failing")} == {"terminated"}
+        assert_nothing_left_running(emulator)
+
+
+@pytest.mark.timeout(120)
+def test_given_an_invalid_spec_when_submitted_then_it_fails_at_validation_and_creates_nothing(
+    emulator, quick_job, record_property
+):
+    # Given a spec asking for an instance type the stack does not allow
+    job = {**quick_job("scenario-invalid"), "instance": {"types": ["p4d.24xlarge"]}}
+    with timed(record_property, "invalid_spec"):
+        # When it is submitted
+        final = run_job(emulator, job, timeout=60)
+
+        # Then the execution fails with InvalidJobSpec, the cause naming the field
+        assert (final["status"], final.get("error")) == ("FAILED", "InvalidJobSpec"), final
+        assert "instance.types[0]" in final.get("cause", ""), final.get("cause")
+        # And it failed at validation: no other task ran, no bucket, no instance
+        entered = [e["stateEnteredEventDetails"]["name"] for e in history(emulator, final["executionArn"])
+                   if e.get("stateEnteredEventDetails")]
+        assert entered[-1] == "ValidateJob", entered
+        buckets = {b["Name"] for b in emulator.client("s3").list_buckets()["Buckets"]}
+        assert emulator.stack.job_bucket("scenario-invalid") not in buckets
+        assert job_instances(emulator, "scenario-invalid") == []
+        assert_nothing_left_running(emulator)
+
+
+@pytest.mark.timeout(240)
+def test_given_a_transient_lambda_error_when_the_job_runs_then_the_task_is_retried_and_the_job_succeeds(
+    emulator, quick_job, record_property
+):
+    job = quick_job("scenario-retry")
+    with timed(record_property, "lambda_retry"):
+        # Given the first PollCompletion invocation fails with a Lambda service error
+        with faults(emulator, "lambda-error=PollCompletion:1") as injected:
+            # When the job runs
+            final = run_job(emulator, job, timeout=180)
+            assert injected.lambda_errors == {"PollCompletion": 0}, "the Lambda error fault never fired"
+
+        # Then it succeeded
+        assert final["status"] == "SUCCEEDED", final.get("cause")
+        # And the history shows the failed invocation, retried into a success of the same task
+        events = history(emulator, final["executionArn"])
+        failed = [e for e in events if e["type"] == "LambdaFunctionFailed"]
+        assert [e["lambdaFunctionFailedEventDetails"]["error"] for e in failed] == ["Lambda.ServiceException"], failed
+        after = [e for e in events if e["id"] > failed[0]["id"]]
+        assert after[0]["type"] != "TaskStateExited", "the failure ended the task instead of being retried"
+        assert any(e["type"] == "LambdaFunctionSucceeded" for e in after[:4]), [e["type"] for e in after[:6]]
+        assert_nothing_left_running(emulator)
