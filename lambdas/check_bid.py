@@ -6,17 +6,15 @@ the same attempt replaces it; if none follows, the report does not bill a withdr
 """
 from __future__ import annotations
 
-import functools
-import os
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from lambdas.shared import report
 from lambdas.shared.awserrors import error_code, transient_errors
-from lambdas.shared.config import Settings, settings_from_env
+from lambdas.shared import runtime
+from lambdas.shared.config import Settings
 from lambdas.shared.status import BidStatus
 
 logger = Logger(service="spottrain-check-bid")
@@ -30,16 +28,11 @@ TIMEOUT_CODE = "fulfillment-timeout"
 BID_FAILED_OUTCOME = "BID_FAILED"  # report.json outcome of an attempt whose instance never ran
 
 
-@functools.cache
-def _settings() -> Settings:
-    return settings_from_env(os.environ)
-
-
 @logger.inject_lambda_context
 def handler(event: dict, context: Any) -> dict:
     logger.append_keys(job=event["job"]["exec_name"], execution=event["execution"]["name"])
     with transient_errors():
-        return check_bid(boto3.client("ec2"), boto3.client("s3"), _settings(), event)
+        return check_bid(runtime.client("ec2"), runtime.client("s3"), runtime.settings(), event)
 
 
 def check_bid(ec2: Any, s3: Any, settings: Settings, state: dict) -> dict:

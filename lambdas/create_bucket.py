@@ -5,18 +5,16 @@ from them), while the last run's status markers and report go, so they cannot de
 """
 from __future__ import annotations
 
-import functools
 import json
-import os
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from lambdas.shared import layout
 from lambdas.shared.awserrors import error_code, transient_errors
-from lambdas.shared.config import Settings, settings_from_env
+from lambdas.shared import runtime
+from lambdas.shared.config import Settings
 
 logger = Logger(service="spottrain")
 
@@ -26,16 +24,6 @@ STALE_PREFIXES = (layout.STATUS_PREFIX, layout.REPORT_KEY)
 
 class BucketNameTaken(Exception):
     """The job's bucket name belongs to another AWS account or another spottrain stack."""
-
-
-@functools.cache
-def _settings() -> Settings:
-    return settings_from_env(os.environ)
-
-
-@functools.cache
-def _s3() -> Any:
-    return boto3.client("s3")
 
 
 def tls_only_policy(bucket: str) -> dict:
@@ -134,4 +122,4 @@ def create_job_bucket(s3: Any, settings: Settings, state: dict) -> dict:
 
 @logger.inject_lambda_context
 def handler(event: dict, context) -> dict:
-    return create_job_bucket(_s3(), _settings(), event)
+    return create_job_bucket(runtime.client("s3"), runtime.settings(), event)

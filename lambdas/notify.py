@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 import json
-import os
 import re
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from lambdas.shared import layout, report
 from lambdas.shared.awserrors import error_code, transient_errors
-from lambdas.shared.config import Settings, settings_from_env
+from lambdas.shared import runtime
+from lambdas.shared.config import Settings
 from lambdas.shared.status import JobStatus, NotifyEvent
 
 logger = Logger(service="spottrain")
@@ -45,16 +43,6 @@ class Facts:
     log_tail: list[str] = dataclasses.field(default_factory=list)
     log_key: str | None = None
     unavailable: tuple[str, ...] = ()
-
-
-@functools.cache
-def _settings() -> Settings:
-    return settings_from_env(os.environ)
-
-
-@functools.cache
-def _clients() -> tuple[Any, Any]:
-    return boto3.client("sns"), boto3.client("s3")
 
 
 # ----- reading the bucket (tolerant: the email matters more than its details) ------------------
@@ -308,6 +296,6 @@ def parse_event(event: dict) -> tuple[NotifyEvent, dict]:
 
 @logger.inject_lambda_context
 def handler(event: dict, context) -> dict:
-    sns, s3 = _clients()
+    sns, s3 = runtime.client("sns"), runtime.client("s3")
     name, state = parse_event(event)
-    return publish_event(sns, s3, _settings(), name, state)
+    return publish_event(sns, s3, runtime.settings(), name, state)

@@ -7,18 +7,16 @@ so a gone instance whose markers (read afterwards) say nothing really was lost, 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
-import os
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from lambdas.shared import layout, report
 from lambdas.shared.awserrors import error_code, transient_errors
-from lambdas.shared.config import Settings, settings_from_env
+from lambdas.shared import runtime
+from lambdas.shared.config import Settings
 from lambdas.shared.status import JobStatus
 
 logger = Logger(service="spottrain-poll-completion")
@@ -27,16 +25,11 @@ LIVE_INSTANCE_STATES = frozenset({"pending", "running"})
 EXECUTION_NAME_LIMIT = 80  # Step Functions' limit on execution names
 
 
-@functools.cache
-def _settings() -> Settings:
-    return settings_from_env(os.environ)
-
-
 @logger.inject_lambda_context
 def handler(event: dict, context: Any) -> dict:
     logger.append_keys(job=event["job"]["exec_name"], execution=event["execution"]["name"])
     with transient_errors():
-        return poll_completion(boto3.client("ec2"), boto3.client("s3"), _settings(), event)
+        return poll_completion(runtime.client("ec2"), runtime.client("s3"), runtime.settings(), event)
 
 
 def poll_completion(ec2: Any, s3: Any, settings: Settings, state: dict, now: dt.datetime | None = None) -> dict:

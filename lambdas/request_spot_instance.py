@@ -10,17 +10,16 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
-import os
 from typing import Any, Callable
 
-import boto3
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from instance.userdata import render_user_data
 from lambdas.shared import layout, pricing, report
 from lambdas.shared.awserrors import error_code, transient_errors
-from lambdas.shared.config import Settings, settings_from_env
+from lambdas.shared import runtime
+from lambdas.shared.config import Settings
 from lambdas.shared.status import BidStatus, JobStatus, LaunchStatus
 
 logger = Logger(service="spottrain-request-spot-instance")
@@ -56,16 +55,11 @@ class NoSubnetToLaunchInto(RuntimeError):
     """Neither the stack's SUBNET_IDS nor a default VPC gives a subnet."""
 
 
-@functools.cache
-def _settings() -> Settings:
-    return settings_from_env(os.environ)
-
-
 @logger.inject_lambda_context
 def handler(event: dict, context: Any) -> dict:
     logger.append_keys(job=event["job"]["exec_name"], execution=event["execution"]["name"])
     with transient_errors():
-        return request_instance(boto3.client("ec2"), boto3.client("s3"), _settings(), event)
+        return request_instance(runtime.client("ec2"), runtime.client("s3"), runtime.settings(), event)
 
 
 def request_instance(ec2: Any, s3: Any, settings: Settings, state: dict) -> dict:

@@ -7,19 +7,17 @@ rule for aborted/timed-out executions, and `spottrain cancel`. Running it twice 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
-import os
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from lambdas import notify
 from lambdas.shared import layout, report
 from lambdas.shared.awserrors import error_code, transient_errors
-from lambdas.shared.config import Settings, settings_from_env
+from lambdas.shared import runtime
+from lambdas.shared.config import Settings
 from lambdas.shared.status import JobStatus, NotifyEvent
 
 logger = Logger(service="spottrain")
@@ -40,16 +38,6 @@ class Stop:
     status: str  # report.json's final status
     announce: bool  # the workflow sends its own emails; the other callers need the CANCELLED one
     reason: str = ""
-
-
-@functools.cache
-def _settings() -> Settings:
-    return settings_from_env(os.environ)
-
-
-@functools.cache
-def _clients() -> tuple[Any, Any, Any]:
-    return boto3.client("ec2"), boto3.client("s3"), boto3.client("sns")
 
 
 # ----- understanding the caller ----------------------------------------------------------------
@@ -186,10 +174,10 @@ def _bucket_exists(s3: Any, bucket: str) -> bool:
 
 @logger.inject_lambda_context
 def handler(event: dict, context) -> dict:
-    settings = _settings()
+    settings = runtime.settings()
     stop = parse_event(event, settings)
     if stop is None:
         logger.info("no job named by the event; nothing to stop")
         return {"terminated": [], "cancelled_requests": []}
-    ec2, s3, sns = _clients()
+    ec2, s3, sns = runtime.client("ec2"), runtime.client("s3"), runtime.client("sns")
     return stop_job(ec2, s3, sns, settings, stop)

@@ -4,22 +4,16 @@ No Catch in the workflow: an InvalidJobSpec fails the execution before anything 
 """
 from __future__ import annotations
 
-import functools
-import os
 
 from aws_lambda_powertools import Logger
 
-from lambdas.shared.config import Settings, settings_from_env
+from lambdas.shared import runtime
+from lambdas.shared.config import Settings
 from lambdas.shared.jobspec import InvalidJobSpec, validate_spec
 
 __all__ = ["InvalidJobSpec", "build_state", "handler"]
 
 logger = Logger(service="spottrain")
-
-
-@functools.cache
-def _settings() -> Settings:
-    return settings_from_env(os.environ)
 
 
 def build_state(event: dict, settings: Settings) -> dict:
@@ -41,7 +35,7 @@ def build_state(event: dict, settings: Settings) -> dict:
 @logger.inject_lambda_context
 def handler(event: dict, context) -> dict:
     try:
-        state = build_state(event, _settings())
+        state = build_state(event, runtime.settings())
     except InvalidJobSpec as exc:
         logger.warning("job spec rejected", extra={"problems": exc.problems})
         raise

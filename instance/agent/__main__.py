@@ -28,7 +28,7 @@ what it does, in order:
      (parts of SPOTTRAIN_LOG_PART_BYTES, default 5 MiB)
   5. stops at the first failing command, on a spot notice, or at limits.max_runtime_minutes
      (SIGTERM to the group, SIGKILL after SPOTTRAIN_KILL_GRACE_SECONDS)
-  6. syncs output_dir -> {layout.OUTPUT_PREFIX} and checkpoint_dir -> {layout.CHECKPOINTS_PREFIX} (changed files only),
+  6. syncs output_dir -> {layout.OUTPUT_PREFIX} and checkpoint_dir -> {layout.CHECKPOINTS_PREFIX} (changed files only, see below),
      then writes {layout.COMPLETED_KEY} or {layout.INTERRUPTED_KEY}
   7. after keep_alive_minutes (completion only), runs --shutdown-command and exits
 
@@ -37,6 +37,15 @@ while it runs:
   every SPOTTRAIN_HEARTBEAT_SECONDS (30) writes {layout.HEARTBEAT_KEY} (phase, time, last_log_time, last_log_line)
   every SPOTTRAIN_NOTICE_POLL_SECONDS (5) polls IMDSv2 spot/instance-action; on a notice the commands get
      SIGTERM and until the reclaim time minus SPOTTRAIN_SYNC_RESERVE_SECONDS (30) to stop
+
+what a sync uploads and deletes:
+  {layout.CHECKPOINTS_PREFIX} mirrors checkpoint_dir: objects whose file is gone locally are deleted (only after a
+     pass whose uploads all succeeded), so rotated-away snapshots leave S3 and are not restored next time
+  {layout.OUTPUT_PREFIX} only grows: a retry does not restore it, so nothing there is ever deleted (nor is
+     anything when the job has no checkpoint_dir and output_dir doubles as the checkpoint dir);
+     a checkpoint_dir inside output_dir is synced to {layout.CHECKPOINTS_PREFIX} only
+  in-flight temporaries are never uploaded: file names ending in .partial or .tmp, or containing .partial.
+     (write to such a name, then rename, and a half-written file never reaches S3)
 
 environment of the commands: the agent's own, then the job's env, then
   SPOTTRAIN_JOB SPOTTRAIN_BUCKET SPOTTRAIN_ATTEMPT SPOTTRAIN_RESUME (1 on attempt > 1, else unset)

@@ -103,9 +103,11 @@ class Agent:
             return outcome
         for directory in paths.created():
             directory.mkdir(parents=True, exist_ok=True)
-        self._syncs = [DirSync(self.store, paths.output, layout.OUTPUT_PREFIX)]
+        # A checkpoint_dir inside output_dir goes to checkpoints/ only, or output/ would keep every snapshot.
+        self._syncs = [DirSync(self.store, paths.output, layout.OUTPUT_PREFIX, skip_dir=paths.checkpoint)]
         if paths.checkpoint:
-            self._syncs.append(DirSync(self.store, paths.checkpoint, layout.CHECKPOINTS_PREFIX))
+            # A mirror: the payload rotates snapshots away, and S3 (and the next restore) must follow.
+            self._syncs.append(DirSync(self.store, paths.checkpoint, layout.CHECKPOINTS_PREFIX, mirror_deletions=True))
         if self.options.resume:
             outcome = self._restore()
             if outcome:

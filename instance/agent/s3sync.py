@@ -1,4 +1,4 @@
-"""S3 for the agent: retried puts and gets, and one-way directory mirroring that keeps mtimes.
+"""S3 for the agent: retried puts and gets, and one-way directory sync that keeps mtimes.
 
 Uploads are best effort by design: a caller gets False (and a log line) after the retries, never an
 exception, because a failed upload must never kill hours of training. AWS_ENDPOINT_URL is honoured
@@ -12,13 +12,15 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import boto3
 from botocore.config import Config
 from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import BotoCoreError, ClientError
 
+TEMPORARY_SUFFIXES = (".partial", ".tmp")  # see is_temporary
+DELETE_BATCH = 1000  # the most keys one DeleteObjects call takes
 MTIME_METADATA = "mtime-ns"  # x-amz-meta-mtime-ns: the file's mtime, so a restore can put it back
 RETRYABLE = (BotoCoreError, ClientError, S3UploadFailedError)
 
@@ -95,25 +97,49 @@ class Store:
         head = self.retried(f"head s3://{self.bucket}/{key}", lambda: self.client.head_object(Bucket=self.bucket, Key=key))
         return head.get("Metadata", {})
 
+    def delete_keys(self, keys: List[str]) -> bool:
+        """Best-effort delete; False when any key is still there."""
+        ok = True
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = {"Objects": [{"Key": key} for key in keys[start:start + DELETE_BATCH]], "Quiet": True}
+            what = f"delete {len(batch['Objects'])} keys from s3://{self.bucket}"
+            ok = self.best_effort(what, lambda: _raise_errors(
+                self.client.delete_objects(Bucket=self.bucket, Delete=batch))) and ok
+        return ok
+
+
+def is_temporary(name: str) -> bool:
+    """A file still being written (the payload's `snapshot_iter_N.partial`, renamed when complete)."""
+    return name.endswith(TEMPORARY_SUFFIXES) or ".partial." in name
+
 
 Signature = Tuple[int, int]  # (size, mtime_ns): a file whose signature is unchanged is not uploaded again
 
 
 class DirSync:
-    """Mirror a local directory up to a key prefix (changed files only), or restore it from there."""
+    """Sync a local directory up to a key prefix (changed files only), or restore it from there.
 
-    def __init__(self, store: Store, local_dir: Path, prefix: str):
+    With mirror_deletions, keys whose file is gone locally are deleted too. Only safe for a
+    directory restored in full before anything runs: otherwise local is not the whole truth.
+    """
+
+    def __init__(self, store: Store, local_dir: Path, prefix: str, mirror_deletions: bool = False,
+                 skip_dir: Optional[Path] = None):
         self.store = store
         self.local_dir = local_dir
         self.prefix = prefix
+        self.mirror_deletions = mirror_deletions
+        self.skip_dir = skip_dir  # a subdirectory another DirSync owns
         self._uploaded: Dict[str, Signature] = {}
         self._lock = threading.Lock()  # the periodic and the final sync must not interleave
 
     def sync(self) -> bool:
-        """Upload new and changed files; True when every upload succeeded."""
+        """Upload new and changed files, then mirror deletions if asked; True when all of it succeeded."""
         with self._lock:
             ok = True
+            present = set()
             for path, relative in self._files():
+                present.add(relative)
                 try:
                     stat = path.stat()
                 except FileNotFoundError:  # the training rotated it away since the walk
@@ -126,7 +152,23 @@ class DirSync:
                     self._uploaded[relative] = signature
                 else:
                     ok = False
+            # After a failed upload the old snapshot may be the only good copy left in S3: keep it.
+            if ok and self.mirror_deletions and self.local_dir.is_dir():
+                ok = self._delete_missing(present)
             return ok
+
+    def _delete_missing(self, present) -> bool:
+        try:
+            listed = self.store.list_keys(self.prefix)
+        except RETRYABLE as error:  # like a failed upload: logged, retried at the next sync
+            log.error("cannot list s3://%s/%s to mirror deletions: %s", self.store.bucket, self.prefix, error)
+            return False
+        stale = [key for key, _ in listed if key[len(self.prefix):] not in present]
+        for key in stale:
+            self._uploaded.pop(key[len(self.prefix):], None)
+        if stale:
+            log.info("deleting %d objects under s3://%s/%s gone locally", len(stale), self.store.bucket, self.prefix)
+        return self.store.delete_keys(stale)
 
     def restore(self) -> int:
         """Download everything under the prefix with its original mtimes; returns the file count."""
@@ -149,10 +191,11 @@ class DirSync:
     def _files(self):
         if not self.local_dir.is_dir():
             return
-        for root, _, names in os.walk(self.local_dir):
+        for root, dirs, names in os.walk(self.local_dir):
+            dirs[:] = [name for name in dirs if Path(root) / name != self.skip_dir]
             for name in sorted(names):
                 path = Path(root) / name
-                if path.is_file() and not path.is_symlink():
+                if not is_temporary(name) and path.is_file() and not path.is_symlink():
                     yield path, path.relative_to(self.local_dir).as_posix()
 
 
@@ -160,6 +203,15 @@ def _not_found(error: Exception) -> bool:
     """A missing key or bucket stays missing: retrying only delays the report that says so."""
     code = str(getattr(error, "response", {}).get("Error", {}).get("Code", ""))
     return code in ("404", "NoSuchKey", "NoSuchBucket")
+
+
+def _raise_errors(response: dict) -> None:
+    """DeleteObjects reports per-key failures in its answer instead of raising."""
+    errors = response.get("Errors") or []
+    if errors:
+        first = errors[0]
+        raise ClientError({"Error": {"Code": first.get("Code", ""), "Message": first.get("Message", "")}},
+                          "DeleteObjects")
 
 
 def _mtime_ns(metadata: Dict[str, str], fallback: int) -> int:

@@ -11,6 +11,7 @@ are what tests compare with the deployed roles' policies (see spottrain/local/ia
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import importlib
@@ -158,7 +159,7 @@ class LambdaHost:
         self._log: io.TextIOBase | None = None
         self._streams: tuple[Any, Any] | None = None
         self.calls: set[ApiCall] = set()
-        self.invoked: set[str] = set()  # handlers that ran, calls or not
+        self.invocations: collections.Counter[str] = collections.Counter()  # by handler, calls or not
         self._recording = False
 
     def close(self) -> None:
@@ -197,6 +198,7 @@ class LambdaHost:
                     deadline=time.time() + spec.timeout,
                     log_group_name=f"/aws/lambda/{spec.name}",
                 )
+                self.invocations[spec.handler] += 1
                 with self._running(function):
                     return function.handler(event, context), False
             except Exception as exc:  # noqa: BLE001 - every handler failure becomes a Lambda error payload
@@ -236,7 +238,6 @@ class LambdaHost:
         saved_env = _set_environment(self._environment(function.spec))
         self._route_output()
         self._record_api_calls()
-        self.invoked.add(function.spec.handler)
         _INVOKING.active = True
         _INVOKING.calls, _INVOKING.handler = self.calls, function.spec.handler
         try:

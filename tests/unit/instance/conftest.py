@@ -79,6 +79,14 @@ if mode == "resume":
     seen = {p.name: p.stat().st_mtime_ns for p in ckpt.iterdir()}
     (out / "seen_at_start.json").write_text(json.dumps({"files": seen, "resume": os.environ.get("SPOTTRAIN_RESUME")}))
     exit_now(0)
+if mode == "rotate":
+    # What training_payload/resume.py does: keep the newest two, write .partial then rename.
+    (ckpt / "snapshot_iter_3.partial").write_text("state 3")
+    os.rename(ckpt / "snapshot_iter_3.partial", ckpt / "snapshot_iter_3")
+    os.remove(ckpt / "snapshot_iter_1")
+    (ckpt / "snapshot_iter_4.partial").write_text("half written when the agent synced")
+    (out / "model.txt").write_text("weights")
+    exit_now(0)
 if mode == "chatty":
     for i in range(400):
         print("chatty line %04d %s" % (i, "x" * 40), flush=True)

@@ -125,6 +125,32 @@ def test_given_no_checkpoint_dir_when_attempt_2_starts_then_output_is_restored_i
     assert set(json.loads(agent.text("output/seen_at_start.json"))["files"]) >= {"snapshot_iter_7"}
 
 
+def test_given_attempt_2_rotating_snapshots_then_checkpoints_mirror_it_and_attempt_1_outputs_stay(
+        agent, training_repo, s3, bucket):
+    for key in ("checkpoints/snapshot_iter_1", "checkpoints/snapshot_iter_2", "output/attempt1-plot.png"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"from attempt 1")
+    agent.put_job(job_document(training_repo, agent.marks, exec_command=train("rotate")))
+
+    agent.start(attempt=2).wait()
+
+    assert agent.json(COMPLETED)["exit_code"] == 0
+    assert agent.keys("checkpoints/") == ["checkpoints/snapshot_iter_2", "checkpoints/snapshot_iter_3"]
+    assert agent.keys("output/") == ["output/attempt1-plot.png", "output/model.txt"]
+
+
+def test_given_no_checkpoint_dir_when_attempt_2_rotates_snapshots_then_nothing_in_output_is_deleted(
+        agent, training_repo, s3, bucket):
+    for key in ("output/snapshot_iter_1", "output/snapshot_iter_2"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"from attempt 1")
+    agent.put_job(job_document(training_repo, agent.marks, checkpoint_dir=None, exec_command=train("rotate")))
+
+    agent.start(attempt=2).wait()
+
+    assert agent.json(COMPLETED)["exit_code"] == 0
+    assert agent.keys("output/") == ["output/model.txt", "output/snapshot_iter_1", "output/snapshot_iter_2",
+                                     "output/snapshot_iter_3"]
+
+
 def test_given_a_hanging_command_that_ignores_sigterm_when_max_runtime_passes_then_it_is_killed(
         agent, training_repo):
     # 2 "minutes" of 1 s each; the command ignores SIGTERM, so only SIGKILL (after 1 s) ends it.
@@ -204,5 +230,6 @@ def test_help_documents_the_contract():
     for term in ("--bucket", "--attempt", "--workdir", "--shutdown-command", "status/completed.json",
                  "status/interrupted.json", "status/heartbeat.json", "SPOTTRAIN_SYNC_SECONDS",
                  "SPOTTRAIN_HEARTBEAT_SECONDS", "SPOTTRAIN_NOTICE_POLL_SECONDS", "SPOTTRAIN_SECONDS_PER_MINUTE",
-                 "AWS_ENDPOINT_URL", "AWS_EC2_METADATA_SERVICE_ENDPOINT", "SPOTTRAIN_RESUME"):
+                 "AWS_ENDPOINT_URL", "AWS_EC2_METADATA_SERVICE_ENDPOINT", "SPOTTRAIN_RESUME",
+                 "checkpoints/ mirrors checkpoint_dir", "output/ only grows", ".partial", ".tmp"):
         assert term in result.stdout, term

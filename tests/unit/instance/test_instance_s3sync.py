@@ -116,3 +116,115 @@ def test_given_a_missing_key_when_reading_then_it_fails_at_once_without_retries(
     with pytest.raises(ClientError, match="NoSuchKey"):
         Store(store.client, "job", attempts=5, base_delay=1.0).get_json("job.json")
     assert time.monotonic() - started < 1  # four retries would have taken 15 s
+
+
+def keys_under(store, prefix):
+    return sorted(key for key, _ in store.list_keys(prefix))
+
+
+def snapshot(directory, iteration):
+    (directory / f"snapshot_iter_{iteration}").write_bytes(b"state %d" % iteration)
+
+
+def test_given_snapshots_rotated_locally_when_the_mirror_syncs_then_s3_holds_exactly_the_local_set(store, tmp_path):
+    for iteration in (100, 200):
+        snapshot(tmp_path, iteration)
+    sync = DirSync(store, tmp_path, "checkpoints/", mirror_deletions=True)
+    assert sync.sync()
+
+    # The payload keeps the newest two: 300 arrives, 100 goes.
+    snapshot(tmp_path, 300)
+    (tmp_path / "snapshot_iter_100").unlink()
+    assert sync.sync()
+
+    assert keys_under(store, "checkpoints/") == ["checkpoints/snapshot_iter_200", "checkpoints/snapshot_iter_300"]
+
+
+def test_given_a_file_rotated_away_then_back_when_the_mirror_syncs_then_it_is_uploaded_again(store, tmp_path):
+    snapshot(tmp_path, 100)
+    sync = DirSync(store, tmp_path, "checkpoints/", mirror_deletions=True)
+    sync.sync()
+    stat = (tmp_path / "snapshot_iter_100").stat()
+    (tmp_path / "snapshot_iter_100").unlink()
+    sync.sync()
+
+    # Same size and mtime as before: only forgetting the deleted upload makes the sync send it again.
+    snapshot(tmp_path, 100)
+    os.utime(tmp_path / "snapshot_iter_100", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert sync.sync()
+
+    assert keys_under(store, "checkpoints/") == ["checkpoints/snapshot_iter_100"]
+
+
+def test_given_files_being_written_when_syncing_then_temporaries_are_never_uploaded(store, tmp_path):
+    snapshot(tmp_path, 100)
+    for name in ("snapshot_iter_200.partial", "weights.tmp", "model.partial.npz"):
+        (tmp_path / name).write_bytes(b"half written")
+
+    assert DirSync(store, tmp_path, "checkpoints/").sync()
+    assert DirSync(store, tmp_path, "output/").sync()
+
+    assert keys_under(store, "") == ["checkpoints/snapshot_iter_100", "output/snapshot_iter_100"]
+
+
+def test_given_a_stale_partial_object_in_s3_when_the_mirror_syncs_then_it_is_deleted(store, tmp_path):
+    store.client.put_object(Bucket="job", Key="checkpoints/snapshot_iter_200.partial", Body=b"half")
+    snapshot(tmp_path, 100)
+    (tmp_path / "snapshot_iter_200.partial").write_bytes(b"half")  # still being written locally
+
+    assert DirSync(store, tmp_path, "checkpoints/", mirror_deletions=True).sync()
+
+    assert keys_under(store, "checkpoints/") == ["checkpoints/snapshot_iter_100"]
+
+
+def test_given_output_files_deleted_locally_when_syncing_output_then_they_stay_in_s3(store, tmp_path):
+    (tmp_path / "log").write_text("epoch 1")
+    (tmp_path / "plot.png").write_bytes(b"png")
+    sync = DirSync(store, tmp_path, "output/")  # output/ is never a mirror: a retry does not restore it
+    sync.sync()
+
+    (tmp_path / "plot.png").unlink()
+    assert sync.sync()
+
+    assert keys_under(store, "output/") == ["output/log", "output/plot.png"]
+
+
+class FailingUploads(Store):
+    def __init__(self, inner: Store):
+        super().__init__(inner.client, inner.bucket, base_delay=0.01)
+
+    def upload(self, path, key, metadata=None):
+        return False
+
+
+def test_given_a_failed_upload_when_the_mirror_syncs_then_no_old_snapshot_is_deleted(store, tmp_path):
+    snapshot(tmp_path, 100)
+    DirSync(store, tmp_path, "checkpoints/", mirror_deletions=True).sync()
+    (tmp_path / "snapshot_iter_100").unlink()
+    snapshot(tmp_path, 200)
+
+    # snapshot 200 never reached S3: 100 is the only copy a retry could resume from.
+    assert DirSync(FailingUploads(store), tmp_path, "checkpoints/", mirror_deletions=True).sync() is False
+
+    assert keys_under(store, "checkpoints/") == ["checkpoints/snapshot_iter_100"]
+
+
+def test_given_a_missing_local_dir_when_the_mirror_syncs_then_nothing_is_deleted(store, tmp_path):
+    store.client.put_object(Bucket="job", Key="checkpoints/snapshot_iter_100", Body=b"state")
+
+    DirSync(store, tmp_path / "not-created-yet", "checkpoints/", mirror_deletions=True).sync()
+
+    assert keys_under(store, "checkpoints/") == ["checkpoints/snapshot_iter_100"]
+
+
+def test_given_checkpoints_nested_in_output_when_output_syncs_then_they_are_left_to_the_checkpoint_mirror(
+        store, tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    snapshot(checkpoints, 100)
+    (tmp_path / "model.txt").write_text("weights")
+
+    # output/ never deletes: a snapshot copied there would outlive every rotation.
+    assert DirSync(store, tmp_path, "output/", skip_dir=checkpoints).sync()
+
+    assert keys_under(store, "output/") == ["output/model.txt"]

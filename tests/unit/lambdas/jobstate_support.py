@@ -76,13 +76,11 @@ def lambda_env(aws, monkeypatch):
 
 
 def _forget_cold_start() -> None:
-    """Each test is a fresh cold start: settings and clients cached by a handler module are dropped."""
-    from lambdas import create_bucket, notify, terminate_instance, validate_job
+    """Each test is a fresh cold start: the settings and clients handlers cache are dropped."""
+    from lambdas.shared import runtime
 
-    for module in (validate_job, create_bucket, notify, terminate_instance):
-        for name in ("_settings", "_s3", "_clients"):
-            if hasattr(module, name):
-                getattr(module, name).cache_clear()
+    runtime.settings.cache_clear()
+    runtime.client.cache_clear()
 
 
 def job_state(spec: dict | None = None, settings: Settings | None = None) -> dict:

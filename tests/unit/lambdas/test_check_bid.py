@@ -1,6 +1,8 @@
 """check_bid: FULFILLED / PENDING (bounded) / FAILED with AWS's code, and FAILED leaves nothing open."""
 from __future__ import annotations
 
+from lambdas.shared import runtime
+
 import pytest
 
 from lambdas import check_bid as cb
@@ -152,11 +154,11 @@ def test_given_the_handler_when_invoked_with_the_whole_state_then_it_returns_the
     monkeypatch.setenv("STACK_NAME", "SpotTrainTest")
     monkeypatch.setenv("BUCKET_PREFIX", "spottrain-123456789012")
     monkeypatch.setenv("BID_MAX_CHECKS", "2")
-    cb._settings.cache_clear()
+    runtime.settings.cache_clear()
     try:
         bid = cb.handler(with_launch(job_state(), run_instance(ec2)), LAMBDA_CONTEXT)
     finally:
-        cb._settings.cache_clear()
+        runtime.settings.cache_clear()
     assert set(bid) == {"status", "code", "message", "checks"} and bid["status"] == "FULFILLED"
 
 

@@ -2,6 +2,8 @@
 before anything exists in AWS; and the schema interpreter agrees with the real jsonschema package."""
 from __future__ import annotations
 
+from lambdas.shared import runtime
+
 import copy
 import json
 
@@ -107,10 +109,10 @@ def deployed_validator():
         for name, value in {**LAMBDA_ENV, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                             "AWS_DEFAULT_REGION": "us-east-1"}.items():
             patch.setenv(name, value)
-        validate_job._settings.cache_clear()
+        runtime.settings.cache_clear()
         with mock_aws():
             yield boto3.client("s3"), boto3.client("ec2")
-        validate_job._settings.cache_clear()
+        runtime.settings.cache_clear()
 
 
 @pytest.mark.parametrize("spec, field, words, schema_level", [case[1:] for case in BAD_SPECS],

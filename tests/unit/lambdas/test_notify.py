@@ -1,6 +1,8 @@
 """Notify: exactly one email per workflow event, with what a user needs to act on it and nothing secret."""
 from __future__ import annotations
 
+from lambdas.shared import runtime
+
 import datetime as dt
 import json
 
@@ -32,7 +34,7 @@ def running_job(lambda_env):
 
 
 def publish(event: NotifyEvent, state: dict, now: dt.datetime = NOW) -> dict:
-    return notify.publish_event(boto3.client("sns"), boto3.client("s3"), notify._settings(), event, state, now=now)
+    return notify.publish_event(boto3.client("sns"), boto3.client("s3"), runtime.settings(), event, state, now=now)
 
 
 @pytest.mark.parametrize("event", list(NotifyEvent))
@@ -186,7 +188,7 @@ def test_given_sns_throttles_when_publishing_then_transient_error(running_job, m
 
     monkeypatch.setattr(sns, "publish", throttled)
     with pytest.raises(TransientError, match="Throttling"):
-        notify.publish_event(sns, s3, notify._settings(), NotifyEvent.COMPLETED, state, now=NOW)
+        notify.publish_event(sns, s3, runtime.settings(), NotifyEvent.COMPLETED, state, now=NOW)
 
 
 @pytest.mark.parametrize("seconds, text", [(0, "0s"), (59, "59s"), (192, "3m12s"), (3600, "1h00m"), (93784, "1d2h")])

@@ -1,6 +1,8 @@
 """poll_completion: markers + instance state -> RUNNING / SUCCEEDED / FAILED / INTERRUPTED, and the next wait."""
 from __future__ import annotations
 
+from lambdas.shared import runtime
+
 import copy
 import datetime as dt
 
@@ -203,11 +205,11 @@ def test_given_the_handler_when_invoked_then_the_result_has_every_field_the_stat
     monkeypatch.setenv("BUCKET_PREFIX", "spottrain-123456789012")
     monkeypatch.setenv("HEARTBEAT_LOST_SECONDS", str(10 ** 9))  # the real clock, not NOW, runs in the handler
     monkeypatch.setenv("HEARTBEAT_STALE_SECONDS", str(10 ** 9))
-    pc._settings.cache_clear()
+    runtime.settings.cache_clear()
     try:
         result = pc.handler(state, LAMBDA_CONTEXT)
     finally:
-        pc._settings.cache_clear()
+        runtime.settings.cache_clear()
     assert {"status", "wait_seconds", "polls", "attempt", "handover", "handover_name", "handovers",
             "retry_allowed", "terminate_after_seconds", "detail"} <= set(result)
     assert result["status"] == "RUNNING"

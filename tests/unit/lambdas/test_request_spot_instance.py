@@ -1,6 +1,8 @@
 """request_spot_instance: one spot instance from the launch template, first pool with room, honest report."""
 from __future__ import annotations
 
+from lambdas.shared import runtime
+
 import base64
 import datetime as dt
 
@@ -88,11 +90,11 @@ def test_given_the_handler_with_stack_environment_when_invoked_then_it_launches(
     monkeypatch.setenv("LAUNCH_TEMPLATE_ID", launch_template(ec2))
     monkeypatch.setenv("AGENT_BUCKET", "spottrain-assets")
     monkeypatch.setenv("AGENT_KEY", "agent/abc.zip")
-    rsi._settings.cache_clear()
+    runtime.settings.cache_clear()
     try:
         launch = rsi.handler(job_state(), LAMBDA_CONTEXT)
     finally:
-        rsi._settings.cache_clear()
+        runtime.settings.cache_clear()
     instance = ec2.describe_instances(InstanceIds=[launch["instance"]["instance_id"]])["Reservations"][0]["Instances"][0]
     assert tags_of(instance)[layout.TAG_STACK] == "SpotTrainEnv"
 
@@ -286,8 +288,8 @@ def test_given_ec2_throttles_when_the_handler_runs_then_transient_error_lets_the
     expect_subnets(stubber)
     stubber.add_client_error("run_instances", service_error_code="RequestLimitExceeded",
                              service_message="Request limit exceeded.", expected_params=run_params("g5.xlarge", "subnet-a"))
-    monkeypatch.setattr(rsi.boto3, "client", lambda service: {"ec2": ec2, "s3": s3}[service])
-    monkeypatch.setattr(rsi, "_settings", stub_settings)
+    monkeypatch.setattr(runtime, "client", lambda service: {"ec2": ec2, "s3": s3}[service])
+    monkeypatch.setattr(runtime, "settings", stub_settings)
 
     with pytest.raises(TransientError, match="RequestLimitExceeded"):
         rsi.handler(job_state(), LAMBDA_CONTEXT)

@@ -1,0 +1,97 @@
+"""The deployed roles allow every AWS call the Lambdas really make, over a whole job and a cancel.
+
+moto enforces no IAM: without this check a Lambda calling an action its role lacks passes every
+local run and fails on AWS at the first job.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import subprocess
+import time
+
+import pytest
+
+from spottrain.local import Emulator
+from spottrain.local.iam_check import allowed_actions_by_handler, missing_permissions
+
+log = logging.getLogger(__name__)
+
+SLOW_TRAINING = "import time\nfor step in range(600):\n    print('step', step, flush=True)\n    time.sleep(1)\n"
+# validate_job checks the spec and calls nothing (its role has no statement at all)
+CALLS_NOTHING = {"lambdas.validate_job.handler"}
+TERMINATE = "lambdas.terminate_instance.handler"
+
+
+@pytest.fixture
+def slow_job(tmp_path) -> dict:
+    """A job that trains for minutes: only a cancel ends it early."""
+    repo = tmp_path / "slow-repo"
+    repo.mkdir()
+    (repo / "train.py").write_text(SLOW_TRAINING)
+    git = ["git", "-C", str(repo), "-c", "user.name=spottrain", "-c", "user.email=spottrain@example.com"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    subprocess.run(git + ["add", "train.py"], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "slow training"], check=True)
+    return {"exec_name": "slow-iam-job", "repository_url": repo.as_uri(), "repository_name": "slow-repo",
+            "repository_ref": "main", "data_dir": "data", "output_dir": "result",
+            "data_get_command": "true", "exec_command": "python train.py"}
+
+
+def _wait_until(condition, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.2)
+
+
+def _deployed_template(emulator: Emulator) -> dict:
+    body = emulator.client("cloudformation").get_template(StackName=emulator.stack_name)["TemplateBody"]
+    return json.loads(body) if isinstance(body, str) else body
+
+
+def _without_action(template: dict, action: str) -> dict:
+    """A copy of the template in which no policy statement grants `action`."""
+    template = copy.deepcopy(template)
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::IAM::Policy":
+            for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
+                actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                statement["Action"] = [granted for granted in actions if granted != action]
+    return template
+
+
+@pytest.mark.timeout(480)
+def test_given_a_job_and_a_cancel_when_they_run_then_every_lambda_call_is_allowed_by_its_deployed_role(
+    emulator_workdir, demo_job, slow_job, record_property
+):
+    with Emulator(emulator_workdir) as emulator:
+        # Given a job that runs to its end and one that is cancelled while it trains
+        slow_arn = emulator.start_job(slow_job)
+        demo = emulator.wait(emulator.start_job(demo_job), timeout=300)
+        assert demo["status"] == "SUCCEEDED", demo.get("cause")
+        assert any(instance.alive for instance in emulator.ec2.instances.values()), "the slow job is not training"
+        terminations = emulator.lambda_host.invocations[TERMINATE]
+        emulator.cancel(slow_job["exec_name"])
+        assert emulator.wait(slow_arn, timeout=30)["status"] == "ABORTED"
+        # both of the cancel's callers: `spottrain cancel` itself, then the ABORTED status-change event
+        _wait_until(lambda: emulator.lambda_host.invocations[TERMINATE] >= terminations + 2, timeout=20)
+
+        # When the calls the functions made are compared with the roles the stack deployed
+        calls = emulator.lambda_calls
+        template = _deployed_template(emulator)
+        missing = missing_permissions(template, calls)
+
+    # Then every function ran, and each one that may call AWS did (so the check below is not vacuous)
+    handlers = set(allowed_actions_by_handler(template))
+    assert set(emulator.lambda_host.invocations) == handlers
+    assert {call.handler for call in calls} == handlers - CALLS_NOTHING
+    # And no call needs an action its role lacks
+    assert missing == [], "\n".join(str(m) for m in missing)
+    # And the check would have caught this morning's bug: without s3:ListBucket, the bucket checks fail
+    flagged = {m.call.handler for m in missing_permissions(_without_action(template, "s3:ListBucket"), calls)}
+    assert TERMINATE in flagged, flagged
+
+    record_property("lambda_api_calls", len(calls))
+    log.info("lambda calls checked against IAM: %s", sorted(calls))
