@@ -6,7 +6,8 @@ each to the IAM action(s) it needs and compares them with the Allow statements o
 attached to the function's role in the synthesized template.
 
 Action level only: resource scoping and conditions are tests/infra's job. Deny statements,
-NotAction and managed policies (AWS-owned ARNs the template cannot show) are not evaluated.
+NotAction and AWS managed policies (ARNs whose documents the template does not hold) are not
+evaluated, nor actions a call needs only for some parameters (iam:PassRole, ec2:CreateTags at launch).
 """
 from __future__ import annotations
 

@@ -70,8 +70,8 @@ class _ApiCallRecording:
         with cls._lock:
             cls._users -= 1
             if cls._users == 0:
+                # _original stays set: a handler still running on another thread may be inside the wrapper
                 BaseClient._make_api_call = cls._original
-                cls._original = None
 
 
 def _make_api_call_recorded(client: BaseClient, operation_name: str, api_params: dict) -> Any:

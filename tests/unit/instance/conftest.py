@@ -1,6 +1,7 @@
 """Test bed for the instance agent: moto's S3 server, a fake IMDSv2, a local git repo, the agent as a process."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -126,7 +127,9 @@ def s3(aws_env):
 @pytest.fixture
 def bucket(s3, request):
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
-    name = f"job-{slug}-{os.getpid()}"
+    # Names that share their first 40 characters must still get buckets of their own.
+    digest = hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:8]
+    name = f"job-{slug}-{digest}-{os.getpid()}"
     s3.create_bucket(Bucket=name)
     return name
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import zipfile
 
-import boto3
 import pytest
 from botocore.client import BaseClient
 
@@ -155,5 +154,3 @@ def test_given_a_handler_calling_aws_then_the_host_records_its_calls_and_only_it
                           ApiCall("lambdas.task.handler", "s3", "HeadBucket")}
     assert host.invocations == {"lambdas.task.handler": 1}
     assert BaseClient._make_api_call is original  # closing the host unhooks botocore
-    boto3.client("s3", endpoint_url=moto_endpoint).list_buckets()
-    assert len(host.calls) == 2
