@@ -196,7 +196,8 @@ def derive_repository_name(url: str) -> str:
 
 def semantic_problems(spec: dict, settings: Settings) -> list[str]:
     """Rules that depend on the stack's settings or span fields; tolerant of fields the schema rejected."""
-    checks = (_bucket_name_problems, _repository_problems, _instance_problems, _limit_problems, _env_problems, _size_problems)
+    checks = (_bucket_name_problems, _repository_problems, _directory_problems, _instance_problems, _limit_problems,
+              _env_problems, _size_problems)
     return [problem for check in checks for problem in check(spec, settings)]
 
 
@@ -223,6 +224,14 @@ def _repository_problems(spec: dict, settings: Settings) -> Iterator[str]:
                "Use a public URL, or give the instance role access to a private mirror (e.g. CodeCommit).")
     if "repository_name" not in spec and url and not re.fullmatch(r"[A-Za-z0-9._-]+", derive_repository_name(url) or "."):
         yield "repository_name: cannot be derived from repository_url. Set repository_name to the folder name to clone into."
+
+
+def _directory_problems(spec: dict, settings: Settings) -> Iterator[str]:
+    checkpoints, output = spec.get("checkpoint_dir"), spec.get("output_dir")
+    if isinstance(checkpoints, str) and isinstance(output, str) and checkpoints.strip("/") == output.strip("/"):
+        # checkpoints/ mirrors its folder (old snapshots deleted) while output/ keeps everything.
+        yield ("checkpoint_dir: must differ from output_dir, or every snapshot would also be kept forever in output/. "
+               "Use a folder of its own (e.g. \"checkpoints\"), or omit checkpoint_dir to resume from output_dir.")
 
 
 def _instance_problems(spec: dict, settings: Settings) -> Iterator[str]:

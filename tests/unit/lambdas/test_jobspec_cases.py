@@ -99,6 +99,8 @@ BAD_SPECS = [
     ("reserved SPOTTRAIN_ env", spec_with(env={"SPOTTRAIN_BUCKET": "x"}), "env.SPOTTRAIN_BUCKET", "reserved", False),
     ("env value not a string", spec_with(env={"BATCH": 64}), "env.BATCH", "must be a string", True),
     ("bad env name", spec_with(env={"MY-VAR": "1"}), "env.MY-VAR (name)", "not allowed", True),
+    ("checkpoint_dir is output_dir", spec_with(checkpoint_dir="result/"), "checkpoint_dir", "must differ from output_dir",
+     False),
 ]
 
 
