@@ -33,6 +33,7 @@ from spottrain.local.bridge import Bridge
 from spottrain.local.ec2sim import Ec2Simulator
 from spottrain.local.emails import EmailWatcher
 from spottrain.local.faults import FaultError, Faults
+from spottrain.local.iam_check import missing_permissions
 from spottrain.local.lambda_host import ApiCall, LambdaHost
 from spottrain.local.server import ACCOUNT_ID, LOOPBACK_NO_PROXY, REGION, MotoServer
 
@@ -188,6 +189,14 @@ class Emulator:
     def lambda_calls(self) -> set[ApiCall]:
         """Every AWS API call the deployed functions made so far (moto checks no IAM; iam_check does)."""
         return self.lambda_host.calls.copy() if self.lambda_host else set()  # copy() is atomic; set() is not
+
+    def deployed_template(self) -> dict:
+        body = self.client("cloudformation").get_template(StackName=self.stack_name)["TemplateBody"]
+        return json.loads(body) if isinstance(body, str) else body
+
+    def permission_gaps(self) -> list:
+        """Calls the functions made so far that their deployed roles would deny on AWS."""
+        return missing_permissions(self.deployed_template(), self.lambda_calls)
 
     def wait_for_emails(self, count: int, timeout: float) -> list[dict]:
         """Wait until `count` emails arrived (SNS to SQS to here takes a moment); returns them all."""

@@ -6,7 +6,6 @@ local run and fails on AWS at the first job.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import subprocess
 import time
@@ -46,11 +45,6 @@ def _wait_until(condition, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def _deployed_template(emulator: Emulator) -> dict:
-    body = emulator.client("cloudformation").get_template(StackName=emulator.stack_name)["TemplateBody"]
-    return json.loads(body) if isinstance(body, str) else body
-
-
 def _without_action(template: dict, action: str) -> dict:
     """A copy of the template in which no policy statement grants `action`."""
     template = copy.deepcopy(template)
@@ -80,7 +74,7 @@ def test_given_a_job_and_a_cancel_when_they_run_then_every_lambda_call_is_allowe
 
         # When the calls the functions made are compared with the roles the stack deployed
         calls = emulator.lambda_calls
-        template = _deployed_template(emulator)
+        template = emulator.deployed_template()
         missing = missing_permissions(template, calls)
 
     # Then every function ran, and each one that may call AWS did (so the check below is not vacuous)

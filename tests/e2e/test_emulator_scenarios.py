@@ -39,6 +39,9 @@ FIRST_SNAPSHOT_TIMEOUT = 150
 def emulator(emulator_workdir) -> Iterator[Emulator]:
     with Emulator(emulator_workdir) as running:
         yield running
+        # The failure, interruption and retry paths make calls the demo never does: IAM must allow them too
+        gaps = running.permission_gaps()
+        assert gaps == [], "\n".join(str(gap) for gap in gaps)
 
 
 @pytest.fixture
