@@ -8,6 +8,7 @@ export PIP_BUILD_CONSTRAINT := $(CURDIR)/requirements/build-constraints.txt
 export PIP_CONSTRAINT := $(CURDIR)/requirements/build-constraints.txt
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION := 1
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 18,20
 
 .PHONY: demo test venv synth bench clean
 

@@ -52,6 +52,8 @@ def synthesize(context: dict, stack_name: str, cache_dir: Path) -> Path:
         **os.environ,
         "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
         "JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION": "1",
+        # the machine's Node 20 works for synthesis; jsii's boxed end-of-life banner only alarms users
+        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "18,20",
         # jsii unpacks its runtime into TMPDIR and caches packages under ~/.cache: keep both in our folder
         "TMPDIR": str(staging.parent),
         "JSII_RUNTIME_PACKAGE_CACHE_ROOT": str(cache_dir / "jsii-cache"),
