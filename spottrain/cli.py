@@ -17,6 +17,8 @@ from spottrain import jobs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_SPEC = REPO_ROOT / "examples" / "jobs" / "multihead-demo.json"
+LOCAL_TIMEOUT_SECONDS = 900  # a local job that takes longer is stuck, not slow
+AWS_POLL_SECONDS = 10.0  # following a real job: fresh enough, and a few API calls a minute
 
 
 class UsageError(Exception):
@@ -115,8 +117,8 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _follow(console: Console, sfn: Any, s3: Any, stack: jobs.Stack, arn: str, timeout: float) -> dict:
-    execution = jobs.wait(sfn, s3, stack, arn, timeout=timeout, on_progress=console.progress)
+def _follow(console: Console, sfn: Any, s3: Any, stack: jobs.Stack, arn: str, timeout: float, interval: float) -> dict:
+    execution = jobs.wait(sfn, s3, stack, arn, timeout=timeout, on_progress=console.progress, interval=interval)
     console.say()
     return execution
 
@@ -141,7 +143,7 @@ def cmd_submit(args: argparse.Namespace, console: Console) -> int:
     if not args.wait:
         console.say(f"follow it with: spottrain status {spec['exec_name']}  |  spottrain logs {spec['exec_name']} --follow")
         return 0
-    return _report_end(console, _follow(console, sfn, s3, stack, arn, args.timeout))
+    return _report_end(console, _follow(console, sfn, s3, stack, arn, args.timeout or float("inf"), AWS_POLL_SECONDS))
 
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
@@ -206,7 +208,7 @@ def _run_local(args: argparse.Namespace, console: Console, spec: dict, download_
         sfn, s3 = _clients(session)
         stack = jobs.Stack.from_outputs(emulator.outputs)
         arn = jobs.start(sfn, stack, spec)
-        execution = _follow(console, sfn, s3, stack, arn, args.timeout)
+        execution = _follow(console, sfn, s3, stack, arn, args.timeout or LOCAL_TIMEOUT_SECONDS, interval=1.0)
         emulator.wait_for_emails(len(emulator.emails) + 1, timeout=0.5)
         if download_to is not None:
             bucket = stack.job_bucket(spec["exec_name"])
@@ -260,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--workdir", default=".spottrain", help="where the emulator keeps its state (default: .spottrain)")
             sub.add_argument("--inject", action="append", default=[], metavar="NAME=VALUE",
                              help="fault: no-capacity=<type>[,<type>], interrupt-after=<seconds>, lambda-error=<function>:<count>")
-            sub.add_argument("--timeout", type=float, default=600, help="give up waiting after this many seconds")
+            sub.add_argument("--timeout", type=float, help="give up waiting after this many seconds "
+                             "(default: never on AWS, 900 in the emulator)")
         return sub
 
     demo = add("demo", cmd_demo, "run the bundled multi-head job end to end in the embedded emulator", aws=False, local=True)
@@ -296,6 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, jobs.JobNotFound) as exc:
         console.error(str(exc))
         return 2
+    except TimeoutError as exc:
+        console.error(f"gave up waiting: {exc}")
+        return 1
     except KeyboardInterrupt:
         console.say("interrupted")
         return 130

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,22 @@ def demo_job() -> dict:
     """
     spec = demo_spec(Path(os.environ.get("SPOTTRAIN_DEMO_REPOSITORY", REPO_ROOT)), json.loads(DEMO_SPEC.read_text()))
     return spec
+
+
+# A job that would run for minutes: only a cancel ends it early.
+SLOW_TRAINING = "import time\nfor step in range(600):\n    print('step', step, flush=True)\n    time.sleep(1)\n"
+
+
+@pytest.fixture
+def slow_job(tmp_path) -> dict:
+    """A job training for ten minutes, from a throwaway repository, for tests that cancel it."""
+    repo = tmp_path / "slow-repo"
+    repo.mkdir()
+    (repo / "train.py").write_text(SLOW_TRAINING)
+    git = ["git", "-C", str(repo), "-c", "user.name=spottrain", "-c", "user.email=spottrain@example.com"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    subprocess.run(git + ["add", "train.py"], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "slow training"], check=True)
+    return {"exec_name": "slow-job", "repository_url": repo.as_uri(), "repository_name": "slow-repo",
+            "repository_ref": "main", "data_dir": "data", "output_dir": "result",
+            "data_get_command": "true", "exec_command": "python train.py"}

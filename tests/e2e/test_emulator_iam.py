@@ -7,42 +7,18 @@ from __future__ import annotations
 
 import copy
 import logging
-import subprocess
-import time
 
 import pytest
 
+from e2e_support import wait_until
 from spottrain.local import Emulator
 from spottrain.local.iam_check import allowed_actions_by_handler, missing_permissions
 
 log = logging.getLogger(__name__)
 
-SLOW_TRAINING = "import time\nfor step in range(600):\n    print('step', step, flush=True)\n    time.sleep(1)\n"
 # validate_job checks the spec and calls nothing (its role has no statement at all)
 CALLS_NOTHING = {"lambdas.validate_job.handler"}
 TERMINATE = "lambdas.terminate_instance.handler"
-
-
-@pytest.fixture
-def slow_job(tmp_path) -> dict:
-    """A job that trains for minutes: only a cancel ends it early."""
-    repo = tmp_path / "slow-repo"
-    repo.mkdir()
-    (repo / "train.py").write_text(SLOW_TRAINING)
-    git = ["git", "-C", str(repo), "-c", "user.name=spottrain", "-c", "user.email=spottrain@example.com"]
-    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
-    subprocess.run(git + ["add", "train.py"], check=True)
-    subprocess.run(git + ["commit", "-q", "-m", "slow training"], check=True)
-    return {"exec_name": "slow-iam-job", "repository_url": repo.as_uri(), "repository_name": "slow-repo",
-            "repository_ref": "main", "data_dir": "data", "output_dir": "result",
-            "data_get_command": "true", "exec_command": "python train.py"}
-
-
-def _wait_until(condition, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.2)
 
 
 def _without_action(template: dict, action: str) -> dict:
@@ -70,7 +46,7 @@ def test_given_a_job_and_a_cancel_when_they_run_then_every_lambda_call_is_allowe
         emulator.cancel(slow_job["exec_name"])
         assert emulator.wait(slow_arn, timeout=30)["status"] == "ABORTED"
         # both of the cancel's callers: `spottrain cancel` itself, then the ABORTED status-change event
-        _wait_until(lambda: emulator.lambda_host.invocations[TERMINATE] >= terminations + 2, timeout=20)
+        wait_until(lambda: emulator.lambda_host.invocations[TERMINATE] >= terminations + 2, timeout=20)
 
         # When the calls the functions made are compared with the roles the stack deployed
         calls = emulator.lambda_calls

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from lambdas.shared import layout
+from e2e_support import wait_until
 from spottrain.local import Emulator, Faults
 from spottrain.local.ec2sim import INTERRUPT_GRACE_SECONDS
 
@@ -79,21 +80,13 @@ def timed(record_property: Callable[[str, Any], None], name: str) -> Iterator[No
 # --- helpers ---------------------------------------------------------------------------------------
 
 
-def _wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f}s"
-        time.sleep(0.2)
-    return result
-
-
 def job_emails(emulator: Emulator, exec_name: str, count: int, timeout: float = 15) -> list[dict]:
     """The job's emails (subjects start with "[spottrain] <exec_name> "), once `count` have arrived."""
     def arrived() -> list[dict]:
         emulator.wait_for_emails(len(emulator.emails) + 1, timeout=0.5)
         mine = [e for e in emulator.emails if e["subject"].startswith(f"[spottrain] {exec_name} ")]
         return mine if len(mine) >= count else []
-    return _wait_until(arrived, timeout, f"{count} emails for {exec_name}")
+    return wait_until(arrived, timeout, f"{count} emails for {exec_name}")
 
 
 def job_instances(emulator: Emulator, exec_name: str) -> list[dict]:
@@ -106,13 +99,13 @@ def job_instances(emulator: Emulator, exec_name: str) -> list[dict]:
 def assert_nothing_left_running(emulator: Emulator) -> None:
     """No instance pending or running, no spot request open or active, no simulated instance process."""
     ec2 = emulator.client("ec2")
-    _wait_until(lambda: not ec2.describe_instances(
+    wait_until(lambda: not ec2.describe_instances(
         Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])["Reservations"],
         timeout=30, what="every instance terminated")
     open_requests = ec2.describe_spot_instance_requests(
         Filters=[{"Name": "state", "Values": ["open", "active"]}])["SpotInstanceRequests"]
     assert open_requests == []
-    _wait_until(lambda: not any(instance.alive for instance in emulator.ec2.instances.values()),
+    wait_until(lambda: not any(instance.alive for instance in emulator.ec2.instances.values()),
                 timeout=15, what="every simulated instance's process ended")
 
 
@@ -148,7 +141,7 @@ def interrupt_once_a_snapshot_exists(emulator: Emulator, exec_name: str) -> str:
         except s3.exceptions.NoSuchBucket:
             return False
 
-    _wait_until(snapshot_synced, FIRST_SNAPSHOT_TIMEOUT, f"a training snapshot of {exec_name} in S3")
+    wait_until(snapshot_synced, FIRST_SNAPSHOT_TIMEOUT, f"a training snapshot of {exec_name} in S3")
     running = [i["InstanceId"] for i in job_instances(emulator, exec_name) if i["State"]["Name"] == "running"]
     assert len(running) == 1, running
     emulator.ec2.instances[running[0]].imds.post_spot_notice(in_seconds=INTERRUPT_GRACE_SECONDS)
