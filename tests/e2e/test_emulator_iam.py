@@ -38,6 +38,7 @@ def test_given_a_job_and_a_cancel_when_they_run_then_every_lambda_call_is_allowe
 ):
     with Emulator(emulator_workdir) as emulator:
         # Given a job that runs to its end and one that is cancelled while it trains
+        slow_job = {**slow_job, "exec_name": "slow-iam-job"}  # its own bucket, apart from the cancel test's
         slow_arn = emulator.start_job(slow_job)
         demo = emulator.wait(emulator.start_job(demo_job), timeout=300)
         assert demo["status"] == "SUCCEEDED", demo.get("cause")
