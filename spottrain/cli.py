@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -48,32 +48,36 @@ class Console:
     def __init__(self, stream=None):
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
-        self._last = ""
+        self._last = ""  # the newest progress line, still shown at the bottom on a terminal
 
     def progress(self, snapshot: jobs.Progress) -> None:
         line = snapshot.line()
+        if self.tty:
+            line = line[: shutil.get_terminal_size().columns - 1]  # one screen row, or \r can't rewrite it
         if line == self._last:
             return
         self._last = line
-        if self.tty:
-            self.stream.write("\r\033[K" + line[: os.get_terminal_size().columns - 1])
-        else:
-            self.stream.write(line + "\n")
+        self.stream.write("\r\033[K" + line if self.tty else line + "\n")
         self.stream.flush()
 
     def say(self, text: str = "") -> None:
+        """A message above the progress line, which stays at the bottom on a terminal."""
         if self.tty and self._last:
             self.stream.write("\r\033[K")
         self.stream.write(text + "\n")
-        self.stream.flush()
         if self.tty and self._last:
             self.stream.write(self._last)
-            self.stream.flush()
+        self.stream.flush()
 
-    def error(self, text: str) -> None:
+    def end_progress(self) -> None:
+        """Leave the last progress line on screen and stop rewriting it."""
         if self.tty and self._last:
             self.stream.write("\n")
-            self._last = ""
+            self.stream.flush()
+        self._last = ""
+
+    def error(self, text: str) -> None:
+        self.end_progress()
         sys.stderr.write(f"spottrain: {text}\n")
 
     def email(self, message: dict) -> None:
@@ -118,9 +122,10 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
 
 
 def _follow(console: Console, sfn: Any, s3: Any, stack: jobs.Stack, arn: str, timeout: float, interval: float) -> dict:
-    execution = jobs.wait(sfn, s3, stack, arn, timeout=timeout, on_progress=console.progress, interval=interval)
-    console.say()
-    return execution
+    try:
+        return jobs.wait(sfn, s3, stack, arn, timeout=timeout, on_progress=console.progress, interval=interval)
+    finally:
+        console.end_progress()
 
 
 def _report_end(console: Console, execution: dict) -> int:
@@ -261,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
         if local:
             sub.add_argument("--workdir", default=".spottrain", help="where the emulator keeps its state (default: .spottrain)")
             sub.add_argument("--inject", action="append", default=[], metavar="NAME=VALUE",
-                             help="fault: no-capacity=<type>[,<type>], interrupt-after=<seconds>, lambda-error=<function>:<count>")
+                             help="fault: no-capacity=<type>[,<type>], interrupt-after=<seconds into training>[:<count>], "
+                                  "lambda-error=<function>:<count>")
             sub.add_argument("--timeout", type=float, help="give up waiting after this many seconds "
                              "(default: never on AWS, 900 in the emulator)")
         return sub

@@ -30,6 +30,8 @@ LIVE_STATES = ("pending", "running")
 # AWS gives two minutes between the spot notice and the reclaim; the emulator gives the agent this
 # long to stop the training and sync its checkpoints.
 INTERRUPT_GRACE_SECONDS = 10.0
+# The line the instance agent writes to the job's output log when it starts exec_command.
+EXEC_PHASE_MARKER = "[spottrain] phase exec:"
 # Agent timings shrunk so a demo takes seconds, not a quarter hour (instance/agent/options.py).
 AGENT_TIMINGS = {
     "SPOTTRAIN_SYNC_SECONDS": "1",
@@ -74,6 +76,14 @@ class SimulatedInstance:
     @property
     def alive(self) -> bool:
         return self.process.poll() is None
+
+
+def training_started(sandbox: Path) -> bool:
+    """Whether the agent on this instance has started the job's exec_command (read off its disk)."""
+    return any(
+        EXEC_PHASE_MARKER in log.read_text(errors="replace")
+        for log in sandbox.glob("work/logs/attempt-*/output-*.log")
+    )
 
 
 class Ec2Simulator:
@@ -186,6 +196,11 @@ class Ec2Simulator:
         }
 
     def _interrupt(self, instance: SimulatedInstance) -> None:
+        # Counted from the training command's start, not from boot: clone, setup and data take
+        # longer or shorter with the machine's load, and the point is to reclaim a training job.
+        while not training_started(instance.sandbox):
+            if self._stop.wait(0.2) or not instance.alive:
+                return
         if self._stop.wait(self.faults.interrupt_after) or not instance.alive:
             return
         notice = instance.imds.post_spot_notice(in_seconds=self.interrupt_grace_seconds)

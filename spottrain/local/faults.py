@@ -1,4 +1,4 @@
-"""Faults a user can inject into the emulator by name, e.g. `interrupt-after=8`.
+"""Faults a user can inject into the emulator by name, e.g. `interrupt-after=4`.
 
 Each fault mimics something AWS really does to a spot job, so the workflow's recovery paths can be
 watched on a laptop: a pool with no capacity, a reclaimed instance, a Lambda service hiccup.
@@ -10,8 +10,8 @@ import threading
 
 FAULT_HELP = (
     "no-capacity=<type>[,<type>] (RunInstances fails with InsufficientInstanceCapacity), "
-    "interrupt-after=<seconds>[:<count>] (spot notice that long after each of the first <count> "
-    "instances starts, default 1), "
+    "interrupt-after=<seconds>[:<count>] (spot notice that long after the training command starts on "
+    "each of the first <count> instances, default 1), "
     "lambda-error=<function>:<count> (that function's first <count> invocations fail transiently)"
 )
 

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from lambdas.shared import layout
+from spottrain.local import ec2sim
 from spottrain.local.ec2sim import Ec2Simulator
 from spottrain.local.faults import Faults
 
@@ -25,6 +26,10 @@ open(os.path.join(os.environ["SPOTTRAIN_ROOT"], "facts.json"), "w").write(json.d
 PY
 '''
 SLEEPER = "#!/bin/bash\nsleep 120\n"
+# What the agent writes when the job's training command starts: interrupt-after counts from there.
+TRAINER = ('#!/bin/bash\nmkdir -p "$SPOTTRAIN_ROOT/work/logs/attempt-1"\nsleep 1\n'
+           'echo "[spottrain] phase exec: python train.py" > "$SPOTTRAIN_ROOT/work/logs/attempt-1/output-0001.log"\n'
+           'sleep 120\n')
 
 
 def _wait_until(condition, timeout: float = 20) -> None:
@@ -104,9 +109,20 @@ def test_given_interrupt_fault_then_the_notice_is_posted_and_the_instance_is_rec
     aws, launch, simulator
 ):
     sim = simulator(Faults.parse(["interrupt-after=0.5"]))
-    instance_id = launch(SLEEPER)
+    instance_id = launch(TRAINER)
     _wait_until(lambda: instance_id in sim.instances)
 
     _wait_until(lambda: "/latest/meta-data/spot/instance-action" in sim.instances[instance_id].imds.values, 5)
+    # the notice came only once the training had started, not 0.5 s after boot
+    assert ec2sim.training_started(sim.instances[instance_id].sandbox)
     _wait_until(lambda: _state(aws, instance_id) == "terminated", 10)
     _wait_until(lambda: not sim.instances[instance_id].alive, 5)
+
+
+def test_given_interrupt_fault_and_no_training_yet_then_no_notice(aws, launch, simulator):
+    sim = simulator(Faults.parse(["interrupt-after=0.1"]))
+    instance_id = launch(SLEEPER)
+    _wait_until(lambda: instance_id in sim.instances)
+    time.sleep(1.5)
+    assert "/latest/meta-data/spot/instance-action" not in sim.instances[instance_id].imds.values
+    assert _state(aws, instance_id) == "running"
