@@ -24,6 +24,9 @@ class ConfigError(ValueError):
     """A context value breaks its rule; the message names the key, the rule and the fix."""
 
 
+HANDOVER_SAFETY = 0.9  # room for each poll's own seconds on top of its wait
+
+
 def _error(key: str, value: Any, rule: str) -> ConfigError:
     return ConfigError(f"context {key}={value!r}: {rule}. Fix it in cdk.json or pass -c {key}=<value>.")
 
@@ -171,6 +174,15 @@ class StackConfig:
         if self.default_keep_alive_minutes > self.max_keep_alive_minutes:
             limit = f"must be <= maxKeepAliveMinutes ({self.max_keep_alive_minutes})"
             raise _error("defaultKeepAliveMinutes", self.default_keep_alive_minutes, limit)
+        # An execution must hand the job over before Step Functions times it out (and the timeout's
+        # clean-up terminates a healthy training): its longest watch is every poll at the longest wait.
+        longest_watch = self.polls_per_execution * self.poll_max_seconds
+        timeout = self.job_timeout_hours * 3600
+        if longest_watch >= HANDOVER_SAFETY * timeout:
+            rule = (f"times pollMaxSeconds ({self.poll_max_seconds}) is {longest_watch} s, which must stay under "
+                    f"{HANDOVER_SAFETY:.0%} of jobTimeoutHours ({timeout:.0f} s) so an execution hands over before "
+                    "it times out; lower pollsPerExecution or raise jobTimeoutHours")
+            raise _error("pollsPerExecution", self.polls_per_execution, rule)
 
     def lambda_environment(self) -> dict[str, str]:
         """The settings part of the Lambda environment (names and parsing: lambdas/shared/config.py)."""

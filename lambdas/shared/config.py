@@ -61,7 +61,7 @@ class Settings:
     poll_backoff: float = 1.5
     heartbeat_stale_seconds: int = 120
     heartbeat_lost_seconds: int = 900
-    polls_per_execution: int = 1000
+    polls_per_execution: int = 500
     max_runtime_minutes: int = 1440
     max_attempts: int = 3
     default_keep_alive_minutes: int = 0

@@ -31,10 +31,10 @@ def test_cdk_json_defaults_match_the_lambda_settings_defaults():
 def test_given_cli_strings_then_they_parse_like_json_values():
     from_strings = _config(allowedInstanceTypes="g5.xlarge, g6.xlarge", defaultInstanceTypes='["g6.xlarge"]',
                            pollBackoff="2", bidMaxChecks="4", onDemandFallback="false", maxSpotPrice="0.5",
-                           subnetIds="subnet-01,subnet-02", vpcId="vpc-01", jobTimeoutHours="0.5")
+                           subnetIds="subnet-01,subnet-02", vpcId="vpc-01", jobTimeoutHours="0.5", pollsPerExecution="5")
     from_json = _config(allowedInstanceTypes=["g5.xlarge", "g6.xlarge"], defaultInstanceTypes=["g6.xlarge"],
                         pollBackoff=2, bidMaxChecks=4, onDemandFallback=False, maxSpotPrice=0.5,
-                        subnetIds=["subnet-01", "subnet-02"], vpcId="vpc-01", jobTimeoutHours=0.5)
+                        subnetIds=["subnet-01", "subnet-02"], vpcId="vpc-01", jobTimeoutHours=0.5, pollsPerExecution=5)
     assert from_strings == from_json
     assert from_strings.subnet_ids == ("subnet-01", "subnet-02") and from_strings.max_spot_price == 0.5
 
@@ -62,6 +62,8 @@ def test_powertools_layer_absent_means_default_and_empty_means_none():
         ({"notificationEmail": "ops"}, "notificationEmail", "email address"),
         ({"jobTimeoutHours": 0}, "jobTimeoutHours", "> 0"),
         ({"defaultKeepAliveMinutes": 90}, "defaultKeepAliveMinutes", "<= maxKeepAliveMinutes"),
+        ({"pollsPerExecution": 1000}, "pollsPerExecution", "hands over before it times out"),
+        ({"jobTimeoutHours": 24}, "pollsPerExecution", "raise jobTimeoutHours"),
     ],
 )
 def test_given_bad_context_then_error_names_key_rule_and_fix(overrides, key, rule):

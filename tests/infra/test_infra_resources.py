@@ -211,7 +211,7 @@ def test_given_defaults_then_lambda_settings_parse_to_the_documented_defaults(de
         assert (settings.bid_wait_seconds, settings.bid_max_checks) == (15, 8)
         assert (settings.poll_min_seconds, settings.poll_max_seconds, settings.poll_backoff) == (30, 300, 1.5)
         assert (settings.heartbeat_stale_seconds, settings.heartbeat_lost_seconds) == (120, 900)
-        assert (settings.max_runtime_minutes, settings.max_attempts, settings.polls_per_execution) == (1440, 3, 1000)
+        assert (settings.max_runtime_minutes, settings.max_attempts, settings.polls_per_execution) == (1440, 3, 500)
         assert (settings.default_keep_alive_minutes, settings.max_keep_alive_minutes) == (0, 60)
         assert settings.max_spot_price is None and settings.on_demand_fallback is True
         assert settings.seconds_per_minute == 60

@@ -35,6 +35,7 @@ FUNCTIONS = {"ValidateJob": "validate_job", "CreateBucket": "create_bucket", "Re
 TRANSIENT_ERRORS = {"Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException",
                     "Lambda.TooManyRequestsException", "TransientError"}
 CLEANUP_CHAIN = ("TerminateOnError", "NotifyError", "JobErrored")
+CDK_JSON = Path(__file__).resolve().parents[3] / "cdk.json"
 HISTORY_EVENT_CAP = 25_000
 # History events each state adds in Step Functions (entered + exited; a Lambda task adds scheduled,
 # started and succeeded between them: https://docs.aws.amazon.com/step-functions/latest/apireference/API_HistoryEvent.html).
@@ -141,12 +142,15 @@ def test_one_poll_costs_nine_events_and_a_full_execution_stays_well_below_the_ca
     assert worst < 0.8 * HISTORY_EVENT_CAP, worst
 
 
-def test_default_settings_watch_a_max_runtime_job_without_handing_over():
+def test_default_settings_hand_over_before_the_execution_times_out_and_watch_a_whole_attempt():
     settings = Settings(stack_name="s", bucket_prefix="p")
+    job_timeout_seconds = json.loads(CDK_JSON.read_text())["context"]["jobTimeoutHours"] * 3600
     watched = sum(poll_completion.next_wait(settings, k) for k in range(settings.polls_per_execution - 1))
-    # 298,521 s (82.9 h) per execution against a 24 h default runtime cap.
-    assert watched == 298_521
-    assert watched > settings.max_runtime_minutes * 60 * 3
+    # 148,521 s (41.3 h) of waits per execution: a hand-over comes well before the 48 h timeout ...
+    assert watched == 148_521
+    assert watched + settings.polls_per_execution * 5 < job_timeout_seconds  # 5 s per poll task, generously
+    # ... and one execution still watches a whole attempt at the default 24 h runtime cap.
+    assert watched > settings.max_runtime_minutes * 60
 
 
 # ----- running it: moto's interpreter, scripted Lambdas ------------------------------------------
