@@ -14,6 +14,8 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from infra.assets import keep_only
+
 TASKS = (
     "validate_job",
     "create_bucket",
@@ -26,20 +28,9 @@ TASKS = (
 
 # Handlers, the job schema, and the user-data renderer the launch Lambda needs; nothing else
 # (no payload, tests, virtualenv or node_modules).
-LAMBDA_ASSET_EXCLUDE = [
-    "*",
-    ".*",  # minimatch skips dotfiles for "*": .venv, .git and caches must not ship
-    "!lambdas",
-    "!lambdas/**",
-    "!schemas",
-    "!schemas/**",
-    "!instance",
-    "!instance/__init__.py",
-    "!instance/userdata.py",
-    "!instance/bootstrap.sh",
-    "__pycache__",
-    "*.pyc",
-]
+LAMBDA_ASSET_EXCLUDE = keep_only(
+    "lambdas/**", "schemas/**", "instance/__init__.py", "instance/userdata.py", "instance/bootstrap.sh"
+)
 
 POWERTOOLS_LAYER = "AWSLambdaPowertoolsPythonV3-python312-x86_64:27"
 POWERTOOLS_ACCOUNT = "017000801446"  # the Powertools team's public layer account

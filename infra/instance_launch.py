@@ -13,22 +13,12 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
+from infra.assets import keep_only
 from infra.job_storage import JobStorage
+from instance.asset import SHARED_FILES
 
-# The agent zip: the instance package plus the one shared module it imports (S3 key names).
-AGENT_ASSET_EXCLUDE = [
-    "*",
-    ".*",  # minimatch skips dotfiles for "*": .venv, .git and caches must not ship
-    "!instance",
-    "!instance/**",
-    "!lambdas",
-    "!lambdas/__init__.py",
-    "!lambdas/shared",
-    "!lambdas/shared/__init__.py",
-    "!lambdas/shared/layout.py",
-    "__pycache__",
-    "*.pyc",
-]
+# The agent zip: the instance package plus the shared modules it imports (instance/asset.py lists them).
+AGENT_ASSET_EXCLUDE = keep_only("instance/**", *SHARED_FILES)
 
 ROOT_DEVICE_NAME = "/dev/sda1"  # the Ubuntu-based DLAMIs' root device
 
