@@ -173,13 +173,18 @@ def test_given_pools_that_already_failed_this_job_when_relaunching_then_they_are
     assert launch["pools_failed"] == ["g5.xlarge/subnet-a", "g5.xlarge/subnet-b"]
 
 
-def test_given_every_pool_without_capacity_and_no_fallback_then_exhausted_with_nothing_launched(aws, stubbed_ec2):
-    _, s3 = aws
-    ec2, stubber = stubbed_ec2
+def expect_every_pool_full(stubber) -> None:
+    """Both of the job's types in both subnets answer InsufficientInstanceCapacity."""
     expect_subnets(stubber)
     for instance_type in ("g5.xlarge", "g4dn.xlarge"):
         for subnet, _ in SUBNETS:
             expect_no_capacity(stubber, instance_type, subnet)
+
+
+def test_given_every_pool_without_capacity_and_no_fallback_then_exhausted_with_nothing_launched(aws, stubbed_ec2):
+    _, s3 = aws
+    ec2, stubber = stubbed_ec2
+    expect_every_pool_full(stubber)
 
     launch = rsi.request_instance(ec2, s3, stub_settings(), job_state())
 
@@ -191,10 +196,7 @@ def test_given_every_pool_without_capacity_and_no_fallback_then_exhausted_with_n
 def test_given_no_spot_capacity_and_job_and_stack_allow_on_demand_then_on_demand_in_the_first_pool(aws, stubbed_ec2):
     _, s3 = aws
     ec2, stubber = stubbed_ec2
-    expect_subnets(stubber)
-    for instance_type in ("g5.xlarge", "g4dn.xlarge"):
-        for subnet, _ in SUBNETS:
-            expect_no_capacity(stubber, instance_type, subnet)
+    expect_every_pool_full(stubber)
     expect_launch(stubber, "g5.xlarge", "subnet-a", spot=False)  # run_params(spot=False): no market options
     state = job_state(instance={"types": ["g5.xlarge", "g4dn.xlarge"], "on_demand_fallback": True, "volume_gb": 120})
 
@@ -209,10 +211,7 @@ def test_given_no_spot_capacity_and_job_and_stack_allow_on_demand_then_on_demand
 def test_given_the_job_asks_for_on_demand_but_the_stack_forbids_it_then_exhausted(aws, stubbed_ec2):
     _, s3 = aws
     ec2, stubber = stubbed_ec2
-    expect_subnets(stubber)
-    for instance_type in ("g5.xlarge", "g4dn.xlarge"):
-        for subnet, _ in SUBNETS:
-            expect_no_capacity(stubber, instance_type, subnet)
+    expect_every_pool_full(stubber)
     state = job_state(instance={"types": ["g5.xlarge", "g4dn.xlarge"], "on_demand_fallback": True, "volume_gb": 120})
 
     launch = rsi.request_instance(ec2, s3, stub_settings(on_demand_fallback=False), state)
