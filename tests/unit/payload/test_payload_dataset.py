@@ -1,12 +1,15 @@
 """The TSV image dataset and the demo data generator."""
 
+import csv
 import hashlib
+import warnings
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from training_payload.dataset import DatasetError, LabelVocabulary, MultiHeadImageDataset
+from training_payload.dataset import (
+    DatasetError, LabelVocabulary, MultiHeadImageDataset, load_image, to_rgb)
 from training_payload.make_data import LABELS, make_dataset
 
 
@@ -115,6 +118,146 @@ def test_given_a_validation_label_unseen_in_training_when_loading_then_error_nam
     with pytest.raises(DatasetError, match=r"val\.tsv line 3: unknown label 'purple' for head "
                                            r"'colour'; the training data only has \[blue, red\]"):
         MultiHeadImageDataset(str(tmp_path / "val.tsv"), vocabulary=train.vocabulary)
+
+
+# --- image modes: every mode Pillow can construct, with the pixel values the file means ---
+
+WHITE, BLACK, GREY = (255, 255, 255), (0, 0, 0), (128, 128, 128)
+
+
+def strip(mode, pixels, palette=None, palette_mode="RGB", **info):
+    """A 1-pixel-high image holding `pixels` left to right."""
+    image = Image.new(mode, (len(pixels), 1))
+    for x, pixel in enumerate(pixels):
+        image.putpixel((x, 0), pixel)
+    if palette:
+        image.putpalette(palette, palette_mode)
+    image.info.update(info)
+    return image
+
+
+def on_white(rgb, alpha):
+    """Straight alpha composited on white, the reference formula."""
+    return tuple(round(c * alpha / 255 + 255 * (1 - alpha / 255)) for c in rgb)
+
+
+RED_BLUE = [200, 10, 10, 0, 0, 255]
+MODE_CASES = [  # (id, image, expected RGB per pixel, tolerance)
+    ("1", lambda: strip("1", [0, 1]), [BLACK, WHITE], 0),
+    ("L", lambda: strip("L", [0, 128, 255]), [BLACK, GREY, WHITE], 0),
+    ("L with tRNS", lambda: strip("L", [7, 9], transparency=7), [WHITE, (9, 9, 9)], 0),
+    ("P", lambda: strip("P", [0, 1], RED_BLUE), [(200, 10, 10), (0, 0, 255)], 0),
+    ("P with transparent index", lambda: strip("P", [0, 1], RED_BLUE, transparency=0),
+     [WHITE, (0, 0, 255)], 0),
+    ("P with RGBA palette", lambda: strip("P", [0, 1], [200, 10, 10, 128, 0, 0, 255, 255], "RGBA"),
+     [on_white((200, 10, 10), 128), (0, 0, 255)], 1),
+    ("PA", lambda: strip("PA", [(0, 255), (1, 0), (1, 64)], RED_BLUE),
+     [(200, 10, 10), WHITE, on_white((0, 0, 255), 64)], 1),
+    ("RGB", lambda: strip("RGB", [(1, 2, 3), (250, 128, 0)]), [(1, 2, 3), (250, 128, 0)], 0),
+    ("RGB with tRNS", lambda: strip("RGB", [(1, 2, 3), (4, 5, 6)], transparency=(1, 2, 3)),
+     [WHITE, (4, 5, 6)], 0),
+    ("RGBA", lambda: strip("RGBA", [(255, 0, 0, 0), (0, 0, 255, 255), (0, 0, 0, 128)]),
+     [WHITE, (0, 0, 255), on_white(BLACK, 128)], 1),
+    ("RGBa (premultiplied)", lambda: strip("RGBa", [(100, 0, 0, 128)]), [(227, 127, 127)], 1),
+    ("RGBX", lambda: strip("RGBX", [(10, 20, 30, 0)]), [(10, 20, 30)], 0),
+    ("LA", lambda: strip("LA", [(0, 0), (0, 255), (100, 128)]),
+     [WHITE, BLACK, on_white((100, 100, 100), 128)], 1),
+    ("La (premultiplied)", lambda: strip("La", [(50, 128)]), [(177, 177, 177)], 1),
+    ("CMYK", lambda: strip("CMYK", [(0, 255, 255, 0), (0, 0, 0, 255), (0, 0, 0, 0)]),
+     [(255, 0, 0), BLACK, WHITE], 0),
+    ("YCbCr", lambda: strip("YCbCr", [(255, 128, 128), (0, 128, 128), (76, 85, 255)]),
+     [WHITE, BLACK, (255, 0, 0)], 2),
+    # Pillow's LAB: L* scaled to 0..255, a* and b* offset by 128; L* 50 is sRGB grey 119.
+    ("LAB", lambda: strip("LAB", [(255, 128, 128), (0, 128, 128), (128, 128, 128)]),
+     [WHITE, BLACK, (119, 119, 119)], 2),
+    ("HSV", lambda: strip("HSV", [(0, 255, 255), (85, 255, 255), (0, 0, 255)]),
+     [(255, 0, 0), (0, 255, 0), WHITE], 0),
+    # 16 bits onto 8: x / 257 rounded, so 65535 -> 255, 32768 -> 128, 257 -> 1
+    *((mode, lambda mode=mode: strip(mode, [0, 32768, 65535, 257]),
+       [BLACK, GREY, WHITE, (1, 1, 1)], 0) for mode in ("I;16", "I;16B", "I;16L", "I;16N", "I")),
+    ("I;16 with tRNS", lambda: strip("I;16", [1000, 0], transparency=1000), [WHITE, BLACK], 0),
+    ("F", lambda: strip("F", [0.0, 0.5, 1.0, 0.25]), [BLACK, GREY, WHITE, (64, 64, 64)], 0),
+]
+
+
+def rgb_pixels(image):
+    return np.asarray(image, dtype=np.int16).reshape(-1, 3)
+
+
+@pytest.mark.parametrize("build, expected, tolerance",
+                         [pytest.param(*case[1:], id=case[0]) for case in MODE_CASES])
+def test_given_any_pil_mode_when_converted_then_8_bit_rgb_with_the_values_the_image_means(
+        build, expected, tolerance):
+    rgb = to_rgb(build(), "data.tsv line 2: image x.png")
+
+    assert rgb.mode == "RGB"
+    np.testing.assert_allclose(rgb_pixels(rgb), expected, atol=tolerance)
+
+
+FILE_CASES = [("1", "png"), ("L", "png"), ("P with transparent index", "png"), ("RGB", "png"),
+              ("RGBA", "png"), ("LA", "png"), ("I;16", "png"), ("I;16 with tRNS", "png"),
+              ("P", "gif"), ("L", "bmp"), ("CMYK", "tiff"), ("CMYK", "jpg"), ("LAB", "tiff"),
+              ("PA", "tiff"), ("I;16B", "tiff"), ("I", "tiff"), ("F", "tiff")]
+
+
+@pytest.mark.parametrize("case, extension", FILE_CASES, ids=[" ".join(c) for c in FILE_CASES])
+def test_given_a_file_in_a_mode_that_format_keeps_when_loaded_then_the_same_values(
+        tmp_path, case, extension):
+    _, build, expected, tolerance = next(c for c in MODE_CASES if c[0] == case)
+    image = build()
+    path = tmp_path / f"image.{extension}"
+    image.save(path, **({"quality": 100} if extension == "jpg" else {}), **image.info)
+    with Image.open(path) as reopened:
+        assert reopened.mode == image.mode  # else this case would test another mode
+
+    # size == width: the bilinear resize leaves a 1-pixel-high strip's columns untouched
+    chw = load_image(str(path), size=len(expected), where="data.tsv line 2")
+
+    np.testing.assert_allclose(chw[:, 0, :].T * 255, expected, atol=tolerance + 1e-3)
+
+
+def test_given_16_bit_pngs_when_read_through_the_dataset_then_not_white_but_scaled(tmp_path):
+    """The reported bug: Pillow's own convert clips I;16 at 255, so every pixel came out white."""
+    for name, value in (("full.png", 65535), ("half.png", 32768), ("dark.png", 2570)):
+        Image.new("I;16", (6, 4), value).save(tmp_path / name)
+    tsv = write_tsv(tmp_path, "filename\tkind\nfull.png\ta\nhalf.png\ta\ndark.png\ta\n")
+    dataset = MultiHeadImageDataset(tsv, image_size=4)
+
+    values = [dataset[i][0] for i in range(3)]
+
+    np.testing.assert_allclose(values[0], 1.0)
+    np.testing.assert_allclose(values[1], 128 / 255, rtol=1e-6)
+    np.testing.assert_allclose(values[2], 10 / 255, rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["BGR;15", "BGR;16", "BGR;24"])
+def test_given_a_mode_pillow_cannot_convert_when_converted_then_refused_naming_file_and_mode(mode):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Pillow is retiring these modes
+        image = Image.new(mode, (2, 1))
+
+    with pytest.raises(DatasetError, match=rf"data\.tsv line 4: image x\.bmp: PIL mode "
+                                           rf"'{mode}' has no faithful conversion to RGB\. Fix:"):
+        to_rgb(image, "data.tsv line 4: image x.bmp")
+
+
+@pytest.mark.parametrize("mode, pixels, message", [
+    pytest.param("I", [0, 70000], r"PIL mode 'I' with values from 0 to 70000; only 0\.\.65535",
+                 id="I beyond 16 bits"),
+    pytest.param("I", [-5, 100], r"PIL mode 'I' with values from -5 to 100", id="I negative"),
+    pytest.param("F", [0.0, 255.0], r"PIL mode 'F' \(32-bit float\) with values from 0 to 255; "
+                                    r"only floats in \[0, 1\]", id="F in 0..255"),
+    pytest.param("F", [float("nan"), 0.5], r"PIL mode 'F' \(32-bit float\) with values from "
+                                           r"0\.5 to 0\.5", id="F with NaN"),
+])
+def test_given_values_without_a_known_white_when_read_then_refused_naming_file_line_and_mode(
+        tmp_path, mode, pixels, message):
+    strip(mode, pixels).save(tmp_path / "scan.tiff")
+    tsv = write_tsv(tmp_path, "filename\tkind\nscan.tiff\ta\n")
+    dataset = MultiHeadImageDataset(tsv)
+
+    with pytest.raises(DatasetError, match=r"data\.tsv line 2: image .*scan\.tiff: " + message):
+        dataset[0]
 
 
 def tree_digest(folder):
