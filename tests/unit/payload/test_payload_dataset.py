@@ -120,6 +120,109 @@ def test_given_a_validation_label_unseen_in_training_when_loading_then_error_nam
         MultiHeadImageDataset(str(tmp_path / "val.tsv"), vocabulary=train.vocabulary)
 
 
+# --- TSV files as spreadsheets, pandas and Python's csv module write them ---
+
+def write_bytes(folder, data, name="data.tsv"):
+    path = folder / name
+    path.write_bytes(data)
+    return str(path)
+
+
+def rows_of(dataset):
+    return [(row.line, row.path.rsplit("/", 1)[-1], row.labels) for row in dataset.rows]
+
+
+def test_given_bom_crlf_padding_and_trailing_blank_lines_when_loading_then_the_same_rows(tmp_path):
+    """What Windows tools write: a UTF-8 BOM, CRLF, cells padded with spaces, tabs after short rows."""
+    save_image(tmp_path, "a.png", "RGB", (0, 0, 0))
+    text = ("filename\tshape\tcolour \r\n"
+            "a.png\tcircle \t red\t\t\r\n"
+            "\r\n"
+            "a.png\tsquare\tred  \r\n"
+            "\r\n  \t \r\n")
+    dataset = MultiHeadImageDataset(write_bytes(tmp_path, b"\xef\xbb\xbf" + text.encode()))
+
+    assert dataset.heads == ["shape", "colour"]
+    assert rows_of(dataset) == [(2, "a.png", ("circle", "red")), (4, "a.png", ("square", "red"))]
+    assert dataset.vocabulary.classes["colour"] == ["red"]
+
+
+def test_given_quoted_fields_as_the_csv_module_writes_them_when_loading_then_paths_kept_whole(
+        tmp_path):
+    names = ["with space.png", "tab\there.png", 'quote"d.png']
+    for name in names:
+        save_image(tmp_path, name, "RGB", (0, 0, 0))
+    with open(tmp_path / "data.tsv", "w", newline="") as f:
+        writer = csv.writer(f, delimiter="\t")
+        writer.writerow(["filename", "kind"])
+        writer.writerows([name, f"label {i}"] for i, name in enumerate(names))
+    assert '"tab\there.png"' in (tmp_path / "data.tsv").read_text()  # really quoted
+
+    dataset = MultiHeadImageDataset(str(tmp_path / "data.tsv"))
+
+    assert rows_of(dataset) == [(2 + i, name, (f"label {i}",)) for i, name in enumerate(names)]
+
+
+def test_given_a_pandas_to_csv_export_with_its_index_column_when_loading_then_the_index_is_ignored(
+        tmp_path):
+    """`df.to_csv("data.tsv", sep="\t")`: the index comes first, under an empty header cell."""
+    save_image(tmp_path, "a b.png", "RGB", (0, 0, 0))
+    text = '\tfilename\tshape\n0\ta b.png\tcircle\n1\t"a b.png"\t"big ""square"""\n'
+
+    dataset = MultiHeadImageDataset(write_tsv(tmp_path, text))
+
+    assert dataset.heads == ["shape"]
+    assert rows_of(dataset) == [(2, "a b.png", ("circle",)), (3, "a b.png", ('big "square"',))]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_given_an_excel_unicode_text_export_when_loading_then_read(tmp_path, encoding):
+    """Excel's "Unicode Text": UTF-16 with a byte-order mark, CRLF, tabs."""
+    save_image(tmp_path, "café.png", "RGB", (0, 0, 0))
+    text = "filename\tcolour\r\ncafé.png\tcrème\r\n"
+    bom = b"\xff\xfe" if encoding == "utf-16-le" else b"\xfe\xff"
+
+    dataset = MultiHeadImageDataset(write_bytes(tmp_path, bom + text.encode(encoding)))
+
+    assert rows_of(dataset) == [(2, "café.png", ("crème",))]
+
+
+def test_given_classic_mac_line_endings_when_a_row_is_bad_then_its_line_is_named(tmp_path):
+    save_image(tmp_path, "a.png", "RGB", (0, 0, 0))
+    tsv = write_tsv(tmp_path, "filename\tkind\ra.png\tx\r\rmissing.png\ty\r")
+
+    with pytest.raises(DatasetError, match=r"data\.tsv line 4: image file 'missing\.png' not found"):
+        MultiHeadImageDataset(tsv)
+
+
+@pytest.mark.parametrize("data, message", [
+    pytest.param("filename\tkind\na.png\tx\nb\xe9.png\ty\n".encode("cp1252"),
+                 r"line 3: not valid UTF-8 \(invalid continuation byte at byte \d+\)\. Fix: save "
+                 r"the file as UTF-8", id="Excel 'Text (Tab delimited)' in Windows-1252"),
+    pytest.param("filename\tkind\na.png\tx\n".encode("utf-16-le"),
+                 r"line 1: NUL character; is it UTF-16 without a byte-order mark\? Fix: save",
+                 id="UTF-16 without BOM"),
+    pytest.param(b"filename\tkind\na.png\tx\n\"b.png\ty\nc.png\tz\n",
+                 r"line 3: bad quoting \(unexpected end of data\)\. Fix: a field that starts "
+                 r"with '\"' must end with '\"'", id="quote never closed"),
+    pytest.param(b"filename\tkind\n\"a\".png\tx\n", r"line 2: bad quoting", id="text after quote"),
+    pytest.param(b"filename\tshape\tcolour\na.png\t\tred\n",
+                 r"line 2: empty 'shape' column\. Fix: fill it in, or drop the row",
+                 id="empty label"),
+    pytest.param(b"filename\tkind\n\"\"\tx\n", r"line 2: empty 'filename' column",
+                 id="empty filename"),
+    pytest.param(b"a.png\tcircle\na.png\tsquare\n",
+                 r"line 1: header must be 'filename' .* \(that is an image: the header row is "
+                 r"missing\)\. Fix:", id="no header row"),
+])
+def test_given_a_tsv_that_cannot_be_read_faithfully_when_loading_then_error_names_file_and_line(
+        tmp_path, data, message):
+    save_image(tmp_path, "a.png", "RGB", (0, 0, 0))
+
+    with pytest.raises(DatasetError, match=r"data\.tsv " + message):
+        MultiHeadImageDataset(write_bytes(tmp_path, data))
+
+
 # --- image modes: every mode Pillow can construct, with the pixel values the file means ---
 
 WHITE, BLACK, GREY = (255, 255, 255), (0, 0, 0), (128, 128, 128)
