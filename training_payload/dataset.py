@@ -2,6 +2,11 @@
 
 Rows are parsed and checked up front (a bad row fails before the first iteration, not an hour
 in); images are decoded lazily in `get_example`, so memory stays flat whatever the dataset size.
+
+A TSV is read as spreadsheets, pandas and Python's `csv` write one: UTF-8 with or without a BOM,
+or UTF-16 with one; any line ends; quoted fields; padded cells; blank lines; pandas' index column.
+An image in any Pillow mode becomes 8-bit RGB with the values it means (alpha on white); a mode
+or value range with no faithful conversion is refused, naming the file, line and mode.
 """
 
 import codecs
@@ -120,7 +125,7 @@ def read_tsv(tsv_path: str):
     if not records:
         raise DatasetError(f"{tsv_path}: the TSV is empty. Fix: write a header row "
                            f"'{FILENAME_COLUMN}<TAB><head>...' followed by one row per image.")
-    first = parse_header(tsv_path, records[0][1])
+    first = parse_header(tsv_path, *records[0])
     heads = records[0][1][first + 1:]
     rows = [parse_row(tsv_path, line, fields[first:], heads) for line, fields in records[1:]]
     if not rows:
@@ -176,20 +181,21 @@ def tsv_records(tsv_path: str, text: str):
             f"must end with '\"' before the next tab, with '\"\"' for a quote inside it.") from None
 
 
-def parse_header(tsv_path: str, columns: list) -> int:
+def parse_header(tsv_path: str, line: int, columns: list) -> int:
     """Check the header; return the index of its filename column (1 after a pandas index)."""
     # pandas' to_csv writes its row index first, under an empty name: no head can be unnamed.
     first = 1 if columns[:2] == ["", FILENAME_COLUMN] else 0
     if columns[first] != FILENAME_COLUMN or len(columns) < first + 2:
         raise DatasetError(
-            f"{tsv_path} line 1: header must be '{FILENAME_COLUMN}' then one column per head, "
+            f"{tsv_path} line {line}: header must be '{FILENAME_COLUMN}' then one column per head, "
             f"tab-separated; got {columns!r}{missing_header_hint(tsv_path, columns[0])}. "
             f"Fix: write e.g. 'filename<TAB>shape<TAB>colour'.")
     heads = columns[first + 1:]
     for head in heads:
-        if not HEAD_NAME_PATTERN.match(head) or head in RESERVED_HEAD_NAMES or heads.count(head) > 1:
+        if (not HEAD_NAME_PATTERN.match(head) or head in RESERVED_HEAD_NAMES
+                or heads.count(head) > 1):
             raise DatasetError(
-                f"{tsv_path} line 1: head name {head!r} must be unique, start with a letter, use "
+                f"{tsv_path} line {line}: head name {head!r} must be unique, start with a letter, use "
                 f"only letters, digits or '_', and not be one of "
                 f"{sorted(RESERVED_HEAD_NAMES)}. Fix: rename the column.")
     return first
