@@ -1,43 +1,148 @@
 """Everything that lets a reclaimed spot instance's training continue where it stopped.
 
 - `Checkpointer`: trainer snapshots in a folder of their own (the agent syncs it to S3 and back),
-  written atomically, newest few kept, the newest loaded on start.
+  written atomically, newest few kept.
+- `snapshot_candidates` and `load_snapshot`: what a restart may resume from, newest first, and
+  loading one of them; whatever else the folder holds (a killed save, an empty or truncated file,
+  a directory, another model's snapshot, unrelated files) is skipped with a log line saying why.
 - `ResumableShuffle`: the iterator's shuffle RNG, saved in the snapshot so later epochs see the
   same order as an uninterrupted run.
 - `StopOnSignal`: SIGTERM sets a flag; the next iteration boundary snapshots and stops.
 """
 
+import logging
 import os
 import re
 import signal
+import zipfile
 
 import numpy as np
 from chainer import serializer as serializer_module
 from chainer import serializers, training
 from chainer.iterators import SerialIterator, ShuffleOrderSampler
+from chainer.serializers import NpzDeserializer
 
-SNAPSHOT_PATTERN = re.compile(r"^snapshot_iter_(\d+)$")
+logger = logging.getLogger("training_payload.resume")
+
+SNAPSHOT_PREFIX = "snapshot_iter_"
+SNAPSHOT_PATTERN = re.compile(rf"^{SNAPSHOT_PREFIX}(\d+)$")
 TEMP_SUFFIX = ".partial"
+LEFTOVER_PATTERN = re.compile(rf"^{SNAPSHOT_PREFIX}\d+{re.escape(TEMP_SUFFIX)}$")
+
+
+class SnapshotError(Exception):
+    """Why a file in the checkpoint folder cannot be resumed from."""
+
+
+class MissingEntry(KeyError):
+    """A KeyError, as Chainer expects: its triggers then rebuild their state from the updater."""
 
 
 def snapshot_name(iteration: int) -> str:
-    return f"snapshot_iter_{iteration}"
+    return f"{SNAPSHOT_PREFIX}{iteration}"
 
 
 def snapshot_iterations(directory: str) -> list:
-    """Iterations that have a complete snapshot in `directory`, ascending."""
+    """Iterations that have a snapshot file in `directory`, ascending."""
     if not os.path.isdir(directory):
         return []
-    found = (SNAPSHOT_PATTERN.match(name) for name in os.listdir(directory))
+    found = (SNAPSHOT_PATTERN.match(name) for name in os.listdir(directory)
+             if os.path.isfile(os.path.join(directory, name)))
     return sorted(int(match.group(1)) for match in found if match)
 
 
-class Checkpointer(training.Extension):
-    """Snapshot the whole trainer (models, optimizers, iterators, RNG, extension state).
+def snapshot_candidates(directory: str) -> list:
+    """Paths of the snapshots to try, highest iteration first.
 
-    The newest snapshot is chosen by the iteration in its name, not by mtime: a sync from S3 may
-    or may not preserve mtimes, the iteration count never lies.
+    Our own killed saves (`*.partial`) are removed; every other entry is left alone and logged.
+    The iteration in the name decides, not mtime: a sync from S3 may not keep mtimes.
     """
+    if not os.path.isdir(directory):
+        return []
+    unrelated = []
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if LEFTOVER_PATTERN.match(name) and os.path.isfile(path):
+            remove_leftover(path)
+        elif not name.startswith(SNAPSHOT_PREFIX):
+            unrelated.append(name)
+        elif not SNAPSHOT_PATTERN.match(name):
+            logger.warning("resume: skipped %s: not named %s<N> (a temporary or renamed copy?)",
+                           path, SNAPSHOT_PREFIX)
+        elif not os.path.isfile(path):
+            logger.warning("resume: skipped %s: not a file (a directory or a broken link)", path)
+    if unrelated:
+        more = len(unrelated) - 5
+        shown = ", ".join(unrelated[:5]) + (f" and {more} more" if more > 0 else "")
+        logger.info("resume: ignored what is not a snapshot (%s<N>) in %s: %s",
+                    SNAPSHOT_PREFIX, directory, shown)
+    return [os.path.join(directory, snapshot_name(i))
+            for i in reversed(snapshot_iterations(directory))]
+
+
+def remove_leftover(path: str) -> None:
+    try:
+        os.remove(path)
+        logger.info("resume: removed %s, left by a save that was killed", path)
+    except OSError as error:
+        logger.warning("resume: skipped %s, left by a killed save, and could not remove it: %s",
+                       path, error)
+
+
+def load_snapshot(path: str, trainer) -> int:
+    """Load the snapshot at `path` into `trainer`; return its iteration or raise `SnapshotError`.
+
+    The whole archive is read before the trainer is touched, so a truncated file changes nothing.
+    Another model's snapshot fails part-way through and may leave the trainer half-loaded:
+    callers try each snapshot in a newly built trainer.
+    """
+    arrays = read_snapshot(path)
+    try:
+        NamingDeserializer(arrays).load(trainer)
+    except SnapshotError:
+        raise
+    except MissingEntry as error:
+        raise SnapshotError(error.args[0]) from error
+    except Exception as error:  # whatever a foreign archive makes Chainer raise: not resumable
+        raise SnapshotError(f"does not load into this trainer ({type(error).__name__}: "
+                            f"{error})") from error
+    return trainer.updater.iteration
+
+
+def read_snapshot(path: str) -> dict:
+    """Every array in the npz at `path`, read (and CRC-checked) in full, or `SnapshotError`."""
+    try:
+        size = os.path.getsize(path)
+        if size and zipfile.is_zipfile(path):
+            with np.load(path, allow_pickle=False) as npz:
+                return {name: npz[name] for name in npz.files}
+    except Exception as error:  # any failure to read it makes it unusable, whatever the cause
+        raise SnapshotError(f"unreadable ({type(error).__name__}: {error})") from error
+    if not size:
+        raise SnapshotError("empty file (0 bytes), left by a save that was killed")
+    raise SnapshotError("not a complete npz archive: cut short by a killed save or copy, or not "
+                        "a snapshot at all")
+
+
+class NamingDeserializer(NpzDeserializer):
+    """Chainer's npz loader, its errors naming the entry ("could not broadcast" helps nobody)."""
+
+    def __getitem__(self, key):
+        return NamingDeserializer(self.npz, self.path + key.strip("/") + "/")
+
+    def __call__(self, key, value):
+        name = self.path + key.lstrip("/")
+        if name not in self.npz:
+            raise MissingEntry(f"it has no {name!r}: written by another model or trainer set-up")
+        stored = self.npz[name]
+        if hasattr(value, "shape") and tuple(value.shape) != stored.shape:
+            raise SnapshotError(f"{name!r} has shape {stored.shape} there, {tuple(value.shape)} "
+                                f"in this model: a snapshot of a different model")
+        return super().__call__(key, value)
+
+
+class Checkpointer(training.Extension):
+    """Snapshot the whole trainer (models, optimizers, iterators, RNG, extension state)."""
 
     priority = -100  # after the log, plots and evaluation have taken this iteration
     default_name = "checkpointer"
@@ -50,37 +155,28 @@ class Checkpointer(training.Extension):
     def __call__(self, trainer):
         self.save(trainer)
 
-    def save(self, trainer) -> str:
+    def save(self, trainer):
+        """Write this iteration's snapshot; return its path (None if the name is taken)."""
         os.makedirs(self.directory, exist_ok=True)
         iteration = trainer.updater.iteration
         path = os.path.join(self.directory, snapshot_name(iteration))
+        if os.path.lexists(path) and not os.path.isfile(path):
+            logger.warning("checkpoint: not saved: %s is taken by a directory or link. Fix: "
+                           "move it out of the checkpoint folder.", path)
+            return None
         # A kill during the write leaves only a .partial file, never a truncated snapshot.
         serializers.save_npz(path + TEMP_SUFFIX, trainer)
         os.replace(path + TEMP_SUFFIX, path)
         self.last_saved_iteration = iteration
-        self._remove_old()
+        self._remove_old(iteration)
         return path
 
-    def load_latest(self, trainer):
-        """Load the newest snapshot into `trainer`; return its iteration, or None if none."""
-        self._remove_partials()
-        iterations = snapshot_iterations(self.directory)
-        if not iterations:
-            return None
-        path = os.path.join(self.directory, snapshot_name(iterations[-1]))
-        serializers.load_npz(path, trainer)
-        self.last_saved_iteration = trainer.updater.iteration
-        return trainer.updater.iteration
-
-    def _remove_old(self):
-        for iteration in snapshot_iterations(self.directory)[:-self.keep]:
+    def _remove_old(self, saved_iteration: int):
+        # Snapshots past this one were skipped as unusable when resuming (training overwrites
+        # them on reaching them); counting them as the newest would delete the good ones.
+        kept = [i for i in snapshot_iterations(self.directory) if i <= saved_iteration]
+        for iteration in kept[:-self.keep]:
             os.remove(os.path.join(self.directory, snapshot_name(iteration)))
-
-    def _remove_partials(self):
-        if os.path.isdir(self.directory):
-            for name in os.listdir(self.directory):
-                if name.endswith(TEMP_SUFFIX):
-                    os.remove(os.path.join(self.directory, name))
 
 
 class ResumableShuffle(ShuffleOrderSampler):

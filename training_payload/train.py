@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+from typing import NamedTuple
 
 import chainer
 import numpy as np
@@ -28,7 +29,8 @@ from training_payload.model import ConvBase, MultiHeadNet, build_heads  # noqa: 
 from training_payload.plots import HeadPlots  # noqa: E402
 from training_payload.progress import progress_extensions  # noqa: E402
 from training_payload.resume import (  # noqa: E402
-    Checkpointer, ResumableSerialIterator, StopOnSignal, TrainingInterrupted)
+    Checkpointer, ResumableSerialIterator, SnapshotError, StopOnSignal, TrainingInterrupted,
+    load_snapshot, snapshot_candidates)
 from training_payload.updater import MultiHeadEvaluator, MultiHeadUpdater  # noqa: E402
 
 logger = logging.getLogger("training_payload.train")
@@ -97,8 +99,16 @@ def select_device(gpu: int):
     return device
 
 
-def build_trainer(args, train, val, device):
-    """The trainer and the parts `main` needs afterwards (model, evaluator, checkpointer)."""
+class Training(NamedTuple):
+    """The trainer and the parts `main` needs afterwards."""
+    trainer: training.Trainer
+    model: MultiHeadNet
+    evaluator: MultiHeadEvaluator
+    checkpointer: Checkpointer
+
+
+def build_trainer(args, train, val, device) -> Training:
+    """A trainer at iteration 0, the same for the same arguments (seeded)."""
     np.random.seed(args.seed)  # Chainer's initializers draw from NumPy's global RNG
     heads = build_heads(train.vocabulary.class_counts())
     model = MultiHeadNet(ConvBase(args.image_size, args.width), heads)
@@ -114,7 +124,29 @@ def build_trainer(args, train, val, device):
     evaluator = MultiHeadEvaluator(val_iter, model.base, heads, device=device)
     checkpointer = Checkpointer(args.checkpoint_dir)
     add_extensions(trainer, args, train, evaluator, checkpointer)
-    return trainer, model, evaluator, checkpointer
+    return Training(trainer, model, evaluator, checkpointer)
+
+
+def build_resumed(build, checkpoint_dir: str):
+    """`build()` loaded from the newest snapshot that loads, and its iteration; else fresh, None.
+
+    Each snapshot is tried in a newly built trainer: one that fails half-way through loading
+    (another model's, say) must leave nothing of itself in the run that follows.
+    """
+    candidates = snapshot_candidates(checkpoint_dir)
+    for path in candidates:
+        built = build()
+        try:
+            iteration = load_snapshot(path, built.trainer)
+        except SnapshotError as error:
+            logger.warning("resume: skipped %s: %s", path, error)
+            continue
+        built.checkpointer.last_saved_iteration = iteration
+        logger.info("resumed from iteration %d (%s)", iteration, path)
+        return built, iteration
+    if candidates:
+        logger.warning("resume: no snapshot in %s loads; training from the start", checkpoint_dir)
+    return build(), None
 
 
 def add_extensions(trainer, args, train, evaluator, checkpointer):
@@ -133,10 +165,7 @@ def add_extensions(trainer, args, train, evaluator, checkpointer):
 
 
 def run_training(trainer, checkpointer, epochs: int) -> dict:
-    """Resume if a snapshot exists, train to `epochs`, snapshot the end; return run facts."""
-    resumed_from = checkpointer.load_latest(trainer)
-    if resumed_from is not None:
-        logger.info("resumed from iteration %d", resumed_from)
+    """Train to `epochs` from wherever `trainer` is, snapshot the end; return run facts."""
     start_iteration = trainer.updater.iteration
     started = time.perf_counter()
     # A finished run restarted (or one asked for fewer epochs) has nothing left to train.
@@ -146,8 +175,7 @@ def run_training(trainer, checkpointer, epochs: int) -> dict:
     if checkpointer.last_saved_iteration != trainer.updater.iteration:
         checkpointer.save(trainer)  # a rerun of a finished job then trains nothing again
     trained = trainer.updater.iteration - start_iteration
-    return {"resumed_from_iteration": resumed_from, "trained_iterations": trained,
-            "seconds": seconds}
+    return {"trained_iterations": trained, "seconds": seconds}
 
 
 def write_outputs(args, trainer, model, train, evaluator, facts: dict) -> dict:
@@ -183,20 +211,23 @@ def main(argv=None) -> int:
     try:
         device = select_device(args.gpu)
         train, val = load_datasets(args.data, args.image_size)
-        trainer, model, evaluator, checkpointer = build_trainer(args, train, val, device)
+        built, resumed_from = build_resumed(lambda: build_trainer(args, train, val, device),
+                                            args.checkpoint_dir)
     except (DatasetError, UsageError) as error:
         logger.error("error: %s", error)
         return EXIT_BAD_INPUT
+    trainer = built.trainer
     try:
-        facts = run_training(trainer, checkpointer, args.epochs)
+        facts = run_training(trainer, built.checkpointer, args.epochs)
     except TrainingInterrupted as stop:
         logger.info("%s; snapshot saved in %s", stop, args.checkpoint_dir)
         return EXIT_SIGTERM
     except DatasetError as error:  # images are decoded lazily, so a bad one surfaces here
         logger.error("error: %s", error)
         return EXIT_BAD_INPUT
-    facts.update(iterations=trainer.updater.iteration, epochs=trainer.updater.epoch)
-    metrics = write_outputs(args, trainer, model, train, evaluator, facts)
+    facts.update(iterations=trainer.updater.iteration, epochs=trainer.updater.epoch,
+                 resumed_from_iteration=resumed_from)
+    metrics = write_outputs(args, trainer, built.model, train, built.evaluator, facts)
     summary = " ".join(f"{h}={m['accuracy']:.3f}" for h, m in metrics["heads"].items())
     logger.info("done: %d iterations, validation accuracy %s; outputs in %s",
                 metrics["iterations"], summary, args.out)

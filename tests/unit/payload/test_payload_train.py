@@ -2,6 +2,8 @@
 
 import json
 import logging
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -148,6 +150,79 @@ def test_given_a_finished_run_when_rerun_then_nothing_is_retrained(small_data, t
     assert metrics["images_per_second"] is None
     for key, value in model_arrays(tmp_path).items():
         np.testing.assert_array_equal(value, first[key])
+
+
+def another_models_snapshot(source, target):
+    """`source` as if the data had one more colour: the colour head and its Adam state grow a row.
+
+    Loading it fails at the colour head, after the iterator, the base and the shape head loaded.
+    """
+    with np.load(str(source)) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    for key, value in arrays.items():
+        if "colour/" in key and value.ndim:
+            arrays[key] = np.concatenate([value, value[:1]])
+    with open(target, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+def test_given_unusable_files_newer_than_a_good_snapshot_when_rerun_then_resumes_from_the_good_one(
+        small_data, tmp_path, uninterrupted, caplog):
+    reference, checkpoints = uninterrupted(1), tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    shutil.copy(reference / "snapshot_iter_9", checkpoints)
+    cut = (reference / "snapshot_iter_10").read_bytes()
+    (checkpoints / "snapshot_iter_10").write_bytes(cut[:len(cut) // 2])  # killed mid-copy
+    another_models_snapshot(reference / "snapshot_iter_10", checkpoints / "snapshot_iter_20")
+    (checkpoints / "snapshot_iter_30").write_bytes(b"")
+    (checkpoints / "snapshot_iter_40").mkdir()
+    out = tmp_path / "out"
+
+    with caplog.at_level(logging.INFO):
+        assert train.main(args_for(small_data, out, 1, "--checkpoint-dir", str(checkpoints))) == 0
+
+    for name, why in (("snapshot_iter_40", "not a file"), ("snapshot_iter_30", "empty file"),
+                      ("snapshot_iter_20", "'updater/model:colour/"),  # W or b: a set's order
+                      ("snapshot_iter_10", "not a complete npz archive")):
+        assert f"skipped {checkpoints / name}: {why}" in caplog.text
+    assert re.search(r"colour/[Wb]' has shape \(4(, 64)?,?\) there, \(3(, 64)?,?\) in this model: "
+                     r"a snapshot of a different model", caplog.text)
+    assert read_metrics(out)["resumed_from_iteration"] == 9
+    for key, value in model_arrays(out).items():
+        np.testing.assert_array_equal(value, model_arrays(reference)[key], err_msg=key)
+
+
+def test_given_only_unusable_snapshots_when_run_then_trains_from_the_start_as_if_none_were_there(
+        small_data, tmp_path, uninterrupted, caplog):
+    """Another model's snapshot fails half-way through loading: none of it may leak into the run."""
+    reference, checkpoints = uninterrupted(1), tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    another_models_snapshot(reference / "snapshot_iter_10", checkpoints / "snapshot_iter_20")
+    (checkpoints / "snapshot_iter_30").write_bytes(b"PK\x03\x04")
+    out = tmp_path / "out"
+
+    with caplog.at_level(logging.INFO):
+        assert train.main(args_for(small_data, out, 1, "--checkpoint-dir", str(checkpoints))) == 0
+
+    assert f"no snapshot in {checkpoints} loads; training from the start" in caplog.text
+    assert read_metrics(out)["resumed_from_iteration"] is None
+    for key, value in model_arrays(out).items():
+        np.testing.assert_array_equal(value, model_arrays(reference)[key], err_msg=key)
+
+
+def test_given_a_snapshot_written_on_a_terminal_when_rerun_off_one_then_it_resumes(
+        small_data, tmp_path, monkeypatch):
+    """A terminal run has other progress extensions; their trigger state is not needed."""
+    argv = args_for(small_data, tmp_path, 1)
+    with monkeypatch.context() as patch:
+        terminal = train.progress_extensions
+        patch.setattr(train, "progress_extensions", lambda heads, on_tty, *rest: terminal(
+            heads, True, *rest))
+        assert train.main(argv) == 0
+
+    assert train.main(argv) == 0
+
+    assert read_metrics(tmp_path)["resumed_from_iteration"] == ITERATIONS_PER_EPOCH
 
 
 @pytest.mark.parametrize("weights, message", [
