@@ -160,10 +160,11 @@ class Checkpointer(training.Extension):
         os.makedirs(self.directory, exist_ok=True)
         iteration = trainer.updater.iteration
         path = os.path.join(self.directory, snapshot_name(iteration))
-        if os.path.lexists(path) and not os.path.isfile(path):
-            logger.warning("checkpoint: not saved: %s is taken by a directory or link. Fix: "
-                           "move it out of the checkpoint folder.", path)
-            return None
+        for taken in (path, path + TEMP_SUFFIX):
+            if os.path.lexists(taken) and not os.path.isfile(taken):
+                logger.warning("checkpoint: not saved: %s is taken by a directory or link. Fix: "
+                               "move it out of the checkpoint folder.", taken)
+                return None
         # A kill during the write leaves only a .partial file, never a truncated snapshot.
         serializers.save_npz(path + TEMP_SUFFIX, trainer)
         os.replace(path + TEMP_SUFFIX, path)

@@ -6,6 +6,8 @@
 Writes to --out: log.json, curves_<head>.png (loss and accuracy), model.npz, labels.json,
 metrics.json. Snapshots go to --checkpoint-dir (default --out). SIGTERM snapshots at the next
 iteration boundary and exits 143, so a reclaimed spot instance loses no finished iteration.
+A rerun resumes from the newest snapshot that loads; whatever else that folder holds is skipped,
+each with a log line saying why.
 """
 
 import argparse

@@ -134,14 +134,17 @@ def test_given_a_directory_named_like_the_next_snapshot_when_saving_then_skipped
     checkpointer = Checkpointer(str(tmp_path), keep=2)
     checkpointer.save(FakeTrainer(3))
     (tmp_path / "snapshot_iter_6").mkdir()
+    (tmp_path / "snapshot_iter_9.partial").mkdir()
 
     with caplog.at_level(logging.WARNING):
         assert checkpointer.save(FakeTrainer(6)) is None
-    checkpointer.save(FakeTrainer(9))
+        assert checkpointer.save(FakeTrainer(9)) is None
+    checkpointer.save(FakeTrainer(12))
 
-    assert f"not saved: {tmp_path / 'snapshot_iter_6'} is taken by a directory" in caplog.text
-    assert (tmp_path / "snapshot_iter_6").is_dir()
-    assert snapshot_iterations(str(tmp_path)) == [3, 9]
+    for name in ("snapshot_iter_6", "snapshot_iter_9.partial"):
+        assert f"not saved: {tmp_path / name} is taken by a directory" in caplog.text
+        assert (tmp_path / name).is_dir()
+    assert snapshot_iterations(str(tmp_path)) == [3, 12]
 
 
 def test_given_an_unusable_snapshot_ahead_of_training_when_saving_then_the_good_ones_are_kept(
