@@ -91,6 +91,7 @@ def _terminate(process: subprocess.Popen, stop: Stop) -> bool:
     while True:
         process.poll()  # reaps the group's leader, which would otherwise count as a member
         if not group_alive(process.pid):
+            process.wait()  # it may have died between the two looks: nothing left to wait for
             return False
         if time.monotonic() >= deadline:
             break
