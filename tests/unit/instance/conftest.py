@@ -1,7 +1,9 @@
 """Test bed for the instance agent: moto's S3 server, a fake IMDSv2, a local git repo, the agent as a process."""
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import logging
 import os
@@ -108,6 +110,19 @@ if mode == "chatty":
         print("chatty line %04d %s" % (i, "x" * 40), flush=True)
     exit_now(0)
 '''
+
+
+class FillingDisk(io.BytesIO):
+    """A part file on a disk with `room` bytes left: then every write fails as a full disk does."""
+
+    def __init__(self, room: int):
+        super().__init__()
+        self.room = room
+
+    def write(self, data) -> int:
+        if self.tell() + len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
 
 
 def free_port() -> int:

@@ -4,8 +4,7 @@ from __future__ import annotations
 import json
 import time
 
-from conftest import EXECUTION_ID, FAST_TIMINGS, job_document
-from test_instance_logs import FillingDisk
+from conftest import EXECUTION_ID, FAST_TIMINGS, FillingDisk, job_document
 
 from instance.agent import options as agent_options
 from instance.agent.imds import Imds

@@ -7,21 +7,10 @@ import os
 import sys
 import threading
 
+from conftest import FillingDisk
+
 from instance.agent import runner
 from instance.agent.logs import OutputLog
-
-
-class FillingDisk(io.BytesIO):
-    """A part file on a disk with `room` bytes left: then every write fails as a full disk does."""
-
-    def __init__(self, room: int):
-        super().__init__()
-        self.room = room
-
-    def write(self, data) -> int:
-        if self.tell() + len(data) > self.room:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return super().write(data)
 
 
 class RecordingStore:
