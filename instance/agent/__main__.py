@@ -16,17 +16,19 @@ from .s3sync import Store, s3_client
 
 EPILOG = f"""\
 what it does, in order:
-  1. reads s3://BUCKET/{layout.JOB_KEY} ({{"job": validated spec, "execution": {{"name": ...}}}})
+  1. reads s3://BUCKET/{layout.JOB_KEY} ({{"job": validated spec, "execution": {{"id": ..., "name": ...}}}})
   2. clones repository_url (https, ssh, file:// or a local path) at repository_ref, shallow when the
-     ref is a branch or tag, into WORKDIR/repo/<repository_name>; creates data_dir, output_dir and
+     remote has a branch or tag of that name, else at that commit, into WORKDIR/repo/<repository_name>
+     (git runs with the agent's environment, never the job's env); creates data_dir, output_dir and
      checkpoint_dir (relative to the clone)
-  3. on attempt > 1 restores {layout.CHECKPOINTS_PREFIX} into checkpoint_dir (or {layout.OUTPUT_PREFIX} into
-     output_dir when the job has no checkpoint_dir), file mtimes included, before any command runs
+  3. restores {layout.CHECKPOINTS_PREFIX} into checkpoint_dir (or {layout.OUTPUT_PREFIX} into output_dir when the job
+     has no checkpoint_dir), file mtimes included, before any command runs, on every attempt and rerun
   4. runs setup_command, data_get_command, exec_command with `bash -c` in the clone, each in its own
      process group, stdout+stderr to {layout.LOGS_PREFIX}attempt-<n>/output-<part>.log
-     (parts of SPOTTRAIN_LOG_PART_BYTES, default 5 MiB)
-  5. stops at the first failing command, on a spot notice, or at limits.max_runtime_minutes
-     (SIGTERM to the group, SIGKILL after SPOTTRAIN_KILL_GRACE_SECONDS)
+     (parts of SPOTTRAIN_LOG_PART_BYTES, default 5 MiB; parts already in S3 are deleted locally beyond
+     50 MiB; output that cannot be written is still drained, and a full disk stops the command)
+  5. stops at the first failing command, on a spot notice, at limits.max_runtime_minutes, or when the
+     disk is full (SIGTERM to the group, SIGKILL for what still runs after SPOTTRAIN_KILL_GRACE_SECONDS)
   6. syncs output_dir -> {layout.OUTPUT_PREFIX} and checkpoint_dir -> {layout.CHECKPOINTS_PREFIX} (changed files only, see below),
      then writes {layout.COMPLETED_KEY} or {layout.INTERRUPTED_KEY}
   7. after keep_alive_minutes (completion only), runs --shutdown-command and exits
@@ -38,26 +40,28 @@ while it runs:
      SIGTERM and until the reclaim time minus SPOTTRAIN_SYNC_RESERVE_SECONDS (30) to stop
 
 what a sync uploads and deletes:
-  {layout.CHECKPOINTS_PREFIX} mirrors checkpoint_dir: objects whose file is gone locally are deleted (only after a
-     pass whose uploads all succeeded), so rotated-away snapshots leave S3 and are not restored next time
-  {layout.OUTPUT_PREFIX} only grows: a retry does not restore it, so nothing there is ever deleted (nor is
-     anything when the job has no checkpoint_dir and output_dir doubles as the checkpoint dir);
+  {layout.CHECKPOINTS_PREFIX} mirrors checkpoint_dir: objects this agent uploaded whose file is gone locally are
+     deleted (only after a pass whose uploads all succeeded), so rotated-away snapshots leave S3; objects
+     it did not upload itself (an earlier attempt's or run's, restored ones included) are never deleted
+  {layout.OUTPUT_PREFIX} only grows: nothing there is ever deleted (not even when the job has no checkpoint_dir
+     and output_dir doubles as the checkpoint dir);
      a checkpoint_dir inside output_dir is synced to {layout.CHECKPOINTS_PREFIX} only
   in-flight temporaries are never uploaded: file names ending in .partial or .tmp, or containing .partial.
      (write to such a name, then rename, and a half-written file never reaches S3)
 
 environment of the commands: the agent's own, then the job's env, then
-  SPOTTRAIN_JOB SPOTTRAIN_BUCKET SPOTTRAIN_ATTEMPT SPOTTRAIN_RESUME (1 on attempt > 1, else unset)
+  SPOTTRAIN_JOB SPOTTRAIN_BUCKET SPOTTRAIN_ATTEMPT SPOTTRAIN_RESUME (1 when the restore put files back,
+  else unset) SPOTTRAIN_LATEST_CHECKPOINT (the newest restored file by mtime; empty on a fresh start)
   SPOTTRAIN_DATA_DIR SPOTTRAIN_OUTPUT_DIR SPOTTRAIN_CHECKPOINT_DIR (absolute; the last is output_dir
   when the job has no checkpoint_dir)
 
-markers (JSON; all carry attempt, instance_id, execution):
+markers (JSON; all carry attempt, instance_id, execution: the execution id from job.json):
   {layout.COMPLETED_KEY}    exit_code, failed_phase (clone|restore|setup|data|exec|start, null on success),
-                            reason (exit|max_runtime|clone_failed|restore_failed|job_invalid|
-                            job_unreadable|agent_error), message, started_at, finished_at,
-                            phase_seconds, last_log_lines
+                            reason (exit|max_runtime|disk_full|clone_failed|restore_failed|
+                            job_invalid|job_unreadable|agent_error), message, started_at, finished_at,
+                            phase_seconds, last_log_lines, synced, not_synced, command_killed
   {layout.INTERRUPTED_KEY}  notice_time, action, noticed_at, phase, exit_code, finished_at,
-                            checkpoints_synced
+                            checkpoints_synced, not_synced, command_killed
 
 endpoints: AWS_ENDPOINT_URL (S3) and AWS_EC2_METADATA_SERVICE_ENDPOINT (IMDS), as for any AWS SDK.
 minutes: limits.max_runtime_minutes and keep_alive_minutes last SPOTTRAIN_SECONDS_PER_MINUTE (60) s each.

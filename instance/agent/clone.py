@@ -1,4 +1,8 @@
-"""Clone the job's repository: shallow at the requested branch or tag, else fully at any commit."""
+"""Clone the job's repository at its ref, as a developer would by hand.
+
+A ref names a branch or tag first (`git clone --branch`, shallow) and a commit only when the
+repository has no branch or tag of that name: `deadbeef` or `20240115` are branch names too.
+"""
 from __future__ import annotations
 
 import logging
@@ -13,6 +17,7 @@ from .logs import OutputLog
 log = logging.getLogger(__name__)
 _USERINFO = re.compile(r"(://)[^/@]+@")
 _COMMIT_ID = re.compile(r"[0-9a-f]{7,40}")
+NO_MATCHING_REF = 2  # `git ls-remote --exit-code`: the repository answered, and has no such ref
 
 
 def clone(
@@ -24,6 +29,7 @@ def clone(
     output: OutputLog,
     should_stop: Callable[[], Optional[runner.Stop]],
 ) -> runner.Result:
+    """env: the agent's own environment; never the job's, which may redirect what git runs or fetches."""
     # A never-answered credential prompt would hang the instance until max runtime.
     env = {**env, "GIT_TERMINAL_PROMPT": "0"}
 
@@ -34,13 +40,22 @@ def clone(
     _fresh(dest)
     if ref is None:
         return git("clone", "--depth", "1", url, str(dest))
-    if not _COMMIT_ID.fullmatch(ref):
-        return git("clone", "--depth", "1", "--branch", ref, url, str(dest))
+    if _COMMIT_ID.fullmatch(ref):
+        found = git("ls-remote", "--exit-code", url, f"refs/heads/{ref}", f"refs/tags/{ref}")
+        if found.stop or found.exit_code not in (0, NO_MATCHING_REF):
+            return found  # unreachable or not a repository: git said why
+        if found.exit_code == NO_MATCHING_REF:
+            return _clone_commit(git, url, ref, dest)
+    # A name that is neither branch, tag nor commit id gets git's own "Remote branch ... not found".
+    return git("clone", "--depth", "1", "--branch", ref, url, str(dest))
+
+
+def _clone_commit(git, url: str, commit: str, dest: Path) -> runner.Result:
     # --branch takes branches and tags only; a commit id needs the history that holds it.
     result = git("clone", "--no-checkout", url, str(dest))
     if result.exit_code != 0 or result.stop:
         return result
-    return git("checkout", "--detach", ref, cwd=dest)
+    return git("checkout", "--detach", commit, cwd=dest)
 
 
 def failure_line(lines: List[str]) -> str:

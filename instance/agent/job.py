@@ -85,8 +85,6 @@ def command_env(job: Job, paths: Paths, options: Options, inherited: Mapping[str
     env.update(job.env)
     # Unset rather than "0" on a first attempt: `if os.environ.get("SPOTTRAIN_RESUME")` must be false.
     env.pop("SPOTTRAIN_RESUME", None)
-    if options.resume:
-        env["SPOTTRAIN_RESUME"] = "1"
     env.update({
         "SPOTTRAIN_JOB": job.exec_name,
         "SPOTTRAIN_BUCKET": options.bucket,

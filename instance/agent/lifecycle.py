@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Union
 
 from lambdas.shared import layout
 
@@ -24,9 +24,10 @@ from .job import Job, Paths, command_env
 from .logs import OutputLog
 from .options import Options
 from .periodic import Periodic
-from .s3sync import RETRYABLE, DirSync, Store
+from .s3sync import RETRYABLE, DirSync, Store, SyncReport
 
 SPOT_NOTICE_SECONDS = 120.0  # what AWS promises between the notice and the reclaim
+MARKER_LIST_MAX = 20  # keys a marker lists; the agent log has the rest
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,10 @@ class Outcome:
     interrupted: bool = False
     exit_code: int = 0
     failed_phase: Optional[str] = None
-    reason: str = "exit"  # exit | max_runtime | clone_failed | restore_failed | job_invalid | job_unreadable | agent_error
+    # exit | max_runtime | disk_full | clone_failed | restore_failed | job_invalid | job_unreadable | agent_error
+    reason: str = "exit"
     message: str = ""
+    killed: bool = False  # the command outlived its grace and was SIGKILLed: its last save may be cut
 
 
 class Agent:
@@ -51,7 +54,8 @@ class Agent:
         self.agent_log_path = self.output.directory / "agent.log"
         self.instance_id = imds.instance_id()
         self.job: Optional[Job] = None
-        self.execution = "unknown"
+        self.paths: Optional[Paths] = None
+        self.execution: Optional[str] = None  # the execution id from job.json: every marker names it
         self.phase = "clone"
         self.phase_seconds: Dict[str, float] = {}
         self.started_at = _now()
@@ -73,32 +77,38 @@ class Agent:
     def run(self) -> int:
         """Do the attempt and shut down; 0 unless the agent itself broke."""
         log.info("attempt %d of job bucket %s on instance %s", self.options.attempt, self.options.bucket, self.instance_id)
-        for chore in self._chores:
-            chore.start()
         try:
-            outcome = self._attempt()
+            # job.json first: the first heartbeat must already name the execution.
+            outcome = self._load_job()
+            for chore in self._chores:
+                chore.start()
+            outcome = outcome or self._attempt(self.job, self.paths)
         except Exception as error:  # the training's fate must still be reported, and the GPU released
             log.exception("agent error")
             outcome = Outcome(exit_code=70, failed_phase=self.phase, reason="agent_error", message=repr(error))
         self._finish(outcome)
         return 1 if outcome.reason == "agent_error" else 0
 
-    def _attempt(self) -> Outcome:
+    def _load_job(self) -> Optional[Outcome]:
         try:
-            job = Job.from_document(self.store.get_json(layout.JOB_KEY))
-            paths = Paths.resolve(job, self.options.workdir)
-        except ValueError as error:  # InvalidJob, or job.json that is not JSON at all
+            document = self.store.get_json(layout.JOB_KEY)
+        except ValueError as error:  # job.json that is not JSON at all
             return Outcome(exit_code=1, failed_phase="start", reason="job_invalid", message=str(error))
         except RETRYABLE as error:
             message = f"cannot read s3://{self.options.bucket}/{layout.JOB_KEY}: {error}"
             return Outcome(exit_code=1, failed_phase="start", reason="job_unreadable", message=message)
-        self.job = job
-        self.execution = job.execution
+        self.execution = _execution_id(document)
+        try:
+            self.job = Job.from_document(document)
+            self.paths = Paths.resolve(self.job, self.options.workdir)
+        except ValueError as error:  # InvalidJob
+            return Outcome(exit_code=1, failed_phase="start", reason="job_invalid", message=str(error))
+        return None
+
+    def _attempt(self, job: Job, paths: Paths) -> Outcome:
         if job.max_runtime_minutes:
             self.deadline = time.monotonic() + float(job.max_runtime_minutes) * self.options.seconds_per_minute
-        env = command_env(job, paths, self.options, self.inherited_env)
-
-        outcome = self._clone(job, paths, env)
+        outcome = self._clone(job, paths)
         if outcome:
             return outcome
         for directory in paths.created():
@@ -108,10 +118,11 @@ class Agent:
         if paths.checkpoint:
             # A mirror: the payload rotates snapshots away, and S3 (and the next restore) must follow.
             self._syncs.append(DirSync(self.store, paths.checkpoint, layout.CHECKPOINTS_PREFIX, mirror_deletions=True))
-        if self.options.resume:
-            outcome = self._restore()
-            if outcome:
-                return outcome
+        # Whatever the attempt number: a rerun of a finished job resumes from its checkpoints too.
+        restored = self._restore()
+        if isinstance(restored, Outcome):
+            return restored
+        env = {**command_env(job, paths, self.options, self.inherited_env), **resume_env(restored)}
         self._dir_sync.start()
         for phase, command in job.commands:
             outcome = self._run_phase(phase, command, paths.clone, env)
@@ -119,10 +130,12 @@ class Agent:
                 return outcome
         return Outcome()
 
-    def _clone(self, job: Job, paths: Paths, env: Mapping[str, str]) -> Optional[Outcome]:
+    def _clone(self, job: Job, paths: Paths) -> Optional[Outcome]:
         self._enter("clone")
+        # The agent's own environment, never the job's: its env may hold PATH, LD_PRELOAD or GIT_*
+        # values meant for the training that would change what git runs and fetches.
         result = clone.clone(job.repository_url, job.repository_ref, paths.clone,
-                             env=env, output=self.output, should_stop=self._should_stop)
+                             env=self.inherited_env, output=self.output, should_stop=self._should_stop)
         self.phase_seconds["clone"] = round(result.seconds, 3)
         if result.stop or result.exit_code == 0:
             return self._stopped(result, "clone")
@@ -131,19 +144,20 @@ class Agent:
                    "check repository_url and repository_ref, and that the repository is public or reachable")
         return Outcome(exit_code=result.exit_code, failed_phase="clone", reason="clone_failed", message=message)
 
-    def _restore(self) -> Optional[Outcome]:
-        """Put the last attempt's checkpoints back (mtimes included: resumers pick the newest)."""
+    def _restore(self) -> Union[List[Path], Outcome]:
+        """Put back what earlier attempts or runs saved (mtimes included: resumers pick the newest)."""
         self._enter("restore")
         started = time.monotonic()
         sync = self._syncs[-1]  # checkpoints/, or output/ for jobs without checkpoint_dir
         try:
-            count = sync.restore()
-        except RETRYABLE as error:
-            message = f"cannot restore s3://{self.options.bucket}/{sync.prefix} into {sync.local_dir}: {error}"
+            restored = sync.restore()
+        except RETRYABLE + (OSError,) as error:  # OSError: e.g. the disk is too small for them
+            message = (f"cannot restore s3://{self.options.bucket}/{sync.prefix} into {sync.local_dir}: {error}; "
+                       "if the disk is full, raise instance.volume_gb")
             return Outcome(exit_code=1, failed_phase="restore", reason="restore_failed", message=message)
         self.phase_seconds["restore"] = round(time.monotonic() - started, 3)
-        self.output.note(f"restored {count} files from s3://{self.options.bucket}/{sync.prefix}")
-        return None
+        self.output.note(f"restored {len(restored)} files from s3://{self.options.bucket}/{sync.prefix}")
+        return restored
 
     def _run_phase(self, phase: str, command: str, cwd: Path, env: Mapping[str, str]) -> Optional[Outcome]:
         stop = self._should_stop()
@@ -165,11 +179,19 @@ class Agent:
         if result.stop is None:
             return None
         if result.stop.reason == "interrupted":
-            return Outcome(interrupted=True, exit_code=result.exit_code, failed_phase=phase, reason="interrupted")
+            return Outcome(interrupted=True, exit_code=result.exit_code, failed_phase=phase, reason="interrupted",
+                           killed=result.killed)
+        if result.stop.reason == "disk_full":
+            error = self.output.write_error
+            message = (f"disk full: the {phase} command's output could not be written "
+                       f"({error.strerror if error else 'no space left'}), so the command was stopped; "
+                       "raise instance.volume_gb, or keep fewer snapshots and less output on the instance")
+            # A command that exits 0 on SIGTERM still did not finish: never let that read as success.
+            return Outcome(exit_code=result.exit_code or 1, failed_phase=phase, reason="disk_full",
+                           message=message, killed=result.killed)
         limit = self.job.max_runtime_minutes if self.job else None
         return Outcome(
-            # A command that exits 0 on SIGTERM still did not finish: never let that read as success.
-            exit_code=result.exit_code or 124, failed_phase=phase, reason="max_runtime",
+            exit_code=result.exit_code or 124, failed_phase=phase, reason="max_runtime", killed=result.killed,
             message=(f"limits.max_runtime_minutes={limit} reached during {phase}: the command was stopped; "
                      "raise the limit if the job needs longer, or make it resume from checkpoints"),
         )
@@ -177,13 +199,13 @@ class Agent:
     def _finish(self, outcome: Outcome) -> None:
         self._dir_sync.stop(timeout=max(60.0, self.options.sync_seconds * 4))
         self._enter("sync")
-        synced = self._sync_dirs()
+        synced = self._final_sync(outcome)
         self._upload_logs()
         if outcome.interrupted:
             self.store.put_json(layout.INTERRUPTED_KEY, self._interrupted_marker(outcome, synced))
-            log.warning("interrupted by the spot notice; checkpoints synced: %s", synced)
+            log.warning("interrupted by the spot notice")
         else:
-            self.store.put_json(layout.COMPLETED_KEY, self._completed_marker(outcome))
+            self.store.put_json(layout.COMPLETED_KEY, self._completed_marker(outcome, synced))
             log.info("completed: exit code %d, reason %s", outcome.exit_code, outcome.reason)
             self._enter("done")
             self._keep_alive()
@@ -194,7 +216,7 @@ class Agent:
     def _marker(self) -> dict:
         return {"attempt": self.options.attempt, "instance_id": self.instance_id, "execution": self.execution}
 
-    def _completed_marker(self, outcome: Outcome) -> dict:
+    def _completed_marker(self, outcome: Outcome, synced: SyncReport) -> dict:
         return {
             **self._marker(),
             "exit_code": outcome.exit_code,
@@ -205,9 +227,12 @@ class Agent:
             "finished_at": _iso(_now()),
             "phase_seconds": dict(self.phase_seconds),
             "last_log_lines": self.output.tail(),
+            "synced": bool(self._syncs) and synced.ok,
+            "not_synced": synced.failed[:MARKER_LIST_MAX],
+            "command_killed": outcome.killed,
         }
 
-    def _interrupted_marker(self, outcome: Outcome, synced: bool) -> dict:
+    def _interrupted_marker(self, outcome: Outcome, synced: SyncReport) -> dict:
         notice = self.notice or {}
         return {
             **self._marker(),
@@ -217,7 +242,9 @@ class Agent:
             "phase": outcome.failed_phase,
             "exit_code": outcome.exit_code,
             "finished_at": _iso(_now()),
-            "checkpoints_synced": synced,
+            "checkpoints_synced": bool(self._syncs) and synced.ok,
+            "not_synced": synced.failed[:MARKER_LIST_MAX],
+            "command_killed": outcome.killed,
         }
 
     # --- chores (background threads) -------------------------------------------------------------
@@ -248,15 +275,34 @@ class Agent:
             if self.store.upload(self.agent_log_path, layout.agent_log_key(self.options.attempt)):
                 self._agent_log_size = size
 
-    def _sync_dirs(self) -> bool:
-        results = [sync.sync() for sync in self._syncs]
-        return all(results) and bool(results)
+    def _sync_dirs(self) -> SyncReport:
+        report = SyncReport()
+        for sync in self._syncs:
+            report = report.add(sync.sync())
+        return report
+
+    def _final_sync(self, outcome: Outcome) -> SyncReport:
+        """The last sync before a marker, and a log line that says what it really achieved."""
+        report = self._sync_dirs()
+        if not self._syncs:
+            log.warning("final sync: nothing to sync, the attempt ended before its folders existed")
+        elif report.ok:
+            log.info("final sync: everything is in S3 (%d files uploaded now, %d deleted)",
+                     len(report.uploaded), len(report.deleted))
+        else:
+            log.error("final sync incomplete: %d objects did not reach S3, e.g. %s",
+                      len(report.failed), ", ".join(report.failed[:5]))
+        if outcome.killed:
+            log.error("the command was SIGKILLed when its grace ran out: a checkpoint it was writing may be cut")
+        return report
 
     # --- helpers ---------------------------------------------------------------------------------
 
     def _should_stop(self) -> Optional[runner.Stop]:
         if self._noticed.is_set():
             return runner.Stop("interrupted", self._grace_left())
+        if self.output.disk_full:  # else the GPU idles, heartbeats look fine, until max runtime
+            return runner.Stop("disk_full", self.options.kill_grace_seconds)
         if self.deadline is not None and time.monotonic() >= self.deadline:
             return runner.Stop("max_runtime", self.options.kill_grace_seconds)
         return None
@@ -290,6 +336,23 @@ class Agent:
         completed = subprocess.run(["bash", "-c", command], stdin=subprocess.DEVNULL)
         if completed.returncode != 0:
             log.error("shutdown command %r exited with %d", command, completed.returncode)
+
+
+def resume_env(restored: List[Path]) -> Dict[str, str]:
+    """SPOTTRAIN_RESUME and SPOTTRAIN_LATEST_CHECKPOINT from what the restore put back.
+
+    The newest by mtime, as Chainer's snapshot autoload picks it, so that
+    `--resume "$SPOTTRAIN_LATEST_CHECKPOINT"` and autoload agree.
+    """
+    if not restored:
+        return {"SPOTTRAIN_LATEST_CHECKPOINT": ""}
+    latest = max(restored, key=lambda path: (path.stat().st_mtime_ns, path.name))
+    return {"SPOTTRAIN_RESUME": "1", "SPOTTRAIN_LATEST_CHECKPOINT": str(latest)}
+
+
+def _execution_id(document: Mapping) -> Optional[str]:
+    execution = document.get("execution") if isinstance(document, Mapping) else None
+    return execution.get("id") if isinstance(execution, Mapping) else None
 
 
 def _now() -> dt.datetime:

@@ -40,10 +40,6 @@ class Options:
     sync_reserve_seconds: float = 30.0
     log_part_bytes: int = DEFAULT_LOG_PART_BYTES
 
-    @property
-    def resume(self) -> bool:
-        return self.attempt > 1
-
 
 def timings_from_env(env: Mapping[str, str]) -> dict:
     """Every timing override present in env; ValueError names the variable and the rule."""

@@ -6,13 +6,14 @@ by boto3 itself, which is how the emulator's S3 is reached.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 import boto3
 from botocore.config import Config
@@ -116,11 +117,28 @@ def is_temporary(name: str) -> bool:
 Signature = Tuple[int, int]  # (size, mtime_ns): a file whose signature is unchanged is not uploaded again
 
 
+@dataclasses.dataclass
+class SyncReport:
+    """What one sync pass really did: the agent's markers repeat it, so it must be the whole truth."""
+
+    uploaded: List[str] = dataclasses.field(default_factory=list)
+    deleted: List[str] = dataclasses.field(default_factory=list)
+    failed: List[str] = dataclasses.field(default_factory=list)  # keys not uploaded or not deleted
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def add(self, other: "SyncReport") -> "SyncReport":
+        return SyncReport(self.uploaded + other.uploaded, self.deleted + other.deleted, self.failed + other.failed)
+
+
 class DirSync:
     """Sync a local directory up to a key prefix (changed files only), or restore it from there.
 
-    With mirror_deletions, keys whose file is gone locally are deleted too. Only safe for a
-    directory restored in full before anything runs: otherwise local is not the whole truth.
+    With mirror_deletions, a key this DirSync uploaded itself is deleted once its file is gone
+    locally. Keys it did not write (an earlier run's, or restored ones) are never deleted: a rerun,
+    a `rm -rf` of the folder or a partial restore must not be able to wipe the only good copy.
     """
 
     def __init__(self, store: Store, local_dir: Path, prefix: str, mirror_deletions: bool = False,
@@ -130,68 +148,85 @@ class DirSync:
         self.prefix = prefix
         self.mirror_deletions = mirror_deletions
         self.skip_dir = skip_dir  # a subdirectory another DirSync owns
-        self._uploaded: Dict[str, Signature] = {}
+        self._uploaded: Dict[str, Signature] = {}  # in S3 as it is locally: restored or written
+        self._written: Set[str] = set()  # uploaded by this run: the only keys a mirror may delete
         self._lock = threading.Lock()  # the periodic and the final sync must not interleave
 
-    def sync(self) -> bool:
-        """Upload new and changed files, then mirror deletions if asked; True when all of it succeeded."""
+    def sync(self) -> SyncReport:
+        """Upload new and changed files, then mirror deletions if asked."""
         with self._lock:
-            ok = True
+            report = SyncReport()
             present = set()
-            for path, relative in self._files():
+            for path, relative in self._files(report):
                 present.add(relative)
-                try:
-                    stat = path.stat()
-                except FileNotFoundError:  # the training rotated it away since the walk
-                    continue
-                signature = (stat.st_size, stat.st_mtime_ns)
-                if self._uploaded.get(relative) == signature:
-                    continue
-                metadata = {MTIME_METADATA: str(stat.st_mtime_ns)}
-                if self.store.upload(path, self.prefix + relative, metadata):
-                    self._uploaded[relative] = signature
-                else:
-                    ok = False
+                self._upload(path, relative, report)
             # After a failed upload the old snapshot may be the only good copy left in S3: keep it.
-            if ok and self.mirror_deletions and self.local_dir.is_dir():
-                ok = self._delete_missing(present)
-            return ok
+            if report.ok and self.mirror_deletions and self.local_dir.is_dir():
+                self._delete_missing(present, report)
+            return report
 
-    def _delete_missing(self, present) -> bool:
+    def _upload(self, path: Path, relative: str, report: SyncReport) -> None:
         try:
-            listed = self.store.list_keys(self.prefix)
-        except RETRYABLE as error:  # like a failed upload: logged, retried at the next sync
-            log.error("cannot list s3://%s/%s to mirror deletions: %s", self.store.bucket, self.prefix, error)
-            return False
-        stale = [key for key, _ in listed if key[len(self.prefix):] not in present]
-        for key in stale:
-            self._uploaded.pop(key[len(self.prefix):], None)
-        if stale:
-            log.info("deleting %d objects under s3://%s/%s gone locally", len(stale), self.store.bucket, self.prefix)
-        return self.store.delete_keys(stale)
+            stat = path.stat()
+        except FileNotFoundError:  # the training rotated it away since the walk
+            return
+        except OSError as error:
+            log.error("cannot read %s: %s", path, error)
+            report.failed.append(self.prefix + relative)
+            return
+        signature = (stat.st_size, stat.st_mtime_ns)
+        if self._uploaded.get(relative) == signature:
+            return
+        if self.store.upload(path, self.prefix + relative, {MTIME_METADATA: str(stat.st_mtime_ns)}):
+            self._uploaded[relative] = signature
+            self._written.add(relative)
+            report.uploaded.append(self.prefix + relative)
+        else:
+            report.failed.append(self.prefix + relative)
 
-    def restore(self) -> int:
-        """Download everything under the prefix with its original mtimes; returns the file count."""
+    def _delete_missing(self, present: Set[str], report: SyncReport) -> None:
+        stale = sorted(self._written - present)
+        if not stale:
+            return
+        keys = [self.prefix + relative for relative in stale]
+        log.info("deleting %d objects under s3://%s/%s gone locally", len(keys), self.store.bucket, self.prefix)
+        if not self.store.delete_keys(keys):
+            report.failed.extend(keys)
+            return
+        for relative in stale:
+            self._written.discard(relative)
+            self._uploaded.pop(relative, None)
+        report.deleted.extend(keys)
+
+    def restore(self) -> List[Path]:
+        """Download everything under the prefix with its original mtimes; returns the restored files."""
         with self._lock:
-            count = 0
+            restored = []
             for key, last_modified in self.store.list_keys(self.prefix):
                 relative = key[len(self.prefix):]
                 target = (self.local_dir / relative).resolve()
                 if not relative or not _inside(target, self.local_dir.resolve()):
                     log.warning("skipping s3://%s/%s: it would land outside %s", self.store.bucket, key, self.local_dir)
                     continue
+                if is_temporary(target.name):  # a save that never completed is nothing to resume from
+                    continue
                 metadata = self.store.download(key, target)
                 mtime_ns = _mtime_ns(metadata, int(last_modified.timestamp() * 1e9))
                 os.utime(target, ns=(mtime_ns, mtime_ns))
                 stat = target.stat()
                 self._uploaded[relative] = (stat.st_size, stat.st_mtime_ns)
-                count += 1
-            return count
+                restored.append(target)
+            return restored
 
-    def _files(self):
+    def _files(self, report: SyncReport):
         if not self.local_dir.is_dir():
             return
-        for root, dirs, names in os.walk(self.local_dir):
+
+        def unreadable(error: OSError) -> None:  # a folder the sync cannot see into is not synced
+            log.error("cannot list %s: %s", error.filename, error)
+            report.failed.append(str(error.filename))
+
+        for root, dirs, names in os.walk(self.local_dir, onerror=unreadable):
             dirs[:] = [name for name in dirs if Path(root) / name != self.skip_dir]
             for name in sorted(names):
                 path = Path(root) / name

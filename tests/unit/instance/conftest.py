@@ -1,7 +1,9 @@
 """Test bed for the instance agent: moto's S3 server, a fake IMDSv2, a local git repo, the agent as a process."""
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import logging
 import os
@@ -38,6 +40,8 @@ FAST_TIMINGS = {
     "SPOTTRAIN_SECONDS_PER_MINUTE": "1",
     "SPOTTRAIN_KILL_GRACE_SECONDS": "1",
 }
+
+EXECUTION_ID = "arn:aws:states:us-east-1:123456789012:execution:spottrain:exec-1"
 
 # The job's training script: one file, modes chosen by the command line.
 TRAIN_PY = r'''
@@ -76,9 +80,22 @@ if mode == "wait":
     print("training...", flush=True)
     while True:
         time.sleep(0.05)
+if mode == "slowsave":
+    # A real snapshot takes seconds to write: longer than the agent's pipe drain, well within the grace.
+    def on_term(signum, frame):
+        (ckpt / "snapshot_on_sigterm.partial").write_text("saved at SIGTERM")
+        time.sleep(float(os.environ.get("SAVE_SECONDS", "3")))
+        os.rename(ckpt / "snapshot_on_sigterm.partial", ckpt / "snapshot_on_sigterm")
+        exit_now(143)
+    signal.signal(signal.SIGTERM, on_term)
+    (marks / "started").write_text("1")
+    while True:
+        time.sleep(0.05)
 if mode == "resume":
     seen = {p.name: p.stat().st_mtime_ns for p in ckpt.iterdir()}
-    (out / "seen_at_start.json").write_text(json.dumps({"files": seen, "resume": os.environ.get("SPOTTRAIN_RESUME")}))
+    (out / "seen_at_start.json").write_text(json.dumps({
+        "files": seen, "resume": os.environ.get("SPOTTRAIN_RESUME"),
+        "latest": os.environ.get("SPOTTRAIN_LATEST_CHECKPOINT")}))
     exit_now(0)
 if mode == "rotate":
     # What training_payload/resume.py does: keep the newest two, write .partial then rename.
@@ -93,6 +110,19 @@ if mode == "chatty":
         print("chatty line %04d %s" % (i, "x" * 40), flush=True)
     exit_now(0)
 '''
+
+
+class FillingDisk(io.BytesIO):
+    """A part file on a disk with `room` bytes left: then every write fails as a full disk does."""
+
+    def __init__(self, room: int):
+        super().__init__()
+        self.room = room
+
+    def write(self, data) -> int:
+        if self.tell() + len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
 
 
 def free_port() -> int:
@@ -225,7 +255,7 @@ def job_document(repo: Path, marks: Path, **overrides) -> dict:
         "keep_alive_minutes": 0,
     }
     spec.update(overrides)
-    return {"job": spec, "execution": {"name": "exec-1", "id": "arn:aws:states:us-east-1:123456789012:execution:x:exec-1"}}
+    return {"job": spec, "execution": {"name": "exec-1", "id": EXECUTION_ID}}
 
 
 class AgentRun:

@@ -7,10 +7,13 @@ import subprocess
 import sys
 import time
 
-from conftest import REPO_ROOT, job_document, train
+from conftest import EXECUTION_ID, REPO_ROOT, job_document, train
+
+from instance.agent import runner
 
 COMPLETED = "status/completed.json"
 INTERRUPTED = "status/interrupted.json"
+HEARTBEAT = "status/heartbeat.json"
 
 
 def test_given_a_good_job_when_the_agent_runs_then_logs_outputs_and_completed_json_land(agent, training_repo):
@@ -26,14 +29,17 @@ def test_given_a_good_job_when_the_agent_runs_then_logs_outputs_and_completed_js
     completed = agent.json(COMPLETED)
     assert completed["exit_code"] == 0 and completed["failed_phase"] is None and completed["reason"] == "exit"
     assert completed["attempt"] == 1 and completed["instance_id"] == "i-0123456789abcdef0"
-    assert completed["execution"] == "exec-1"
-    assert set(completed["phase_seconds"]) == {"clone", "setup", "data", "exec"}
+    assert completed["execution"] == EXECUTION_ID  # the id, which a rerun of the same job does not share
+    assert completed["synced"] is True and completed["not_synced"] == [] and completed["command_killed"] is False
+    assert set(completed["phase_seconds"]) == {"clone", "restore", "setup", "data", "exec"}
     assert agent.text("output/model.txt") == "weights"
     assert agent.text("checkpoints/snapshot_iter_1") == "state"
     log = agent.output_log()
     assert "setting up" in log and "fetching data" in log and "epoch 4 loss 0.2" in log
     assert "attempt 1" in agent.text("logs/attempt-1/agent.log")
-    assert agent.json("status/heartbeat.json")["phase"] in ("sync", "done")
+    heartbeat = agent.json(HEARTBEAT)
+    assert heartbeat["phase"] in ("sync", "done")
+    assert heartbeat["execution"] == EXECUTION_ID and heartbeat["instance_id"] == "i-0123456789abcdef0"
     assert agent.process.returncode == 0 and agent.shutdown_flag.exists()
 
 
@@ -46,6 +52,7 @@ def test_given_a_job_env_when_commands_run_then_they_see_it_and_the_spottrain_va
     clone = agent.workdir / "repo" / "payload"
     assert env["GREETING"] == "hello world; $(not run)"  # passed as data, never through a shell
     assert env["SPOTTRAIN_JOB"] == "demo" and env["SPOTTRAIN_ATTEMPT"] == "1" and "SPOTTRAIN_RESUME" not in env
+    assert env["SPOTTRAIN_LATEST_CHECKPOINT"] == ""  # a fresh start: `${VAR:+--resume "$VAR"}` adds nothing
     assert env["SPOTTRAIN_BUCKET"] == agent.bucket
     assert env["SPOTTRAIN_OUTPUT_DIR"] == str((clone / "result").resolve())
     assert env["SPOTTRAIN_CHECKPOINT_DIR"] == str((clone / "result" / "checkpoints").resolve())
@@ -90,7 +97,9 @@ def test_given_a_spot_notice_mid_run_then_training_gets_sigterm_checkpoints_sync
     assert seen - posted < 5
     interrupted = agent.json(INTERRUPTED)
     assert interrupted["attempt"] == 1 and interrupted["action"] == "terminate"
+    assert interrupted["execution"] == EXECUTION_ID and interrupted["instance_id"] == "i-0123456789abcdef0"
     assert interrupted["checkpoints_synced"] is True and interrupted["phase"] == "exec"
+    assert interrupted["command_killed"] is False and interrupted["not_synced"] == []
     assert agent.text("checkpoints/snapshot_on_sigterm") == "saved at SIGTERM"
     assert "got SIGTERM, snapshot saved" in agent.output_log()
     assert not agent.exists(COMPLETED)
@@ -111,6 +120,8 @@ def test_given_attempt_2_when_it_starts_then_checkpoints_are_restored_with_mtime
     seen = json.loads(agent.text("output/seen_at_start.json"))
     assert seen["resume"] == "1"
     assert seen["files"] == {"snapshot_iter_500": old, "snapshot_iter_900": old + 10**9}
+    checkpoints = (agent.workdir / "repo" / "payload" / "result" / "checkpoints").resolve()
+    assert seen["latest"] == str(checkpoints / "snapshot_iter_900")  # the newest by mtime, as autoload picks
     assert agent.json(COMPLETED)["attempt"] == 2
     assert "phase_seconds" in agent.json(COMPLETED) and "restore" in agent.json(COMPLETED)["phase_seconds"]
 
@@ -134,8 +145,73 @@ def test_given_attempt_2_rotating_snapshots_then_checkpoints_mirror_it_and_attem
     agent.start(attempt=2).wait()
 
     assert agent.json(COMPLETED)["exit_code"] == 0
-    assert agent.keys("checkpoints/") == ["checkpoints/snapshot_iter_2", "checkpoints/snapshot_iter_3"]
+    # snapshot_iter_1 went locally, but this run did not write it: only a run's own uploads are deleted.
+    assert agent.keys("checkpoints/") == ["checkpoints/snapshot_iter_1", "checkpoints/snapshot_iter_2",
+                                          "checkpoints/snapshot_iter_3"]
     assert agent.keys("output/") == ["output/attempt1-plot.png", "output/model.txt"]
+
+
+def test_given_a_finished_run_when_the_job_is_run_again_at_attempt_1_then_it_resumes_and_deletes_nothing(
+        agent, training_repo, s3, bucket):
+    # The first run used its only attempt (max_attempts: 1) and was interrupted; the user resubmits.
+    old = 1_600_000_000_000_000_000
+    for iteration in (10, 20):
+        s3.put_object(Bucket=bucket, Key=f"checkpoints/snapshot_iter_{iteration}", Body=b"state",
+                      Metadata={"mtime-ns": str(old + iteration)})
+    agent.put_job(job_document(training_repo, agent.marks, exec_command=train("resume")))
+
+    agent.start(attempt=1).wait()
+
+    seen = json.loads(agent.text("output/seen_at_start.json"))
+    assert seen["resume"] == "1" and set(seen["files"]) == {"snapshot_iter_10", "snapshot_iter_20"}
+    assert seen["latest"].endswith("/snapshot_iter_20")
+    assert agent.keys("checkpoints/") == ["checkpoints/snapshot_iter_10", "checkpoints/snapshot_iter_20"]
+
+
+def test_given_a_shell_wrapped_training_when_the_spot_notice_comes_then_its_slow_save_completes_and_is_synced(
+        agent, training_repo, imds):
+    save_seconds = 1.5 * runner.PIPE_DRAIN_SECONDS  # the agent used to SIGKILL 2 s after bash died
+    agent.put_job(job_document(training_repo, agent.marks, exec_command=train("slowsave") + " && echo done"))
+    agent.start(SAVE_SECONDS=str(save_seconds))
+    agent.wait_for_file(agent.marks / "started")
+
+    imds.reclaim(seconds_left=120)
+    agent.wait_for_key(INTERRUPTED)
+    agent.wait()
+
+    interrupted = agent.json(INTERRUPTED)
+    assert agent.text("checkpoints/snapshot_on_sigterm") == "saved at SIGTERM"
+    assert interrupted["checkpoints_synced"] is True and interrupted["command_killed"] is False
+
+
+def test_given_a_training_that_ignores_sigterm_when_the_notice_grace_ends_then_the_marker_says_it_was_killed(
+        agent, training_repo, imds):
+    started = agent.marks / "started"
+    agent.put_job(job_document(training_repo, agent.marks, exec_command=f"trap '' TERM; touch {started}; sleep 600"))
+    agent.start()
+    agent.wait_for_file(started)
+
+    imds.reclaim(seconds_left=2)  # minus the 30 s sync reserve: the 1 s minimum grace
+    agent.wait_for_key(INTERRUPTED)
+    output = agent.wait()
+
+    assert agent.json(INTERRUPTED)["command_killed"] is True
+    assert "SIGKILLed when its grace ran out" in agent.text("logs/attempt-1/agent.log") + output
+
+
+def test_given_a_job_env_that_would_redirect_git_when_cloning_then_the_agents_git_ignores_it(agent, training_repo):
+    # Validation refuses these names; an agent handed them anyway must still clone what the spec names.
+    redirect = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": f"url.{(agent.marks / 'nowhere').as_uri()}.insteadOf",
+                "GIT_CONFIG_VALUE_0": training_repo.as_uri(), "GIT_DIR": str(agent.marks / "not-a-repo")}
+    document = job_document(training_repo, agent.marks)
+    document["job"]["env"].update(redirect)
+    agent.put_job(document)
+
+    agent.start().wait()
+
+    completed = agent.json(COMPLETED)
+    assert completed["phase_seconds"].get("exec") is not None, completed["message"]
+    assert json.loads(agent.text("output/env.json"))["SPOTTRAIN_JOB"] == "demo"
 
 
 def test_given_no_checkpoint_dir_when_attempt_2_rotates_snapshots_then_nothing_in_output_is_deleted(

@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import os
+import shlex
+import subprocess
+import sys
 import time
+
+import pytest
 
 from instance.agent import runner
 from instance.agent.logs import OutputLog
@@ -46,6 +51,70 @@ def test_given_a_stop_when_the_command_has_children_then_the_whole_group_gets_si
 
     assert result.stop.reason == "interrupted" and result.exit_code == 128 + 15
     assert gone_within(int(pid_file.read_text()), seconds=5)  # the data-loader-like child went too
+
+
+# A payload-like training: on SIGTERM it saves a snapshot that takes longer than the pipe drain (as a
+# real multi-GB save does), the way training_payload does: write .partial, then rename.
+SLOW_SAVE_PY = r'''
+import os, signal, sys, time
+from pathlib import Path
+
+here = Path(sys.argv[1])
+save_seconds = float(sys.argv[2])
+
+def save(signum, frame):
+    (here / "snapshot.partial").write_text("state")
+    time.sleep(save_seconds)
+    os.rename(here / "snapshot.partial", here / "snapshot")
+    sys.exit(143)
+
+signal.signal(signal.SIGTERM, save)
+(here / "ready").write_text("1")
+while True:
+    time.sleep(0.05)
+'''
+
+
+def when_ready(path, stop: runner.Stop):
+    """Stop once the training says it is ready: the test waits for the event, not for seconds."""
+    return lambda: stop if path.exists() else None
+
+
+@pytest.mark.parametrize("wrap", ["{} && echo done", "{}; echo next", "{} | tee copy.log",
+                                  "echo start && {} 2>&1 | cat"])
+def test_given_a_shell_wrapped_training_when_stopped_then_it_gets_the_whole_grace_to_save(tmp_path, wrap):
+    output = OutputLog(tmp_path / "logs", 1, 1 << 20)
+    (tmp_path / "save.py").write_text(SLOW_SAVE_PY)
+    save_seconds = 1.5 * runner.PIPE_DRAIN_SECONDS
+    training = f"{shlex.quote(sys.executable)} save.py {shlex.quote(str(tmp_path))} {save_seconds}"
+
+    result = runner.run(wrap.format(training), cwd=tmp_path, env=dict(os.environ), output=output,
+                        should_stop=when_ready(tmp_path / "ready", runner.Stop("interrupted", 60)))
+
+    assert (tmp_path / "snapshot").read_text() == "state"  # the save completed before run() returned
+    assert result.stop.reason == "interrupted" and result.killed is False
+
+
+def test_given_a_training_that_ignores_sigterm_when_the_grace_ends_then_it_is_killed_and_says_so(tmp_path):
+    output = OutputLog(tmp_path / "logs", 1, 1 << 20)
+    command = f"trap '' TERM; touch {shlex.quote(str(tmp_path / 'ready'))}; sleep 600"
+
+    result = runner.run(command, cwd=tmp_path, env=dict(os.environ), output=output,
+                        should_stop=when_ready(tmp_path / "ready", runner.Stop("max_runtime", 0.5)))
+
+    assert result.killed is True and result.exit_code == 128 + 9
+
+
+@pytest.mark.skipif(not runner.PROC.is_dir(), reason="zombies are told apart through /proc (Linux)")
+def test_given_a_group_whose_only_member_is_a_zombie_then_it_counts_as_ended():
+    process = subprocess.Popen(["true"], start_new_session=True)
+    stat = runner.PROC / str(process.pid) / "stat"
+    while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":  # exited, deliberately not reaped yet
+        time.sleep(0.01)
+
+    os.killpg(process.pid, 0)  # the kernel still lists it in the group...
+    assert runner.group_alive(process.pid) is False  # ...but nothing there can still be saving
+    process.wait()
 
 
 def test_given_a_background_leftover_holding_the_pipe_when_the_command_exits_then_the_phase_still_ends(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from moto import mock_aws
 
-from instance.agent.s3sync import DirSync, Store
+from instance.agent.s3sync import DirSync, Store, SyncReport
 
 
 @pytest.fixture
@@ -41,10 +41,10 @@ def test_given_a_synced_dir_when_one_file_changes_then_only_that_file_is_uploade
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b.npz").write_bytes(b"2")
     sync = DirSync(counting, tmp_path, "checkpoints/")
-    assert sync.sync()
+    assert sync.sync().ok
 
     (tmp_path / "a.npz").write_bytes(b"11")
-    assert sync.sync()
+    assert sync.sync().uploaded == ["checkpoints/a.npz"]
 
     assert counting.uploaded == ["checkpoints/a.npz", "checkpoints/sub/b.npz", "checkpoints/a.npz"]
     assert store.client.get_object(Bucket="job", Key="checkpoints/a.npz")["Body"].read() == b"11"
@@ -60,20 +60,20 @@ def test_given_uploaded_files_when_restored_elsewhere_then_contents_and_mtimes_m
     DirSync(store, source, "checkpoints/").sync()
 
     restore = DirSync(store, target, "checkpoints/")
-    count = restore.restore()
+    restored = restore.restore()
 
-    assert count == 2
+    assert sorted(restored) == [target.resolve() / "snapshot_iter_100", target.resolve() / "snapshot_iter_200"]
     for name in ("snapshot_iter_100", "snapshot_iter_200"):
         assert (target / name).read_bytes() == name.encode()
         assert (target / name).stat().st_mtime_ns == (source / name).stat().st_mtime_ns
-    assert restore.sync()  # nothing changed since the restore: nothing to upload
+    assert restore.sync() == SyncReport()  # nothing changed since the restore: nothing to upload
 
 
 def test_given_a_key_that_climbs_out_when_restoring_then_it_is_skipped(store, tmp_path):
     store.client.put_object(Bucket="job", Key="checkpoints/../../escape", Body=b"x")
     store.client.put_object(Bucket="job", Key="checkpoints/ok", Body=b"x")
 
-    assert DirSync(store, tmp_path / "ckpt", "checkpoints/").restore() == 1
+    assert DirSync(store, tmp_path / "ckpt", "checkpoints/").restore() == [(tmp_path / "ckpt" / "ok").resolve()]
     assert not (tmp_path.parent / "escape").exists() and (tmp_path / "ckpt" / "ok").exists()
 
 
@@ -130,12 +130,15 @@ def test_given_snapshots_rotated_locally_when_the_mirror_syncs_then_s3_holds_exa
     for iteration in (100, 200):
         snapshot(tmp_path, iteration)
     sync = DirSync(store, tmp_path, "checkpoints/", mirror_deletions=True)
-    assert sync.sync()
+    assert sync.sync().ok
 
     # The payload keeps the newest two: 300 arrives, 100 goes.
     snapshot(tmp_path, 300)
     (tmp_path / "snapshot_iter_100").unlink()
-    assert sync.sync()
+    report = sync.sync()
+
+    assert report.uploaded == ["checkpoints/snapshot_iter_300"]
+    assert report.deleted == ["checkpoints/snapshot_iter_100"] and report.ok
 
     assert keys_under(store, "checkpoints/") == ["checkpoints/snapshot_iter_200", "checkpoints/snapshot_iter_300"]
 
@@ -151,7 +154,7 @@ def test_given_a_file_rotated_away_then_back_when_the_mirror_syncs_then_it_is_up
     # Same size and mtime as before: only forgetting the deleted upload makes the sync send it again.
     snapshot(tmp_path, 100)
     os.utime(tmp_path / "snapshot_iter_100", ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert sync.sync()
+    assert sync.sync().ok
 
     assert keys_under(store, "checkpoints/") == ["checkpoints/snapshot_iter_100"]
 
@@ -161,20 +164,51 @@ def test_given_files_being_written_when_syncing_then_temporaries_are_never_uploa
     for name in ("snapshot_iter_200.partial", "weights.tmp", "model.partial.npz"):
         (tmp_path / name).write_bytes(b"half written")
 
-    assert DirSync(store, tmp_path, "checkpoints/").sync()
-    assert DirSync(store, tmp_path, "output/").sync()
+    assert DirSync(store, tmp_path, "checkpoints/").sync().ok
+    assert DirSync(store, tmp_path, "output/").sync().ok
 
     assert keys_under(store, "") == ["checkpoints/snapshot_iter_100", "output/snapshot_iter_100"]
 
 
-def test_given_a_stale_partial_object_in_s3_when_the_mirror_syncs_then_it_is_deleted(store, tmp_path):
+def test_given_checkpoints_of_an_earlier_run_when_a_new_run_syncs_an_empty_dir_then_none_is_deleted(store, tmp_path):
+    # A rerun of a finished job, or a setup command that empties the folder: local is not the truth.
+    for iteration in (100, 200):
+        store.client.put_object(Bucket="job", Key=f"checkpoints/snapshot_iter_{iteration}", Body=b"state")
+    snapshot(tmp_path, 1)
+
+    report = DirSync(store, tmp_path, "checkpoints/", mirror_deletions=True).sync()
+
+    assert report.ok and report.deleted == []
+    assert keys_under(store, "checkpoints/") == ["checkpoints/snapshot_iter_1", "checkpoints/snapshot_iter_100",
+                                                 "checkpoints/snapshot_iter_200"]
+
+
+def test_given_restored_snapshots_rotated_away_when_the_mirror_syncs_then_only_this_runs_own_are_deleted(
+        store, tmp_path):
+    store.client.put_object(Bucket="job", Key="checkpoints/snapshot_iter_100", Body=b"from the last attempt")
+    sync = DirSync(store, tmp_path, "checkpoints/", mirror_deletions=True)
+    sync.restore()
+
+    # The training resumes, writes 200 and 300, keeping the newest one each time.
+    (tmp_path / "snapshot_iter_100").unlink()
+    snapshot(tmp_path, 200)
+    sync.sync()
+    (tmp_path / "snapshot_iter_200").unlink()
+    snapshot(tmp_path, 300)
+    report = sync.sync()
+
+    assert report.deleted == ["checkpoints/snapshot_iter_200"]
+    assert keys_under(store, "checkpoints/") == ["checkpoints/snapshot_iter_100", "checkpoints/snapshot_iter_300"]
+
+
+def test_given_a_half_written_object_in_s3_when_restoring_then_it_is_left_out(store, tmp_path):
     store.client.put_object(Bucket="job", Key="checkpoints/snapshot_iter_200.partial", Body=b"half")
-    snapshot(tmp_path, 100)
-    (tmp_path / "snapshot_iter_200.partial").write_bytes(b"half")  # still being written locally
+    store.client.put_object(Bucket="job", Key="checkpoints/snapshot_iter_100", Body=b"state")
 
-    assert DirSync(store, tmp_path, "checkpoints/", mirror_deletions=True).sync()
+    restored = DirSync(store, tmp_path, "checkpoints/").restore()
 
-    assert keys_under(store, "checkpoints/") == ["checkpoints/snapshot_iter_100"]
+    assert restored == [(tmp_path / "snapshot_iter_100").resolve()]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["snapshot_iter_100"]
 
 
 def test_given_output_files_deleted_locally_when_syncing_output_then_they_stay_in_s3(store, tmp_path):
@@ -184,7 +218,7 @@ def test_given_output_files_deleted_locally_when_syncing_output_then_they_stay_i
     sync.sync()
 
     (tmp_path / "plot.png").unlink()
-    assert sync.sync()
+    assert sync.sync().ok
 
     assert keys_under(store, "output/") == ["output/log", "output/plot.png"]
 
@@ -199,12 +233,16 @@ class FailingUploads(Store):
 
 def test_given_a_failed_upload_when_the_mirror_syncs_then_no_old_snapshot_is_deleted(store, tmp_path):
     snapshot(tmp_path, 100)
-    DirSync(store, tmp_path, "checkpoints/", mirror_deletions=True).sync()
+    sync = DirSync(store, tmp_path, "checkpoints/", mirror_deletions=True)
+    sync.sync()
     (tmp_path / "snapshot_iter_100").unlink()
     snapshot(tmp_path, 200)
 
     # snapshot 200 never reached S3: 100 is the only copy a retry could resume from.
-    assert DirSync(FailingUploads(store), tmp_path, "checkpoints/", mirror_deletions=True).sync() is False
+    sync.store = FailingUploads(store)
+    report = sync.sync()
+
+    assert report.ok is False and report.failed == ["checkpoints/snapshot_iter_200"]
 
     assert keys_under(store, "checkpoints/") == ["checkpoints/snapshot_iter_100"]
 
@@ -225,6 +263,6 @@ def test_given_checkpoints_nested_in_output_when_output_syncs_then_they_are_left
     (tmp_path / "model.txt").write_text("weights")
 
     # output/ never deletes: a snapshot copied there would outlive every rotation.
-    assert DirSync(store, tmp_path, "output/", skip_dir=checkpoints).sync()
+    assert DirSync(store, tmp_path, "output/", skip_dir=checkpoints).sync().ok
 
     assert keys_under(store, "output/") == ["output/model.txt"]
