@@ -114,10 +114,12 @@ class Agent:
         for directory in paths.created():
             directory.mkdir(parents=True, exist_ok=True)
         # A checkpoint_dir inside output_dir goes to checkpoints/ only, or output/ would keep every snapshot.
-        self._syncs = [DirSync(self.store, paths.output, layout.OUTPUT_PREFIX, skip_dir=paths.checkpoint)]
+        self._syncs = [DirSync(self.store, paths.output, layout.OUTPUT_PREFIX, skip_dir=paths.checkpoint,
+                               execution=self.execution)]
         if paths.checkpoint:
             # A mirror: the payload rotates snapshots away, and S3 (and the next restore) must follow.
-            self._syncs.append(DirSync(self.store, paths.checkpoint, layout.CHECKPOINTS_PREFIX, mirror_deletions=True))
+            self._syncs.append(DirSync(self.store, paths.checkpoint, layout.CHECKPOINTS_PREFIX, mirror_deletions=True,
+                                       execution=self.execution))
         # Whatever the attempt number: a rerun of a finished job resumes from its checkpoints too.
         restored = self._restore()
         if isinstance(restored, Outcome):

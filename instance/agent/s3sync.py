@@ -23,6 +23,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 TEMPORARY_SUFFIXES = (".partial", ".tmp")  # see is_temporary
 DELETE_BATCH = 1000  # the most keys one DeleteObjects call takes
 MTIME_METADATA = "mtime-ns"  # x-amz-meta-mtime-ns: the file's mtime, so a restore can put it back
+# x-amz-meta-execution: the execution whose agent uploaded the object; its later attempts may
+# rotate it away, no other execution may.
+EXECUTION_METADATA = "execution"
 RETRYABLE = (BotoCoreError, ClientError, S3UploadFailedError)
 
 log = logging.getLogger(__name__)
@@ -136,20 +139,22 @@ class SyncReport:
 class DirSync:
     """Sync a local directory up to a key prefix (changed files only), or restore it from there.
 
-    With mirror_deletions, a key this DirSync uploaded itself is deleted once its file is gone
-    locally. Keys it did not write (an earlier run's, or restored ones) are never deleted: a rerun,
+    With mirror_deletions, a key written by this execution (this attempt, or an earlier attempt of
+    the same execution, known by its `execution` metadata) is deleted once its file is gone locally.
+    Keys another execution wrote (an ended run of the same exec_name) are never deleted: a rerun,
     a `rm -rf` of the folder or a partial restore must not be able to wipe the only good copy.
     """
 
     def __init__(self, store: Store, local_dir: Path, prefix: str, mirror_deletions: bool = False,
-                 skip_dir: Optional[Path] = None):
+                 skip_dir: Optional[Path] = None, execution: Optional[str] = None):
         self.store = store
+        self.execution = execution  # stamped on every upload; None: nothing restored counts as ours
         self.local_dir = local_dir
         self.prefix = prefix
         self.mirror_deletions = mirror_deletions
         self.skip_dir = skip_dir  # a subdirectory another DirSync owns
         self._uploaded: Dict[str, Signature] = {}  # in S3 as it is locally: restored or written
-        self._written: Set[str] = set()  # uploaded by this run: the only keys a mirror may delete
+        self._written: Set[str] = set()  # uploaded by this execution: the only keys a mirror may delete
         self._lock = threading.Lock()  # the periodic and the final sync must not interleave
 
     def sync(self) -> SyncReport:
@@ -177,7 +182,10 @@ class DirSync:
         signature = (stat.st_size, stat.st_mtime_ns)
         if self._uploaded.get(relative) == signature:
             return
-        if self.store.upload(path, self.prefix + relative, {MTIME_METADATA: str(stat.st_mtime_ns)}):
+        metadata = {MTIME_METADATA: str(stat.st_mtime_ns)}
+        if self.execution:
+            metadata[EXECUTION_METADATA] = self.execution
+        if self.store.upload(path, self.prefix + relative, metadata):
             self._uploaded[relative] = signature
             self._written.add(relative)
             report.uploaded.append(self.prefix + relative)
@@ -215,6 +223,8 @@ class DirSync:
                 os.utime(target, ns=(mtime_ns, mtime_ns))
                 stat = target.stat()
                 self._uploaded[relative] = (stat.st_size, stat.st_mtime_ns)
+                if self.execution and metadata.get(EXECUTION_METADATA) == self.execution:
+                    self._written.add(relative)  # an earlier attempt of this execution wrote it
                 restored.append(target)
             return restored
 

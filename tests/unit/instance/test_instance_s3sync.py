@@ -201,6 +201,30 @@ def test_given_restored_snapshots_rotated_away_when_the_mirror_syncs_then_only_t
     assert keys_under(store, "checkpoints/") == ["checkpoints/snapshot_iter_100", "checkpoints/snapshot_iter_300"]
 
 
+def test_given_an_earlier_attempt_of_the_same_execution_when_it_rotates_restored_snapshots_then_s3_follows(
+        store, tmp_path):
+    # Given attempt 1 of execution E uploaded 100, and an ended run (execution D) left 50
+    first = tmp_path / "attempt-1"
+    first.mkdir()
+    snapshot(first, 100)
+    DirSync(store, first, "checkpoints/", mirror_deletions=True, execution="E").sync()
+    store.client.put_object(Bucket="job", Key="checkpoints/snapshot_iter_50", Body=b"an ended run's",
+                            Metadata={"execution": "D"})
+
+    # When attempt 2 of E restores, then rotates 100 away after writing 200
+    second = tmp_path / "attempt-2"
+    sync = DirSync(store, second, "checkpoints/", mirror_deletions=True, execution="E")
+    sync.restore()
+    (second / "snapshot_iter_100").unlink()
+    (second / "snapshot_iter_50").unlink()
+    snapshot(second, 200)
+    report = sync.sync()
+
+    # Then E's own 100 goes (storage stays bounded across attempts), D's 50 stays
+    assert report.deleted == ["checkpoints/snapshot_iter_100"]
+    assert keys_under(store, "checkpoints/") == ["checkpoints/snapshot_iter_200", "checkpoints/snapshot_iter_50"]
+
+
 def test_given_a_half_written_object_in_s3_when_restoring_then_it_is_left_out(store, tmp_path):
     store.client.put_object(Bucket="job", Key="checkpoints/snapshot_iter_200.partial", Body=b"half")
     store.client.put_object(Bucket="job", Key="checkpoints/snapshot_iter_100", Body=b"state")
