@@ -20,7 +20,7 @@ from lambdas.shared import layout
 
 from . import clone, runner
 from .imds import Imds
-from .job import Job, Paths, command_env
+from .job import Account, Job, Paths, command_env
 from .logs import OutputLog
 from .options import Options
 from .periodic import Periodic
@@ -51,6 +51,7 @@ class Agent:
         self.agent_log_path = self.output.directory / "agent.log"
         self.instance_id = imds.instance_id()
         self.job: Optional[Job] = None
+        self.account: Optional[Account] = None
         self.execution = "unknown"
         self.phase = "clone"
         self.phase_seconds: Dict[str, float] = {}
@@ -86,7 +87,8 @@ class Agent:
     def _attempt(self) -> Outcome:
         try:
             job = Job.from_document(self.store.get_json(layout.JOB_KEY))
-            paths = Paths.resolve(job, self.options.workdir)
+            self.account = Account.resolve(self.options.run_as, self.options.home)
+            paths = Paths.resolve(job, self.account.home, self.options.absolute_paths_refused)
         except ValueError as error:  # InvalidJob, or job.json that is not JSON at all
             return Outcome(exit_code=1, failed_phase="start", reason="job_invalid", message=str(error))
         except RETRYABLE as error:
@@ -101,8 +103,7 @@ class Agent:
         outcome = self._clone(job, paths, env)
         if outcome:
             return outcome
-        for directory in paths.created():
-            directory.mkdir(parents=True, exist_ok=True)
+        made = paths.make()
         # A checkpoint_dir inside output_dir goes to checkpoints/ only, or output/ would keep every snapshot.
         self._syncs = [DirSync(self.store, paths.output, layout.OUTPUT_PREFIX, skip_dir=paths.checkpoint)]
         if paths.checkpoint:
@@ -112,6 +113,7 @@ class Agent:
             outcome = self._restore()
             if outcome:
                 return outcome
+        self.account.own([paths.clone, *made])  # after the restore: its files are the account's to rotate
         self._dir_sync.start()
         for phase, command in job.commands:
             outcome = self._run_phase(phase, command, paths.clone, env)
@@ -151,7 +153,8 @@ class Agent:
             return self._stopped(runner.Result(0, 0.0, stop), phase)
         self._enter(phase)
         self.output.note(f"phase {phase}: {command}")
-        result = runner.run(command, cwd=cwd, env=env, output=self.output, should_stop=self._should_stop)
+        result = runner.run(self.account.login_command(command), cwd=cwd, env=env, output=self.output,
+                            should_stop=self._should_stop)
         self.phase_seconds[phase] = round(result.seconds, 3)
         self.output.note(f"phase {phase} ended with exit code {result.exit_code} after {result.seconds:.1f}s")
         if result.stop:
