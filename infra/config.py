@@ -18,6 +18,8 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SSM_NAME = re.compile(r"^/\S+$")
 _VPC_ID = re.compile(r"^vpc-[0-9a-f]+$")
 _SUBNET_ID = re.compile(r"^subnet-[0-9a-f]+$")
+# A Linux account name as useradd accepts it by default; it reaches user data, so nothing a shell could misread.
+_USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 
 class ConfigError(ValueError):
@@ -25,6 +27,8 @@ class ConfigError(ValueError):
 
 
 HANDOVER_SAFETY = 0.9  # room for each poll's own seconds on top of its wait
+_USER_RULE = ("must be the AMI's default Linux user, e.g. ubuntu (Deep Learning AMIs on Ubuntu) or ec2-user "
+              "(Amazon Linux): lowercase letters, digits, '_' and '-'")
 
 
 def _error(key: str, value: Any, rule: str) -> ConfigError:
@@ -95,6 +99,7 @@ class StackConfig:
     allowed_instance_types: tuple[str, ...]
     default_instance_types: tuple[str, ...]
     ami_ssm_parameter: str
+    instance_user: str  # the AMI's default user: the job's commands run as it, in its home, as in 2017
     vpc_id: str
     subnet_ids: tuple[str, ...]
     bucket_prefix: str  # "" = spottrain-<account>
@@ -128,6 +133,7 @@ class StackConfig:
             allowed_instance_types=ctx.items("allowedInstanceTypes", _INSTANCE_TYPE, instance_type_rule),
             default_instance_types=ctx.items("defaultInstanceTypes", _INSTANCE_TYPE, instance_type_rule),
             ami_ssm_parameter=ctx.text("amiSsmParameter", _SSM_NAME, "must be an SSM parameter name starting with /"),
+            instance_user=ctx.text("instanceUser", _USER_NAME, _USER_RULE),
             vpc_id=ctx.text("vpcId", _VPC_ID, "must be a VPC id like vpc-0abc123, or empty for the default VPC"),
             subnet_ids=ctx.items("subnetIds", _SUBNET_ID, "is not a subnet id like subnet-0abc123"),
             bucket_prefix=ctx.text(
@@ -159,6 +165,8 @@ class StackConfig:
     def _check_consistency(self) -> None:
         if not self.allowed_instance_types:
             raise _error("allowedInstanceTypes", [], "must name at least one EC2 instance type, e.g. g5.xlarge")
+        if not self.instance_user:
+            raise _error("instanceUser", "", _USER_RULE)
         if not self.default_instance_types:
             raise _error("defaultInstanceTypes", [], "must name at least one EC2 instance type, e.g. g5.xlarge")
         outside = [name for name in self.default_instance_types if name not in self.allowed_instance_types]
@@ -188,6 +196,7 @@ class StackConfig:
         """The settings part of the Lambda environment (names and parsing: lambdas/shared/config.py)."""
         return {
             "SUBNET_IDS": ",".join(self.subnet_ids),
+            "INSTANCE_USER": self.instance_user,
             "ALLOWED_INSTANCE_TYPES": ",".join(self.allowed_instance_types),
             "DEFAULT_INSTANCE_TYPES": ",".join(self.default_instance_types),
             "MAX_SPOT_PRICE": "" if self.max_spot_price is None else f"{self.max_spot_price:g}",

@@ -1,7 +1,8 @@
 #!/bin/bash
 # spottrain bootstrap: fetch the instance agent from its S3 asset and start it for one job attempt.
 # Rendered by instance/userdata.py. It carries no secrets: the instance profile grants S3 access.
-# The emulator and prepared AMIs may set SPOTTRAIN_ROOT, SPOTTRAIN_PYTHON, SPOTTRAIN_SHUTDOWN_COMMAND.
+# The emulator and prepared AMIs may set SPOTTRAIN_ROOT, SPOTTRAIN_PYTHON, SPOTTRAIN_SHUTDOWN_COMMAND,
+# and SPOTTRAIN_RUN_AS / SPOTTRAIN_RUN_AS_HOME (the account the commands run as, and its home).
 set -euo pipefail
 
 BUCKET={{bucket}}
@@ -9,8 +10,11 @@ ATTEMPT={{attempt}}
 REGION={{region}}
 AGENT_BUCKET={{agent_bucket}}
 AGENT_KEY={{agent_key}}
+RUN_AS={{run_as}}
 
 ROOT="${SPOTTRAIN_ROOT:-/opt/spottrain}"
+# The emulator has no such account: it names its own user, and the simulated AMI's home.
+RUN_AS="${SPOTTRAIN_RUN_AS:-$RUN_AS}"
 SHUTDOWN_COMMAND="${SPOTTRAIN_SHUTDOWN_COMMAND:-shutdown -h now}"
 LOG="$ROOT/bootstrap.log"
 export AWS_DEFAULT_REGION="$REGION"
@@ -50,4 +54,5 @@ log "starting the agent"
 trap - ERR
 export PYTHONPATH="$ROOT/agent${PYTHONPATH:+:$PYTHONPATH}"
 exec "$PY" -m instance.agent --bucket "$BUCKET" --attempt "$ATTEMPT" --region "$REGION" \
-  --workdir "$ROOT/work" --shutdown-command "$SHUTDOWN_COMMAND"
+  --workdir "$ROOT/work" --shutdown-command "$SHUTDOWN_COMMAND" \
+  --run-as "$RUN_AS" ${SPOTTRAIN_RUN_AS_HOME:+--home "$SPOTTRAIN_RUN_AS_HOME"}

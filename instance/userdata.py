@@ -1,4 +1,5 @@
-"""Render the instance's user data: `bootstrap.sh` with the job's bucket, attempt, region and agent asset.
+"""Render the instance's user data: `bootstrap.sh` with the job's bucket, attempt, region, agent asset and
+the account the job's commands run as (the AMI's default user, a stack setting).
 
 Imported by the request_spot_instance Lambda (shipped in its asset), so stdlib only. User data carries
 no spec values and no secrets; the values it does carry are validated here and shell-quoted anyway,
@@ -19,9 +20,12 @@ _BUCKET = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
 # CDK asset keys look like "<sha256>.zip", possibly under a prefix; nothing a shell could misread.
 _OBJECT_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,1023}")
+_USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+PLACEHOLDERS = frozenset({"bucket", "attempt", "region", "agent_bucket", "agent_key", "run_as"})
 
 
-def render_user_data(*, bucket: str, attempt: int, region: str, agent_bucket: str, agent_key: str) -> str:
+def render_user_data(*, bucket: str, attempt: int, region: str, agent_bucket: str, agent_key: str,
+                     run_as: str) -> str:
     """The bootstrap script for one attempt; ValueError names the first unsafe value and the rule."""
     values = {
         "bucket": _checked("bucket", bucket, _BUCKET, "an S3 bucket name: 3-63 of a-z, 0-9, '-'"),
@@ -29,6 +33,7 @@ def render_user_data(*, bucket: str, attempt: int, region: str, agent_bucket: st
         "region": _checked("region", region, _REGION, "an AWS region such as us-east-1"),
         "agent_bucket": _checked("agent_bucket", agent_bucket, _BUCKET, "an S3 bucket name: 3-63 of a-z, 0-9, '-'"),
         "agent_key": _checked_key(agent_key),
+        "run_as": _checked("run_as", run_as, _USER_NAME, "a Linux user name such as ubuntu (the stack's instanceUser)"),
     }
     user_data = _PLACEHOLDER.sub(lambda match: shlex.quote(values[match.group(1)]), _template())
     size = len(user_data.encode())
@@ -39,7 +44,7 @@ def render_user_data(*, bucket: str, attempt: int, region: str, agent_bucket: st
 
 def _template() -> str:
     text = TEMPLATE_PATH.read_text()
-    unknown = set(_PLACEHOLDER.findall(text)) - {"bucket", "attempt", "region", "agent_bucket", "agent_key"}
+    unknown = set(_PLACEHOLDER.findall(text)) - PLACEHOLDERS
     if unknown:
         raise ValueError(f"{TEMPLATE_PATH.name} uses unknown placeholders {sorted(unknown)}")
     return text

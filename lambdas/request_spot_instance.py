@@ -178,6 +178,7 @@ def launch_parameters(settings: Settings, state: dict, attempt: int, pool: Pool,
             region=region,
             agent_bucket=settings.agent_bucket,
             agent_key=settings.agent_key,
+            run_as=settings.instance_user,
         ),
         "TagSpecifications": _tag_specifications(settings, state, attempt, spot),
     }

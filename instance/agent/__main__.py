@@ -18,15 +18,17 @@ EPILOG = f"""\
 what it does, in order:
   1. reads s3://BUCKET/{layout.JOB_KEY} ({{"job": validated spec, "execution": {{"id": ..., "name": ...}}}})
   2. clones repository_url (https, ssh, file:// or a local path) at repository_ref, shallow when the
-     remote has a branch or tag of that name, else at that commit, into WORKDIR/repo/<repository_name>
-     (git runs with the agent's environment, never the job's env); creates data_dir, output_dir and
-     checkpoint_dir (relative to the clone)
+     remote has a branch or tag of that name, else at that commit, into HOME/<repository_name> (HOME:
+     --run-as's home, or --home; git runs with the agent's environment, never the job's env); creates
+     data_dir, output_dir and checkpoint_dir (inside the clone when relative, else where they say) and,
+     when the agent is root, hands the clone and what it created to --run-as
   3. restores {layout.CHECKPOINTS_PREFIX} into checkpoint_dir (or {layout.OUTPUT_PREFIX} into output_dir when the job
      has no checkpoint_dir), file mtimes included, before any command runs, on every attempt and rerun
-  4. runs setup_command, data_get_command, exec_command with `bash -c` in the clone, each in its own
-     process group, stdout+stderr to {layout.LOGS_PREFIX}attempt-<n>/output-<part>.log
-     (parts of SPOTTRAIN_LOG_PART_BYTES, default 5 MiB; parts already in S3 are deleted locally beyond
-     50 MiB; output that cannot be written is still drained, and a full disk stops the command)
+  4. runs setup_command, data_get_command, exec_command as --run-as in its login shell (`bash -lc`,
+     which reads its profile) in the clone, each in its own process group, stdout+stderr to
+     {layout.LOGS_PREFIX}attempt-<n>/output-<part>.log (parts of SPOTTRAIN_LOG_PART_BYTES, default 5 MiB; parts
+     already in S3 are deleted locally beyond 50 MiB; output that cannot be written is still drained,
+     and a full disk stops the command)
   5. stops at the first failing command, on a spot notice, at limits.max_runtime_minutes, or when the
      disk is full (SIGTERM to the group, SIGKILL for what still runs after SPOTTRAIN_KILL_GRACE_SECONDS)
   6. syncs output_dir -> {layout.OUTPUT_PREFIX} and checkpoint_dir -> {layout.CHECKPOINTS_PREFIX} (changed files only, see below),
@@ -53,7 +55,7 @@ environment of the commands: the agent's own, then the job's env, then
   SPOTTRAIN_JOB SPOTTRAIN_BUCKET SPOTTRAIN_ATTEMPT SPOTTRAIN_RESUME (1 when the restore put files back,
   else unset) SPOTTRAIN_LATEST_CHECKPOINT (the newest restored file by mtime; empty on a fresh start)
   SPOTTRAIN_DATA_DIR SPOTTRAIN_OUTPUT_DIR SPOTTRAIN_CHECKPOINT_DIR (absolute; the last is output_dir
-  when the job has no checkpoint_dir)
+  when the job has no checkpoint_dir), then HOME USER LOGNAME of --run-as; its login profile runs first
 
 markers (JSON; all carry attempt, instance_id, execution: the execution id from job.json):
   {layout.COMPLETED_KEY}    exit_code, failed_phase (clone|restore|setup|data|exec|start, null on success),
@@ -82,6 +84,10 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument("--attempt", required=True, type=_attempt, help="1 for the first instance, +1 per relaunch")
     cli.add_argument("--region", help="AWS region of the bucket (default: the SDK's usual lookup)")
     cli.add_argument("--workdir", default="/opt/spottrain/work", help="where the clone and local logs go")
+    cli.add_argument("--run-as", metavar="USER",
+                     help="run the commands as USER (the AMI's default user; needs root), in ~USER/<repository_name> "
+                          "(default: the agent's own account, in $HOME)")
+    cli.add_argument("--home", metavar="DIR", help="USER's home instead of the password database's")
     cli.add_argument("--shutdown-command", default=agent_options.DEFAULT_SHUTDOWN_COMMAND,
                      help="run via bash -c when done (default: %(default)s; the launch template makes "
                           "an instance-initiated shutdown a termination)")

@@ -20,7 +20,7 @@ from lambdas.shared import layout
 
 from . import clone, runner
 from .imds import Imds
-from .job import Job, Paths, command_env
+from .job import Account, Job, Paths, command_env
 from .logs import OutputLog
 from .options import Options
 from .periodic import Periodic
@@ -56,6 +56,7 @@ class Agent:
         self.job: Optional[Job] = None
         self.paths: Optional[Paths] = None
         self.execution: Optional[str] = None  # the execution id from job.json: every marker names it
+        self.account: Optional[Account] = None
         self.phase = "clone"
         self.phase_seconds: Dict[str, float] = {}
         self.started_at = _now()
@@ -100,7 +101,8 @@ class Agent:
         self.execution = _execution_id(document)
         try:
             self.job = Job.from_document(document)
-            self.paths = Paths.resolve(self.job, self.options.workdir)
+            self.account = Account.resolve(self.options.run_as, self.options.home)
+            self.paths = Paths.resolve(self.job, self.account.home, self.options.absolute_paths_refused)
         except ValueError as error:  # InvalidJob
             return Outcome(exit_code=1, failed_phase="start", reason="job_invalid", message=str(error))
         return None
@@ -111,8 +113,7 @@ class Agent:
         outcome = self._clone(job, paths)
         if outcome:
             return outcome
-        for directory in paths.created():
-            directory.mkdir(parents=True, exist_ok=True)
+        made = paths.make()
         # A checkpoint_dir inside output_dir goes to checkpoints/ only, or output/ would keep every snapshot.
         self._syncs = [DirSync(self.store, paths.output, layout.OUTPUT_PREFIX, skip_dir=paths.checkpoint,
                                execution=self.execution)]
@@ -124,6 +125,7 @@ class Agent:
         restored = self._restore()
         if isinstance(restored, Outcome):
             return restored
+        self.account.own([paths.clone, *made])  # after the restore: its files are the account's to rotate
         env = {**command_env(job, paths, self.options, self.inherited_env), **resume_env(restored)}
         self._dir_sync.start()
         for phase, command in job.commands:
@@ -167,7 +169,8 @@ class Agent:
             return self._stopped(runner.Result(0, 0.0, stop), phase)
         self._enter(phase)
         self.output.note(f"phase {phase}: {command}")
-        result = runner.run(command, cwd=cwd, env=env, output=self.output, should_stop=self._should_stop)
+        result = runner.run(self.account.login_command(command), cwd=cwd, env=env, output=self.output,
+                            should_stop=self._should_stop)
         self.phase_seconds[phase] = round(result.seconds, 3)
         self.output.note(f"phase {phase} ended with exit code {result.exit_code} after {result.seconds:.1f}s")
         if result.stop:

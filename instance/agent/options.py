@@ -23,6 +23,8 @@ TIMING_VARIABLES = {
 }
 LOG_PART_BYTES_VARIABLE = "SPOTTRAIN_LOG_PART_BYTES"
 DEFAULT_LOG_PART_BYTES = 5 * 1024 * 1024
+# Set by an emulator that cannot map absolute folders into its sandbox: why, for the job's failure message.
+ABSOLUTE_PATHS_REFUSED_VARIABLE = "SPOTTRAIN_ABSOLUTE_PATHS_REFUSED"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +34,9 @@ class Options:
     workdir: Path
     region: Optional[str] = None
     shutdown_command: str = DEFAULT_SHUTDOWN_COMMAND
+    run_as: Optional[str] = None  # None: the commands run as the agent's own account
+    home: Optional[Path] = None  # run_as's home; None: from the password database (the agent's own: $HOME)
+    absolute_paths_refused: Optional[str] = None
     sync_seconds: float = 15.0
     heartbeat_seconds: float = 30.0
     notice_poll_seconds: float = 5.0
@@ -59,6 +64,9 @@ def from_arguments(args, env: Mapping[str, str] = os.environ) -> Options:
         workdir=Path(args.workdir).resolve(),
         region=args.region,
         shutdown_command=args.shutdown_command,
+        run_as=args.run_as,
+        home=Path(args.home) if args.home else None,
+        absolute_paths_refused=env.get(ABSOLUTE_PATHS_REFUSED_VARIABLE) or None,
         **timings_from_env(env),
     )
 

@@ -68,6 +68,7 @@ class Settings:
     max_keep_alive_minutes: int = 60
     on_demand_fallback: bool = True
     seconds_per_minute: int = 60
+    instance_user: str = "ubuntu"
 
 
 # field name -> (environment variable, parser, required)
@@ -96,6 +97,7 @@ _FIELDS: dict[str, tuple[str, Callable[[str], object], bool]] = {
     "max_keep_alive_minutes": ("MAX_KEEP_ALIVE_MINUTES", _positive_int, False),
     "on_demand_fallback": ("ON_DEMAND_FALLBACK", _bool, False),
     "seconds_per_minute": ("SECONDS_PER_MINUTE", _positive_int, False),
+    "instance_user": ("INSTANCE_USER", str, False),
 }
 
 ENVIRONMENT_VARIABLES = tuple(name for name, _, _ in _FIELDS.values())

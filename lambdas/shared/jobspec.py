@@ -10,6 +10,7 @@ import copy
 import difflib
 import functools
 import json
+import posixpath
 import re
 from pathlib import Path
 from typing import Any, Iterator
@@ -228,10 +229,17 @@ def _repository_problems(spec: dict, settings: Settings) -> Iterator[str]:
 
 def _directory_problems(spec: dict, settings: Settings) -> Iterator[str]:
     checkpoints, output = spec.get("checkpoint_dir"), spec.get("output_dir")
-    if isinstance(checkpoints, str) and isinstance(output, str) and checkpoints.strip("/") == output.strip("/"):
+    if isinstance(checkpoints, str) and isinstance(output, str) and _same_folder(checkpoints, output):
         # checkpoints/ mirrors its folder (old snapshots deleted) while output/ keeps everything.
         yield ("checkpoint_dir: must differ from output_dir, or every snapshot would also be kept forever in output/. "
                "Use a folder of its own (e.g. \"checkpoints\"), or omit checkpoint_dir to resume from output_dir.")
+
+
+def _same_folder(first: str, second: str) -> bool:
+    # A relative folder is inside the clone, whose place only the instance knows (the AMI user's home):
+    # the agent compares such a pair once it has resolved them.
+    same_kind = first.startswith("/") == second.startswith("/")
+    return same_kind and posixpath.normpath(first) == posixpath.normpath(second)
 
 
 def _instance_problems(spec: dict, settings: Settings) -> Iterator[str]:

@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lambdas.shared import layout
+from spottrain.local import aws_shim
 from spottrain.local.faults import Faults
 from spottrain.local.imds import InstanceMetadata
+from spottrain.local.sandbox import boot_command
 
 log = logging.getLogger(__name__)
 
@@ -41,27 +43,6 @@ AGENT_TIMINGS = {
     "SPOTTRAIN_KILL_GRACE_SECONDS": "3",
     "SPOTTRAIN_SYNC_RESERVE_SECONDS": "2",
 }
-
-AWS_SHIM = '''#!{python}
-"""`aws s3 cp` for a simulated instance: the subset the bootstrap uses, against the emulator."""
-import sys
-import boto3
-
-args = [a for a in sys.argv[1:] if a not in ("--only-show-errors", "--quiet", "--no-progress")]
-if args[:2] != ["s3", "cp"] or len(args) != 4:
-    sys.exit("emulator aws shim: only 'aws s3 cp SRC DEST' is available, got: " + " ".join(sys.argv[1:]))
-src, dest = args[2:]
-s3 = boto3.client("s3")
-if src.startswith("s3://"):
-    bucket, _, key = src[5:].partition("/")
-    s3.download_file(bucket, key, dest)
-elif dest.startswith("s3://"):
-    bucket, _, key = dest[5:].partition("/")
-    s3.upload_file(src, bucket, key)
-else:
-    sys.exit("emulator aws shim: one side of cp must be s3://bucket/key")
-'''
-
 
 @dataclasses.dataclass
 class SimulatedInstance:
@@ -118,10 +99,7 @@ class Ec2Simulator:
                 self._kill(instance)
 
     def _write_shim(self) -> None:
-        self._shim_dir.mkdir(parents=True, exist_ok=True)
-        shim = self._shim_dir / "aws"
-        shim.write_text(AWS_SHIM.format(python=sys.executable))
-        shim.chmod(0o755)
+        aws_shim.install(self._shim_dir)
 
     def _run(self) -> None:
         while not self._stop.wait(self.poll_seconds):
@@ -166,9 +144,10 @@ class Ec2Simulator:
         imds = InstanceMetadata(
             instance_id, described["InstanceType"], described["Placement"]["AvailabilityZone"]
         ).start()
+        argv, env = boot_command(sandbox, script, self._environment(sandbox, imds))  # the simulated AMI's /home
         with open(sandbox / "console.log", "ab") as console:
             process = subprocess.Popen(
-                ["bash", str(script)], cwd=sandbox, env=self._environment(sandbox, imds),
+                argv, cwd=sandbox, env=env,
                 stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, start_new_session=True,
             )
         self.on_event(f"instance {instance_id} ({described['InstanceType']}) booted: {sandbox}")

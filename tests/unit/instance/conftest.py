@@ -265,10 +265,11 @@ class AgentRun:
         self.s3 = s3
         self.bucket = bucket
         self.workdir = tmp_path / "work"
+        self.home = tmp_path / "home"  # the agent's own account runs the commands, in a clone at ~/<repository_name>
         self.marks = tmp_path / "marks"
         self.marks.mkdir()
         self.shutdown_flag = tmp_path / "shutdown-called"
-        self.env = {**os.environ, **aws_env, **FAST_TIMINGS, "PYTHONPATH": str(REPO_ROOT),
+        self.env = {**os.environ, **aws_env, **FAST_TIMINGS, "PYTHONPATH": str(REPO_ROOT), "HOME": str(self.home),
                     "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds_endpoint}
         self.process = None
 

@@ -49,7 +49,7 @@ def test_given_a_job_env_when_commands_run_then_they_see_it_and_the_spottrain_va
     agent.start().wait()
 
     env = json.loads(agent.text("output/env.json"))
-    clone = agent.workdir / "repo" / "payload"
+    clone = agent.home / "payload"
     assert env["GREETING"] == "hello world; $(not run)"  # passed as data, never through a shell
     assert env["SPOTTRAIN_JOB"] == "demo" and env["SPOTTRAIN_ATTEMPT"] == "1" and "SPOTTRAIN_RESUME" not in env
     assert env["SPOTTRAIN_LATEST_CHECKPOINT"] == ""  # a fresh start: `${VAR:+--resume "$VAR"}` adds nothing

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import shlex
 import stat
@@ -18,7 +19,8 @@ from instance.userdata import USER_DATA_LIMIT, render_user_data
 
 AGENT_KEY = "a" * 64 + ".zip"  # a CDK asset key: the sha256 of the zip
 VALUES = dict(bucket="spottrain-123456789012-demo", attempt=1, region="us-east-1",
-              agent_bucket="cdk-hnb659fds-assets-123456789012-us-east-1", agent_key=AGENT_KEY)
+              agent_bucket="cdk-hnb659fds-assets-123456789012-us-east-1", agent_key=AGENT_KEY, run_as="ubuntu")
+ME = pwd.getpwuid(os.geteuid()).pw_name
 CREDENTIAL_LOOKING = [
     re.compile(r"(AKIA|ASIA)[0-9A-Z]{16}"),  # access key ids
     re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+=]{40}(?![A-Za-z0-9/+=])"),  # secret access keys
@@ -63,6 +65,7 @@ def test_given_valid_values_when_rendered_then_each_is_assigned_once_and_bash_pa
     user_data = render_user_data(**VALUES)
 
     assert f"BUCKET={VALUES['bucket']}\n" in user_data and f"AGENT_KEY={AGENT_KEY}\n" in user_data
+    assert "RUN_AS=ubuntu\n" in user_data
     assert subprocess.run(["bash", "-n"], input=user_data.encode()).returncode == 0
 
 
@@ -76,6 +79,9 @@ def test_given_valid_values_when_rendered_then_each_is_assigned_once_and_bash_pa
     ("agent_key", "assets/../../etc/passwd"),
     ("attempt", 0),
     ("attempt", "1"),
+    ("run_as", "ubuntu; reboot"),
+    ("run_as", "Ubuntu"),
+    ("run_as", ""),
 ])
 def test_given_an_unsafe_value_when_rendering_then_value_error_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
@@ -98,6 +104,7 @@ def instance_env(tmp_path, aws_env, imds):
         "SPOTTRAIN_PYTHON": AGENT_PYTHON,
         "SPOTTRAIN_SHUTDOWN_COMMAND": f"touch {shlex.quote(str(tmp_path / 'shutdown-called'))}",
         "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.endpoint,
+        "SPOTTRAIN_RUN_AS_HOME": str(tmp_path / "home"),
     })
     return env
 
@@ -114,8 +121,9 @@ def test_given_an_agent_asset_when_the_bootstrap_runs_then_the_agent_carries_out
                   Body=json.dumps(job_document(training_repo, marks)).encode())
     s3.upload_file(str(build_agent_zip(tmp_path / "agent.zip")), bucket, "assets/agent.zip")
 
+    # The stack's instanceUser is this test's own account: no second account is needed to run it.
     booted = boot(render_user_data(bucket=bucket, attempt=1, region="us-east-1", agent_bucket=bucket,
-                                   agent_key="assets/agent.zip"), instance_env)
+                                   agent_key="assets/agent.zip", run_as=ME), instance_env)
 
     assert booted.returncode == 0, booted.stderr
     completed = json.loads(s3.get_object(Bucket=bucket, Key="status/completed.json")["Body"].read())
@@ -123,7 +131,7 @@ def test_given_an_agent_asset_when_the_bootstrap_runs_then_the_agent_carries_out
     root = tmp_path / "root"
     assert (root / "agent" / "instance" / "agent" / "__main__.py").is_file()
     assert (root / "agent" / "lambdas" / "shared" / "layout.py").is_file()
-    assert (root / "work" / "repo" / "payload" / "result" / "model.txt").is_file()
+    assert (tmp_path / "home" / "payload" / "result" / "model.txt").is_file()  # ~<instanceUser>/<repository>
     assert "starting the agent" in (root / "bootstrap.log").read_text()
     assert (tmp_path / "shutdown-called").exists()
 
@@ -131,7 +139,7 @@ def test_given_an_agent_asset_when_the_bootstrap_runs_then_the_agent_carries_out
 def test_given_a_missing_agent_asset_when_the_bootstrap_runs_then_it_says_so_on_the_console_and_shuts_down(
         tmp_path, instance_env, bucket):
     booted = boot(render_user_data(bucket=bucket, attempt=2, region="us-east-1", agent_bucket=bucket,
-                                   agent_key="assets/missing.zip"), instance_env)
+                                   agent_key="assets/missing.zip", run_as=ME), instance_env)
 
     assert booted.returncode != 0
     failure = [line for line in booted.stderr.splitlines() if line.startswith("spottrain bootstrap: FAILED")]

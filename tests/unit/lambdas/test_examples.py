@@ -35,8 +35,8 @@ def test_given_example_when_validated_for_a_default_stack_then_accepted_by_both_
 def test_given_pix2pix_example_then_it_is_the_2017_seven_field_format():
     spec = load("pix2pix.json")
     assert set(spec) == ORIGINAL_FIELDS
-    assert spec["repository_url"] == "https://github.com/pfnet-research/chainer-pix2pix.git"
-    assert spec["exec_command"].startswith("python train_facade.py -g 0")
+    assert spec["repository_url"] == "https://github.com/mattya/chainer-pix2pix.git"
+    assert (spec["data_dir"], spec["output_dir"]) == ("/home/ubuntu/data", "/home/ubuntu/result")
 
 
 def test_given_multihead_demo_then_it_runs_this_repositorys_payload_resumably():

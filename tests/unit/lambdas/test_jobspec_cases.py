@@ -147,7 +147,7 @@ def test_given_table_case_when_checked_by_jsonschema_then_interpreter_agrees(spe
 
 
 def test_given_many_problems_when_validating_then_all_are_listed_at_once():
-    spec = spec_with(exec_name="Bad Name", data_dir="/abs", limits={"max_attempts": 99})
+    spec = spec_with(exec_name="Bad Name", data_dir="/etc", limits={"max_attempts": 99})
     with pytest.raises(InvalidJobSpec) as caught:
         validate_spec(spec, make_settings())
     fields = sorted(p.split(":")[0] for p in caught.value.problems)
