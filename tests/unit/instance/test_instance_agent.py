@@ -120,7 +120,7 @@ def test_given_attempt_2_when_it_starts_then_checkpoints_are_restored_with_mtime
     seen = json.loads(agent.text("output/seen_at_start.json"))
     assert seen["resume"] == "1"
     assert seen["files"] == {"snapshot_iter_500": old, "snapshot_iter_900": old + 10**9}
-    checkpoints = (agent.workdir / "repo" / "payload" / "result" / "checkpoints").resolve()
+    checkpoints = (agent.home / "payload" / "result" / "checkpoints").resolve()
     assert seen["latest"] == str(checkpoints / "snapshot_iter_900")  # the newest by mtime, as autoload picks
     assert agent.json(COMPLETED)["attempt"] == 2
     assert "phase_seconds" in agent.json(COMPLETED) and "restore" in agent.json(COMPLETED)["phase_seconds"]
