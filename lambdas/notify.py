@@ -18,6 +18,7 @@ from lambdas.shared import layout, report
 from lambdas.shared.awserrors import error_code, transient_errors
 from lambdas.shared import runtime
 from lambdas.shared.config import Settings
+from lambdas.shared.logtext import readable_lines
 from lambdas.shared.status import JobStatus, NotifyEvent
 
 logger = Logger(service="spottrain")
@@ -57,8 +58,12 @@ def _attempt(state: dict) -> int:
 
 
 def _read_tail(s3: Any, bucket: str, key: str) -> list[str]:
-    body = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=-{LOG_TAIL_BYTES}")["Body"].read()
-    return body.decode("utf-8", errors="replace").splitlines()
+    answer = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=-{LOG_TAIL_BYTES}")
+    text = answer["Body"].read().decode("utf-8", errors="replace")
+    if not answer.get("ContentRange", "bytes 0-").startswith("bytes 0-"):
+        # The range began mid-line, maybe mid-escape-sequence: that first piece is not a line.
+        text = text.partition("\n")[2]
+    return readable_lines(text)
 
 
 def read_log_tail(s3: Any, bucket: str, attempt: int, lines: int = LOG_TAIL_LINES) -> tuple[str | None, list[str]]:

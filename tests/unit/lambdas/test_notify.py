@@ -196,3 +196,36 @@ def test_given_sns_throttles_when_publishing_then_transient_error(running_job, m
 @pytest.mark.parametrize("seconds, text", [(0, "0s"), (59, "59s"), (192, "3m12s"), (3600, "1h00m"), (93784, "1d2h")])
 def test_given_seconds_when_formatting_then_compact_human_duration(seconds, text):
     assert notify.format_duration(seconds) == text
+
+
+def test_given_terminal_drawing_in_the_log_when_notified_then_the_tail_is_plain_and_the_raw_log_untouched(running_job):
+    # Given training output as Chainer's PrintReport and ProgressBar write it, coloured error included
+    state, s3, inbox = running_job
+    bucket = state["storage"]["bucket"]
+    raw = ("epoch       main/loss \n\x1b[J     total [####......] 40.00%\n         4 iter\n\x1b[2A"
+           "\x1b[J1           0.696091    \n\x1b[J     total [########..] 80.00%\n         8 iter\n\x1b[2A"
+           "\x1b[1;31mRuntimeError\x1b[0m: CUDA out of memory\rRuntimeError: CUDA out of memory (retry 2)\n").encode()
+    s3.put_object(Bucket=bucket, Key=layout.output_log_key(1, 1), Body=raw)
+    state["poll"] = {"status": "FAILED", "detail": {"exit_code": 1}}
+
+    # When the failure is announced
+    publish(NotifyEvent.FAILED, state)
+
+    # Then the email shows the rows a terminal would, with no escape codes; S3 keeps the bytes as written
+    body = received(inbox)[0]["Message"]
+    tail = body.split(f"Last 4 lines of {layout.output_log_key(1, 1)}:\n")[1].splitlines()[:4]
+    assert tail == ["  epoch       main/loss", "  1           0.696091",
+                    "  RuntimeError: CUDA out of memory (retry 2)", "           8 iter"]
+    assert "\x1b" not in body and "\r" not in body
+    assert s3.get_object(Bucket=bucket, Key=layout.output_log_key(1, 1))["Body"].read() == raw
+
+
+def test_given_a_log_longer_than_the_tail_read_when_tailing_then_the_cut_first_line_is_dropped(running_job, monkeypatch):
+    # Given a log whose last 64 KiB begin in the middle of a coloured line
+    state, s3, _ = running_job
+    bucket = state["storage"]["bucket"]
+    monkeypatch.setattr(notify, "LOG_TAIL_BYTES", 12)
+    s3.put_object(Bucket=bucket, Key=layout.output_log_key(1, 1), Body=b"\x1b[31mfirst line\x1b[0m\nlast\n")
+
+    # When the tail is read, Then no fragment of the cut line (nor of its escape code) shows
+    assert notify.read_log_tail(s3, bucket, 1) == (layout.output_log_key(1, 1), ["last"])
