@@ -47,6 +47,7 @@ class ErrorName(str, Enum):
     """Error names raised by Lambdas (exception class names, as Lambda reports them)."""
 
     INVALID_JOB_SPEC = "InvalidJobSpec"
+    JOB_ALREADY_RUNNING = "JobAlreadyRunning"  # another execution runs the same exec_name
     BUCKET_NAME_TAKEN = "BucketNameTaken"
     NO_SPOT_CAPACITY = "NoSpotCapacity"
     ATTEMPTS_EXHAUSTED = "AttemptsExhausted"
