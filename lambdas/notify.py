@@ -225,8 +225,11 @@ def _event_lines(event: NotifyEvent, state: dict) -> list[str]:
             lines.append(f"Last spot answer: {bid.get('code', '')} {bid.get('message', '')}".rstrip())
     detail = poll.get("detail") or {}
     if event in (NotifyEvent.FAILED, NotifyEvent.INTERRUPTED, NotifyEvent.COMPLETED) and detail:
-        shown = ", ".join(f"{k}={v}" for k, v in sorted(detail.items()) if not isinstance(v, (dict, list)))
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(detail.items())
+                          if k != "message" and v is not None and not isinstance(v, (dict, list)))
         lines.append(f"Details: {shown}")
+        if detail.get("message"):
+            lines.append(f"Message: {detail['message']}")
     if event is NotifyEvent.CANCELLED and state.get("cancellation"):
         lines.append(f"Reason: {state['cancellation'].get('reason', 'cancelled')}")
     if event is NotifyEvent.ERROR:
@@ -263,6 +266,11 @@ def body_for(event: NotifyEvent, state: dict, facts: Facts, now: dt.datetime) ->
     ]
     if facts.log_tail:
         sections.append([f"Last {len(facts.log_tail)} lines of {facts.log_key}:", *("  " + line for line in facts.log_tail)])
+    console = ((state.get("poll") or {}).get("detail") or {}).get("console_tail")
+    if console:  # a bootstrap that failed leaves no log in the bucket: the console is all there is
+        instance_id = ((state.get("launch") or {}).get("instance") or {}).get("instance_id", "the instance")
+        sections.append([f"Last {len(console)} lines of the console output of {instance_id}:",
+                         *("  " + line for line in console)])
     if facts.unavailable:
         sections.append([f"Not available: {', '.join(facts.unavailable)}"])
     text = "\n\n".join("\n".join(lines) for lines in sections if lines)

@@ -229,3 +229,29 @@ def test_given_a_log_longer_than_the_tail_read_when_tailing_then_the_cut_first_l
 
     # When the tail is read, Then no fragment of the cut line (nor of its escape code) shows
     assert notify.read_log_tail(s3, bucket, 1) == (layout.output_log_key(1, 1), ["last"])
+
+
+def test_given_a_failed_bootstrap_when_notified_then_one_failure_email_with_the_console_tail(running_job):
+    # Given the poll's verdict on an instance that shut down before its agent started
+    state, _, inbox = running_job
+    state["poll"] = {"status": "FAILED", "retry_allowed": True, "detail": {
+        "reason": "bootstrap failed", "exit_code": None, "failed_phase": "bootstrap", "instance_state": "terminated",
+        "message": "instance i-0abc never started its agent (Client.InstanceInitiatedShutdown)",
+        "console_unavailable": None,
+        "console_tail": ["spottrain bootstrap: job s3://b attempt 1: fetching agent s3://assets/agent.zip",
+                         "fatal error: Could not connect to the endpoint URL: \"https://assets.s3.amazonaws.com/\"",
+                         "spottrain bootstrap: FAILED (exit 1) at line 32"]}}
+
+    # When the failure is announced
+    publish(NotifyEvent.FAILED, state)
+
+    # Then the subject says the bootstrap failed (not an interruption), and the body holds the console's tail
+    email = received(inbox)[0]
+    assert email["Subject"] == "[spottrain] pix2pix-facade failed (bootstrap failed) after 3m12s"
+    body = email["Message"]
+    assert "Message: instance i-0abc never started its agent (Client.InstanceInitiatedShutdown)" in body
+    assert "Details: failed_phase=bootstrap, instance_state=terminated, reason=bootstrap failed" in body
+    assert ("Last 3 lines of the console output of i-0abc:\n"
+            "  spottrain bootstrap: job s3://b attempt 1: fetching agent s3://assets/agent.zip\n") in body
+    assert "  spottrain bootstrap: FAILED (exit 1) at line 32" in body
+    assert "interrupted" not in body.lower() and "resuming" not in body.lower()
