@@ -88,3 +88,21 @@ def test_given_chunks_arriving_mid_line_when_streamed_then_lines_come_out_whole_
     chunks = ["\x1b[1mloss\x1b[0m 0.5\n10", "%\r", "100%\nlast line without newline"]
 
     assert list(jobs.readable_stream(chunks)) == ["loss 0.5\n", "100%\n", "last line without newline"]
+
+
+def test_given_a_heartbeat_whose_last_line_was_drawn_for_a_terminal_when_status_is_shown_then_it_reads_plainly(
+        stack, capsys):
+    # Given a running job whose agent reported a progress bar's redraws as its last log line
+    sfn, deployed = stack
+    jobs.start(sfn, deployed, EXAMPLE)
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=deployed.job_bucket(JOB))
+    s3.put_object(Bucket=deployed.job_bucket(JOB), Key=layout.HEARTBEAT_KEY, Body=json.dumps(
+        {"attempt": 1, "instance_id": "i-0abc", "last_log_line": "\x1b[32m 10%|#\r 80%|########\x1b[0m"}).encode())
+
+    # When its status is shown
+    assert cli.main(["status", JOB]) == 0
+
+    # Then the line ends with the last redraw, without escape codes
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith("attempt 1  i-0abc  |  80%|########") and "\x1b" not in out
