@@ -7,7 +7,7 @@ resource-level permissions. Anything else cdk-nag reports fails `tests/infra`.
 from __future__ import annotations
 
 
-from cdk_nag import NagPackSuppression, NagSuppressions
+from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 from constructs import IConstruct
 
 from infra.functions import TaskFunctions
@@ -44,6 +44,13 @@ S1_REASON = (
     "This bucket is the access-log destination (job buckets log into access-logs/); logging it into itself "
     "would log its own log deliveries."
 )
+OWN_EXECUTIONS_REASON = (
+    "Execution names are chosen when each job starts; validate_job describes only executions of this stack's "
+    "own state machine (arn ...:execution:<its name>:*) to refuse a second run of a job while one is active."
+)
+OWN_EXECUTIONS = RegexAppliesTo(
+    regex=r"/^Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<[A-Za-z0-9]+\.Name>:\*$/g"
+)
 DESCRIBE_REASON = (
     "ec2:DescribeInstances, DescribeSpotInstanceRequests, DescribeSubnets and DescribeSpotPriceHistory "
     "support no resource-level permissions: IAM requires Resource *."
@@ -58,6 +65,7 @@ def suppress(
     for task, findings in _task_findings(job_buckets, subnets_configured=bool(launch.subnet_ids)).items():
         _iam5(functions.by_task[task].role, findings)
     _iam5(workflow.state_machine.role, {STATE_MACHINE_REASON: [ANY_RESOURCE]})
+    _iam5(workflow, {OWN_EXECUTIONS_REASON: [OWN_EXECUTIONS]})
     for fn in functions.by_task.values():
         NagSuppressions.add_resource_suppressions(fn, [NagPackSuppression(id="AwsSolutions-L1", reason=L1_REASON)])
     NagSuppressions.add_resource_suppressions(
@@ -101,7 +109,7 @@ def _task_findings(job_buckets: list[str], *, subnets_configured: bool) -> dict[
     }
 
 
-def _iam5(role: IConstruct, findings_by_reason: dict[str, list[str]]) -> None:
+def _iam5(role: IConstruct, findings_by_reason: dict[str, list[str | RegexAppliesTo]]) -> None:
     NagSuppressions.add_resource_suppressions(
         role,
         [

@@ -1,16 +1,19 @@
 """Exactly the calls each task Lambda makes, scoped to this stack's resources.
 
-EC2 actions that change an instance or a spot request are allowed only on resources carrying this
-stack's `spottrain:stack` tag; S3 actions only on `<bucket prefix>-*`; iam:PassRole only on the
-instance role. Resource "*" appears only for EC2 Describe* calls, which have no resource level.
+EC2 actions that change an instance or a spot request, or read its console, are allowed only on
+resources carrying this stack's `spottrain:stack` tag; S3 actions only on `<bucket prefix>-*`;
+iam:PassRole only on the instance role; Step Functions reads only this stack's own state machine.
+Resource "*" appears only for EC2 Describe* calls, which have no resource level.
 The full list per role is in docs/CONFIGURATION.md ("Permissions").
 """
 from __future__ import annotations
 
-from aws_cdk import Aws
+from aws_cdk import ArnFormat, Aws, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
 
 from infra.instance_launch import InstanceLaunch
 from infra.job_storage import JobStorage
@@ -39,7 +42,7 @@ class TaskPermissions:
         self.topic = topic
 
     def grant_all(self, functions: dict[str, lambda_.Function]) -> None:
-        # validate_job makes no AWS call: it gets no statement at all.
+        # validate_job reads only the state machine, which names it: see see_own_executions.
         self.create_bucket(functions["create_bucket"])
         self.request_spot_instance(functions["request_spot_instance"])
         self.check_bid(functions["check_bid"])
@@ -76,6 +79,9 @@ class TaskPermissions:
         self._grant_job_report(fn)
         self._add(fn, "DescribeInstance", ["ec2:DescribeInstances"], ["*"])
         self._allow_terminate_tagged(fn)
+        # The console tail of an instance that failed before its agent started goes into the email.
+        instances = [self._ec2("instance/*")]
+        self._add(fn, "ReadOwnConsoleOutput", ["ec2:GetConsoleOutput"], instances, self._own_resources())
 
     def notify(self, fn: lambda_.Function) -> None:
         self.topic.grant_publish(fn)
@@ -88,6 +94,24 @@ class TaskPermissions:
         self._allow_terminate_tagged(fn)
         self._grant_job_report(fn)
         self.topic.grant_publish(fn)
+
+    @staticmethod
+    def see_own_executions(scope: Construct, fn: lambda_.Function, state_machine: sfn.StateMachine) -> None:
+        """validate_job lists the running executions of its own state machine to refuse a second run of a job.
+
+        A separate policy, not the role's default one: the state machine names the function, and the
+        function depends on its default policy, so naming the state machine there would be a cycle.
+        """
+        executions = Stack.of(scope).format_arn(
+            service="states", resource="execution", resource_name=f"{state_machine.state_machine_name}:*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        iam.Policy(scope, "ValidateJobSeesOwnExecutions", roles=[fn.role], statements=[
+            iam.PolicyStatement(sid="ListOwnExecutions", actions=["states:ListExecutions"],
+                                resources=[state_machine.state_machine_arn]),
+            iam.PolicyStatement(sid="DescribeOwnExecutions", actions=["states:DescribeExecution"],
+                                resources=[executions]),
+        ])
 
     def _grant_job_report(self, fn: lambda_.Function) -> None:
         # ListBucket makes a missing report.json read as NoSuchKey instead of AccessDenied.

@@ -59,6 +59,7 @@ class SpotTrainStack(Stack):
             timeout=Duration.seconds(round(config.job_timeout_hours * 3600)),
             log_retention=retention,
         )
+        permissions.see_own_executions(workflow, functions.by_task["validate_job"], workflow.state_machine)
         Tags.of(self).add(TAG_STACK, self.stack_name)
         self._outputs(notifications, storage, functions, workflow)
         self._warn_if_timeout_cuts_training(config)

@@ -3,6 +3,8 @@
 FAILED always cancels the request and terminates any instance it produced, so a pool given up on
 leaves nothing open or running behind it, and ends the attempt's entry in report.json (a relaunch of
 the same attempt replaces it; if none follows, the report does not bill a withdrawn instance forever).
+An instance that already ran and shut down (its bootstrap failed within seconds) was fulfilled: the
+pool had room, and PollCompletion judges what happened on it rather than another pool repeating it.
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ logger = Logger(service="spottrain-check-bid")
 WAITING_CODES = frozenset({"pending-evaluation", "pending-fulfillment", "not-scheduled-yet", "fulfilled"})
 OPEN_REQUEST_STATES = frozenset({"open", "active"})
 GONE_INSTANCE_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
+# StateReason codes of an instance that ran and then shut down, by itself or by someone's hand.
+SHUT_DOWN_AFTER_RUNNING = frozenset({"Client.InstanceInitiatedShutdown", "Client.UserInitiatedShutdown"})
 TIMEOUT_CODE = "fulfillment-timeout"
 BID_FAILED_OUTCOME = "BID_FAILED"  # report.json outcome of an attempt whose instance never ran
 
@@ -67,10 +71,12 @@ def judge(request: dict | None, instance: dict | None) -> tuple[BidStatus, str, 
     if instance_state == "running":
         return BidStatus.FULFILLED, request_code or "running", "instance running"
     if instance_state in GONE_INSTANCE_STATES:
+        reason = instance.get("StateReason", {})
+        if reason.get("Code") in SHUT_DOWN_AFTER_RUNNING:
+            return BidStatus.FULFILLED, reason["Code"], f"instance ran and is {instance_state} already"
         # The request's own code says why (e.g. instance-terminated-no-capacity) once it has moved on.
         if request_code and request_code not in WAITING_CODES:
             return BidStatus.FAILED, request_code, request_message
-        reason = instance.get("StateReason", {})
         return BidStatus.FAILED, reason.get("Code", instance_state), reason.get("Message") or f"instance {instance_state}"
     if request and (request.get("State") not in OPEN_REQUEST_STATES or request_code not in WAITING_CODES):
         return BidStatus.FAILED, request_code or request.get("State", "unknown"), request_message or "request closed"

@@ -2,6 +2,8 @@
 
 A rerun of the same exec_name reuses its bucket: output/ and checkpoints/ stay (a new run may resume
 from them), while the last run's status markers and report go, so they cannot decide or skew this run.
+A bucket of that name that spottrain did not create for this job (no `spottrain:job` tag naming it,
+or another stack's) is never adopted: its tags, policy and objects stay as they are.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ STALE_PREFIXES = (layout.STATUS_PREFIX, layout.REPORT_KEY)
 
 
 class BucketNameTaken(Exception):
-    """The job's bucket name belongs to another AWS account or another spottrain stack."""
+    """The job's bucket name belongs to another AWS account, another spottrain stack, or no spottrain job."""
 
 
 def tls_only_policy(bucket: str) -> dict:
@@ -47,7 +49,8 @@ def _taken(bucket: str, whose: str) -> BucketNameTaken:
     )
 
 
-def _create(s3: Any, bucket: str) -> None:
+def _create(s3: Any, bucket: str) -> bool:
+    """True when this call created the bucket; False when it already existed in this account."""
     region = s3.meta.region_name
     options = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
     try:
@@ -58,19 +61,51 @@ def _create(s3: Any, bucket: str) -> None:
         # BucketAlreadyOwnedByYou: a concurrent or retried call created it first.
         if error_code(exc) != "BucketAlreadyOwnedByYou":
             raise
+        return False
+    return True
 
 
-def _owning_stack(s3: Any, bucket: str) -> str | None:
+def _exists(s3: Any, bucket: str) -> bool:
+    """Asked first: us-east-1 answers CreateBucket with success for a bucket this account already owns."""
     try:
-        tags = s3.get_bucket_tagging(Bucket=bucket)["TagSet"]
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if error_code(exc) in ("404", "NoSuchBucket"):
+            return False
+        if error_code(exc) in ("403", "AccessDenied"):
+            raise _taken(bucket, "another AWS account") from exc
+        raise
+    return True
+
+
+def _tags(s3: Any, bucket: str) -> dict[str, str]:
+    try:
+        tag_set = s3.get_bucket_tagging(Bucket=bucket)["TagSet"]
     except ClientError as exc:
         if error_code(exc) in ("NoSuchTagSet", "NoSuchTagSetError"):
-            return None
+            return {}
         raise
-    return next((tag["Value"] for tag in tags if tag["Key"] == layout.TAG_STACK), None)
+    return {tag["Key"]: tag["Value"] for tag in tag_set}
+
+
+def _claim(s3: Any, settings: Settings, bucket: str, exec_name: str) -> None:
+    """Create the bucket, or make sure the existing one is this job's own; otherwise change nothing."""
+    if not _exists(s3, bucket) and _create(s3, bucket):
+        return
+    tags = _tags(s3, bucket)
+    if tags.get(layout.TAG_STACK) not in (None, settings.stack_name):
+        raise _taken(bucket, f"spottrain stack \"{tags[layout.TAG_STACK]}\" in this account")
+    if tags.get(layout.TAG_JOB) != exec_name or tags.get(layout.TAG_STACK) != settings.stack_name:
+        raise BucketNameTaken(
+            f"job.bucket: \"{bucket}\" already exists in this account but is not this job's: it lacks the tags "
+            f"{layout.TAG_STACK}={settings.stack_name} and {layout.TAG_JOB}={exec_name}, so spottrain left it untouched. "
+            "Choose another exec_name, or delete or rename that bucket if you no longer need it."
+        )
 
 
 def _secure(s3: Any, bucket: str, tags: dict[str, str]) -> None:
+    # Tags first: a retry after a failure further down must recognise the bucket as this job's.
+    s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]})
     s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
         "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True,
     })
@@ -79,7 +114,6 @@ def _secure(s3: Any, bucket: str, tags: dict[str, str]) -> None:
     })
     s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]})
     s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(tls_only_policy(bucket)))
-    s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]})
 
 
 def _delete_stale(s3: Any, bucket: str) -> list[str]:
@@ -99,11 +133,7 @@ def create_job_bucket(s3: Any, settings: Settings, state: dict) -> dict:
     job, execution = state["job"], state["execution"]
     bucket = job["bucket"]
     with transient_errors():
-        _create(s3, bucket)
-        # us-east-1 answers CreateBucket with success for a bucket we already own, so both checks always run.
-        owner = _owning_stack(s3, bucket)
-        if owner not in (None, settings.stack_name):
-            raise _taken(bucket, f"spottrain stack \"{owner}\" in this account")
+        _claim(s3, settings, bucket, job["exec_name"])
         _secure(s3, bucket, {
             layout.TAG_STACK: settings.stack_name,
             layout.TAG_JOB: job["exec_name"],

@@ -18,6 +18,7 @@ from lambdas.shared import layout, report
 from lambdas.shared.awserrors import error_code, transient_errors
 from lambdas.shared import runtime
 from lambdas.shared.config import Settings
+from lambdas.shared.logtext import readable_lines
 from lambdas.shared.status import JobStatus, NotifyEvent
 
 logger = Logger(service="spottrain")
@@ -57,8 +58,12 @@ def _attempt(state: dict) -> int:
 
 
 def _read_tail(s3: Any, bucket: str, key: str) -> list[str]:
-    body = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=-{LOG_TAIL_BYTES}")["Body"].read()
-    return body.decode("utf-8", errors="replace").splitlines()
+    answer = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=-{LOG_TAIL_BYTES}")
+    text = answer["Body"].read().decode("utf-8", errors="replace")
+    if not answer.get("ContentRange", "bytes 0-").startswith("bytes 0-"):
+        # The range began mid-line, maybe mid-escape-sequence: that first piece is not a line.
+        text = text.partition("\n")[2]
+    return readable_lines(text)
 
 
 def read_log_tail(s3: Any, bucket: str, attempt: int, lines: int = LOG_TAIL_LINES) -> tuple[str | None, list[str]]:
@@ -220,8 +225,11 @@ def _event_lines(event: NotifyEvent, state: dict) -> list[str]:
             lines.append(f"Last spot answer: {bid.get('code', '')} {bid.get('message', '')}".rstrip())
     detail = poll.get("detail") or {}
     if event in (NotifyEvent.FAILED, NotifyEvent.INTERRUPTED, NotifyEvent.COMPLETED) and detail:
-        shown = ", ".join(f"{k}={v}" for k, v in sorted(detail.items()) if not isinstance(v, (dict, list)))
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(detail.items())
+                          if k != "message" and v is not None and not isinstance(v, (dict, list)))
         lines.append(f"Details: {shown}")
+        if detail.get("message"):
+            lines.append(f"Message: {detail['message']}")
     if event is NotifyEvent.CANCELLED and state.get("cancellation"):
         lines.append(f"Reason: {state['cancellation'].get('reason', 'cancelled')}")
     if event is NotifyEvent.ERROR:
@@ -258,6 +266,11 @@ def body_for(event: NotifyEvent, state: dict, facts: Facts, now: dt.datetime) ->
     ]
     if facts.log_tail:
         sections.append([f"Last {len(facts.log_tail)} lines of {facts.log_key}:", *("  " + line for line in facts.log_tail)])
+    console = ((state.get("poll") or {}).get("detail") or {}).get("console_tail")
+    if console:  # a bootstrap that failed leaves no log in the bucket: the console is all there is
+        instance_id = ((state.get("launch") or {}).get("instance") or {}).get("instance_id", "the instance")
+        sections.append([f"Last {len(console)} lines of the console output of {instance_id}:",
+                         *("  " + line for line in console)])
     if facts.unavailable:
         sections.append([f"Not available: {', '.join(facts.unavailable)}"])
     text = "\n\n".join("\n".join(lines) for lines in sections if lines)

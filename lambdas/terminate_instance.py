@@ -1,8 +1,10 @@
 """TerminateInstance: no instance or open spot request of a job outlives its workflow.
 
-Finds what to stop by tag (the job's name AND this stack's name, the same tags the IAM condition
-requires), so it works from any of its three callers: the workflow (whole state), the EventBridge
-rule for aborted/timed-out executions, and `spottrain cancel`. Running it twice changes nothing.
+Finds what to stop by tag (this stack's name, the same tag the IAM condition requires, the job's name,
+and the execution that launched it), so it works from any of its three callers: the workflow (whole
+state) and the EventBridge rule for aborted/timed-out executions stop only what their execution
+launched, never another run's instance; `spottrain cancel` stops the whole job. Running it twice
+changes nothing.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ class Stop:
     """What to stop and how to record it, whichever caller asked."""
 
     exec_name: str
+    execution: str | None  # the execution whose launches to stop (its spottrain:execution tag); None: all the job's
     state: dict
     status: str  # report.json's final status
     announce: bool  # the workflow sends its own emails; the other callers need the CANCELLED one
@@ -67,9 +70,10 @@ def _from_execution_event(event: dict, settings: Settings) -> Stop | None:
     exec_name = spec.get("exec_name") if isinstance(spec, dict) else None
     if not isinstance(exec_name, str) or not exec_name:
         return None
+    # A hand-over carries its run's state, whose launches are tagged with the run's first execution.
     state = state or _minimal_state(exec_name, settings, detail.get("name"))
     reason = "execution timed out" if ended == "TIMED_OUT" else "execution aborted"
-    return Stop(exec_name, state, ended, announce=True, reason=reason)
+    return Stop(exec_name, state["execution"].get("name"), state, ended, announce=True, reason=reason)
 
 
 def _minimal_state(exec_name: str, settings: Settings, execution_name: str | None = None) -> dict:
@@ -83,10 +87,12 @@ def parse_event(event: dict, settings: Settings) -> Stop | None:
     if event.get("detail-type") == EXECUTION_STATUS_CHANGE:
         return _from_execution_event(event, settings)
     if isinstance(event.get("job"), dict):
-        return Stop(event["job"]["exec_name"], event, _status_from_state(event), announce=False)
+        execution = (event.get("execution") or {}).get("name")
+        return Stop(event["job"]["exec_name"], execution, event, _status_from_state(event), announce=False)
     if event.get("exec_name"):
         reason = event.get("reason") or "cancelled"
-        return Stop(event["exec_name"], _minimal_state(event["exec_name"], settings), "CANCELLED", announce=True, reason=reason)
+        state = _minimal_state(event["exec_name"], settings)
+        return Stop(event["exec_name"], None, state, "CANCELLED", announce=True, reason=reason)
     raise ValueError("event: expected the workflow state, an EventBridge execution status change, "
                      "or {\"exec_name\": ..., \"reason\": \"cancelled\"}.")
 
@@ -94,15 +100,19 @@ def parse_event(event: dict, settings: Settings) -> Stop | None:
 # ----- stopping things -------------------------------------------------------------------------
 
 
-def _job_filters(settings: Settings, exec_name: str) -> list[dict]:
-    return [
+def _job_filters(settings: Settings, exec_name: str, execution: str | None) -> list[dict]:
+    filters = [
         {"Name": f"tag:{layout.TAG_JOB}", "Values": [exec_name]},
         {"Name": f"tag:{layout.TAG_STACK}", "Values": [settings.stack_name]},
     ]
+    if execution:
+        filters.append({"Name": f"tag:{layout.TAG_EXECUTION}", "Values": [execution]})
+    return filters
 
 
-def terminate_job_instances(ec2: Any, settings: Settings, exec_name: str) -> list[str]:
-    filters = _job_filters(settings, exec_name) + [{"Name": "instance-state-name", "Values": LIVE_INSTANCE_STATES}]
+def terminate_job_instances(ec2: Any, settings: Settings, exec_name: str, execution: str | None) -> list[str]:
+    filters = _job_filters(settings, exec_name, execution) + [
+        {"Name": "instance-state-name", "Values": LIVE_INSTANCE_STATES}]
     pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
     ids = sorted(i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"])
     if ids:
@@ -122,9 +132,10 @@ def _open_request_ids(ec2: Any, filters: list[dict], request_ids: list[str] | No
     return [r["SpotInstanceRequestId"] for r in answer["SpotInstanceRequests"]]
 
 
-def cancel_job_requests(ec2: Any, settings: Settings, exec_name: str, known_request_id: str | None) -> list[str]:
-    """Open/active requests tagged for the job, plus the one the state names (its tags may lag)."""
-    ids = set(_open_request_ids(ec2, _job_filters(settings, exec_name)))
+def cancel_job_requests(ec2: Any, settings: Settings, exec_name: str, execution: str | None,
+                        known_request_id: str | None) -> list[str]:
+    """Open/active requests tagged for the job (and execution), plus the one the state names (its tags may lag)."""
+    ids = set(_open_request_ids(ec2, _job_filters(settings, exec_name, execution)))
     if known_request_id:
         ids.update(_open_request_ids(ec2, [], [known_request_id]))
     if ids:
@@ -148,14 +159,16 @@ def close_report(s3: Any, bucket: str, status: str) -> bool:
 def stop_job(ec2: Any, s3: Any, sns: Any, settings: Settings, stop: Stop) -> dict:
     launch_instance = (stop.state.get("launch") or {}).get("instance") or {}
     with transient_errors():
-        terminated = terminate_job_instances(ec2, settings, stop.exec_name)
-        cancelled = cancel_job_requests(ec2, settings, stop.exec_name, launch_instance.get("spot_request_id"))
+        terminated = terminate_job_instances(ec2, settings, stop.exec_name, stop.execution)
+        cancelled = cancel_job_requests(ec2, settings, stop.exec_name, stop.execution,
+                                        launch_instance.get("spot_request_id"))
         bucket = (stop.state.get("storage") or {}).get("bucket") or stop.state["job"]["bucket"]
         closed_now = close_report(s3, bucket, stop.status)
     if launch_instance.get("instance_id") and launch_instance["instance_id"] not in terminated:
         # Either it is already gone, or it lacks this stack's tags and is not ours to terminate.
         logger.info("state's instance not found live with the job's tags", extra={"instance_id": launch_instance["instance_id"]})
-    logger.info("job stopped", extra={"job": stop.exec_name, "status": stop.status, "terminated": terminated,
+    logger.info("job stopped", extra={"job": stop.exec_name, "execution": stop.execution, "status": stop.status,
+                                      "terminated": terminated,
                                       "cancelled_requests": cancelled, "report_closed": closed_now})
     # A second caller for the same end (cancel, then the ABORTED event) finds the report closed: one email.
     if stop.announce and (closed_now or not _bucket_exists(s3, bucket)):

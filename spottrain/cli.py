@@ -6,14 +6,18 @@ Against AWS it uses your normal credentials and the deployed stack's outputs (`-
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from spottrain import jobs
+
+if TYPE_CHECKING:
+    from lambdas.shared.config import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_SPEC = REPO_ROOT / "examples" / "jobs" / "multihead-demo.json"
@@ -27,15 +31,49 @@ class UsageError(Exception):
 
 def load_spec(path: str) -> dict:
     try:
-        text = Path(path).read_text()
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     try:
-        spec = json.loads(text)
+        spec = json.loads(_utf8_text(path, data))
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    except RecursionError:
+        raise UsageError(f"{path} nests JSON too deeply to read; a job spec nests three levels (see examples/jobs/)") from None
+    except ValueError:  # Python refuses to convert integers longer than sys.get_int_max_str_digits()
+        raise UsageError(f"{path} holds a number with more than {sys.get_int_max_str_digits()} digits; "
+                         "no job spec field takes one: fix that number") from None
     if not isinstance(spec, dict):
         raise UsageError(f"{path} must hold a JSON object (the job spec), not {type(spec).__name__}")
+    return spec
+
+
+_WIDE_BOMS = {codecs.BOM_UTF32_LE: "UTF-32", codecs.BOM_UTF32_BE: "UTF-32",  # before UTF-16: FF FE starts both
+              codecs.BOM_UTF16_LE: "UTF-16", codecs.BOM_UTF16_BE: "UTF-16"}
+_SAVE_AS_UTF8 = "save it as UTF-8 (with or without a BOM), as JSON requires"
+
+
+def _utf8_text(path: str, data: bytes) -> str:
+    encoding = next((name for bom, name in _WIDE_BOMS.items() if data.startswith(bom)), None)
+    if encoding:
+        raise UsageError(f"{path} is {encoding} text: {_SAVE_AS_UTF8}")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path} is not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}): {_SAVE_AS_UTF8}") from None
+    if "\x00" in text:  # UTF-16 without a BOM: every other byte of ASCII text is NUL
+        raise UsageError(f"{path} holds NUL bytes, as UTF-16 text does: {_SAVE_AS_UTF8}")
+    return text
+
+
+def checked_spec(path: str, settings: Settings | None) -> dict:
+    """The spec read from `path` if it passes validation (without settings: the rules every stack shares)."""
+    from lambdas.shared.jobspec import spec_problems
+
+    spec = load_spec(path)
+    problems = spec_problems(spec, settings)
+    if problems:
+        raise UsageError(f"{path} is not a valid job spec (`spottrain validate {path}` explains): " + " | ".join(problems))
     return spec
 
 
@@ -138,11 +176,15 @@ def _report_end(console: Console, execution: dict) -> int:
 
 
 def cmd_submit(args: argparse.Namespace, console: Console) -> int:
-    spec = load_spec(args.spec)
+    from spottrain.settings import default_settings
+
     if args.local:
-        return _run_local(args, console, spec, download_to=None)
+        # The emulator deploys the default context: its settings are known before it starts.
+        return _run_local(args, console, checked_spec(args.spec, default_settings()), download_to=None)
+    spec = checked_spec(args.spec, settings=None)  # the deployed stack's own caps are ValidateJob's to check
     session, stack = _aws(args)
     sfn, s3 = _clients(session)
+    jobs.refuse_if_running(sfn, stack, spec["exec_name"])
     arn = jobs.start(sfn, stack, spec)
     console.say(f"started {arn}")
     if not args.wait:
@@ -181,7 +223,8 @@ def cmd_logs(args: argparse.Namespace, console: Console) -> int:
     def running() -> bool:
         return sfn.describe_execution(executionArn=execution["executionArn"])["status"] == "RUNNING"
 
-    for chunk in jobs.follow_logs(s3, stack.job_bucket(args.name), args.follow, running):
+    # Readable text, not the raw bytes (those stay in S3): a progress bar's redraws would fill the screen.
+    for chunk in jobs.readable_stream(jobs.follow_logs(s3, stack.job_bucket(args.name), args.follow, running)):
         sys.stdout.write(chunk)
         sys.stdout.flush()
     return 0
@@ -302,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     try:
         return args.handler(args, console)
-    except (UsageError, jobs.JobNotFound) as exc:
+    except (UsageError, jobs.JobNotFound, jobs.JobAlreadyRunning) as exc:
         console.error(str(exc))
         return 2
     except TimeoutError as exc:
@@ -311,6 +354,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.say("interrupted")
         return 130
+    except Exception as exc:  # noqa: BLE001 - AWS set-up problems get one line; anything else stays a traceback
+        line = aws_problem(exc)
+        if line is None:
+            raise
+        console.error(line)
+        return 2
+
+
+def aws_problem(exc: Exception) -> str | None:
+    """One line saying what is wrong with the AWS set-up and how to fix it; None for other errors."""
+    from botocore import exceptions as aws
+
+    if isinstance(exc, aws.NoRegionError):
+        return "no AWS region configured: pass --region, set AWS_REGION, or run `aws configure`"
+    if isinstance(exc, (aws.NoCredentialsError, aws.PartialCredentialsError)):
+        return "no AWS credentials found: run `aws configure` (or `aws sso login`), or pass --profile"
+    if isinstance(exc, aws.ProfileNotFound):
+        return f"{exc}: pass an existing --profile (see ~/.aws/config)"
+    if isinstance(exc, (aws.ConnectionError, aws.HTTPClientError)):
+        return f"cannot reach AWS ({exc}): check your network, proxy and --region"
+    if isinstance(exc, aws.ClientError):
+        error = exc.response.get("Error", {})
+        return f"AWS refused {exc.operation_name}: {error.get('Code', '?')}: {error.get('Message', '')}".rstrip(": ")
+    if isinstance(exc, aws.BotoCoreError):
+        return f"AWS SDK: {exc}"
+    return None
 
 
 if __name__ == "__main__":

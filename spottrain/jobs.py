@@ -11,15 +11,20 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-from lambdas.shared import layout
+from lambdas.shared import layout, runs
+from lambdas.shared.logtext import readable, readable_lines
 
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 
 
 class JobNotFound(LookupError):
     pass
+
+
+class JobAlreadyRunning(RuntimeError):
+    """A run of the same exec_name is active: a second one would share its bucket and instances."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +52,8 @@ class Stack:
         try:
             stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
         except cloudformation.exceptions.ClientError as exc:
+            if exc.response["Error"]["Code"] != "ValidationError":  # e.g. expired credentials: not "not found"
+                raise
             raise JobNotFound(
                 f"stack {stack_name!r} not found ({exc.response['Error']['Message']}); "
                 "deploy it with `npx cdk deploy` or pass --stack-name"
@@ -69,6 +76,17 @@ def _belongs_to(name: str, exec_name: str) -> bool:
 
 def job_of(execution_name_: str) -> str:
     return re.sub(r"-\d{8}T\d{6}(-h\d+)?$", "", execution_name_)
+
+
+def refuse_if_running(sfn: Any, stack: Stack, exec_name: str) -> None:
+    """Fail before starting anything while the job runs (ValidateJob would refuse it too, after the start)."""
+    active = runs.running(sfn, stack.state_machine_arn, exec_name)
+    if active:
+        raise JobAlreadyRunning(
+            f"job {exec_name!r} is already running as execution {active[0].name} "
+            f"(started {active[0].started:%Y-%m-%d %H:%M:%S %Z}); a second run would share its bucket and instances. "
+            f"Wait for it to end (spottrain status {exec_name}), or stop it with `spottrain cancel {exec_name}`."
+        )
 
 
 def start(sfn: Any, stack: Stack, spec: dict) -> str:
@@ -156,7 +174,7 @@ def progress(sfn: Any, s3: Any, stack: Stack, execution_arn: str) -> Progress:
     if heartbeat:
         snapshot.attempt = heartbeat.get("attempt")
         snapshot.instance = heartbeat.get("instance_id")
-        snapshot.last_log_line = heartbeat.get("last_log_line")
+        snapshot.last_log_line = (readable_lines(heartbeat.get("last_log_line") or "") or [None])[-1]
     return snapshot
 
 
@@ -253,6 +271,21 @@ def follow_logs(s3: Any, bucket: str, follow: bool, still_running: Callable[[], 
         if not follow or not still_running():
             return
         time.sleep(interval)
+
+
+def readable_stream(chunks: Iterable[str]) -> Iterator[str]:
+    """Raw log text as it arrives, made readable a whole line at a time (escape codes, progress redraws).
+
+    A redraw can only be collapsed within the text it is given: lines are passed on once complete, and a
+    cursor move back into lines already printed is ignored rather than overwriting them.
+    """
+    pending = ""
+    for chunk in chunks:
+        complete, newline, pending = (pending + chunk).rpartition("\n")
+        if newline:
+            yield readable(complete + newline)
+    if pending:
+        yield readable(pending)
 
 
 def download(s3: Any, bucket: str, destination: Path, prefixes: tuple[str, ...] = (layout.OUTPUT_PREFIX, layout.LOGS_PREFIX, layout.REPORT_KEY, layout.STATUS_PREFIX)) -> list[Path]:

@@ -25,9 +25,29 @@ S3_BUCKET_NAME_MAX = 63
 # S3 reserves these endings for access points and directory buckets.
 RESERVED_BUCKET_SUFFIXES = ("-s3alias", "--ol-s3", "--x-s3", ".mrap")
 SECRET_NAME_PARTS = ("SECRET", "PASSWORD", "PASSWD", "TOKEN", "ACCESS_KEY", "PRIVATE_KEY", "CREDENTIAL")
-RESERVED_ENV_PREFIXES = ("AWS_", "SPOTTRAIN_")
 AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")
-URL_WITH_PASSWORD = re.compile(r"^[a-z]+://[^/@]*:[^/@]*@")
+URL_USERINFO = re.compile(r"^(?P<scheme>[a-z]+)://(?P<userinfo>[^/@]*)@")
+# A job spec nests three levels (spec > instance > types); anything far deeper is not a job spec, and
+# checking or copying it would exhaust Python's recursion limit.
+MAX_NESTING = 10
+
+# env names a job may not set, and why: each changes how the commands' login shell starts, what the
+# dynamic loader puts into every program, or what git does (the agent's own clone included). Exported
+# bash functions (BASH_FUNC_name%%) already fail the schema's name pattern.
+# PYTHON* stay allowed: PYTHONPATH, PYTHONUNBUFFERED or PYTHONHASHSEED are everyday training settings,
+# and they reach the job's commands only, never the agent's interpreter (started before job.json is read).
+RESERVED_ENV_PREFIXES = {
+    "AWS_": "the AWS SDK reads them; the instance role already grants the job's access",
+    "SPOTTRAIN_": "spottrain sets them for your commands",
+    "LD_": "the dynamic loader reads them for every program on the instance",
+    "GIT_": "git reads them, the agent's own clone included",
+}
+RESERVED_ENV_NAMES = {
+    **dict.fromkeys(("PATH", "HOME", "SHELL"), "the AMI user's login shell sets it, and the clone lives in $HOME"),
+    **dict.fromkeys(("IFS", "ENV", "BASH_ENV", "SHELLOPTS", "BASHOPTS", "CDPATH", "GLOBIGNORE", "PS4",
+                     "PROMPT_COMMAND"), "it changes how bash reads and runs every command"),
+    "GLIBC_TUNABLES": "the dynamic loader reads it for every program on the instance",
+}
 
 SUPPORTED_KEYWORDS = frozenset({
     "type", "required", "properties", "additionalProperties", "propertyNames", "pattern",
@@ -133,9 +153,33 @@ def _check_string(value: str, schema: dict, path: str) -> Iterator[str]:
         yield _problem(path, rule, schema)
     elif "maxLength" in schema and len(value) > schema["maxLength"]:
         yield _problem(path, f"must be at most {schema['maxLength']} characters, not {len(value)}", schema)
-    elif "pattern" in schema and not re.search(schema["pattern"], value):
+    elif "pattern" in schema and not ecma_pattern(schema["pattern"]).search(value):
         rule = "must not be blank" if schema["pattern"] == r"\S" else f"{_shown(value)} has characters or a form that is not allowed"
         yield _problem(path, rule, schema)
+
+
+@functools.cache
+def ecma_pattern(pattern: str) -> re.Pattern:
+    """`pattern` compiled with JSON Schema's (ECMA-262) meaning of `$`: the end of the value.
+
+    Python's `$` also matches just before a final newline, so "^[a-z]+$" would accept "job\\n" and the
+    newline would reach a bucket name, a path or a shell. Every unescaped `$` outside a character class
+    becomes `\\Z`; the schema keeps the notation editors understand.
+    """
+    translated, in_class, escaped = [], False, False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "[":
+            in_class = True
+        elif char == "]":
+            in_class = False
+        elif char == "$" and not in_class:
+            char = r"\Z"
+        translated.append(char)
+    return re.compile("".join(translated))
 
 
 def _check_number(value: float, schema: dict, path: str) -> Iterator[str]:
@@ -197,9 +241,14 @@ def derive_repository_name(url: str) -> str:
 
 def semantic_problems(spec: dict, settings: Settings) -> list[str]:
     """Rules that depend on the stack's settings or span fields; tolerant of fields the schema rejected."""
-    checks = (_bucket_name_problems, _repository_problems, _directory_problems, _instance_problems, _limit_problems,
-              _env_problems, _size_problems)
-    return [problem for check in checks for problem in check(spec, settings)]
+    checks = (_bucket_name_problems, _instance_problems, _limit_problems)
+    return stack_free_problems(spec) + [problem for check in checks for problem in check(spec, settings)]
+
+
+def stack_free_problems(spec: dict) -> list[str]:
+    """The rules that hold for every stack: what `spottrain submit` checks before it calls AWS."""
+    checks = (_repository_problems, _directory_problems, _env_problems, _nul_problems, _size_problems)
+    return [problem for check in checks for problem in check(spec)]
 
 
 def _bucket_name_problems(spec: dict, settings: Settings) -> Iterator[str]:
@@ -216,19 +265,23 @@ def _bucket_name_problems(spec: dict, settings: Settings) -> Iterator[str]:
                "Choose another ending.")
 
 
-def _repository_problems(spec: dict, settings: Settings) -> Iterator[str]:
+def _repository_problems(spec: dict) -> Iterator[str]:
     url = spec.get("repository_url")
     if not isinstance(url, str):
         return
-    if URL_WITH_PASSWORD.search(url):
-        yield ("repository_url: must not embed a password or token (it would be stored in job.json and emails). "
-               "Use a public URL, or give the instance role access to a private mirror (e.g. CodeCommit).")
+    userinfo = URL_USERINFO.search(url)
+    # ssh://git@host names the ssh user, which is no secret; before '@' in https, git reads a user or token.
+    if userinfo and (":" in userinfo["userinfo"] or userinfo["scheme"] != "ssh"):
+        yield ("repository_url: must not hold a user name, password or token before '@' (it would be stored in "
+               "job.json, logs and emails, and git cannot type a password on the instance). "
+               "Use the plain https URL of a public repository, or an ssh:// or git@ URL with a deploy key.")
     if "repository_name" not in spec and url and not re.fullmatch(r"[A-Za-z0-9._-]+", derive_repository_name(url) or "."):
         yield "repository_name: cannot be derived from repository_url. Set repository_name to the folder name to clone into."
 
 
-def _directory_problems(spec: dict, settings: Settings) -> Iterator[str]:
+def _directory_problems(spec: dict) -> Iterator[str]:
     checkpoints, output = spec.get("checkpoint_dir"), spec.get("output_dir")
+    # "./result", "result/" and "result" are one folder.
     if isinstance(checkpoints, str) and isinstance(output, str) and _same_folder(checkpoints, output):
         # checkpoints/ mirrors its folder (old snapshots deleted) while output/ keeps everything.
         yield ("checkpoint_dir: must differ from output_dir, or every snapshot would also be kept forever in output/. "
@@ -271,16 +324,17 @@ def _limit_problems(spec: dict, settings: Settings) -> Iterator[str]:
                    f"Use at most {cap}, or leave it out to get {cap} (the stack's {setting} setting raises the cap).")
 
 
-def _env_problems(spec: dict, settings: Settings) -> Iterator[str]:
+def _env_problems(spec: dict) -> Iterator[str]:
     env = spec.get("env")
     if not isinstance(env, dict):
         return
     for name, value in env.items():
-        upper = name.upper()
-        if upper.startswith(RESERVED_ENV_PREFIXES):
-            yield (f"env.{name}: names starting with {' or '.join(RESERVED_ENV_PREFIXES)} are reserved (spottrain and the AWS SDK set them). "
-                   "Rename the variable.")
-        elif any(part in upper for part in SECRET_NAME_PARTS):
+        reserved = _reserved_env_reason(name.upper())
+        if reserved:
+            yield (f"env.{name}: is reserved: {reserved}. "
+                   "Rename the variable; to extend PATH or similar, do it in the command itself "
+                   "(e.g. \"export PATH=$PWD/bin:$PATH; python train.py\").")
+        elif any(part in name.upper() for part in SECRET_NAME_PARTS):
             yield (f"env.{name}: looks like a secret, and env is stored in job.json and shown in logs. "
                    "Keep secrets in SSM Parameter Store or Secrets Manager and read them from the job with the instance role.")
         if isinstance(value, str) and AWS_KEY_ID.search(value):
@@ -288,7 +342,35 @@ def _env_problems(spec: dict, settings: Settings) -> Iterator[str]:
                    "Never pass AWS keys to a job: the instance role already grants access to the job's bucket.")
 
 
-def _size_problems(spec: dict, settings: Settings) -> Iterator[str]:
+def _reserved_env_reason(upper_name: str) -> str | None:
+    if upper_name in RESERVED_ENV_NAMES:
+        return RESERVED_ENV_NAMES[upper_name]
+    return next((why for prefix, why in RESERVED_ENV_PREFIXES.items() if upper_name.startswith(prefix)), None)
+
+
+def _nul_problems(spec: dict) -> Iterator[str]:
+    """No command, path or environment variable can hold NUL: the agent could not pass it on."""
+    for path, text in _strings(spec, ""):
+        if "\x00" in text:
+            yield (f"{path or 'spec'}: must not contain a NUL character (\\u0000). "
+                   "Remove it; a command, path or variable cannot carry one.")
+
+
+def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """(path, text) for every string in the spec, names of object members included."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else str(key)
+            yield from _strings(key, f"{child} (name)")
+            yield from _strings(item, child)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, f"{path}[{index}]")
+
+
+def _size_problems(spec: dict) -> Iterator[str]:
     size = len(json.dumps(spec, separators=(",", ":")).encode())
     if size > MAX_SPEC_BYTES:
         yield (f"spec: is {size} bytes serialized, over the {MAX_SPEC_BYTES}-byte limit. "
@@ -328,11 +410,31 @@ def with_defaults(spec: dict, settings: Settings) -> dict:
     return job
 
 
-def validate_spec(spec: dict, settings: Settings) -> dict:
-    """The job with defaults filled plus "bucket" and "repository_name"; InvalidJobSpec lists every problem."""
+def spec_problems(spec: Any, settings: Settings | None) -> list[str]:
+    """Every problem with the spec; without settings, only the rules that hold for any stack."""
+    if _nesting(spec) > MAX_NESTING:
+        return [f"spec: is nested more than {MAX_NESTING} levels deep; a job spec nests three "
+                "(spec > instance > types). Give one object like the files in examples/jobs/."]
     problems = schema_problems(spec)
     if isinstance(spec, dict):
-        problems += semantic_problems(spec, settings)
+        problems += semantic_problems(spec, settings) if settings else stack_free_problems(spec)
+    return problems
+
+
+def _nesting(value: Any) -> int:
+    """How deep objects and lists nest, counted without recursion (and only as far as needed)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending and deepest <= MAX_NESTING:
+        node, level = pending.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, level)
+            pending.extend((child, level + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+def validate_spec(spec: dict, settings: Settings) -> dict:
+    """The job with defaults filled plus "bucket" and "repository_name"; InvalidJobSpec lists every problem."""
+    problems = spec_problems(spec, settings)
     if problems:
         raise InvalidJobSpec(problems)
     return with_defaults(spec, settings)

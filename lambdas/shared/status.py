@@ -20,8 +20,8 @@ class JobStatus(str, Enum):
 
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"  # completed.json with exit code 0
-    FAILED = "FAILED"  # completed.json with non-zero exit code (or max runtime hit)
-    INTERRUPTED = "INTERRUPTED"  # spot reclaimed: interrupted.json, or instance gone without a marker
+    FAILED = "FAILED"  # completed.json with non-zero exit code (or max runtime hit), or the bootstrap failed
+    INTERRUPTED = "INTERRUPTED"  # spot reclaimed: interrupted.json, or instance gone after it had started
 
 
 class LaunchStatus(str, Enum):
@@ -47,10 +47,11 @@ class ErrorName(str, Enum):
     """Error names raised by Lambdas (exception class names, as Lambda reports them)."""
 
     INVALID_JOB_SPEC = "InvalidJobSpec"
+    JOB_ALREADY_RUNNING = "JobAlreadyRunning"  # another execution runs the same exec_name
     BUCKET_NAME_TAKEN = "BucketNameTaken"
     NO_SPOT_CAPACITY = "NoSpotCapacity"
     ATTEMPTS_EXHAUSTED = "AttemptsExhausted"
-    TRAINING_FAILED = "TrainingFailed"  # the job's own command failed (non-zero exit, max runtime)
+    TRAINING_FAILED = "TrainingFailed"  # the job failed: non-zero exit, max runtime, or its bootstrap failed
     JOB_ERRORED = "JobErrored"  # anything else caught after validation; the cause names the original error
     # Transient errors worth a Retry with backoff (Lambda service errors are named by AWS).
     TRANSIENT = "TransientError"

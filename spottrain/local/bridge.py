@@ -20,6 +20,11 @@ the emulator is up, and restores them on exit:
 6. EC2 spot price history: moto answers $0.00001/h for every type, which would make every report
    claim a 100% saving. We answer a typical spot price instead: a fixed fraction of the on-demand
    list price in lambdas/shared/pricing.py (the emulator has no spot market to sample).
+7. EC2 GetConsoleOutput: moto answers a canned Linux boot log for every instance. We answer what the
+   simulated instance really printed: the last 64 KiB of its `instances/<id>/console.log` (its user
+   data's stdout and stderr), as AWS keeps the last 64 KiB of a console. (moto records every
+   termination as Client.UserInitiatedShutdown, also an instance's own shutdown; the workflow never
+   needs to tell those apart.)
 """
 from __future__ import annotations
 
@@ -33,7 +38,9 @@ import botocore.session
 from moto.awslambda.models import LambdaFunction
 from moto.core.exceptions import ServiceException
 from moto.ec2.models import EC2Backend
+from moto.core.types import Base64EncodedString
 from moto.ec2.models.instances import InstanceBackend
+from moto.ec2.responses.general import General
 from moto.ec2.responses.spot_instances import SpotInstances
 from moto.iam.access_control import IAMPolicy, PermissionResult
 from moto.s3.models import FakeBucket, s3_backends
@@ -52,6 +59,7 @@ log = logging.getLogger(__name__)
 TRANSIENT_LAMBDA_ERROR = "Lambda.ServiceException"
 # Spot prices for GPU instances have mostly sat at 30-40% of on-demand; the emulator shows that.
 SPOT_FRACTION_OF_ON_DEMAND = 0.35
+CONSOLE_OUTPUT_BYTES = 64 * 1024  # what EC2 keeps of an instance's console
 
 
 class InsufficientInstanceCapacity(ServiceException):
@@ -74,6 +82,7 @@ class Bridge:
             self._patch(FakeBucket, "get_permission", bucket_permission)
             self._bridge_start_execution()
             self._bridge_spot_prices()
+            self._bridge_console_output()
         except BaseException:
             self.__exit__()
             raise
@@ -133,6 +142,18 @@ class Bridge:
 
         self._patch(SpotInstances, "describe_spot_price_history", describe_spot_price_history)
 
+    def _bridge_console_output(self) -> None:
+        original = General.get_console_output
+        instances = self.host.workdir / "instances"  # where Ec2Simulator boots each instance of this run
+
+        def get_console_output(response: General) -> Any:
+            result = original(response)  # answers InvalidInstanceID.NotFound for an unknown id
+            console = instances / result.result["InstanceId"] / "console.log"
+            result.result["Output"] = Base64EncodedString.from_raw_string(console_tail(console))
+            return result
+
+        self._patch(General, "get_console_output", get_console_output)
+
     def __exit__(self, *exc: Any) -> None:
         for owner, name, original in reversed(self._originals):
             setattr(owner, name, original)
@@ -169,6 +190,17 @@ class Bridge:
                 f"We currently do not have sufficient {instance_type} capacity in the Availability Zone you "
                 "requested. (fault injected by the emulator: no-capacity)",
             )
+
+
+def console_tail(path: Any) -> str:
+    """The last CONSOLE_OUTPUT_BYTES of a simulated console; empty before the instance printed anything."""
+    try:
+        with open(path, "rb") as console:
+            console.seek(0, 2)
+            console.seek(max(0, console.tell() - CONSOLE_OUTPUT_BYTES))
+            return console.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
 
 
 def _sfn_input_shape(api_action: str) -> Any:

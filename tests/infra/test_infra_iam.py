@@ -14,10 +14,11 @@ NO_RESOURCE_LEVEL = {
     "xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules", "xray:GetSamplingTargets",
 }
 MUTATING_EC2 = {"ec2:TerminateInstances", "ec2:CancelSpotInstanceRequests"}
+INSTANCE_READS = {"ec2:GetConsoleOutput"}  # resource-level: only this stack's instances
 
-# What each task's role may do (docs: infra/permissions.py); validate_job makes no AWS call.
+# What each task's role may do (docs: infra/permissions.py).
 EXPECTED_TASK_ACTIONS = {
-    "validate_job": set(),
+    "validate_job": {"states:ListExecutions", "states:DescribeExecution"},
     "create_bucket": {
         "s3:CreateBucket", "s3:PutBucketPublicAccessBlock", "s3:PutEncryptionConfiguration", "s3:PutBucketPolicy",
         "s3:GetBucketTagging", "s3:PutBucketTagging", "s3:PutBucketOwnershipControls", "s3:ListBucket", "s3:GetBucketLocation",
@@ -28,7 +29,8 @@ EXPECTED_TASK_ACTIONS = {
     "check_bid": {
         "ec2:DescribeInstances", "ec2:DescribeSpotInstanceRequests", *MUTATING_EC2,
         "s3:GetObject", "s3:PutObject", "s3:ListBucket"},
-    "poll_completion": {"s3:GetObject", "s3:PutObject", "s3:ListBucket", "ec2:DescribeInstances", "ec2:TerminateInstances"},
+    "poll_completion": {"s3:GetObject", "s3:PutObject", "s3:ListBucket", "ec2:DescribeInstances", "ec2:TerminateInstances",
+                        "ec2:GetConsoleOutput"},
     "notify": {"sns:Publish", "s3:GetObject", "s3:ListBucket"},
     "terminate_instance": {
         "ec2:DescribeInstances", "ec2:DescribeSpotInstanceRequests", *MUTATING_EC2, "s3:GetObject", "s3:PutObject",
@@ -97,6 +99,27 @@ def test_terminate_and_cancel_only_on_resources_tagged_with_this_stack(any_synth
             assert set(_as_list(statement["Action"])) <= MUTATING_EC2
             assert statement["Condition"] == {"StringEquals": {f"ec2:ResourceTag/{TAG_STACK}": any_synth.stack_name}}
     assert seen == 5  # check_bid 2, poll_completion 1, terminate_instance 2
+
+
+def test_console_output_only_of_instances_tagged_with_this_stack(any_synth):
+    # Given the statements that read an instance's console, Then each is limited to this stack's instances
+    reads = [s for _, _, s in _statements(any_synth) if set(_as_list(s["Action"])) & INSTANCE_READS]
+    assert len(reads) == 1
+    for statement in reads:
+        assert set(_as_list(statement["Action"])) == INSTANCE_READS
+        assert json.dumps(statement["Resource"]).endswith(':instance/*"]]}')
+        assert statement["Condition"] == {"StringEquals": {f"ec2:ResourceTag/{TAG_STACK}": any_synth.stack_name}}
+
+
+def test_validate_job_reads_only_its_own_state_machines_executions(any_synth):
+    # Given validate_job's statements, Then it lists this stack's state machine and describes only its executions
+    (machine_id,) = any_synth.resources("AWS::StepFunctions::StateMachine")
+    role_id = _role_of_task(any_synth, "validate_job")
+    states = {s.get("Sid"): s for _, roles, s in _statements(any_synth)
+              if role_id in roles and any(a.startswith("states:") for a in _as_list(s["Action"]))}
+    assert states["ListOwnExecutions"]["Resource"] == {"Ref": machine_id}
+    described = json.dumps(states["DescribeOwnExecutions"]["Resource"])
+    assert ":execution:" in described and f'"{machine_id}", "Name"' in described and described.endswith(':*"]]}')
 
 
 def test_run_instances_creates_only_resources_tagged_with_this_stack(default_synth):

@@ -139,14 +139,28 @@ def test_given_a_running_on_demand_instance_then_fulfilled(aws):
     assert cb.check_bid(ec2, s3, make_settings(), state)["status"] == "FULFILLED"
 
 
-def test_given_the_launched_instance_is_already_gone_then_failed_and_terminate_is_harmless(aws):
+def test_given_the_launched_instance_already_ran_and_was_shut_down_then_fulfilled_for_poll_completion_to_judge(aws):
     ec2, s3 = aws
     instance_id = run_instance(ec2)
     ec2.terminate_instances(InstanceIds=[instance_id])
 
     bid = cb.check_bid(ec2, s3, make_settings(), with_launch(job_state(), instance_id))
 
-    assert (bid["status"], bid["code"]) == ("FAILED", "Client.UserInitiatedShutdown")
+    assert (bid["status"], bid["code"]) == ("FULFILLED", "Client.UserInitiatedShutdown")
+
+
+def test_given_the_spot_instance_shut_itself_down_within_seconds_then_fulfilled_and_its_pool_not_blamed(aws, stubbed_ec2):
+    # Given a spot instance whose bootstrap failed at once: it ran, shut itself down, and closed its request
+    ec2, stubber = stubbed_ec2
+    _, s3 = aws
+    expect_request(stubber, "closed", "instance-terminated-by-user")
+    expect_instance(stubber, "terminated", reason="Client.InstanceInitiatedShutdown")
+
+    # When the bid is checked (the stubber fails on any cancel or terminate call)
+    bid = cb.check_bid(ec2, s3, make_settings(), SPOT_STATE)
+
+    # Then the launch counts as fulfilled: no other pool is tried for a failure that is not about capacity
+    assert (bid["status"], bid["code"]) == ("FULFILLED", "Client.InstanceInitiatedShutdown")
 
 
 def test_given_the_handler_when_invoked_with_the_whole_state_then_it_returns_the_bid(aws, monkeypatch):

@@ -6,6 +6,7 @@ from lambdas.shared import runtime
 
 import copy
 import json
+import re
 
 import boto3
 import jsonschema
@@ -19,7 +20,19 @@ from lambdas.shared import jobspec
 from lambdas.shared.jobspec import InvalidJobSpec, schema_problems, validate_spec
 
 SCHEMA = json.loads(jobspec.SCHEMA_PATH.read_text())
-JSONSCHEMA = jsonschema.Draft202012Validator(SCHEMA)
+
+
+def ecma_pattern(validator, pattern, instance, schema):
+    """JSON Schema's `pattern` as editors run it: `$` is the end of the value (ECMA-262).
+
+    jsonschema uses Python's re.search, whose `$` also matches before a final newline; the schema's
+    patterns have no `$` but their anchors, so the reference semantics is a plain replacement.
+    """
+    if validator.is_type(instance, "string") and not re.search(pattern.replace("$", r"\Z"), instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+JSONSCHEMA = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": ecma_pattern})(SCHEMA)
 DROP = object()  # marks a field to remove from the base spec
 
 
@@ -104,6 +117,44 @@ BAD_SPECS = [
     ("bad env name", spec_with(env={"MY-VAR": "1"}), "env.MY-VAR (name)", "not allowed", True),
     ("checkpoint_dir is output_dir", spec_with(checkpoint_dir="result/"), "checkpoint_dir", "must differ from output_dir",
      False),
+    ("checkpoint_dir is ./output_dir", spec_with(checkpoint_dir="./result"), "checkpoint_dir", "must differ from output_dir",
+     False),
+    # Python's `$` matches before a final newline; JSON Schema's (and ours) only at the end.
+    ("newline after exec_name", spec_with(exec_name="pix2pix-facade\n"), "exec_name", "not allowed", True),
+    ("newline after repository_url", spec_with(repository_url="https://github.com/x/y.git\n"), "repository_url",
+     "not allowed", True),
+    ("newline after repository_name", spec_with(repository_name="chainer-pix2pix\n"), "repository_name", "not allowed",
+     True),
+    ("newline after repository_ref", spec_with(repository_ref="main\n"), "repository_ref", "not allowed", True),
+    ("newline after data_dir", spec_with(data_dir="facade\n"), "data_dir", "not allowed", True),
+    ("newline after instance type", spec_with(instance={"types": ["g5.xlarge\n"]}), "instance.types[0]", "not allowed",
+     True),
+    ("newline after env name", spec_with(env={"BATCH\n": "1"}), "env.BATCH\n (name)", "not allowed", True),
+    ("NUL in exec_command", spec_with(exec_command="python train.py\x00--evil"), "exec_command", "NUL", False),
+    ("NUL in env value", spec_with(env={"BATCH": "64\x00"}), "env.BATCH", "NUL", False),
+    ("token as user in repository_url", spec_with(repository_url="https://ghp_abc123@github.com/x/y.git"),
+     "repository_url", "token", False),
+    ("password in ssh repository_url", spec_with(repository_url="ssh://git:hunter2@example.com/x/y.git"),
+     "repository_url", "password", False),
+    ("PATH in env", spec_with(env={"PATH": "/opt/bin"}), "env.PATH", "login shell sets it", False),
+    ("HOME in env", spec_with(env={"HOME": "/tmp"}), "env.HOME", "reserved", False),
+    ("LD_PRELOAD in env", spec_with(env={"LD_PRELOAD": "/tmp/x.so"}), "env.LD_PRELOAD", "dynamic loader", False),
+    ("LD_LIBRARY_PATH in env", spec_with(env={"LD_LIBRARY_PATH": "/opt/lib"}), "env.LD_LIBRARY_PATH", "dynamic loader",
+     False),
+    ("BASH_ENV in env", spec_with(env={"BASH_ENV": "/tmp/x.sh"}), "env.BASH_ENV", "bash", False),
+    ("ENV in env", spec_with(env={"ENV": "/tmp/x.sh"}), "env.ENV", "bash", False),
+    ("SHELLOPTS in env", spec_with(env={"SHELLOPTS": "xtrace"}), "env.SHELLOPTS", "bash", False),
+    ("IFS in env", spec_with(env={"IFS": "/"}), "env.IFS", "bash", False),
+    ("exported bash function in env", spec_with(env={"BASH_FUNC_ls%%": "() { :; }"}), "env.BASH_FUNC_ls%% (name)", "not allowed",
+     True),
+    ("GIT_SSH_COMMAND in env", spec_with(env={"GIT_SSH_COMMAND": "ssh -o ProxyCommand=evil"}), "env.GIT_SSH_COMMAND",
+     "agent's own clone", False),
+    ("GIT_DIR in env", spec_with(env={"GIT_DIR": "/tmp"}), "env.GIT_DIR", "git reads them", False),
+    ("GLIBC_TUNABLES in env", spec_with(env={"GLIBC_TUNABLES": "glibc.malloc.check=3"}), "env.GLIBC_TUNABLES",
+     "dynamic loader", False),
+    ("SPOTTRAIN_RESUME in env", spec_with(env={"SPOTTRAIN_RESUME": "1"}), "env.SPOTTRAIN_RESUME", "spottrain sets them",
+     False),
+    ("deeply nested spec", spec_with(instance=json.loads("[" * 900 + "]" * 900)), "spec", "nested more than", True),
 ]
 
 
@@ -218,3 +269,21 @@ def test_given_schema_with_unknown_keyword_when_loading_then_refused(tmp_path, m
 def test_given_shipped_schema_then_valid_json_schema_using_only_interpreted_keywords():
     jsonschema.Draft202012Validator.check_schema(SCHEMA)
     assert jobspec.load_schema() == SCHEMA
+
+
+def test_given_everyday_training_variables_and_multi_line_commands_when_validating_then_accepted():
+    # Given the PYTHON* variables training scripts use (they reach the commands, never the agent's own
+    # interpreter) and commands written over several lines, as a script with a final newline is
+    spec = spec_with(env={"PYTHONPATH": "src", "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"},
+                     exec_command="set -e\npython train.py \\\n  --epochs 3\n")
+    # When validated, Then nothing is refused and the values pass unchanged
+    job = validate_spec(spec, make_settings())
+    assert job["env"]["PYTHONPATH"] == "src" and job["exec_command"].endswith("--epochs 3\n")
+
+
+@pytest.mark.parametrize("pattern, value, matches", [
+    ("^[a-z]+$", "job", True), ("^[a-z]+$", "job\n", False), ("^a[$]$", "a$", True), (r"^a\$$", "a$", True),
+    (r"^a\$$", "a$\n", False), (r"\S", "  x\n", True),
+])
+def test_given_a_schema_pattern_then_dollar_means_the_end_of_the_value_as_in_json_schema(pattern, value, matches):
+    assert bool(jobspec.ecma_pattern(pattern).search(value)) is matches

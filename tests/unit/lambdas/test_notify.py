@@ -196,3 +196,62 @@ def test_given_sns_throttles_when_publishing_then_transient_error(running_job, m
 @pytest.mark.parametrize("seconds, text", [(0, "0s"), (59, "59s"), (192, "3m12s"), (3600, "1h00m"), (93784, "1d2h")])
 def test_given_seconds_when_formatting_then_compact_human_duration(seconds, text):
     assert notify.format_duration(seconds) == text
+
+
+def test_given_terminal_drawing_in_the_log_when_notified_then_the_tail_is_plain_and_the_raw_log_untouched(running_job):
+    # Given training output as Chainer's PrintReport and ProgressBar write it, coloured error included
+    state, s3, inbox = running_job
+    bucket = state["storage"]["bucket"]
+    raw = ("epoch       main/loss \n\x1b[J     total [####......] 40.00%\n         4 iter\n\x1b[2A"
+           "\x1b[J1           0.696091    \n\x1b[J     total [########..] 80.00%\n         8 iter\n\x1b[2A"
+           "\x1b[1;31mRuntimeError\x1b[0m: CUDA out of memory\rRuntimeError: CUDA out of memory (retry 2)\n").encode()
+    s3.put_object(Bucket=bucket, Key=layout.output_log_key(1, 1), Body=raw)
+    state["poll"] = {"status": "FAILED", "detail": {"exit_code": 1}}
+
+    # When the failure is announced
+    publish(NotifyEvent.FAILED, state)
+
+    # Then the email shows the rows a terminal would, with no escape codes; S3 keeps the bytes as written
+    body = received(inbox)[0]["Message"]
+    tail = body.split(f"Last 4 lines of {layout.output_log_key(1, 1)}:\n")[1].splitlines()[:4]
+    assert tail == ["  epoch       main/loss", "  1           0.696091",
+                    "  RuntimeError: CUDA out of memory (retry 2)", "           8 iter"]
+    assert "\x1b" not in body and "\r" not in body
+    assert s3.get_object(Bucket=bucket, Key=layout.output_log_key(1, 1))["Body"].read() == raw
+
+
+def test_given_a_log_longer_than_the_tail_read_when_tailing_then_the_cut_first_line_is_dropped(running_job, monkeypatch):
+    # Given a log whose last 64 KiB begin in the middle of a coloured line
+    state, s3, _ = running_job
+    bucket = state["storage"]["bucket"]
+    monkeypatch.setattr(notify, "LOG_TAIL_BYTES", 12)
+    s3.put_object(Bucket=bucket, Key=layout.output_log_key(1, 1), Body=b"\x1b[31mfirst line\x1b[0m\nlast\n")
+
+    # When the tail is read, Then no fragment of the cut line (nor of its escape code) shows
+    assert notify.read_log_tail(s3, bucket, 1) == (layout.output_log_key(1, 1), ["last"])
+
+
+def test_given_a_failed_bootstrap_when_notified_then_one_failure_email_with_the_console_tail(running_job):
+    # Given the poll's verdict on an instance that shut down before its agent started
+    state, _, inbox = running_job
+    state["poll"] = {"status": "FAILED", "retry_allowed": True, "detail": {
+        "reason": "bootstrap failed", "exit_code": None, "failed_phase": "bootstrap", "instance_state": "terminated",
+        "message": "instance i-0abc never started its agent (Client.InstanceInitiatedShutdown)",
+        "console_unavailable": None,
+        "console_tail": ["spottrain bootstrap: job s3://b attempt 1: fetching agent s3://assets/agent.zip",
+                         "fatal error: Could not connect to the endpoint URL: \"https://assets.s3.amazonaws.com/\"",
+                         "spottrain bootstrap: FAILED (exit 1) at line 32"]}}
+
+    # When the failure is announced
+    publish(NotifyEvent.FAILED, state)
+
+    # Then the subject says the bootstrap failed (not an interruption), and the body holds the console's tail
+    email = received(inbox)[0]
+    assert email["Subject"] == "[spottrain] pix2pix-facade failed (bootstrap failed) after 3m12s"
+    body = email["Message"]
+    assert "Message: instance i-0abc never started its agent (Client.InstanceInitiatedShutdown)" in body
+    assert "Details: failed_phase=bootstrap, instance_state=terminated, reason=bootstrap failed" in body
+    assert ("Last 3 lines of the console output of i-0abc:\n"
+            "  spottrain bootstrap: job s3://b attempt 1: fetching agent s3://assets/agent.zip\n") in body
+    assert "  spottrain bootstrap: FAILED (exit 1) at line 32" in body
+    assert "interrupted" not in body.lower() and "resuming" not in body.lower()

@@ -7,6 +7,7 @@ import copy
 import datetime as dt
 
 import pytest
+from botocore.exceptions import ClientError
 
 from lambdas import poll_completion as pc
 from lambdas.shared import layout, report
@@ -29,8 +30,14 @@ def running(aws):
     return ec2, s3, state
 
 
-def heartbeat(s3, age_seconds: int, attempt: int = 1, phase: str = "exec"):
-    put_marker(s3, layout.HEARTBEAT_KEY, attempt=attempt, instance_id="i", phase=phase,
+def written_by(state, **overrides) -> dict:
+    """The identity every marker of the state's current attempt carries (attempt, instance, execution id)."""
+    return {"attempt": state["launch"]["attempt"], "instance_id": state["launch"]["instance"]["instance_id"],
+            "execution": state["execution"]["id"]} | overrides
+
+
+def heartbeat(s3, state, age_seconds: int, phase: str = "exec", **identity):
+    put_marker(s3, layout.HEARTBEAT_KEY, **written_by(state, **identity), phase=phase,
                time=(NOW - dt.timedelta(seconds=age_seconds)).isoformat(), last_log_line="epoch 3")
 
 
@@ -45,7 +52,7 @@ def instance_state(ec2, state) -> str:
 
 def test_given_completed_with_exit_0_then_succeeded_recorded_and_keep_alive_converted(running):
     ec2, s3, state = running
-    put_marker(s3, layout.COMPLETED_KEY, attempt=1, instance_id="i", exit_code=0, failed_phase=None, reason="exit")
+    put_marker(s3, layout.COMPLETED_KEY, **written_by(state), exit_code=0, failed_phase=None, reason="exit")
 
     result = poll(ec2, s3, state, seconds_per_minute=60)
 
@@ -57,7 +64,7 @@ def test_given_completed_with_exit_0_then_succeeded_recorded_and_keep_alive_conv
 
 def test_given_completed_with_a_non_zero_exit_then_failed_with_the_phase(running):
     ec2, s3, state = running
-    put_marker(s3, layout.COMPLETED_KEY, attempt=1, instance_id="i", exit_code=2, failed_phase="exec", reason="exit")
+    put_marker(s3, layout.COMPLETED_KEY, **written_by(state), exit_code=2, failed_phase="exec", reason="exit")
 
     result = poll(ec2, s3, state)
 
@@ -70,9 +77,9 @@ def test_given_completed_with_a_non_zero_exit_then_failed_with_the_phase(running
 def test_given_markers_from_an_earlier_attempt_then_they_do_not_decide_the_current_one(running):
     ec2, s3, state = running
     state["launch"]["attempt"] = 2
-    put_marker(s3, layout.COMPLETED_KEY, attempt=1, instance_id="old", exit_code=0)
-    put_marker(s3, layout.INTERRUPTED_KEY, attempt=1, instance_id="old")
-    heartbeat(s3, age_seconds=5, attempt=2)
+    put_marker(s3, layout.COMPLETED_KEY, **written_by(state, attempt=1, instance_id="old"), exit_code=0)
+    put_marker(s3, layout.INTERRUPTED_KEY, **written_by(state, attempt=1, instance_id="old"))
+    heartbeat(s3, state, age_seconds=5)
 
     assert poll(ec2, s3, state)["status"] == "RUNNING"
 
@@ -82,7 +89,7 @@ def test_given_an_interruption_marker_then_interrupted_and_retry_allowed_below_m
         running, attempt, retry_allowed):
     ec2, s3, state = running
     state["launch"]["attempt"] = attempt
-    put_marker(s3, layout.INTERRUPTED_KEY, attempt=attempt, instance_id="i", action="terminate")
+    put_marker(s3, layout.INTERRUPTED_KEY, **written_by(state), action="terminate")
 
     result = poll(ec2, s3, state)
 
@@ -90,8 +97,9 @@ def test_given_an_interruption_marker_then_interrupted_and_retry_allowed_below_m
     assert result["detail"]["reason"] == "spot-interruption"
 
 
-def test_given_the_instance_is_gone_without_any_marker_then_interrupted(running):
+def test_given_the_instance_is_gone_after_heartbeats_without_a_final_marker_then_interrupted(running):
     ec2, s3, state = running
+    heartbeat(s3, state, age_seconds=20)
     ec2.terminate_instances(InstanceIds=[state["launch"]["instance"]["instance_id"]])
 
     result = poll(ec2, s3, state)
@@ -102,7 +110,7 @@ def test_given_the_instance_is_gone_without_any_marker_then_interrupted(running)
 
 def test_given_the_instance_finished_and_shut_itself_down_then_the_marker_wins(running):
     ec2, s3, state = running
-    put_marker(s3, layout.COMPLETED_KEY, attempt=1, instance_id="i", exit_code=0)
+    put_marker(s3, layout.COMPLETED_KEY, **written_by(state), exit_code=0)
     ec2.terminate_instances(InstanceIds=[state["launch"]["instance"]["instance_id"]])
 
     assert poll(ec2, s3, state)["status"] == "SUCCEEDED"
@@ -110,7 +118,7 @@ def test_given_the_instance_finished_and_shut_itself_down_then_the_marker_wins(r
 
 def test_given_a_fresh_heartbeat_then_running_not_stale_and_nothing_recorded(running):
     ec2, s3, state = running
-    heartbeat(s3, age_seconds=10)
+    heartbeat(s3, state, age_seconds=10)
 
     result = poll(ec2, s3, state)
 
@@ -120,7 +128,7 @@ def test_given_a_fresh_heartbeat_then_running_not_stale_and_nothing_recorded(run
 
 def test_given_a_stale_heartbeat_with_a_live_instance_then_running_reported_stale(running):
     ec2, s3, state = running
-    heartbeat(s3, age_seconds=300)
+    heartbeat(s3, state, age_seconds=300)
 
     result = poll(ec2, s3, state, heartbeat_stale_seconds=120, heartbeat_lost_seconds=900)
 
@@ -131,7 +139,7 @@ def test_given_a_stale_heartbeat_with_a_live_instance_then_running_reported_stal
 
 def test_given_a_heartbeat_older_than_lost_then_the_instance_is_terminated_and_interrupted(running):
     ec2, s3, state = running
-    heartbeat(s3, age_seconds=1000)
+    heartbeat(s3, state, age_seconds=1000)
 
     result = poll(ec2, s3, state, heartbeat_lost_seconds=900)
 
@@ -139,18 +147,24 @@ def test_given_a_heartbeat_older_than_lost_then_the_instance_is_terminated_and_i
     assert instance_state(ec2, state) in ("shutting-down", "terminated")
 
 
-@pytest.mark.parametrize("minutes_since_launch, expected", [(5, "RUNNING"), (30, "INTERRUPTED")])
-def test_given_no_heartbeat_at_all_then_lost_only_once_the_limit_has_passed_since_launch(
+@pytest.mark.parametrize("minutes_since_launch, expected", [(5, "RUNNING"), (30, "FAILED")])
+def test_given_no_heartbeat_at_all_then_the_bootstrap_fails_only_once_the_limit_has_passed_since_launch(
         running, minutes_since_launch, expected):
     ec2, s3, state = running
     state["launch"]["instance"]["launched_at"] = (NOW - dt.timedelta(minutes=minutes_since_launch)).isoformat()
 
-    assert poll(ec2, s3, state, heartbeat_lost_seconds=900)["status"] == expected
+    result = poll(ec2, s3, state, heartbeat_lost_seconds=900)
+
+    assert result["status"] == expected
+    if expected == "FAILED":  # a silent instance is not left running: terminated, and judged a failed bootstrap
+        assert result["detail"]["reason"] == "bootstrap failed" and "no heartbeat 1800 s after launch" in \
+            result["detail"]["message"]
+        assert instance_state(ec2, state) in ("shutting-down", "terminated")
 
 
 def test_given_consecutive_polls_then_the_wait_backs_off_from_min_to_max(running):
     ec2, s3, state = running
-    heartbeat(s3, age_seconds=1)
+    heartbeat(s3, state, age_seconds=1)
     waits = []
     for _ in range(9):
         state["poll"] = poll(ec2, s3, state, poll_min_seconds=30, poll_max_seconds=300, poll_backoff=1.5)
@@ -162,8 +176,8 @@ def test_given_consecutive_polls_then_the_wait_backs_off_from_min_to_max(running
 
 def test_given_a_new_attempt_then_the_backoff_restarts_but_the_execution_count_goes_on(running):
     ec2, s3, state = running
-    heartbeat(s3, age_seconds=1, attempt=2)
     state["launch"]["attempt"] = 2
+    heartbeat(s3, state, age_seconds=1)
     state["poll"] = {"status": "INTERRUPTED", "attempt": 1, "polls": 40, "attempt_polls": 40, "handovers": 0}
 
     result = poll(ec2, s3, state)
@@ -173,7 +187,7 @@ def test_given_a_new_attempt_then_the_backoff_restarts_but_the_execution_count_g
 
 def test_given_the_poll_budget_is_reached_then_hand_over_with_a_fresh_count_and_a_new_name(running):
     ec2, s3, state = running
-    heartbeat(s3, age_seconds=1)
+    heartbeat(s3, state, age_seconds=1)
     state["poll"] = {"status": "RUNNING", "attempt": 1, "polls": 9, "attempt_polls": 9, "handovers": 0}
 
     first = poll(ec2, s3, state, polls_per_execution=10)
@@ -186,7 +200,7 @@ def test_given_the_poll_budget_is_reached_then_hand_over_with_a_fresh_count_and_
 
 def test_given_the_budget_is_reached_on_a_terminal_status_then_no_hand_over(running):
     ec2, s3, state = running
-    put_marker(s3, layout.COMPLETED_KEY, attempt=1, instance_id="i", exit_code=0)
+    put_marker(s3, layout.COMPLETED_KEY, **written_by(state), exit_code=0)
     state["poll"] = {"status": "RUNNING", "attempt": 1, "polls": 9, "attempt_polls": 9, "handovers": 0}
 
     assert poll(ec2, s3, state, polls_per_execution=10)["handover"] is False
@@ -200,7 +214,7 @@ def test_given_a_long_execution_name_then_the_hand_over_name_stays_within_80_cha
 
 def test_given_the_handler_when_invoked_then_the_result_has_every_field_the_state_machine_reads(running, monkeypatch):
     ec2, s3, state = running
-    heartbeat(s3, age_seconds=1)
+    heartbeat(s3, state, age_seconds=1)
     monkeypatch.setenv("STACK_NAME", "SpotTrainTest")
     monkeypatch.setenv("BUCKET_PREFIX", "spottrain-123456789012")
     monkeypatch.setenv("HEARTBEAT_LOST_SECONDS", str(10 ** 9))  # the real clock, not NOW, runs in the handler
@@ -213,3 +227,92 @@ def test_given_the_handler_when_invoked_then_the_result_has_every_field_the_stat
     assert {"status", "wait_seconds", "polls", "attempt", "handover", "handover_name", "handovers",
             "retry_allowed", "terminate_after_seconds", "detail"} <= set(result)
     assert result["status"] == "RUNNING"
+
+
+def set_state_reason(ec2, state, code: str) -> None:
+    """What EC2 records on an instance it ended itself (moto's API only ever records user shutdowns)."""
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.instances import StateReason
+
+    instance_id = state["launch"]["instance"]["instance_id"]
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    backend = ec2_backends["123456789012"]["us-east-1"]
+    backend.get_instance(instance_id).state_reason = StateReason(f"{code}: reason", code)
+
+
+def test_given_another_executions_completion_in_the_shared_bucket_then_it_does_not_end_this_run(running):
+    # Given this run training (heartbeats), and a completed.json another execution of the job wrote, same attempt number
+    ec2, s3, state = running
+    heartbeat(s3, state, age_seconds=5)
+    put_marker(s3, layout.COMPLETED_KEY, **written_by(state, execution="arn:aws:states:...:execution:sm:other-run"),
+               exit_code=0)
+
+    # When polled, Then this run is still running and its instance untouched
+    assert poll(ec2, s3, state)["status"] == "RUNNING"
+    assert instance_state(ec2, state) == "running"
+
+
+def test_given_a_marker_from_another_instance_of_the_same_attempt_then_it_does_not_decide(running):
+    ec2, s3, state = running
+    heartbeat(s3, state, age_seconds=5)
+    put_marker(s3, layout.INTERRUPTED_KEY, **written_by(state, instance_id="i-0withdrawn"))
+
+    assert poll(ec2, s3, state)["status"] == "RUNNING"
+
+
+def test_given_a_marker_naming_the_execution_by_name_then_it_counts(running):
+    # Agents that read the execution's name from job.json, rather than its id, still name this execution
+    ec2, s3, state = running
+    put_marker(s3, layout.COMPLETED_KEY, **written_by(state, execution=state["execution"]["name"]), exit_code=0)
+
+    assert poll(ec2, s3, state)["status"] == "SUCCEEDED"
+
+
+@pytest.mark.parametrize("code", ["Client.InstanceInitiatedShutdown", "Client.UserInitiatedShutdown"])
+def test_given_the_instance_ended_before_any_heartbeat_then_the_bootstrap_failed_once_with_the_console_tail(
+        running, code):
+    # Given an instance that shut down (or was shut down) before its agent ever sent a heartbeat of this attempt
+    ec2, s3, state = running
+    heartbeat(s3, state, age_seconds=5, attempt=0)  # the previous attempt's heartbeat is no sign of this one
+    set_state_reason(ec2, state, code)
+
+    # When polled
+    result = poll(ec2, s3, state)
+
+    # Then the attempt failed (no relaunch), saying so, with the console's last lines for the email
+    assert (result["status"], result["detail"]["reason"], result["detail"]["failed_phase"]) == (
+        "FAILED", "bootstrap failed", "bootstrap")
+    assert code in result["detail"]["message"]
+    assert result["detail"]["console_tail"][-1] == "Enabling fast FPU save and restore... done."  # moto's canned console
+    assert read_report(s3)["attempts"][0]["outcome"] == "FAILED"
+
+
+def test_given_ec2_reclaimed_the_instance_before_any_heartbeat_then_interrupted_and_relaunched(running):
+    ec2, s3, state = running
+    set_state_reason(ec2, state, "Server.SpotInstanceTermination")
+
+    result = poll(ec2, s3, state)
+
+    assert (result["status"], result["detail"]["state_reason"]) == ("INTERRUPTED", "Server.SpotInstanceTermination")
+    assert result["retry_allowed"] is True
+
+
+def test_given_the_console_cannot_be_read_then_the_failure_says_why_instead(running, monkeypatch):
+    ec2, s3, state = running
+    set_state_reason(ec2, state, "Client.InstanceInitiatedShutdown")
+
+    def no_console(**_):
+        raise ClientError({"Error": {"Code": "UnauthorizedOperation", "Message": "no"}}, "GetConsoleOutput")
+
+    monkeypatch.setattr(ec2, "get_console_output", no_console)
+    detail = poll(ec2, s3, state)["detail"]
+
+    assert (detail["console_tail"], detail["console_unavailable"]) == ([], "UnauthorizedOperation")
+
+
+def test_given_terminal_codes_in_the_completion_message_then_the_detail_is_plain(running):
+    ec2, s3, state = running
+    put_marker(s3, layout.COMPLETED_KEY, **written_by(state), exit_code=1, reason="disk_full",
+               message="\x1b[31mdisk full\x1b[0m on /home: 0 bytes left")
+
+    assert poll(ec2, s3, state)["detail"]["message"] == "disk full on /home: 0 bytes left"

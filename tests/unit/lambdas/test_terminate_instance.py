@@ -36,7 +36,7 @@ def state_of(ec2, instance_id: str) -> str:
     return ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]["State"]["Name"]
 
 
-OURS = {layout.TAG_JOB: JOB, layout.TAG_STACK: STACK}
+OURS = {layout.TAG_JOB: JOB, layout.TAG_STACK: STACK, layout.TAG_EXECUTION: "run-1"}  # job_state's execution
 
 
 @pytest.fixture
@@ -165,3 +165,44 @@ def test_given_event_naming_no_job_when_handled_then_nothing_is_touched(lambda_e
 def test_given_unrecognised_event_when_handled_then_error_lists_accepted_shapes(lambda_env):
     with pytest.raises(ValueError, match="expected the workflow state, an EventBridge execution status change"):
         terminate_instance.handler({"hello": "world"}, FakeLambdaContext())
+
+
+def test_given_an_instance_of_another_run_of_the_job_when_this_run_ends_then_only_this_runs_instance_goes(
+        job_with_instances):
+    # Given an instance the same job launched from another execution (another run sharing the name)
+    state, ours, _, ec2, _, _ = job_with_instances
+    other_run = launch(ec2, {**OURS, layout.TAG_EXECUTION: "run-0"})
+    other_request = open_request(ec2, {**OURS, layout.TAG_EXECUTION: "run-0"})
+    state["poll"] = {"status": "SUCCEEDED"}
+
+    # When this run's workflow terminates its instance
+    answer = terminate_instance.handler(state, FakeLambdaContext())
+
+    # Then the other run's instance and spot request are left alone
+    assert answer == {"terminated": [ours], "cancelled_requests": []}
+    assert state_of(ec2, other_run) == "running"
+    open_ids = [r["SpotInstanceRequestId"] for r in ec2.describe_spot_instance_requests(
+        Filters=[{"Name": "state", "Values": ["open", "active"]}])["SpotInstanceRequests"]]
+    assert open_ids == [other_request]
+
+
+def test_given_a_hand_over_execution_aborted_then_the_runs_first_execution_names_its_instances(job_with_instances):
+    # Given the run handed over to run-1-h1; its instances carry the run's first execution name, run-1
+    state, ours, _, ec2, _, _ = job_with_instances
+    other_run = launch(ec2, {**OURS, layout.TAG_EXECUTION: "run-0"})
+    event = execution_status_change("ABORTED", {"handover": state})
+    event["detail"]["name"] = "run-1-h1"
+
+    answer = terminate_instance.handler(event, FakeLambdaContext())
+
+    assert answer["terminated"] == [ours] and state_of(ec2, other_run) == "running"
+
+
+def test_given_spottrain_cancel_then_every_instance_of_the_job_goes_whatever_run_launched_it(job_with_instances):
+    state, ours, bystanders, ec2, _, _ = job_with_instances
+    other_run = launch(ec2, {**OURS, layout.TAG_EXECUTION: "run-0"})
+
+    answer = terminate_instance.handler({"exec_name": JOB, "reason": "cancelled"}, FakeLambdaContext())
+
+    assert answer["terminated"] == sorted([ours, other_run])
+    assert [state_of(ec2, other) for other in bystanders] == ["running"] * 3

@@ -193,3 +193,22 @@ def test_given_the_bridge_then_spot_prices_are_a_fraction_of_on_demand(aws, depl
     assert history
     price = float(history[0]["SpotPrice"])
     assert 0.1 < price < 1.006  # below g5.xlarge's on-demand list price, far above moto's canned value
+
+
+def test_given_a_simulated_instance_when_its_console_is_read_then_what_it_printed_comes_back(aws, moto_endpoint, tmp_path):
+    # Given two instances in moto, one of which a simulated boot wrote a console log for
+    ec2 = aws("ec2")
+    printed, silent = (ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+                       for _ in range(2))
+    console = tmp_path / "instances" / printed / "console.log"
+    console.parent.mkdir(parents=True)
+    console.write_bytes(b"x" * 70_000 + "\nspottrain bootstrap: FAILED (exit 1) at line 32 — no route\n".encode())
+
+    # When their console output is asked for while the bridge is installed
+    with Bridge(LambdaHost(tmp_path, {}), Faults()):
+        answers = {instance: ec2.get_console_output(InstanceId=instance).get("Output", "") for instance in (printed, silent)}
+
+    # Then the booted one answers its own console's last 64 KiB, and the other nothing (not moto's canned boot log)
+    assert answers[printed].endswith("spottrain bootstrap: FAILED (exit 1) at line 32 — no route\n")
+    assert len(answers[printed].encode()) == 64 * 1024
+    assert answers[silent] == ""
