@@ -260,14 +260,6 @@ def test_given_a_marker_from_another_instance_of_the_same_attempt_then_it_does_n
     assert poll(ec2, s3, state)["status"] == "RUNNING"
 
 
-def test_given_a_marker_naming_the_execution_by_name_then_it_counts(running):
-    # Agents that read the execution's name from job.json, rather than its id, still name this execution
-    ec2, s3, state = running
-    put_marker(s3, layout.COMPLETED_KEY, **written_by(state, execution=state["execution"]["name"]), exit_code=0)
-
-    assert poll(ec2, s3, state)["status"] == "SUCCEEDED"
-
-
 @pytest.mark.parametrize("code", ["Client.InstanceInitiatedShutdown", "Client.UserInitiatedShutdown"])
 def test_given_the_instance_ended_before_any_heartbeat_then_the_bootstrap_failed_once_with_the_console_tail(
         running, code):
