@@ -117,11 +117,11 @@ class Ec2Simulator:
         """Pull the plug on every instance (its processes end, daemons too) once the watchers stopped."""
         self._stop.set()
         self._thread.join(timeout=10)
-        for interrupter in self._interrupters:
-            interrupter.join(timeout=10)
         with self._lock:
             for instance in self.instances.values():
                 self._kill(instance)
+        for interrupter in self._interrupters:  # each ends with its instance, its verdict recorded
+            interrupter.join(timeout=10)
 
     def _write_shim(self) -> None:
         self._shim_dir.mkdir(parents=True, exist_ok=True)
@@ -214,8 +214,8 @@ class Ec2Simulator:
 
     def _interrupt(self, instance: SimulatedInstance, trigger: Interruption) -> None:
         try:
-            interruptions.interrupt(instance, trigger, s3=self.s3, stop=self._stop,
-                                    grace_seconds=self.interrupt_grace_seconds, on_event=self.on_event)
+            interruptions.interrupt(instance, trigger, s3=self.s3, grace_seconds=self.interrupt_grace_seconds,
+                                    on_event=self.on_event)
         except interruptions.NeverFired as missed:
             self.faults.interrupt_missed(instance.instance_id, str(missed))
             self.on_event(f"fault {trigger} never fired on {instance.instance_id}: {missed}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -121,17 +120,16 @@ class Checkpoint:
 class Watcher:
     """Waits for one instance's trigger, then holds its commands; raises NeverFired when it cannot."""
 
-    def __init__(self, instance: Instance, stop: threading.Event):
+    def __init__(self, instance: Instance):
         self.instance = instance
-        self.stop = stop
 
     def wait(self, ready: Callable[[], Any], why_not: Callable[[], str]) -> Any:
-        """Poll `ready()` until truthy; NeverFired(why_not()) once the instance or the emulator ended."""
+        """Poll `ready()` until truthy; NeverFired(why_not()) once the instance ended (the emulator's
+        stop ends every instance, so this never outlives it)."""
         while not (result := ready()):
             if not self.instance.alive:
                 raise NeverFired(why_not())
-            if self.stop.wait(WATCH_SECONDS):
-                raise NeverFired(f"the emulator stopped first; {why_not()}")
+            time.sleep(WATCH_SECONDS)
         return result
 
     def hold_after(self, seconds: float) -> Hold:
@@ -207,10 +205,10 @@ def uploaded(s3: Any, checkpoint: Checkpoint) -> bool:
 # --- the whole interruption --------------------------------------------------------------------
 
 
-def interrupt(instance: Instance, trigger: Interruption, *, s3: Any, stop: threading.Event,
-              grace_seconds: float, on_event: Callable[[str], None]) -> None:
+def interrupt(instance: Instance, trigger: Interruption, *, s3: Any, grace_seconds: float,
+              on_event: Callable[[str], None]) -> None:
     """Post the spot notice on the instance when `trigger` fires, mid-training; NeverFired if it cannot."""
-    watcher = Watcher(instance, stop)
+    watcher = Watcher(instance)
     if trigger.checkpoint is not None:
         hold, checkpoint = watcher.hold_at_checkpoint(trigger.checkpoint)
     else:
@@ -224,8 +222,7 @@ def interrupt(instance: Instance, trigger: Interruption, *, s3: Any, stop: threa
         # AWS reclaims at the notice's time whether or not the agent acted; so does the simulator.
         deadline = time.monotonic() + grace_seconds
         while not hold.acted_on() and instance.alive and time.monotonic() < deadline:
-            if stop.wait(WATCH_SECONDS):
-                break
+            time.sleep(WATCH_SECONDS)
     finally:
         hold.release()
 
