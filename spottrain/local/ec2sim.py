@@ -67,7 +67,7 @@ class SimulatedInstance:
     instance_type: str
     sandbox: Path
     imds: InstanceMetadata
-    processes: processes.InstanceProcesses
+    tracked: processes.InstanceProcesses  # every process it started
     process: subprocess.Popen
     booted_ns: int
     killed: bool = False
@@ -80,7 +80,7 @@ class SimulatedInstance:
         """Processes the agent started for its commands: each runs in a session of its own, apart
         from the instance's first process (started as a session leader) and the agent in it."""
         pids = []
-        for pid in self.processes.pids():
+        for pid in self.tracked.pids():
             state = processes.state(pid)
             if state is not None and not state.zombie and state.session != self.process.pid:
                 pids.append(pid)
@@ -90,8 +90,8 @@ class SimulatedInstance:
 class Ec2Simulator:
     """Watches moto for new instances of the stack and runs each one until it ends."""
 
-    def __init__(self, ec2: Any, workdir: Path, base_env: dict[str, str], faults: Faults,
-                 s3: Any = None, poll_seconds: float = 0.25, on_event: Callable[[str], None] | None = None,
+    def __init__(self, ec2: Any, workdir: Path, base_env: dict[str, str], faults: Faults, *,
+                 s3: Any, poll_seconds: float = 0.25, on_event: Callable[[str], None] | None = None,
                  interrupt_grace_seconds: float = INTERRUPT_GRACE_SECONDS):
         self.ec2 = ec2
         self.workdir = workdir
@@ -100,7 +100,7 @@ class Ec2Simulator:
         self.poll_seconds = poll_seconds
         self.interrupt_grace_seconds = interrupt_grace_seconds
         self.on_event = on_event or (lambda message: log.info("%s", message))
-        self.s3 = s3
+        self.s3 = s3  # interrupt-at=checkpoint waits for the checkpoint in the job's bucket
         self.instances: dict[str, SimulatedInstance] = {}
         self._interrupters: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -252,7 +252,7 @@ class Ec2Simulator:
 
     def _kill(self, instance: SimulatedInstance) -> None:
         """End every process the instance started, and wait until none is left."""
-        instance.processes.end_all()
+        instance.tracked.end_all()
         try:
             instance.process.wait(timeout=processes.END_TIMEOUT_SECONDS)
         except subprocess.TimeoutExpired:

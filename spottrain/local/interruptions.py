@@ -147,11 +147,11 @@ class Watcher:
 
     def hold_at_checkpoint(self, nth: int) -> tuple[Hold, Checkpoint]:
         """Hold the commands as soon as the attempt's `nth` checkpoint file is written."""
-        written: dict[Path, Checkpoint] = {}
+        written: dict[str, Checkpoint] = {}  # by key: the same file is seen through each command's /proc
 
         def nth_written() -> Checkpoint | None:
             for checkpoint in self._new_checkpoints():
-                written.setdefault(checkpoint.path, checkpoint)
+                written.setdefault(checkpoint.key, checkpoint)
             return list(written.values())[nth - 1] if len(written) >= nth else None
 
         iid = self.instance.instance_id
