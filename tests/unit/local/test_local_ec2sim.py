@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
 import time
 from pathlib import Path
 
@@ -119,16 +118,6 @@ def _wait_until(condition, timeout: float = 30) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
-
-
-@pytest.fixture(params=["cgroup", "environment marker"])
-def tracking(request, monkeypatch):
-    """Each process test runs with both kinds of tracking (the marker is what a non-root user gets)."""
-    if request.param == "cgroup" and processes._cgroup_parent() is None:
-        pytest.skip("no writable cgroup v2 here")
-    if request.param == "environment marker":
-        monkeypatch.setattr(processes, "_cgroup_parent", lambda: None)
-    return request.param
 
 
 @pytest.fixture
@@ -247,18 +236,6 @@ def test_given_commands_that_daemonised_when_the_instance_ends_then_none_of_its_
     assert _running(tag) == []
     if how != "the emulator stops":
         _wait_until(lambda: _state(aws, instance.instance_id) == "terminated")
-
-
-def test_given_a_tracked_instance_then_its_processes_are_found_until_it_ends(tracking, tmp_path):
-    tracked = processes.track(f"test-{random.randrange(1 << 30)}")
-    child = subprocess.Popen(tracked.command(["bash", "-c", "sleep 60 & wait"]),
-                             env={**os.environ, **tracked.environment}, start_new_session=True)
-    _wait_until(lambda: len(tracked.pids()) == 2)  # bash and its sleep
-
-    tracked.end_all()
-
-    assert tracked.pids() == []
-    assert child.wait(timeout=5) == -9
 
 
 # --- spot interruptions ------------------------------------------------------------------------
