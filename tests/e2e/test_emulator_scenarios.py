@@ -232,7 +232,8 @@ def test_given_a_workflow_error_during_training_when_the_job_fails_then_no_proce
         # Given a training that daemonised, and a PollCompletion that fails more often than it is retried
         with faults(emulator, "lambda-error=PollCompletion:6"):
             arn = emulator.start_job(quick_job("scenario-error", DAEMONISING_TRAINING))
-            # When the workflow gives up on it
+            wait_until(lambda: daemon_started(emulator, "scenario-error"), 120, "the daemonising training")
+            # When the workflow gives up on it, after retrying PollCompletion with backoff (about a minute)
             final = emulator.wait(arn, timeout=180)
 
         # Then the job failed through its error path, which terminated the instance and all it ran
