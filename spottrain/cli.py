@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from spottrain import jobs
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the emulator is imported only by the commands that start it
     from lambdas.shared.config import Settings
+    from spottrain.local.faults import Faults
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_SPEC = REPO_ROOT / "examples" / "jobs" / "multihead-demo.json"
@@ -81,22 +82,27 @@ def checked_spec(path: str, settings: Settings | None) -> dict:
 
 
 class Console:
-    """Progress on one rewritten line on a terminal; plain lines (only on change) otherwise."""
+    """Progress on one rewritten line on a terminal; otherwise a plain line when the job's state changed."""
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
         self._last = ""  # the newest progress line, still shown at the bottom on a terminal
+        self._logged: jobs.Progress | None = None  # the newest snapshot written as a plain line
 
     def progress(self, snapshot: jobs.Progress) -> None:
-        line = snapshot.line()
-        if self.tty:
-            line = line[: shutil.get_terminal_size().columns - 1]  # one screen row, or \r can't rewrite it
-        if line == self._last:
+        if not self.tty:
+            # A log or a pipe keeps every line: one per poll that only moved the clock is noise.
+            if not snapshot.same_as(self._logged):
+                self._logged = snapshot
+                self.stream.write(snapshot.line() + "\n")
+                self.stream.flush()
             return
-        self._last = line
-        self.stream.write("\r\033[K" + line if self.tty else line + "\n")
-        self.stream.flush()
+        line = snapshot.line()[: shutil.get_terminal_size().columns - 1]  # one screen row, or \r can't rewrite it
+        if line != self._last:
+            self._last = line
+            self.stream.write("\r\033[K" + line)
+            self.stream.flush()
 
     def say(self, text: str = "") -> None:
         """A message above the progress line, which stays at the bottom on a terminal."""
@@ -245,12 +251,16 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
 
 
 def _run_local(args: argparse.Namespace, console: Console, spec: dict, download_to: Path | None) -> int:
-    from spottrain.local import Emulator, Faults
+    from spottrain.local import Emulator, FaultError, Faults
 
-    faults = Faults.parse(args.inject)
+    try:  # every --inject is checked, against the stack's allow-list too, before anything starts
+        faults = Faults.parse(args.inject)
+        emulator = Emulator(Path(args.workdir), faults=faults, on_email=console.email)
+    except FaultError as exc:
+        raise UsageError(str(exc)) from None
     started = time.monotonic()
     console.say(f"starting the embedded AWS emulator in {args.workdir}/ (faults: {faults.describe() or 'none'})")
-    with Emulator(Path(args.workdir), faults=faults, on_email=console.email) as emulator:
+    with emulator:
         console.say(f"stack deployed in {time.monotonic() - started:.1f}s; submitting {spec['exec_name']}")
         session = emulator.session()
         sfn, s3 = _clients(session)
@@ -263,7 +273,16 @@ def _run_local(args: argparse.Namespace, console: Console, spec: dict, download_
             jobs.download(s3, bucket, download_to)
             _describe_results(console, download_to)
     console.say(f"total {time.monotonic() - started:.1f}s")
-    return _report_end(console, execution)
+    code = _report_end(console, execution)
+    return _report_faults(console, faults) or code
+
+
+def _report_faults(console: Console, faults: Faults) -> int:
+    """A fault that was asked for and never happened must not pass for a run that survived it."""
+    missed = faults.never_fired()
+    for line in missed:
+        console.error(line)
+    return 1 if missed else 0
 
 
 def _describe_results(console: Console, folder: Path) -> None:
@@ -309,8 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
         if local:
             sub.add_argument("--workdir", default=".spottrain", help="where the emulator keeps its state (default: .spottrain)")
             sub.add_argument("--inject", action="append", default=[], metavar="NAME=VALUE",
-                             help="fault: no-capacity=<type>[,<type>], interrupt-after=<seconds into training>[:<count>], "
-                                  "lambda-error=<function>:<count>")
+                             help="fault (repeatable): no-capacity=<type>[,<type>] (no room for those types), "
+                                  "interrupt-at=checkpoint[:<n>] (spot notice once the n-th checkpoint is in S3), "
+                                  "interrupt-after=<seconds into training>[:<instances>], "
+                                  "lambda-error=<task>:<count> (transient failures); a fault that never fired "
+                                  "makes the run exit 1")
             sub.add_argument("--timeout", type=float, help="give up waiting after this many seconds "
                              "(default: never on AWS, 900 in the emulator)")
         return sub

@@ -130,6 +130,10 @@ class Progress:
     elapsed_seconds: float = 0.0
     last_log_line: str | None = None
 
+    def same_as(self, other: "Progress | None") -> bool:
+        """Nothing but the clock moved since `other`."""
+        return other is not None and dataclasses.replace(other, elapsed_seconds=self.elapsed_seconds) == self
+
     def line(self) -> str:
         minutes, seconds = divmod(int(self.elapsed_seconds), 60)
         parts = [f"{minutes:d}m{seconds:02d}s", self.status if self.status != "RUNNING" else self.state]

@@ -91,6 +91,7 @@ class Emulator:
         self.faults = faults or Faults()
         self.on_email = on_email
         self.context_overrides = dict(context or {})
+        self.faults.check_instance_types(self.allowed_instance_types)
         self.stack_name = stack_name
         self.endpoint = ""
         self.outputs: dict[str, str] = {}
@@ -103,6 +104,19 @@ class Emulator:
         self.lambda_host: LambdaHost | None = None
         self._handled_status_changes: set[str] = set()
         self._stop = threading.Event()
+
+    @property
+    def allowed_instance_types(self) -> frozenset[str]:
+        """The stack's allow-list: this emulator's context override, else cdk.json's default."""
+        # cdk.json read as data: importing infra (hence the CDK) would cost seconds before the first line
+        defaults = json.loads((deploy.REPO_ROOT / "cdk.json").read_text())["context"]
+        allowed = {**defaults, **self.context_overrides}["allowedInstanceTypes"]
+        return frozenset(allowed.split(",") if isinstance(allowed, str) else allowed)
+
+    def inject(self, *specs: str) -> Faults:
+        """Inject these faults (CLI syntax) instead of the current ones; the bridge and EC2 read them live."""
+        self.faults.load(Faults.parse(specs, self.allowed_instance_types))
+        return self.faults
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -148,7 +162,8 @@ class Emulator:
         self._emails = EmailWatcher(self.client("sqs"), self.client("sns"), self.outputs["TopicArn"], self.on_email)
         self._emails.start()
         self._stack.callback(self._emails.stop)
-        self.ec2 = Ec2Simulator(self.client("ec2"), self.run_dir, self._base_env(), self.faults).start()
+        self.ec2 = Ec2Simulator(self.client("ec2"), self.run_dir, self._base_env(), self.faults,
+                                s3=self.client("s3")).start()
         self._stack.callback(self.ec2.stop)
         watcher = threading.Thread(target=self._watch_status_changes, name="status-changes", daemon=True)
         watcher.start()

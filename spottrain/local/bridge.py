@@ -184,7 +184,7 @@ class Bridge:
         if kwargs.get("launch_template") and kwargs.get("is_instance_type_default"):
             template = backend._get_template_from_args(kwargs["launch_template"]).data
             instance_type = template.get("InstanceType", instance_type)
-        if instance_type in self.faults.no_capacity:
+        if self.faults.refuse_capacity(instance_type):
             raise InsufficientInstanceCapacity(
                 "InsufficientInstanceCapacity",
                 f"We currently do not have sufficient {instance_type} capacity in the Availability Zone you "

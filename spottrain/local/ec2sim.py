@@ -3,16 +3,15 @@
 An instance is "booted" by running its user data (the real bootstrap, fetched from moto) with bash,
 against the emulator's endpoint and a local IMDS. Its lifetime is tied to moto's record both ways:
 when the process ends the instance terminates (instance-initiated shutdown = terminate, as the launch
-template says), and when the workflow terminates the instance the process group is killed, as
-pulling the plug on a machine would.
+template says), and when the workflow terminates the instance every process it started ends, daemons
+included (see processes.py), as pulling the plug on a machine would.
 """
 from __future__ import annotations
 
 import base64
 import dataclasses
 import logging
-import os
-import signal
+import secrets
 import subprocess
 import sys
 import threading
@@ -21,8 +20,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lambdas.shared import layout
-from spottrain.local import aws_shim
-from spottrain.local.faults import Faults
+from spottrain.local import aws_shim, interruptions, processes
+from spottrain.local.faults import Faults, Interruption
 from spottrain.local.imds import InstanceMetadata
 from spottrain.local.sandbox import boot_command
 
@@ -32,8 +31,6 @@ LIVE_STATES = ("pending", "running")
 # AWS gives two minutes between the spot notice and the reclaim; the emulator gives the agent this
 # long to stop the training and sync its checkpoints.
 INTERRUPT_GRACE_SECONDS = 10.0
-# The line the instance agent writes to the job's output log when it starts exec_command.
-EXEC_PHASE_MARKER = "[spottrain] phase exec:"
 # Agent timings shrunk so a demo takes seconds, not a quarter hour (instance/agent/options.py).
 AGENT_TIMINGS = {
     "SPOTTRAIN_SYNC_SECONDS": "1",
@@ -50,28 +47,31 @@ class SimulatedInstance:
     instance_type: str
     sandbox: Path
     imds: InstanceMetadata
+    tracked: processes.InstanceProcesses  # every process it started
     process: subprocess.Popen
-    started: float
+    booted_ns: int
     killed: bool = False
 
     @property
     def alive(self) -> bool:
         return self.process.poll() is None
 
-
-def training_started(sandbox: Path) -> bool:
-    """Whether the agent on this instance has started the job's exec_command (read off its disk)."""
-    return any(
-        EXEC_PHASE_MARKER in log.read_text(errors="replace")
-        for log in sandbox.glob("work/logs/attempt-*/output-*.log")
-    )
+    def command_pids(self) -> list[int]:
+        """Processes the agent started for its commands: each runs in a session of its own, apart
+        from the instance's first process (started as a session leader) and the agent in it."""
+        pids = []
+        for pid in self.tracked.pids():
+            state = processes.state(pid)
+            if state is not None and not state.zombie and state.session != self.process.pid:
+                pids.append(pid)
+        return pids
 
 
 class Ec2Simulator:
     """Watches moto for new instances of the stack and runs each one until it ends."""
 
-    def __init__(self, ec2: Any, workdir: Path, base_env: dict[str, str], faults: Faults,
-                 poll_seconds: float = 0.25, on_event: Callable[[str], None] | None = None,
+    def __init__(self, ec2: Any, workdir: Path, base_env: dict[str, str], faults: Faults, *,
+                 s3: Any, poll_seconds: float = 0.25, on_event: Callable[[str], None] | None = None,
                  interrupt_grace_seconds: float = INTERRUPT_GRACE_SECONDS):
         self.ec2 = ec2
         self.workdir = workdir
@@ -80,7 +80,9 @@ class Ec2Simulator:
         self.poll_seconds = poll_seconds
         self.interrupt_grace_seconds = interrupt_grace_seconds
         self.on_event = on_event or (lambda message: log.info("%s", message))
+        self.s3 = s3  # interrupt-at=checkpoint waits for the checkpoint in the job's bucket
         self.instances: dict[str, SimulatedInstance] = {}
+        self._interrupters: list[threading.Thread] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="ec2sim", daemon=True)
@@ -92,11 +94,14 @@ class Ec2Simulator:
         return self
 
     def stop(self) -> None:
+        """Pull the plug on every instance (its processes end, daemons too) once the watchers stopped."""
         self._stop.set()
         self._thread.join(timeout=10)
         with self._lock:
             for instance in self.instances.values():
                 self._kill(instance)
+        for interrupter in self._interrupters:  # each ends with its instance, its verdict recorded
+            interrupter.join(timeout=10)
 
     def _write_shim(self) -> None:
         aws_shim.install(self._shim_dir)
@@ -145,15 +150,19 @@ class Ec2Simulator:
             instance_id, described["InstanceType"], described["Placement"]["AvailabilityZone"]
         ).start()
         argv, env = boot_command(sandbox, script, self._environment(sandbox, imds))  # the simulated AMI's /home
+        # moto's ids repeat from one emulator to the next: a token keeps the tracking of each apart
+        tracked = processes.track(f"{instance_id}-{secrets.token_hex(4)}")
         with open(sandbox / "console.log", "ab") as console:
             process = subprocess.Popen(
-                argv, cwd=sandbox, env=env,
+                tracked.command(argv), cwd=sandbox, env={**env, **tracked.environment},
                 stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, start_new_session=True,
             )
         self.on_event(f"instance {instance_id} ({described['InstanceType']}) booted: {sandbox}")
-        instance = SimulatedInstance(instance_id, described["InstanceType"], sandbox, imds, process, time.time())
-        if self.faults.take_interrupt():
-            threading.Thread(target=self._interrupt, args=(instance,), daemon=True).start()
+        instance = SimulatedInstance(instance_id, described["InstanceType"], sandbox, imds, tracked, process,
+                                     time.time_ns())
+        trigger = self.faults.take_interrupt(instance_id)
+        if trigger is not None:
+            self._start_interrupter(instance, trigger)
         return instance
 
     def _environment(self, sandbox: Path, imds: InstanceMetadata) -> dict[str, str]:
@@ -174,19 +183,33 @@ class Ec2Simulator:
             "PYTHONDONTWRITEBYTECODE": "1",  # the shared virtualenv is not the instance's to write to
         }
 
-    def _interrupt(self, instance: SimulatedInstance) -> None:
-        # Counted from the training command's start, not from boot: clone, setup and data take
-        # longer or shorter with the machine's load, and the point is to reclaim a training job.
-        while not training_started(instance.sandbox):
-            if self._stop.wait(0.2) or not instance.alive:
-                return
-        if self._stop.wait(self.faults.interrupt_after) or not instance.alive:
+    def _start_interrupter(self, instance: SimulatedInstance, trigger: Interruption) -> None:
+        thread = threading.Thread(target=self._interrupt, args=(instance, trigger),
+                                  name=f"interrupt-{instance.instance_id}", daemon=True)
+        self._interrupters.append(thread)
+        thread.start()
+
+    def _interrupt(self, instance: SimulatedInstance, trigger: Interruption) -> None:
+        try:
+            interruptions.interrupt(instance, trigger, s3=self.s3, grace_seconds=self.interrupt_grace_seconds,
+                                    on_event=self.on_event)
+        except interruptions.NeverFired as missed:
+            self.faults.interrupt_missed(instance.instance_id, str(missed))
+            self.on_event(f"fault {trigger} never fired on {instance.instance_id}: {missed}")
             return
-        notice = instance.imds.post_spot_notice(in_seconds=self.interrupt_grace_seconds)
-        self.on_event(f"fault interrupt-after: spot notice for {instance.instance_id}: {notice}")
-        deadline = time.time() + self.interrupt_grace_seconds
-        while time.time() < deadline and instance.alive and not self._stop.is_set():
-            time.sleep(0.2)
+        except Exception as error:  # noqa: BLE001 - the verdict must not wait for a thread that died
+            log.exception("interrupting %s failed", instance.instance_id)
+            self.faults.interrupt_missed(instance.instance_id, f"the simulator failed: {error!r}")
+            return
+        self.faults.interrupt_fired(instance.instance_id)
+        self._reclaim(instance)
+
+    def _reclaim(self, instance: SimulatedInstance) -> None:
+        """AWS takes a noticed instance at the notice's time, if its agent has not shut it down before."""
+        deadline = time.monotonic() + self.interrupt_grace_seconds
+        while instance.alive and time.monotonic() < deadline:
+            if self._stop.wait(0.1):
+                return  # stop() pulls the plug on every instance
         self.on_event(f"instance {instance.instance_id} reclaimed (spot interruption)")
         self._terminate(instance.instance_id)
         with self._lock:
@@ -196,8 +219,7 @@ class Ec2Simulator:
         """The process ended by itself: like `shutdown -h now` with shutdown behaviour terminate."""
         if instance.alive or instance.killed:
             return
-        instance.killed = True
-        instance.imds.stop()
+        self._kill(instance)  # what its commands left running goes down with the machine
         if described is not None and described["State"]["Name"] in LIVE_STATES:
             self.on_event(f"instance {instance.instance_id} shut down (exit {instance.process.returncode})")
             self._terminate(instance.instance_id)
@@ -206,12 +228,12 @@ class Ec2Simulator:
         self.ec2.terminate_instances(InstanceIds=[instance_id])
 
     def _kill(self, instance: SimulatedInstance) -> None:
-        if instance.alive:
-            try:
-                os.killpg(instance.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            instance.process.wait(timeout=10)
+        """End every process the instance started, and wait until none is left."""
+        instance.tracked.end_all()
+        try:
+            instance.process.wait(timeout=processes.END_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            log.error("instance %s: its first process %d survives SIGKILL", instance.instance_id, instance.process.pid)
         if not instance.killed:
             instance.killed = True
             instance.imds.stop()

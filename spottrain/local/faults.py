@@ -1,84 +1,193 @@
-"""Faults a user can inject into the emulator by name, e.g. `interrupt-after=4`.
+"""Faults a user can inject into the emulator by name, e.g. `interrupt-at=checkpoint`.
 
 Each fault mimics something AWS really does to a spot job, so the workflow's recovery paths can be
-watched on a laptop: a pool with no capacity, a reclaimed instance, a Lambda service hiccup.
+watched on a laptop: a pool with no capacity, a reclaimed instance, a Lambda service hiccup. A fault
+that was asked for and never happened would make a run look like a pass it is not: each records
+when it fires, and `never_fired()` names every one that did not, and why.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
+import pkgutil
 import threading
+from typing import Collection, Iterable
 
-FAULT_HELP = (
-    "no-capacity=<type>[,<type>] (RunInstances fails with InsufficientInstanceCapacity), "
-    "interrupt-after=<seconds>[:<count>] (spot notice that long after the training command starts on "
-    "each of the first <count> instances, default 1), "
-    "lambda-error=<function>:<count> (that function's first <count> invocations fail transiently)"
+import lambdas
+
+FORMS = (
+    "no-capacity=<type>[,<type>...]",
+    "interrupt-at=checkpoint[:<n>]",
+    "interrupt-after=<seconds>[:<count>]",
+    "lambda-error=<function>:<count>",
 )
+FAULT_HELP = "accepted: " + ", ".join(FORMS)
 
 
 class FaultError(ValueError):
-    """A fault spec the emulator cannot understand."""
+    """A fault spec the emulator cannot understand: one line naming the spec and the accepted forms."""
+
+
+def lambda_tasks() -> tuple[str, ...]:
+    """The workflow's task functions: one module each in `lambdas/` (one Lambda per task)."""
+    return tuple(sorted(m.name for m in pkgutil.iter_modules(lambdas.__path__) if not m.ispkg))
+
+
+def _normalised(name: str) -> str:
+    """poll_completion, PollCompletion and pollcompletion all name the same task."""
+    return name.replace("_", "").replace("-", "").lower()
+
+
+@dataclasses.dataclass(frozen=True)
+class Interruption:
+    """When the spot notice goes out on an interrupted instance."""
+
+    seconds: float | None = None  # interrupt-after: this long after the training command started
+    checkpoint: int | None = None  # interrupt-at: once the attempt's n-th checkpoint file is in S3
+
+    def describe(self, count: int = 1) -> str:
+        if self.checkpoint is not None:
+            return "interrupt-at=checkpoint" + (f":{self.checkpoint}" if self.checkpoint > 1 else "")
+        return f"interrupt-after={self.seconds:g}" + (f":{count}" if count > 1 else "")
+
+    def __str__(self) -> str:
+        return self.describe()
 
 
 @dataclasses.dataclass
 class Faults:
     no_capacity: frozenset[str] = frozenset()
-    interrupt_after: float | None = None
-    interrupt_count: int = 1  # instances to interrupt; the ones after them run undisturbed
-    lambda_errors: dict[str, int] = dataclasses.field(default_factory=dict)
+    interruption: Interruption | None = None
+    interrupt_count: int = 1  # instances to interrupt, in boot order; the ones after run undisturbed
+    lambda_errors: dict[str, int] = dataclasses.field(default_factory=dict)  # failures still to inject
+    _asked_errors: dict[str, int] = dataclasses.field(default_factory=dict, repr=False)
+    _refused_types: set[str] = dataclasses.field(default_factory=set, repr=False)
+    _interrupted: dict[str, str | None] = dataclasses.field(default_factory=dict, repr=False)
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
-    def parse(cls, specs: list[str] | tuple[str, ...]) -> "Faults":
+    def parse(cls, specs: Iterable[str], instance_types: Collection[str] | None = None) -> "Faults":
+        """Faults from `--inject` values; with `instance_types` (the stack's allow-list), no-capacity is checked."""
         faults = cls()
         for spec in specs:
             name, sep, value = spec.partition("=")
-            if not sep or not value.strip():
-                raise FaultError(f"fault {spec!r}: expected NAME=VALUE; known faults: {FAULT_HELP}")
             parser = _PARSERS.get(name.strip())
+            if not sep or not value.strip():
+                raise FaultError(f"--inject {spec!r}: expected NAME=VALUE; {FAULT_HELP}")
             if parser is None:
-                raise FaultError(f"fault {spec!r}: unknown name {name!r}; known faults: {FAULT_HELP}")
+                raise FaultError(f"--inject {spec!r}: unknown fault name {name.strip()!r}; {FAULT_HELP}")
             parser(faults, spec, value.strip())
+        if instance_types is not None:
+            faults.check_instance_types(instance_types)
         return faults
+
+    def check_instance_types(self, allowed: Collection[str]) -> None:
+        unknown = sorted(self.no_capacity - set(allowed))
+        if unknown:
+            raise FaultError(
+                f"--inject no-capacity={','.join(unknown)}: not in the stack's allowedInstanceTypes "
+                f"({', '.join(sorted(allowed))}), so no job could ask for it; {FAULT_HELP}")
 
     def describe(self) -> str:
         """The active faults in the syntax `parse` reads ("" when none)."""
         parts = []
         if self.no_capacity:
             parts.append("no-capacity=" + ",".join(sorted(self.no_capacity)))
-        if self.interrupt_after is not None and self.interrupt_count > 0:
-            parts.append(f"interrupt-after={self.interrupt_after:g}:{self.interrupt_count}")
+        if self.interruption is not None and self.interrupt_count > 0:
+            parts.append(self.interruption.describe(self.interrupt_count))
         parts.extend(f"lambda-error={name}:{count}" for name, count in self.lambda_errors.items() if count > 0)
         return " ".join(parts)
 
-    def take_interrupt(self) -> bool:
-        """True if the instance booting now is one to reclaim; counts it down (thread-safe)."""
+    def load(self, other: "Faults") -> None:
+        """Inject `other`'s faults instead of these, forgetting what fired (the emulator's parts hold this object)."""
         with self._lock:
-            if self.interrupt_after is None or self.interrupt_count < 1:
-                return False
+            for field in dataclasses.fields(self):
+                if field.name != "_lock":
+                    setattr(self, field.name, getattr(other, field.name))
+
+    # --- the emulator's parts ask, and the answers are recorded ------------------------------
+
+    def refuse_capacity(self, instance_type: str) -> bool:
+        """True if a launch of this type must fail for lack of capacity."""
+        with self._lock:
+            if instance_type in self.no_capacity:
+                self._refused_types.add(instance_type)
+                return True
+        return False
+
+    def take_interrupt(self, instance_id: str) -> Interruption | None:
+        """How to interrupt the instance booting now, if it is one to reclaim; counts it down."""
+        with self._lock:
+            if self.interruption is None or self.interrupt_count < 1:
+                return None
             self.interrupt_count -= 1
-            return True
+            self._interrupted[instance_id] = None
+            return self.interruption
+
+    def interrupt_fired(self, instance_id: str) -> None:
+        with self._lock:
+            self._interrupted[instance_id] = ""
+
+    def interrupt_missed(self, instance_id: str, why: str) -> None:
+        with self._lock:
+            self._interrupted[instance_id] = why
 
     def take_lambda_error(self, function_name: str) -> bool:
         """True if this invocation of the function must fail; counts it down (thread-safe)."""
         with self._lock:
             for key, remaining in self.lambda_errors.items():
-                if remaining > 0 and _names_function(key, function_name):
+                if remaining > 0 and _normalised(key) in _normalised(function_name):
                     self.lambda_errors[key] = remaining - 1
                     return True
         return False
 
+    # --- the verdict ---------------------------------------------------------------------------
 
-def _names_function(key: str, function_name: str) -> bool:
-    """CDK names functions `<Stack>-<ConstructId><hash>`; a fault names the construct or task."""
-    wanted = key.replace("_", "").lower()
-    return wanted in function_name.replace("_", "").lower()
+    def pending(self) -> list[str]:
+        """Instances whose interruption is armed and still waiting for its trigger."""
+        with self._lock:
+            return [instance for instance, outcome in self._interrupted.items() if outcome is None]
+
+    def never_fired(self) -> list[str]:
+        """`injected fault <name>=<value> never fired: <why>`, for each fault that did not take effect."""
+        with self._lock:
+            missed = [(f"no-capacity={name}", f"no launch asked for {name}")
+                      for name in sorted(self.no_capacity - self._refused_types)]
+            missed += self._missed_interrupts()
+            missed += self._missed_lambda_errors()
+        return [f"injected fault {spec} never fired: {why}" for spec, why in missed]
+
+    def _missed_interrupts(self) -> list[tuple[str, str]]:
+        if self.interruption is None:
+            return []
+        armed = len(self._interrupted)
+        spec = self.interruption.describe(self.interrupt_count + armed)
+        missed = [(spec, why or f"{instance} was still waiting for it when the run ended")
+                  for instance, why in self._interrupted.items() if why != ""]
+        if self.interrupt_count > 0 and armed == 0:
+            missed.append((spec, "no instance was launched"))
+        elif self.interrupt_count > 0:
+            missed.append((spec, f"only {armed} of the {armed + self.interrupt_count} instances to interrupt were launched"))
+        return missed
+
+    def _missed_lambda_errors(self) -> list[tuple[str, str]]:
+        missed = []
+        for name, left in self.lambda_errors.items():
+            asked = self._asked_errors.get(name, left)
+            if left > 0:
+                invoked = asked - left
+                why = f"{name} was invoked only {invoked} time(s)" if invoked else f"{name} was never invoked"
+                missed.append((f"lambda-error={name}:{asked}", f"{why}, {asked} failure(s) were asked for"))
+        return missed
+
+
+# --- parsing -----------------------------------------------------------------------------------
 
 
 def _parse_no_capacity(faults: Faults, spec: str, value: str) -> None:
     types = frozenset(t.strip() for t in value.split(",") if t.strip())
     if not types:
-        raise FaultError(f"fault {spec!r}: no-capacity needs instance types, e.g. no-capacity=g5.xlarge")
+        raise FaultError(f"--inject {spec!r}: no-capacity needs instance types, e.g. no-capacity=g5.xlarge; {FAULT_HELP}")
     faults.no_capacity = faults.no_capacity | types
 
 
@@ -87,27 +196,47 @@ def _parse_interrupt_after(faults: Faults, spec: str, value: str) -> None:
     try:
         seconds, count = float(seconds_text), int(count_text or "1")
     except ValueError:
-        seconds, count = -1.0, 0
-    if seconds < 0 or count < 1:
+        seconds, count = math.nan, 0
+    if not (math.isfinite(seconds) and seconds >= 0 and count >= 1):
         raise FaultError(
-            f"fault {spec!r}: interrupt-after needs seconds >= 0 and an optional count >= 1, "
-            "e.g. interrupt-after=8 or interrupt-after=8:2"
-        )
-    faults.interrupt_after, faults.interrupt_count = seconds, count
+            f"--inject {spec!r}: interrupt-after needs a finite number of seconds >= 0 and an optional count >= 1, "
+            f"e.g. interrupt-after=8 or interrupt-after=8:2; {FAULT_HELP}")
+    _set_interruption(faults, spec, Interruption(seconds=seconds), count)
+
+
+def _parse_interrupt_at(faults: Faults, spec: str, value: str) -> None:
+    event, _, nth_text = value.partition(":")
+    if event != "checkpoint" or not (nth_text or "1").isdigit() or int(nth_text or "1") < 1:
+        raise FaultError(
+            f"--inject {spec!r}: interrupt-at needs checkpoint[:<n>] with n >= 1, "
+            f"e.g. interrupt-at=checkpoint or interrupt-at=checkpoint:3; {FAULT_HELP}")
+    _set_interruption(faults, spec, Interruption(checkpoint=int(nth_text or "1")), 1)
+
+
+def _set_interruption(faults: Faults, spec: str, interruption: Interruption, count: int) -> None:
+    if faults.interruption is not None:
+        raise FaultError(f"--inject {spec!r}: only one interrupt-at or interrupt-after per run; {FAULT_HELP}")
+    faults.interruption, faults.interrupt_count = interruption, count
 
 
 def _parse_lambda_error(faults: Faults, spec: str, value: str) -> None:
     function, _, count = value.rpartition(":")
     if not function or not count.isdigit() or int(count) < 1:
         raise FaultError(
-            f"fault {spec!r}: lambda-error needs <function>:<count> with count >= 1, "
-            "e.g. lambda-error=PollCompletion:1"
-        )
+            f"--inject {spec!r}: lambda-error needs <function>:<count> with count >= 1, "
+            f"e.g. lambda-error=PollCompletion:1; {FAULT_HELP}")
+    tasks = lambda_tasks()
+    if _normalised(function) not in {_normalised(task) for task in tasks}:
+        raise FaultError(
+            f"--inject {spec!r}: no task function {function!r} (the tasks: {', '.join(tasks)}, "
+            f"or their state names, e.g. PollCompletion); {FAULT_HELP}")
     faults.lambda_errors[function] = faults.lambda_errors.get(function, 0) + int(count)
+    faults._asked_errors[function] = faults._asked_errors.get(function, 0) + int(count)
 
 
 _PARSERS = {
     "no-capacity": _parse_no_capacity,
+    "interrupt-at": _parse_interrupt_at,
     "interrupt-after": _parse_interrupt_after,
     "lambda-error": _parse_lambda_error,
 }

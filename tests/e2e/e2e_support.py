@@ -1,7 +1,9 @@
 """Helpers the emulator scenarios share."""
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 
@@ -12,3 +14,23 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str = "condit
         assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f}s"
         time.sleep(0.2)
     return result
+
+
+def processes_under(folder: Path) -> list[str]:
+    """Command lines of this machine's processes whose environment or working directory lies in `folder`.
+
+    Every process of a simulated instance carries its sandbox path (SPOTTRAIN_ROOT, HOME, TMPDIR) or
+    runs in it: found this way, independently of how the emulator itself tracks them.
+    """
+    needle = str(folder).encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if needle in environ or cwd.startswith(str(folder)):
+            found.append(f"{pid}: {cmdline.strip()}")
+    return found

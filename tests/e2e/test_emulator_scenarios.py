@@ -3,13 +3,13 @@
 One emulator serves every scenario (starting one costs a deploy): faults are changed between jobs on
 the running emulator, since its bridge and EC2 simulator read the same `Faults` object live. Each
 job has its own exec_name, hence its own bucket, instances and emails. Only the interruption needs
-the real training payload (and times its spot notice by the training's progress, see below); the
-others prove their point with a one-line command. Every scenario ends with nothing left running.
+the real training payload; the others prove their point with a one-line command. Every fault a
+scenario injects must have fired, and every scenario ends with nothing left running: no instance,
+no spot request, no process of a simulated instance on this machine.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
@@ -19,18 +19,14 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from lambdas.shared import layout
-from e2e_support import wait_until
+from e2e_support import processes_under, wait_until
 from spottrain.local import Emulator, Faults
-from spottrain.local.ec2sim import INTERRUPT_GRACE_SECONDS
 
 log = logging.getLogger(__name__)
 
 DEMO_EPOCHS = 3  # the demo spec's --epochs: 94 iterations at its data size and batch size
-# The spot notice goes out once the first snapshot is in S3. Not the interrupt-after fault: its
-# timer starts at boot, and the time to the first iteration (clone, data, imports) and the length of
-# the training both vary 2x with this machine's load (measured: 9-19 s vs 17-35 s after boot), so
-# no fixed delay lands mid-training every time.
-FIRST_SNAPSHOT_TIMEOUT = 150
+# A training command that daemonises a process out of its session, then trains "forever".
+DAEMONISING_TRAINING = "setsid nohup sleep 600 >/dev/null 2>&1 & echo daemon started; sleep 600"
 
 
 # --- fixtures --------------------------------------------------------------------------------------
@@ -56,16 +52,14 @@ def quick_job(demo_job) -> Callable[..., dict]:
 
 @contextlib.contextmanager
 def faults(emulator: Emulator, *specs: str) -> Iterator[Faults]:
-    """Inject faults for one job (CLI syntax, e.g. "no-capacity=g5.xlarge"); cleared afterwards."""
-    wanted = Faults.parse(list(specs))
-    public = [field.name for field in dataclasses.fields(Faults) if not field.name.startswith("_")]
-    for name in public:
-        setattr(emulator.faults, name, getattr(wanted, name))
+    """Inject faults for one job (CLI syntax, e.g. "no-capacity=g5.xlarge"), each of which must fire."""
+    injected = emulator.inject(*specs)
     try:
-        yield emulator.faults
+        yield injected
+        wait_until(lambda: not injected.pending(), timeout=60, what="the armed interruption's verdict")
+        assert injected.never_fired() == []
     finally:
-        for name in public:
-            setattr(emulator.faults, name, getattr(Faults(), name))
+        emulator.inject()
 
 
 @contextlib.contextmanager
@@ -97,7 +91,7 @@ def job_instances(emulator: Emulator, exec_name: str) -> list[dict]:
 
 
 def assert_nothing_left_running(emulator: Emulator) -> None:
-    """No instance pending or running, no spot request open or active, no simulated instance process."""
+    """No instance pending or running, no spot request open or active, no process of a simulated instance."""
     ec2 = emulator.client("ec2")
     wait_until(lambda: not ec2.describe_instances(
         Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])["Reservations"],
@@ -107,6 +101,8 @@ def assert_nothing_left_running(emulator: Emulator) -> None:
     assert open_requests == []
     wait_until(lambda: not any(instance.alive for instance in emulator.ec2.instances.values()),
                 timeout=15, what="every simulated instance's process ended")
+    wait_until(lambda: not processes_under(emulator.run_dir / "instances"), timeout=15,
+               what=f"every process the instances started ended: {processes_under(emulator.run_dir / 'instances')}")
 
 
 def read_json(emulator: Emulator, bucket: str, key: str) -> dict:
@@ -131,21 +127,13 @@ def history(emulator: Emulator, execution_arn: str) -> list[dict]:
             return sorted(events, key=lambda event: event["id"])
 
 
-def interrupt_once_a_snapshot_exists(emulator: Emulator, exec_name: str) -> str:
-    """Post the spot notice, as AWS does two minutes before a reclaim, on the job's running instance."""
-    s3, bucket = emulator.client("s3"), emulator.stack.job_bucket(exec_name)
-
-    def snapshot_synced() -> bool:
-        try:
-            return s3.list_objects_v2(Bucket=bucket, Prefix=layout.CHECKPOINTS_PREFIX)["KeyCount"] > 0
-        except s3.exceptions.NoSuchBucket:
-            return False
-
-    wait_until(snapshot_synced, FIRST_SNAPSHOT_TIMEOUT, f"a training snapshot of {exec_name} in S3")
-    running = [i["InstanceId"] for i in job_instances(emulator, exec_name) if i["State"]["Name"] == "running"]
-    assert len(running) == 1, running
-    emulator.ec2.instances[running[0]].imds.post_spot_notice(in_seconds=INTERRUPT_GRACE_SECONDS)
-    return running[0]
+def daemon_started(emulator: Emulator, exec_name: str) -> bool:
+    """The DAEMONISING_TRAINING of the job is under way: its heartbeat shows the line it prints."""
+    try:
+        heartbeat = read_json(emulator, emulator.stack.job_bucket(exec_name), layout.HEARTBEAT_KEY)
+    except emulator.client("s3").exceptions.ClientError:
+        return False
+    return heartbeat.get("phase") == "exec" and heartbeat.get("last_log_line") == "daemon started"
 
 
 def run_job(emulator: Emulator, spec: dict, timeout: float) -> dict:
@@ -186,11 +174,11 @@ def test_given_a_spot_interruption_mid_training_when_the_job_runs_then_it_resume
 ):
     job = {**demo_job, "exec_name": "scenario-interrupted"}
     with timed(record_property, "interruption"):
-        # Given a training job under way, with its first snapshot synced
-        arn = emulator.start_job(job)
-        # When its spot instance gets the interruption notice
-        interrupted = interrupt_once_a_snapshot_exists(emulator, "scenario-interrupted")
-        final = emulator.wait(arn, timeout=240)
+        # Given a training job whose spot instance gets the interruption notice once its first
+        # checkpoint is in S3
+        with faults(emulator, "interrupt-at=checkpoint"):
+            # When the job runs
+            final = run_job(emulator, job, timeout=300)
 
         # Then it completed on a second instance after the first was interrupted
         assert final["status"] == "SUCCEEDED", final.get("cause")
@@ -199,8 +187,7 @@ def test_given_a_spot_interruption_mid_training_when_the_job_runs_then_it_resume
         outcomes = [(a["attempt"], a["outcome"]) for a in report["attempts"]]
         assert outcomes == [(1, "INTERRUPTED"), (2, "SUCCEEDED")], (
             f"{outcomes}: the notice did not stop attempt 1")
-        instances = job_instances(emulator, "scenario-interrupted")
-        assert [i["InstanceId"] for i in instances][0] == interrupted and len(instances) == 2
+        assert len(job_instances(emulator, "scenario-interrupted")) == 2
         # And the second attempt resumed the first one's checkpoint
         metrics = read_json(emulator, bucket, "output/metrics.json")
         assert (metrics["resumed_from_iteration"] or 0) > 0, (
@@ -216,6 +203,44 @@ def test_given_a_spot_interruption_mid_training_when_the_job_runs_then_it_resume
         assert any("started" in s and "attempt 2/" in s for s in subjects), subjects
         assert any("completed" in s for s in subjects), subjects
         record_property("resumed_from_iteration", metrics["resumed_from_iteration"])
+        assert_nothing_left_running(emulator)
+
+
+@pytest.mark.timeout(240)
+def test_given_a_training_that_daemonised_when_the_job_is_cancelled_then_no_process_is_left(
+    emulator, quick_job, record_property
+):
+    with timed(record_property, "cancel"):
+        # Given a training that left a process outside its session and trains on
+        arn = emulator.start_job(quick_job("scenario-cancel", DAEMONISING_TRAINING))
+        wait_until(lambda: daemon_started(emulator, "scenario-cancel"), 120, "the daemonising training")
+        assert processes_under(emulator.run_dir / "instances")
+
+        # When the user cancels the job
+        emulator.cancel("scenario-cancel")
+
+        # Then the execution was aborted, and the instance took every process with it
+        assert emulator.wait(arn, timeout=60)["status"] == "ABORTED"
+        assert_nothing_left_running(emulator)
+
+
+@pytest.mark.timeout(300)
+def test_given_a_workflow_error_during_training_when_the_job_fails_then_no_process_is_left(
+    emulator, quick_job, record_property
+):
+    with timed(record_property, "workflow_error"):
+        # Given a training that daemonised, and a PollCompletion that fails more often than it is retried
+        with faults(emulator, "lambda-error=PollCompletion:6"):
+            arn = emulator.start_job(quick_job("scenario-error", DAEMONISING_TRAINING))
+            wait_until(lambda: daemon_started(emulator, "scenario-error"), 120, "the daemonising training")
+            # When the workflow gives up on it, after retrying PollCompletion with backoff (about a minute)
+            final = emulator.wait(arn, timeout=180)
+
+        # Then the job failed through its error path, which terminated the instance and all it ran
+        assert final["status"] == "FAILED", final
+        entered = [e["stateEnteredEventDetails"]["name"] for e in history(emulator, final["executionArn"])
+                   if e.get("stateEnteredEventDetails")]
+        assert "TerminateOnError" in entered, entered
         assert_nothing_left_running(emulator)
 
 

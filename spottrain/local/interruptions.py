@@ -1,0 +1,238 @@
+"""The injected spot interruption of one simulated instance: trigger, hold, notice, release.
+
+AWS posts the notice two minutes before it reclaims an instance, whatever the training is doing. The
+emulator's trainings last seconds, and a snapshot reaches S3 up to a sync interval after it is
+written, so a notice posted when something is seen in the bucket lands mid-training only on a
+machine of the right speed. Instead, the moment the trigger fires (the instance's n-th checkpoint
+file written, or so many seconds into its training) the simulator holds the instance's commands still
+(SIGSTOP; the agent keeps running and syncing), posts the notice once that checkpoint is in the
+bucket, and lets the commands go on (SIGCONT) only when the agent has acted on it: its SIGTERM is
+pending, or the command is gone. The notice lands mid-training on any machine; a training that ended
+before its trigger is a fault that never fired, and says so.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from instance.agent.s3sync import is_temporary
+from lambdas.shared import layout
+from spottrain.local import processes
+from spottrain.local.faults import Interruption
+from spottrain.local.imds import InstanceMetadata
+
+# The agent uploads a new checkpoint within its sync interval (a second in the emulator). A file
+# still missing after this long will never arrive: its sync is broken, not slow.
+CHECKPOINT_UPLOAD_TIMEOUT = 60.0
+WATCH_SECONDS = 0.05  # how often a waiting trigger looks: well inside one training iteration
+
+# The line the instance agent writes to the job's output log when it starts exec_command.
+EXEC_PHASE_MARKER = "[spottrain] phase exec:"
+
+
+class Instance(Protocol):
+    instance_id: str
+    sandbox: Path
+    imds: InstanceMetadata
+    booted_ns: int
+
+    @property
+    def alive(self) -> bool: ...
+
+    def command_pids(self) -> list[int]: ...
+
+
+class NeverFired(Exception):
+    """The trigger cannot fire any more; the message says why (for `injected fault ... never fired`)."""
+
+
+def training_started(sandbox: Path) -> bool:
+    """Whether the agent on this instance has started the job's exec_command (read off its disk)."""
+    return any(
+        EXEC_PHASE_MARKER in log.read_text(errors="replace")
+        for log in sandbox.glob("work/logs/attempt-*/output-*.log")
+    )
+
+
+# --- holding the commands still ----------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Hold:
+    """Commands stopped with SIGSTOP: they make no progress until released."""
+
+    pids: set[int]
+
+    @classmethod
+    def take(cls, find_pids: Callable[[], list[int]]) -> "Hold":
+        """Stop every process `find_pids` names, again until no new one appears (one may fork meanwhile)."""
+        held: set[int] = set()
+        while new := [pid for pid in find_pids() if pid not in held]:
+            for pid in new:
+                _signal(pid, signal.SIGSTOP)
+            held.update(new)
+            for pid in new:
+                _until_stopped(pid)
+        return cls(held)
+
+    def acted_on(self) -> bool:
+        """The agent sent its SIGTERM: pending in a held process (it handles it once released), or one died of it."""
+        for pid in self.pids:
+            state = processes.state(pid)
+            if state is None or state.zombie or processes.sigterm_pending(pid):
+                return True
+        return False
+
+    def release(self) -> None:
+        for pid in self.pids:
+            _signal(pid, signal.SIGCONT)
+
+
+def _until_stopped(pid: int) -> None:
+    """SIGSTOP takes effect asynchronously; a process still running could fork once more."""
+    while (state := processes.state(pid)) is not None and not (state.stopped or state.zombie):
+        time.sleep(0.001)
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+# --- the triggers ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint file as the training wrote it, and where the agent uploads it."""
+
+    path: Path
+    bucket: str
+    key: str
+
+
+class Watcher:
+    """Waits for one instance's trigger, then holds its commands; raises NeverFired when it cannot."""
+
+    def __init__(self, instance: Instance):
+        self.instance = instance
+
+    def wait(self, ready: Callable[[], Any], why_not: Callable[[], str]) -> Any:
+        """Poll `ready()` until truthy; NeverFired(why_not()) once the instance ended (the emulator's
+        stop ends every instance, so this never outlives it)."""
+        while not (result := ready()):
+            if not self.instance.alive:
+                raise NeverFired(why_not())
+            time.sleep(WATCH_SECONDS)
+        return result
+
+    def hold_after(self, seconds: float) -> Hold:
+        """Hold the commands `seconds` after the training command started."""
+        iid = self.instance.instance_id
+        self.wait(lambda: training_started(self.instance.sandbox), lambda: f"{iid} never started its training")
+        due = time.monotonic() + seconds
+        self.wait(lambda: time.monotonic() >= due,
+                  lambda: f"{iid} ended {seconds - (due - time.monotonic()):.1f}s into its training, "
+                          f"before the notice was due at {seconds:g}s")
+        hold = Hold.take(self.instance.command_pids)
+        if not hold.pids:
+            raise NeverFired(f"the training on {iid} had ended before {seconds:g}s into it")
+        return hold
+
+    def hold_at_checkpoint(self, nth: int) -> tuple[Hold, Checkpoint]:
+        """Hold the commands as soon as the attempt's `nth` checkpoint file is written."""
+        written: dict[str, Checkpoint] = {}  # by key: the same file is seen through each command's /proc
+
+        def nth_written() -> Checkpoint | None:
+            for checkpoint in self._new_checkpoints():
+                written.setdefault(checkpoint.key, checkpoint)
+            return list(written.values())[nth - 1] if len(written) >= nth else None
+
+        iid = self.instance.instance_id
+        checkpoint = self.wait(nth_written, lambda: (
+            f"the training on {iid} ended after writing {len(written)} checkpoint file(s) in this attempt, not {nth}"))
+        hold = Hold.take(self.instance.command_pids)
+        if not hold.pids:
+            raise NeverFired(f"the training on {iid} ended right after writing {checkpoint.key}")
+        return hold, checkpoint
+
+    def _new_checkpoints(self) -> list[Checkpoint]:
+        """Checkpoint files written since boot (restored ones keep their old mtimes), oldest first."""
+        found = []
+        for pid in self.instance.command_pids():
+            env = processes.environment(pid)
+            if "SPOTTRAIN_CHECKPOINT_DIR" in env and "SPOTTRAIN_BUCKET" in env:
+                found = _files_since(pid, env, self.instance.booted_ns)
+                break
+        return [checkpoint for _, checkpoint in sorted(found, key=lambda pair: pair[0])]
+
+
+def _files_since(pid: int, env: dict[str, str], since_ns: int) -> list[tuple[int, Checkpoint]]:
+    # Through /proc/<pid>/root: the folder as the command sees it, whatever mount namespace it is in.
+    folder = Path(f"/proc/{pid}/root") / env["SPOTTRAIN_CHECKPOINT_DIR"].lstrip("/")
+    # Without a checkpoint_dir the output dir holds the checkpoints, synced to output/.
+    own_dir = env["SPOTTRAIN_CHECKPOINT_DIR"] != env.get("SPOTTRAIN_OUTPUT_DIR")
+    prefix = layout.CHECKPOINTS_PREFIX if own_dir else layout.OUTPUT_PREFIX
+    found = []
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = Path(root) / name
+            try:
+                mtime = path.stat().st_mtime_ns
+            except FileNotFoundError:  # rotated away since the walk
+                continue
+            if mtime >= since_ns and not is_temporary(name):
+                key = prefix + path.relative_to(folder).as_posix()
+                found.append((mtime, Checkpoint(path, env["SPOTTRAIN_BUCKET"], key)))
+    return found
+
+
+def uploaded(s3: Any, checkpoint: Checkpoint) -> bool:
+    """The agent has uploaded the file as it is now (the training is held: it cannot change)."""
+    try:
+        size = checkpoint.path.stat().st_size
+        return s3.head_object(Bucket=checkpoint.bucket, Key=checkpoint.key)["ContentLength"] == size
+    except (OSError, s3.exceptions.ClientError):
+        return False
+
+
+# --- the whole interruption --------------------------------------------------------------------
+
+
+def interrupt(instance: Instance, trigger: Interruption, *, s3: Any, grace_seconds: float,
+              on_event: Callable[[str], None]) -> None:
+    """Post the spot notice on the instance when `trigger` fires, mid-training; NeverFired if it cannot."""
+    watcher = Watcher(instance)
+    if trigger.checkpoint is not None:
+        hold, checkpoint = watcher.hold_at_checkpoint(trigger.checkpoint)
+    else:
+        hold, checkpoint = watcher.hold_after(trigger.seconds or 0.0), None
+    try:
+        if checkpoint is not None:
+            _await_upload(watcher, s3, checkpoint, hold)
+        notice = instance.imds.post_spot_notice(in_seconds=grace_seconds)
+        when = f"{checkpoint.key} is in s3://{checkpoint.bucket}" if checkpoint else f"{trigger.seconds:g}s into training"
+        on_event(f"fault {trigger}: spot notice for {instance.instance_id} ({when}): {notice}")
+        # AWS reclaims at the notice's time whether or not the agent acted; so does the simulator.
+        deadline = time.monotonic() + grace_seconds
+        while not hold.acted_on() and instance.alive and time.monotonic() < deadline:
+            time.sleep(WATCH_SECONDS)
+    finally:
+        hold.release()
+
+
+def _await_upload(watcher: Watcher, s3: Any, checkpoint: Checkpoint, hold: Hold) -> None:
+    iid = watcher.instance.instance_id
+    deadline = time.monotonic() + CHECKPOINT_UPLOAD_TIMEOUT
+    watcher.wait(lambda: uploaded(s3, checkpoint) or hold.acted_on() or time.monotonic() > deadline,
+                 lambda: f"{iid} ended before {checkpoint.key} reached s3://{checkpoint.bucket}")
+    if not uploaded(s3, checkpoint):
+        reason = "the agent stopped the training first" if hold.acted_on() else \
+            f"the agent did not upload it within {CHECKPOINT_UPLOAD_TIMEOUT:.0f}s"
+        raise NeverFired(f"{checkpoint.key} of {iid} never reached s3://{checkpoint.bucket}: {reason}")

@@ -1,0 +1,184 @@
+"""Every process a simulated instance started, so that terminating the instance ends them all.
+
+A real termination takes the whole machine down; a local process tree does not. The agent runs each
+command in a session of its own, and a command that daemonises (`setsid nohup ... &`, a double fork)
+leaves even that, so no `killpg` reaches everything. Each instance therefore gets a cgroup v2 of its
+own where one can be made (root, or a delegated subtree): membership is inherited by every fork and
+cannot be left by an unprivileged process. Elsewhere a marker in the instance's environment, which
+every descendant inherits, finds them in `/proc/<pid>/environ`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MARKER = "SPOTTRAIN_SIMULATED_INSTANCE"
+# Ending every process of an instance takes milliseconds; this long means one is stuck in the
+# kernel (uninterruptible I/O), which no signal can hurry.
+END_TIMEOUT_SECONDS = 30.0
+SIGTERM_BIT = 1 << (signal.SIGTERM - 1)  # its bit in /proc/<pid>/status' pending-signal masks
+
+
+class InstanceProcesses:
+    """The processes of one instance, found by its environment marker (works for any user)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    @property
+    def environment(self) -> dict[str, str]:
+        return {MARKER: self.name}
+
+    def command(self, argv: list[str]) -> list[str]:
+        """The argv that starts the instance's first process inside the tracking."""
+        return argv
+
+    def pids(self) -> list[int]:
+        needle = f"{MARKER}={self.name}\0".encode()
+        found = []
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit() and needle in _read_bytes(f"/proc/{entry.name}/environ"):
+                found.append(int(entry.name))
+        return found
+
+    def end_all(self) -> None:
+        """SIGKILL every process, again and again until none is left (one may fork meanwhile)."""
+        deadline = time.monotonic() + END_TIMEOUT_SECONDS
+        while pids := self.pids():
+            for pid in pids:
+                _signal(pid, signal.SIGKILL)
+            if time.monotonic() > deadline:
+                log.error("instance %s: processes %s survive SIGKILL", self.name, pids)
+                return
+            time.sleep(0.01)
+
+
+class CgroupProcesses(InstanceProcesses):
+    """The processes of one instance, as the members of a cgroup v2 made for it."""
+
+    def __init__(self, name: str, group: Path):
+        super().__init__(name)
+        self.group = group
+
+    def command(self, argv: list[str]) -> list[str]:
+        # The shell joins the group before it execs the instance, so no fork can happen outside it.
+        return ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.group / "cgroup.procs"), *argv]
+
+    def pids(self) -> list[int]:
+        return [int(line) for line in _read_bytes(self.group / "cgroup.procs").split()]
+
+    def end_all(self) -> None:
+        if not self.group.exists():
+            return
+        if (self.group / "cgroup.kill").exists():
+            (self.group / "cgroup.kill").write_text("1")
+        else:  # kernels before 5.14: freeze the group so nothing forks while it is killed
+            (self.group / "cgroup.freeze").write_text("1")
+            for pid in self.pids():
+                _signal(pid, signal.SIGKILL)
+            (self.group / "cgroup.freeze").write_text("0")
+        if not self._emptied():
+            log.error("instance %s: processes %s survive SIGKILL", self.name, self.pids())
+            return
+        self.group.rmdir()
+
+    def _emptied(self) -> bool:
+        deadline = time.monotonic() + END_TIMEOUT_SECONDS
+        while b"populated 1" in _read_bytes(self.group / "cgroup.events"):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+
+def track(name: str) -> InstanceProcesses:
+    """Tracking for a new instance (`name` must be unique on this machine): a cgroup where possible."""
+    parent = _cgroup_parent()
+    if parent is not None:
+        group = parent / f"spottrain-{name}"
+        try:
+            group.mkdir()
+            return CgroupProcesses(name, group)
+        except OSError as error:
+            log.warning("no cgroup for instance %s (%s): tracking its processes by environment", name, error)
+    return InstanceProcesses(name)
+
+
+@functools.lru_cache(maxsize=1)
+def _cgroup_parent() -> Path | None:
+    """This process's own cgroup v2 folder, if a child group can be made there and joined."""
+    mount = next((line.split()[4] for line in _read_bytes("/proc/self/mountinfo").decode().splitlines()
+                  if " - cgroup2 " in line), None)
+    own = next((line[3:] for line in _read_bytes("/proc/self/cgroup").decode().splitlines()
+                if line.startswith("0::")), None)
+    if mount is None or own is None:
+        return None
+    parent = Path(mount) / own.lstrip("/")
+    probe = parent / f"spottrain-probe-{os.getpid()}"
+    try:
+        probe.mkdir()
+    except OSError:
+        return None
+    try:
+        joined = subprocess.run(["sh", "-c", 'echo $$ > "$0"', str(probe / "cgroup.procs")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+    finally:
+        CgroupProcesses("probe", probe).end_all()
+    return parent if joined else None
+
+
+# --- what /proc says about one process --------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessState:
+    session: int
+    started: int  # clock ticks after boot: orders processes by age
+    stopped: bool
+    zombie: bool
+
+
+def state(pid: int) -> ProcessState | None:
+    """None once the process is gone."""
+    text = _read_bytes(f"/proc/{pid}/stat").decode(errors="replace")
+    if not text:
+        return None
+    fields = text[text.rindex(")") + 2:].split()  # the command name in parentheses may hold spaces
+    return ProcessState(session=int(fields[3]), started=int(fields[19]),
+                        stopped=fields[0] in ("T", "t"), zombie=fields[0] in ("Z", "X"))
+
+
+def sigterm_pending(pid: int) -> bool:
+    for line in _read_bytes(f"/proc/{pid}/status").decode().splitlines():
+        if line.startswith(("SigPnd:", "ShdPnd:")) and int(line.split()[1], 16) & SIGTERM_BIT:
+            return True
+    return False
+
+
+def environment(pid: int) -> dict[str, str]:
+    entries = _read_bytes(f"/proc/{pid}/environ").decode(errors="replace").split("\0")
+    return dict(entry.split("=", 1) for entry in entries if "=" in entry)
+
+
+def _read_bytes(path: str | Path) -> bytes:
+    """The file's content, b"" if the process (or group) is gone or not ours to read."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError:
+        return b""
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
