@@ -152,6 +152,7 @@ class Ec2Simulator:
         argv, env = boot_command(sandbox, script, self._environment(sandbox, imds))  # the simulated AMI's /home
         # moto's ids repeat from one emulator to the next: a token keeps the tracking of each apart
         tracked = processes.track(f"{instance_id}-{secrets.token_hex(4)}")
+        booted_ns = time.time_ns()
         with open(sandbox / "console.log", "ab") as console:
             process = subprocess.Popen(
                 tracked.command(argv), cwd=sandbox, env={**env, **tracked.environment},
@@ -159,7 +160,7 @@ class Ec2Simulator:
             )
         self.on_event(f"instance {instance_id} ({described['InstanceType']}) booted: {sandbox}")
         instance = SimulatedInstance(instance_id, described["InstanceType"], sandbox, imds, tracked, process,
-                                     time.time_ns())
+                                     booted_ns)
         trigger = self.faults.take_interrupt(instance_id)
         if trigger is not None:
             self._start_interrupter(instance, trigger)
