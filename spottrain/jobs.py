@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from lambdas.shared import layout, runs
-from lambdas.shared.logtext import readable, readable_lines
+from spottrain.contract import layout
+from spottrain.functions.shared import runs
+from spottrain.functions.shared.logtext import readable, readable_lines
 
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from infra.config import StackConfig
-from lambdas.shared.config import Settings, settings_from_env
+from spottrain.infra.config import StackConfig
+from spottrain.contract.settings import Settings, settings_from_env
 
 CDK_JSON = Path(__file__).resolve().parents[1] / "cdk.json"
 # Same length as the deployed default `spottrain-<12-digit account>`, so name-length rules match.

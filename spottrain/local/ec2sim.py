@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from lambdas.shared import layout
+from spottrain.contract import layout
 from spottrain.local import aws_shim, interruptions, processes
 from spottrain.local.faults import Faults, Interruption
 from spottrain.local.imds import InstanceMetadata
@@ -31,7 +31,7 @@ LIVE_STATES = ("pending", "running")
 # AWS gives two minutes between the spot notice and the reclaim; the emulator gives the agent this
 # long to stop the training and sync its checkpoints.
 INTERRUPT_GRACE_SECONDS = 10.0
-# Agent timings shrunk so a demo takes seconds, not a quarter hour (instance/agent/options.py).
+# Agent timings shrunk so a demo takes seconds, not a quarter hour (spottrain/agent/options.py).
 AGENT_TIMINGS = {
     "SPOTTRAIN_SYNC_SECONDS": "1",
     "SPOTTRAIN_HEARTBEAT_SECONDS": "1",

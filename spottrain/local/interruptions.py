@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from instance.agent.s3sync import is_temporary
-from lambdas.shared import layout
+from spottrain.agent.s3sync import is_temporary
+from spottrain.contract import layout
 from spottrain.local import processes
 from spottrain.local.faults import Interruption
 from spottrain.local.imds import InstanceMetadata

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lambdas.shared import layout
+from spottrain.contract import layout
 from spottrain.local import interruptions, processes
 from spottrain.local.ec2sim import Ec2Simulator
 from spottrain.local.faults import Faults

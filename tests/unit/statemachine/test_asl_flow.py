@@ -23,8 +23,8 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state
 )
 from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
 
-from lambdas import poll_completion
-from lambdas.shared.config import Settings
+from spottrain.functions import poll_completion
+from spottrain.contract.settings import Settings
 
 ASL_PATH = Path(__file__).resolve().parents[3] / "statemachine" / "spottrain.asl.json"
 ASL = json.loads(ASL_PATH.read_text())
