@@ -11,11 +11,12 @@ import shutil
 from pathlib import Path
 from typing import Callable, List, Mapping, Optional
 
+from spottrain.contract.names import redact_credentials
+
 from . import runner
 from .logs import OutputLog
 
 log = logging.getLogger(__name__)
-_USERINFO = re.compile(r"(://)[^/@]+@")
 _COMMIT_ID = re.compile(r"[0-9a-f]{7,40}")
 NO_MATCHING_REF = 2  # `git ls-remote --exit-code`: the repository answered, and has no such ref
 
@@ -27,14 +28,14 @@ def clone(
     *,
     env: Mapping[str, str],
     output: OutputLog,
-    should_stop: Callable[[], Optional[runner.Stop]],
+    should_stop: Callable[[], Optional[runner.StopRequest]],
 ) -> runner.Result:
     """env: the agent's own environment; never the job's, which may redirect what git runs or fetches."""
     # A never-answered credential prompt would hang the instance until max runtime.
     env = {**env, "GIT_TERMINAL_PROMPT": "0"}
 
     def git(*args: str, cwd: Path = dest.parent) -> runner.Result:
-        output.note("$ git " + " ".join(redact(arg) for arg in args))
+        output.note("$ git " + " ".join(redact_credentials(arg) for arg in args))
         return runner.run(["git", *args], cwd=cwd, env=env, output=output, should_stop=should_stop)
 
     _fresh(dest)
@@ -64,11 +65,6 @@ def failure_line(lines: List[str]) -> str:
         if line.startswith(("fatal:", "error:")):
             return line
     return next((line for line in reversed(lines) if line.strip()), "no output")
-
-
-def redact(text: str) -> str:
-    """Hide user:token@ in URLs: the message goes to logs and email."""
-    return _USERINFO.sub(r"\1***@", text)
 
 
 def _fresh(dest: Path) -> None:

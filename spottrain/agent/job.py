@@ -10,15 +10,12 @@ import dataclasses
 import os
 import posixpath
 import pwd
-import re
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
-from .options import Options
+from spottrain.contract import markers, names, schema
 
-# Phases that run a user command, in order: (phase, spec field).
-COMMAND_PHASES = (("setup", "setup_command"), ("data", "data_get_command"), ("exec", "exec_command"))
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+from .options import Options
 
 
 class InvalidJob(ValueError):
@@ -42,8 +39,7 @@ class Job:
     @classmethod
     def from_document(cls, document: Mapping) -> "Job":
         spec = document.get("job") or {}
-        missing = [name for name in ("exec_name", "repository_url", "data_dir", "output_dir",
-                                     "data_get_command", "exec_command") if not spec.get(name)]
+        missing = [name for name in schema.required_fields() if not spec.get(name)]
         if missing:
             raise InvalidJob(f"job.json lacks {', '.join(missing)}: it must hold the validated spec under 'job'")
         limits = spec.get("limits") or {}
@@ -55,7 +51,7 @@ class Job:
             data_dir=spec["data_dir"],
             output_dir=spec["output_dir"],
             checkpoint_dir=spec.get("checkpoint_dir") or None,
-            commands=tuple((phase, spec[field]) for phase, field in COMMAND_PHASES if spec.get(field)),
+            commands=tuple((phase, spec[field]) for phase, field in markers.COMMAND_PHASES if spec.get(field)),
             env={str(key): str(value) for key, value in (spec.get("env") or {}).items()},
             max_runtime_minutes=limits.get("max_runtime_minutes"),
             keep_alive_minutes=float(spec.get("keep_alive_minutes") or 0),
@@ -166,10 +162,10 @@ def command_env(job: Job, paths: Paths, options: Options, inherited: Mapping[str
 
 
 def _repository_name(spec: Mapping) -> str:
-    name = spec.get("repository_name") or spec["repository_url"].rstrip("/").rsplit("/", 1)[-1]
-    name = name[:-4] if name.endswith(".git") else name
-    if not _SAFE_NAME.fullmatch(name):
-        raise InvalidJob(f"repository_name={name!r} must be one directory name (letters, digits, . _ -)")
+    """job.json's repository_name; a job.json written without one derives it as ValidateJob would."""
+    name = spec.get("repository_name") or names.repository_name(spec["repository_url"])
+    if not names.REPOSITORY_NAME.match(name):
+        raise InvalidJob(f"repository_name={name!r} must be {names.REPOSITORY_NAME_RULE}")
     return name
 
 

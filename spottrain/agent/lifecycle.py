@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Union
 
-from spottrain.contract import layout
+from spottrain.contract import layout, markers
+from spottrain.contract.names import redact_credentials
 
 from . import clone, runner
 from .imds import Imds
@@ -57,7 +58,7 @@ class Agent:
         self.paths: Optional[Paths] = None
         self.execution: Optional[str] = None  # the execution id from job.json: every marker names it
         self.account: Optional[Account] = None
-        self.phase = "clone"
+        self.phase = markers.CLONE
         self.phase_seconds: Dict[str, float] = {}
         self.started_at = _now()
         self.deadline: Optional[float] = None
@@ -66,7 +67,7 @@ class Agent:
         self._agent_log_size = -1
         self._syncs: List[DirSync] = []
         self._heartbeats = Periodic("heartbeat", options.heartbeat_seconds, self._heartbeat)
-        self._chores = [
+        self._background = [
             Periodic("spot-notice", options.notice_poll_seconds, self._check_notice),
             self._heartbeats,
             Periodic("log-upload", options.sync_seconds, self._upload_logs),
@@ -81,8 +82,8 @@ class Agent:
         try:
             # job.json first: the first heartbeat must already name the execution.
             outcome = self._load_job()
-            for chore in self._chores:
-                chore.start()
+            for task in self._background:
+                task.start()
             outcome = outcome or self._attempt(self.job, self.paths)
         except Exception as error:  # the training's fate must still be reported, and the GPU released
             log.exception("agent error")
@@ -94,17 +95,17 @@ class Agent:
         try:
             document = self.store.get_json(layout.JOB_KEY)
         except ValueError as error:  # job.json that is not JSON at all
-            return Outcome(exit_code=1, failed_phase="start", reason="job_invalid", message=str(error))
+            return Outcome(exit_code=1, failed_phase=markers.START, reason="job_invalid", message=str(error))
         except RETRYABLE as error:
             message = f"cannot read s3://{self.options.bucket}/{layout.JOB_KEY}: {error}"
-            return Outcome(exit_code=1, failed_phase="start", reason="job_unreadable", message=message)
+            return Outcome(exit_code=1, failed_phase=markers.START, reason="job_unreadable", message=message)
         self.execution = _execution_id(document)
         try:
             self.job = Job.from_document(document)
             self.account = Account.resolve(self.options.run_as, self.options.home)
             self.paths = Paths.resolve(self.job, self.account.home, self.options.absolute_paths_refused)
         except ValueError as error:  # InvalidJob
-            return Outcome(exit_code=1, failed_phase="start", reason="job_invalid", message=str(error))
+            return Outcome(exit_code=1, failed_phase=markers.START, reason="job_invalid", message=str(error))
         return None
 
     def _attempt(self, job: Job, paths: Paths) -> Outcome:
@@ -135,22 +136,22 @@ class Agent:
         return Outcome()
 
     def _clone(self, job: Job, paths: Paths) -> Optional[Outcome]:
-        self._enter("clone")
+        self._enter(markers.CLONE)
         # The agent's own environment, never the job's: its env may hold PATH, LD_PRELOAD or GIT_*
         # values meant for the training that would change what git runs and fetches.
         result = clone.clone(job.repository_url, job.repository_ref, paths.clone,
                              env=self.inherited_env, output=self.output, should_stop=self._should_stop)
-        self.phase_seconds["clone"] = round(result.seconds, 3)
+        self.phase_seconds[markers.CLONE] = round(result.seconds, 3)
         if result.stop or result.exit_code == 0:
-            return self._stopped(result, "clone")
-        message = (f"git clone of {clone.redact(job.repository_url)} (ref {job.repository_ref or 'default branch'}) "
+            return self._stopped(result, markers.CLONE)
+        message = (f"git clone of {redact_credentials(job.repository_url)} (ref {job.repository_ref or 'default branch'}) "
                    f"failed with exit code {result.exit_code}: {clone.failure_line(self.output.tail())}; "
                    "check repository_url and repository_ref, and that the repository is public or reachable")
-        return Outcome(exit_code=result.exit_code, failed_phase="clone", reason="clone_failed", message=message)
+        return Outcome(exit_code=result.exit_code, failed_phase=markers.CLONE, reason="clone_failed", message=message)
 
     def _restore(self) -> Union[List[Path], Outcome]:
         """Put back what earlier attempts or runs saved (mtimes included: resumers pick the newest)."""
-        self._enter("restore")
+        self._enter(markers.RESTORE)
         started = time.monotonic()
         sync = self._syncs[-1]  # checkpoints/, or output/ for jobs without checkpoint_dir
         try:
@@ -158,8 +159,8 @@ class Agent:
         except RETRYABLE + (OSError,) as error:  # OSError: e.g. the disk is too small for them
             message = (f"cannot restore s3://{self.options.bucket}/{sync.prefix} into {sync.local_dir}: {error}; "
                        "if the disk is full, raise instance.volume_gb")
-            return Outcome(exit_code=1, failed_phase="restore", reason="restore_failed", message=message)
-        self.phase_seconds["restore"] = round(time.monotonic() - started, 3)
+            return Outcome(exit_code=1, failed_phase=markers.RESTORE, reason="restore_failed", message=message)
+        self.phase_seconds[markers.RESTORE] = round(time.monotonic() - started, 3)
         self.output.note(f"restored {len(restored)} files from s3://{self.options.bucket}/{sync.prefix}")
         return restored
 
@@ -203,7 +204,7 @@ class Agent:
 
     def _finish(self, outcome: Outcome) -> None:
         self._dir_sync.stop(timeout=max(60.0, self.options.sync_seconds * 4))
-        self._enter("sync")
+        self._enter(markers.SYNC)
         synced = self._final_sync(outcome)
         self._upload_logs()
         if outcome.interrupted:
@@ -212,14 +213,14 @@ class Agent:
         else:
             self.store.put_json(layout.COMPLETED_KEY, self._completed_marker(outcome, synced))
             log.info("completed: exit code %d, reason %s", outcome.exit_code, outcome.reason)
-            self._enter("done")
+            self._enter(markers.DONE)
             self._keep_alive()
         self._shutdown()
 
     # --- markers ---------------------------------------------------------------------------------
 
     def _marker(self) -> dict:
-        return {"attempt": self.options.attempt, "instance_id": self.instance_id, "execution": self.execution}
+        return markers.identity(self.options.attempt, self.instance_id, self.execution)
 
     def _completed_marker(self, outcome: Outcome, synced: SyncReport) -> dict:
         return {
@@ -252,7 +253,7 @@ class Agent:
             "command_killed": outcome.killed,
         }
 
-    # --- chores (background threads) -------------------------------------------------------------
+    # --- background tasks (threads) -------------------------------------------------------------
 
     def _heartbeat(self) -> None:
         last = self.output.last_line_time
@@ -303,13 +304,13 @@ class Agent:
 
     # --- helpers ---------------------------------------------------------------------------------
 
-    def _should_stop(self) -> Optional[runner.Stop]:
+    def _should_stop(self) -> Optional[runner.StopRequest]:
         if self._noticed.is_set():
-            return runner.Stop("interrupted", self._grace_left())
+            return runner.StopRequest("interrupted", self._grace_left())
         if self.output.disk_full:  # else the GPU idles, heartbeats look fine, until max runtime
-            return runner.Stop("disk_full", self.options.kill_grace_seconds)
+            return runner.StopRequest("disk_full", self.options.kill_grace_seconds)
         if self.deadline is not None and time.monotonic() >= self.deadline:
-            return runner.Stop("max_runtime", self.options.kill_grace_seconds)
+            return runner.StopRequest("max_runtime", self.options.kill_grace_seconds)
         return None
 
     def _grace_left(self) -> float:
@@ -335,8 +336,8 @@ class Agent:
     def _shutdown(self) -> None:
         command = self.options.shutdown_command
         log.info("shutting down: %s", command)
-        for chore in self._chores:
-            chore.stop(timeout=30.0)
+        for task in self._background:
+            task.stop(timeout=30.0)
         self._upload_logs()
         completed = subprocess.run(["bash", "-c", command], stdin=subprocess.DEVNULL)
         if completed.returncode != 0:

@@ -35,5 +35,5 @@ class Periodic(threading.Thread):
     def _call(self) -> None:
         try:
             self.action()
-        except Exception:  # a bug in one chore must not stop the others, let alone the training
+        except Exception:  # a bug in one background task must not stop the others, let alone the training
             log.exception("%s failed; will try again in %.1fs", self.name, self.interval)

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
-class Stop:
+class StopRequest:
     """Why a running command must stop, and how long it may take before SIGKILL."""
 
     reason: str  # "interrupted" | "max_runtime" | "disk_full"
@@ -37,7 +37,7 @@ class Stop:
 class Result:
     exit_code: int  # a signal death is reported as the shell does: 128 + signal number
     seconds: float
-    stop: Optional[Stop] = None
+    stop: Optional[StopRequest] = None
     killed: bool = False  # still running when the grace ran out: whatever it was saving may be cut
 
 
@@ -47,7 +47,7 @@ def run(
     cwd: Path,
     env: Mapping[str, str],
     output: OutputLog,
-    should_stop: Callable[[], Optional[Stop]],
+    should_stop: Callable[[], Optional[StopRequest]],
 ) -> Result:
     """Run command (a string goes to `bash -c`) until it exits or should_stop() says otherwise."""
     argv = ["bash", "-c", command] if isinstance(command, str) else command
@@ -69,7 +69,7 @@ def run(
     return Result(_shell_exit_code(process.returncode), time.monotonic() - started, stop, killed)
 
 
-def _wait(process: subprocess.Popen, should_stop: Callable[[], Optional[Stop]]) -> Optional[Stop]:
+def _wait(process: subprocess.Popen, should_stop: Callable[[], Optional[StopRequest]]) -> Optional[StopRequest]:
     while process.poll() is None:
         stop = should_stop()
         if stop is not None:
@@ -78,7 +78,7 @@ def _wait(process: subprocess.Popen, should_stop: Callable[[], Optional[Stop]]) 
     return None
 
 
-def _terminate(process: subprocess.Popen, stop: Stop) -> bool:
+def _terminate(process: subprocess.Popen, stop: StopRequest) -> bool:
     """SIGTERM the group, give it the whole grace, SIGKILL what remains; True when SIGKILL was needed.
 
     The whole group, not only the command's own process: `python train.py && echo done` is a bash

@@ -20,7 +20,8 @@ from botocore.config import Config
 from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import BotoCoreError, ClientError
 
-TEMPORARY_SUFFIXES = (".partial", ".tmp")  # see is_temporary
+from spottrain.contract.layout import is_temporary
+
 DELETE_BATCH = 1000  # the most keys one DeleteObjects call takes
 MTIME_METADATA = "mtime-ns"  # x-amz-meta-mtime-ns: the file's mtime, so a restore can put it back
 # x-amz-meta-execution: the execution whose agent uploaded the object; its later attempts may
@@ -110,11 +111,6 @@ class Store:
             ok = self.best_effort(what, lambda: _raise_errors(
                 self.client.delete_objects(Bucket=self.bucket, Delete=batch))) and ok
         return ok
-
-
-def is_temporary(name: str) -> bool:
-    """A file still being written (the payload's `snapshot_iter_N.partial`, renamed when complete)."""
-    return name.endswith(TEMPORARY_SUFFIXES) or ".partial." in name
 
 
 Signature = Tuple[int, int]  # (size, mtime_ns): a file whose signature is unchanged is not uploaded again

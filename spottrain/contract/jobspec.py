@@ -12,21 +12,18 @@ import functools
 import json
 import posixpath
 import re
-from pathlib import Path
 from typing import Any, Iterator
 
-from spottrain.contract import layout
+from spottrain.contract import names, schema
 from spottrain.contract.settings import Settings
 
-SCHEMA_PATH = Path(__file__).with_name("job-spec.schema.json")
+SCHEMA_PATH = schema.SCHEMA_PATH
 
 MAX_SPEC_BYTES = 16 * 1024
 S3_BUCKET_NAME_MAX = 63
 # S3 reserves these endings for access points and directory buckets.
 RESERVED_BUCKET_SUFFIXES = ("-s3alias", "--ol-s3", "--x-s3", ".mrap")
 SECRET_NAME_PARTS = ("SECRET", "PASSWORD", "PASSWD", "TOKEN", "ACCESS_KEY", "PRIVATE_KEY", "CREDENTIAL")
-AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")
-URL_USERINFO = re.compile(r"^(?P<scheme>[a-z]+)://(?P<userinfo>[^/@]*)@")
 # A job spec nests three levels (spec > instance > types); anything far deeper is not a job spec, and
 # checking or copying it would exhaust Python's recursion limit.
 MAX_NESTING = 10
@@ -80,13 +77,13 @@ class SchemaKeywordError(RuntimeError):
     """The schema uses a keyword this interpreter does not implement (it would be silently ignored)."""
 
 
-@functools.cache
+@functools.lru_cache(maxsize=None)
 def load_schema() -> dict:
-    schema = json.loads(SCHEMA_PATH.read_text())
-    unsupported = sorted(set(_keywords(schema)) - SUPPORTED_KEYWORDS - ANNOTATIONS)
+    loaded = json.loads(SCHEMA_PATH.read_text())
+    unsupported = sorted(set(_keywords(loaded)) - SUPPORTED_KEYWORDS - ANNOTATIONS)
     if unsupported:
         raise SchemaKeywordError(f"{SCHEMA_PATH.name} uses keywords jobspec.py does not interpret: {unsupported}")
-    return schema
+    return loaded
 
 
 def _keywords(schema: dict) -> Iterator[str]:
@@ -158,7 +155,7 @@ def _check_string(value: str, schema: dict, path: str) -> Iterator[str]:
         yield _problem(path, rule, schema)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=None)
 def ecma_pattern(pattern: str) -> re.Pattern:
     """`pattern` compiled with JSON Schema's (ECMA-262) meaning of `$`: the end of the value.
 
@@ -233,12 +230,6 @@ def _unknown_field(path: str, name: str, properties: dict) -> str:
 # ----- stack rules ----------------------------------------------------------------------------
 
 
-def derive_repository_name(url: str) -> str:
-    """`https://host/owner/repo.git` → `repo`; `git@host:owner/repo` → `repo`."""
-    tail = url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
-    return tail[: -len(".git")] if tail.endswith(".git") else tail
-
-
 def semantic_problems(spec: dict, settings: Settings) -> list[str]:
     """Rules that depend on the stack's settings or span fields; tolerant of fields the schema rejected."""
     checks = (_bucket_name_problems, _instance_problems, _limit_problems)
@@ -255,7 +246,7 @@ def _bucket_name_problems(spec: dict, settings: Settings) -> Iterator[str]:
     name = spec.get("exec_name")
     if not isinstance(name, str) or not name:
         return
-    bucket = layout.bucket_name(settings.bucket_prefix, name)
+    bucket = names.bucket_name(settings.bucket_prefix, name)
     room = S3_BUCKET_NAME_MAX - len(settings.bucket_prefix) - 1
     if len(bucket) > S3_BUCKET_NAME_MAX:
         yield (f"exec_name: the job bucket \"{bucket}\" would be {len(bucket)} characters, over S3's {S3_BUCKET_NAME_MAX}. "
@@ -269,13 +260,13 @@ def _repository_problems(spec: dict) -> Iterator[str]:
     url = spec.get("repository_url")
     if not isinstance(url, str):
         return
-    userinfo = URL_USERINFO.search(url)
+    userinfo = names.URL_USERINFO.match(url)
     # ssh://git@host names the ssh user, which is no secret; before '@' in https, git reads a user or token.
     if userinfo and (":" in userinfo["userinfo"] or userinfo["scheme"] != "ssh"):
         yield ("repository_url: must not hold a user name, password or token before '@' (it would be stored in "
                "job.json, logs and emails, and git cannot type a password on the instance). "
                "Use the plain https URL of a public repository, or an ssh:// or git@ URL with a deploy key.")
-    if "repository_name" not in spec and url and not re.fullmatch(r"[A-Za-z0-9._-]+", derive_repository_name(url) or "."):
+    if "repository_name" not in spec and url and not names.REPOSITORY_NAME.match(names.repository_name(url)):
         yield "repository_name: cannot be derived from repository_url. Set repository_name to the folder name to clone into."
 
 
@@ -337,7 +328,7 @@ def _env_problems(spec: dict) -> Iterator[str]:
         elif any(part in name.upper() for part in SECRET_NAME_PARTS):
             yield (f"env.{name}: looks like a secret, and env is stored in job.json and shown in logs. "
                    "Keep secrets in SSM Parameter Store or Secrets Manager and read them from the job with the instance role.")
-        if isinstance(value, str) and AWS_KEY_ID.search(value):
+        if isinstance(value, str) and names.AWS_ACCESS_KEY_ID.search(value):
             yield (f"env.{name}: the value looks like an AWS access key id. "
                    "Never pass AWS keys to a job: the instance role already grants access to the job's bucket.")
 
@@ -405,8 +396,8 @@ def with_defaults(spec: dict, settings: Settings) -> dict:
     job["limits"].setdefault("max_runtime_minutes", settings.max_runtime_minutes)
     job["limits"].setdefault("max_attempts", settings.max_attempts)
     job.setdefault("keep_alive_minutes", settings.default_keep_alive_minutes)
-    job.setdefault("repository_name", derive_repository_name(job["repository_url"]))
-    job["bucket"] = layout.bucket_name(settings.bucket_prefix, job["exec_name"])
+    job.setdefault("repository_name", names.repository_name(job["repository_url"]))
+    job["bucket"] = names.bucket_name(settings.bucket_prefix, job["exec_name"])
     return job
 
 

@@ -1,6 +1,6 @@
 """Where things live: S3 keys inside a job's bucket, and the tags on everything a job creates.
 
-Shared by the Lambdas, the instance agent (shipped with its asset) and the CLI. Stdlib only.
+Shared by the Lambdas, the instance agent, the emulator and the CLI.
 """
 
 JOB_KEY = "job.json"  # validated spec + execution id, written by create_bucket, read by the agent
@@ -34,5 +34,11 @@ def output_log_key(attempt: int, part: int) -> str:
     return attempt_logs_prefix(attempt) + f"output-{part:04d}.log"
 
 
-def bucket_name(prefix: str, exec_name: str) -> str:
-    return f"{prefix}-{exec_name}"
+# In-flight files (write, then rename) are never uploaded nor restored: a half-written snapshot must
+# never reach S3, where a retry would resume from it.
+TEMPORARY_SUFFIXES = (".partial", ".tmp")
+
+
+def is_temporary(name: str) -> bool:
+    """A file still being written (the payload's `snapshot_iter_N.partial`, renamed when complete)."""
+    return name.endswith(TEMPORARY_SUFFIXES) or ".partial." in name

@@ -11,6 +11,8 @@ import re
 import shlex
 from pathlib import Path
 
+from spottrain.contract.names import LINUX_USER_NAME
+
 USER_DATA_LIMIT = 16384  # EC2's limit on user data, in bytes before base64 encoding
 TEMPLATE_PATH = Path(__file__).with_name("bootstrap.sh")
 
@@ -20,7 +22,6 @@ _BUCKET = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
 # CDK asset keys look like "<sha256>.zip", possibly under a prefix; nothing a shell could misread.
 _OBJECT_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,1023}")
-_USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 PLACEHOLDERS = frozenset({"bucket", "attempt", "region", "agent_bucket", "agent_key", "run_as"})
 
 
@@ -33,7 +34,7 @@ def render_user_data(*, bucket: str, attempt: int, region: str, agent_bucket: st
         "region": _checked("region", region, _REGION, "an AWS region such as us-east-1"),
         "agent_bucket": _checked("agent_bucket", agent_bucket, _BUCKET, "an S3 bucket name: 3-63 of a-z, 0-9, '-'"),
         "agent_key": _checked_key(agent_key),
-        "run_as": _checked("run_as", run_as, _USER_NAME, "a Linux user name such as ubuntu (the stack's instanceUser)"),
+        "run_as": _checked("run_as", run_as, LINUX_USER_NAME, "a Linux user name such as ubuntu (the stack's instanceUser)"),
     }
     user_data = _PLACEHOLDER.sub(lambda match: shlex.quote(values[match.group(1)]), _template())
     size = len(user_data.encode())

@@ -13,6 +13,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
+from spottrain.contract.instances import ENDED_INSTANCE_STATES
 from spottrain.functions.shared import report
 from spottrain.functions.shared.awserrors import error_code, transient_errors
 from spottrain.functions.shared import runtime
@@ -25,7 +26,6 @@ logger = Logger(service="spottrain-check-bid")
 # (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-request-status.html).
 WAITING_CODES = frozenset({"pending-evaluation", "pending-fulfillment", "not-scheduled-yet", "fulfilled"})
 OPEN_REQUEST_STATES = frozenset({"open", "active"})
-GONE_INSTANCE_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
 # StateReason codes of an instance that ran and then shut down, by itself or by someone's hand.
 SHUT_DOWN_AFTER_RUNNING = frozenset({"Client.InstanceInitiatedShutdown", "Client.UserInitiatedShutdown"})
 TIMEOUT_CODE = "fulfillment-timeout"
@@ -44,7 +44,7 @@ def check_bid(ec2: Any, s3: Any, settings: Settings, state: dict) -> dict:
     instance = state["launch"]["instance"]
     checks = _checks_so_far(state) + 1
     request = _spot_request(ec2, instance.get("spot_request_id"))
-    status, code, message = judge(request, _instance(ec2, instance["instance_id"]))
+    status, code, message = bid_status(request, _instance(ec2, instance["instance_id"]))
     if status is BidStatus.PENDING and checks >= settings.bid_max_checks:
         status, code = BidStatus.FAILED, TIMEOUT_CODE
         message = f"still {message} after {checks} checks (BID_MAX_CHECKS={settings.bid_max_checks}); trying elsewhere"
@@ -63,14 +63,14 @@ def _checks_so_far(state: dict) -> int:
     return int(previous.get("checks") or 0) if previous.get("status") == BidStatus.PENDING.value else 0
 
 
-def judge(request: dict | None, instance: dict | None) -> tuple[BidStatus, str, str]:
+def bid_status(request: dict | None, instance: dict | None) -> tuple[BidStatus, str, str]:
     """Decide from the spot request (None for on-demand) and the instance (None if not visible yet)."""
     request_code = (request or {}).get("Status", {}).get("Code")
     request_message = (request or {}).get("Status", {}).get("Message") or request_code
     instance_state = instance["State"]["Name"] if instance else None
     if instance_state == "running":
         return BidStatus.FULFILLED, request_code or "running", "instance running"
-    if instance_state in GONE_INSTANCE_STATES:
+    if instance_state in ENDED_INSTANCE_STATES:
         reason = instance.get("StateReason", {})
         if reason.get("Code") in SHUT_DOWN_AFTER_RUNNING:
             return BidStatus.FULFILLED, reason["Code"], f"instance ran and is {instance_state} already"

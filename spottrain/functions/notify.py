@@ -8,13 +8,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import re
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from spottrain.contract import layout
+from spottrain.contract.names import redact_credentials
 from spottrain.functions.shared import report
 from spottrain.functions.shared.awserrors import error_code, transient_errors
 from spottrain.functions.shared import runtime
@@ -30,16 +30,10 @@ LOG_TAIL_BYTES = 64 * 1024
 CAUSE_MAX_CHARS = 2000
 EVENTS_WITH_LOG_TAIL = (NotifyEvent.FAILED, NotifyEvent.ERROR, NotifyEvent.INTERRUPTED)
 
-# Training output can echo anything; an email must never carry AWS credentials.
-_REDACTIONS = (
-    (re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b"), r"\1****************"),
-    (re.compile(r"(?i)\b(aws_secret_access_key|aws_session_token|secret_access_key|session_token)(\s*[=:]\s*)\S+"), r"\1\2[redacted]"),
-)
-
 
 @dataclasses.dataclass(frozen=True)
-class Facts:
-    """What notify reads from the job bucket besides the state."""
+class ReportAndLogs:
+    """What notify reads from the job bucket besides the state: report.json and the log's last lines."""
 
     report: dict | None = None
     log_tail: list[str] = dataclasses.field(default_factory=list)
@@ -80,24 +74,24 @@ def read_log_tail(s3: Any, bucket: str, attempt: int, lines: int = LOG_TAIL_LINE
     return (keys[-1] if keys else None), tail[-lines:]
 
 
-def gather(s3: Any, event: NotifyEvent, state: dict) -> Facts:
+def read_report_and_logs(s3: Any, event: NotifyEvent, state: dict) -> ReportAndLogs:
     bucket = _bucket(state)
     if not bucket:
-        return Facts()
-    facts: dict[str, Any] = {}
+        return ReportAndLogs()
+    details: dict[str, Any] = {}
     unavailable = []
     try:
-        facts["report"] = report.load(s3, bucket)
+        details["report"] = report.load(s3, bucket)
     except ClientError as exc:
         unavailable.append(f"report ({error_code(exc)})")
     if event in EVENTS_WITH_LOG_TAIL and state.get("launch"):
         try:
-            facts["log_key"], facts["log_tail"] = read_log_tail(s3, bucket, _attempt(state))
+            details["log_key"], details["log_tail"] = read_log_tail(s3, bucket, _attempt(state))
         except ClientError as exc:
             unavailable.append(f"log ({error_code(exc)})")
     if unavailable:
         logger.warning("notify renders without some details", extra={"unavailable": unavailable})
-    return Facts(**facts, unavailable=tuple(unavailable))
+    return ReportAndLogs(**details, unavailable=tuple(unavailable))
 
 
 # ----- rendering (pure) ----------------------------------------------------------------------
@@ -115,9 +109,9 @@ def format_duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
-def _elapsed(facts: Facts, now: dt.datetime) -> float | None:
+def _elapsed(details: ReportAndLogs, now: dt.datetime) -> float | None:
     """Wall time from the first launch to the end of the last attempt (or now)."""
-    attempts = (facts.report or {}).get("attempts") or []
+    attempts = (details.report or {}).get("attempts") or []
     if not attempts:
         return None
     start = min(report.parse_time(a["launched_at"]) for a in attempts)
@@ -135,12 +129,12 @@ def _exit_phrase(detail: dict) -> str:
     return str(detail.get("reason") or "no exit code")
 
 
-def subject_for(event: NotifyEvent, state: dict, facts: Facts, now: dt.datetime) -> str:
+def subject_for(event: NotifyEvent, state: dict, details: ReportAndLogs, now: dt.datetime) -> str:
     job = (state.get("job") or {}).get("exec_name") or "job"
     instance = (state.get("launch") or {}).get("instance") or {}
     poll = state.get("poll") or {}
     attempts = f"{_attempt(state)}/{(state.get('job') or {}).get('limits', {}).get('max_attempts', '?')}"
-    elapsed = _elapsed(facts, now)
+    elapsed = _elapsed(details, now)
     took = f" in {format_duration(elapsed)}" if elapsed is not None else ""
     after = f" after {format_duration(elapsed)}" if elapsed is not None else ""
     if event is NotifyEvent.REQUEST_FULFILLED:
@@ -186,11 +180,11 @@ def _money(value: float) -> str:
     return f"${value:,.4f}"
 
 
-def _cost_lines(facts: Facts, now: dt.datetime) -> list[str]:
-    if not (facts.report or {}).get("attempts"):
+def _cost_lines(details: ReportAndLogs, now: dt.datetime) -> list[str]:
+    if not (details.report or {}).get("attempts"):
         return []
-    summary = report.summarize(facts.report, now)
-    lines = [f"Billable time: {format_duration(summary['billable_seconds'])} over {len(facts.report['attempts'])} attempt(s)"]
+    summary = report.summarize(details.report, now)
+    lines = [f"Billable time: {format_duration(summary['billable_seconds'])} over {len(details.report['attempts'])} attempt(s)"]
     cost, on_demand = summary["estimated_cost_usd"], summary["on_demand_cost_usd"]
     lines.append(f"Estimated cost: {_money(cost)}")
     if on_demand > 0:
@@ -253,35 +247,30 @@ def _location_lines(state: dict) -> list[str]:
     return lines
 
 
-def body_for(event: NotifyEvent, state: dict, facts: Facts, now: dt.datetime) -> str:
+def body_for(event: NotifyEvent, state: dict, details: ReportAndLogs, now: dt.datetime) -> str:
     job = state.get("job") or {}
     execution = state.get("execution") or {}
-    elapsed = _elapsed(facts, now)
+    elapsed = _elapsed(details, now)
     sections = [
         [f"Job: {job.get('exec_name', '?')}", f"Event: {event.value.replace('_', ' ').lower()}",
          f"Execution: {execution.get('name') or execution.get('id') or '?'}"],
         _instance_lines(state) + ([f"Running time: {format_duration(elapsed)} since the first launch"] if elapsed is not None else []),
-        _cost_lines(facts, now),
+        _cost_lines(details, now),
         _event_lines(event, state),
         _location_lines(state),
     ]
-    if facts.log_tail:
-        sections.append([f"Last {len(facts.log_tail)} lines of {facts.log_key}:", *("  " + line for line in facts.log_tail)])
+    if details.log_tail:
+        sections.append([f"Last {len(details.log_tail)} lines of {details.log_key}:", *("  " + line for line in details.log_tail)])
     console = ((state.get("poll") or {}).get("detail") or {}).get("console_tail")
     if console:  # a bootstrap that failed leaves no log in the bucket: the console is all there is
         instance_id = ((state.get("launch") or {}).get("instance") or {}).get("instance_id", "the instance")
         sections.append([f"Last {len(console)} lines of the console output of {instance_id}:",
                          *("  " + line for line in console)])
-    if facts.unavailable:
-        sections.append([f"Not available: {', '.join(facts.unavailable)}"])
+    if details.unavailable:
+        sections.append([f"Not available: {', '.join(details.unavailable)}"])
     text = "\n\n".join("\n".join(lines) for lines in sections if lines)
-    return redact(text)
-
-
-def redact(text: str) -> str:
-    for pattern, replacement in _REDACTIONS:
-        text = pattern.sub(replacement, text)
-    return text
+    # Training output can echo anything; an email must never carry credentials.
+    return redact_credentials(text)
 
 
 # ----- publishing ------------------------------------------------------------------------------
@@ -291,10 +280,10 @@ def publish_event(sns: Any, s3: Any, settings: Settings, event: NotifyEvent, sta
                   now: dt.datetime | None = None) -> dict:
     """Render and publish exactly one message for `event`; returns {"message_id": ...}."""
     moment = now or report.utcnow()
-    facts = gather(s3, event, state)
-    subject = subject_for(event, state, facts, moment)
+    details = read_report_and_logs(s3, event, state)
+    subject = subject_for(event, state, details, moment)
     with transient_errors():
-        answer = sns.publish(TopicArn=settings.topic_arn, Subject=subject, Message=body_for(event, state, facts, moment))
+        answer = sns.publish(TopicArn=settings.topic_arn, Subject=subject, Message=body_for(event, state, details, moment))
     logger.info("notification sent", extra={"event": event.value, "subject": subject, "message_id": answer["MessageId"]})
     return {"message_id": answer["MessageId"]}
 

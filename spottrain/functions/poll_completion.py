@@ -20,7 +20,8 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
-from spottrain.contract import layout
+from spottrain.contract import layout, markers
+from spottrain.contract.instances import LIVE_INSTANCE_STATES
 from spottrain.functions.shared import report
 from spottrain.functions.shared.awserrors import error_code, transient_errors
 from spottrain.functions.shared import runtime
@@ -30,7 +31,6 @@ from spottrain.contract.status import JobStatus
 
 logger = Logger(service="spottrain-poll-completion")
 
-LIVE_INSTANCE_STATES = frozenset({"pending", "running"})
 EXECUTION_NAME_LIMIT = 80  # Step Functions' limit on execution names
 BOOTSTRAP_FAILED = "bootstrap failed"
 # StateReason codes of an instance EC2 took away (a spot reclaim, lost capacity): a relaunch may succeed.
@@ -81,8 +81,7 @@ class Attempt:
         return cls(state["launch"]["attempt"], state["launch"]["instance"]["instance_id"], state["execution"]["id"])
 
     def wrote(self, marker: dict) -> bool:
-        return (marker.get("attempt") == self.number and marker.get("instance_id") == self.instance_id
-                and marker.get("execution") == self.execution_id)
+        return markers.written_by(marker, self.number, self.instance_id, self.execution_id)
 
 
 def training_status(ec2: Any, s3: Any, settings: Settings, state: dict, now: dt.datetime) -> tuple[JobStatus, dict]:
@@ -106,7 +105,7 @@ def training_status(ec2: Any, s3: Any, settings: Settings, state: dict, now: dt.
             return _bootstrap_failed(ec2, instance["instance_id"], instance_state, state_reason or "gone")
         return JobStatus.INTERRUPTED, {"reason": "instance-gone", "instance_state": instance_state,
                                        "state_reason": state_reason or None}
-    return _judge_heartbeat(ec2, settings, instance, heartbeat, now)
+    return _status_from_heartbeat(ec2, settings, instance, heartbeat, now)
 
 
 def _bootstrap_failed(ec2: Any, instance_id: str, instance_state: str, why: str) -> tuple[JobStatus, dict]:
@@ -129,7 +128,7 @@ def console_tail(ec2: Any, instance_id: str) -> tuple[list[str], str | None]:
     return lines[-CONSOLE_TAIL_LINES:], None if lines else "empty"
 
 
-def _judge_heartbeat(
+def _status_from_heartbeat(
     ec2: Any, settings: Settings, instance: dict, heartbeat: dict | None, now: dt.datetime
 ) -> tuple[JobStatus, dict]:
     # No heartbeat yet: the instance is still booting; the clock runs from its launch.

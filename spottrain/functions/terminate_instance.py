@@ -16,7 +16,8 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from spottrain.functions import notify
-from spottrain.contract import layout
+from spottrain.contract import layout, names
+from spottrain.contract.instances import UNTERMINATED_INSTANCE_STATES
 from spottrain.functions.shared import report
 from spottrain.functions.shared.awserrors import error_code, transient_errors
 from spottrain.functions.shared import runtime
@@ -25,7 +26,6 @@ from spottrain.contract.status import JobStatus, NotifyEvent
 
 logger = Logger(service="spottrain")
 
-LIVE_INSTANCE_STATES = ["pending", "running", "stopping", "stopped"]
 OPEN_REQUEST_STATES = ["open", "active"]
 EXECUTION_STATUS_CHANGE = "Step Functions Execution Status Change"
 # Execution status (EventBridge) → how the job ended, for report.json and the email.
@@ -33,7 +33,7 @@ ENDED_BY_EXECUTION_STATUS = {"ABORTED": "CANCELLED", "TIMED_OUT": "TIMED_OUT"}
 
 
 @dataclasses.dataclass(frozen=True)
-class Stop:
+class StopOrder:
     """What to stop and how to record it, whichever caller asked."""
 
     exec_name: str
@@ -55,7 +55,7 @@ def _status_from_state(state: dict) -> str:
     return JobStatus.FAILED.value
 
 
-def _from_execution_event(event: dict, settings: Settings) -> Stop | None:
+def _from_execution_event(event: dict, settings: Settings) -> StopOrder | None:
     detail = event.get("detail") or {}
     ended = ENDED_BY_EXECUTION_STATUS.get(detail.get("status"))
     if ended is None:
@@ -74,26 +74,26 @@ def _from_execution_event(event: dict, settings: Settings) -> Stop | None:
     # A hand-over carries its run's state, whose launches are tagged with the run's first execution.
     state = state or _minimal_state(exec_name, settings, detail.get("name"))
     reason = "execution timed out" if ended == "TIMED_OUT" else "execution aborted"
-    return Stop(exec_name, state["execution"].get("name"), state, ended, announce=True, reason=reason)
+    return StopOrder(exec_name, state["execution"].get("name"), state, ended, announce=True, reason=reason)
 
 
 def _minimal_state(exec_name: str, settings: Settings, execution_name: str | None = None) -> dict:
-    bucket = layout.bucket_name(settings.bucket_prefix, exec_name)
+    bucket = names.bucket_name(settings.bucket_prefix, exec_name)
     return {"job": {"exec_name": exec_name, "bucket": bucket}, "storage": {"bucket": bucket},
             "execution": {"name": execution_name}}
 
 
-def parse_event(event: dict, settings: Settings) -> Stop | None:
+def parse_event(event: dict, settings: Settings) -> StopOrder | None:
     """None when the event names no job (e.g. an execution aborted before its spec was valid JSON)."""
     if event.get("detail-type") == EXECUTION_STATUS_CHANGE:
         return _from_execution_event(event, settings)
     if isinstance(event.get("job"), dict):
         execution = (event.get("execution") or {}).get("name")
-        return Stop(event["job"]["exec_name"], execution, event, _status_from_state(event), announce=False)
+        return StopOrder(event["job"]["exec_name"], execution, event, _status_from_state(event), announce=False)
     if event.get("exec_name"):
         reason = event.get("reason") or "cancelled"
         state = _minimal_state(event["exec_name"], settings)
-        return Stop(event["exec_name"], None, state, "CANCELLED", announce=True, reason=reason)
+        return StopOrder(event["exec_name"], None, state, "CANCELLED", announce=True, reason=reason)
     raise ValueError("event: expected the workflow state, an EventBridge execution status change, "
                      "or {\"exec_name\": ..., \"reason\": \"cancelled\"}.")
 
@@ -113,7 +113,7 @@ def _job_filters(settings: Settings, exec_name: str, execution: str | None) -> l
 
 def terminate_job_instances(ec2: Any, settings: Settings, exec_name: str, execution: str | None) -> list[str]:
     filters = _job_filters(settings, exec_name, execution) + [
-        {"Name": "instance-state-name", "Values": LIVE_INSTANCE_STATES}]
+        {"Name": "instance-state-name", "Values": sorted(UNTERMINATED_INSTANCE_STATES)}]
     pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
     ids = sorted(i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"])
     if ids:
@@ -157,7 +157,7 @@ def close_report(s3: Any, bucket: str, status: str) -> bool:
     return True
 
 
-def stop_job(ec2: Any, s3: Any, sns: Any, settings: Settings, stop: Stop) -> dict:
+def stop_job(ec2: Any, s3: Any, sns: Any, settings: Settings, stop: StopOrder) -> dict:
     launch_instance = (stop.state.get("launch") or {}).get("instance") or {}
     with transient_errors():
         terminated = terminate_job_instances(ec2, settings, stop.exec_name, stop.execution)

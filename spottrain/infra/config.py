@@ -1,4 +1,4 @@
-"""The stack's configuration, read from CDK context (cdk.json defaults, `-c key=value`, or build_app).
+"""The stack's configuration, read from CDK context (spottrain/contract/defaults.py, cdk.json, `-c key=value`, or build_app).
 
 Values from `cdk.json` or build_app arrive as JSON; values from `-c` arrive as strings. Both parse to
 the same `StackConfig`, and a bad value fails synthesis naming the key, the rule and the fix, rather
@@ -11,6 +11,8 @@ import json
 import re
 from typing import Any, Callable
 
+from spottrain.contract.names import LINUX_USER_NAME
+
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 # It starts every job bucket name, and `-<exec_name>` must still fit S3's 63 characters.
 _BUCKET_PREFIX = re.compile(r"^[a-z0-9][a-z0-9-]{1,38}[a-z0-9]$")
@@ -18,8 +20,6 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SSM_NAME = re.compile(r"^/\S+$")
 _VPC_ID = re.compile(r"^vpc-[0-9a-f]+$")
 _SUBNET_ID = re.compile(r"^subnet-[0-9a-f]+$")
-# A Linux account name as useradd accepts it by default; it reaches user data, so nothing a shell could misread.
-_USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 
 class ConfigError(ValueError):
@@ -125,7 +125,7 @@ class StackConfig:
 
     @classmethod
     def from_context(cls, get: Callable[[str], Any]) -> "StackConfig":
-        """`get` is node.try_get_context; every key has its default in cdk.json."""
+        """`get` is node.try_get_context; every key has its default in spottrain/contract/defaults.py."""
         ctx = _Context(get)
         instance_type_rule = "is not an EC2 instance type (family.size, e.g. g5.xlarge)"
         config = cls(
@@ -133,7 +133,7 @@ class StackConfig:
             allowed_instance_types=ctx.items("allowedInstanceTypes", _INSTANCE_TYPE, instance_type_rule),
             default_instance_types=ctx.items("defaultInstanceTypes", _INSTANCE_TYPE, instance_type_rule),
             ami_ssm_parameter=ctx.text("amiSsmParameter", _SSM_NAME, "must be an SSM parameter name starting with /"),
-            instance_user=ctx.text("instanceUser", _USER_NAME, _USER_RULE),
+            instance_user=ctx.text("instanceUser", LINUX_USER_NAME, _USER_RULE),
             vpc_id=ctx.text("vpcId", _VPC_ID, "must be a VPC id like vpc-0abc123, or empty for the default VPC"),
             subnet_ids=ctx.items("subnetIds", _SUBNET_ID, "is not a subnet id like subnet-0abc123"),
             bucket_prefix=ctx.text(

@@ -49,7 +49,7 @@ def test_given_a_full_disk_when_the_command_keeps_printing_then_its_output_is_dr
 
 def test_given_a_full_disk_when_a_stop_is_wired_to_it_then_the_command_is_stopped_at_once(tmp_path):
     output = OutputLog(tmp_path, 1, 1 << 30, opener=lambda path: FillingDisk(room=10))
-    stop = runner.Stop("disk_full", 60)
+    stop = runner.StopRequest("disk_full", 60)
 
     result = run_in_thread(command="echo a long first line; sleep 600", cwd=tmp_path, env=dict(os.environ),
                            output=output, should_stop=lambda: stop if output.disk_full else None)

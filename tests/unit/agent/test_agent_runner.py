@@ -18,7 +18,7 @@ def never():
     return None
 
 
-def after(seconds: float, stop: runner.Stop):
+def after(seconds: float, stop: runner.StopRequest):
     deadline = time.monotonic() + seconds
     return lambda: stop if time.monotonic() >= deadline else None
 
@@ -47,7 +47,7 @@ def test_given_a_stop_when_the_command_has_children_then_the_whole_group_gets_si
     command = f"sleep 600 & echo $! > {pid_file}; wait"
 
     result = runner.run(command, cwd=tmp_path, env=dict(os.environ), output=output,
-                        should_stop=after(0.5, runner.Stop("interrupted", 5)))
+                        should_stop=after(0.5, runner.StopRequest("interrupted", 5)))
 
     assert result.stop.reason == "interrupted" and result.exit_code == 128 + 15
     assert gone_within(int(pid_file.read_text()), seconds=5)  # the data-loader-like child went too
@@ -75,7 +75,7 @@ while True:
 '''
 
 
-def when_ready(path, stop: runner.Stop):
+def when_ready(path, stop: runner.StopRequest):
     """Stop once the training says it is ready: the test waits for the event, not for seconds."""
     return lambda: stop if path.exists() else None
 
@@ -89,7 +89,7 @@ def test_given_a_shell_wrapped_training_when_stopped_then_it_gets_the_whole_grac
     training = f"{shlex.quote(sys.executable)} save.py {shlex.quote(str(tmp_path))} {save_seconds}"
 
     result = runner.run(wrap.format(training), cwd=tmp_path, env=dict(os.environ), output=output,
-                        should_stop=when_ready(tmp_path / "ready", runner.Stop("interrupted", 60)))
+                        should_stop=when_ready(tmp_path / "ready", runner.StopRequest("interrupted", 60)))
 
     assert (tmp_path / "snapshot").read_text() == "state"  # the save completed before run() returned
     assert result.stop.reason == "interrupted" and result.killed is False
@@ -100,7 +100,7 @@ def test_given_a_training_that_ignores_sigterm_when_the_grace_ends_then_it_is_ki
     command = f"trap '' TERM; touch {shlex.quote(str(tmp_path / 'ready'))}; sleep 600"
 
     result = runner.run(command, cwd=tmp_path, env=dict(os.environ), output=output,
-                        should_stop=when_ready(tmp_path / "ready", runner.Stop("max_runtime", 0.5)))
+                        should_stop=when_ready(tmp_path / "ready", runner.StopRequest("max_runtime", 0.5)))
 
     assert result.killed is True and result.exit_code == 128 + 9
 
@@ -139,16 +139,18 @@ def test_given_output_without_newlines_when_logged_then_every_byte_lands_in_boun
     assert len(output.last_line) <= 500
 
 
-def test_given_a_chore_that_raises_when_it_runs_then_the_thread_keeps_ticking():
+def test_given_a_periodic_task_that_raises_when_it_runs_then_the_thread_keeps_ticking():
     calls = []
 
     def flaky():
         calls.append(1)
         raise RuntimeError("S3 exploded")
 
-    chore = Periodic("flaky", 0.05, flaky)
-    chore.start()
-    time.sleep(0.3)
-    chore.stop()
+    task = Periodic("flaky", 0.05, flaky)
+    task.start()
+    deadline = time.monotonic() + 30  # bounds a failure only: three ticks come after any error
+    while len(calls) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    task.stop()
 
-    assert len(calls) >= 3 and not chore.is_alive()
+    assert len(calls) >= 3 and not task.is_alive()

@@ -139,7 +139,7 @@ def test_given_a_running_on_demand_instance_then_fulfilled(aws):
     assert cb.check_bid(ec2, s3, make_settings(), state)["status"] == "FULFILLED"
 
 
-def test_given_the_launched_instance_already_ran_and_was_shut_down_then_fulfilled_for_poll_completion_to_judge(aws):
+def test_given_the_launched_instance_already_ran_and_was_shut_down_then_fulfilled_for_poll_completion_to_classify(aws):
     ec2, s3 = aws
     instance_id = run_instance(ec2)
     ec2.terminate_instances(InstanceIds=[instance_id])
