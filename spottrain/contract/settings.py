@@ -1,15 +1,18 @@
-"""Stack settings for the Lambdas, read from the environment once per cold start.
+"""The stack's settings as its Lambdas see them: the environment variables the stack sets, and their parsing.
 
 The stack sets every variable (see docs/ARCHITECTURE.md); a missing or malformed one is a deployment
-bug, so it fails loudly, naming every bad variable at once rather than the first.
+bug, so it fails loudly, naming every bad variable at once rather than the first. The CLI checks a
+spec against the defaults before anything is deployed, so these settings are part of the contract.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Callable, Mapping
 
+from spottrain.contract.defaults import STACK_DEFAULTS
 
-class ConfigError(RuntimeError):
+
+class EnvironmentConfigError(RuntimeError):
     """The function's environment is incomplete or malformed."""
 
 
@@ -42,33 +45,38 @@ def _optional_float(value: str) -> float | None:
     return _positive_float(value) if value.strip() else None
 
 
+_DEFAULT = STACK_DEFAULTS
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
+    """What every function knows about its stack; an unset optional variable keeps the stack's default."""
+
     stack_name: str
     bucket_prefix: str
     topic_arn: str = ""
     launch_template_id: str = ""
-    subnet_ids: tuple[str, ...] = ()
-    allowed_instance_types: tuple[str, ...] = ("g5.xlarge", "g6.xlarge", "g4dn.xlarge", "g5.2xlarge", "g6.2xlarge")
-    default_instance_types: tuple[str, ...] = ("g5.xlarge", "g6.xlarge", "g4dn.xlarge")
-    max_spot_price: float | None = None
+    subnet_ids: tuple[str, ...] = tuple(_DEFAULT["subnetIds"])
+    allowed_instance_types: tuple[str, ...] = tuple(_DEFAULT["allowedInstanceTypes"])
+    default_instance_types: tuple[str, ...] = tuple(_DEFAULT["defaultInstanceTypes"])
+    max_spot_price: float | None = float(_DEFAULT["maxSpotPrice"]) if _DEFAULT["maxSpotPrice"] else None
     agent_bucket: str = ""
     agent_key: str = ""
-    bid_wait_seconds: int = 15
-    bid_max_checks: int = 8
-    poll_min_seconds: int = 30
-    poll_max_seconds: int = 300
-    poll_backoff: float = 1.5
-    heartbeat_stale_seconds: int = 120
-    heartbeat_lost_seconds: int = 900
-    polls_per_execution: int = 500
-    max_runtime_minutes: int = 1440
-    max_attempts: int = 3
-    default_keep_alive_minutes: int = 0
-    max_keep_alive_minutes: int = 60
-    on_demand_fallback: bool = True
-    seconds_per_minute: int = 60
-    instance_user: str = "ubuntu"
+    bid_wait_seconds: int = _DEFAULT["bidWaitSeconds"]
+    bid_max_checks: int = _DEFAULT["bidMaxChecks"]
+    poll_min_seconds: int = _DEFAULT["pollMinSeconds"]
+    poll_max_seconds: int = _DEFAULT["pollMaxSeconds"]
+    poll_backoff: float = _DEFAULT["pollBackoff"]
+    heartbeat_stale_seconds: int = _DEFAULT["heartbeatStaleSeconds"]
+    heartbeat_lost_seconds: int = _DEFAULT["heartbeatLostSeconds"]
+    polls_per_execution: int = _DEFAULT["pollsPerExecution"]
+    max_runtime_minutes: int = _DEFAULT["maxRuntimeMinutes"]
+    max_attempts: int = _DEFAULT["maxAttempts"]
+    default_keep_alive_minutes: int = _DEFAULT["defaultKeepAliveMinutes"]
+    max_keep_alive_minutes: int = _DEFAULT["maxKeepAliveMinutes"]
+    on_demand_fallback: bool = _DEFAULT["onDemandFallback"]
+    seconds_per_minute: int = _DEFAULT["secondsPerMinute"]
+    instance_user: str = _DEFAULT["instanceUser"]
 
 
 # field name -> (environment variable, parser, required)
@@ -104,7 +112,7 @@ ENVIRONMENT_VARIABLES = tuple(name for name, _, _ in _FIELDS.values())
 
 
 def settings_from_env(env: Mapping[str, str]) -> Settings:
-    """Parse every variable; raise ConfigError listing all problems. Absent optional ones keep defaults."""
+    """Parse every variable; raise EnvironmentConfigError listing all problems. Absent optional ones keep defaults."""
     values: dict[str, object] = {}
     problems: list[str] = []
     for field, (name, parse, required) in _FIELDS.items():
@@ -118,5 +126,5 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         except ValueError as exc:
             problems.append(f"{name}={raw!r} is invalid: {exc}")
     if problems:
-        raise ConfigError("Lambda environment is misconfigured: " + "; ".join(problems))
+        raise EnvironmentConfigError("Lambda environment is misconfigured: " + "; ".join(problems))
     return Settings(**values)

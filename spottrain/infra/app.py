@@ -1,22 +1,20 @@
 """Builds the CDK app the same way for `python app.py`, `npx cdk synth`, the tests and the local emulator."""
 from __future__ import annotations
 
-import json
+import copy
 from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
 import cdk_nag
 
+from spottrain.contract.defaults import STACK_DEFAULTS
 from spottrain.infra.stack import SpotTrainStack
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CDK_JSON = REPO_ROOT / "cdk.json"
 
 
 def default_context() -> dict[str, Any]:
-    """The documented defaults (docs/CONFIGURATION.md), kept in one place: cdk.json."""
-    return json.loads(CDK_JSON.read_text())["context"]
+    """The documented defaults (docs/CONFIGURATION.md), kept in one place: spottrain/contract/defaults.py."""
+    return copy.deepcopy(STACK_DEFAULTS)
 
 
 def build_app(
@@ -26,7 +24,7 @@ def build_app(
     asl_path: Path | None = None,
     cfn_validation: bool = False,
 ) -> cdk.App:
-    """`context` overrides cdk.json's defaults; the CDK CLI's `-c` values override both.
+    """`context` overrides the defaults; cdk.json's context and the CDK CLI's `-c` values override both.
 
     cdk-nag's AwsSolutions checks run on every synthesis, so an unjustified finding surfaces as an
     error annotation wherever the app is built, not only in CI. CDK's built-in CloudFormation

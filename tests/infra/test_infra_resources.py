@@ -8,6 +8,7 @@ from aws_cdk.assertions import Match
 
 from spottrain.infra.functions import TASKS
 from spottrain.infra.workflow import substitution_name
+from spottrain.contract.defaults import STACK_DEFAULTS
 from spottrain.contract.settings import ENVIRONMENT_VARIABLES, settings_from_env
 from spottrain.contract.layout import TAG_STACK
 from spottrain.infra.stack import DEFAULT_ASL
@@ -112,7 +113,7 @@ def test_given_root_volume_gb_then_root_volume_has_that_size(custom_synth):
 
 
 def test_ami_comes_from_the_configured_ssm_parameter(default_synth, custom_synth):
-    default_ami = json.loads((DEFAULT_ASL.parents[1] / "cdk.json").read_text())["context"]["amiSsmParameter"]
+    default_ami = STACK_DEFAULTS["amiSsmParameter"]
     image_params = [p for p in default_synth.template["Parameters"].values() if "EC2::Image::Id" in p["Type"]]
     assert [p["Default"] for p in image_params] == [default_ami]
     (template,) = default_synth.resources("AWS::EC2::LaunchTemplate").values()

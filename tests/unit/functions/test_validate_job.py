@@ -10,7 +10,7 @@ import pytest
 from jobstate_support import ORIGINAL_2017_SPEC, FakeLambdaContext, aws, lambda_env  # noqa: F401
 from spottrain.functions import validate_job
 from spottrain.functions.shared import report
-from spottrain.contract.settings import ConfigError
+from spottrain.contract.settings import EnvironmentConfigError
 from spottrain.contract.status import ErrorName
 
 EXECUTION = {"id": "arn:aws:states:us-east-1:123456789012:execution:sm:run-7", "name": "run-7",
@@ -75,7 +75,7 @@ def test_given_stack_disallows_on_demand_when_job_asks_then_rejected_by_environm
 def test_given_misconfigured_function_when_cold_start_then_config_error_names_every_variable(lambda_env, monkeypatch):
     monkeypatch.delenv("STACK_NAME")
     monkeypatch.setenv("MAX_ATTEMPTS", "three")
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(EnvironmentConfigError) as caught:
         validate_job.handler({"spec": ORIGINAL_2017_SPEC, "execution": EXECUTION}, FakeLambdaContext())
     assert "STACK_NAME is not set" in str(caught.value) and "MAX_ATTEMPTS='three'" in str(caught.value)
 
