@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from infra.app import build_app
+from spottrain.infra.app import build_app
 
 # The CDK CLI names the output folder in CDK_OUTDIR; run directly, write ./cdk.out like the CLI would.
 OUTDIR = None if os.environ.get("CDK_OUTDIR") else str(Path(__file__).resolve().parent / "cdk.out")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from spottrain import jobs
 
 if TYPE_CHECKING:  # the emulator is imported only by the commands that start it
-    from lambdas.shared.config import Settings
+    from spottrain.contract.settings import Settings
     from spottrain.local.faults import Faults
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def _utf8_text(path: str, data: bytes) -> str:
 
 def checked_spec(path: str, settings: Settings | None) -> dict:
     """The spec read from `path` if it passes validation (without settings: the rules every stack shares)."""
-    from lambdas.shared.jobspec import spec_problems
+    from spottrain.contract.jobspec import spec_problems
 
     spec = load_spec(path)
     problems = spec_problems(spec, settings)
@@ -151,7 +151,7 @@ def _clients(session: Any) -> tuple[Any, Any]:
 
 def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     from spottrain.settings import default_settings
-    from lambdas.shared.jobspec import InvalidJobSpec, validate_spec
+    from spottrain.contract.jobspec import InvalidJobSpec, validate_spec
 
     spec = load_spec(args.spec)
     try:

@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from lambdas.shared import layout, runs
-from lambdas.shared.logtext import readable, readable_lines
+from spottrain.contract import layout, names
+from spottrain.functions.shared import runs
+from spottrain.functions.shared.logtext import readable, readable_lines
 
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 
@@ -61,7 +62,7 @@ class Stack:
         return cls.from_outputs({o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])})
 
     def job_bucket(self, exec_name: str) -> str:
-        return layout.bucket_name(self.job_bucket_prefix, exec_name)
+        return names.bucket_name(self.job_bucket_prefix, exec_name)
 
 
 def execution_name(exec_name: str, now: dt.datetime | None = None) -> str:

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator
 import boto3
 
 from spottrain import jobs
+from spottrain.contract.defaults import STACK_DEFAULTS
 from spottrain.local import deploy
 from spottrain.local.bridge import Bridge
 from spottrain.local.ec2sim import Ec2Simulator
@@ -107,10 +108,8 @@ class Emulator:
 
     @property
     def allowed_instance_types(self) -> frozenset[str]:
-        """The stack's allow-list: this emulator's context override, else cdk.json's default."""
-        # cdk.json read as data: importing infra (hence the CDK) would cost seconds before the first line
-        defaults = json.loads((deploy.REPO_ROOT / "cdk.json").read_text())["context"]
-        allowed = {**defaults, **self.context_overrides}["allowedInstanceTypes"]
+        """The stack's allow-list: this emulator's context override, else the stack's default."""
+        allowed = {**STACK_DEFAULTS, **self.context_overrides}["allowedInstanceTypes"]
         return frozenset(allowed.split(",") if isinstance(allowed, str) else allowed)
 
     def inject(self, *specs: str) -> Faults:

@@ -19,7 +19,7 @@ the emulator is up, and restores them on exit:
    the API's member names, so botocore rejects the call. We map them as AWS does.
 6. EC2 spot price history: moto answers $0.00001/h for every type, which would make every report
    claim a 100% saving. We answer a typical spot price instead: a fixed fraction of the on-demand
-   list price in lambdas/shared/pricing.py (the emulator has no spot market to sample).
+   list price in spottrain/functions/shared/pricing.py (the emulator has no spot market to sample).
 7. EC2 GetConsoleOutput: moto answers a canned Linux boot log for every instance. We answer what the
    simulated instance really printed: the last 64 KiB of its `instances/<id>/console.log` (its user
    data's stdout and stderr), as AWS keeps the last 64 KiB of a console. (moto records every
@@ -50,7 +50,7 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state
 )
 from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 
-from lambdas.shared.pricing import on_demand_price
+from spottrain.functions.shared.pricing import on_demand_price
 from spottrain.local.faults import Faults
 from spottrain.local.lambda_host import FunctionSpec, LambdaHost, error_payload
 

@@ -23,14 +23,15 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Everything the synthesized template depends on; a change to any of these invalidates the cache.
-SYNTH_INPUTS = ("app.py", "cdk.json", "infra", "lambdas", "instance", "statemachine", "schemas")
+SYNTH_INPUTS = ("app.py", "cdk.json", "spottrain/__init__.py", "spottrain/contract", "spottrain/functions",
+                "spottrain/agent", "spottrain/infra", "statemachine")
 # The default synthesizer's template asks SSM for the bootstrap stack's version.
 BOOTSTRAP_VERSION_PARAMETER = "/cdk-bootstrap/hnb659fds/version"
 BOOTSTRAP_VERSION = "21"
 KEEP_SYNTHS = 3
 SYNTH_SCRIPT = (
     "import json, sys\n"
-    "from infra.app import build_app\n"
+    "from spottrain.infra.app import build_app\n"
     "build_app(context=json.loads(sys.argv[1]), outdir=sys.argv[2], stack_name=sys.argv[3]).synth()\n"
 )
 

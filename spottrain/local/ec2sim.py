@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from lambdas.shared import layout
+from spottrain.contract import layout
+from spottrain.contract.instances import LIVE_INSTANCE_STATES
 from spottrain.local import aws_shim, interruptions, processes
 from spottrain.local.faults import Faults, Interruption
 from spottrain.local.imds import InstanceMetadata
@@ -27,11 +28,10 @@ from spottrain.local.sandbox import boot_command
 
 log = logging.getLogger(__name__)
 
-LIVE_STATES = ("pending", "running")
 # AWS gives two minutes between the spot notice and the reclaim; the emulator gives the agent this
 # long to stop the training and sync its checkpoints.
 INTERRUPT_GRACE_SECONDS = 10.0
-# Agent timings shrunk so a demo takes seconds, not a quarter hour (instance/agent/options.py).
+# Agent timings shrunk so a demo takes seconds, not a quarter hour (spottrain/agent/options.py).
 AGENT_TIMINGS = {
     "SPOTTRAIN_SYNC_SECONDS": "1",
     "SPOTTRAIN_HEARTBEAT_SECONDS": "1",
@@ -119,9 +119,9 @@ class Ec2Simulator:
         with self._lock:
             for instance_id, described in states.items():
                 known = self.instances.get(instance_id)
-                if known is None and described["State"]["Name"] in LIVE_STATES:
+                if known is None and described["State"]["Name"] in LIVE_INSTANCE_STATES:
                     self.instances[instance_id] = self._boot(described)
-                elif known is not None and known.alive and described["State"]["Name"] not in LIVE_STATES:
+                elif known is not None and known.alive and described["State"]["Name"] not in LIVE_INSTANCE_STATES:
                     self.on_event(f"instance {instance_id} {described['State']['Name']}: stopping its process")
                     self._kill(known)
             for instance in self.instances.values():
@@ -221,7 +221,7 @@ class Ec2Simulator:
         if instance.alive or instance.killed:
             return
         self._kill(instance)  # what its commands left running goes down with the machine
-        if described is not None and described["State"]["Name"] in LIVE_STATES:
+        if described is not None and described["State"]["Name"] in LIVE_INSTANCE_STATES:
             self.on_event(f"instance {instance.instance_id} shut down (exit {instance.process.returncode})")
             self._terminate(instance.instance_id)
 

@@ -13,7 +13,7 @@ import pkgutil
 import threading
 from typing import Collection, Iterable
 
-import lambdas
+from spottrain import functions
 
 FORMS = (
     "no-capacity=<type>[,<type>...]",
@@ -29,8 +29,8 @@ class FaultError(ValueError):
 
 
 def lambda_tasks() -> tuple[str, ...]:
-    """The workflow's task functions: one module each in `lambdas/` (one Lambda per task)."""
-    return tuple(sorted(m.name for m in pkgutil.iter_modules(lambdas.__path__) if not m.ispkg))
+    """The workflow's task functions: one module each in `spottrain/functions/` (one Lambda per task)."""
+    return tuple(sorted(m.name for m in pkgutil.iter_modules(functions.__path__) if not m.ispkg))
 
 
 def _normalised(name: str) -> str:

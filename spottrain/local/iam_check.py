@@ -69,7 +69,7 @@ class MissingPermission:
     def __str__(self) -> str:
         return (
             f"{self.function} ({self.call.handler}) calls {self.call.service}.{self.call.operation}, which needs "
-            f"{self.action}; no Allow statement of its role grants it: add it to that task in infra/permissions.py"
+            f"{self.action}; no Allow statement of its role grants it: add it to that task in spottrain/infra/permissions.py"
         )
 
 

@@ -13,14 +13,15 @@ before its trigger is a fault that never fired, and says so.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import time
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from instance.agent.s3sync import is_temporary
-from lambdas.shared import layout
+from spottrain.contract import layout, markers
+from spottrain.contract.layout import is_temporary
 from spottrain.local import processes
 from spottrain.local.faults import Interruption
 from spottrain.local.imds import InstanceMetadata
@@ -29,9 +30,6 @@ from spottrain.local.imds import InstanceMetadata
 # still missing after this long will never arrive: its sync is broken, not slow.
 CHECKPOINT_UPLOAD_TIMEOUT = 60.0
 WATCH_SECONDS = 0.05  # how often a waiting trigger looks: well inside one training iteration
-
-# The line the instance agent writes to the job's output log when it starts exec_command.
-EXEC_PHASE_MARKER = "[spottrain] phase exec:"
 
 
 class Instance(Protocol):
@@ -50,12 +48,28 @@ class NeverFired(Exception):
     """The trigger cannot fire any more; the message says why (for `injected fault ... never fired`)."""
 
 
-def training_started(sandbox: Path) -> bool:
-    """Whether the agent on this instance has started the job's exec_command (read off its disk)."""
-    return any(
-        EXEC_PHASE_MARKER in log.read_text(errors="replace")
-        for log in sandbox.glob("work/logs/attempt-*/output-*.log")
-    )
+def training_started(instance: Instance, s3: Any) -> bool:
+    """Whether the agent on this instance has started the job's exec_command: its heartbeat says so.
+
+    The agent writes a heartbeat the moment it enters a phase; the bucket is the one its commands name.
+    """
+    bucket = _job_bucket(instance)
+    if bucket is None:
+        return False
+    try:
+        heartbeat = json.loads(s3.get_object(Bucket=bucket, Key=layout.HEARTBEAT_KEY)["Body"].read())
+    except (ValueError, s3.exceptions.ClientError):
+        return False
+    return heartbeat.get("instance_id") == instance.instance_id and heartbeat.get("phase") == markers.EXEC
+
+
+def _job_bucket(instance: Instance) -> str | None:
+    """The job's bucket, as the agent tells its commands (SPOTTRAIN_BUCKET); None before any command runs."""
+    for pid in instance.command_pids():
+        bucket = processes.environment(pid).get("SPOTTRAIN_BUCKET")
+        if bucket:
+            return bucket
+    return None
 
 
 # --- holding the commands still ----------------------------------------------------------------
@@ -120,8 +134,9 @@ class Checkpoint:
 class Watcher:
     """Waits for one instance's trigger, then holds its commands; raises NeverFired when it cannot."""
 
-    def __init__(self, instance: Instance):
+    def __init__(self, instance: Instance, s3: Any):
         self.instance = instance
+        self.s3 = s3
 
     def wait(self, ready: Callable[[], Any], why_not: Callable[[], str]) -> Any:
         """Poll `ready()` until truthy; NeverFired(why_not()) once the instance ended (the emulator's
@@ -135,7 +150,7 @@ class Watcher:
     def hold_after(self, seconds: float) -> Hold:
         """Hold the commands `seconds` after the training command started."""
         iid = self.instance.instance_id
-        self.wait(lambda: training_started(self.instance.sandbox), lambda: f"{iid} never started its training")
+        self.wait(lambda: training_started(self.instance, self.s3), lambda: f"{iid} never started its training")
         due = time.monotonic() + seconds
         self.wait(lambda: time.monotonic() >= due,
                   lambda: f"{iid} ended {seconds - (due - time.monotonic()):.1f}s into its training, "
@@ -208,7 +223,7 @@ def uploaded(s3: Any, checkpoint: Checkpoint) -> bool:
 def interrupt(instance: Instance, trigger: Interruption, *, s3: Any, grace_seconds: float,
               on_event: Callable[[str], None]) -> None:
     """Post the spot notice on the instance when `trigger` fires, mid-training; NeverFired if it cannot."""
-    watcher = Watcher(instance)
+    watcher = Watcher(instance, s3)
     if trigger.checkpoint is not None:
         hold, checkpoint = watcher.hold_at_checkpoint(trigger.checkpoint)
     else:

@@ -2,9 +2,11 @@
 
 moto would need Docker to invoke a function; the emulator instead unpacks the function's own asset
 (what CloudFormation deployed, not the repo's working tree) into the sandbox and calls its handler
-with the function's environment. Every function bundles a top-level `lambdas` package, and so does
-the repo the tests import, so each function keeps its own module tree and swaps it into
-`sys.modules` only while it runs; invocations are serialized because they also swap `os.environ`.
+with the function's environment. The asset holds `spottrain.contract` and `spottrain.functions`, which
+the emulator itself imports from the repository: each function keeps its own copy of those two
+packages and swaps it into `sys.modules` only while it runs, found in its asset and nowhere else (a
+module missing from the asset fails here as it would on AWS). `spottrain` itself and the emulator's
+own packages are never swapped. Invocations are serialized because they also swap `os.environ`.
 
 The host also records every AWS API call a handler makes (`calls`): moto enforces no IAM, so these
 are what tests compare with the deployed roles' policies (see spottrain/local/iam_check.py).
@@ -15,6 +17,8 @@ import collections
 import contextlib
 import dataclasses
 import importlib
+import importlib.abc
+import importlib.machinery
 import io
 import logging
 import os
@@ -29,6 +33,10 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 from botocore.client import BaseClient
 
+import spottrain
+
+# The packages a function's asset brings; everything else it imports is the emulator's (boto3, Powertools).
+ASSET_PACKAGES = ("spottrain.contract", "spottrain.functions")
 _RUN_LOCK = threading.RLock()
 _INVOKING = threading.local()  # .active: this thread is running a handler right now; .calls: where its calls go
 
@@ -38,7 +46,7 @@ def _in_handler() -> bool:
 
 
 class ApiCall(NamedTuple):
-    """One AWS API call a function made: its handler ("lambdas.notify.handler") and botocore's names."""
+    """One AWS API call a function made: its handler ("spottrain.functions.notify.handler") and botocore's names."""
 
     handler: str
     service: str  # botocore's service name: "s3", "ec2", "sns"
@@ -227,14 +235,14 @@ class LambdaHost:
 
     @contextlib.contextmanager
     def _running(self, function: _LoadedFunction) -> Iterator[None]:
-        """Swap in the function's modules, path, environment and log file; restore them afterwards."""
-        names = _top_level_names(function.code_dir)
-        saved_modules = _modules_under(names)
+        """Swap in the function's packages, environment and log file; restore them afterwards."""
+        saved_modules = _modules_under(ASSET_PACKAGES)
         for name in saved_modules:
             del sys.modules[name]
         sys.modules.update(function.modules)
-        saved_path = list(sys.path)
-        sys.path.insert(0, str(function.code_dir))
+        saved_attributes = _bind_packages(function.modules)
+        finder = _AssetFinder(function.code_dir)
+        sys.meta_path.insert(0, finder)
         saved_env = _set_environment(self._environment(function.spec))
         self._route_output()
         self._record_api_calls()
@@ -243,11 +251,12 @@ class LambdaHost:
         try:
             yield
         finally:
-            function.modules = _modules_under(names) or function.modules
-            for name in _modules_under(names):
-                del sys.modules[name]
+            function.modules = _modules_under(ASSET_PACKAGES) or function.modules
+            for name in function.modules:
+                sys.modules.pop(name, None)
             sys.modules.update(saved_modules)
-            sys.path[:] = saved_path
+            sys.meta_path.remove(finder)
+            _restore_attributes(saved_attributes)
             _set_environment(saved_env)
             _INVOKING.active = False
             _INVOKING.calls = None
@@ -294,19 +303,54 @@ def _all_log_handlers() -> set[logging.Handler]:
     return {handler for logger in loggers for handler in logger.handlers}
 
 
-def _top_level_names(code_dir: Path) -> set[str]:
-    names = set()
-    for entry in code_dir.iterdir():
-        if entry.is_dir() and (entry / "__init__.py").exists():
-            names.add(entry.name)
-        elif entry.suffix == ".py":
-            names.add(entry.stem)
-    return names
+class _AssetFinder(importlib.abc.MetaPathFinder):
+    """Finds the asset's packages in the function's unpacked code, and nowhere else.
+
+    Their modules then follow the package's `__path__`, which lies in the asset too.
+    """
+
+    def __init__(self, code_dir: Path):
+        self.package_dir = str(code_dir / "spottrain")
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname not in ASSET_PACKAGES:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, [self.package_dir])
+        if spec is None:
+            raise ModuleNotFoundError(f"No module named {fullname!r} in the function's asset", name=fullname)
+        return spec
 
 
-def _modules_under(names: set[str]) -> dict[str, Any]:
+_ABSENT = object()
+
+
+def _bind_packages(modules: dict[str, Any]) -> dict[str, Any]:
+    """Point `spottrain.contract`/`.functions` at the function's packages (or at nothing yet); returns the old values.
+
+    `import spottrain.contract.layout as layout` reads the attribute, not sys.modules.
+    """
+    saved = {}
+    for package in ASSET_PACKAGES:
+        attribute = package.rpartition(".")[2]
+        saved[attribute] = spottrain.__dict__.get(attribute, _ABSENT)
+        if package in modules:
+            setattr(spottrain, attribute, modules[package])
+        elif attribute in spottrain.__dict__:
+            delattr(spottrain, attribute)
+    return saved
+
+
+def _restore_attributes(saved: dict[str, Any]) -> None:
+    for attribute, value in saved.items():
+        if value is _ABSENT:
+            spottrain.__dict__.pop(attribute, None)
+        else:
+            setattr(spottrain, attribute, value)
+
+
+def _modules_under(packages: tuple[str, ...]) -> dict[str, Any]:
     return {
         name: module
         for name, module in list(sys.modules.items())
-        if name.partition(".")[0] in names
+        if any(name == package or name.startswith(package + ".") for package in packages)
     }

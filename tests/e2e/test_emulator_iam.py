@@ -16,7 +16,7 @@ from spottrain.local.iam_check import allowed_actions_by_handler, missing_permis
 
 log = logging.getLogger(__name__)
 
-TERMINATE = "lambdas.terminate_instance.handler"
+TERMINATE = "spottrain.functions.terminate_instance.handler"
 
 
 def _without_action(template: dict, action: str) -> dict:

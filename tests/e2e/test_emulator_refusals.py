@@ -10,10 +10,10 @@ from typing import Iterator
 import pytest
 
 from e2e_support import wait_until
-from lambdas.shared import layout
+from spottrain.contract import layout
 from spottrain.local import Emulator
 
-LAUNCH = "lambdas.request_spot_instance.handler"
+LAUNCH = "spottrain.functions.request_spot_instance.handler"
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from lambdas.shared import layout
+from spottrain.contract import layout
 from e2e_support import processes_under, wait_until
 from spottrain.local import Emulator, Faults
 

@@ -10,7 +10,7 @@ os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 
 from aws_cdk.assertions import Template  # noqa: E402  (after the jsii warning switch)
 
-from infra.app import build_app  # noqa: E402
+from spottrain.infra.app import build_app  # noqa: E402
 
 DEFAULT_STACK = "SpotTrainTest"
 CUSTOM_STACK = "SpotTrainCustom"

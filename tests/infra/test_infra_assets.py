@@ -1,12 +1,13 @@
-"""The staged assets ship exactly what runs in AWS: nothing from the payload, tests, venv or node_modules."""
+"""The staged assets ship exactly what runs in AWS: nothing from the payload, tests, venv or node_modules.
+
+The Lambda asset is `spottrain/__init__.py` + `spottrain/contract/` + `spottrain/functions/`; the agent
+asset is `spottrain/__init__.py` + `spottrain/contract/` + `spottrain/agent/`: whole package folders.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
-from infra.stack import REPO_ROOT
-from instance.asset import agent_files
-
-LAMBDA_INSTANCE_FILES = {"instance/__init__.py", "instance/userdata.py", "instance/bootstrap.sh"}
+from spottrain.infra.assets import AGENT_ASSET, LAMBDA_ASSET, REPO_ROOT, asset_files
 
 
 def _files(root: Path) -> set[str]:
@@ -35,24 +36,30 @@ def _lambda_code_dirs(synth) -> set[Path]:
     }
 
 
+def _agent_dir(synth) -> Path:
+    (fn,) = list(synth.resources("AWS::Lambda::Function").values())[:1]
+    return _staged_dir_for_key(synth, fn["Properties"]["Environment"]["Variables"]["AGENT_KEY"])
+
+
 def test_all_functions_share_one_code_asset(default_synth):
     assert len(_lambda_code_dirs(default_synth)) == 1
 
 
-def test_lambda_asset_holds_only_handlers_schema_and_user_data_renderer(default_synth):
+def test_lambda_asset_holds_the_contract_and_functions_packages_and_nothing_else(default_synth):
     (code_dir,) = _lambda_code_dirs(default_synth)
     staged = _files(code_dir)
-    assert {p.name for p in code_dir.iterdir()} == {"lambdas", "schemas", "instance"}
-    assert {f for f in staged if f.startswith("instance/")} == LAMBDA_INSTANCE_FILES & _repo_files("instance")
-    assert {f for f in staged if f.startswith("lambdas/")} == _repo_files("lambdas")
-    assert {f for f in staged if f.startswith("schemas/")} == _repo_files("schemas")
-    for absent in ("training_payload", ".venv", "node_modules", "tests", "spottrain", "infra", "cdk.json"):
-        assert not (code_dir / absent).exists(), absent
-    assert not [f for f in staged if "__pycache__" in f or f.endswith(".pyc")]
+
+    assert {p.name for p in code_dir.iterdir()} == {"spottrain"}
+    assert {p.name for p in (code_dir / "spottrain").iterdir()} == {"__init__.py", "contract", "functions"}
+    assert staged == {"spottrain/__init__.py"} | _repo_files("spottrain/contract") | _repo_files("spottrain/functions")
+    assert "spottrain/contract/job-spec.schema.json" in staged and "spottrain/contract/bootstrap.sh" in staged
+    assert staged == {name for _, name in asset_files(LAMBDA_ASSET)}
 
 
-def test_agent_asset_matches_the_instance_packages_file_list(default_synth):
-    (fn,) = list(default_synth.resources("AWS::Lambda::Function").values())[:1]
-    agent_dir = _staged_dir_for_key(default_synth, fn["Properties"]["Environment"]["Variables"]["AGENT_KEY"])
-    assert _files(agent_dir) == {name for _, name in agent_files(REPO_ROOT)}
+def test_agent_asset_holds_the_contract_and_agent_packages_and_nothing_else(default_synth):
+    agent_dir = _agent_dir(default_synth)
+    staged = _files(agent_dir)
 
+    assert {p.name for p in (agent_dir / "spottrain").iterdir()} == {"__init__.py", "contract", "agent"}
+    assert staged == {"spottrain/__init__.py"} | _repo_files("spottrain/contract") | _repo_files("spottrain/agent")
+    assert staged == {name for _, name in asset_files(AGENT_ASSET)}

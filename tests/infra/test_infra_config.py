@@ -1,11 +1,11 @@
-"""Context values from cdk.json (JSON) and `-c` (strings) parse alike; bad ones name key, rule and fix."""
+"""Context values (JSON from the defaults, cdk.json or build_app; strings from `-c`) parse alike; bad ones name key, rule and fix."""
 from __future__ import annotations
 
 import pytest
 
-from infra.app import default_context
-from infra.config import ConfigError, StackConfig
-from lambdas.shared.config import Settings
+from spottrain.infra.app import default_context
+from spottrain.infra.config import ConfigError, StackConfig
+from spottrain.contract.settings import ENVIRONMENT_VARIABLES, Settings, settings_from_env
 
 
 def _config(**overrides) -> StackConfig:
@@ -13,19 +13,14 @@ def _config(**overrides) -> StackConfig:
     return StackConfig.from_context(context.get)
 
 
-def test_cdk_json_defaults_match_the_lambda_settings_defaults():
-    # The stack's documented defaults are the ones the Lambdas fall back to (docs/ARCHITECTURE.md table).
+def test_the_stack_defaults_reach_the_lambdas_as_their_own_settings_defaults():
+    # One copy of each default (spottrain/contract/defaults.py): the environment the stack derives from
+    # it parses to exactly the defaults a function falls back to, and that the CLI checks specs against.
     env = _config().lambda_environment()
-    defaults = Settings(stack_name="s", bucket_prefix="p")
-    assert env["ALLOWED_INSTANCE_TYPES"].split(",") == list(defaults.allowed_instance_types)
-    assert env["DEFAULT_INSTANCE_TYPES"].split(",") == list(defaults.default_instance_types)
-    for name, field in (("BID_WAIT_SECONDS", "bid_wait_seconds"), ("POLL_MAX_SECONDS", "poll_max_seconds"),
-                        ("HEARTBEAT_LOST_SECONDS", "heartbeat_lost_seconds"), ("MAX_ATTEMPTS", "max_attempts"),
-                        ("MAX_RUNTIME_MINUTES", "max_runtime_minutes"), ("POLLS_PER_EXECUTION", "polls_per_execution"),
-                        ("MAX_KEEP_ALIVE_MINUTES", "max_keep_alive_minutes"), ("SECONDS_PER_MINUTE", "seconds_per_minute")):
-        assert int(env[name]) == getattr(defaults, field), name
-    assert float(env["POLL_BACKOFF"]) == defaults.poll_backoff
-    assert env["MAX_SPOT_PRICE"] == "" and env["ON_DEMAND_FALLBACK"] == "true" and env["SUBNET_IDS"] == ""
+
+    assert settings_from_env({"STACK_NAME": "s", "BUCKET_PREFIX": "p", **env}) == Settings(stack_name="s", bucket_prefix="p")
+    assert set(env) | {"STACK_NAME", "BUCKET_PREFIX", "TOPIC_ARN", "LAUNCH_TEMPLATE_ID", "AGENT_BUCKET", "AGENT_KEY"} \
+        == set(ENVIRONMENT_VARIABLES)
 
 
 def test_given_cli_strings_then_they_parse_like_json_values():

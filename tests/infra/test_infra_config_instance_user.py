@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from infra.app import default_context
-from infra.config import ConfigError, StackConfig
-from lambdas.shared.config import Settings, settings_from_env
+from spottrain.infra.app import default_context
+from spottrain.infra.config import ConfigError, StackConfig
+from spottrain.contract.settings import Settings, settings_from_env
 
 
 def _config(**overrides) -> StackConfig:

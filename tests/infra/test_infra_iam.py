@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import re
 
-from lambdas.shared.layout import TAG_STACK
+from spottrain.contract.layout import TAG_STACK
 
 # IAM service authorization reference: these actions support no resource-level permissions.
 NO_RESOURCE_LEVEL = {
@@ -53,7 +53,7 @@ def _statements(synth):
 
 def _role_of_task(synth, task):
     (fn,) = [f for f in synth.resources("AWS::Lambda::Function").values()
-             if f["Properties"]["Handler"] == f"lambdas.{task}.handler"]
+             if f["Properties"]["Handler"] == f"spottrain.functions.{task}.handler"]
     return fn["Properties"]["Role"]["Fn::GetAtt"][0]
 
 

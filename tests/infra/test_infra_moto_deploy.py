@@ -11,7 +11,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from infra.functions import TASKS
+from spottrain.infra.functions import TASKS
 
 REGION = "us-east-1"
 EMULATOR_AMI_PARAMETER = "/spottrain/local/ami"  # /aws/... names are reserved, even in moto
@@ -69,6 +69,6 @@ def test_given_published_assets_when_template_is_deployed_to_moto_then_stack_com
         assert outputs["JobBucketPrefix"] == f"spottrain-{account}"
         assert outputs["StateMachineArn"].startswith(f"arn:aws:states:{REGION}:{account}:stateMachine:")
         functions = boto3.client("lambda").list_functions()["Functions"]
-        assert sorted(f["Handler"] for f in functions) == sorted(f"lambdas.{task}.handler" for task in TASKS)
+        assert sorted(f["Handler"] for f in functions) == sorted(f"spottrain.functions.{task}.handler" for task in TASKS)
         (template_id,) = [t["LaunchTemplateId"] for t in boto3.client("ec2").describe_launch_templates()["LaunchTemplates"]]
         assert {f["Environment"]["Variables"]["LAUNCH_TEMPLATE_ID"] for f in functions} == {template_id}

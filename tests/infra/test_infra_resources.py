@@ -6,11 +6,12 @@ import re
 
 from aws_cdk.assertions import Match
 
-from infra.functions import TASKS
-from infra.workflow import substitution_name
-from lambdas.shared.config import ENVIRONMENT_VARIABLES, settings_from_env
-from lambdas.shared.layout import TAG_STACK
-from infra.stack import DEFAULT_ASL
+from spottrain.infra.functions import TASKS
+from spottrain.infra.workflow import substitution_name
+from spottrain.contract.defaults import STACK_DEFAULTS
+from spottrain.contract.settings import ENVIRONMENT_VARIABLES, settings_from_env
+from spottrain.contract.layout import TAG_STACK
+from spottrain.infra.stack import DEFAULT_ASL
 
 from infra_synth import CUSTOM_CONTEXT
 
@@ -112,7 +113,7 @@ def test_given_root_volume_gb_then_root_volume_has_that_size(custom_synth):
 
 
 def test_ami_comes_from_the_configured_ssm_parameter(default_synth, custom_synth):
-    default_ami = json.loads((DEFAULT_ASL.parents[1] / "cdk.json").read_text())["context"]["amiSsmParameter"]
+    default_ami = STACK_DEFAULTS["amiSsmParameter"]
     image_params = [p for p in default_synth.template["Parameters"].values() if "EC2::Image::Id" in p["Type"]]
     assert [p["Default"] for p in image_params] == [default_ami]
     (template,) = default_synth.resources("AWS::EC2::LaunchTemplate").values()
@@ -152,10 +153,10 @@ def test_given_vpc_id_then_security_group_is_in_that_vpc(custom_synth):
 
 
 def _functions(synth) -> dict[str, dict]:
-    """task -> properties, keyed by handler (lambdas.<task>.handler), never by logical id."""
+    """task -> properties, keyed by handler (spottrain.functions.<task>.handler), never by logical id."""
     by_task = {}
     for resource in synth.resources("AWS::Lambda::Function").values():
-        task = re.fullmatch(r"lambdas\.(\w+)\.handler", resource["Properties"]["Handler"]).group(1)
+        task = re.fullmatch(r"spottrain\.functions\.(\w+)\.handler", resource["Properties"]["Handler"]).group(1)
         by_task[task] = resource["Properties"]
     return by_task
 
@@ -257,7 +258,7 @@ def test_each_substitution_is_the_arn_of_its_own_function(default_synth):
     for name, value in _state_machine(default_synth)["DefinitionSubstitutions"].items():
         logical_id, attribute = value["Fn::GetAtt"]
         handler = resources[logical_id]["Properties"]["Handler"]
-        assert attribute == "Arn" and substitution_name(handler.split(".")[1]) == name
+        assert attribute == "Arn" and substitution_name(handler.split(".")[-2]) == name
 
 
 def test_definition_is_the_asl_file_with_the_configured_timeout(default_synth, custom_synth):
@@ -290,7 +291,7 @@ def test_aborted_or_timed_out_executions_invoke_terminate_instance(default_synth
     assert pattern["detail"]["stateMachineArn"] == [{"Ref": machine_id}]
     (target,) = rule["Properties"]["Targets"]
     target_fn = default_synth.template["Resources"][target["Arn"]["Fn::GetAtt"][0]]
-    assert target_fn["Properties"]["Handler"] == "lambdas.terminate_instance.handler"
+    assert target_fn["Properties"]["Handler"] == "spottrain.functions.terminate_instance.handler"
     default_synth.assertions.has_resource_properties(
         "AWS::Lambda::Permission",
         {"Principal": "events.amazonaws.com", "SourceArn": {"Fn::GetAtt": [Match.any_value(), "Arn"]}},

@@ -11,7 +11,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from lambdas.shared import layout
+from spottrain.contract import layout
 from spottrain import cli, jobs
 
 EXAMPLE = json.loads((cli.REPO_ROOT / "examples" / "jobs" / "pix2pix.json").read_text())

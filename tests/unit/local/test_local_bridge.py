@@ -1,21 +1,20 @@
 """The bridge: a hand-written stack (a Lambda and a state machine) deployed through moto's CloudFormation."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import sys
 import time
-import zipfile
 
 import pytest
 
+from function_asset import function_zip, handler_name
 from spottrain.local.bridge import Bridge
 from spottrain.local.faults import Faults
 from spottrain.local.lambda_host import LambdaHost
 from spottrain.local.server import REGION
 
-# A function bundling its own top-level `lambdas` package, like every spottrain function does.
+# A function bundling its own copy of `spottrain.functions`, like every spottrain function does.
 ECHO_MODULE = '''
 import os
 import boto3
@@ -34,11 +33,7 @@ DEFINITION = {"StartAt": "Echo", "States": {"Echo": {"Type": "Task", "Resource":
 
 
 def _code_zip() -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("lambdas/__init__.py", "")
-        archive.writestr("lambdas/echo.py", ECHO_MODULE)
-    return buffer.getvalue()
+    return function_zip("echo", ECHO_MODULE)
 
 
 def _template() -> dict:
@@ -49,7 +44,7 @@ def _template() -> dict:
         "Resources": {
             "Role": {"Type": "AWS::IAM::Role", "Properties": {"AssumeRolePolicyDocument": trust}},
             "Echo": {"Type": "AWS::Lambda::Function", "Properties": {
-                "Code": {"S3Bucket": "assets", "S3Key": "code.zip"}, "Handler": "lambdas.echo.handler",
+                "Code": {"S3Bucket": "assets", "S3Key": "code.zip"}, "Handler": handler_name("echo"),
                 "Runtime": "python3.11", "Role": role, "Environment": {"Variables": {"GREETING": "hello"}}}},
             "Machine": {"Type": "AWS::StepFunctions::StateMachine", "Properties": {
                 "RoleArn": role, "DefinitionString": json.dumps(DEFINITION),
@@ -127,14 +122,17 @@ def test_given_a_lambda_error_fault_then_the_workflow_retries_and_succeeds(aws, 
     assert [e["type"] for e in history].count("LambdaFunctionFailed") == 1
 
 
-def test_given_a_function_ran_then_the_repos_own_lambdas_package_is_untouched(aws, deployed):
-    import lambdas
+def test_given_a_function_ran_then_the_repos_own_packages_are_untouched(aws, deployed):
+    import spottrain
+    import spottrain.functions
+    import spottrain.local
 
     machine_arn, _ = deployed
     _run(aws, machine_arn, "isolated", {"job": "demo"})
 
-    assert sys.modules["lambdas"] is lambdas
-    assert "lambdas.echo" not in sys.modules
+    assert sys.modules["spottrain.functions"] is spottrain.functions is spottrain.__dict__["functions"]
+    assert sys.modules["spottrain.local"] is spottrain.local
+    assert "spottrain.functions.echo" not in sys.modules
 
 
 def test_given_no_capacity_fault_when_run_instances_then_insufficient_capacity(aws, tmp_path):

@@ -11,8 +11,8 @@ from spottrain.local import deploy
 def _cdk_out(tmp_path):
     """A minimal assembly: one directory asset (zip packaging), one file asset, and the template."""
     out = tmp_path / "cdk.out"
-    (out / "asset.abc" / "lambdas").mkdir(parents=True)
-    (out / "asset.abc" / "lambdas" / "task.py").write_text("def handler(e, c): return e\n")
+    (out / "asset.abc" / "functions").mkdir(parents=True)
+    (out / "asset.abc" / "functions" / "task.py").write_text("def handler(e, c): return e\n")
     (out / "asset.def.json").write_text('{"StartAt": "A"}')
     template = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"},
                               "Policy": {"Type": "AWS::SNS::TopicPolicy", "Properties": {}}}}
@@ -37,7 +37,7 @@ def test_given_an_assembly_when_assets_are_uploaded_then_each_lands_where_the_te
 
     bucket = "cdk-hnb659fds-assets-123456789012-us-east-1"
     zipped = zipfile.ZipFile(io.BytesIO(s3.get_object(Bucket=bucket, Key="abc.zip")["Body"].read()))
-    assert zipped.namelist() == ["lambdas/task.py"]
+    assert zipped.namelist() == ["functions/task.py"]
     assert s3.get_object(Bucket=bucket, Key="def.json")["Body"].read() == b'{"StartAt": "A"}'
     assert "AWS::SNS::Topic" in template
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from lambdas.shared import layout
+from spottrain.contract import layout, markers
 from spottrain.local import interruptions, processes
 from spottrain.local.ec2sim import Ec2Simulator
 from spottrain.local.faults import Faults
@@ -33,9 +35,9 @@ PY
 '''
 SLEEPER = "#!/bin/bash\nsleep 120\n"
 
-# The agent, cut to what the interruption fault depends on: it runs the training in a session of its
-# own with the job's variables, syncs its checkpoints to the bucket, and on the spot notice records
-# what it saw, SIGTERMs the training's process group and syncs once more.
+# The agent, cut to what the interruption fault depends on: its heartbeat names the exec phase, it runs
+# the training in a session of its own with the job's variables, syncs its checkpoints to the bucket,
+# and on the spot notice records what it saw, SIGTERMs the training's process group and syncs once more.
 FAKE_AGENT = r'''#!/bin/bash
 exec "$SPOTTRAIN_PYTHON" - <<'PY'
 import json, os, signal, subprocess, sys, time, urllib.error, urllib.request
@@ -46,8 +48,7 @@ ROOT = Path(os.environ["SPOTTRAIN_ROOT"])
 IMDS = os.environ["AWS_EC2_METADATA_SERVICE_ENDPOINT"]
 opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 s3 = boto3.client("s3")
-ckpt, logs = ROOT / "ckpt", ROOT / "work" / "logs" / "attempt-1"
-logs.mkdir(parents=True)
+ckpt = ROOT / "ckpt"
 ckpt.mkdir()
 if @RESTORED@:  # the agent restores the last attempt's snapshot with its old mtime
     (ckpt / "snapshot_iter_0").write_text("restored")
@@ -60,15 +61,19 @@ def sync():
             s3.upload_file(str(path), "@BUCKET@", "checkpoints/" + path.name)
             uploaded[path.name] = path.stat().st_mtime_ns
 
-def notice():
+def metadata(path):
     token = opener.open(urllib.request.Request(IMDS + "/latest/api/token", method="PUT")).read().decode()
+    return opener.open(urllib.request.Request(IMDS + path, headers={"X-aws-ec2-metadata-token": token})).read()
+
+def notice():
     try:
-        return opener.open(urllib.request.Request(IMDS + "@NOTICE@", headers={"X-aws-ec2-metadata-token": token})).read()
+        return metadata("@NOTICE@")
     except urllib.error.HTTPError:
         return None
 
 sync()
-(logs / "output-0001.log").write_text("[spottrain] phase exec: python train.py\n")
+heartbeat = {"instance_id": metadata("/latest/meta-data/instance-id").decode(), "phase": "@EXEC@"}
+s3.put_object(Bucket="@BUCKET@", Key="@HEARTBEAT_KEY@", Body=json.dumps(heartbeat).encode())
 env = {**os.environ, "SPOTTRAIN_BUCKET": "@BUCKET@", "SPOTTRAIN_CHECKPOINT_DIR": str(ckpt),
        "SPOTTRAIN_OUTPUT_DIR": str(ROOT / "out")}
 training = subprocess.Popen([sys.executable, "-c", """@TRAINING@"""], env=env, start_new_session=True)
@@ -109,7 +114,8 @@ def fake_agent(checkpoints: int = 1, endless: bool = True, restored: bool = Fals
     training = (TRAINING.replace("@CHECKPOINTS@", str(checkpoints)).replace("@ENDLESS@", str(endless))
                 .replace("@FIRST_DELAY@", str(first_delay)))
     return (FAKE_AGENT.replace("@TRAINING@", training).replace("@RESTORED@", str(restored))
-            .replace("@BUCKET@", BUCKET).replace("@NOTICE@", NOTICE))
+            .replace("@BUCKET@", BUCKET).replace("@NOTICE@", NOTICE).replace("@EXEC@", markers.EXEC)
+            .replace("@HEARTBEAT_KEY@", layout.HEARTBEAT_KEY))
 
 
 def _wait_until(condition, timeout: float = 30) -> None:
@@ -298,8 +304,7 @@ def test_given_interrupt_after_then_the_notice_comes_that_long_into_the_training
 
     seen = _notice_seen(instance)
 
-    # the notice came once the training had started, not 0.5 s after boot, and found it held still
-    assert interruptions.training_started(instance.sandbox)
+    # the notice came while the training ran, and found it held still
     assert seen["training_state"] == "T"
     _wait_until(lambda: (instance.sandbox / "training-stopped").exists())
     _wait_until(lambda: _state(aws, instance.instance_id) == "terminated")
@@ -331,3 +336,23 @@ def test_given_interrupt_after_and_no_training_yet_when_the_instance_ends_then_n
     assert NOTICE not in instance.imds.values
     assert faults.never_fired() == [
         f"injected fault interrupt-after=0.1 never fired: {instance.instance_id} never started its training"]
+
+
+def test_given_a_heartbeat_of_another_instance_or_phase_then_the_training_has_not_started(aws):
+    s3 = aws("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    command = subprocess.Popen(["sleep", "60"], env={"SPOTTRAIN_BUCKET": BUCKET})  # a job command, as the agent starts it
+    instance = SimpleNamespace(instance_id="i-ours", command_pids=lambda: [command.pid])
+
+    def heartbeat(instance_id: str, phase: str) -> bool:
+        s3.put_object(Bucket=BUCKET, Key=layout.HEARTBEAT_KEY,
+                      Body=json.dumps({"instance_id": instance_id, "phase": phase}).encode())
+        return interruptions.training_started(instance, s3)
+
+    try:
+        assert not heartbeat("i-theirs", markers.EXEC)
+        assert not heartbeat("i-ours", markers.DATA)
+        assert heartbeat("i-ours", markers.EXEC)
+    finally:
+        command.kill()
+        command.wait()

@@ -1,16 +1,14 @@
 """The IAM check: which calls a function made, which actions they need, and whether its role allows them."""
 from __future__ import annotations
 
-import io
-import zipfile
-
 import pytest
 from botocore.client import BaseClient
 
+from function_asset import function_zip, handler_name
 from spottrain.local.iam_check import action_allowed, iam_actions, missing_permissions
 from spottrain.local.lambda_host import ApiCall, FunctionSpec, LambdaHost
 
-HANDLER = "lambdas.notify.handler"
+HANDLER = handler_name("notify")
 
 
 def _template(*statements: dict, handler: str = HANDLER) -> dict:
@@ -112,8 +110,8 @@ def test_given_a_policy_on_another_role_then_it_does_not_count():
 
 
 def test_given_calls_from_a_handler_the_template_lacks_then_the_check_refuses_to_guess():
-    with pytest.raises(ValueError, match="lambdas.gone.handler"):
-        missing_permissions(_template(), {ApiCall("lambdas.gone.handler", "s3", "GetObject")})
+    with pytest.raises(ValueError, match=handler_name("gone")):
+        missing_permissions(_template(), {ApiCall(handler_name("gone"), "s3", "GetObject")})
 
 
 # --- recording the calls a handler makes ----------------------------------------------------------
@@ -131,12 +129,8 @@ def handler(event, context):
 
 
 def _recording_spec() -> FunctionSpec:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("lambdas/__init__.py", "")
-        archive.writestr("lambdas/task.py", RECORDING_HANDLER)
     return FunctionSpec(name="Stack-Task-1", arn="arn:aws:lambda:us-east-1:123456789012:function:Stack-Task-1",
-                        handler="lambdas.task.handler", code_sha="v1", code_zip=buffer.getvalue(),
+                        handler=handler_name("task"), code_sha="v1", code_zip=function_zip("task", RECORDING_HANDLER),
                         environment={}, timeout=30)
 
 
@@ -150,7 +144,7 @@ def test_given_a_handler_calling_aws_then_the_host_records_its_calls_and_only_it
     host.close()
 
     assert not errored
-    assert host.calls == {ApiCall("lambdas.task.handler", "s3", "ListBuckets"),
-                          ApiCall("lambdas.task.handler", "s3", "HeadBucket")}
-    assert host.invocations == {"lambdas.task.handler": 1}
+    assert host.calls == {ApiCall(handler_name("task"), "s3", "ListBuckets"),
+                          ApiCall(handler_name("task"), "s3", "HeadBucket")}
+    assert host.invocations == {handler_name("task"): 1}
     assert BaseClient._make_api_call is original  # closing the host unhooks botocore

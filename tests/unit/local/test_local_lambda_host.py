@@ -1,13 +1,12 @@
 """Running a deployed function's handler in-process, the way Lambda would run it."""
 from __future__ import annotations
 
-import io
 import os
 import sys
-import zipfile
 
 import pytest
 
+from function_asset import function_zip, handler_name
 from spottrain.local.lambda_host import FunctionSpec, LambdaHost
 
 HANDLER = '''
@@ -29,12 +28,8 @@ def handler(event, context):
 
 
 def _spec(code_sha: str = "v1") -> FunctionSpec:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("lambdas/__init__.py", "")
-        archive.writestr("lambdas/task.py", HANDLER)
     return FunctionSpec(name="Stack-TasksTask-1", arn="arn:aws:lambda:us-east-1:123456789012:function:Stack-TasksTask-1",
-                        handler="lambdas.task.handler", code_sha=code_sha, code_zip=buffer.getvalue(),
+                        handler=handler_name("task"), code_sha=code_sha, code_zip=function_zip("task", HANDLER),
                         environment={"STACK_NAME": "SpotTrainLocal"}, timeout=30)
 
 
@@ -82,3 +77,40 @@ def test_given_a_handler_prints_then_it_lands_in_the_functions_log_not_the_calle
     assert "emulator line" in captured
     assert "handling 7" not in captured
     assert type(sys.stdout).__name__ != "_ThreadRoutedStream"  # close() gave the process its stdout back
+
+
+IMPORTS_THE_CONTRACT = '''
+from spottrain.contract import layout
+
+def handler(event, context):
+    return {"job_key": layout.JOB_KEY, "layout_file": layout.__file__}
+'''
+
+
+def test_given_an_asset_without_a_module_the_repo_has_then_the_import_fails_as_it_would_on_aws(host):
+    import spottrain.contract.layout as repos_layout
+
+    spec = FunctionSpec(name="Stack-Task-2", arn="arn:aws:lambda:us-east-1:123456789012:function:Stack-Task-2",
+                        handler=handler_name("task"), code_sha="v1", code_zip=function_zip("task", IMPORTS_THE_CONTRACT),
+                        environment={}, timeout=30)
+
+    payload, errored = host.invoke(spec, {})
+
+    assert errored and payload["errorType"] == "ModuleNotFoundError"
+    assert "spottrain.contract" in payload["errorMessage"]
+    assert sys.modules["spottrain.contract.layout"] is repos_layout  # the emulator's own contract is untouched
+
+
+def test_given_an_asset_with_the_contract_then_the_function_imports_its_own_copy(host, tmp_path):
+    import spottrain.contract.layout as repos_layout
+
+    own_contract = {"spottrain/contract/__init__.py": "", "spottrain/contract/layout.py": 'JOB_KEY = "job.json"\n'}
+    spec = FunctionSpec(name="Stack-Task-3", arn="arn:aws:lambda:us-east-1:123456789012:function:Stack-Task-3",
+                        handler=handler_name("task"), code_sha="v1",
+                        code_zip=function_zip("task", IMPORTS_THE_CONTRACT, own_contract), environment={}, timeout=30)
+
+    payload, errored = host.invoke(spec, {})
+
+    assert not errored, payload
+    assert payload["layout_file"].startswith(str(tmp_path))  # from the unpacked asset, not the repository
+    assert sys.modules["spottrain.contract.layout"] is repos_layout

@@ -23,8 +23,9 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state
 )
 from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
 
-from lambdas import poll_completion
-from lambdas.shared.config import Settings
+from spottrain.functions import poll_completion
+from spottrain.contract.defaults import STACK_DEFAULTS
+from spottrain.contract.settings import Settings
 
 ASL_PATH = Path(__file__).resolve().parents[3] / "statemachine" / "spottrain.asl.json"
 ASL = json.loads(ASL_PATH.read_text())
@@ -35,7 +36,6 @@ FUNCTIONS = {"ValidateJob": "validate_job", "CreateBucket": "create_bucket", "Re
 TRANSIENT_ERRORS = {"Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException",
                     "Lambda.TooManyRequestsException", "TransientError"}
 CLEANUP_CHAIN = ("TerminateOnError", "NotifyError", "JobErrored")
-CDK_JSON = Path(__file__).resolve().parents[3] / "cdk.json"
 HISTORY_EVENT_CAP = 25_000
 # History events each state adds in Step Functions (entered + exited; a Lambda task adds scheduled,
 # started and succeeded between them: https://docs.aws.amazon.com/step-functions/latest/apireference/API_HistoryEvent.html).
@@ -144,7 +144,7 @@ def test_one_poll_costs_nine_events_and_a_full_execution_stays_well_below_the_ca
 
 def test_default_settings_hand_over_before_the_execution_times_out_and_watch_a_whole_attempt():
     settings = Settings(stack_name="s", bucket_prefix="p")
-    job_timeout_seconds = json.loads(CDK_JSON.read_text())["context"]["jobTimeoutHours"] * 3600
+    job_timeout_seconds = STACK_DEFAULTS["jobTimeoutHours"] * 3600
     watched = sum(poll_completion.next_wait(settings, k) for k in range(settings.polls_per_execution - 1))
     # 148,521 s (41.3 h) of waits per execution: a hand-over comes well before the 48 h timeout ...
     assert watched == 148_521

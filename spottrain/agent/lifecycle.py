@@ -1,0 +1,369 @@
+"""One attempt of one job, start to shutdown: clone, restore, commands, sync, markers, shutdown.
+
+Order matters at the end: outputs and checkpoints are synced *before* completed.json or
+interrupted.json is written, because the workflow may terminate the instance as soon as it
+reads a marker.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Union
+
+from spottrain.contract import layout, markers
+from spottrain.contract.names import redact_credentials
+
+from . import clone, runner
+from .imds import Imds
+from .job import Account, Job, Paths, command_env
+from .logs import OutputLog
+from .options import Options
+from .periodic import Periodic
+from .s3sync import RETRYABLE, DirSync, Store, SyncReport
+
+SPOT_NOTICE_SECONDS = 120.0  # what AWS promises between the notice and the reclaim
+MARKER_LIST_MAX = 20  # keys a marker lists; the agent log has the rest
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    interrupted: bool = False
+    exit_code: int = 0
+    failed_phase: Optional[str] = None
+    # exit | max_runtime | disk_full | clone_failed | restore_failed | job_invalid | job_unreadable | agent_error
+    reason: str = "exit"
+    message: str = ""
+    killed: bool = False  # the command outlived its grace and was SIGKILLed: its last save may be cut
+
+
+class Agent:
+    def __init__(self, options: Options, store: Store, imds: Imds, inherited_env: Mapping[str, str] = os.environ):
+        self.options = options
+        self.store = store
+        self.imds = imds
+        self.inherited_env = dict(inherited_env)
+        self.output = OutputLog(options.workdir / "logs" / f"attempt-{options.attempt}", options.attempt,
+                                options.log_part_bytes)
+        self.agent_log_path = self.output.directory / "agent.log"
+        self.instance_id = imds.instance_id()
+        self.job: Optional[Job] = None
+        self.paths: Optional[Paths] = None
+        self.execution: Optional[str] = None  # the execution id from job.json: every marker names it
+        self.account: Optional[Account] = None
+        self.phase = markers.CLONE
+        self.phase_seconds: Dict[str, float] = {}
+        self.started_at = _now()
+        self.deadline: Optional[float] = None
+        self.notice: Optional[dict] = None
+        self._noticed = threading.Event()
+        self._agent_log_size = -1
+        self._syncs: List[DirSync] = []
+        self._heartbeats = Periodic("heartbeat", options.heartbeat_seconds, self._heartbeat)
+        self._background = [
+            Periodic("spot-notice", options.notice_poll_seconds, self._check_notice),
+            self._heartbeats,
+            Periodic("log-upload", options.sync_seconds, self._upload_logs),
+        ]
+        self._dir_sync = Periodic("dir-sync", options.sync_seconds, self._sync_dirs)
+
+    # --- the story -------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Do the attempt and shut down; 0 unless the agent itself broke."""
+        log.info("attempt %d of job bucket %s on instance %s", self.options.attempt, self.options.bucket, self.instance_id)
+        try:
+            # job.json first: the first heartbeat must already name the execution.
+            outcome = self._load_job()
+            for task in self._background:
+                task.start()
+            outcome = outcome or self._attempt(self.job, self.paths)
+        except Exception as error:  # the training's fate must still be reported, and the GPU released
+            log.exception("agent error")
+            outcome = Outcome(exit_code=70, failed_phase=self.phase, reason="agent_error", message=repr(error))
+        self._finish(outcome)
+        return 1 if outcome.reason == "agent_error" else 0
+
+    def _load_job(self) -> Optional[Outcome]:
+        try:
+            document = self.store.get_json(layout.JOB_KEY)
+        except ValueError as error:  # job.json that is not JSON at all
+            return Outcome(exit_code=1, failed_phase=markers.START, reason="job_invalid", message=str(error))
+        except RETRYABLE as error:
+            message = f"cannot read s3://{self.options.bucket}/{layout.JOB_KEY}: {error}"
+            return Outcome(exit_code=1, failed_phase=markers.START, reason="job_unreadable", message=message)
+        self.execution = _execution_id(document)
+        try:
+            self.job = Job.from_document(document)
+            self.account = Account.resolve(self.options.run_as, self.options.home)
+            self.paths = Paths.resolve(self.job, self.account.home, self.options.absolute_paths_refused)
+        except ValueError as error:  # InvalidJob
+            return Outcome(exit_code=1, failed_phase=markers.START, reason="job_invalid", message=str(error))
+        return None
+
+    def _attempt(self, job: Job, paths: Paths) -> Outcome:
+        if job.max_runtime_minutes:
+            self.deadline = time.monotonic() + float(job.max_runtime_minutes) * self.options.seconds_per_minute
+        outcome = self._clone(job, paths)
+        if outcome:
+            return outcome
+        made = paths.make()
+        # A checkpoint_dir inside output_dir goes to checkpoints/ only, or output/ would keep every snapshot.
+        self._syncs = [DirSync(self.store, paths.output, layout.OUTPUT_PREFIX, skip_dir=paths.checkpoint,
+                               execution=self.execution)]
+        if paths.checkpoint:
+            # A mirror: the payload rotates snapshots away, and S3 (and the next restore) must follow.
+            self._syncs.append(DirSync(self.store, paths.checkpoint, layout.CHECKPOINTS_PREFIX, mirror_deletions=True,
+                                       execution=self.execution))
+        # Whatever the attempt number: a rerun of a finished job resumes from its checkpoints too.
+        restored = self._restore()
+        if isinstance(restored, Outcome):
+            return restored
+        self.account.own([paths.clone, *made])  # after the restore: its files are the account's to rotate
+        env = {**command_env(job, paths, self.options, self.inherited_env), **resume_env(restored)}
+        self._dir_sync.start()
+        for phase, command in job.commands:
+            outcome = self._run_phase(phase, command, paths.clone, env)
+            if outcome:
+                return outcome
+        return Outcome()
+
+    def _clone(self, job: Job, paths: Paths) -> Optional[Outcome]:
+        self._enter(markers.CLONE)
+        # The agent's own environment, never the job's: its env may hold PATH, LD_PRELOAD or GIT_*
+        # values meant for the training that would change what git runs and fetches.
+        result = clone.clone(job.repository_url, job.repository_ref, paths.clone,
+                             env=self.inherited_env, output=self.output, should_stop=self._should_stop)
+        self.phase_seconds[markers.CLONE] = round(result.seconds, 3)
+        if result.stop or result.exit_code == 0:
+            return self._stopped(result, markers.CLONE)
+        message = (f"git clone of {redact_credentials(job.repository_url)} (ref {job.repository_ref or 'default branch'}) "
+                   f"failed with exit code {result.exit_code}: {clone.failure_line(self.output.tail())}; "
+                   "check repository_url and repository_ref, and that the repository is public or reachable")
+        return Outcome(exit_code=result.exit_code, failed_phase=markers.CLONE, reason="clone_failed", message=message)
+
+    def _restore(self) -> Union[List[Path], Outcome]:
+        """Put back what earlier attempts or runs saved (mtimes included: resumers pick the newest)."""
+        self._enter(markers.RESTORE)
+        started = time.monotonic()
+        sync = self._syncs[-1]  # checkpoints/, or output/ for jobs without checkpoint_dir
+        try:
+            restored = sync.restore()
+        except RETRYABLE + (OSError,) as error:  # OSError: e.g. the disk is too small for them
+            message = (f"cannot restore s3://{self.options.bucket}/{sync.prefix} into {sync.local_dir}: {error}; "
+                       "if the disk is full, raise instance.volume_gb")
+            return Outcome(exit_code=1, failed_phase=markers.RESTORE, reason="restore_failed", message=message)
+        self.phase_seconds[markers.RESTORE] = round(time.monotonic() - started, 3)
+        self.output.note(f"restored {len(restored)} files from s3://{self.options.bucket}/{sync.prefix}")
+        return restored
+
+    def _run_phase(self, phase: str, command: str, cwd: Path, env: Mapping[str, str]) -> Optional[Outcome]:
+        stop = self._should_stop()
+        if stop:
+            return self._stopped(runner.Result(0, 0.0, stop), phase)
+        self._enter(phase)
+        self.output.note(f"phase {phase}: {command}")
+        result = runner.run(self.account.login_command(command), cwd=cwd, env=env, output=self.output,
+                            should_stop=self._should_stop)
+        self.phase_seconds[phase] = round(result.seconds, 3)
+        self.output.note(f"phase {phase} ended with exit code {result.exit_code} after {result.seconds:.1f}s")
+        if result.stop:
+            return self._stopped(result, phase)
+        if result.exit_code != 0:
+            message = f"{phase} command exited with code {result.exit_code}"
+            return Outcome(exit_code=result.exit_code, failed_phase=phase, message=message)
+        return None
+
+    def _stopped(self, result: runner.Result, phase: str) -> Optional[Outcome]:
+        if result.stop is None:
+            return None
+        if result.stop.reason == "interrupted":
+            return Outcome(interrupted=True, exit_code=result.exit_code, failed_phase=phase, reason="interrupted",
+                           killed=result.killed)
+        if result.stop.reason == "disk_full":
+            error = self.output.write_error
+            message = (f"disk full: the {phase} command's output could not be written "
+                       f"({error.strerror if error else 'no space left'}), so the command was stopped; "
+                       "raise instance.volume_gb, or keep fewer snapshots and less output on the instance")
+            # A command that exits 0 on SIGTERM still did not finish: never let that read as success.
+            return Outcome(exit_code=result.exit_code or 1, failed_phase=phase, reason="disk_full",
+                           message=message, killed=result.killed)
+        limit = self.job.max_runtime_minutes if self.job else None
+        return Outcome(
+            exit_code=result.exit_code or 124, failed_phase=phase, reason="max_runtime", killed=result.killed,
+            message=(f"limits.max_runtime_minutes={limit} reached during {phase}: the command was stopped; "
+                     "raise the limit if the job needs longer, or make it resume from checkpoints"),
+        )
+
+    def _finish(self, outcome: Outcome) -> None:
+        self._dir_sync.stop(timeout=max(60.0, self.options.sync_seconds * 4))
+        self._enter(markers.SYNC)
+        synced = self._final_sync(outcome)
+        self._upload_logs()
+        if outcome.interrupted:
+            self.store.put_json(layout.INTERRUPTED_KEY, self._interrupted_marker(outcome, synced))
+            log.warning("interrupted by the spot notice")
+        else:
+            self.store.put_json(layout.COMPLETED_KEY, self._completed_marker(outcome, synced))
+            log.info("completed: exit code %d, reason %s", outcome.exit_code, outcome.reason)
+            self._enter(markers.DONE)
+            self._keep_alive()
+        self._shutdown()
+
+    # --- markers ---------------------------------------------------------------------------------
+
+    def _marker(self) -> dict:
+        return markers.identity(self.options.attempt, self.instance_id, self.execution)
+
+    def _completed_marker(self, outcome: Outcome, synced: SyncReport) -> dict:
+        return {
+            **self._marker(),
+            "exit_code": outcome.exit_code,
+            "failed_phase": outcome.failed_phase if outcome.exit_code != 0 else None,
+            "reason": outcome.reason,
+            "message": outcome.message,
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(_now()),
+            "phase_seconds": dict(self.phase_seconds),
+            "last_log_lines": self.output.tail(),
+            "synced": bool(self._syncs) and synced.ok,
+            "not_synced": synced.failed[:MARKER_LIST_MAX],
+            "command_killed": outcome.killed,
+        }
+
+    def _interrupted_marker(self, outcome: Outcome, synced: SyncReport) -> dict:
+        notice = self.notice or {}
+        return {
+            **self._marker(),
+            "notice_time": notice.get("time"),
+            "action": notice.get("action"),
+            "noticed_at": notice.get("noticed_at"),
+            "phase": outcome.failed_phase,
+            "exit_code": outcome.exit_code,
+            "finished_at": _iso(_now()),
+            "checkpoints_synced": bool(self._syncs) and synced.ok,
+            "not_synced": synced.failed[:MARKER_LIST_MAX],
+            "command_killed": outcome.killed,
+        }
+
+    # --- background tasks (threads) -------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        last = self.output.last_line_time
+        self.store.put_json(layout.HEARTBEAT_KEY, {
+            **self._marker(),
+            "phase": self.phase,
+            "time": _iso(_now()),
+            "last_log_time": _iso(dt.datetime.fromtimestamp(last, dt.timezone.utc)) if last else None,
+            "last_log_line": self.output.last_line,
+        })
+
+    def _check_notice(self) -> None:
+        if self._noticed.is_set():
+            return
+        notice = self.imds.spot_notice()
+        if notice:
+            self.notice = {**notice, "noticed_at": _iso(_now())}
+            log.warning("spot interruption notice: %s", notice)
+            self._noticed.set()
+
+    def _upload_logs(self) -> None:
+        self.output.upload(self.store)
+        size = self.agent_log_path.stat().st_size if self.agent_log_path.exists() else -1
+        if size != self._agent_log_size and size >= 0:
+            if self.store.upload(self.agent_log_path, layout.agent_log_key(self.options.attempt)):
+                self._agent_log_size = size
+
+    def _sync_dirs(self) -> SyncReport:
+        report = SyncReport()
+        for sync in self._syncs:
+            report = report.add(sync.sync())
+        return report
+
+    def _final_sync(self, outcome: Outcome) -> SyncReport:
+        """The last sync before a marker, and a log line that says what it really achieved."""
+        report = self._sync_dirs()
+        if not self._syncs:
+            log.warning("final sync: nothing to sync, the attempt ended before its folders existed")
+        elif report.ok:
+            log.info("final sync: everything is in S3 (%d files uploaded now, %d deleted)",
+                     len(report.uploaded), len(report.deleted))
+        else:
+            log.error("final sync incomplete: %d objects did not reach S3, e.g. %s",
+                      len(report.failed), ", ".join(report.failed[:5]))
+        if outcome.killed:
+            log.error("the command was SIGKILLed when its grace ran out: a checkpoint it was writing may be cut")
+        return report
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _should_stop(self) -> Optional[runner.StopRequest]:
+        if self._noticed.is_set():
+            return runner.StopRequest("interrupted", self._grace_left())
+        if self.output.disk_full:  # else the GPU idles, heartbeats look fine, until max runtime
+            return runner.StopRequest("disk_full", self.options.kill_grace_seconds)
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return runner.StopRequest("max_runtime", self.options.kill_grace_seconds)
+        return None
+
+    def _grace_left(self) -> float:
+        """Seconds the training may take to stop, keeping a reserve for the final sync."""
+        left = SPOT_NOTICE_SECONDS
+        try:
+            reclaim = dt.datetime.fromisoformat(str((self.notice or {}).get("time")).replace("Z", "+00:00"))
+            left = (reclaim - _now()).total_seconds()
+        except ValueError:
+            pass
+        return max(1.0, left - self.options.sync_reserve_seconds)
+
+    def _enter(self, phase: str) -> None:
+        self.phase = phase
+        self._heartbeats.poke()  # the workflow learns of a new phase at once, not a tick later
+
+    def _keep_alive(self) -> None:
+        seconds = self.job.keep_alive_minutes * self.options.seconds_per_minute if self.job else 0
+        if seconds > 0:
+            log.info("keeping the instance alive for %.0fs (keep_alive_minutes)", seconds)
+            time.sleep(seconds)
+
+    def _shutdown(self) -> None:
+        command = self.options.shutdown_command
+        log.info("shutting down: %s", command)
+        for task in self._background:
+            task.stop(timeout=30.0)
+        self._upload_logs()
+        completed = subprocess.run(["bash", "-c", command], stdin=subprocess.DEVNULL)
+        if completed.returncode != 0:
+            log.error("shutdown command %r exited with %d", command, completed.returncode)
+
+
+def resume_env(restored: List[Path]) -> Dict[str, str]:
+    """SPOTTRAIN_RESUME and SPOTTRAIN_LATEST_CHECKPOINT from what the restore put back.
+
+    The newest by mtime, as Chainer's snapshot autoload picks it, so that
+    `--resume "$SPOTTRAIN_LATEST_CHECKPOINT"` and autoload agree.
+    """
+    if not restored:
+        return {"SPOTTRAIN_LATEST_CHECKPOINT": ""}
+    latest = max(restored, key=lambda path: (path.stat().st_mtime_ns, path.name))
+    return {"SPOTTRAIN_RESUME": "1", "SPOTTRAIN_LATEST_CHECKPOINT": str(latest)}
+
+
+def _execution_id(document: Mapping) -> Optional[str]:
+    execution = document.get("execution") if isinstance(document, Mapping) else None
+    return execution.get("id") if isinstance(execution, Mapping) else None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds")

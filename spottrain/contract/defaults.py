@@ -1,0 +1,36 @@
+"""The stack's default configuration, by CDK context key: the one copy of every default.
+
+The CDK app starts from these (`cdk.json`'s context, then `-c key=value`, override them), the Lambda
+settings' defaults are these, and the CLI checks a spec against them before anything is deployed.
+docs/CONFIGURATION.md explains each key.
+"""
+from __future__ import annotations
+
+STACK_DEFAULTS = {
+    "notificationEmail": "",
+    "allowedInstanceTypes": ["g5.xlarge", "g6.xlarge", "g4dn.xlarge", "g5.2xlarge", "g6.2xlarge"],
+    "defaultInstanceTypes": ["g5.xlarge", "g6.xlarge", "g4dn.xlarge"],
+    "amiSsmParameter": "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id",
+    "instanceUser": "ubuntu",
+    "vpcId": "",
+    "subnetIds": [],
+    "bucketPrefix": "",
+    "maxSpotPrice": "",
+    "rootVolumeGb": 100,
+    "bidWaitSeconds": 15,
+    "bidMaxChecks": 8,
+    "pollMinSeconds": 30,
+    "pollMaxSeconds": 300,
+    "pollBackoff": 1.5,
+    "heartbeatStaleSeconds": 120,
+    "heartbeatLostSeconds": 900,
+    "pollsPerExecution": 500,
+    "maxRuntimeMinutes": 1440,
+    "maxAttempts": 3,
+    "defaultKeepAliveMinutes": 0,
+    "maxKeepAliveMinutes": 60,
+    "onDemandFallback": True,
+    "secondsPerMinute": 60,
+    "jobTimeoutHours": 48,
+    "logRetentionDays": 30,
+}

@@ -1,0 +1,431 @@
+"""Job spec v1: validation against `job-spec.schema.json` (next to this module), stack rules, and defaults.
+
+The Lambda runtime has no jsonschema, so this module interprets the handful of keywords the schema
+uses itself; `tests/unit/contract/test_jobspec_cases.py` checks it agrees with the real jsonschema.
+Every problem reads `<field path>: <rule>. <fix>`; the fix comes from the property's `x-hint`.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import functools
+import json
+import posixpath
+import re
+from typing import Any, Iterator
+
+from spottrain.contract import names, schema
+from spottrain.contract.settings import Settings
+
+SCHEMA_PATH = schema.SCHEMA_PATH
+
+MAX_SPEC_BYTES = 16 * 1024
+S3_BUCKET_NAME_MAX = 63
+# S3 reserves these endings for access points and directory buckets.
+RESERVED_BUCKET_SUFFIXES = ("-s3alias", "--ol-s3", "--x-s3", ".mrap")
+SECRET_NAME_PARTS = ("SECRET", "PASSWORD", "PASSWD", "TOKEN", "ACCESS_KEY", "PRIVATE_KEY", "CREDENTIAL")
+# A job spec nests three levels (spec > instance > types); anything far deeper is not a job spec, and
+# checking or copying it would exhaust Python's recursion limit.
+MAX_NESTING = 10
+
+# env names a job may not set, and why: each changes how the commands' login shell starts, what the
+# dynamic loader puts into every program, or what git does (the agent's own clone included). Exported
+# bash functions (BASH_FUNC_name%%) already fail the schema's name pattern.
+# PYTHON* stay allowed: PYTHONPATH, PYTHONUNBUFFERED or PYTHONHASHSEED are everyday training settings,
+# and they reach the job's commands only, never the agent's interpreter (started before job.json is read).
+RESERVED_ENV_PREFIXES = {
+    "AWS_": "the AWS SDK reads them; the instance role already grants the job's access",
+    "SPOTTRAIN_": "spottrain sets them for your commands",
+    "LD_": "the dynamic loader reads them for every program on the instance",
+    "GIT_": "git reads them, the agent's own clone included",
+}
+RESERVED_ENV_NAMES = {
+    **dict.fromkeys(("PATH", "HOME", "SHELL"), "the AMI user's login shell sets it, and the clone lives in $HOME"),
+    **dict.fromkeys(("IFS", "ENV", "BASH_ENV", "SHELLOPTS", "BASHOPTS", "CDPATH", "GLOBIGNORE", "PS4",
+                     "PROMPT_COMMAND"), "it changes how bash reads and runs every command"),
+    "GLIBC_TUNABLES": "the dynamic loader reads it for every program on the instance",
+}
+
+SUPPORTED_KEYWORDS = frozenset({
+    "type", "required", "properties", "additionalProperties", "propertyNames", "pattern",
+    "minLength", "maxLength", "minimum", "maximum", "enum", "items", "minItems", "maxItems",
+    "uniqueItems", "maxProperties", "default",
+})
+ANNOTATIONS = frozenset({"$schema", "$id", "title", "description", "x-hint", "$comment", "examples"})
+
+_JSON_TYPES = {
+    "string": "a string",
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "true or false",
+    "object": "an object",
+    "array": "a list",
+    "null": "null",
+}
+
+
+class InvalidJobSpec(Exception):
+    """The job spec breaks the schema or the stack's rules; nothing has been created."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        count = len(self.problems)
+        super().__init__(f"job spec has {count} problem{'s' if count != 1 else ''}:\n- " + "\n- ".join(self.problems))
+
+
+class SchemaKeywordError(RuntimeError):
+    """The schema uses a keyword this interpreter does not implement (it would be silently ignored)."""
+
+
+@functools.lru_cache(maxsize=None)
+def load_schema() -> dict:
+    loaded = json.loads(SCHEMA_PATH.read_text())
+    unsupported = sorted(set(_keywords(loaded)) - SUPPORTED_KEYWORDS - ANNOTATIONS)
+    if unsupported:
+        raise SchemaKeywordError(f"{SCHEMA_PATH.name} uses keywords jobspec.py does not interpret: {unsupported}")
+    return loaded
+
+
+def _keywords(schema: dict) -> Iterator[str]:
+    for keyword, value in schema.items():
+        yield keyword
+        if keyword == "properties":
+            for child in value.values():
+                yield from _keywords(child)
+        elif keyword in ("items", "additionalProperties", "propertyNames") and isinstance(value, dict):
+            yield from _keywords(value)
+
+
+# ----- schema interpretation -------------------------------------------------------------------
+
+
+def schema_problems(spec: Any, schema: dict | None = None) -> list[str]:
+    """Problems with `spec` under the JSON Schema alone (no stack rules)."""
+    return list(_check(spec, schema or load_schema(), ""))
+
+
+def _is_type(value: Any, name: str) -> bool:
+    if name == "integer":
+        # JSON Schema counts 3.0 as an integer; bool is never a number.
+        return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
+    if name == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    types = {"string": str, "boolean": bool, "object": dict, "array": list, "null": type(None)}
+    return isinstance(value, types[name])
+
+
+def _problem(path: str, rule: str, schema: dict) -> str:
+    hint = schema.get("x-hint")
+    return f"{path or 'spec'}: {rule}." + (f" {hint}" if hint else "")
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check(value: Any, schema: dict, path: str) -> Iterator[str]:
+    types = schema.get("type")
+    if types is not None:
+        allowed = [types] if isinstance(types, str) else types
+        if not any(_is_type(value, name) for name in allowed):
+            wanted = " or ".join(_JSON_TYPES[name] for name in allowed)
+            yield _problem(path, f"must be {wanted}, not {_shown(value)}", schema)
+            return
+    if "enum" in schema and value not in schema["enum"]:
+        yield _problem(path, f"must be one of {', '.join(map(_shown, schema['enum']))}, not {_shown(value)}", schema)
+    if isinstance(value, str):
+        yield from _check_string(value, schema, path)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield from _check_number(value, schema, path)
+    elif isinstance(value, list):
+        yield from _check_array(value, schema, path)
+    elif isinstance(value, dict):
+        yield from _check_object(value, schema, path)
+
+
+def _check_string(value: str, schema: dict, path: str) -> Iterator[str]:
+    if "minLength" in schema and len(value) < schema["minLength"]:
+        rule = "must not be empty" if schema["minLength"] == 1 else f"must be at least {schema['minLength']} characters, not {len(value)}"
+        yield _problem(path, rule, schema)
+    elif "maxLength" in schema and len(value) > schema["maxLength"]:
+        yield _problem(path, f"must be at most {schema['maxLength']} characters, not {len(value)}", schema)
+    elif "pattern" in schema and not ecma_pattern(schema["pattern"]).search(value):
+        rule = "must not be blank" if schema["pattern"] == r"\S" else f"{_shown(value)} has characters or a form that is not allowed"
+        yield _problem(path, rule, schema)
+
+
+@functools.lru_cache(maxsize=None)
+def ecma_pattern(pattern: str) -> re.Pattern:
+    """`pattern` compiled with JSON Schema's (ECMA-262) meaning of `$`: the end of the value.
+
+    Python's `$` also matches just before a final newline, so "^[a-z]+$" would accept "job\\n" and the
+    newline would reach a bucket name, a path or a shell. Every unescaped `$` outside a character class
+    becomes `\\Z`; the schema keeps the notation editors understand.
+    """
+    translated, in_class, escaped = [], False, False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "[":
+            in_class = True
+        elif char == "]":
+            in_class = False
+        elif char == "$" and not in_class:
+            char = r"\Z"
+        translated.append(char)
+    return re.compile("".join(translated))
+
+
+def _check_number(value: float, schema: dict, path: str) -> Iterator[str]:
+    if "minimum" in schema and value < schema["minimum"]:
+        yield _problem(path, f"must be at least {schema['minimum']}, not {_shown(value)}", schema)
+    if "maximum" in schema and value > schema["maximum"]:
+        yield _problem(path, f"must be at most {schema['maximum']}, not {_shown(value)}", schema)
+
+
+def _check_array(value: list, schema: dict, path: str) -> Iterator[str]:
+    if "minItems" in schema and len(value) < schema["minItems"]:
+        yield _problem(path, f"must list at least {schema['minItems']} item(s), not {len(value)}", schema)
+    if "maxItems" in schema and len(value) > schema["maxItems"]:
+        yield _problem(path, f"must list at most {schema['maxItems']} items, not {len(value)}", schema)
+    if schema.get("uniqueItems"):
+        seen = [json.dumps(item, sort_keys=True) for item in value]
+        duplicates = sorted({item for item in seen if seen.count(item) > 1})
+        if duplicates:
+            yield _problem(path, f"must not repeat {', '.join(duplicates)}", schema)
+    if isinstance(schema.get("items"), dict):
+        for index, item in enumerate(value):
+            yield from _check(item, schema["items"], f"{path}[{index}]")
+
+
+def _check_object(value: dict, schema: dict, path: str) -> Iterator[str]:
+    prefix = f"{path}." if path else ""
+    for name in schema.get("required", []):
+        if name not in value:
+            yield _problem(prefix + name, "is required but missing", schema.get("properties", {}).get(name, {}))
+    if "maxProperties" in schema and len(value) > schema["maxProperties"]:
+        yield _problem(path, f"must have at most {schema['maxProperties']} entries, not {len(value)}", schema)
+    properties = schema.get("properties", {})
+    extra = schema.get("additionalProperties", True)
+    for name, item in value.items():
+        if "propertyNames" in schema:
+            yield from _check(name, schema["propertyNames"], f"{prefix}{name} (name)")
+        if name in properties:
+            yield from _check(item, properties[name], prefix + name)
+        elif extra is False:
+            yield _unknown_field(prefix + name, name, properties)
+        elif isinstance(extra, dict):
+            yield from _check(item, extra, prefix + name)
+
+
+def _unknown_field(path: str, name: str, properties: dict) -> str:
+    guess = difflib.get_close_matches(name.lower().replace("-", "_"), list(properties), n=1, cutoff=0.6)
+    fix = f"Did you mean \"{guess[0]}\"?" if guess else f"Known fields here: {', '.join(properties)}."
+    return f"{path}: is not a known field. {fix}"
+
+
+# ----- stack rules ----------------------------------------------------------------------------
+
+
+def semantic_problems(spec: dict, settings: Settings) -> list[str]:
+    """Rules that depend on the stack's settings or span fields; tolerant of fields the schema rejected."""
+    checks = (_bucket_name_problems, _instance_problems, _limit_problems)
+    return stack_free_problems(spec) + [problem for check in checks for problem in check(spec, settings)]
+
+
+def stack_free_problems(spec: dict) -> list[str]:
+    """The rules that hold for every stack: what `spottrain submit` checks before it calls AWS."""
+    checks = (_repository_problems, _directory_problems, _env_problems, _nul_problems, _size_problems)
+    return [problem for check in checks for problem in check(spec)]
+
+
+def _bucket_name_problems(spec: dict, settings: Settings) -> Iterator[str]:
+    name = spec.get("exec_name")
+    if not isinstance(name, str) or not name:
+        return
+    bucket = names.bucket_name(settings.bucket_prefix, name)
+    room = S3_BUCKET_NAME_MAX - len(settings.bucket_prefix) - 1
+    if len(bucket) > S3_BUCKET_NAME_MAX:
+        yield (f"exec_name: the job bucket \"{bucket}\" would be {len(bucket)} characters, over S3's {S3_BUCKET_NAME_MAX}. "
+               f"Shorten exec_name to at most {room} characters for this stack's bucket prefix.")
+    if bucket.endswith(RESERVED_BUCKET_SUFFIXES):
+        yield (f"exec_name: must not end with {' / '.join(s.lstrip('-.') for s in RESERVED_BUCKET_SUFFIXES)} (S3 reserves those bucket names). "
+               "Choose another ending.")
+
+
+def _repository_problems(spec: dict) -> Iterator[str]:
+    url = spec.get("repository_url")
+    if not isinstance(url, str):
+        return
+    userinfo = names.URL_USERINFO.match(url)
+    # ssh://git@host names the ssh user, which is no secret; before '@' in https, git reads a user or token.
+    if userinfo and (":" in userinfo["userinfo"] or userinfo["scheme"] != "ssh"):
+        yield ("repository_url: must not hold a user name, password or token before '@' (it would be stored in "
+               "job.json, logs and emails, and git cannot type a password on the instance). "
+               "Use the plain https URL of a public repository, or an ssh:// or git@ URL with a deploy key.")
+    if "repository_name" not in spec and url and not names.REPOSITORY_NAME.match(names.repository_name(url)):
+        yield "repository_name: cannot be derived from repository_url. Set repository_name to the folder name to clone into."
+
+
+def _directory_problems(spec: dict) -> Iterator[str]:
+    checkpoints, output = spec.get("checkpoint_dir"), spec.get("output_dir")
+    # "./result", "result/" and "result" are one folder.
+    if isinstance(checkpoints, str) and isinstance(output, str) and _same_folder(checkpoints, output):
+        # checkpoints/ mirrors its folder (old snapshots deleted) while output/ keeps everything.
+        yield ("checkpoint_dir: must differ from output_dir, or every snapshot would also be kept forever in output/. "
+               "Use a folder of its own (e.g. \"checkpoints\"), or omit checkpoint_dir to resume from output_dir.")
+
+
+def _same_folder(first: str, second: str) -> bool:
+    # A relative folder is inside the clone, whose place only the instance knows (the AMI user's home):
+    # the agent compares such a pair once it has resolved them.
+    same_kind = first.startswith("/") == second.startswith("/")
+    return same_kind and posixpath.normpath(first) == posixpath.normpath(second)
+
+
+def _instance_problems(spec: dict, settings: Settings) -> Iterator[str]:
+    instance = spec.get("instance")
+    if not isinstance(instance, dict):
+        return
+    types = instance.get("types")
+    if isinstance(types, list):
+        allowed = ", ".join(settings.allowed_instance_types)
+        for index, name in enumerate(types):
+            if isinstance(name, str) and name not in settings.allowed_instance_types:
+                yield (f"instance.types[{index}]: \"{name}\" is not in this stack's allowed instance types. "
+                       f"Choose from: {allowed} (the stack's allowedInstanceTypes setting widens the list).")
+    if instance.get("on_demand_fallback") is True and not settings.on_demand_fallback:
+        yield ("instance.on_demand_fallback: this stack does not allow on-demand instances. "
+               "Remove the field or set it to false (the stack's onDemandFallback setting enables it).")
+
+
+def _limit_problems(spec: dict, settings: Settings) -> Iterator[str]:
+    limits = spec.get("limits") if isinstance(spec.get("limits"), dict) else {}
+    caps = (
+        ("limits.max_runtime_minutes", limits.get("max_runtime_minutes"), settings.max_runtime_minutes, "maxRuntimeMinutes"),
+        ("limits.max_attempts", limits.get("max_attempts"), settings.max_attempts, "maxAttempts"),
+        ("keep_alive_minutes", spec.get("keep_alive_minutes"), settings.max_keep_alive_minutes, "maxKeepAliveMinutes"),
+    )
+    for path, value, cap, setting in caps:
+        if _is_type(value, "integer") and value > cap:
+            yield (f"{path}: {value} is over this stack's cap of {cap}. "
+                   f"Use at most {cap}, or leave it out to get {cap} (the stack's {setting} setting raises the cap).")
+
+
+def _env_problems(spec: dict) -> Iterator[str]:
+    env = spec.get("env")
+    if not isinstance(env, dict):
+        return
+    for name, value in env.items():
+        reserved = _reserved_env_reason(name.upper())
+        if reserved:
+            yield (f"env.{name}: is reserved: {reserved}. "
+                   "Rename the variable; to extend PATH or similar, do it in the command itself "
+                   "(e.g. \"export PATH=$PWD/bin:$PATH; python train.py\").")
+        elif any(part in name.upper() for part in SECRET_NAME_PARTS):
+            yield (f"env.{name}: looks like a secret, and env is stored in job.json and shown in logs. "
+                   "Keep secrets in SSM Parameter Store or Secrets Manager and read them from the job with the instance role.")
+        if isinstance(value, str) and names.AWS_ACCESS_KEY_ID.search(value):
+            yield (f"env.{name}: the value looks like an AWS access key id. "
+                   "Never pass AWS keys to a job: the instance role already grants access to the job's bucket.")
+
+
+def _reserved_env_reason(upper_name: str) -> str | None:
+    if upper_name in RESERVED_ENV_NAMES:
+        return RESERVED_ENV_NAMES[upper_name]
+    return next((why for prefix, why in RESERVED_ENV_PREFIXES.items() if upper_name.startswith(prefix)), None)
+
+
+def _nul_problems(spec: dict) -> Iterator[str]:
+    """No command, path or environment variable can hold NUL: the agent could not pass it on."""
+    for path, text in _strings(spec, ""):
+        if "\x00" in text:
+            yield (f"{path or 'spec'}: must not contain a NUL character (\\u0000). "
+                   "Remove it; a command, path or variable cannot carry one.")
+
+
+def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """(path, text) for every string in the spec, names of object members included."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else str(key)
+            yield from _strings(key, f"{child} (name)")
+            yield from _strings(item, child)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, f"{path}[{index}]")
+
+
+def _size_problems(spec: dict) -> Iterator[str]:
+    size = len(json.dumps(spec, separators=(",", ":")).encode())
+    if size > MAX_SPEC_BYTES:
+        yield (f"spec: is {size} bytes serialized, over the {MAX_SPEC_BYTES}-byte limit. "
+               "Move long commands into scripts inside the repository.")
+
+
+# ----- defaults and the public entry point ----------------------------------------------------
+
+
+def _with_schema_defaults(value: dict, schema: dict) -> dict:
+    filled = copy.deepcopy(value)
+    for name, child in schema.get("properties", {}).items():
+        if name not in filled and "default" in child:
+            filled[name] = copy.deepcopy(child["default"])
+        if isinstance(filled.get(name), dict) and "properties" in child:
+            filled[name] = _with_schema_defaults(filled[name], child)
+    return filled
+
+
+def _whole_numbers(value: Any) -> Any:
+    """JSON Schema accepts 3.0 as an integer; the rest of the system wants 3."""
+    if isinstance(value, dict):
+        return {key: _whole_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(item) for item in value]
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def with_defaults(spec: dict, settings: Settings) -> dict:
+    job = _whole_numbers(_with_schema_defaults(spec, load_schema()))
+    job["instance"].setdefault("types", list(settings.default_instance_types))
+    job["limits"].setdefault("max_runtime_minutes", settings.max_runtime_minutes)
+    job["limits"].setdefault("max_attempts", settings.max_attempts)
+    job.setdefault("keep_alive_minutes", settings.default_keep_alive_minutes)
+    job.setdefault("repository_name", names.repository_name(job["repository_url"]))
+    job["bucket"] = names.bucket_name(settings.bucket_prefix, job["exec_name"])
+    return job
+
+
+def spec_problems(spec: Any, settings: Settings | None) -> list[str]:
+    """Every problem with the spec; without settings, only the rules that hold for any stack."""
+    if _nesting(spec) > MAX_NESTING:
+        return [f"spec: is nested more than {MAX_NESTING} levels deep; a job spec nests three "
+                "(spec > instance > types). Give one object like the files in examples/jobs/."]
+    problems = schema_problems(spec)
+    if isinstance(spec, dict):
+        problems += semantic_problems(spec, settings) if settings else stack_free_problems(spec)
+    return problems
+
+
+def _nesting(value: Any) -> int:
+    """How deep objects and lists nest, counted without recursion (and only as far as needed)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending and deepest <= MAX_NESTING:
+        node, level = pending.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, level)
+            pending.extend((child, level + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+def validate_spec(spec: dict, settings: Settings) -> dict:
+    """The job with defaults filled plus "bucket" and "repository_name"; InvalidJobSpec lists every problem."""
+    problems = spec_problems(spec, settings)
+    if problems:
+        raise InvalidJobSpec(problems)
+    return with_defaults(spec, settings)

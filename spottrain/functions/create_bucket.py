@@ -1,0 +1,155 @@
+"""CreateBucket: the job's private, encrypted, TLS-only bucket, created idempotently, with job.json in it.
+
+A rerun of the same exec_name reuses its bucket: output/ and checkpoints/ stay (a new run may resume
+from them), while the last run's status markers and report go, so they cannot decide or skew this run.
+A bucket of that name that spottrain did not create for this job (no `spottrain:job` tag naming it,
+or another stack's) is never adopted: its tags, policy and objects stay as they are.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from botocore.exceptions import ClientError
+
+from spottrain.contract import layout
+from spottrain.functions.shared.awserrors import error_code, transient_errors
+from spottrain.functions.shared import runtime
+from spottrain.contract.settings import Settings
+
+logger = Logger(service="spottrain")
+
+# Keys a previous run of the same job leaves behind that must not leak into this run.
+STALE_PREFIXES = (layout.STATUS_PREFIX, layout.REPORT_KEY)
+
+
+class BucketNameTaken(Exception):
+    """The job's bucket name belongs to another AWS account, another spottrain stack, or no spottrain job."""
+
+
+def tls_only_policy(bucket: str) -> dict:
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "DenyInsecureTransport",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        }],
+    }
+
+
+def _taken(bucket: str, whose: str) -> BucketNameTaken:
+    return BucketNameTaken(
+        f"job.bucket: \"{bucket}\" is already owned by {whose}. "
+        "Choose another exec_name, or deploy the stack with another bucketPrefix."
+    )
+
+
+def _create(s3: Any, bucket: str) -> bool:
+    """True when this call created the bucket; False when it already existed in this account."""
+    region = s3.meta.region_name
+    options = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+    try:
+        s3.create_bucket(Bucket=bucket, ObjectOwnership="BucketOwnerEnforced", **options)
+    except ClientError as exc:
+        if error_code(exc) == "BucketAlreadyExists":
+            raise _taken(bucket, "another AWS account") from exc
+        # BucketAlreadyOwnedByYou: a concurrent or retried call created it first.
+        if error_code(exc) != "BucketAlreadyOwnedByYou":
+            raise
+        return False
+    return True
+
+
+def _exists(s3: Any, bucket: str) -> bool:
+    """Asked first: us-east-1 answers CreateBucket with success for a bucket this account already owns."""
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if error_code(exc) in ("404", "NoSuchBucket"):
+            return False
+        if error_code(exc) in ("403", "AccessDenied"):
+            raise _taken(bucket, "another AWS account") from exc
+        raise
+    return True
+
+
+def _tags(s3: Any, bucket: str) -> dict[str, str]:
+    try:
+        tag_set = s3.get_bucket_tagging(Bucket=bucket)["TagSet"]
+    except ClientError as exc:
+        if error_code(exc) in ("NoSuchTagSet", "NoSuchTagSetError"):
+            return {}
+        raise
+    return {tag["Key"]: tag["Value"] for tag in tag_set}
+
+
+def _claim(s3: Any, settings: Settings, bucket: str, exec_name: str) -> None:
+    """Create the bucket, or make sure the existing one is this job's own; otherwise change nothing."""
+    if not _exists(s3, bucket) and _create(s3, bucket):
+        return
+    tags = _tags(s3, bucket)
+    if tags.get(layout.TAG_STACK) not in (None, settings.stack_name):
+        raise _taken(bucket, f"spottrain stack \"{tags[layout.TAG_STACK]}\" in this account")
+    if tags.get(layout.TAG_JOB) != exec_name or tags.get(layout.TAG_STACK) != settings.stack_name:
+        raise BucketNameTaken(
+            f"job.bucket: \"{bucket}\" already exists in this account but is not this job's: it lacks the tags "
+            f"{layout.TAG_STACK}={settings.stack_name} and {layout.TAG_JOB}={exec_name}, so spottrain left it untouched. "
+            "Choose another exec_name, or delete or rename that bucket if you no longer need it."
+        )
+
+
+def _secure(s3: Any, bucket: str, tags: dict[str, str]) -> None:
+    # Tags first: a retry after a failure further down must recognise the bucket as this job's.
+    s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]})
+    s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
+        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True,
+    })
+    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
+        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}],
+    })
+    s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]})
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(tls_only_policy(bucket)))
+
+
+def _delete_stale(s3: Any, bucket: str) -> list[str]:
+    keys = [
+        item["Key"]
+        for prefix in STALE_PREFIXES
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for item in page.get("Contents", [])
+    ]
+    if keys:
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True})
+    return keys
+
+
+def create_job_bucket(s3: Any, settings: Settings, state: dict) -> dict:
+    """Ensure the job's bucket exists and is locked down, then write job.json; returns $.storage."""
+    job, execution = state["job"], state["execution"]
+    bucket = job["bucket"]
+    with transient_errors():
+        _claim(s3, settings, bucket, job["exec_name"])
+        _secure(s3, bucket, {
+            layout.TAG_STACK: settings.stack_name,
+            layout.TAG_JOB: job["exec_name"],
+            layout.TAG_EXECUTION: execution.get("name") or "",
+        })
+        stale = _delete_stale(s3, bucket)
+        s3.put_object(
+            Bucket=bucket,
+            Key=layout.JOB_KEY,
+            Body=json.dumps({"job": job, "execution": execution}, indent=2, sort_keys=True).encode(),
+            ContentType="application/json",
+        )
+    logger.info("job bucket ready", extra={"bucket": bucket, "stale_keys_removed": stale})
+    return {"bucket": bucket, "job_key": layout.JOB_KEY}
+
+
+@logger.inject_lambda_context
+def handler(event: dict, context) -> dict:
+    return create_job_bucket(runtime.client("s3"), runtime.settings(), event)

@@ -1,0 +1,120 @@
+"""cdk-nag suppressions: each names the finding it accepts (appliesTo) and why it does not apply here.
+
+The wildcards accepted are the ones IAM cannot avoid: job buckets named at run time under this
+stack's prefix, EC2 ids that exist only after launch (always tag-conditioned), and APIs without
+resource-level permissions. Anything else cdk-nag reports fails `tests/infra`.
+"""
+from __future__ import annotations
+
+
+from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
+from constructs import IConstruct
+
+from spottrain.infra.functions import TaskFunctions
+from spottrain.infra.instance_launch import InstanceLaunch
+from spottrain.infra.job_storage import JobStorage
+from spottrain.infra.workflow import Workflow
+
+_EC2 = "Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:"
+INSTANCES, VOLUMES, SPOT_REQUESTS = _EC2 + "instance/*", _EC2 + "volume/*", _EC2 + "spot-instances-request/*"
+ANY_SUBNET, NETWORK_INTERFACES, ANY_RESOURCE = _EC2 + "subnet/*", _EC2 + "network-interface/*", "Resource::*"
+
+JOB_BUCKETS_REASON = (
+    "Job buckets are created at run time, one per job, named <bucket prefix>-<exec_name>; the prefix "
+    "wildcard is the narrowest ARN naming them, and the prefix belongs to this deployment."
+)
+TAGGED_EC2_REASON = (
+    "Instance, volume and spot request ids exist only after launch; every statement on these ARNs is "
+    "conditioned on this stack's spottrain:stack tag (aws:RequestTag to launch/tag, ec2:ResourceTag to stop)."
+)
+LAUNCH_EC2_REASON = (
+    "RunInstances creates a network interface whose id is unknown in advance; without subnetIds configured "
+    "the subnet is the default VPC's, chosen at run time. Template, security group and image are exact ARNs."
+)
+STATE_MACHINE_REASON = (
+    "CloudWatch Logs delivery (logs:*LogDelivery, PutResourcePolicy, DescribeResourcePolicies, DescribeLogGroups) "
+    "and X-Ray (PutTraceSegments, PutTelemetryRecords, GetSampling*), added by CDK for the state machine's logging "
+    "and tracing, support no resource-level permissions."
+)
+L1_REASON = (
+    "python3.12 is pinned to match the Powertools layer (AWSLambdaPowertoolsPythonV3-python312-x86_64) and the "
+    "interpreter the handlers are tested with; upgrade both together."
+)
+S1_REASON = (
+    "This bucket is the access-log destination (job buckets log into access-logs/); logging it into itself "
+    "would log its own log deliveries."
+)
+OWN_EXECUTIONS_REASON = (
+    "Execution names are chosen when each job starts; validate_job describes only executions of this stack's "
+    "own state machine (arn ...:execution:<its name>:*) to refuse a second run of a job while one is active."
+)
+OWN_EXECUTIONS = RegexAppliesTo(
+    regex=r"/^Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<[A-Za-z0-9]+\.Name>:\*$/g"
+)
+DESCRIBE_REASON = (
+    "ec2:DescribeInstances, DescribeSpotInstanceRequests, DescribeSubnets and DescribeSpotPriceHistory "
+    "support no resource-level permissions: IAM requires Resource *."
+)
+
+
+def suppress(
+    *, bucket_prefix: str, storage: JobStorage, launch: InstanceLaunch, functions: TaskFunctions, workflow: Workflow
+) -> None:
+    job_buckets = _job_bucket_findings(bucket_prefix)
+    _iam5(launch.role, {JOB_BUCKETS_REASON: job_buckets})
+    for task, findings in _task_findings(job_buckets, subnets_configured=bool(launch.subnet_ids)).items():
+        _iam5(functions.by_task[task].role, findings)
+    _iam5(workflow.state_machine.role, {STATE_MACHINE_REASON: [ANY_RESOURCE]})
+    _iam5(workflow, {OWN_EXECUTIONS_REASON: [OWN_EXECUTIONS]})
+    for fn in functions.by_task.values():
+        NagSuppressions.add_resource_suppressions(fn, [NagPackSuppression(id="AwsSolutions-L1", reason=L1_REASON)])
+    NagSuppressions.add_resource_suppressions(
+        storage.bucket, [NagPackSuppression(id="AwsSolutions-S1", reason=S1_REASON)]
+    )
+
+
+def _job_bucket_findings(bucket_prefix: str) -> list[str]:
+    # How cdk-nag renders the prefix: the default is a join with the account id pseudo parameter.
+    rendered = bucket_prefix or "spottrain-<AWS::AccountId>"
+    buckets = f"Resource::arn:<AWS::Partition>:s3:::{rendered}-*"
+    return [buckets, f"{buckets}/*"]
+
+
+def _task_findings(job_buckets: list[str], *, subnets_configured: bool) -> dict[str, dict[str, list[str]]]:
+    launch_wildcards = [NETWORK_INTERFACES] if subnets_configured else [NETWORK_INTERFACES, ANY_SUBNET]
+    return {
+        "create_bucket": {JOB_BUCKETS_REASON: job_buckets},
+        "request_spot_instance": {
+            JOB_BUCKETS_REASON: job_buckets,
+            TAGGED_EC2_REASON: [INSTANCES, VOLUMES, SPOT_REQUESTS],
+            LAUNCH_EC2_REASON: launch_wildcards,
+            DESCRIBE_REASON: [ANY_RESOURCE],
+        },
+        "check_bid": {
+            JOB_BUCKETS_REASON: job_buckets,
+            TAGGED_EC2_REASON: [INSTANCES, SPOT_REQUESTS],
+            DESCRIBE_REASON: [ANY_RESOURCE],
+        },
+        "poll_completion": {
+            JOB_BUCKETS_REASON: job_buckets,
+            TAGGED_EC2_REASON: [INSTANCES],
+            DESCRIBE_REASON: [ANY_RESOURCE],
+        },
+        "notify": {JOB_BUCKETS_REASON: job_buckets},
+        "terminate_instance": {
+            JOB_BUCKETS_REASON: job_buckets,
+            TAGGED_EC2_REASON: [INSTANCES, SPOT_REQUESTS],
+            DESCRIBE_REASON: [ANY_RESOURCE],
+        },
+    }
+
+
+def _iam5(role: IConstruct, findings_by_reason: dict[str, list[str | RegexAppliesTo]]) -> None:
+    NagSuppressions.add_resource_suppressions(
+        role,
+        [
+            NagPackSuppression(id="AwsSolutions-IAM5", reason=reason, applies_to=applies_to)
+            for reason, applies_to in findings_by_reason.items()
+        ],
+        apply_to_children=True,
+    )

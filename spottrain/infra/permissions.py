@@ -1,0 +1,145 @@
+"""Exactly the calls each task Lambda makes, scoped to this stack's resources.
+
+EC2 actions that change an instance or a spot request, or read its console, are allowed only on
+resources carrying this stack's `spottrain:stack` tag; S3 actions only on `<bucket prefix>-*`;
+iam:PassRole only on the instance role; Step Functions reads only this stack's own state machine.
+Resource "*" appears only for EC2 Describe* calls, which have no resource level.
+The full list per role is in docs/CONFIGURATION.md ("Permissions").
+"""
+from __future__ import annotations
+
+from aws_cdk import ArnFormat, Aws, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from spottrain.infra.instance_launch import InstanceLaunch
+from spottrain.infra.job_storage import JobStorage
+from spottrain.contract.layout import TAG_STACK
+
+CREATE_BUCKET_ACTIONS = [
+    "s3:CreateBucket",
+    "s3:PutBucketPublicAccessBlock",
+    "s3:PutEncryptionConfiguration",
+    "s3:PutBucketPolicy",
+    "s3:GetBucketTagging",
+    "s3:PutBucketTagging",
+    "s3:PutBucketOwnershipControls",
+    "s3:ListBucket",
+    "s3:GetBucketLocation",
+]
+
+
+class TaskPermissions:
+    """Grants for one stack: built from the units the stack composes."""
+
+    def __init__(self, *, stack_name: str, storage: JobStorage, launch: InstanceLaunch, topic: sns.ITopic):
+        self.stack_name = stack_name
+        self.storage = storage
+        self.launch = launch
+        self.topic = topic
+
+    def grant_all(self, functions: dict[str, lambda_.Function]) -> None:
+        # validate_job reads only the state machine, which names it: see see_own_executions.
+        self.create_bucket(functions["create_bucket"])
+        self.request_spot_instance(functions["request_spot_instance"])
+        self.check_bid(functions["check_bid"])
+        self.poll_completion(functions["poll_completion"])
+        self.notify(functions["notify"])
+        self.terminate_instance(functions["terminate_instance"])
+
+    def create_bucket(self, fn: lambda_.Function) -> None:
+        self._add(fn, "CreateJobBucket", CREATE_BUCKET_ACTIONS, [self.storage.job_buckets_arn])
+        self._add(fn, "WriteJobRecord", ["s3:PutObject", "s3:DeleteObject"], [self.storage.job_objects_arn])
+
+    def request_spot_instance(self, fn: lambda_.Function) -> None:
+        created = [self._ec2(kind) for kind in ("instance/*", "volume/*", "spot-instances-request/*")]
+        # What RunInstances creates must carry this stack's tag, so the stop statements can match it.
+        launch_tagged = {"StringEquals": {f"aws:RequestTag/{TAG_STACK}": self.stack_name}}
+        self._add(fn, "RunTaggedInstances", ["ec2:RunInstances"], created, launch_tagged)
+        self._add(fn, "RunWithStackTemplate", ["ec2:RunInstances"], self.launch.run_instances_resource_arns)
+        at_launch = {"StringEquals": {"ec2:CreateAction": "RunInstances"}}
+        self._add(fn, "TagAtLaunch", ["ec2:CreateTags"], created, at_launch)
+        self._add(fn, "DescribeCapacity", ["ec2:DescribeSubnets", "ec2:DescribeSpotPriceHistory"], ["*"])
+        spot_service = {"StringEquals": {"iam:AWSServiceName": "spot.amazonaws.com"}}
+        spot_role = [self._spot_service_role_arn()]
+        self._add(fn, "CreateSpotServiceRole", ["iam:CreateServiceLinkedRole"], spot_role, spot_service)
+        self.launch.role.grant_pass_role(fn)
+        self._grant_job_report(fn)
+
+    def check_bid(self, fn: lambda_.Function) -> None:
+        self._add(fn, "DescribeLaunch", ["ec2:DescribeInstances", "ec2:DescribeSpotInstanceRequests"], ["*"])
+        self._grant_job_report(fn)
+        self._allow_cancel_tagged(fn)
+        self._allow_terminate_tagged(fn)
+
+    def poll_completion(self, fn: lambda_.Function) -> None:
+        self._grant_job_report(fn)
+        self._add(fn, "DescribeInstance", ["ec2:DescribeInstances"], ["*"])
+        self._allow_terminate_tagged(fn)
+        # The console tail of an instance that failed before its agent started goes into the email.
+        instances = [self._ec2("instance/*")]
+        self._add(fn, "ReadOwnConsoleOutput", ["ec2:GetConsoleOutput"], instances, self._own_resources())
+
+    def notify(self, fn: lambda_.Function) -> None:
+        self.topic.grant_publish(fn)
+        self._add(fn, "ReadJobReport", ["s3:GetObject"], [self.storage.job_objects_arn])
+        self._add(fn, "ListJobBucket", ["s3:ListBucket"], [self.storage.job_buckets_arn])
+
+    def terminate_instance(self, fn: lambda_.Function) -> None:
+        self._add(fn, "DescribeLaunch", ["ec2:DescribeInstances", "ec2:DescribeSpotInstanceRequests"], ["*"])
+        self._allow_cancel_tagged(fn)
+        self._allow_terminate_tagged(fn)
+        self._grant_job_report(fn)
+        self.topic.grant_publish(fn)
+
+    @staticmethod
+    def see_own_executions(scope: Construct, fn: lambda_.Function, state_machine: sfn.StateMachine) -> None:
+        """validate_job lists the running executions of its own state machine to refuse a second run of a job.
+
+        A separate policy, not the role's default one: the state machine names the function, and the
+        function depends on its default policy, so naming the state machine there would be a cycle.
+        """
+        executions = Stack.of(scope).format_arn(
+            service="states", resource="execution", resource_name=f"{state_machine.state_machine_name}:*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        iam.Policy(scope, "ValidateJobSeesOwnExecutions", roles=[fn.role], statements=[
+            iam.PolicyStatement(sid="ListOwnExecutions", actions=["states:ListExecutions"],
+                                resources=[state_machine.state_machine_arn]),
+            iam.PolicyStatement(sid="DescribeOwnExecutions", actions=["states:DescribeExecution"],
+                                resources=[executions]),
+        ])
+
+    def _grant_job_report(self, fn: lambda_.Function) -> None:
+        # ListBucket makes a missing report.json read as NoSuchKey instead of AccessDenied.
+        self._add(fn, "JobReport", ["s3:GetObject", "s3:PutObject"], [self.storage.job_objects_arn])
+        self._add(fn, "ListJobBucket", ["s3:ListBucket"], [self.storage.job_buckets_arn])
+
+    def _allow_terminate_tagged(self, fn: lambda_.Function) -> None:
+        instances = [self._ec2("instance/*")]
+        self._add(fn, "TerminateOwnInstances", ["ec2:TerminateInstances"], instances, self._own_resources())
+
+    def _allow_cancel_tagged(self, fn: lambda_.Function) -> None:
+        requests = [self._ec2("spot-instances-request/*")]
+        self._add(fn, "CancelOwnSpotRequests", ["ec2:CancelSpotInstanceRequests"], requests, self._own_resources())
+
+    def _own_resources(self) -> dict:
+        return {"StringEquals": {f"ec2:ResourceTag/{TAG_STACK}": self.stack_name}}
+
+    @staticmethod
+    def _add(fn: lambda_.Function, sid: str, actions: list[str], resources: list[str], conditions: dict | None = None):
+        fn.add_to_role_policy(
+            iam.PolicyStatement(sid=sid, actions=actions, resources=resources, conditions=conditions)
+        )
+
+    def _ec2(self, resource: str) -> str:
+        return self.launch.ec2_arn(resource)
+
+    @staticmethod
+    def _spot_service_role_arn() -> str:
+        # RunInstances with spot options creates this role the first time an account uses spot.
+        role = "role/aws-service-role/spot.amazonaws.com/AWSServiceRoleForEC2Spot"
+        return f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:{role}"

@@ -1,0 +1,166 @@
+"""CreateBucket: the job bucket is private, encrypted, TLS-only, tagged, reusable, and never someone else's."""
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from jobstate_support import FakeLambdaContext, STACK, aws, job_state, lambda_env, make_settings, requests_use_tls  # noqa: F401
+from spottrain.functions import create_bucket
+from spottrain.contract import layout
+from spottrain.contract.status import ErrorName, TransientError
+
+BUCKET = "spottrain-123456789012-pix2pix-facade"
+
+
+def test_given_new_job_when_handler_runs_then_bucket_is_locked_down_and_holds_job_json(lambda_env):
+    state = job_state()
+
+    storage = create_bucket.handler(state, FakeLambdaContext())
+
+    assert storage == {"bucket": BUCKET, "job_key": "job.json"}
+    s3 = boto3.client("s3")
+    block = s3.get_public_access_block(Bucket=BUCKET)["PublicAccessBlockConfiguration"]
+    assert block == {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
+    rule = s3.get_bucket_encryption(Bucket=BUCKET)["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    ownership = s3.get_bucket_ownership_controls(Bucket=BUCKET)["OwnershipControls"]["Rules"]
+    assert ownership == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    statement = json.loads(s3.get_bucket_policy(Bucket=BUCKET)["Policy"])["Statement"][0]
+    assert statement["Effect"] == "Deny" and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    tags = {t["Key"]: t["Value"] for t in s3.get_bucket_tagging(Bucket=BUCKET)["TagSet"]}
+    assert tags == {layout.TAG_STACK: STACK, layout.TAG_JOB: "pix2pix-facade", layout.TAG_EXECUTION: "run-1"}
+    written = json.loads(s3.get_object(Bucket=BUCKET, Key="job.json")["Body"].read())
+    assert written == {"job": state["job"], "execution": state["execution"]}
+
+
+def test_given_region_other_than_us_east_1_when_creating_then_bucket_lives_in_that_region(aws):
+    s3 = boto3.client("s3", region_name="eu-west-1")
+    create_bucket.create_job_bucket(s3, make_settings(), job_state())
+    assert s3.get_bucket_location(Bucket=BUCKET)["LocationConstraint"] == "eu-west-1"
+
+
+def test_given_rerun_of_same_job_when_creating_then_stale_markers_go_and_results_stay(aws):
+    s3 = boto3.client("s3")
+    create_bucket.create_job_bucket(s3, make_settings(), job_state())
+    for key in ("status/completed.json", "status/heartbeat.json", "report.json", "output/model.npz", "checkpoints/snap_100"):
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"{}")
+    rerun = job_state()
+    rerun["execution"]["name"] = "run-2"
+
+    storage = create_bucket.create_job_bucket(s3, make_settings(), rerun)
+
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"])
+    assert keys == ["checkpoints/snap_100", "job.json", "output/model.npz"]
+    assert storage["bucket"] == BUCKET
+    assert json.loads(s3.get_object(Bucket=BUCKET, Key="job.json")["Body"].read())["execution"]["name"] == "run-2"
+    tags = {t["Key"]: t["Value"] for t in s3.get_bucket_tagging(Bucket=BUCKET)["TagSet"]}
+    assert tags[layout.TAG_EXECUTION] == "run-2"
+
+
+@pytest.mark.parametrize("head_answer", ["403", "404"])
+def test_given_name_owned_by_another_account_when_creating_then_bucket_name_taken_with_fix(aws, monkeypatch, head_answer):
+    # Given a bucket of the job's name in another account. AWS answers HeadBucket for it with 403 (moto,
+    # which shares one bucket namespace without access checks, with 200): "403" is what AWS says, "404"
+    # the bucket appearing between HeadBucket and CreateBucket, which then answers BucketAlreadyExists.
+    monkeypatch.setenv("MOTO_ACCOUNT_ID", "111111111111")
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    monkeypatch.delenv("MOTO_ACCOUNT_ID")
+    s3 = boto3.client("s3")
+
+    def head_bucket(**_):
+        raise ClientError({"Error": {"Code": head_answer, "Message": "no"},
+                           "ResponseMetadata": {"HTTPStatusCode": int(head_answer)}}, "HeadBucket")
+
+    monkeypatch.setattr(s3, "head_bucket", head_bucket)
+
+    with pytest.raises(create_bucket.BucketNameTaken) as caught:
+        create_bucket.create_job_bucket(s3, make_settings(), job_state())
+
+    assert type(caught.value).__name__ == ErrorName.BUCKET_NAME_TAKEN.value
+    assert "another AWS account" in str(caught.value)
+    assert "Choose another exec_name" in str(caught.value) and "bucketPrefix" in str(caught.value)
+
+
+def test_given_bucket_of_another_stack_in_same_account_when_creating_then_taken_and_untouched(aws):
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_bucket_tagging(Bucket=BUCKET, Tagging={"TagSet": [{"Key": layout.TAG_STACK, "Value": "other-stack"}]})
+    s3.put_object(Bucket=BUCKET, Key="status/completed.json", Body=b"{}")
+
+    with pytest.raises(create_bucket.BucketNameTaken, match="spottrain stack \"other-stack\""):
+        create_bucket.create_job_bucket(s3, make_settings(), job_state())
+
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]] == ["status/completed.json"]
+
+
+def test_given_s3_throttles_when_creating_then_transient_error_for_the_workflow_retry(aws, monkeypatch):
+    s3 = boto3.client("s3")
+
+    def slow_down(**_):
+        raise ClientError({"Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."},
+                           "ResponseMetadata": {"HTTPStatusCode": 503}}, "CreateBucket")
+
+    monkeypatch.setattr(s3, "create_bucket", slow_down)
+    with pytest.raises(TransientError, match="SlowDown"):
+        create_bucket.create_job_bucket(s3, make_settings(), job_state())
+
+
+def test_given_access_denied_when_creating_then_error_is_not_retried_as_transient(aws, monkeypatch):
+    s3 = boto3.client("s3")
+
+    def denied(**_):
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}, "ResponseMetadata": {"HTTPStatusCode": 403}},
+                          "CreateBucket")
+
+    monkeypatch.setattr(s3, "create_bucket", denied)
+    with pytest.raises(ClientError) as caught:
+        create_bucket.create_job_bucket(s3, make_settings(), job_state())
+    assert not isinstance(caught.value, TransientError)
+
+
+def _bucket_as_left(s3) -> dict:
+    """Everything a user would notice changed: tags, policy and objects."""
+    tags = {t["Key"]: t["Value"] for t in s3.get_bucket_tagging(Bucket=BUCKET)["TagSet"]}
+    objects = {o["Key"]: s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read()
+               for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
+    return {"tags": tags, "policy": s3.get_bucket_policy(Bucket=BUCKET)["Policy"], "objects": objects}
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "eu-west-1"])  # us-east-1 answers CreateBucket 200 for an owned bucket
+def test_given_a_bucket_of_that_name_not_made_by_spottrain_when_creating_then_taken_and_nothing_changed(aws, region):
+    # Given a bucket of the job's name in this account, with its owner's own tags, policy and data
+    s3 = boto3.client("s3", region_name=region)
+    location = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+    s3.create_bucket(Bucket=BUCKET, **location)
+    s3.put_bucket_tagging(Bucket=BUCKET, Tagging={"TagSet": [{"Key": "team", "Value": "vision"}]})
+    s3.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "s3:GetObject",
+        "Resource": f"arn:aws:s3:::{BUCKET}/*"}]}))
+    for key in ("job.json", "status/completed.json", "data/train.csv"):
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"theirs")
+    before = _bucket_as_left(s3)
+
+    # When the job's bucket is created
+    with pytest.raises(create_bucket.BucketNameTaken) as caught:
+        create_bucket.create_job_bucket(s3, make_settings(), job_state())
+
+    # Then it fails with BucketNameTaken naming the missing tags and the fix, and the bucket is as it was
+    message = str(caught.value)
+    assert f"job.bucket: \"{BUCKET}\" already exists in this account but is not this job's" in message
+    assert f"{layout.TAG_JOB}=pix2pix-facade" in message and "Choose another exec_name" in message
+    assert _bucket_as_left(s3) == before
+
+
+def test_given_a_bucket_of_that_name_without_any_tags_when_creating_then_taken(aws):
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+
+    with pytest.raises(create_bucket.BucketNameTaken, match="lacks the tags"):
+        create_bucket.create_job_bucket(s3, make_settings(), job_state())
+
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET)
+    with pytest.raises(ClientError, match="NoSuchTagSet"):  # still untagged
+        s3.get_bucket_tagging(Bucket=BUCKET)

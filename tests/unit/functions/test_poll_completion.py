@@ -1,0 +1,311 @@
+"""poll_completion: markers + instance state -> RUNNING / SUCCEEDED / FAILED / INTERRUPTED, and the next wait."""
+from __future__ import annotations
+
+from spottrain.functions.shared import runtime
+
+import copy
+import datetime as dt
+
+import pytest
+from botocore.exceptions import ClientError
+
+from spottrain.functions import poll_completion as pc
+from spottrain.contract import layout
+from spottrain.functions.shared import report
+from spot_fixtures import (  # noqa: F401 (aws, clients: fixtures)
+    LAMBDA_CONTEXT, aws, clients, job_state, make_settings, put_marker, read_report, with_launch)
+
+NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
+LAUNCHED_AT = NOW - dt.timedelta(minutes=30)
+
+
+@pytest.fixture
+def running(aws):
+    """A running instance launched 30 minutes ago as attempt 1, recorded in report.json."""
+    ec2, s3 = aws
+    instance_id = ec2.run_instances(ImageId="ami-12c6146b", InstanceType="g5.xlarge", MinCount=1, MaxCount=1)[
+        "Instances"][0]["InstanceId"]
+    state = with_launch(job_state(keep_alive_minutes=2), instance_id, launched_at=LAUNCHED_AT.isoformat())
+    report.record_launch(s3, state["storage"]["bucket"], state["job"]["exec_name"], 1,
+                         state["launch"]["instance"])
+    return ec2, s3, state
+
+
+def written_by(state, **overrides) -> dict:
+    """The identity every marker of the state's current attempt carries (attempt, instance, execution id)."""
+    return {"attempt": state["launch"]["attempt"], "instance_id": state["launch"]["instance"]["instance_id"],
+            "execution": state["execution"]["id"]} | overrides
+
+
+def heartbeat(s3, state, age_seconds: int, phase: str = "exec", **identity):
+    put_marker(s3, layout.HEARTBEAT_KEY, **written_by(state, **identity), phase=phase,
+               time=(NOW - dt.timedelta(seconds=age_seconds)).isoformat(), last_log_line="epoch 3")
+
+
+def poll(ec2, s3, state, **settings):
+    return pc.poll_completion(ec2, s3, make_settings(**settings), state, now=NOW)
+
+
+def instance_state(ec2, state) -> str:
+    instance_id = state["launch"]["instance"]["instance_id"]
+    return ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]["State"]["Name"]
+
+
+def test_given_completed_with_exit_0_then_succeeded_recorded_and_keep_alive_converted(running):
+    ec2, s3, state = running
+    put_marker(s3, layout.COMPLETED_KEY, **written_by(state), exit_code=0, failed_phase=None, reason="exit")
+
+    result = poll(ec2, s3, state, seconds_per_minute=60)
+
+    assert result["status"] == "SUCCEEDED" and result["handover"] is False
+    assert result["terminate_after_seconds"] == 120  # keep_alive_minutes=2
+    assert read_report(s3)["attempts"][0]["outcome"] == "SUCCEEDED"
+    assert read_report(s3)["attempts"][0]["ended_at"] == NOW.isoformat()
+
+
+def test_given_completed_with_a_non_zero_exit_then_failed_with_the_phase(running):
+    ec2, s3, state = running
+    put_marker(s3, layout.COMPLETED_KEY, **written_by(state), exit_code=2, failed_phase="exec", reason="exit")
+
+    result = poll(ec2, s3, state)
+
+    assert result["status"] == "FAILED"
+    assert result["detail"]["failed_phase"] == "exec"
+    assert result["detail"]["exit_code"] == 2
+    assert read_report(s3)["attempts"][0]["outcome"] == "FAILED"
+
+
+def test_given_markers_from_an_earlier_attempt_then_they_do_not_decide_the_current_one(running):
+    ec2, s3, state = running
+    state["launch"]["attempt"] = 2
+    put_marker(s3, layout.COMPLETED_KEY, **written_by(state, attempt=1, instance_id="old"), exit_code=0)
+    put_marker(s3, layout.INTERRUPTED_KEY, **written_by(state, attempt=1, instance_id="old"))
+    heartbeat(s3, state, age_seconds=5)
+
+    assert poll(ec2, s3, state)["status"] == "RUNNING"
+
+
+@pytest.mark.parametrize("attempt, retry_allowed", [(1, True), (3, False)])
+def test_given_an_interruption_marker_then_interrupted_and_retry_allowed_below_max_attempts(
+        running, attempt, retry_allowed):
+    ec2, s3, state = running
+    state["launch"]["attempt"] = attempt
+    put_marker(s3, layout.INTERRUPTED_KEY, **written_by(state), action="terminate")
+
+    result = poll(ec2, s3, state)
+
+    assert (result["status"], result["retry_allowed"], result["attempt"]) == ("INTERRUPTED", retry_allowed, attempt)
+    assert result["detail"]["reason"] == "spot-interruption"
+
+
+def test_given_the_instance_is_gone_after_heartbeats_without_a_final_marker_then_interrupted(running):
+    ec2, s3, state = running
+    heartbeat(s3, state, age_seconds=20)
+    ec2.terminate_instances(InstanceIds=[state["launch"]["instance"]["instance_id"]])
+
+    result = poll(ec2, s3, state)
+
+    assert (result["status"], result["detail"]["reason"]) == ("INTERRUPTED", "instance-gone")
+    assert read_report(s3)["attempts"][0]["outcome"] == "INTERRUPTED"
+
+
+def test_given_the_instance_finished_and_shut_itself_down_then_the_marker_wins(running):
+    ec2, s3, state = running
+    put_marker(s3, layout.COMPLETED_KEY, **written_by(state), exit_code=0)
+    ec2.terminate_instances(InstanceIds=[state["launch"]["instance"]["instance_id"]])
+
+    assert poll(ec2, s3, state)["status"] == "SUCCEEDED"
+
+
+def test_given_a_fresh_heartbeat_then_running_not_stale_and_nothing_recorded(running):
+    ec2, s3, state = running
+    heartbeat(s3, state, age_seconds=10)
+
+    result = poll(ec2, s3, state)
+
+    assert (result["status"], result["detail"]["stale"], result["detail"]["phase"]) == ("RUNNING", False, "exec")
+    assert read_report(s3)["attempts"][0]["outcome"] == "RUNNING"
+
+
+def test_given_a_stale_heartbeat_with_a_live_instance_then_running_reported_stale(running):
+    ec2, s3, state = running
+    heartbeat(s3, state, age_seconds=300)
+
+    result = poll(ec2, s3, state, heartbeat_stale_seconds=120, heartbeat_lost_seconds=900)
+
+    assert (result["status"], result["detail"]["stale"], result["detail"]["heartbeat_age_seconds"]) == (
+        "RUNNING", True, 300)
+    assert instance_state(ec2, state) == "running"
+
+
+def test_given_a_heartbeat_older_than_lost_then_the_instance_is_terminated_and_interrupted(running):
+    ec2, s3, state = running
+    heartbeat(s3, state, age_seconds=1000)
+
+    result = poll(ec2, s3, state, heartbeat_lost_seconds=900)
+
+    assert (result["status"], result["detail"]["reason"]) == ("INTERRUPTED", "lost")
+    assert instance_state(ec2, state) in ("shutting-down", "terminated")
+
+
+@pytest.mark.parametrize("minutes_since_launch, expected", [(5, "RUNNING"), (30, "FAILED")])
+def test_given_no_heartbeat_at_all_then_the_bootstrap_fails_only_once_the_limit_has_passed_since_launch(
+        running, minutes_since_launch, expected):
+    ec2, s3, state = running
+    state["launch"]["instance"]["launched_at"] = (NOW - dt.timedelta(minutes=minutes_since_launch)).isoformat()
+
+    result = poll(ec2, s3, state, heartbeat_lost_seconds=900)
+
+    assert result["status"] == expected
+    if expected == "FAILED":  # a silent instance is not left running: terminated, and judged a failed bootstrap
+        assert result["detail"]["reason"] == "bootstrap failed" and "no heartbeat 1800 s after launch" in \
+            result["detail"]["message"]
+        assert instance_state(ec2, state) in ("shutting-down", "terminated")
+
+
+def test_given_consecutive_polls_then_the_wait_backs_off_from_min_to_max(running):
+    ec2, s3, state = running
+    heartbeat(s3, state, age_seconds=1)
+    waits = []
+    for _ in range(9):
+        state["poll"] = poll(ec2, s3, state, poll_min_seconds=30, poll_max_seconds=300, poll_backoff=1.5)
+        waits.append(state["poll"]["wait_seconds"])
+
+    assert waits == [30, 45, 67, 101, 151, 227, 300, 300, 300]
+    assert all(isinstance(w, int) for w in waits)  # Wait's SecondsPath accepts integers only
+
+
+def test_given_a_new_attempt_then_the_backoff_restarts_but_the_execution_count_goes_on(running):
+    ec2, s3, state = running
+    state["launch"]["attempt"] = 2
+    heartbeat(s3, state, age_seconds=1)
+    state["poll"] = {"status": "INTERRUPTED", "attempt": 1, "polls": 40, "attempt_polls": 40, "handovers": 0}
+
+    result = poll(ec2, s3, state)
+
+    assert (result["wait_seconds"], result["attempt_polls"], result["polls"]) == (30, 1, 41)
+
+
+def test_given_the_poll_budget_is_reached_then_hand_over_with_a_fresh_count_and_a_new_name(running):
+    ec2, s3, state = running
+    heartbeat(s3, state, age_seconds=1)
+    state["poll"] = {"status": "RUNNING", "attempt": 1, "polls": 9, "attempt_polls": 9, "handovers": 0}
+
+    first = poll(ec2, s3, state, polls_per_execution=10)
+    second = poll(ec2, s3, copy.deepcopy(state) | {"poll": first | {"polls": 9}}, polls_per_execution=10)
+
+    assert (first["status"], first["handover"], first["polls"]) == ("RUNNING", True, 0)
+    assert (first["handover_name"], second["handover_name"]) == ("run-1-h1", "run-1-h2")
+    assert first["wait_seconds"] == pc.next_wait(make_settings(), 9)  # backoff carries across the hand-over
+
+
+def test_given_the_budget_is_reached_on_a_terminal_status_then_no_hand_over(running):
+    ec2, s3, state = running
+    put_marker(s3, layout.COMPLETED_KEY, **written_by(state), exit_code=0)
+    state["poll"] = {"status": "RUNNING", "attempt": 1, "polls": 9, "attempt_polls": 9, "handovers": 0}
+
+    assert poll(ec2, s3, state, polls_per_execution=10)["handover"] is False
+
+
+def test_given_a_long_execution_name_then_the_hand_over_name_stays_within_80_characters():
+    name = pc.handover_name("x" * 80, 12)
+
+    assert len(name) == 80 and name.endswith("-h12")
+
+
+def test_given_the_handler_when_invoked_then_the_result_has_every_field_the_state_machine_reads(running, monkeypatch):
+    ec2, s3, state = running
+    heartbeat(s3, state, age_seconds=1)
+    monkeypatch.setenv("STACK_NAME", "SpotTrainTest")
+    monkeypatch.setenv("BUCKET_PREFIX", "spottrain-123456789012")
+    monkeypatch.setenv("HEARTBEAT_LOST_SECONDS", str(10 ** 9))  # the real clock, not NOW, runs in the handler
+    monkeypatch.setenv("HEARTBEAT_STALE_SECONDS", str(10 ** 9))
+    runtime.settings.cache_clear()
+    try:
+        result = pc.handler(state, LAMBDA_CONTEXT)
+    finally:
+        runtime.settings.cache_clear()
+    assert {"status", "wait_seconds", "polls", "attempt", "handover", "handover_name", "handovers",
+            "retry_allowed", "terminate_after_seconds", "detail"} <= set(result)
+    assert result["status"] == "RUNNING"
+
+
+def set_state_reason(ec2, state, code: str) -> None:
+    """What EC2 records on an instance it ended itself (moto's API only ever records user shutdowns)."""
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.instances import StateReason
+
+    instance_id = state["launch"]["instance"]["instance_id"]
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    backend = ec2_backends["123456789012"]["us-east-1"]
+    backend.get_instance(instance_id).state_reason = StateReason(f"{code}: reason", code)
+
+
+def test_given_another_executions_completion_in_the_shared_bucket_then_it_does_not_end_this_run(running):
+    # Given this run training (heartbeats), and a completed.json another execution of the job wrote, same attempt number
+    ec2, s3, state = running
+    heartbeat(s3, state, age_seconds=5)
+    put_marker(s3, layout.COMPLETED_KEY, **written_by(state, execution="arn:aws:states:...:execution:sm:other-run"),
+               exit_code=0)
+
+    # When polled, Then this run is still running and its instance untouched
+    assert poll(ec2, s3, state)["status"] == "RUNNING"
+    assert instance_state(ec2, state) == "running"
+
+
+def test_given_a_marker_from_another_instance_of_the_same_attempt_then_it_does_not_decide(running):
+    ec2, s3, state = running
+    heartbeat(s3, state, age_seconds=5)
+    put_marker(s3, layout.INTERRUPTED_KEY, **written_by(state, instance_id="i-0withdrawn"))
+
+    assert poll(ec2, s3, state)["status"] == "RUNNING"
+
+
+@pytest.mark.parametrize("code", ["Client.InstanceInitiatedShutdown", "Client.UserInitiatedShutdown"])
+def test_given_the_instance_ended_before_any_heartbeat_then_the_bootstrap_failed_once_with_the_console_tail(
+        running, code):
+    # Given an instance that shut down (or was shut down) before its agent ever sent a heartbeat of this attempt
+    ec2, s3, state = running
+    heartbeat(s3, state, age_seconds=5, attempt=0)  # the previous attempt's heartbeat is no sign of this one
+    set_state_reason(ec2, state, code)
+
+    # When polled
+    result = poll(ec2, s3, state)
+
+    # Then the attempt failed (no relaunch), saying so, with the console's last lines for the email
+    assert (result["status"], result["detail"]["reason"], result["detail"]["failed_phase"]) == (
+        "FAILED", "bootstrap failed", "bootstrap")
+    assert code in result["detail"]["message"]
+    assert result["detail"]["console_tail"][-1] == "Enabling fast FPU save and restore... done."  # moto's canned console
+    assert read_report(s3)["attempts"][0]["outcome"] == "FAILED"
+
+
+def test_given_ec2_reclaimed_the_instance_before_any_heartbeat_then_interrupted_and_relaunched(running):
+    ec2, s3, state = running
+    set_state_reason(ec2, state, "Server.SpotInstanceTermination")
+
+    result = poll(ec2, s3, state)
+
+    assert (result["status"], result["detail"]["state_reason"]) == ("INTERRUPTED", "Server.SpotInstanceTermination")
+    assert result["retry_allowed"] is True
+
+
+def test_given_the_console_cannot_be_read_then_the_failure_says_why_instead(running, monkeypatch):
+    ec2, s3, state = running
+    set_state_reason(ec2, state, "Client.InstanceInitiatedShutdown")
+
+    def no_console(**_):
+        raise ClientError({"Error": {"Code": "UnauthorizedOperation", "Message": "no"}}, "GetConsoleOutput")
+
+    monkeypatch.setattr(ec2, "get_console_output", no_console)
+    detail = poll(ec2, s3, state)["detail"]
+
+    assert (detail["console_tail"], detail["console_unavailable"]) == ([], "UnauthorizedOperation")
+
+
+def test_given_terminal_codes_in_the_completion_message_then_the_detail_is_plain(running):
+    ec2, s3, state = running
+    put_marker(s3, layout.COMPLETED_KEY, **written_by(state), exit_code=1, reason="disk_full",
+               message="\x1b[31mdisk full\x1b[0m on /home: 0 bytes left")
+
+    assert poll(ec2, s3, state)["detail"]["message"] == "disk full on /home: 0 bytes left"

@@ -1,0 +1,209 @@
+"""TerminateInstance: whoever calls it, the job's instances and open spot requests are gone afterwards,
+nothing else is touched, the report is closed once, and a cancellation is announced once."""
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+
+from jobstate_support import (STACK, FakeLambdaContext, aws, job_state, lambda_env, make_settings, received,  # noqa: F401
+                              requests_use_tls, subscribe_queue)
+from spottrain.functions import create_bucket, terminate_instance
+from spottrain.contract import layout
+from spottrain.functions.shared import report
+
+AMI = "ami-12c6146b"  # one of moto's built-in images
+JOB = "pix2pix-facade"
+BUCKET = "spottrain-123456789012-pix2pix-facade"
+LAUNCH = {"instance_type": "g5.xlarge", "lifecycle": "spot", "launched_at": "2026-01-01T00:00:00+00:00",
+          "price_per_hour": 0.4, "on_demand_price_per_hour": 1.0}
+
+
+def launch(ec2, tags: dict[str, str]) -> str:
+    spec = [{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}] if tags else []
+    return ec2.run_instances(ImageId=AMI, InstanceType="g5.xlarge", MinCount=1, MaxCount=1,
+                             TagSpecifications=spec)["Instances"][0]["InstanceId"]
+
+
+def open_request(ec2, tags: dict[str, str]) -> str:
+    spec = [{"ResourceType": "spot-instances-request", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}] if tags else []
+    answer = ec2.request_spot_instances(SpotPrice="1", InstanceCount=1, TagSpecifications=spec,
+                                        LaunchSpecification={"ImageId": AMI, "InstanceType": "g5.xlarge"})
+    return answer["SpotInstanceRequests"][0]["SpotInstanceRequestId"]
+
+
+def state_of(ec2, instance_id: str) -> str:
+    return ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]["State"]["Name"]
+
+
+OURS = {layout.TAG_JOB: JOB, layout.TAG_STACK: STACK, layout.TAG_EXECUTION: "run-1"}  # job_state's execution
+
+
+@pytest.fixture
+def job_with_instances(lambda_env):
+    """A launched job plus neighbours that must survive: another job, another stack, an untagged instance."""
+    ec2, s3 = boto3.client("ec2"), boto3.client("s3")
+    state = job_state()
+    state["storage"] = create_bucket.create_job_bucket(s3, make_settings(), state)
+    ours = launch(ec2, OURS)
+    report.record_launch(s3, BUCKET, JOB, 1, {**LAUNCH, "instance_id": ours})
+    state["launch"] = {"status": "LAUNCHED", "attempt": 1, "instance": {**LAUNCH, "instance_id": ours}}
+    bystanders = [launch(ec2, {**OURS, layout.TAG_JOB: "other-job"}), launch(ec2, {**OURS, layout.TAG_STACK: "other-stack"}),
+                  launch(ec2, {})]
+    return state, ours, bystanders, ec2, s3, subscribe_queue(lambda_env)
+
+
+def test_given_successful_workflow_when_terminating_then_only_the_jobs_instance_goes_and_report_closes(job_with_instances):
+    state, ours, bystanders, ec2, s3, inbox = job_with_instances
+    state["poll"] = {"status": "SUCCEEDED"}
+
+    answer = terminate_instance.handler(state, FakeLambdaContext())
+
+    assert answer == {"terminated": [ours], "cancelled_requests": []}
+    assert state_of(ec2, ours) in ("shutting-down", "terminated")
+    assert [state_of(ec2, other) for other in bystanders] == ["running"] * 3
+    closed = report.load(s3, BUCKET)
+    assert closed["status"] == "SUCCEEDED" and closed["attempts"][0]["outcome"] == "SUCCEEDED"
+    assert received(inbox) == []  # the workflow sends its own emails
+
+
+def test_given_terminated_once_when_called_again_then_nothing_more_happens(job_with_instances):
+    state, ours, _, ec2, s3, _ = job_with_instances
+    state["poll"] = {"status": "FAILED"}
+    terminate_instance.handler(state, FakeLambdaContext())
+    finished_at = report.load(s3, BUCKET)["finished_at"]
+
+    again = terminate_instance.handler(state, FakeLambdaContext())
+
+    assert again == {"terminated": [], "cancelled_requests": []}
+    assert report.load(s3, BUCKET)["finished_at"] == finished_at
+
+
+def test_given_caught_error_when_terminating_then_report_says_error_and_open_requests_are_cancelled(job_with_instances):
+    state, ours, _, ec2, s3, _ = job_with_instances
+    tagged = open_request(ec2, OURS)
+    untagged_but_in_state = open_request(ec2, {})
+    foreign = open_request(ec2, {**OURS, layout.TAG_JOB: "other-job"})
+    state["launch"]["instance"]["spot_request_id"] = untagged_but_in_state
+    state["error"] = {"Error": "States.Timeout", "Cause": "PollCompletion timed out"}
+
+    answer = terminate_instance.handler(state, FakeLambdaContext())
+
+    assert answer["terminated"] == [ours]
+    assert answer["cancelled_requests"] == sorted([tagged, untagged_but_in_state])
+    remaining = ec2.describe_spot_instance_requests(Filters=[{"Name": "state", "Values": ["open", "active"]}])
+    assert [r["SpotInstanceRequestId"] for r in remaining["SpotInstanceRequests"]] == [foreign]
+    assert report.load(s3, BUCKET)["status"] == "ERROR"
+
+
+def execution_status_change(status: str, execution_input: dict) -> dict:
+    return {"detail-type": "Step Functions Execution Status Change", "source": "aws.states",
+            "detail": {"status": status, "name": "run-1", "input": json.dumps(execution_input)}}
+
+
+def test_given_aborted_execution_event_when_handled_then_instance_gone_and_one_cancelled_email(job_with_instances):
+    state, ours, bystanders, ec2, s3, inbox = job_with_instances
+    raw_spec = {k: state["job"][k] for k in ("exec_name", "repository_url", "data_dir", "output_dir",
+                                             "data_get_command", "exec_command")}
+
+    answer = terminate_instance.handler(execution_status_change("ABORTED", raw_spec), FakeLambdaContext())
+
+    assert answer["terminated"] == [ours]
+    assert report.load(s3, BUCKET)["status"] == "CANCELLED"
+    emails = received(inbox)
+    assert len(emails) == 1
+    assert emails[0]["Subject"].startswith("[spottrain] pix2pix-facade cancelled (execution aborted) after ")
+    assert f"Report: s3://{BUCKET}/report.json" in emails[0]["Message"]
+
+
+def test_given_timed_out_handover_execution_when_handled_then_report_says_timed_out(job_with_instances):
+    state, ours, _, ec2, s3, inbox = job_with_instances
+
+    answer = terminate_instance.handler(execution_status_change("TIMED_OUT", {"handover": state}), FakeLambdaContext())
+
+    assert answer["terminated"] == [ours]
+    assert report.load(s3, BUCKET)["status"] == "TIMED_OUT"
+    email = received(inbox)[0]
+    assert "execution timed out" in email["Subject"] and "Reason: execution timed out" in email["Message"]
+    assert "Instance: " + ours in email["Message"]  # the handover state renders the instance
+
+
+def test_given_cli_cancel_then_aborted_event_when_both_handled_then_one_email(job_with_instances):
+    state, ours, _, ec2, s3, inbox = job_with_instances
+
+    first = terminate_instance.handler({"exec_name": JOB, "reason": "cancelled"}, FakeLambdaContext())
+    second = terminate_instance.handler(execution_status_change("ABORTED", {"exec_name": JOB}), FakeLambdaContext())
+
+    assert first["terminated"] == [ours] and second == {"terminated": [], "cancelled_requests": []}
+    assert len(received(inbox)) == 1
+    assert report.load(s3, BUCKET)["status"] == "CANCELLED"
+
+
+def test_given_cancel_before_bucket_exists_when_handled_then_email_without_report(lambda_env):
+    inbox = subscribe_queue(lambda_env)
+
+    answer = terminate_instance.handler({"exec_name": JOB, "reason": "cancelled"}, FakeLambdaContext())
+
+    assert answer == {"terminated": [], "cancelled_requests": []}
+    assert received(inbox)[0]["Subject"] == "[spottrain] pix2pix-facade cancelled (cancelled)"
+
+
+@pytest.mark.parametrize("event", [
+    execution_status_change("SUCCEEDED", {"exec_name": JOB}),  # the rule only forwards ABORTED/TIMED_OUT
+    execution_status_change("ABORTED", ["not", "a", "spec"]),
+    {"detail-type": "Step Functions Execution Status Change", "detail": {"status": "ABORTED", "input": "{not json"}},
+])
+def test_given_event_naming_no_job_when_handled_then_nothing_is_touched(lambda_env, event):
+    ec2 = boto3.client("ec2")
+    ours = launch(ec2, OURS)
+    inbox = subscribe_queue(lambda_env)
+
+    assert terminate_instance.handler(event, FakeLambdaContext()) == {"terminated": [], "cancelled_requests": []}
+    assert state_of(ec2, ours) == "running" and received(inbox) == []
+
+
+def test_given_unrecognised_event_when_handled_then_error_lists_accepted_shapes(lambda_env):
+    with pytest.raises(ValueError, match="expected the workflow state, an EventBridge execution status change"):
+        terminate_instance.handler({"hello": "world"}, FakeLambdaContext())
+
+
+def test_given_an_instance_of_another_run_of_the_job_when_this_run_ends_then_only_this_runs_instance_goes(
+        job_with_instances):
+    # Given an instance the same job launched from another execution (another run sharing the name)
+    state, ours, _, ec2, _, _ = job_with_instances
+    other_run = launch(ec2, {**OURS, layout.TAG_EXECUTION: "run-0"})
+    other_request = open_request(ec2, {**OURS, layout.TAG_EXECUTION: "run-0"})
+    state["poll"] = {"status": "SUCCEEDED"}
+
+    # When this run's workflow terminates its instance
+    answer = terminate_instance.handler(state, FakeLambdaContext())
+
+    # Then the other run's instance and spot request are left alone
+    assert answer == {"terminated": [ours], "cancelled_requests": []}
+    assert state_of(ec2, other_run) == "running"
+    open_ids = [r["SpotInstanceRequestId"] for r in ec2.describe_spot_instance_requests(
+        Filters=[{"Name": "state", "Values": ["open", "active"]}])["SpotInstanceRequests"]]
+    assert open_ids == [other_request]
+
+
+def test_given_a_hand_over_execution_aborted_then_the_runs_first_execution_names_its_instances(job_with_instances):
+    # Given the run handed over to run-1-h1; its instances carry the run's first execution name, run-1
+    state, ours, _, ec2, _, _ = job_with_instances
+    other_run = launch(ec2, {**OURS, layout.TAG_EXECUTION: "run-0"})
+    event = execution_status_change("ABORTED", {"handover": state})
+    event["detail"]["name"] = "run-1-h1"
+
+    answer = terminate_instance.handler(event, FakeLambdaContext())
+
+    assert answer["terminated"] == [ours] and state_of(ec2, other_run) == "running"
+
+
+def test_given_spottrain_cancel_then_every_instance_of_the_job_goes_whatever_run_launched_it(job_with_instances):
+    state, ours, bystanders, ec2, _, _ = job_with_instances
+    other_run = launch(ec2, {**OURS, layout.TAG_EXECUTION: "run-0"})
+
+    answer = terminate_instance.handler({"exec_name": JOB, "reason": "cancelled"}, FakeLambdaContext())
+
+    assert answer["terminated"] == sorted([ours, other_run])
+    assert [state_of(ec2, other) for other in bystanders] == ["running"] * 3

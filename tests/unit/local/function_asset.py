@@ -1,0 +1,20 @@
+"""A function's code asset as the stack ships it: the `spottrain` package holding one task module."""
+from __future__ import annotations
+
+import io
+import zipfile
+
+
+def handler_name(task: str) -> str:
+    return f"spottrain.functions.{task}.handler"
+
+
+def function_zip(task: str, source: str, more: dict[str, str] | None = None) -> bytes:
+    """The asset with `task`'s module, plus `more` (name in the zip -> text)."""
+    files = {"spottrain/__init__.py": "", "spottrain/functions/__init__.py": "",
+             f"spottrain/functions/{task}.py": source, **(more or {})}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return buffer.getvalue()
