@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import json
+import os
 import shutil
 import sys
 import time
@@ -138,7 +139,9 @@ class Console:
 def _aws(args: argparse.Namespace) -> tuple[Any, jobs.Stack]:
     import boto3
 
-    session = boto3.Session(profile_name=args.profile, region_name=args.region)
+    # botocore reads AWS_DEFAULT_REGION only; AWS_REGION is what the other SDKs and Lambda set
+    region = args.region or os.environ.get("AWS_REGION") or None
+    session = boto3.Session(profile_name=args.profile, region_name=region)
     return session, jobs.Stack.lookup(session.client("cloudformation"), args.stack_name)
 
 

@@ -9,6 +9,8 @@ import dataclasses
 import datetime as dt
 import json
 import re
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -294,13 +296,32 @@ def readable_stream(chunks: Iterable[str]) -> Iterator[str]:
 
 
 def download(s3: Any, bucket: str, destination: Path, prefixes: tuple[str, ...] = (layout.OUTPUT_PREFIX, layout.LOGS_PREFIX, layout.REPORT_KEY, layout.STATUS_PREFIX)) -> list[Path]:
-    """Copy the job's results (output, logs, report, status markers) under destination."""
-    written = []
-    for prefix in prefixes:
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                target = destination / item["Key"]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                s3.download_file(bucket, item["Key"], str(target))
-                written.append(target)
-    return written
+    """Replace destination with the job's results (output, logs, report, status markers).
+
+    Files go to a fresh sibling folder that then takes destination's place whole: an earlier run's
+    files never linger beside this run's, and of two downloads racing for one folder the last one
+    wins entirely instead of mixing with the other.
+    """
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    try:
+        for prefix in prefixes:
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    target = staging / item["Key"]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    s3.download_file(bucket, item["Key"], str(target))
+        _replace_folder(staging, destination)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return sorted(path for path in destination.rglob("*") if path.is_file())
+
+
+def _replace_folder(new: Path, destination: Path) -> None:
+    retired = None
+    if destination.exists():
+        retired = Path(tempfile.mkdtemp(prefix=f".{destination.name}.old.", dir=destination.parent))
+        destination.rename(retired / destination.name)
+    new.rename(destination)
+    if retired is not None:
+        shutil.rmtree(retired, ignore_errors=True)

@@ -56,6 +56,17 @@ def test_given_no_region_when_a_stack_command_runs_then_one_line_says_how_to_set
     assert code == 2 and "no AWS region" in err and "--region" in err and "AWS_REGION" in err
 
 
+def test_given_aws_region_set_when_a_stack_command_runs_then_that_region_is_used(bare_machine, capsys):
+    # AWS_REGION is what the other SDKs (and the README's hint) name; botocore alone reads AWS_DEFAULT_REGION
+    bare_machine.setenv("AWS_ACCESS_KEY_ID", "testing")
+    bare_machine.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    bare_machine.setenv("AWS_REGION", "eu-west-1")
+
+    code, err = run(capsys, ["list"])
+
+    assert code == 2 and "cannot reach AWS" in err, err
+
+
 @pytest.mark.parametrize("argv", COMMANDS, ids=[argv[0] for argv in COMMANDS])
 def test_given_no_credentials_when_a_stack_command_runs_then_one_line_says_how_to_get_them(bare_machine, capsys, argv):
     code, err = run(capsys, [*argv, "--region", "eu-west-1"])
