@@ -40,7 +40,9 @@ RESERVED_ENV_PREFIXES = {
     "GIT_": "git reads them, the agent's own clone included",
 }
 RESERVED_ENV_NAMES = {
-    **dict.fromkeys(("PATH", "HOME", "SHELL"), "the AMI user's login shell sets it, and the clone lives in $HOME"),
+    "PATH": "the AMI user's login profile puts the frameworks' folders on it",
+    "HOME": "the clone lives in $HOME, the AMI user's home",
+    "SHELL": "the AMI user's login shell sets it",
     **dict.fromkeys(("IFS", "ENV", "BASH_ENV", "SHELLOPTS", "BASHOPTS", "CDPATH", "GLOBIGNORE", "PS4",
                      "PROMPT_COMMAND"), "it changes how bash reads and runs every command"),
     "GLIBC_TUNABLES": "the dynamic loader reads it for every program on the instance",
@@ -68,9 +70,15 @@ class InvalidJobSpec(Exception):
     """The job spec breaks the schema or the stack's rules; nothing has been created."""
 
     def __init__(self, problems: list[str]):
-        self.problems = list(problems)
+        # Problems quote the user's own names and values: a newline, NUL or escape code in them must
+        # show as an escape, not break the line or drive the terminal.
+        self.problems = [_printable(problem) for problem in problems]
         count = len(self.problems)
         super().__init__(f"job spec has {count} problem{'s' if count != 1 else ''}:\n- " + "\n- ".join(self.problems))
+
+
+def _printable(text: str) -> str:
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 class SchemaKeywordError(RuntimeError):
@@ -320,7 +328,7 @@ def _env_problems(spec: dict) -> Iterator[str]:
     if not isinstance(env, dict):
         return
     for name, value in env.items():
-        reserved = _reserved_env_reason(name.upper())
+        reserved = _reserved_env_reason(name)  # bash, ld.so and git read names case-sensitively
         if reserved:
             yield (f"env.{name}: is reserved: {reserved}. "
                    "Rename the variable; to extend PATH or similar, do it in the command itself "
@@ -333,10 +341,10 @@ def _env_problems(spec: dict) -> Iterator[str]:
                    "Never pass AWS keys to a job: the instance role already grants access to the job's bucket.")
 
 
-def _reserved_env_reason(upper_name: str) -> str | None:
-    if upper_name in RESERVED_ENV_NAMES:
-        return RESERVED_ENV_NAMES[upper_name]
-    return next((why for prefix, why in RESERVED_ENV_PREFIXES.items() if upper_name.startswith(prefix)), None)
+def _reserved_env_reason(name: str) -> str | None:
+    if name in RESERVED_ENV_NAMES:
+        return RESERVED_ENV_NAMES[name]
+    return next((why for prefix, why in RESERVED_ENV_PREFIXES.items() if name.startswith(prefix)), None)
 
 
 def _nul_problems(spec: dict) -> Iterator[str]:

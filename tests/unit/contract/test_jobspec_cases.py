@@ -129,14 +129,16 @@ BAD_SPECS = [
     ("newline after data_dir", spec_with(data_dir="facade\n"), "data_dir", "not allowed", True),
     ("newline after instance type", spec_with(instance={"types": ["g5.xlarge\n"]}), "instance.types[0]", "not allowed",
      True),
-    ("newline after env name", spec_with(env={"BATCH\n": "1"}), "env.BATCH\n (name)", "not allowed", True),
+    ("newline after env name", spec_with(env={"BATCH\n": "1"}), "env.BATCH\\n (name)", "not allowed", True),
+    ("checkpoint_dir is the clone itself", spec_with(checkpoint_dir="."), "checkpoint_dir", "not allowed", True),
+    ("data_dir is the clone itself", spec_with(data_dir="./"), "data_dir", "not allowed", True),
     ("NUL in exec_command", spec_with(exec_command="python train.py\x00--evil"), "exec_command", "NUL", False),
     ("NUL in env value", spec_with(env={"BATCH": "64\x00"}), "env.BATCH", "NUL", False),
     ("token as user in repository_url", spec_with(repository_url="https://ghp_abc123@github.com/x/y.git"),
      "repository_url", "token", False),
     ("password in ssh repository_url", spec_with(repository_url="ssh://git:hunter2@example.com/x/y.git"),
      "repository_url", "password", False),
-    ("PATH in env", spec_with(env={"PATH": "/opt/bin"}), "env.PATH", "login shell sets it", False),
+    ("PATH in env", spec_with(env={"PATH": "/opt/bin"}), "env.PATH", "login profile", False),
     ("HOME in env", spec_with(env={"HOME": "/tmp"}), "env.HOME", "reserved", False),
     ("LD_PRELOAD in env", spec_with(env={"LD_PRELOAD": "/tmp/x.so"}), "env.LD_PRELOAD", "dynamic loader", False),
     ("LD_LIBRARY_PATH in env", spec_with(env={"LD_LIBRARY_PATH": "/opt/lib"}), "env.LD_LIBRARY_PATH", "dynamic loader",
@@ -279,6 +281,22 @@ def test_given_everyday_training_variables_and_multi_line_commands_when_validati
     # When validated, Then nothing is refused and the values pass unchanged
     job = validate_spec(spec, make_settings())
     assert job["env"]["PYTHONPATH"] == "src" and job["exec_command"].endswith("--epochs 3\n")
+
+
+def test_given_lowercase_names_of_reserved_variables_when_validating_then_accepted():
+    # bash, the dynamic loader and git read names case-sensitively: `path` or `ld_preload` change nothing
+    job = validate_spec(spec_with(env={"path": "data", "Home": "x", "ld_preload": "none"}), make_settings())
+    assert sorted(job["env"]) == ["Home", "ld_preload", "path"]
+
+
+@pytest.mark.parametrize("name", ["A\x00B", "A\nB", "X\x1b[2J\x1b[31m"])
+def test_given_control_characters_in_a_name_when_refused_then_each_problem_is_one_printable_line(name):
+    with pytest.raises(InvalidJobSpec) as caught:
+        validate_spec(spec_with(env={name: "1"}, instance={"types": ["g5.xlarge\n"]}), make_settings())
+
+    assert caught.value.problems
+    for problem in caught.value.problems:
+        assert problem.isprintable(), repr(problem)
 
 
 @pytest.mark.parametrize("pattern, value, matches", [
