@@ -34,5 +34,14 @@ def output_log_key(attempt: int, part: int) -> str:
     return attempt_logs_prefix(attempt) + f"output-{part:04d}.log"
 
 
+def task_token_key(attempt: int) -> str:
+    """The Step Functions task token of the attempt's wait, for that attempt's instance only.
+
+    {"token", "attempt", "instance_id", "execution"}: written by await_training, read by the agent
+    (heartbeats, success, failure) and by instance_state_change (InstanceLost).
+    """
+    return f"{STATUS_PREFIX}attempt-{attempt}/task-token.json"
+
+
 def bucket_name(prefix: str, exec_name: str) -> str:
     return f"{prefix}-{exec_name}"

@@ -57,5 +57,22 @@ class ErrorName(str, Enum):
     TRANSIENT = "TransientError"
 
 
+class CallbackError(str, Enum):
+    """The error names of SendTaskFailure on the attempt's WaitForTraining task.
+
+    The agent sends all but INSTANCE_LOST, which the EC2 state-change handler sends for an
+    instance that vanished without its agent reporting.
+    """
+
+    TRAINING_FAILED = "TrainingFailed"  # a command exited non-zero
+    CLONE_FAILED = "CloneFailed"
+    JOB_INVALID = "JobInvalid"  # job.json unreadable or invalid
+    RUNTIME_LIMIT = "RuntimeLimit"  # limits.max_runtime_minutes reached
+    DISK_FULL = "DiskFull"
+    SPOT_INTERRUPTED = "SpotInterrupted"  # sent at the notice, before the final sync
+    AGENT_ERROR = "AgentError"
+    INSTANCE_LOST = "InstanceLost"
+
+
 class TransientError(Exception):
     """Raised for throttling and 5xx answers from AWS so the state machine retries with backoff."""
