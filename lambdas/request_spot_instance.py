@@ -20,6 +20,7 @@ from lambdas.shared import layout, pricing, report
 from lambdas.shared.awserrors import error_code, transient_errors
 from lambdas.shared import runtime
 from lambdas.shared.config import Settings
+from lambdas.shared.limits import wait_timeout_seconds
 from lambdas.shared.status import BidStatus, JobStatus, LaunchStatus
 
 logger = Logger(service="spottrain-request-spot-instance")
@@ -89,6 +90,9 @@ def request_instance(ec2: Any, s3: Any, settings: Settings, state: dict) -> dict
         "instance": instance,
         "pools_failed": pools_failed,
         "wait_seconds": settings.bid_wait_seconds,
+        # The attempt's callback wait (HeartbeatSecondsPath, TimeoutSecondsPath): Step Functions needs whole seconds.
+        "heartbeat_timeout_seconds": settings.heartbeat_lost_seconds,
+        "wait_timeout_seconds": wait_timeout_seconds(state["job"], settings),
     }
 
 

@@ -41,6 +41,7 @@ class Stop:
     status: str  # report.json's final status
     announce: bool  # the workflow sends its own emails; the other callers need the CANCELLED one
     reason: str = ""
+    spare: str | None = None  # an interrupted instance still in its final sync: it shuts itself down
 
 
 # ----- understanding the caller ----------------------------------------------------------------
@@ -54,6 +55,14 @@ def _status_from_state(state: dict) -> str:
     return JobStatus.FAILED.value
 
 
+def _syncing_instance(state: dict) -> str | None:
+    """The interrupted attempt's instance while its final sync runs: terminating it would lose checkpoints."""
+    poll = state.get("poll") or {}
+    syncing = poll.get("status") == JobStatus.INTERRUPTED.value and (poll.get("detail") or {}).get(
+        "final_sync_done") is False
+    return ((state.get("launch") or {}).get("instance") or {}).get("instance_id") if syncing else None
+
+
 def _from_execution_event(event: dict, settings: Settings) -> Stop | None:
     detail = event.get("detail") or {}
     ended = ENDED_BY_EXECUTION_STATUS.get(detail.get("status"))
@@ -65,13 +74,10 @@ def _from_execution_event(event: dict, settings: Settings) -> Stop | None:
         execution_input = None
     if not isinstance(execution_input, dict):
         return None
-    state = execution_input.get("handover") if isinstance(execution_input.get("handover"), dict) else None
-    spec = (state or {}).get("job") or execution_input
-    exec_name = spec.get("exec_name") if isinstance(spec, dict) else None
+    exec_name = execution_input.get("exec_name")
     if not isinstance(exec_name, str) or not exec_name:
         return None
-    # A hand-over carries its run's state, whose launches are tagged with the run's first execution.
-    state = state or _minimal_state(exec_name, settings, detail.get("name"))
+    state = _minimal_state(exec_name, settings, detail.get("name"))
     reason = "execution timed out" if ended == "TIMED_OUT" else "execution aborted"
     return Stop(exec_name, state["execution"].get("name"), state, ended, announce=True, reason=reason)
 
@@ -88,7 +94,8 @@ def parse_event(event: dict, settings: Settings) -> Stop | None:
         return _from_execution_event(event, settings)
     if isinstance(event.get("job"), dict):
         execution = (event.get("execution") or {}).get("name")
-        return Stop(event["job"]["exec_name"], execution, event, _status_from_state(event), announce=False)
+        return Stop(event["job"]["exec_name"], execution, event, _status_from_state(event), announce=False,
+                    spare=_syncing_instance(event))
     if event.get("exec_name"):
         reason = event.get("reason") or "cancelled"
         state = _minimal_state(event["exec_name"], settings)
@@ -110,11 +117,13 @@ def _job_filters(settings: Settings, exec_name: str, execution: str | None) -> l
     return filters
 
 
-def terminate_job_instances(ec2: Any, settings: Settings, exec_name: str, execution: str | None) -> list[str]:
+def terminate_job_instances(ec2: Any, settings: Settings, exec_name: str, execution: str | None,
+                            spare: str | None = None) -> list[str]:
     filters = _job_filters(settings, exec_name, execution) + [
         {"Name": "instance-state-name", "Values": LIVE_INSTANCE_STATES}]
     pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
-    ids = sorted(i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"])
+    ids = sorted(i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"]
+                 if i["InstanceId"] != spare)
     if ids:
         ec2.terminate_instances(InstanceIds=ids)
     return ids
@@ -159,12 +168,14 @@ def close_report(s3: Any, bucket: str, status: str) -> bool:
 def stop_job(ec2: Any, s3: Any, sns: Any, settings: Settings, stop: Stop) -> dict:
     launch_instance = (stop.state.get("launch") or {}).get("instance") or {}
     with transient_errors():
-        terminated = terminate_job_instances(ec2, settings, stop.exec_name, stop.execution)
+        terminated = terminate_job_instances(ec2, settings, stop.exec_name, stop.execution, stop.spare)
         cancelled = cancel_job_requests(ec2, settings, stop.exec_name, stop.execution,
                                         launch_instance.get("spot_request_id"))
         bucket = (stop.state.get("storage") or {}).get("bucket") or stop.state["job"]["bucket"]
         closed_now = close_report(s3, bucket, stop.status)
-    if launch_instance.get("instance_id") and launch_instance["instance_id"] not in terminated:
+    if stop.spare:
+        logger.info("spared: finishing its final sync, then it shuts itself down", extra={"instance_id": stop.spare})
+    elif launch_instance.get("instance_id") and launch_instance["instance_id"] not in terminated:
         # Either it is already gone, or it lacks this stack's tags and is not ours to terminate.
         logger.info("state's instance not found live with the job's tags", extra={"instance_id": launch_instance["instance_id"]})
     logger.info("job stopped", extra={"job": stop.exec_name, "execution": stop.execution, "status": stop.status,

@@ -56,12 +56,7 @@ class Settings:
     agent_key: str = ""
     bid_wait_seconds: int = 15
     bid_max_checks: int = 8
-    poll_min_seconds: int = 30
-    poll_max_seconds: int = 300
-    poll_backoff: float = 1.5
-    heartbeat_stale_seconds: int = 120
-    heartbeat_lost_seconds: int = 900
-    polls_per_execution: int = 500
+    heartbeat_lost_seconds: int = 300  # the wait's HeartbeatSeconds: 10 agent heartbeats
     max_runtime_minutes: int = 1440
     max_attempts: int = 3
     default_keep_alive_minutes: int = 0
@@ -85,12 +80,7 @@ _FIELDS: dict[str, tuple[str, Callable[[str], object], bool]] = {
     "agent_key": ("AGENT_KEY", str, False),
     "bid_wait_seconds": ("BID_WAIT_SECONDS", _positive_int, False),
     "bid_max_checks": ("BID_MAX_CHECKS", _positive_int, False),
-    "poll_min_seconds": ("POLL_MIN_SECONDS", _positive_int, False),
-    "poll_max_seconds": ("POLL_MAX_SECONDS", _positive_int, False),
-    "poll_backoff": ("POLL_BACKOFF", _positive_float, False),
-    "heartbeat_stale_seconds": ("HEARTBEAT_STALE_SECONDS", _positive_int, False),
     "heartbeat_lost_seconds": ("HEARTBEAT_LOST_SECONDS", _positive_int, False),
-    "polls_per_execution": ("POLLS_PER_EXECUTION", _positive_int, False),
     "max_runtime_minutes": ("MAX_RUNTIME_MINUTES", _positive_int, False),
     "max_attempts": ("MAX_ATTEMPTS", _positive_int, False),
     "default_keep_alive_minutes": ("DEFAULT_KEEP_ALIVE_MINUTES", _positive_int, False),

@@ -16,9 +16,8 @@ class BidStatus(str, Enum):
 
 
 class JobStatus(str, Enum):
-    """What `poll_completion` found about the training on the current instance."""
+    """How `poll_completion` judged the current attempt once its callback wait ended."""
 
-    RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"  # completed.json with exit code 0
     FAILED = "FAILED"  # completed.json with non-zero exit code (or max runtime hit), or the bootstrap failed
     INTERRUPTED = "INTERRUPTED"  # spot reclaimed: interrupted.json, or instance gone after it had started

@@ -19,22 +19,21 @@ def test_cdk_json_defaults_match_the_lambda_settings_defaults():
     defaults = Settings(stack_name="s", bucket_prefix="p")
     assert env["ALLOWED_INSTANCE_TYPES"].split(",") == list(defaults.allowed_instance_types)
     assert env["DEFAULT_INSTANCE_TYPES"].split(",") == list(defaults.default_instance_types)
-    for name, field in (("BID_WAIT_SECONDS", "bid_wait_seconds"), ("POLL_MAX_SECONDS", "poll_max_seconds"),
+    for name, field in (("BID_WAIT_SECONDS", "bid_wait_seconds"),
                         ("HEARTBEAT_LOST_SECONDS", "heartbeat_lost_seconds"), ("MAX_ATTEMPTS", "max_attempts"),
-                        ("MAX_RUNTIME_MINUTES", "max_runtime_minutes"), ("POLLS_PER_EXECUTION", "polls_per_execution"),
+                        ("MAX_RUNTIME_MINUTES", "max_runtime_minutes"),
                         ("MAX_KEEP_ALIVE_MINUTES", "max_keep_alive_minutes"), ("SECONDS_PER_MINUTE", "seconds_per_minute")):
         assert int(env[name]) == getattr(defaults, field), name
-    assert float(env["POLL_BACKOFF"]) == defaults.poll_backoff
     assert env["MAX_SPOT_PRICE"] == "" and env["ON_DEMAND_FALLBACK"] == "true" and env["SUBNET_IDS"] == ""
 
 
 def test_given_cli_strings_then_they_parse_like_json_values():
     from_strings = _config(allowedInstanceTypes="g5.xlarge, g6.xlarge", defaultInstanceTypes='["g6.xlarge"]',
-                           pollBackoff="2", bidMaxChecks="4", onDemandFallback="false", maxSpotPrice="0.5",
-                           subnetIds="subnet-01,subnet-02", vpcId="vpc-01", jobTimeoutHours="0.5", pollsPerExecution="5")
+                           heartbeatLostSeconds="120", bidMaxChecks="4", onDemandFallback="false", maxSpotPrice="0.5",
+                           subnetIds="subnet-01,subnet-02", vpcId="vpc-01", jobTimeoutHours="0.5")
     from_json = _config(allowedInstanceTypes=["g5.xlarge", "g6.xlarge"], defaultInstanceTypes=["g6.xlarge"],
-                        pollBackoff=2, bidMaxChecks=4, onDemandFallback=False, maxSpotPrice=0.5,
-                        subnetIds=["subnet-01", "subnet-02"], vpcId="vpc-01", jobTimeoutHours=0.5, pollsPerExecution=5)
+                        heartbeatLostSeconds=120, bidMaxChecks=4, onDemandFallback=False, maxSpotPrice=0.5,
+                        subnetIds=["subnet-01", "subnet-02"], vpcId="vpc-01", jobTimeoutHours=0.5)
     assert from_strings == from_json
     assert from_strings.subnet_ids == ("subnet-01", "subnet-02") and from_strings.max_spot_price == 0.5
 
@@ -51,7 +50,7 @@ def test_powertools_layer_absent_means_default_and_empty_means_none():
         ({"allowedInstanceTypes": "g5 xlarge"}, "allowedInstanceTypes", "not an EC2 instance type"),
         ({"allowedInstanceTypes": []}, "allowedInstanceTypes", "at least one"),
         ({"bucketPrefix": "Spot_Train"}, "bucketPrefix", "lowercase"),
-        ({"pollMinSeconds": 600}, "pollMinSeconds", "<= pollMaxSeconds"),
+        ({"heartbeatLostSeconds": 0}, "heartbeatLostSeconds", ">= 1"),
         ({"bidWaitSeconds": "soon"}, "bidWaitSeconds", "must be a whole number"),
         ({"rootVolumeGb": 99.5}, "rootVolumeGb", "must be a whole number >= 8"),
         ({"maxAttempts": 0}, "maxAttempts", ">= 1"),
@@ -62,8 +61,6 @@ def test_powertools_layer_absent_means_default_and_empty_means_none():
         ({"notificationEmail": "ops"}, "notificationEmail", "email address"),
         ({"jobTimeoutHours": 0}, "jobTimeoutHours", "> 0"),
         ({"defaultKeepAliveMinutes": 90}, "defaultKeepAliveMinutes", "<= maxKeepAliveMinutes"),
-        ({"pollsPerExecution": 1000}, "pollsPerExecution", "hands over before it times out"),
-        ({"jobTimeoutHours": 24}, "pollsPerExecution", "raise jobTimeoutHours"),
     ],
 )
 def test_given_bad_context_then_error_names_key_rule_and_fix(overrides, key, rule):
