@@ -92,6 +92,9 @@ class SpotTrainStack(Stack):
         CfnOutput(self, "BucketName", value=storage.bucket.bucket_name)
         CfnOutput(self, "JobBucketPrefix", value=storage.bucket_prefix)
         CfnOutput(self, "TerminateFunctionName", value=functions.by_task["terminate_instance"].function_name)
+        # The emulator delivers EC2 state changes to it, as the stack's EventBridge rule does on AWS.
+        CfnOutput(self, "InstanceStateChangeFunctionName",
+                  value=functions.by_task["instance_state_change"].function_name)
 
     def _warn_if_timeout_cuts_training(self, config: StackConfig) -> None:
         # One execution watches every attempt of a job, each bounded by its callback wait's timeout.

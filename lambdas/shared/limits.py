@@ -18,7 +18,10 @@ def keep_alive_minutes(job: dict, settings: Settings) -> int:
 
 
 def wait_timeout_seconds(job: dict, settings: Settings) -> int:
-    """TimeoutSeconds of an attempt's callback wait: max runtime + keep-alive + the bootstrap margin."""
+    """TimeoutSeconds of an attempt's callback wait: max runtime + keep-alive + the bootstrap margin.
+
+    Step Functions refuses a HeartbeatSeconds that is not below TimeoutSeconds, which shrunk minutes could cause.
+    """
     minutes = (job_limit(job, "max_runtime_minutes", settings.max_runtime_minutes)
                + keep_alive_minutes(job, settings) + BOOTSTRAP_MARGIN_MINUTES)
-    return minutes * settings.seconds_per_minute
+    return max(minutes * settings.seconds_per_minute, settings.heartbeat_lost_seconds + 1)
