@@ -90,7 +90,7 @@ class TaskCallback:
 
     def fail(self, error: CallbackError, cause: str, tries: int = ANSWER_ATTEMPTS) -> bool:
         cause = _short(cause)
-        return self._answer(f"SendTaskFailure({error.value})", lambda: self.states.send_task_failure(
+        return self._answer(f"SendTaskFailure({error.value}, {cause!r})", lambda: self.states.send_task_failure(
             taskToken=self.token, error=error.value, cause=cause), tries=tries)
 
     # --- internals -------------------------------------------------------------------------------
