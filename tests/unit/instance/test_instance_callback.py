@@ -56,6 +56,8 @@ def test_given_a_token_that_appears_after_boot_when_training_outlasts_heartbeat_
     agent.wait()
 
     # Then: the wait was open all along, and the agent's success is its output, after completed.json.
+    reaction = ended["stopDate"].timestamp() - float((agent.marks / "exit_time").read_text())
+    print(f"\nmeasured: training exit -> execution SUCCEEDED (final sync, completed.json, callback): {reaction:.2f}s")
     assert still == "RUNNING"
     assert ended["status"] == "SUCCEEDED", ended
     assert json.loads(ended["output"]) == {"attempt": 1, "instance_id": FakeImds.instance_id,
@@ -104,13 +106,15 @@ def test_given_a_spot_notice_when_training_is_still_saving_then_spot_interrupted
 
     # When: the notice comes; the training's save on SIGTERM lasts until the test releases it, so the
     # final sync cannot have run before the release, and the release waits for the execution's end.
-    imds.reclaim(seconds_left=120)
+    posted = imds.reclaim(seconds_left=120)
     ended = waiting_task.wait_until_over()
     early = agent.json(INTERRUPTED)
     (agent.marks / "release").write_text("1")
     agent.wait()
 
     # Then: the workflow heard of it, and the marker said so, before the final sync ...
+    reaction = ended["stopDate"].timestamp() - posted
+    print(f"\nmeasured: spot notice -> SpotInterrupted ends the wait: {reaction:.2f}s (notice poll 0.2s)")
     assert ended["status"] == "FAILED" and ended["error"] == "SpotInterrupted"
     assert f"SendTaskFailure(SpotInterrupted, 'spot interruption notice on {FakeImds.instance_id}" in agent_log(agent)
     assert early["final_sync_done"] is False and early["attempt"] == 1 and early["execution"] == EXECUTION_ID
