@@ -172,7 +172,10 @@ class Agent:
         if not waited.needed:
             return
         self.phase_seconds["wait_previous_sync"] = round(waited.seconds, 3)
-        if waited.done:
+        if self._noticed.is_set():
+            log.warning("stopped waiting for attempt %d's final sync after %.1fs: this instance got a spot notice too",
+                        self.options.attempt - 1, waited.seconds)
+        elif waited.done:
             log.info("waited %.1fs for attempt %d's final sync (%s final_sync_done true); restoring now",
                      waited.seconds, self.options.attempt - 1, layout.INTERRUPTED_KEY)
         else:
