@@ -1,4 +1,4 @@
-"""The agent's S3 asset: `instance/**` plus the one shared module it imports, as the bootstrap expects.
+"""The agent's S3 asset: `instance/**` plus the shared modules it imports, as the bootstrap expects.
 
 Kept here so the stack, the emulator and the tests ship exactly the same files.
 """
@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Iterator, Tuple
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_FILES = ("lambdas/__init__.py", "lambdas/shared/__init__.py", "lambdas/shared/layout.py")
+# layout: the S3 keys; status: the CallbackError names the agent sends. Both stdlib only.
+SHARED_FILES = ("lambdas/__init__.py", "lambdas/shared/__init__.py", "lambdas/shared/layout.py",
+                "lambdas/shared/status.py")
 
 
 def agent_files(repo_root: Path = REPO_ROOT) -> Iterator[Tuple[Path, str]]:
