@@ -88,11 +88,12 @@ class Emulator:
 
     def __init__(self, workdir: Path = DEFAULT_WORKDIR, faults: Faults | None = None,
                  on_email: Callable[[dict], None] | None = None, context: dict | None = None,
-                 stack_name: str = STACK_NAME):
+                 stack_name: str = STACK_NAME, agent_env: dict[str, str] | None = None):
         self.workdir = Path(workdir).resolve()
         self.faults = faults or Faults()
         self.on_email = on_email
         self.context_overrides = dict(context or {})
+        self.agent_env = dict(agent_env or {})  # the simulated agents' environment over the shrunk timings
         self.faults.check_instance_types(self.allowed_instance_types)
         self.stack_name = stack_name
         self.endpoint = ""
@@ -166,7 +167,7 @@ class Emulator:
         self._emails.start()
         self._stack.callback(self._emails.stop)
         self.ec2 = Ec2Simulator(self.client("ec2"), self.run_dir, self._base_env(), self.faults,
-                                s3=self.client("s3")).start()
+                                s3=self.client("s3"), agent_env=self.agent_env).start()
         self._stack.callback(self.ec2.stop)
         for target, name in ((self._watch_status_changes, "status-changes"),
                              (self._watch_instance_states, "instance-state-changes")):
