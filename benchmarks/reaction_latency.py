@@ -92,12 +92,16 @@ def wait_for(condition, timeout: float, what: str):
 
 
 def training(emulator: Emulator, name: str) -> str | None:
-    """The instance of attempt 1 once its command trains (heartbeat phase exec), else None."""
+    """The instance of attempt 1 once its command trains and the workflow waits for it, else None.
+
+    The wait is armed after the bid checks (bidWaitSeconds); a real training runs far longer than that.
+    """
+    s3, bucket = emulator.client("s3"), emulator.stack.job_bucket(name)
     try:
-        body = emulator.client("s3").get_object(Bucket=emulator.stack.job_bucket(name), Key=layout.HEARTBEAT_KEY)
-    except emulator.client("s3").exceptions.ClientError:
+        heartbeat = json.loads(s3.get_object(Bucket=bucket, Key=layout.HEARTBEAT_KEY)["Body"].read())
+        s3.head_object(Bucket=bucket, Key=layout.task_token_key(1))
+    except s3.exceptions.ClientError:
         return None
-    heartbeat = json.loads(body["Body"].read())
     return heartbeat["instance_id"] if (heartbeat.get("attempt"), heartbeat.get("phase")) == (1, "exec") else None
 
 
@@ -109,14 +113,19 @@ def exit_time(emulator: Emulator, name: str, attempt: int) -> float:
     return float(next(line.split()[1] for line in text.splitlines() if line.startswith("EXIT_AT")))
 
 
-def completion_to_email(emulator: Emulator, repository: str) -> float:
+def completion_to_email(emulator: Emulator, repository: str) -> tuple[float, str]:
     name = "bench-completed"
-    final = emulator.wait(emulator.start_job(spec(repository, name, "quick 2")), timeout=600)
+    # Longer than the bid checks before the wait is armed, as any real training is.
+    final = emulator.wait(emulator.start_job(spec(repository, name, f"quick {PRODUCTION['bidWaitSeconds'] * 3}")),
+                          timeout=600)
     assert final["status"] == "SUCCEEDED", final
     email = wait_for(lambda: next((e for e in emulator.emails if e["subject"].startswith(f"[spottrain] {name} ")
                                    and " completed" in e["subject"]), None), 60, "the completed email")
     sent = dt.datetime.fromisoformat(email["timestamp"].replace("Z", "+00:00")).timestamp()
-    return sent - exit_time(emulator, name, 1)
+    exited, arn = exit_time(emulator, name, 1), final["executionArn"]
+    judged, notified = entered(emulator, arn, "PollCompletion")[0], entered(emulator, arn, "NotifyTaskCompleted")[0]
+    return sent - exited, (f"exit -> wait answered {judged - exited:.1f} s, -> judged and notifying "
+                           f"{notified - judged:.1f} s, -> email sent {sent - notified:.1f} s")
 
 
 def notice_to_relaunch(emulator: Emulator, repository: str) -> float:
@@ -127,7 +136,8 @@ def notice_to_relaunch(emulator: Emulator, repository: str) -> float:
     emulator.ec2.instances[instance_id].imds.post_spot_notice(in_seconds=120)  # AWS's two-minute notice
     final = emulator.wait(arn, timeout=900)
     assert final["status"] == "SUCCEEDED", final
-    return entered(emulator, arn, "RequestSpotInstance")[1] - noticed
+    judged, relaunched = entered(emulator, arn, "PollCompletion")[0], entered(emulator, arn, "RequestSpotInstance")[1]
+    return relaunched - noticed, f"notice -> wait answered {judged - noticed:.1f} s, -> relaunch {relaunched - judged:.1f} s"
 
 
 def termination_to_judgement(emulator: Emulator, repository: str) -> float:
@@ -138,7 +148,7 @@ def termination_to_judgement(emulator: Emulator, repository: str) -> float:
     emulator.client("ec2").terminate_instances(InstanceIds=[instance_id])  # no notice, no agent answer
     final = emulator.wait(arn, timeout=900)
     assert final["status"] == "FAILED", final
-    return entered(emulator, arn, "PollCompletion")[0] - terminated
+    return entered(emulator, arn, "PollCompletion")[0] - terminated, "EC2 event -> instance_state_change -> InstanceLost"
 
 
 def history_events(emulator: Emulator, repository: str, hours: int) -> int:
@@ -164,12 +174,13 @@ def main() -> int:
     print(f"stack timings: {STACK_TIMINGS}; agent heartbeat {HEARTBEAT_SECONDS} s")
     rows = [("(a) training exit -> completed email", a), ("(b) spot notice -> replacement requested", b),
             ("(c) instance terminated without notice -> noticed", c)]
-    for label, seconds in rows:
+    for label, (seconds, parts) in rows:
         print(f"{label:55s} {seconds:6.1f} s   {'ok' if seconds <= TARGET_SECONDS else 'OVER'} (<= {TARGET_SECONDS:g} s)")
+        print(f"    {parts}")
     ratio = ten / one
     print(f"(d) history events: 1 h training {one}, 10 h training {ten}: ratio {ratio:.2f}   "
           f"{'ok' if ratio <= 1.1 else 'OVER'} (<= 1.1)")
-    return 0 if all(s <= TARGET_SECONDS for _, s in rows) and ratio <= 1.1 else 1
+    return 0 if all(s <= TARGET_SECONDS for _, (s, _) in rows) and ratio <= 1.1 else 1
 
 
 if __name__ == "__main__":

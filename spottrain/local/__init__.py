@@ -262,23 +262,23 @@ class Emulator:
 
     def _watch_instance_states(self) -> None:
         """moto's EC2 emits no events: raise the stack's rule on EC2 state changes ourselves, within a second."""
-        ec2 = self.client("ec2")
+        ec2, lambda_ = self.client("ec2"), self.client("lambda")
         while not self._stop.wait(0.25):
             try:
                 pages = ec2.get_paginator("describe_instances").paginate(
                     Filters=[{"Name": f"tag:{TAG_STACK}", "Values": [self.stack_name]}])
                 for instance in (i for page in pages for r in page["Reservations"] for i in r["Instances"]):
-                    self._raise_instance_state_change(instance["InstanceId"], instance["State"]["Name"])
+                    self._raise_instance_state_change(lambda_, instance["InstanceId"], instance["State"]["Name"])
             except Exception:  # noqa: BLE001 - keep watching; the next round retries
                 log.exception("raising EC2 state change events failed")
 
-    def _raise_instance_state_change(self, instance_id: str, state: str) -> None:
+    def _raise_instance_state_change(self, lambda_: Any, instance_id: str, state: str) -> None:
         if self._instance_states.get(instance_id) == state:
             return
         self._instance_states[instance_id] = state
         if state not in ENDED_INSTANCE_STATES:  # what the stack's rule on EC2 state changes matches
             return
-        response = self.client("lambda").invoke(FunctionName=self.outputs["InstanceStateChangeFunctionName"],
+        response = lambda_.invoke(FunctionName=self.outputs["InstanceStateChangeFunctionName"],
                                                 Payload=json.dumps(instance_state_change_event(instance_id, state)))
         if response.get("FunctionError"):
             log.error("instance_state_change failed for %s: %s", instance_id, response["Payload"].read())
