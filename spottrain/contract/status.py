@@ -1,7 +1,7 @@
 """The values the state machine's Choice states compare, and the error names its Catch/Retry match.
 
 One source of truth: every Lambda returns these, `statemachine/*.asl.json` compares exactly these,
-and `tests/unit/test_contract.py` fails if the two drift apart (the classic bug: the Lambda says
+and `tests/unit/contract/test_contract.py` fails if the two drift apart (the classic bug: the Lambda says
 COMPLETED, the Choice waits for COMPLETE, the loop spins until the execution times out).
 """
 from enum import Enum

@@ -167,7 +167,7 @@ class LambdaHost:
         self._log: io.TextIOBase | None = None
         self._streams: tuple[Any, Any] | None = None
         self.calls: set[ApiCall] = set()
-        self.invocations: collections.Counter[str] = collections.Counter()  # by handler, calls or not
+        self.invocations: collections.Counter[str] = collections.Counter()  # ended ones, by handler, calls or not
         self._recording = False
 
     def close(self) -> None:
@@ -206,9 +206,12 @@ class LambdaHost:
                     deadline=time.time() + spec.timeout,
                     log_group_name=f"/aws/lambda/{spec.name}",
                 )
-                self.invocations[spec.handler] += 1
                 with self._running(function):
-                    return function.handler(event, context), False
+                    try:
+                        return function.handler(event, context), False
+                    finally:
+                        # Counted once it has ended: whoever waits for an invocation then sees all its calls.
+                        self.invocations[spec.handler] += 1
             except Exception as exc:  # noqa: BLE001 - every handler failure becomes a Lambda error payload
                 return error_payload(exc), True
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import pytest
 
@@ -114,3 +115,36 @@ def test_given_an_asset_with_the_contract_then_the_function_imports_its_own_copy
     assert not errored, payload
     assert payload["layout_file"].startswith(str(tmp_path))  # from the unpacked asset, not the repository
     assert sys.modules["spottrain.contract.layout"] is repos_layout
+
+
+WAITS_FOR_RELEASE = '''
+import pathlib, time
+
+def handler(event, context):
+    pathlib.Path(event["started"]).touch()
+    while not pathlib.Path(event["release"]).exists():
+        time.sleep(0.01)
+    return {}
+'''
+
+
+def test_given_a_running_invocation_then_it_counts_only_once_it_has_ended(host, tmp_path):
+    import threading
+
+    spec = FunctionSpec(name="Stack-Task-4", arn="arn:aws:lambda:us-east-1:123456789012:function:Stack-Task-4",
+                        handler=handler_name("task"), code_sha="v1", code_zip=function_zip("task", WAITS_FOR_RELEASE),
+                        environment={}, timeout=30)
+    started, release = tmp_path / "started", tmp_path / "release"
+    invocation = threading.Thread(target=host.invoke, args=(spec, {"started": str(started), "release": str(release)}))
+    invocation.start()
+    try:
+        deadline = time.monotonic() + 30  # bounds a failure only
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+        # a test waiting for the invocation must not see it before all its AWS calls are made
+        assert started.exists() and host.invocations[handler_name("task")] == 0
+    finally:
+        release.touch()
+        invocation.join(timeout=30)
+    assert host.invocations[handler_name("task")] == 1
