@@ -279,7 +279,7 @@ class Emulator:
         if state not in ENDED_INSTANCE_STATES:  # what the stack's rule on EC2 state changes matches
             return
         response = lambda_.invoke(FunctionName=self.outputs["InstanceStateChangeFunctionName"],
-                                                Payload=json.dumps(instance_state_change_event(instance_id, state)))
+                                  Payload=json.dumps(instance_state_change_event(instance_id, state)))
         if response.get("FunctionError"):
             log.error("instance_state_change failed for %s: %s", instance_id, response["Payload"].read())
 
