@@ -377,7 +377,7 @@ class WaitingTask:
         self.arn = None
 
     def start(self, heartbeat_seconds: int = 300, timeout_seconds: int = 600) -> str:
-        """Start the execution; returns its task token."""
+        """Start the execution; returns its task token once the task waits for it."""
         definition = {"StartAt": "WaitForTraining", "States": {"WaitForTraining": {
             "Type": "Task", "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
             "Parameters": {"QueueUrl": self.queue, "MessageBody": {"token.$": "$$.Task.Token"}},
@@ -390,8 +390,23 @@ class WaitingTask:
         while time.time() < deadline:
             messages = self.sqs.receive_message(QueueUrl=self.queue, WaitTimeSeconds=1).get("Messages", [])
             if messages:
-                return json.loads(messages[0]["Body"])["token"]
+                return self._armed(json.loads(messages[0]["Body"])["token"], deadline)
         raise AssertionError(f"the execution {self.arn} sent no task token: {self.describe()}")
+
+    def _armed(self, token: str, deadline: float) -> str:
+        """The token, once moto's task waits on it.
+
+        moto sends the token (the SQS message) before it sets up the task's heartbeat wait; an answer in
+        between is lost and the task waits until HeartbeatSeconds (the CallbackBridge's case (c), which
+        these tests do not install). SendTaskHeartbeat answers InvalidToken until that wait exists.
+        """
+        while time.time() < deadline:
+            try:
+                self.sfn.send_task_heartbeat(taskToken=token)
+                return token
+            except self.sfn.exceptions.InvalidToken:
+                time.sleep(0.02)
+        raise AssertionError(f"the execution {self.arn} never waited on its task token: {self.describe()}")
 
     def describe(self) -> dict:
         return self.sfn.describe_execution(executionArn=self.arn)
