@@ -20,15 +20,13 @@ _SHAPES = {"Task": "[{}]", "Wait": "([{}])", "Choice": "{{{{{}}}}}", "Pass": "[/
 
 
 def _choice_label(rule: dict) -> str:
-    """The value compared, or the flag tested: `SUCCEEDED`, `retry_allowed`, `handover present`."""
+    """The value compared, or the flag tested: `SUCCEEDED`, `retry_allowed`."""
     if "And" in rule:
         return " & ".join(_choice_label(r) for r in rule["And"])
     flag = rule.get("Variable", "").rsplit(".", 1)[-1]
     for key, value in rule.items():
         if key.startswith("Boolean"):
             return flag if value else f"not {flag}"
-        if key == "IsPresent":
-            return f"{flag} present" if value else f"no {flag}"
         if key.startswith("String") or key.startswith("Numeric"):
             return str(value)
     return ""
@@ -43,6 +41,12 @@ def _edges(name: str, state: dict) -> list[tuple[str, str, str]]:
     return edges
 
 
+def _caught(name: str, state: dict) -> list[tuple[str, str, str]]:
+    """Errors a state routes somewhere else than the clean-up (the callback wait's answers and timeouts)."""
+    return [(name, clause["Next"], ", ".join(error.replace("States.", "") for error in clause["ErrorEquals"]))
+            for clause in state.get("Catch", []) if clause["Next"] != CATCH_TARGET]
+
+
 def mermaid(definition: dict) -> str:
     lines = ["flowchart TD"]
     for name, state in definition["States"].items():
@@ -54,6 +58,8 @@ def mermaid(definition: dict) -> str:
         for source, target, label in _edges(name, state):
             arrow = f"-->|{label}|" if label else "-->"
             lines.append(f"    {source} {arrow} {target}")
+        for source, target, label in _caught(name, state):
+            lines.append(f"    {source} -.->|{label}| {target}")
     if caught:
         lines.append(f"    AnyError>any error after launch] -.-> {CATCH_TARGET}")
     lines.append("    classDef fail fill:#fdd,stroke:#c33")

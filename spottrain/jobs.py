@@ -74,11 +74,11 @@ def execution_name(exec_name: str, now: dt.datetime | None = None) -> str:
 
 
 def _belongs_to(name: str, exec_name: str) -> bool:
-    return re.fullmatch(re.escape(exec_name) + r"-\d{8}T\d{6}(-h\d+)?", name) is not None
+    return re.fullmatch(re.escape(exec_name) + r"-\d{8}T\d{6}", name) is not None
 
 
 def job_of(execution_name_: str) -> str:
-    return re.sub(r"-\d{8}T\d{6}(-h\d+)?$", "", execution_name_)
+    return re.sub(r"-\d{8}T\d{6}$", "", execution_name_)
 
 
 def refuse_if_running(sfn: Any, stack: Stack, exec_name: str) -> None:
@@ -117,7 +117,7 @@ def executions_of(sfn: Any, stack: Stack, exec_name: str) -> list[dict]:
 
 
 def current_execution(sfn: Any, stack: Stack, exec_name: str) -> dict:
-    """The running execution of a job (hand-overs included), else its newest one."""
+    """The running execution of a job, else its newest one."""
     executions = executions_of(sfn, stack, exec_name)
     running = [e for e in executions if e["status"] == "RUNNING"]
     return (running or executions)[0]
@@ -185,21 +185,6 @@ def progress(sfn: Any, s3: Any, stack: Stack, execution_arn: str) -> Progress:
     return snapshot
 
 
-def execution_arn(stack: Stack, name: str) -> str:
-    return stack.state_machine_arn.replace(":stateMachine:", ":execution:", 1) + ":" + name
-
-
-def _next_handover(stack: Stack, execution: dict) -> str | None:
-    """The execution this one handed its job over to (HandOver ends in Succeed with the state)."""
-    if execution["status"] != "SUCCEEDED":
-        return None
-    output = json.loads(execution.get("output") or "null")
-    poll = output.get("poll") if isinstance(output, dict) else None
-    if isinstance(poll, dict) and poll.get("handover") and poll.get("handover_name"):
-        return execution_arn(stack, poll["handover_name"])
-    return None
-
-
 def wait(
     sfn: Any,
     s3: Any,
@@ -209,19 +194,14 @@ def wait(
     on_progress: Callable[[Progress], None] | None = None,
     interval: float = 1.0,
 ) -> dict:
-    """Follow a job to its end, through hand-overs: the last execution's description + its "chain"."""
+    """Follow a job to its end (one execution, however many attempts): the execution's final description."""
     deadline = time.monotonic() + timeout
-    chain = [execution_arn]
     while True:
-        execution = sfn.describe_execution(executionArn=chain[-1])
+        execution = sfn.describe_execution(executionArn=execution_arn)
         if on_progress:
-            on_progress(progress(sfn, s3, stack, chain[-1]))
+            on_progress(progress(sfn, s3, stack, execution_arn))
         if execution["status"] in TERMINAL:
-            successor = _next_handover(stack, execution)
-            if not successor:
-                return {**execution, "chain": chain}
-            chain.append(successor)
-            continue
+            return execution
         if time.monotonic() > deadline:
             raise TimeoutError(f"{execution['name']} still {execution['status']} after {timeout:.0f}s")
         time.sleep(interval)

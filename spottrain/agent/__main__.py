@@ -22,7 +22,9 @@ what it does, in order:
      --run-as's home, or --home; git runs with the agent's environment, never the job's env); creates
      data_dir, output_dir and checkpoint_dir (inside the clone when relative, else where they say) and,
      when the agent is root, hands the clone and what it created to --run-as
-  3. restores {layout.CHECKPOINTS_PREFIX} into checkpoint_dir (or {layout.OUTPUT_PREFIX} into output_dir when the job
+  3. (attempt > 1) when {layout.INTERRUPTED_KEY} is the previous attempt's and says "final_sync_done": false,
+     waits for it to say true (every 2 s, at most SPOTTRAIN_PREVIOUS_SYNC_WAIT_SECONDS, 150), then
+     restores {layout.CHECKPOINTS_PREFIX} into checkpoint_dir (or {layout.OUTPUT_PREFIX} into output_dir when the job
      has no checkpoint_dir), file mtimes included, before any command runs, on every attempt and rerun
   4. runs setup_command, data_get_command, exec_command as --run-as in its login shell (`bash -lc`,
      which reads its profile) in the clone, each in its own process group, stdout+stderr to
@@ -32,14 +34,22 @@ what it does, in order:
   5. stops at the first failing command, on a spot notice, at limits.max_runtime_minutes, or when the
      disk is full (SIGTERM to the group, SIGKILL for what still runs after SPOTTRAIN_KILL_GRACE_SECONDS)
   6. syncs output_dir -> {layout.OUTPUT_PREFIX} and checkpoint_dir -> {layout.CHECKPOINTS_PREFIX} (changed files only, see below),
-     then writes {layout.COMPLETED_KEY} or {layout.INTERRUPTED_KEY}
+     then writes {layout.COMPLETED_KEY} or {layout.INTERRUPTED_KEY}, then answers the workflow's wait
+     (SendTaskSuccess, or SendTaskFailure with TrainingFailed|CloneFailed|JobInvalid|RuntimeLimit|
+     DiskFull|AgentError and a short cause)
   7. after keep_alive_minutes (completion only), runs --shutdown-command and exits
 
 while it runs:
   every SPOTTRAIN_SYNC_SECONDS (15)      uploads the logs, syncs output_dir and checkpoint_dir
-  every SPOTTRAIN_HEARTBEAT_SECONDS (30) writes {layout.HEARTBEAT_KEY} (phase, time, last_log_time, last_log_line)
-  every SPOTTRAIN_NOTICE_POLL_SECONDS (5) polls IMDSv2 spot/instance-action; on a notice the commands get
-     SIGTERM and until the reclaim time minus SPOTTRAIN_SYNC_RESERVE_SECONDS (30) to stop
+  every SPOTTRAIN_HEARTBEAT_SECONDS (30) writes {layout.HEARTBEAT_KEY} (phase, time, last_log_time, last_log_line),
+     then reads {layout.STATUS_PREFIX}attempt-<n>/task-token.json until it exists (the workflow's task token; one
+     naming another execution, instance or attempt is ignored) and calls SendTaskHeartbeat with it;
+     TaskTimedOut, InvalidToken or TaskDoesNotExist end all calls (the workflow is done waiting);
+     without a token the agent works as before and answers nothing
+  every SPOTTRAIN_NOTICE_POLL_SECONDS (5) polls IMDSv2 spot/instance-action; on a notice it writes
+     {layout.INTERRUPTED_KEY} with "final_sync_done": false and sends SendTaskFailure(SpotInterrupted)
+     (the workflow relaunches at once), then the commands get SIGTERM and until the reclaim time minus
+     SPOTTRAIN_SYNC_RESERVE_SECONDS (30) to stop
 
 what a sync uploads and deletes:
   {layout.CHECKPOINTS_PREFIX} mirrors checkpoint_dir: objects this agent uploaded whose file is gone locally are
@@ -62,10 +72,11 @@ markers (JSON; all carry attempt, instance_id, execution: the execution id from 
                             reason (exit|max_runtime|disk_full|clone_failed|restore_failed|
                             job_invalid|job_unreadable|agent_error), message, started_at, finished_at,
                             phase_seconds, last_log_lines, synced, not_synced, command_killed
-  {layout.INTERRUPTED_KEY}  notice_time, action, noticed_at, phase, exit_code, finished_at,
+  {layout.INTERRUPTED_KEY}  notice_time, action, noticed_at, phase, final_sync_done (false at the notice);
+                            after the final sync, final_sync_done true, exit_code, finished_at,
                             checkpoints_synced, not_synced, command_killed
 
-endpoints: AWS_ENDPOINT_URL (S3) and AWS_EC2_METADATA_SERVICE_ENDPOINT (IMDS), as for any AWS SDK.
+endpoints: AWS_ENDPOINT_URL (S3, Step Functions) and AWS_EC2_METADATA_SERVICE_ENDPOINT (IMDS), as for any AWS SDK.
 minutes: limits.max_runtime_minutes and keep_alive_minutes last SPOTTRAIN_SECONDS_PER_MINUTE (60) s each.
 S3 errors are retried with backoff; a failed upload is logged and never stops the training.
 exit status: 0 when the attempt was carried out (whatever the training's exit code), 1 on an agent

@@ -1,8 +1,10 @@
 """One attempt of one job, start to shutdown: clone, restore, commands, sync, markers, shutdown.
 
 Order matters at the end: outputs and checkpoints are synced *before* completed.json or
-interrupted.json is written, because the workflow may terminate the instance as soon as it
-reads a marker.
+interrupted.json is written, and the workflow's wait is answered only after that, because the
+workflow may terminate the instance as soon as it reads a marker. The one exception is the spot
+notice: interrupted.json (final_sync_done false) and SpotInterrupted go out at once, so that the
+replacement boots while this instance still saves; nobody terminates an instance AWS reclaims.
 """
 from __future__ import annotations
 
@@ -16,10 +18,14 @@ import time
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Union
 
+from botocore.exceptions import ClientError
+
 from spottrain.contract import layout, markers
 from spottrain.contract.names import redact_credentials
+from spottrain.contract.status import CallbackError
 
-from . import clone, runner
+from . import clone, overlap, runner
+from .callback import TaskCallback, error_for, states_client, token_reader
 from .imds import Imds
 from .job import Account, Job, Paths, command_env
 from .logs import OutputLog
@@ -45,7 +51,8 @@ class Outcome:
 
 
 class Agent:
-    def __init__(self, options: Options, store: Store, imds: Imds, inherited_env: Mapping[str, str] = os.environ):
+    def __init__(self, options: Options, store: Store, imds: Imds, inherited_env: Mapping[str, str] = os.environ,
+                 states=None):
         self.options = options
         self.store = store
         self.imds = imds
@@ -54,6 +61,8 @@ class Agent:
                                 options.log_part_bytes)
         self.agent_log_path = self.output.directory / "agent.log"
         self.instance_id = imds.instance_id()
+        self.callback = TaskCallback(states or states_client(options.region),
+                                     token_reader(store, options.attempt), options.attempt, self.instance_id)
         self.job: Optional[Job] = None
         self.paths: Optional[Paths] = None
         self.execution: Optional[str] = None  # the execution id from job.json: every marker names it
@@ -64,11 +73,13 @@ class Agent:
         self.deadline: Optional[float] = None
         self.notice: Optional[dict] = None
         self._noticed = threading.Event()
+        self._notice_marked = False  # interrupted.json says final_sync_done false: the end must say true
         self._agent_log_size = -1
         self._syncs: List[DirSync] = []
         self._heartbeats = Periodic("heartbeat", options.heartbeat_seconds, self._heartbeat)
+        self._notice_watch = Periodic("spot-notice", options.notice_poll_seconds, self._check_notice)
         self._background = [
-            Periodic("spot-notice", options.notice_poll_seconds, self._check_notice),
+            self._notice_watch,
             self._heartbeats,
             Periodic("log-upload", options.sync_seconds, self._upload_logs),
         ]
@@ -100,6 +111,7 @@ class Agent:
             message = f"cannot read s3://{self.options.bucket}/{layout.JOB_KEY}: {error}"
             return Outcome(exit_code=1, failed_phase=markers.START, reason="job_unreadable", message=message)
         self.execution = _execution_id(document)
+        self.callback.execution = self.execution
         try:
             self.job = Job.from_document(document)
             self.account = Account.resolve(self.options.run_as, self.options.home)
@@ -122,6 +134,7 @@ class Agent:
             # A mirror: the payload rotates snapshots away, and S3 (and the next restore) must follow.
             self._syncs.append(DirSync(self.store, paths.checkpoint, layout.CHECKPOINTS_PREFIX, mirror_deletions=True,
                                        execution=self.execution))
+        self._wait_for_previous_sync()
         # Whatever the attempt number: a rerun of a finished job resumes from its checkpoints too.
         restored = self._restore()
         if isinstance(restored, Outcome):
@@ -148,6 +161,37 @@ class Agent:
                    f"failed with exit code {result.exit_code}: {clone.failure_line(self.output.tail())}; "
                    "check repository_url and repository_ref, and that the repository is public or reachable")
         return Outcome(exit_code=result.exit_code, failed_phase=markers.CLONE, reason="clone_failed", message=message)
+
+    def _wait_for_previous_sync(self) -> None:
+        """Attempt n-1 may still be uploading its last checkpoint (the workflow relaunched at its notice)."""
+        if self.options.attempt <= 1:
+            return
+        self._enter(markers.WAIT_PREVIOUS_SYNC)
+        waited = overlap.wait_for_previous_sync(
+            lambda: self._read_marker(layout.INTERRUPTED_KEY), self.options.attempt, self.execution,
+            self.options.previous_sync_wait_seconds, self._noticed.wait)
+        if not waited.needed:
+            return
+        self.phase_seconds[markers.WAIT_PREVIOUS_SYNC] = round(waited.seconds, 3)
+        if self._noticed.is_set():
+            log.warning("stopped waiting for attempt %d's final sync after %.1fs: this instance got a spot notice too",
+                        self.options.attempt - 1, waited.seconds)
+        elif waited.done:
+            log.info("waited %.1fs for attempt %d's final sync (%s final_sync_done true); restoring now",
+                     waited.seconds, self.options.attempt - 1, layout.INTERRUPTED_KEY)
+        else:
+            log.warning("gave up after %.1fs waiting for attempt %d's final sync (%s still says final_sync_done "
+                        "false; SPOTTRAIN_PREVIOUS_SYNC_WAIT_SECONDS=%.0f): restoring what reached S3",
+                        waited.seconds, self.options.attempt - 1, layout.INTERRUPTED_KEY,
+                        self.options.previous_sync_wait_seconds)
+
+    def _read_marker(self, key: str) -> Optional[dict]:
+        try:
+            return self.store.get_json(key)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
 
     def _restore(self) -> Union[List[Path], Outcome]:
         """Put back what earlier attempts or runs saved (mtimes included: resumers pick the newest)."""
@@ -203,19 +247,37 @@ class Agent:
         )
 
     def _finish(self, outcome: Outcome) -> None:
+        # A notice from now on changes nothing: the training is over, its markers are next.
+        self._notice_watch.stop(timeout=30.0)
         self._dir_sync.stop(timeout=max(60.0, self.options.sync_seconds * 4))
         self._enter(markers.SYNC)
         synced = self._final_sync(outcome)
         self._upload_logs()
-        if outcome.interrupted:
+        if outcome.interrupted or self._notice_marked:
+            # Also after a notice that came as the training ended: the next attempt waits for this.
             self.store.put_json(layout.INTERRUPTED_KEY, self._interrupted_marker(outcome, synced))
+        if outcome.interrupted:
             log.warning("interrupted by the spot notice")
+            self.callback.fail(CallbackError.SPOT_INTERRUPTED, self._notice_cause())  # unless sent at the notice
         else:
             self.store.put_json(layout.COMPLETED_KEY, self._completed_marker(outcome, synced))
             log.info("completed: exit code %d, reason %s", outcome.exit_code, outcome.reason)
+            self._answer(outcome)
             self._enter(markers.DONE)
             self._keep_alive()
         self._shutdown()
+
+    def _answer(self, outcome: Outcome) -> None:
+        if outcome.exit_code == 0:
+            self.callback.succeed({**self._marker(), "outcome": "completed"})
+        else:
+            message = outcome.message or f"{outcome.failed_phase} ended with exit code {outcome.exit_code}"
+            self.callback.fail(error_for(outcome.reason), f"attempt {self.options.attempt}: {message}")
+
+    def _notice_cause(self) -> str:
+        notice = self.notice or {}
+        return (f"spot interruption notice on {self.instance_id} (attempt {self.options.attempt}): "
+                f"{notice.get('action')} at {notice.get('time')}")
 
     # --- markers ---------------------------------------------------------------------------------
 
@@ -238,16 +300,25 @@ class Agent:
             "command_killed": outcome.killed,
         }
 
-    def _interrupted_marker(self, outcome: Outcome, synced: SyncReport) -> dict:
+    def _notice_marker(self) -> dict:
+        """What is known at the notice; the final sync is still to come."""
         notice = self.notice or {}
         return {
             **self._marker(),
             "notice_time": notice.get("time"),
             "action": notice.get("action"),
             "noticed_at": notice.get("noticed_at"),
+            "phase": self.phase,
+            markers.FINAL_SYNC_DONE: False,
+        }
+
+    def _interrupted_marker(self, outcome: Outcome, synced: SyncReport) -> dict:
+        return {
+            **self._notice_marker(),
             "phase": outcome.failed_phase,
             "exit_code": outcome.exit_code,
             "finished_at": _iso(_now()),
+            markers.FINAL_SYNC_DONE: True,
             "checkpoints_synced": bool(self._syncs) and synced.ok,
             "not_synced": synced.failed[:MARKER_LIST_MAX],
             "command_killed": outcome.killed,
@@ -264,6 +335,7 @@ class Agent:
             "last_log_time": _iso(dt.datetime.fromtimestamp(last, dt.timezone.utc)) if last else None,
             "last_log_line": self.output.last_line,
         })
+        self.callback.heartbeat()  # after S3: the file is for people, the call keeps the workflow's wait open
 
     def _check_notice(self) -> None:
         if self._noticed.is_set():
@@ -272,6 +344,12 @@ class Agent:
         if notice:
             self.notice = {**notice, "noticed_at": _iso(_now())}
             log.warning("spot interruption notice: %s", notice)
+            # Marker first, then the failure: the workflow judges INTERRUPTED from the marker and
+            # relaunches at once. Both before SIGTERM: the final marker must never be overwritten by this one.
+            self.store.put_json(layout.INTERRUPTED_KEY, self._notice_marker())
+            self._notice_marked = True
+            self.callback.fail(CallbackError.SPOT_INTERRUPTED, self._notice_cause() + "; final sync under way",
+                               tries=1)
             self._noticed.set()
 
     def _upload_logs(self) -> None:

@@ -20,6 +20,8 @@ TIMING_VARIABLES = {
     "seconds_per_minute": ("SPOTTRAIN_SECONDS_PER_MINUTE", 60.0),
     "kill_grace_seconds": ("SPOTTRAIN_KILL_GRACE_SECONDS", 30.0),
     "sync_reserve_seconds": ("SPOTTRAIN_SYNC_RESERVE_SECONDS", 30.0),
+    # The previous attempt's final sync after its notice: the two-minute notice plus a margin.
+    "previous_sync_wait_seconds": ("SPOTTRAIN_PREVIOUS_SYNC_WAIT_SECONDS", 150.0),
 }
 LOG_PART_BYTES_VARIABLE = "SPOTTRAIN_LOG_PART_BYTES"
 DEFAULT_LOG_PART_BYTES = 5 * 1024 * 1024
@@ -43,6 +45,7 @@ class Options:
     seconds_per_minute: float = 60.0
     kill_grace_seconds: float = 30.0
     sync_reserve_seconds: float = 30.0
+    previous_sync_wait_seconds: float = 150.0
     log_part_bytes: int = DEFAULT_LOG_PART_BYTES
 
 

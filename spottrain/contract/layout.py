@@ -34,6 +34,15 @@ def output_log_key(attempt: int, part: int) -> str:
     return attempt_logs_prefix(attempt) + f"output-{part:04d}.log"
 
 
+def task_token_key(attempt: int) -> str:
+    """The Step Functions task token of the attempt's wait, for that attempt's instance only.
+
+    {"token", "attempt", "instance_id", "execution"}: written by await_training, read by the agent
+    (heartbeats, success, failure) and by instance_state_change (InstanceLost).
+    """
+    return f"{STATUS_PREFIX}attempt-{attempt}/task-token.json"
+
+
 # In-flight files (write, then rename) are never uploaded nor restored: a half-written snapshot must
 # never reach S3, where a retry would resume from it.
 TEMPORARY_SUFFIXES = (".partial", ".tmp")

@@ -64,12 +64,7 @@ class Settings:
     agent_key: str = ""
     bid_wait_seconds: int = _DEFAULT["bidWaitSeconds"]
     bid_max_checks: int = _DEFAULT["bidMaxChecks"]
-    poll_min_seconds: int = _DEFAULT["pollMinSeconds"]
-    poll_max_seconds: int = _DEFAULT["pollMaxSeconds"]
-    poll_backoff: float = _DEFAULT["pollBackoff"]
-    heartbeat_stale_seconds: int = _DEFAULT["heartbeatStaleSeconds"]
-    heartbeat_lost_seconds: int = _DEFAULT["heartbeatLostSeconds"]
-    polls_per_execution: int = _DEFAULT["pollsPerExecution"]
+    heartbeat_lost_seconds: int = _DEFAULT["heartbeatLostSeconds"]  # the callback wait's HeartbeatSeconds
     max_runtime_minutes: int = _DEFAULT["maxRuntimeMinutes"]
     max_attempts: int = _DEFAULT["maxAttempts"]
     default_keep_alive_minutes: int = _DEFAULT["defaultKeepAliveMinutes"]
@@ -93,12 +88,7 @@ _FIELDS: dict[str, tuple[str, Callable[[str], object], bool]] = {
     "agent_key": ("AGENT_KEY", str, False),
     "bid_wait_seconds": ("BID_WAIT_SECONDS", _positive_int, False),
     "bid_max_checks": ("BID_MAX_CHECKS", _positive_int, False),
-    "poll_min_seconds": ("POLL_MIN_SECONDS", _positive_int, False),
-    "poll_max_seconds": ("POLL_MAX_SECONDS", _positive_int, False),
-    "poll_backoff": ("POLL_BACKOFF", _positive_float, False),
-    "heartbeat_stale_seconds": ("HEARTBEAT_STALE_SECONDS", _positive_int, False),
     "heartbeat_lost_seconds": ("HEARTBEAT_LOST_SECONDS", _positive_int, False),
-    "polls_per_execution": ("POLLS_PER_EXECUTION", _positive_int, False),
     "max_runtime_minutes": ("MAX_RUNTIME_MINUTES", _positive_int, False),
     "max_attempts": ("MAX_ATTEMPTS", _positive_int, False),
     "default_keep_alive_minutes": ("DEFAULT_KEEP_ALIVE_MINUTES", _positive_int, False),

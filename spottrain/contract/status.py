@@ -16,9 +16,8 @@ class BidStatus(str, Enum):
 
 
 class JobStatus(str, Enum):
-    """What `poll_completion` found about the training on the current instance."""
+    """How `poll_completion` judged the current attempt once its callback wait ended."""
 
-    RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"  # completed.json with exit code 0
     FAILED = "FAILED"  # completed.json with non-zero exit code (or max runtime hit), or the bootstrap failed
     INTERRUPTED = "INTERRUPTED"  # spot reclaimed: interrupted.json, or instance gone after it had started
@@ -55,6 +54,28 @@ class ErrorName(str, Enum):
     JOB_ERRORED = "JobErrored"  # anything else caught after validation; the cause names the original error
     # Transient errors worth a Retry with backoff (Lambda service errors are named by AWS).
     TRANSIENT = "TransientError"
+
+
+class CallbackError(str, Enum):
+    """The error names of SendTaskFailure on the attempt's WaitForTraining task.
+
+    The agent sends all but INSTANCE_LOST, which the EC2 state-change handler sends for an
+    instance that vanished without its agent reporting.
+    """
+
+    TRAINING_FAILED = "TrainingFailed"  # a command exited non-zero
+    CLONE_FAILED = "CloneFailed"
+    JOB_INVALID = "JobInvalid"  # job.json unreadable or invalid
+    RUNTIME_LIMIT = "RuntimeLimit"  # limits.max_runtime_minutes reached
+    DISK_FULL = "DiskFull"
+    SPOT_INTERRUPTED = "SpotInterrupted"  # sent at the notice, before the final sync
+    AGENT_ERROR = "AgentError"
+    INSTANCE_LOST = "InstanceLost"
+
+
+# Step Functions' answers to SendTask* meaning "this wait is already over" (answered, timed out, or its
+# execution ended): a late answer, from the agent or a Lambda, is no error and nothing to retry.
+TASK_OVER_CODES = frozenset({"TaskTimedOut", "InvalidToken", "TaskDoesNotExist"})
 
 
 class TransientError(Exception):

@@ -15,13 +15,13 @@ from typing import Any, Callable
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
-from spottrain.contract.userdata import render_user_data
 from spottrain.contract import layout
-from spottrain.functions.shared import pricing, report
-from spottrain.functions.shared.awserrors import error_code, transient_errors
-from spottrain.functions.shared import runtime
+from spottrain.contract.limits import wait_timeout_seconds
 from spottrain.contract.settings import Settings
 from spottrain.contract.status import BidStatus, JobStatus, LaunchStatus
+from spottrain.contract.userdata import render_user_data
+from spottrain.functions.shared import pricing, report, runtime
+from spottrain.functions.shared.awserrors import error_code, transient_errors
 
 logger = Logger(service="spottrain-request-spot-instance")
 
@@ -90,6 +90,9 @@ def request_instance(ec2: Any, s3: Any, settings: Settings, state: dict) -> dict
         "instance": instance,
         "pools_failed": pools_failed,
         "wait_seconds": settings.bid_wait_seconds,
+        # The attempt's callback wait (HeartbeatSecondsPath, TimeoutSecondsPath): Step Functions needs whole seconds.
+        "heartbeat_timeout_seconds": settings.heartbeat_lost_seconds,
+        "wait_timeout_seconds": wait_timeout_seconds(state["job"], settings),
     }
 
 

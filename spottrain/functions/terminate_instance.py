@@ -16,7 +16,7 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from spottrain.functions import notify
-from spottrain.contract import layout, names
+from spottrain.contract import layout, markers, names
 from spottrain.contract.instances import UNTERMINATED_INSTANCE_STATES
 from spottrain.functions.shared import report
 from spottrain.functions.shared.awserrors import error_code, transient_errors
@@ -42,6 +42,7 @@ class StopOrder:
     status: str  # report.json's final status
     announce: bool  # the workflow sends its own emails; the other callers need the CANCELLED one
     reason: str = ""
+    spare: str | None = None  # an interrupted instance still in its final sync: it shuts itself down
 
 
 # ----- understanding the caller ----------------------------------------------------------------
@@ -55,6 +56,14 @@ def _status_from_state(state: dict) -> str:
     return JobStatus.FAILED.value
 
 
+def _syncing_instance(state: dict) -> str | None:
+    """The interrupted attempt's instance while its final sync runs: terminating it would lose checkpoints."""
+    poll = state.get("poll") or {}
+    syncing = poll.get("status") == JobStatus.INTERRUPTED.value and (poll.get("detail") or {}).get(
+        markers.FINAL_SYNC_DONE) is False
+    return ((state.get("launch") or {}).get("instance") or {}).get("instance_id") if syncing else None
+
+
 def _from_execution_event(event: dict, settings: Settings) -> StopOrder | None:
     detail = event.get("detail") or {}
     ended = ENDED_BY_EXECUTION_STATUS.get(detail.get("status"))
@@ -66,13 +75,10 @@ def _from_execution_event(event: dict, settings: Settings) -> StopOrder | None:
         execution_input = None
     if not isinstance(execution_input, dict):
         return None
-    state = execution_input.get("handover") if isinstance(execution_input.get("handover"), dict) else None
-    spec = (state or {}).get("job") or execution_input
-    exec_name = spec.get("exec_name") if isinstance(spec, dict) else None
+    exec_name = execution_input.get("exec_name")
     if not isinstance(exec_name, str) or not exec_name:
         return None
-    # A hand-over carries its run's state, whose launches are tagged with the run's first execution.
-    state = state or _minimal_state(exec_name, settings, detail.get("name"))
+    state = _minimal_state(exec_name, settings, detail.get("name"))
     reason = "execution timed out" if ended == "TIMED_OUT" else "execution aborted"
     return StopOrder(exec_name, state["execution"].get("name"), state, ended, announce=True, reason=reason)
 
@@ -89,7 +95,8 @@ def parse_event(event: dict, settings: Settings) -> StopOrder | None:
         return _from_execution_event(event, settings)
     if isinstance(event.get("job"), dict):
         execution = (event.get("execution") or {}).get("name")
-        return StopOrder(event["job"]["exec_name"], execution, event, _status_from_state(event), announce=False)
+        return StopOrder(event["job"]["exec_name"], execution, event, _status_from_state(event), announce=False,
+                         spare=_syncing_instance(event))
     if event.get("exec_name"):
         reason = event.get("reason") or "cancelled"
         state = _minimal_state(event["exec_name"], settings)
@@ -111,11 +118,13 @@ def _job_filters(settings: Settings, exec_name: str, execution: str | None) -> l
     return filters
 
 
-def terminate_job_instances(ec2: Any, settings: Settings, exec_name: str, execution: str | None) -> list[str]:
+def terminate_job_instances(ec2: Any, settings: Settings, exec_name: str, execution: str | None,
+                            spare: str | None = None) -> list[str]:
     filters = _job_filters(settings, exec_name, execution) + [
         {"Name": "instance-state-name", "Values": sorted(UNTERMINATED_INSTANCE_STATES)}]
     pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
-    ids = sorted(i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"])
+    ids = sorted(i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"]
+                 if i["InstanceId"] != spare)
     if ids:
         ec2.terminate_instances(InstanceIds=ids)
     return ids
@@ -160,12 +169,14 @@ def close_report(s3: Any, bucket: str, status: str) -> bool:
 def stop_job(ec2: Any, s3: Any, sns: Any, settings: Settings, stop: StopOrder) -> dict:
     launch_instance = (stop.state.get("launch") or {}).get("instance") or {}
     with transient_errors():
-        terminated = terminate_job_instances(ec2, settings, stop.exec_name, stop.execution)
+        terminated = terminate_job_instances(ec2, settings, stop.exec_name, stop.execution, stop.spare)
         cancelled = cancel_job_requests(ec2, settings, stop.exec_name, stop.execution,
                                         launch_instance.get("spot_request_id"))
         bucket = (stop.state.get("storage") or {}).get("bucket") or stop.state["job"]["bucket"]
         closed_now = close_report(s3, bucket, stop.status)
-    if launch_instance.get("instance_id") and launch_instance["instance_id"] not in terminated:
+    if stop.spare:
+        logger.info("spared: finishing its final sync, then it shuts itself down", extra={"instance_id": stop.spare})
+    elif launch_instance.get("instance_id") and launch_instance["instance_id"] not in terminated:
         # Either it is already gone, or it lacks this stack's tags and is not ours to terminate.
         logger.info("state's instance not found live with the job's tags", extra={"instance_id": launch_instance["instance_id"]})
     logger.info("job stopped", extra={"job": stop.exec_name, "execution": stop.execution, "status": stop.status,

@@ -33,14 +33,12 @@ def build_state(event: dict, settings: Settings) -> dict:
             "id": execution.get("id"),
             "name": execution.get("name"),
             "started_at": execution.get("started_at"),
-            "first_id": execution.get("id"),
-            "handovers": 0,
         },
     }
 
 
 def refuse_second_run(sfn: Any, state_machine_arn: str, state: dict) -> None:
-    """Raise JobAlreadyRunning when an execution that started first (or a hand-over) runs the same job."""
+    """Raise JobAlreadyRunning when an execution that started first runs the same job."""
     exec_name, execution = state["job"]["exec_name"], state["execution"]
     with transient_errors():
         holders = runs.active_before(runs.running(sfn, state_machine_arn, exec_name), execution["id"],

@@ -26,7 +26,6 @@ class ConfigError(ValueError):
     """A context value breaks its rule; the message names the key, the rule and the fix."""
 
 
-HANDOVER_SAFETY = 0.9  # room for each poll's own seconds on top of its wait
 _USER_RULE = ("must be the AMI's default Linux user, e.g. ubuntu (Deep Learning AMIs on Ubuntu) or ec2-user "
               "(Amazon Linux): lowercase letters, digits, '_' and '-'")
 
@@ -107,12 +106,7 @@ class StackConfig:
     root_volume_gb: int
     bid_wait_seconds: int
     bid_max_checks: int
-    poll_min_seconds: int
-    poll_max_seconds: int
-    poll_backoff: float
-    heartbeat_stale_seconds: int
-    heartbeat_lost_seconds: int
-    polls_per_execution: int
+    heartbeat_lost_seconds: int  # the callback wait's HeartbeatSeconds
     max_runtime_minutes: int
     max_attempts: int
     default_keep_alive_minutes: int
@@ -143,12 +137,7 @@ class StackConfig:
             root_volume_gb=ctx.whole("rootVolumeGb", minimum=8),
             bid_wait_seconds=ctx.whole("bidWaitSeconds"),
             bid_max_checks=ctx.whole("bidMaxChecks", minimum=1),
-            poll_min_seconds=ctx.whole("pollMinSeconds"),
-            poll_max_seconds=ctx.whole("pollMaxSeconds"),
-            poll_backoff=ctx.number("pollBackoff", minimum=1),
-            heartbeat_stale_seconds=ctx.whole("heartbeatStaleSeconds"),
-            heartbeat_lost_seconds=ctx.whole("heartbeatLostSeconds"),
-            polls_per_execution=ctx.whole("pollsPerExecution", minimum=1),
+            heartbeat_lost_seconds=ctx.whole("heartbeatLostSeconds", minimum=1),
             max_runtime_minutes=ctx.whole("maxRuntimeMinutes", minimum=1),
             max_attempts=ctx.whole("maxAttempts", minimum=1),
             default_keep_alive_minutes=ctx.whole("defaultKeepAliveMinutes"),
@@ -176,21 +165,9 @@ class StackConfig:
         if self.subnet_ids and not self.vpc_id:
             rule = "must be set when subnetIds is set (the security group lives in that VPC)"
             raise _error("vpcId", self.vpc_id, rule)
-        if self.poll_min_seconds > self.poll_max_seconds:
-            rule = f"must be <= pollMaxSeconds ({self.poll_max_seconds})"
-            raise _error("pollMinSeconds", self.poll_min_seconds, rule)
         if self.default_keep_alive_minutes > self.max_keep_alive_minutes:
             limit = f"must be <= maxKeepAliveMinutes ({self.max_keep_alive_minutes})"
             raise _error("defaultKeepAliveMinutes", self.default_keep_alive_minutes, limit)
-        # An execution must hand the job over before Step Functions times it out (and the timeout's
-        # clean-up terminates a healthy training): its longest watch is every poll at the longest wait.
-        longest_watch = self.polls_per_execution * self.poll_max_seconds
-        timeout = self.job_timeout_hours * 3600
-        if longest_watch >= HANDOVER_SAFETY * timeout:
-            rule = (f"times pollMaxSeconds ({self.poll_max_seconds}) is {longest_watch} s, which must stay under "
-                    f"{HANDOVER_SAFETY:.0%} of jobTimeoutHours ({timeout:.0f} s) so an execution hands over before "
-                    "it times out; lower pollsPerExecution or raise jobTimeoutHours")
-            raise _error("pollsPerExecution", self.polls_per_execution, rule)
 
     def lambda_environment(self) -> dict[str, str]:
         """The settings part of the Lambda environment (names and parsing: spottrain/contract/settings.py)."""
@@ -202,12 +179,7 @@ class StackConfig:
             "MAX_SPOT_PRICE": "" if self.max_spot_price is None else f"{self.max_spot_price:g}",
             "BID_WAIT_SECONDS": str(self.bid_wait_seconds),
             "BID_MAX_CHECKS": str(self.bid_max_checks),
-            "POLL_MIN_SECONDS": str(self.poll_min_seconds),
-            "POLL_MAX_SECONDS": str(self.poll_max_seconds),
-            "POLL_BACKOFF": f"{self.poll_backoff:g}",
-            "HEARTBEAT_STALE_SECONDS": str(self.heartbeat_stale_seconds),
             "HEARTBEAT_LOST_SECONDS": str(self.heartbeat_lost_seconds),
-            "POLLS_PER_EXECUTION": str(self.polls_per_execution),
             "MAX_RUNTIME_MINUTES": str(self.max_runtime_minutes),
             "MAX_ATTEMPTS": str(self.max_attempts),
             "DEFAULT_KEEP_ALIVE_MINUTES": str(self.default_keep_alive_minutes),

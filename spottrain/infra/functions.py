@@ -1,4 +1,4 @@
-"""The seven task Lambdas: one shared code asset, one role and one log group each, the same settings.
+"""The task Lambdas and the EC2 event handler: one shared code asset, one role and one log group each, the same settings.
 
 Each function gets its own role so that the stack can grant it exactly its own calls
 (infra/permissions.py); the log group is explicit (not `log_retention=`, which needs a custom
@@ -21,10 +21,14 @@ TASKS = (
     "create_bucket",
     "request_spot_instance",
     "check_bid",
+    "await_training",
     "poll_completion",
     "notify",
     "terminate_instance",
+    "instance_state_change",
 )
+# Invoked by the EC2 state-change rule, never by the state machine.
+EVENT_HANDLERS = frozenset({"instance_state_change"})
 
 LAMBDA_ASSET_EXCLUDE = keep_only(*LAMBDA_ASSET)
 

@@ -41,7 +41,7 @@ class InstanceLaunch(Construct):
             self,
             "InstanceRole",
             assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
-            description="spottrain training instance: its job bucket and the agent asset, nothing else",
+            description="spottrain training instance: its job bucket, the agent asset, its task token's answers",
         )
         self._grant_job_storage(storage)
         self.security_group = self._security_group(vpc_id)
@@ -82,6 +82,15 @@ class InstanceLaunch(Construct):
         )
         self.role.add_to_principal_policy(
             iam.PolicyStatement(sid="JobBuckets", actions=["s3:ListBucket"], resources=[storage.job_buckets_arn])
+        )
+        # The agent answers its attempt's callback wait. SendTask* take no resource: the token (in the job
+        # bucket, readable by the job's instance) is the capability.
+        self.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="AnswerTrainingWait",
+                actions=["states:SendTaskHeartbeat", "states:SendTaskSuccess", "states:SendTaskFailure"],
+                resources=["*"],
+            )
         )
         # Only the one zip, not the whole (shared) CDK assets bucket.
         self.role.add_to_principal_policy(

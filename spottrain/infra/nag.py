@@ -56,12 +56,19 @@ DESCRIBE_REASON = (
     "support no resource-level permissions: IAM requires Resource *."
 )
 
+TASK_TOKEN_REASON = (
+    "states:SendTaskHeartbeat/SendTaskSuccess/SendTaskFailure support no resource-level permissions: the task "
+    "token is the capability. It is written only into the job's own bucket (status/attempt-<n>/task-token.json), "
+    "read by that job's instance and the workflow's own Lambdas."
+)
+DESCRIBE_AND_TOKEN_REASON = DESCRIBE_REASON + " " + TASK_TOKEN_REASON
+
 
 def suppress(
     *, bucket_prefix: str, storage: JobStorage, launch: InstanceLaunch, functions: TaskFunctions, workflow: Workflow
 ) -> None:
     job_buckets = _job_bucket_findings(bucket_prefix)
-    _iam5(launch.role, {JOB_BUCKETS_REASON: job_buckets})
+    _iam5(launch.role, {JOB_BUCKETS_REASON: job_buckets, TASK_TOKEN_REASON: [ANY_RESOURCE]})
     for task, findings in _task_findings(job_buckets, subnets_configured=bool(launch.subnet_ids)).items():
         _iam5(functions.by_task[task].role, findings)
     _iam5(workflow.state_machine.role, {STATE_MACHINE_REASON: [ANY_RESOURCE]})
@@ -100,6 +107,8 @@ def _task_findings(job_buckets: list[str], *, subnets_configured: bool) -> dict[
             TAGGED_EC2_REASON: [INSTANCES],
             DESCRIBE_REASON: [ANY_RESOURCE],
         },
+        "await_training": {JOB_BUCKETS_REASON: job_buckets, DESCRIBE_AND_TOKEN_REASON: [ANY_RESOURCE]},
+        "instance_state_change": {JOB_BUCKETS_REASON: job_buckets, DESCRIBE_AND_TOKEN_REASON: [ANY_RESOURCE]},
         "notify": {JOB_BUCKETS_REASON: job_buckets},
         "terminate_instance": {
             JOB_BUCKETS_REASON: job_buckets,

@@ -3,7 +3,8 @@
 EC2 actions that change an instance or a spot request, or read its console, are allowed only on
 resources carrying this stack's `spottrain:stack` tag; S3 actions only on `<bucket prefix>-*`;
 iam:PassRole only on the instance role; Step Functions reads only this stack's own state machine.
-Resource "*" appears only for EC2 Describe* calls, which have no resource level.
+Resource "*" appears only for EC2 Describe* calls and Step Functions' SendTask* calls, which have no
+resource level (a task token is the capability).
 The full list per role is in docs/CONFIGURATION.md ("Permissions").
 """
 from __future__ import annotations
@@ -46,9 +47,11 @@ class TaskPermissions:
         self.create_bucket(functions["create_bucket"])
         self.request_spot_instance(functions["request_spot_instance"])
         self.check_bid(functions["check_bid"])
+        self.await_training(functions["await_training"])
         self.poll_completion(functions["poll_completion"])
         self.notify(functions["notify"])
         self.terminate_instance(functions["terminate_instance"])
+        self.instance_state_change(functions["instance_state_change"])
 
     def create_bucket(self, fn: lambda_.Function) -> None:
         self._add(fn, "CreateJobBucket", CREATE_BUCKET_ACTIONS, [self.storage.job_buckets_arn])
@@ -74,6 +77,19 @@ class TaskPermissions:
         self._grant_job_report(fn)
         self._allow_cancel_tagged(fn)
         self._allow_terminate_tagged(fn)
+
+    def await_training(self, fn: lambda_.Function) -> None:
+        # Writes the attempt's token, reads its markers, and answers the token when the attempt is already over.
+        self._add(fn, "AttemptToken", ["s3:GetObject", "s3:PutObject"], [self.storage.job_objects_arn])
+        self._add(fn, "ListJobBucket", ["s3:ListBucket"], [self.storage.job_buckets_arn])
+        self._add(fn, "DescribeInstance", ["ec2:DescribeInstances"], ["*"])
+        self._add(fn, "AnswerOwnWait", ["states:SendTaskSuccess", "states:SendTaskFailure"], ["*"])
+
+    def instance_state_change(self, fn: lambda_.Function) -> None:
+        self._add(fn, "DescribeInstance", ["ec2:DescribeInstances"], ["*"])
+        self._add(fn, "ReadAttemptToken", ["s3:GetObject"], [self.storage.job_objects_arn])
+        self._add(fn, "ListJobBucket", ["s3:ListBucket"], [self.storage.job_buckets_arn])
+        self._add(fn, "FailLostInstancesWait", ["states:SendTaskFailure"], ["*"])
 
     def poll_completion(self, fn: lambda_.Function) -> None:
         self._grant_job_report(fn)

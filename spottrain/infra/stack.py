@@ -7,15 +7,16 @@ from aws_cdk import Annotations, CfnOutput, Duration, Stack, Tags
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from spottrain.contract.layout import TAG_STACK
+from spottrain.contract.limits import BOOTSTRAP_MARGIN_MINUTES
 from spottrain.infra import nag
 from spottrain.infra.config import StackConfig
-from spottrain.infra.functions import TaskFunctions
+from spottrain.infra.functions import EVENT_HANDLERS, TaskFunctions
 from spottrain.infra.instance_launch import InstanceLaunch
 from spottrain.infra.job_storage import JobStorage
 from spottrain.infra.notifications import Notifications
 from spottrain.infra.permissions import TaskPermissions
 from spottrain.infra.workflow import Workflow
-from spottrain.contract.layout import TAG_STACK
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ASL = REPO_ROOT / "statemachine" / "spottrain.asl.json"
@@ -55,7 +56,8 @@ class SpotTrainStack(Stack):
             self,
             "Workflow",
             asl_path=asl_path or DEFAULT_ASL,
-            functions=functions.by_task,
+            functions={task: fn for task, fn in functions.by_task.items() if task not in EVENT_HANDLERS},
+            instance_state_change=functions.by_task["instance_state_change"],
             timeout=Duration.seconds(round(config.job_timeout_hours * 3600)),
             log_retention=retention,
         )
@@ -90,14 +92,21 @@ class SpotTrainStack(Stack):
         CfnOutput(self, "BucketName", value=storage.bucket.bucket_name)
         CfnOutput(self, "JobBucketPrefix", value=storage.bucket_prefix)
         CfnOutput(self, "TerminateFunctionName", value=functions.by_task["terminate_instance"].function_name)
+        # The emulator delivers EC2 state changes to it, as the stack's EventBridge rule does on AWS.
+        CfnOutput(self, "InstanceStateChangeFunctionName",
+                  value=functions.by_task["instance_state_change"].function_name)
 
     def _warn_if_timeout_cuts_training(self, config: StackConfig) -> None:
-        longest_job_seconds = (config.max_runtime_minutes + config.max_keep_alive_minutes) * config.seconds_per_minute
+        # One execution watches every attempt of a job, each bounded by its callback wait's timeout.
+        longest_job_seconds = config.max_attempts * (
+            config.max_runtime_minutes + config.max_keep_alive_minutes + BOOTSTRAP_MARGIN_MINUTES
+        ) * config.seconds_per_minute
         if config.job_timeout_hours * 3600 < longest_job_seconds:
             Annotations.of(self).add_warning_v2(
                 "spottrain:JobTimeoutShorterThanRuntime",
-                f"jobTimeoutHours={config.job_timeout_hours:g} is shorter than maxRuntimeMinutes + "
-                "maxKeepAliveMinutes: long jobs would be stopped by the execution timeout. Raise jobTimeoutHours.",
+                f"jobTimeoutHours={config.job_timeout_hours:g} is shorter than maxAttempts x (maxRuntimeMinutes + "
+                f"maxKeepAliveMinutes + {BOOTSTRAP_MARGIN_MINUTES} min): long jobs would be stopped by the execution "
+                "timeout. Raise jobTimeoutHours.",
             )
 
 

@@ -1,7 +1,10 @@
-"""The state machine (its ASL lives in statemachine/*.asl.json) and the rule that cleans up after it.
+"""The state machine (its ASL lives in statemachine/*.asl.json) and the two rules that answer for it.
 
 An aborted or timed-out execution runs no Catch, so an EventBridge rule hands those to the
-terminate_instance Lambda: no path leaves an instance or an open spot request behind.
+terminate_instance Lambda: no path leaves an instance or an open spot request behind. An instance
+that stops or ends without its agent reporting would leave its attempt's callback wait open until the
+heartbeat timeout, so a rule on EC2 state changes hands those to instance_state_change, which fails
+the wait within seconds.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from spottrain.contract.instances import ENDED_INSTANCE_STATES
 from spottrain.infra.functions import construct_name
 
 
@@ -44,6 +48,7 @@ class Workflow(Construct):
         *,
         asl_path: Path,
         functions: dict[str, lambda_.IFunction],
+        instance_state_change: lambda_.IFunction,
         timeout: Duration,
         log_retention: logs.RetentionDays,
     ) -> None:
@@ -65,24 +70,8 @@ class Workflow(Construct):
                 resources=[fn.function_arn for fn in functions.values()],
             )
         )
-        self._allow_hand_over()
         self._terminate_when_stopped(functions["terminate_instance"])
-
-    def _allow_hand_over(self) -> None:
-        # A separate policy, not the role's default one: the state machine depends on its role, so a
-        # statement naming the state machine's own ARN there would be a dependency cycle.
-        iam.Policy(
-            self,
-            "HandOverPolicy",
-            roles=[self.state_machine.role],
-            statements=[
-                iam.PolicyStatement(
-                    sid="StartOwnExecution",
-                    actions=["states:StartExecution"],
-                    resources=[self.state_machine.state_machine_arn],
-                )
-            ],
-        )
+        self._report_lost_instances(instance_state_change)
 
     def _terminate_when_stopped(self, terminate: lambda_.IFunction) -> None:
         events.Rule(
@@ -98,4 +87,18 @@ class Workflow(Construct):
                 },
             ),
             targets=[targets.LambdaFunction(terminate, retry_attempts=4, max_event_age=Duration.hours(2))],
+        )
+
+    def _report_lost_instances(self, handler: lambda_.IFunction) -> None:
+        # Every instance in the account and region matches; the handler keeps only this stack's (by tag).
+        events.Rule(
+            self,
+            "InstanceStateChangeRule",
+            description="An instance that stops or ends without its agent reporting: fail its attempt's wait now",
+            event_pattern=events.EventPattern(
+                source=["aws.ec2"],
+                detail_type=["EC2 Instance State-change Notification"],
+                detail={"state": sorted(ENDED_INSTANCE_STATES)},
+            ),
+            targets=[targets.LambdaFunction(handler, retry_attempts=4, max_event_age=Duration.minutes(30))],
         )

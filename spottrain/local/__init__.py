@@ -29,6 +29,8 @@ import boto3
 
 from spottrain import jobs
 from spottrain.contract.defaults import STACK_DEFAULTS
+from spottrain.contract.instances import ENDED_INSTANCE_STATES
+from spottrain.contract.layout import TAG_STACK
 from spottrain.local import deploy
 from spottrain.local.bridge import Bridge
 from spottrain.local.ec2sim import Ec2Simulator
@@ -49,15 +51,14 @@ FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "te
 # Stack timings shrunk through context (never by patching) so a job's story takes seconds.
 FAST_CONTEXT = {
     "bidWaitSeconds": 1,
-    "pollMinSeconds": 1,
-    "pollMaxSeconds": 2,
-    "heartbeatStaleSeconds": 20,
-    "heartbeatLostSeconds": 60,
+    # 15 of the simulated agent's 1 s heartbeats: a frozen agent is caught in seconds, a busy machine is not
+    "heartbeatLostSeconds": 15,
     "secondsPerMinute": 1,
     # moto rejects the public Powertools layer (not in its account); handlers use the venv's copy
     "powertoolsLayerArn": "",
 }
 STATUS_CHANGE = "Step Functions Execution Status Change"
+INSTANCE_STATE_CHANGE = "EC2 Instance State-change Notification"
 # moto logs every request and every caught task error at length; the emulator reports what matters
 _QUIET_LOGGERS = {
     "werkzeug": logging.WARNING,
@@ -87,11 +88,12 @@ class Emulator:
 
     def __init__(self, workdir: Path = DEFAULT_WORKDIR, faults: Faults | None = None,
                  on_email: Callable[[dict], None] | None = None, context: dict | None = None,
-                 stack_name: str = STACK_NAME):
+                 stack_name: str = STACK_NAME, agent_env: dict[str, str] | None = None):
         self.workdir = Path(workdir).resolve()
         self.faults = faults or Faults()
         self.on_email = on_email
         self.context_overrides = dict(context or {})
+        self.agent_env = dict(agent_env or {})  # the simulated agents' environment over the shrunk timings
         self.faults.check_instance_types(self.allowed_instance_types)
         self.stack_name = stack_name
         self.endpoint = ""
@@ -104,6 +106,7 @@ class Emulator:
         self.ec2: Ec2Simulator | None = None
         self.lambda_host: LambdaHost | None = None
         self._handled_status_changes: set[str] = set()
+        self._instance_states: dict[str, str] = {}
         self._stop = threading.Event()
 
     @property
@@ -162,11 +165,13 @@ class Emulator:
         self._emails.start()
         self._stack.callback(self._emails.stop)
         self.ec2 = Ec2Simulator(self.client("ec2"), self.run_dir, self._base_env(), self.faults,
-                                s3=self.client("s3")).start()
+                                s3=self.client("s3"), agent_env=self.agent_env).start()
         self._stack.callback(self.ec2.stop)
-        watcher = threading.Thread(target=self._watch_status_changes, name="status-changes", daemon=True)
-        watcher.start()
-        self._stack.callback(watcher.join, timeout=5)
+        for target, name in ((self._watch_status_changes, "status-changes"),
+                             (self._watch_instance_states, "instance-state-changes")):
+            watcher = threading.Thread(target=target, name=name, daemon=True)
+            watcher.start()
+            self._stack.callback(watcher.join, timeout=5)
         self._stack.callback(self._stop.set)
 
     def _base_env(self) -> dict[str, str]:
@@ -232,7 +237,7 @@ class Emulator:
         return jobs.start(self.client("stepfunctions"), self.stack, spec)
 
     def wait(self, execution_arn: str, timeout: float, on_progress: Callable[[jobs.Progress], None] | None = None) -> dict:
-        """Follow the execution, and the fresh ones it hands over to, until the last one ends."""
+        """Follow the execution until it ends."""
         return jobs.wait(self.client("stepfunctions"), self.client("s3"), self.stack, execution_arn,
                          timeout=timeout, on_progress=on_progress, interval=0.5)
 
@@ -255,6 +260,29 @@ class Emulator:
                 except Exception:  # noqa: BLE001 - keep watching; the next round retries
                     log.exception("raising status change events failed")
 
+    def _watch_instance_states(self) -> None:
+        """moto's EC2 emits no events: raise the stack's rule on EC2 state changes ourselves, within a second."""
+        ec2, lambda_ = self.client("ec2"), self.client("lambda")
+        while not self._stop.wait(0.25):
+            try:
+                pages = ec2.get_paginator("describe_instances").paginate(
+                    Filters=[{"Name": f"tag:{TAG_STACK}", "Values": [self.stack_name]}])
+                for instance in (i for page in pages for r in page["Reservations"] for i in r["Instances"]):
+                    self._raise_instance_state_change(lambda_, instance["InstanceId"], instance["State"]["Name"])
+            except Exception:  # noqa: BLE001 - keep watching; the next round retries
+                log.exception("raising EC2 state change events failed")
+
+    def _raise_instance_state_change(self, lambda_: Any, instance_id: str, state: str) -> None:
+        if self._instance_states.get(instance_id) == state:
+            return
+        self._instance_states[instance_id] = state
+        if state not in ENDED_INSTANCE_STATES:  # what the stack's rule on EC2 state changes matches
+            return
+        response = lambda_.invoke(FunctionName=self.outputs["InstanceStateChangeFunctionName"],
+                                  Payload=json.dumps(instance_state_change_event(instance_id, state)))
+        if response.get("FunctionError"):
+            log.error("instance_state_change failed for %s: %s", instance_id, response["Payload"].read())
+
     def _send_status_change(self, described: dict) -> None:
         self._handled_status_changes.add(described["executionArn"])
         event = status_change_event(described)
@@ -263,6 +291,21 @@ class Emulator:
         )
         if response.get("FunctionError"):
             log.error("terminate_instance failed for %s: %s", described["executionArn"], response["Payload"].read())
+
+
+def instance_state_change_event(instance_id: str, state: str) -> dict:
+    """The EventBridge event AWS sends when an EC2 instance changes state."""
+    return {
+        "version": "0",
+        "id": secrets.token_hex(16),
+        "detail-type": INSTANCE_STATE_CHANGE,
+        "source": "aws.ec2",
+        "account": ACCOUNT_ID,
+        "time": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": REGION,
+        "resources": [f"arn:aws:ec2:{REGION}:{ACCOUNT_ID}:instance/{instance_id}"],
+        "detail": {"instance-id": instance_id, "state": state},
+    }
 
 
 def status_change_event(described: dict) -> dict:

@@ -1,6 +1,6 @@
 """Everything moto cannot do for spottrain, bridged in this one place.
 
-moto runs in this process (ThreadedMotoServer), so the bridge patches three of its code paths while
+moto runs in this process (ThreadedMotoServer), so the bridge patches its code paths while
 the emulator is up, and restores them on exit:
 
 1. Lambda Invoke: moto needs Docker; we run the deployed handler in-process (see lambda_host), and
@@ -14,17 +14,23 @@ the emulator is up, and restores them on exit:
 4. S3 bucket policies: moto ignores Conditions, so the job bucket's TLS-only statement (Deny unless
    aws:SecureTransport) would deny every request. The emulator speaks plain HTTP on loopback, where
    such a statement has nothing to guard; we evaluate the policy without it.
-5. The `states:startExecution` integration (the workflow's hand-over to a fresh execution): moto
-   stubs out the step that maps the ASL's PascalCase parameters (StateMachineArn, Name, Input) onto
-   the API's member names, so botocore rejects the call. We map them as AWS does.
-6. EC2 spot price history: moto answers $0.00001/h for every type, which would make every report
+5. EC2 spot price history: moto answers $0.00001/h for every type, which would make every report
    claim a 100% saving. We answer a typical spot price instead: a fixed fraction of the on-demand
    list price in spottrain/functions/shared/pricing.py (the emulator has no spot market to sample).
-7. EC2 GetConsoleOutput: moto answers a canned Linux boot log for every instance. We answer what the
+6. EC2 GetConsoleOutput: moto answers a canned Linux boot log for every instance. We answer what the
    simulated instance really printed: the last 64 KiB of its `instances/<id>/console.log` (its user
    data's stdout and stderr), as AWS keeps the last 64 KiB of a console. (moto records every
    termination as Client.UserInitiatedShutdown, also an instance's own shutdown; the workflow never
    needs to tell those apart.)
+7. The attempt's callback wait (`lambda:invoke.waitForTaskToken`), in `CallbackBridge`, which the
+   state machine tests install on their own: moto 5.2.5's answers differ from AWS's in six ways the
+   workflow relies on. (a) SendTaskFailure drops `cause`. (b) A heartbeat timeout fails as
+   States.Timeout, not States.HeartbeatTimeout. (c) An answer or heartbeat sent while the invoke
+   still runs (await_training answering an attempt that already ended) is lost when HeartbeatSeconds
+   is set. (d) Answers to a wait that is over (late, duplicate, execution stopped) are accepted
+   silently; AWS answers TaskTimedOut. (e) StopExecution does not wake a waiting task, so
+   `spottrain cancel` would leave the execution RUNNING until its timeout, then FAILED, not ABORTED.
+   (f) A Retry of the task reuses its token, so the retry ends at once with the first try's answer.
 """
 from __future__ import annotations
 
@@ -33,10 +39,9 @@ import logging
 import re
 from typing import Any
 
-import botocore.session
-
 from moto.awslambda.models import LambdaFunction
-from moto.core.exceptions import ServiceException
+from moto.core.exceptions import AWSError, ServiceException
+from moto.core.responses import EmptyResult
 from moto.ec2.models import EC2Backend
 from moto.core.types import Base64EncodedString
 from moto.ec2.models.instances import InstanceBackend
@@ -45,9 +50,22 @@ from moto.ec2.responses.spot_instances import SpotInstances
 from moto.iam.access_control import IAMPolicy, PermissionResult
 from moto.s3.models import FakeBucket, s3_backends
 from moto.stepfunctions.models import StateMachine
-from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn import (
-    StateTaskServiceSfn,
+from moto.stepfunctions.parser.api import ExecutionStatus, HistoryEventType, TaskTimedOutEventDetails
+from moto.stepfunctions.parser.asl.component.common.error_name.error_equals_decl import ErrorEqualsDecl
+from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import FailureEvent
+from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import StatesErrorNameType
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resource import ResourceCondition
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_callback import (
+    StateTaskServiceCallback,
 )
+from moto.stepfunctions.parser.asl.eval.callback.callback import CallbackEndpoint, HeartbeatTimeoutError
+from moto.stepfunctions.parser.asl.eval.environment import Environment
+from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
+from moto.stepfunctions.parser.backend.execution import Execution as ParserExecution
+from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+from moto.stepfunctions.responses import StepFunctionResponse
 from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 
 from spottrain.functions.shared.pricing import on_demand_price
@@ -66,21 +84,183 @@ class InsufficientInstanceCapacity(ServiceException):
     code = "InsufficientInstanceCapacity"
 
 
-class Bridge:
+_ABSENT = object()  # an attribute the owner only inherits: removed again on exit
+
+
+class Patches:
+    """Replaces attributes of moto's classes; puts every one back on exit, in reverse order."""
+
+    def __init__(self) -> None:
+        self._originals: list[tuple[Any, str, Any]] = []
+
+    def _patch(self, owner: Any, name: str, replacement: Any) -> None:
+        self._originals.append((owner, name, owner.__dict__.get(name, _ABSENT)))
+        setattr(owner, name, replacement)
+
+    def __exit__(self, *exc: Any) -> None:
+        for owner, name, original in reversed(self._originals):
+            if original is _ABSENT:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, original)
+        self._originals.clear()
+
+
+class TaskTimedOut(AWSError):
+    """What AWS answers SendTask* for a wait that is over (moto's own class serialises without a code)."""
+
+    TYPE = "TaskTimedOut"
+    STATUS = 400
+
+
+HEARTBEAT_TIMEOUT = StatesErrorName(typ=StatesErrorNameType.StatesHeartbeatTimeout)
+TIMEOUT = StatesErrorName(typ=StatesErrorNameType.StatesTimeout)
+
+
+class CallbackBridge(Patches):
+    """moto's `.waitForTaskToken` answering as AWS does (item 7 of this module's list)."""
+
+    def __enter__(self) -> "CallbackBridge":
+        try:
+            self._keep_failure_cause()
+            self._name_heartbeat_timeouts()
+            self._keep_early_answers()
+            self._refuse_answers_to_ended_waits()
+            self._wake_waits_on_stop()
+            self._fresh_token_per_retry()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _keep_failure_cause(self) -> None:  # (a)
+        def send_task_failure(response: StepFunctionResponse) -> EmptyResult:
+            response.stepfunction_backend.send_task_failure(
+                response._get_param("taskToken"), error=response._get_param("error"),
+                cause=response._get_param("cause"))
+            return EmptyResult()
+
+        self._patch(StepFunctionResponse, "send_task_failure", send_task_failure)
+
+    def _name_heartbeat_timeouts(self) -> None:  # (b)
+        original_from_error = StateTaskServiceCallback._from_error
+        original_equals = ErrorEqualsDecl._eval_body
+
+        def from_error(task: StateTaskServiceCallback, env: Environment, ex: Exception) -> FailureEvent:
+            if not isinstance(ex, HeartbeatTimeoutError):
+                return original_from_error(task, env, ex)
+            details = TaskTimedOutEventDetails(resourceType=task._get_sfn_resource_type(),
+                                               resource=task._get_sfn_resource(), error=HEARTBEAT_TIMEOUT.error_name)
+            return FailureEvent(env=env, error_name=HEARTBEAT_TIMEOUT, event_type=HistoryEventType.TaskTimedOut,
+                                event_details=EventDetails(taskTimedOutEventDetails=details))
+
+        def equals(decl: ErrorEqualsDecl, env: Environment) -> None:
+            # As on AWS, a catcher of States.Timeout also catches a heartbeat timeout.
+            if env.stack[-1] == HEARTBEAT_TIMEOUT and TIMEOUT in decl.error_names:
+                env.stack.pop()
+                env.stack.append(True)
+                return
+            original_equals(decl, env)
+
+        self._patch(StateTaskServiceCallback, "_from_error", from_error)
+        self._patch(ErrorEqualsDecl, "_eval_body", equals)
+
+    def _keep_early_answers(self) -> None:  # (c)
+        original_setup = CallbackEndpoint.setup_heartbeat_endpoint
+        original_heartbeat = CallbackEndpoint.notify_heartbeat
+
+        def setup_heartbeat_endpoint(endpoint: CallbackEndpoint, heartbeat_seconds: int) -> Any:
+            heartbeat = original_setup(endpoint, heartbeat_seconds)
+            if endpoint._outcome is not None or getattr(endpoint, "_early_heartbeat", False):
+                heartbeat.notify()
+            return heartbeat
+
+        def notify_heartbeat(endpoint: CallbackEndpoint) -> bool:
+            if endpoint._heartbeat_endpoint is None:
+                endpoint._early_heartbeat = True
+                return True
+            return original_heartbeat(endpoint)
+
+        self._patch(CallbackEndpoint, "setup_heartbeat_endpoint", setup_heartbeat_endpoint)
+        self._patch(CallbackEndpoint, "notify_heartbeat", notify_heartbeat)
+
+    def _refuse_answers_to_ended_waits(self) -> None:  # (d)
+        original_interrupt = CallbackEndpoint.interrupt_all
+
+        def interrupt_all(endpoint: CallbackEndpoint) -> None:
+            endpoint._spottrain_closed = True  # moto calls this whenever the wait ends, however
+            original_interrupt(endpoint)
+
+        self._patch(CallbackEndpoint, "interrupt_all", interrupt_all)
+        for name in ("send_task_heartbeat", "send_task_success", "send_task_failure"):
+            self._patch(StepFunctionsParserBackend, name, _refusing_ended_waits(StepFunctionsParserBackend.__dict__[name]))
+
+    def _wake_waits_on_stop(self) -> None:  # (e)
+        original_stop = ParserExecution.stop
+        original_set_error = Environment.set_error
+
+        def stop(execution: ParserExecution, stop_date: Any, error: Any, cause: Any) -> None:
+            original_stop(execution, stop_date, error, cause)
+            env = getattr(execution.exec_worker, "env", None)
+            for endpoint in list(env.callback_pool_manager._pool.values()) if env is not None else []:
+                endpoint.interrupt_all()
+
+        def set_error(env: Environment, error: Any) -> None:
+            if not isinstance(env._program_state, ProgramStopped):  # the woken task must not undo ABORTED
+                original_set_error(env, error)
+
+        self._patch(ParserExecution, "stop", stop)
+        self._patch(Environment, "set_error", set_error)
+
+    def _fresh_token_per_retry(self) -> None:  # (f)
+        original_attempt = StateTaskServiceCallback._evaluate_with_timeout  # inherited
+
+        def evaluate_with_timeout(task: StateTaskServiceCallback, env: Environment) -> Any:
+            context = env.states.context_object.context_object_data
+            if task.resource.condition == ResourceCondition.WaitForTaskToken and context["State"].get("RetryCount", 0):
+                stale = env.callback_pool_manager.get(context["Task"]["Token"])
+                if stale is not None:
+                    stale._spottrain_closed = True  # the previous try's token answers TaskTimedOut from now on
+                env.callback_pool_manager.add(env.states.context_object.update_task_token())
+            return original_attempt(task, env)
+
+        self._patch(StateTaskServiceCallback, "_evaluate_with_timeout", evaluate_with_timeout)
+
+
+def _refusing_ended_waits(original: Any) -> Any:
+    def answer(backend: StepFunctionsParserBackend, task_token: str, *args: Any, **kwargs: Any) -> Any:
+        if _wait_ended(backend, task_token):
+            raise TaskTimedOut("Task Timed Out: 'Provided task does not exist anymore'")
+        return original(backend, task_token, *args, **kwargs)
+
+    return answer
+
+
+def _wait_ended(backend: StepFunctionsParserBackend, token: str) -> bool:
+    for execution in backend._get_executions():
+        env = getattr(execution.exec_worker, "env", None)
+        endpoint = env.callback_pool_manager.get(token) if env is not None else None
+        if endpoint is not None:
+            return getattr(endpoint, "_spottrain_closed", False) or execution.exec_status != ExecutionStatus.RUNNING
+    return False
+
+
+class Bridge(Patches):
     """Installs the patches on enter, removes them on exit. One emulator per process at a time."""
 
     def __init__(self, host: LambdaHost, faults: Faults):
+        super().__init__()
         self.host = host
         self.faults = faults
-        self._originals: list[tuple[Any, str, Any]] = []
+        self._callbacks = CallbackBridge()
 
     def __enter__(self) -> "Bridge":
         try:
+            self._callbacks.__enter__()
             self._bridge_lambda_invoke()
             self._bridge_state_machines()
             self._bridge_capacity()
             self._patch(FakeBucket, "get_permission", bucket_permission)
-            self._bridge_start_execution()
             self._bridge_spot_prices()
             self._bridge_console_output()
         except BaseException:
@@ -118,17 +298,6 @@ class Bridge:
 
         self._patch(InstanceBackend, "run_instances", run_instances)
 
-    def _bridge_start_execution(self) -> None:
-        original_normalise = StateTaskServiceSfn._normalise_parameters
-
-        def normalise(task: StateTaskServiceSfn, parameters: dict, boto_service_name: str | None = None,
-                      service_action_name: str | None = None) -> None:
-            original_normalise(task, parameters, boto_service_name, service_action_name)
-            if service_action_name is None:
-                task._to_boto_request(parameters, _sfn_input_shape(task.resource.api_action))
-
-        self._patch(StateTaskServiceSfn, "_normalise_parameters", normalise)
-
     def _bridge_spot_prices(self) -> None:
         original = SpotInstances.describe_spot_price_history
 
@@ -155,14 +324,9 @@ class Bridge:
         self._patch(General, "get_console_output", get_console_output)
 
     def __exit__(self, *exc: Any) -> None:
-        for owner, name, original in reversed(self._originals):
-            setattr(owner, name, original)
-        self._originals.clear()
+        super().__exit__(*exc)
+        self._callbacks.__exit__(*exc)
         self.host.close()
-
-    def _patch(self, owner: Any, name: str, replacement: Any) -> None:
-        self._originals.append((owner, name, owner.__dict__[name]))
-        setattr(owner, name, replacement)
 
     def invoke_lambda(self, function: LambdaFunction, body: str, response_headers: Any) -> bytes:
         event = json.loads(body) if body else {}
@@ -201,12 +365,6 @@ def console_tail(path: Any) -> str:
             return console.read().decode("utf-8", errors="replace")
     except FileNotFoundError:
         return ""
-
-
-def _sfn_input_shape(api_action: str) -> Any:
-    """botocore's request shape for a Step Functions action named as in the ASL (startExecution)."""
-    model = botocore.session.get_session().get_service_model("stepfunctions")
-    return model.operation_model(api_action[0].upper() + api_action[1:]).input_shape
 
 
 def function_spec(function: LambdaFunction) -> FunctionSpec:

@@ -72,13 +72,15 @@ class Ec2Simulator:
 
     def __init__(self, ec2: Any, workdir: Path, base_env: dict[str, str], faults: Faults, *,
                  s3: Any, poll_seconds: float = 0.25, on_event: Callable[[str], None] | None = None,
-                 interrupt_grace_seconds: float = INTERRUPT_GRACE_SECONDS):
+                 interrupt_grace_seconds: float = INTERRUPT_GRACE_SECONDS, agent_env: dict[str, str] | None = None):
         self.ec2 = ec2
         self.workdir = workdir
         self.base_env = base_env
         self.faults = faults
         self.poll_seconds = poll_seconds
         self.interrupt_grace_seconds = interrupt_grace_seconds
+        # Read at each boot: replaces AGENT_TIMINGS' values (a benchmark runs the agent at its real pace).
+        self.agent_env = agent_env if agent_env is not None else {}
         self.on_event = on_event or (lambda message: log.info("%s", message))
         self.s3 = s3  # interrupt-at=checkpoint waits for the checkpoint in the job's bucket
         self.instances: dict[str, SimulatedInstance] = {}
@@ -171,6 +173,7 @@ class Ec2Simulator:
         return {
             **self.base_env,
             **AGENT_TIMINGS,
+            **self.agent_env,
             "SPOTTRAIN_ROOT": str(sandbox),
             "SPOTTRAIN_PYTHON": sys.executable,
             "SPOTTRAIN_SHUTDOWN_COMMAND": "true",  # the simulator terminates the instance when the process ends

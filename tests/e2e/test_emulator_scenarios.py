@@ -13,6 +13,8 @@ import contextlib
 import json
 import logging
 import math
+import os
+import signal
 import time
 from typing import Any, Callable, Iterator
 
@@ -229,11 +231,12 @@ def test_given_a_workflow_error_during_training_when_the_job_fails_then_no_proce
     emulator, quick_job, record_property
 ):
     with timed(record_property, "workflow_error"):
-        # Given a training that daemonised, and a PollCompletion that fails more often than it is retried
-        with faults(emulator, "lambda-error=PollCompletion:6"):
+        # Given a training that daemonised, and an AwaitTraining (arming the wait) that fails more often than
+        # it is retried
+        with faults(emulator, "lambda-error=AwaitTraining:6"):
             arn = emulator.start_job(quick_job("scenario-error", DAEMONISING_TRAINING))
             wait_until(lambda: daemon_started(emulator, "scenario-error"), 120, "the daemonising training")
-            # When the workflow gives up on it, after retrying PollCompletion with backoff (about a minute)
+            # When the workflow gives up on it, after retrying AwaitTraining with backoff (about a minute)
             final = emulator.wait(arn, timeout=180)
 
         # Then the job failed through its error path, which terminated the instance and all it ran
@@ -317,3 +320,97 @@ def test_given_a_transient_lambda_error_when_the_job_runs_then_the_task_is_retri
         # the retry succeeded inside the same state: no state was left before it
         assert not any(t.endswith("StateExited") for t in types[: types.index("LambdaFunctionSucceeded")]), types
         assert_nothing_left_running(emulator)
+
+
+# --- an agent that dies or hangs: the callback wait notices without polling -----------------------
+
+# Attempt 1 trains "forever" (until its agent is killed or frozen); attempt 2 finishes at once.
+FIRST_ATTEMPT_HANGS = ('if [ "$SPOTTRAIN_ATTEMPT" = 1 ]; then echo training started; sleep 600; '
+                       'else echo resumed and done; fi')
+
+
+def training_started(emulator: Emulator, exec_name: str) -> bool:
+    try:
+        heartbeat = read_json(emulator, emulator.stack.job_bucket(exec_name), layout.HEARTBEAT_KEY)
+    except emulator.client("s3").exceptions.ClientError:
+        return False
+    return (heartbeat.get("attempt"), heartbeat.get("phase"), heartbeat.get("last_log_line")) == (
+        1, "exec", "training started")
+
+
+def agent_pid(emulator: Emulator, exec_name: str) -> int:
+    """The agent process of the job's first instance (python -m spottrain.agent), found among its processes."""
+    (instance_id,) = [i["InstanceId"] for i in job_instances(emulator, exec_name)][:1]
+    for pid in emulator.ec2.instances[instance_id].tracked.pids():
+        try:
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if b"spottrain.agent" in cmdline:
+            return pid
+    raise AssertionError(f"no agent process on {instance_id}")
+
+
+def judged_waits(emulator: Emulator, execution_arn: str) -> list[dict]:
+    """How each attempt's wait ended, as PollCompletion received it ($.wait)."""
+    return [json.loads(e["stateEnteredEventDetails"]["input"]).get("wait")
+            for e in history(emulator, execution_arn)
+            if e["type"] == "TaskStateEntered" and e["stateEnteredEventDetails"]["name"] == "PollCompletion"]
+
+
+def waited_seconds(emulator: Emulator, execution_arn: str, since: float) -> float:
+    """Seconds from `since` (epoch) to the end of attempt 1's wait (PollCompletion entered)."""
+    entered = next(e for e in history(emulator, execution_arn) if e["type"] == "TaskStateEntered"
+                   and e["stateEnteredEventDetails"]["name"] == "PollCompletion")
+    return entered["timestamp"].timestamp() - since
+
+
+@pytest.mark.timeout(300)
+def test_given_the_agent_killed_mid_training_then_the_instance_loss_ends_the_wait_and_the_job_relaunches(
+    emulator, quick_job, record_property
+):
+    job = {**quick_job("scenario-agent-killed", FIRST_ATTEMPT_HANGS), "limits": {"max_attempts": 2}}
+    # Given a job training on its first instance
+    arn = emulator.start_job(job)
+    wait_until(lambda: training_started(emulator, job["exec_name"]), 120, "attempt 1's training")
+
+    # When its agent is killed outright (no marker, no answer: the instance shuts down without it)
+    killed_at = time.time()
+    os.kill(agent_pid(emulator, job["exec_name"]), signal.SIGKILL)
+    final = emulator.wait(arn, timeout=180)
+
+    # Then the EC2 state change answered the wait (InstanceLost), not the heartbeat timeout, and the
+    # attempt was judged interrupted and relaunched; the second attempt finished the job
+    assert final["status"] == "SUCCEEDED", final.get("cause")
+    first_wait = judged_waits(emulator, arn)[0]
+    assert first_wait["Error"] == "InstanceLost" and "instance i-" in first_wait["Cause"], first_wait
+    report = read_json(emulator, emulator.stack.job_bucket(job["exec_name"]), layout.REPORT_KEY)
+    assert [(a["attempt"], a["outcome"]) for a in report["attempts"]] == [(1, "INTERRUPTED"), (2, "SUCCEEDED")]
+    record_property("agent_killed_to_judged_seconds", round(waited_seconds(emulator, arn, killed_at), 1))
+    assert_nothing_left_running(emulator)
+
+
+@pytest.mark.timeout(300)
+def test_given_the_agent_frozen_mid_training_then_the_heartbeat_timeout_ends_the_wait_terminates_and_relaunches(
+    emulator, quick_job, record_property
+):
+    job = {**quick_job("scenario-agent-frozen", FIRST_ATTEMPT_HANGS), "limits": {"max_attempts": 2}}
+    # Given a job training on its first instance
+    arn = emulator.start_job(job)
+    wait_until(lambda: training_started(emulator, job["exec_name"]), 120, "attempt 1's training")
+    first_instance = job_instances(emulator, job["exec_name"])[0]["InstanceId"]
+
+    # When its agent freezes (SIGSTOP): the instance runs on, silent
+    frozen_at = time.time()
+    os.kill(agent_pid(emulator, job["exec_name"]), signal.SIGSTOP)
+    final = emulator.wait(arn, timeout=180)
+
+    # Then the heartbeat timeout ended the wait, the silent instance was terminated, and attempt 2 finished
+    assert final["status"] == "SUCCEEDED", final.get("cause")
+    assert judged_waits(emulator, arn)[0]["Error"] == "States.HeartbeatTimeout"
+    states = {i["InstanceId"]: i["State"]["Name"] for i in job_instances(emulator, job["exec_name"])}
+    assert states[first_instance] == "terminated" and len(states) == 2
+    report = read_json(emulator, emulator.stack.job_bucket(job["exec_name"]), layout.REPORT_KEY)
+    assert [(a["attempt"], a["outcome"]) for a in report["attempts"]] == [(1, "INTERRUPTED"), (2, "SUCCEEDED")]
+    record_property("agent_frozen_to_judged_seconds", round(waited_seconds(emulator, arn, frozen_at), 1))
+    assert_nothing_left_running(emulator)

@@ -22,7 +22,7 @@ CUSTOM_CONTEXT = {
     "bucketPrefix": "acme-train",
     "powertoolsLayerArn": "",
     "jobTimeoutHours": "30",
-    "pollsPerExecution": "300",
+    "heartbeatLostSeconds": "120",
     "rootVolumeGb": "150",
     "maxSpotPrice": "0.75",
     "onDemandFallback": "false",

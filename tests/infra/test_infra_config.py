@@ -25,11 +25,11 @@ def test_the_stack_defaults_reach_the_lambdas_as_their_own_settings_defaults():
 
 def test_given_cli_strings_then_they_parse_like_json_values():
     from_strings = _config(allowedInstanceTypes="g5.xlarge, g6.xlarge", defaultInstanceTypes='["g6.xlarge"]',
-                           pollBackoff="2", bidMaxChecks="4", onDemandFallback="false", maxSpotPrice="0.5",
-                           subnetIds="subnet-01,subnet-02", vpcId="vpc-01", jobTimeoutHours="0.5", pollsPerExecution="5")
+                           heartbeatLostSeconds="120", bidMaxChecks="4", onDemandFallback="false", maxSpotPrice="0.5",
+                           subnetIds="subnet-01,subnet-02", vpcId="vpc-01", jobTimeoutHours="0.5")
     from_json = _config(allowedInstanceTypes=["g5.xlarge", "g6.xlarge"], defaultInstanceTypes=["g6.xlarge"],
-                        pollBackoff=2, bidMaxChecks=4, onDemandFallback=False, maxSpotPrice=0.5,
-                        subnetIds=["subnet-01", "subnet-02"], vpcId="vpc-01", jobTimeoutHours=0.5, pollsPerExecution=5)
+                        heartbeatLostSeconds=120, bidMaxChecks=4, onDemandFallback=False, maxSpotPrice=0.5,
+                        subnetIds=["subnet-01", "subnet-02"], vpcId="vpc-01", jobTimeoutHours=0.5)
     assert from_strings == from_json
     assert from_strings.subnet_ids == ("subnet-01", "subnet-02") and from_strings.max_spot_price == 0.5
 
@@ -46,7 +46,7 @@ def test_powertools_layer_absent_means_default_and_empty_means_none():
         ({"allowedInstanceTypes": "g5 xlarge"}, "allowedInstanceTypes", "not an EC2 instance type"),
         ({"allowedInstanceTypes": []}, "allowedInstanceTypes", "at least one"),
         ({"bucketPrefix": "Spot_Train"}, "bucketPrefix", "lowercase"),
-        ({"pollMinSeconds": 600}, "pollMinSeconds", "<= pollMaxSeconds"),
+        ({"heartbeatLostSeconds": 0}, "heartbeatLostSeconds", ">= 1"),
         ({"bidWaitSeconds": "soon"}, "bidWaitSeconds", "must be a whole number"),
         ({"rootVolumeGb": 99.5}, "rootVolumeGb", "must be a whole number >= 8"),
         ({"maxAttempts": 0}, "maxAttempts", ">= 1"),
@@ -57,8 +57,6 @@ def test_powertools_layer_absent_means_default_and_empty_means_none():
         ({"notificationEmail": "ops"}, "notificationEmail", "email address"),
         ({"jobTimeoutHours": 0}, "jobTimeoutHours", "> 0"),
         ({"defaultKeepAliveMinutes": 90}, "defaultKeepAliveMinutes", "<= maxKeepAliveMinutes"),
-        ({"pollsPerExecution": 1000}, "pollsPerExecution", "hands over before it times out"),
-        ({"jobTimeoutHours": 24}, "pollsPerExecution", "raise jobTimeoutHours"),
     ],
 )
 def test_given_bad_context_then_error_names_key_rule_and_fix(overrides, key, rule):

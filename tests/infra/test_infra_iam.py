@@ -5,13 +5,17 @@ import json
 import re
 
 from spottrain.contract.layout import TAG_STACK
+from spottrain.infra.functions import TASKS
 
+# A task token is the capability: SendTask* take no resource.
+CALLBACK_ACTIONS = {"states:SendTaskHeartbeat", "states:SendTaskSuccess", "states:SendTaskFailure"}
 # IAM service authorization reference: these actions support no resource-level permissions.
 NO_RESOURCE_LEVEL = {
     "ec2:DescribeInstances", "ec2:DescribeSpotInstanceRequests", "ec2:DescribeSubnets", "ec2:DescribeSpotPriceHistory",
     "logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
     "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
     "xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules", "xray:GetSamplingTargets",
+    *CALLBACK_ACTIONS,
 }
 MUTATING_EC2 = {"ec2:TerminateInstances", "ec2:CancelSpotInstanceRequests"}
 INSTANCE_READS = {"ec2:GetConsoleOutput"}  # resource-level: only this stack's instances
@@ -31,6 +35,9 @@ EXPECTED_TASK_ACTIONS = {
         "s3:GetObject", "s3:PutObject", "s3:ListBucket"},
     "poll_completion": {"s3:GetObject", "s3:PutObject", "s3:ListBucket", "ec2:DescribeInstances", "ec2:TerminateInstances",
                         "ec2:GetConsoleOutput"},
+    "await_training": {"s3:GetObject", "s3:PutObject", "s3:ListBucket", "ec2:DescribeInstances",
+                       "states:SendTaskSuccess", "states:SendTaskFailure"},
+    "instance_state_change": {"s3:GetObject", "s3:ListBucket", "ec2:DescribeInstances", "states:SendTaskFailure"},
     "notify": {"sns:Publish", "s3:GetObject", "s3:ListBucket"},
     "terminate_instance": {
         "ec2:DescribeInstances", "ec2:DescribeSpotInstanceRequests", *MUTATING_EC2, "s3:GetObject", "s3:PutObject",
@@ -161,19 +168,24 @@ def test_s3_access_only_within_the_job_bucket_prefix_or_the_agent_asset(custom_s
             assert ":s3:::acme-train-*" in text or "cdk-hnb659fds-assets" in text, (logical_id, statement)
 
 
-def test_instance_role_reads_and_writes_job_buckets_and_reads_only_the_agent_zip(default_synth):
+def test_instance_role_reads_and_writes_job_buckets_reads_only_the_agent_zip_and_answers_task_tokens(default_synth):
     (profile,) = default_synth.resources("AWS::IAM::InstanceProfile").values()
     role_id = profile["Properties"]["Roles"][0]["Ref"]
-    assert _actions_of_role(default_synth, role_id) == {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"}
+    assert _actions_of_role(default_synth, role_id) == {
+        "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket", *CALLBACK_ACTIONS}
+    # Then the token answers come with nothing else: no states:* action that could start or stop executions
+    (answers,) = [s for _, roles, s in _statements(default_synth) if role_id in roles and s.get("Sid") == "AnswerTrainingWait"]
+    assert set(_as_list(answers["Action"])) == CALLBACK_ACTIONS
     agent = [s for _, roles, s in _statements(default_synth) if role_id in roles and s.get("Sid") == "AgentAsset"]
     (statement,) = agent
     assert json.dumps(statement["Resource"]).endswith('.zip"]]}')
 
 
-def test_state_machine_invokes_only_its_functions_and_starts_only_itself(any_synth):
+def test_state_machine_invokes_only_its_functions_and_starts_no_execution(any_synth):
     (machine_id, machine), = any_synth.resources("AWS::StepFunctions::StateMachine").items()
     role_id = machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]
-    functions = {f"{fid}" for fid in any_synth.resources("AWS::Lambda::Function")}
+    functions = {fid for fid, f in any_synth.resources("AWS::Lambda::Function").items()
+                 if f["Properties"]["Handler"] != "spottrain.functions.instance_state_change.handler"}  # EventBridge's, not ours
     invoked, started = [], []
     for _, roles, statement in _statements(any_synth):
         if role_id not in roles:
@@ -186,7 +198,7 @@ def test_state_machine_invokes_only_its_functions_and_starts_only_itself(any_syn
             started += _as_list(statement["Resource"])
         assert actions <= {"lambda:InvokeFunction", "states:StartExecution"} | NO_RESOURCE_LEVEL
     assert sorted(invoked) == sorted(functions)
-    assert started == [{"Ref": machine_id}]
+    assert started == []  # one execution per job: no hand-over to a fresh one
 
 
 def test_role_trust_is_limited_to_its_service(default_synth):
@@ -194,4 +206,4 @@ def test_role_trust_is_limited_to_its_service(default_synth):
         r["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["Service"]
         for r in default_synth.resources("AWS::IAM::Role").values()
     )
-    assert principals == ["ec2.amazonaws.com"] + ["lambda.amazonaws.com"] * 7 + ["states.amazonaws.com"]
+    assert principals == ["ec2.amazonaws.com"] + ["lambda.amazonaws.com"] * len(TASKS) + ["states.amazonaws.com"]

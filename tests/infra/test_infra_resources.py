@@ -6,12 +6,12 @@ import re
 
 from aws_cdk.assertions import Match
 
-from spottrain.infra.functions import TASKS
-from spottrain.infra.workflow import substitution_name
 from spottrain.contract.defaults import STACK_DEFAULTS
-from spottrain.contract.settings import ENVIRONMENT_VARIABLES, settings_from_env
 from spottrain.contract.layout import TAG_STACK
+from spottrain.contract.settings import ENVIRONMENT_VARIABLES, settings_from_env
+from spottrain.infra.functions import EVENT_HANDLERS, TASKS
 from spottrain.infra.stack import DEFAULT_ASL
+from spottrain.infra.workflow import substitution_name
 
 from infra_synth import CUSTOM_CONTEXT
 
@@ -161,7 +161,7 @@ def _functions(synth) -> dict[str, dict]:
     return by_task
 
 
-def test_seven_task_functions_with_runtime_memory_timeout_and_own_log_group(default_synth):
+def test_nine_functions_with_runtime_memory_timeout_and_own_log_group(default_synth):
     functions = _functions(default_synth)
     assert sorted(functions) == sorted(TASKS)
     log_groups = default_synth.resources("AWS::Logs::LogGroup")
@@ -210,9 +210,8 @@ def test_given_defaults_then_lambda_settings_parse_to_the_documented_defaults(de
         assert settings.allowed_instance_types == ("g5.xlarge", "g6.xlarge", "g4dn.xlarge", "g5.2xlarge", "g6.2xlarge")
         assert settings.default_instance_types == ("g5.xlarge", "g6.xlarge", "g4dn.xlarge")
         assert (settings.bid_wait_seconds, settings.bid_max_checks) == (15, 8)
-        assert (settings.poll_min_seconds, settings.poll_max_seconds, settings.poll_backoff) == (30, 300, 1.5)
-        assert (settings.heartbeat_stale_seconds, settings.heartbeat_lost_seconds) == (120, 900)
-        assert (settings.max_runtime_minutes, settings.max_attempts, settings.polls_per_execution) == (1440, 3, 500)
+        assert settings.heartbeat_lost_seconds == 300
+        assert (settings.max_runtime_minutes, settings.max_attempts) == (1440, 3)
         assert (settings.default_keep_alive_minutes, settings.max_keep_alive_minutes) == (0, 60)
         assert settings.max_spot_price is None and settings.on_demand_fallback is True
         assert settings.seconds_per_minute == 60
@@ -250,7 +249,7 @@ def test_substitutions_cover_exactly_the_placeholders_of_the_asl_file(default_sy
     placeholders = set(re.findall(r"\$\{(\w+)\}", DEFAULT_ASL.read_text()))
     substitutions = _state_machine(default_synth)["DefinitionSubstitutions"]
     assert set(substitutions) == placeholders
-    assert placeholders == {substitution_name(task) for task in TASKS}
+    assert placeholders == {substitution_name(task) for task in TASKS if task not in EVENT_HANDLERS}
 
 
 def test_each_substitution_is_the_arn_of_its_own_function(default_synth):
@@ -263,7 +262,7 @@ def test_each_substitution_is_the_arn_of_its_own_function(default_synth):
 
 def test_definition_is_the_asl_file_with_the_configured_timeout(default_synth, custom_synth):
     source = json.loads(DEFAULT_ASL.read_text())
-    for synth, hours in ((default_synth, 48), (custom_synth, 30)):
+    for synth, hours in ((default_synth, 96), (custom_synth, 30)):
         definition = json.loads(_state_machine(synth)["DefinitionString"])
         assert definition.pop("TimeoutSeconds") == hours * 3600
         source.pop("TimeoutSeconds", None)
@@ -281,8 +280,14 @@ def test_state_machine_logs_all_events_and_traces(default_synth):
     )
 
 
+def _rule(synth, source: str) -> dict:
+    (rule,) = [r for r in synth.resources("AWS::Events::Rule").values()
+               if r["Properties"]["EventPattern"]["source"] == [source]]
+    return rule
+
+
 def test_aborted_or_timed_out_executions_invoke_terminate_instance(default_synth):
-    (rule,) = default_synth.resources("AWS::Events::Rule").values()
+    rule = _rule(default_synth, "aws.states")
     pattern = rule["Properties"]["EventPattern"]
     assert pattern["source"] == ["aws.states"]
     assert pattern["detail-type"] == ["Step Functions Execution Status Change"]
@@ -296,6 +301,18 @@ def test_aborted_or_timed_out_executions_invoke_terminate_instance(default_synth
         "AWS::Lambda::Permission",
         {"Principal": "events.amazonaws.com", "SourceArn": {"Fn::GetAtt": [Match.any_value(), "Arn"]}},
     )
+
+
+def test_instances_that_stop_or_end_invoke_instance_state_change(default_synth):
+    # Given the stack, Then every stop or end of an EC2 instance reaches instance_state_change, which
+    # fails the waiting task of the attempt that instance runs (the handler filters by the stack's tag)
+    rule = _rule(default_synth, "aws.ec2")
+    pattern = rule["Properties"]["EventPattern"]
+    assert pattern["detail-type"] == ["EC2 Instance State-change Notification"]
+    assert sorted(pattern["detail"]["state"]) == ["shutting-down", "stopped", "stopping", "terminated"]
+    (target,) = rule["Properties"]["Targets"]
+    target_fn = default_synth.template["Resources"][target["Arn"]["Fn::GetAtt"][0]]
+    assert target_fn["Properties"]["Handler"] == "spottrain.functions.instance_state_change.handler"
 
 
 # --- outputs, tags, names ----------------------------------------------------------------------

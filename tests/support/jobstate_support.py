@@ -91,7 +91,7 @@ def job_state(spec: dict | None = None, settings: Settings | None = None) -> dic
     return {
         "job": job,
         "execution": {"id": "arn:aws:states:us-east-1:123456789012:execution:sm:run-1", "name": "run-1",
-                      "started_at": "2026-01-01T00:00:00+00:00", "first_id": "arn:...:run-1", "handovers": 0},
+                      "started_at": "2026-01-01T00:00:00+00:00"},
     }
 
 

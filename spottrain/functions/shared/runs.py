@@ -3,8 +3,8 @@
 Everything a run touches is named by its exec_name: the bucket, the status markers, the instances'
 job tag. Two runs of one name at once would read each other's markers and terminate each other's
 instance, so a second start is refused while one is active (ValidateJob, and `spottrain submit`
-before it starts anything). What job an execution runs is read from its input (a spec, or the state
-a hand-over carries), not from its name, which the console or another tool may choose freely.
+before it starts anything). What job an execution runs is read from its input (the spec), not from
+its name, which the console or another tool may choose freely.
 """
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ class Run:
     arn: str
     name: str
     started: dt.datetime
-    handover: bool  # continues an earlier execution of the same run (it never went through ValidateJob)
 
 
 def job_of_input(text: str | None) -> str | None:
@@ -30,8 +29,6 @@ def job_of_input(text: str | None) -> str | None:
         document = json.loads(text or "null")
     except ValueError:
         return None
-    if isinstance(document, dict) and isinstance(document.get("handover"), dict):
-        document = document["handover"].get("job")
     name = document.get("exec_name") if isinstance(document, dict) else None
     return name if isinstance(name, str) else None
 
@@ -43,17 +40,15 @@ def running(sfn: Any, state_machine_arn: str, exec_name: str) -> list[Run]:
     for execution in (item for page in pages for item in page["executions"]):
         described = sfn.describe_execution(executionArn=execution["executionArn"])
         if described["status"] == "RUNNING" and job_of_input(described.get("input")) == exec_name:
-            handover = isinstance(json.loads(described["input"]).get("handover"), dict)
-            found.append(Run(described["executionArn"], described["name"], described["startDate"], handover))
+            found.append(Run(described["executionArn"], described["name"], described["startDate"]))
     return sorted(found, key=lambda run: (run.started, run.arn))
 
 
 def active_before(runs: list[Run], arn: str, started: dt.datetime) -> list[Run]:
     """The runs that hold the job before the execution `arn`, which started at `started`.
 
-    Of two starts racing each other the earlier one proceeds (ties: the smaller ARN); a hand-over
-    always holds the job, since it continues a run that began before it. The execution's own listing,
-    when present, gives its start time at the precision the others' are compared at.
+    Of two starts racing each other the earlier one proceeds (ties: the smaller ARN). The execution's own
+    listing, when present, gives its start time at the precision the others' are compared at.
     """
     started = next((run.started for run in runs if run.arn == arn), started)
-    return [run for run in runs if run.arn != arn and (run.handover or (run.started, run.arn) < (started, arn))]
+    return [run for run in runs if run.arn != arn and (run.started, run.arn) < (started, arn)]

@@ -16,12 +16,16 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
+
+from spottrain.contract import layout, markers
 
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per S3 request drowns the failure
 
@@ -107,6 +111,26 @@ if mode == "rotate":
     (ckpt / "snapshot_iter_4.partial").write_text("half written when the agent synced")
     (out / "model.txt").write_text("weights")
     exit_now(0)
+if mode == "hold":
+    # Trains until the test says so: long enough for anything the test must see while it runs.
+    (marks / "started").write_text("1")
+    while not (marks / "release").exists():
+        time.sleep(0.05)
+    (out / "model.txt").write_text("weights")
+    exit_now(0)
+if mode == "holdsave":
+    # A snapshot that is still being written when the test looks, until the test releases it.
+    def on_term(signum, frame):
+        (ckpt / "snapshot_on_sigterm.partial").write_text("saved at SIGTERM")
+        (marks / "saving").write_text("1")
+        while not (marks / "release").exists():
+            time.sleep(0.05)
+        os.rename(ckpt / "snapshot_on_sigterm.partial", ckpt / "snapshot_on_sigterm")
+        exit_now(143)
+    signal.signal(signal.SIGTERM, on_term)
+    (marks / "started").write_text("1")
+    while True:
+        time.sleep(0.05)
 if mode == "chatty":
     for i in range(400):
         print("chatty line %04d %s" % (i, "x" * 40), flush=True)
@@ -337,3 +361,94 @@ def agent(s3, bucket, tmp_path, aws_env, imds):
     if run.process and run.process.poll() is None:
         run.process.kill()
         run.process.wait()
+
+
+class WaitingTask:
+    """A one-state machine whose Task waits for a task token, as the workflow's WaitForTraining does.
+
+    moto's executor runs `sqs:sendMessage.waitForTaskToken` natively: the token it hands out is
+    real, and only SendTask* calls end the wait (or its HeartbeatSeconds / TimeoutSeconds).
+    """
+
+    def __init__(self, endpoint: str):
+        self.sfn = boto3.client("stepfunctions", region_name="us-east-1", endpoint_url=endpoint)
+        self.sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
+        self.queue = self.sqs.create_queue(QueueName=f"tokens-{uuid.uuid4().hex[:12]}")["QueueUrl"]
+        self.arn = None
+
+    def start(self, heartbeat_seconds: int = 300, timeout_seconds: int = 600) -> str:
+        """Start the execution; returns its task token once the task waits for it."""
+        definition = {"StartAt": "WaitForTraining", "States": {"WaitForTraining": {
+            "Type": "Task", "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+            "Parameters": {"QueueUrl": self.queue, "MessageBody": {"token.$": "$$.Task.Token"}},
+            "HeartbeatSeconds": heartbeat_seconds, "TimeoutSeconds": timeout_seconds, "End": True}}}
+        machine = self.sfn.create_state_machine(
+            name=f"wait-{uuid.uuid4().hex[:12]}", definition=json.dumps(definition),
+            roleArn="arn:aws:iam::123456789012:role/states")["stateMachineArn"]
+        self.arn = self.sfn.start_execution(stateMachineArn=machine, input="{}")["executionArn"]
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            messages = self.sqs.receive_message(QueueUrl=self.queue, WaitTimeSeconds=1).get("Messages", [])
+            if messages:
+                return self._armed(json.loads(messages[0]["Body"])["token"], deadline)
+        raise AssertionError(f"the execution {self.arn} sent no task token: {self.describe()}")
+
+    def _armed(self, token: str, deadline: float) -> str:
+        """The token, once moto's task waits on it.
+
+        moto sends the token (the SQS message) before it sets up the task's heartbeat wait; an answer in
+        between is lost and the task waits until HeartbeatSeconds (the CallbackBridge's case (c), which
+        these tests do not install). SendTaskHeartbeat answers InvalidToken until that wait exists.
+        """
+        while time.time() < deadline:
+            try:
+                self.sfn.send_task_heartbeat(taskToken=token)
+                return token
+            except self.sfn.exceptions.InvalidToken:
+                time.sleep(0.02)
+        raise AssertionError(f"the execution {self.arn} never waited on its task token: {self.describe()}")
+
+    def describe(self) -> dict:
+        return self.sfn.describe_execution(executionArn=self.arn)
+
+    def wait_until_over(self, timeout: float = 60) -> dict:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            described = self.describe()
+            if described["status"] != "RUNNING":
+                return described
+            time.sleep(0.05)
+        raise AssertionError(f"the execution still waits after {timeout}s")
+
+    def history(self) -> list:
+        return [event["type"] for event in self.sfn.get_execution_history(executionArn=self.arn)["events"]]
+
+
+def _set_moto_config(endpoint: str, config: dict) -> None:
+    request = urllib.request.Request(f"{endpoint}/moto-api/config", method="POST", data=json.dumps(config).encode())
+    urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request).read()
+
+
+@pytest.fixture
+def step_functions_executor(moto_endpoint):
+    """moto executes state machines during the test, and only then.
+
+    moto's config is one per process, shared with every in-process `mock_aws()`: left on, later tests'
+    stand-in executions (which must stay RUNNING) would run to their end.
+    """
+    _set_moto_config(moto_endpoint, {"stepfunctions": {"execute_state_machine": True}})
+    yield
+    _set_moto_config(moto_endpoint, {"stepfunctions": {"execute_state_machine": False}})
+
+
+@pytest.fixture
+def waiting_task(aws_env, moto_endpoint, step_functions_executor, monkeypatch):
+    monkeypatch.setenv("MOTO_PORT", moto_endpoint.rsplit(":", 1)[1])  # where moto's executor sends SQS calls
+    return WaitingTask(moto_endpoint)
+
+
+def put_token(s3, bucket: str, token: str, attempt: int = 1, instance_id: str = FakeImds.instance_id,
+              execution: str = EXECUTION_ID) -> None:
+    """What the workflow's await_training writes for the attempt's instance."""
+    document = markers.token_record(token, attempt, instance_id, execution)
+    s3.put_object(Bucket=bucket, Key=layout.task_token_key(attempt), Body=json.dumps(document).encode())

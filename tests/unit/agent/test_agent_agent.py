@@ -307,5 +307,7 @@ def test_help_documents_the_contract():
                  "status/interrupted.json", "status/heartbeat.json", "SPOTTRAIN_SYNC_SECONDS",
                  "SPOTTRAIN_HEARTBEAT_SECONDS", "SPOTTRAIN_NOTICE_POLL_SECONDS", "SPOTTRAIN_SECONDS_PER_MINUTE",
                  "AWS_ENDPOINT_URL", "AWS_EC2_METADATA_SERVICE_ENDPOINT", "SPOTTRAIN_RESUME",
-                 "checkpoints/ mirrors checkpoint_dir", "output/ only grows", ".partial", ".tmp"):
+                 "checkpoints/ mirrors checkpoint_dir", "output/ only grows", ".partial", ".tmp",
+                 "status/attempt-<n>/task-token.json", "SendTaskHeartbeat", "SpotInterrupted", "final_sync_done",
+                 "SPOTTRAIN_PREVIOUS_SYNC_WAIT_SECONDS"):
         assert term in result.stdout, term

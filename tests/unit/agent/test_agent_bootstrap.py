@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -54,8 +55,9 @@ def instance_env(tmp_path, aws_env, imds):
     return env
 
 
-def boot(user_data: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-c", user_data], env=env, capture_output=True, text=True, timeout=60)
+def boot(user_data: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
+    # Never the checkout as cwd: `python -m` would import the agent from there, not from the asset.
+    return subprocess.run(["bash", "-c", user_data], env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
 
 
 def test_given_an_agent_asset_when_the_bootstrap_runs_then_the_agent_carries_out_the_job(
@@ -68,7 +70,7 @@ def test_given_an_agent_asset_when_the_bootstrap_runs_then_the_agent_carries_out
 
     # The stack's instanceUser is this test's own account: no second account is needed to run it.
     booted = boot(render_user_data(bucket=bucket, attempt=1, region="us-east-1", agent_bucket=bucket,
-                                   agent_key="assets/agent.zip", run_as=ME), instance_env)
+                                   agent_key="assets/agent.zip", run_as=ME), instance_env, tmp_path)
 
     assert booted.returncode == 0, booted.stderr
     completed = json.loads(s3.get_object(Bucket=bucket, Key="status/completed.json")["Body"].read())
@@ -84,7 +86,7 @@ def test_given_an_agent_asset_when_the_bootstrap_runs_then_the_agent_carries_out
 def test_given_a_missing_agent_asset_when_the_bootstrap_runs_then_it_says_so_on_the_console_and_shuts_down(
         tmp_path, instance_env, bucket):
     booted = boot(render_user_data(bucket=bucket, attempt=2, region="us-east-1", agent_bucket=bucket,
-                                   agent_key="assets/missing.zip", run_as=ME), instance_env)
+                                   agent_key="assets/missing.zip", run_as=ME), instance_env, tmp_path)
 
     assert booted.returncode != 0
     failure = [line for line in booted.stderr.splitlines() if line.startswith("spottrain bootstrap: FAILED")]

@@ -15,15 +15,16 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from spottrain.functions import check_bid, poll_completion, request_spot_instance, validate_job
 from spottrain.contract import layout
 from spottrain.contract.settings import Settings
-from spottrain.contract.status import BidStatus, ErrorName, JobStatus, LaunchStatus, NotifyEvent
+from spottrain.contract.status import BidStatus, CallbackError, ErrorName, JobStatus, LaunchStatus, NotifyEvent
+from spottrain.functions import check_bid, poll_completion, request_spot_instance, validate_job
 
 ROOT = Path(__file__).resolve().parents[3]
 ASL = json.loads((ROOT / "statemachine" / "spottrain.asl.json").read_text())
 PLACEHOLDERS = {"ValidateJobFunctionArn", "CreateBucketFunctionArn", "RequestSpotInstanceFunctionArn",
-                "CheckBidFunctionArn", "PollCompletionFunctionArn", "NotifyFunctionArn", "TerminateInstanceFunctionArn"}
+                "CheckBidFunctionArn", "AwaitTrainingFunctionArn", "PollCompletionFunctionArn", "NotifyFunctionArn",
+                "TerminateInstanceFunctionArn"}
 ENUM_OF_VARIABLE = {"$.launch.status": LaunchStatus, "$.bid.status": BidStatus, "$.poll.status": JobStatus}
 STRING_COMPARISONS = ("StringEquals",)
 
@@ -95,11 +96,22 @@ def test_notify_tasks_send_only_events_notify_knows():
 # ----- (b) error names --------------------------------------------------------------------------
 
 def test_every_retry_and_catch_error_name_is_shared_or_an_aws_name():
-    ours = {e.value for e in ErrorName}
+    ours = {e.value for e in ErrorName} | {e.value for e in CallbackError}
     for name, state in states_of("Task").items():
         for clause in state.get("Retry", []) + state.get("Catch", []):
             for error in clause["ErrorEquals"]:
                 assert error in ours or re.fullmatch(r"(Lambda|States)\.\w+", error), f"{name}: {error}"
+
+
+def test_every_callback_error_ends_the_wait_in_the_one_judgement_and_nothing_else_does():
+    # Given the errors an agent or the EC2 handler may answer a wait with, and the two timeouts Step Functions raises
+    wait = ASL["States"]["WaitForTraining"]
+    judged, rest = wait["Catch"]
+
+    # Then each goes to PollCompletion with the answer in $.wait; anything else is an error of the workflow
+    assert set(judged["ErrorEquals"]) == {e.value for e in CallbackError} | {"States.HeartbeatTimeout", "States.Timeout"}
+    assert (judged["Next"], judged["ResultPath"]) == ("PollCompletion", "$.wait")
+    assert rest == {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "TerminateOnError"}
 
 
 def test_every_fail_state_raises_a_shared_error_name():
@@ -150,12 +162,19 @@ def resolve(state: dict, path: str) -> Any:
 
 
 def test_every_path_read_resolves_in_the_state_the_lambdas_produced(produced_state):
-    # Two keys are not produced by a Lambda: the hand-over input and the error a Catch writes.
-    produced = produced_state | {"handover": {}, "error": {"Error": "E", "Cause": "C"}}
+    # One key is not produced by a Lambda: the error a Catch writes.
+    produced = produced_state | {"error": {"Error": "E", "Cause": "C"}}
     paths = set(paths_read(ASL))
-    assert {"$.launch.status", "$.bid.status", "$.poll.status", "$.poll.handover_name"} <= paths
-    for path in paths - {"$.handover"}:
+    assert {"$.launch.status", "$.bid.status", "$.poll.status", "$.launch.heartbeat_timeout_seconds",
+            "$.launch.wait_timeout_seconds"} <= paths
+    for path in paths:
         resolve(produced, path)
+
+
+def test_the_waits_timeouts_are_whole_seconds_from_the_launch(produced_state):
+    for key in ("heartbeat_timeout_seconds", "wait_timeout_seconds"):
+        seconds = produced_state["launch"][key]
+        assert isinstance(seconds, int) and not isinstance(seconds, bool) and seconds > 0, key
 
 
 def test_every_wait_reads_a_whole_number_of_seconds_from_the_lambdas(produced_state):
@@ -167,7 +186,9 @@ def test_every_wait_reads_a_whole_number_of_seconds_from_the_lambdas(produced_st
 def test_catch_writes_the_error_where_notify_and_the_fail_state_read_it():
     for name, state in states_of("Task").items():
         for clause in state.get("Catch", []):
-            assert clause["ResultPath"] in ("$.error", None), name
+            # The callback wait's answers go to PollCompletion (in $.wait), the one place that judges them.
+            assert clause["ResultPath"] in ("$.error", None) or (name, clause["ResultPath"]) == (
+                "WaitForTraining", "$.wait"), name
     unexpected = ASL["States"]["UnexpectedStatus"]
     assert unexpected["ResultPath"] == "$.error" and set(unexpected["Result"]) == {"Error", "Cause"}
 
@@ -175,9 +196,9 @@ def test_catch_writes_the_error_where_notify_and_the_fail_state_read_it():
 def test_each_task_writes_only_its_own_key_of_the_state():
     owners = {"${CreateBucketFunctionArn}": "$.storage", "${RequestSpotInstanceFunctionArn}": "$.launch",
               "${CheckBidFunctionArn}": "$.bid", "${PollCompletionFunctionArn}": "$.poll",
-              "${ValidateJobFunctionArn}": "$"}
+              "${ValidateJobFunctionArn}": "$", "arn:aws:states:::lambda:invoke.waitForTaskToken": "$.wait"}
     for name, state in states_of("Task").items():
-        expected = owners.get(state["Resource"])  # notify, terminate and the hand-over write nothing
+        expected = owners.get(state["Resource"])  # notify and terminate write nothing
         assert state["ResultPath"] == expected, name
 
 

@@ -83,7 +83,7 @@ def job_state(**job_overrides) -> dict:
     return {
         "job": job,
         "execution": {"id": "arn:aws:states:us-east-1:123456789012:execution:sm:run-1", "name": "run-1",
-                      "started_at": "2026-01-01T00:00:00Z", "first_id": "arn:...:run-1", "handovers": 0},
+                      "started_at": "2026-01-01T00:00:00Z"},
         "storage": {"bucket": BUCKET, "job_key": layout.JOB_KEY},
     }
 

@@ -1,9 +1,8 @@
-"""poll_completion: markers + instance state -> RUNNING / SUCCEEDED / FAILED / INTERRUPTED, and the next wait."""
+"""poll_completion: once the attempt's callback wait ends, markers + instance state -> SUCCEEDED / FAILED / INTERRUPTED."""
 from __future__ import annotations
 
 from spottrain.functions.shared import runtime
 
-import copy
 import datetime as dt
 
 import pytest
@@ -17,6 +16,7 @@ from spot_fixtures import (  # noqa: F401 (aws, clients: fixtures)
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
 LAUNCHED_AT = NOW - dt.timedelta(minutes=30)
+HEARTBEAT_TIMEOUT = {"Error": "States.HeartbeatTimeout", "Cause": ""}
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_given_completed_with_exit_0_then_succeeded_recorded_and_keep_alive_conv
 
     result = poll(ec2, s3, state, seconds_per_minute=60)
 
-    assert result["status"] == "SUCCEEDED" and result["handover"] is False
+    assert result["status"] == "SUCCEEDED"
     assert result["terminate_after_seconds"] == 120  # keep_alive_minutes=2
     assert read_report(s3)["attempts"][0]["outcome"] == "SUCCEEDED"
     assert read_report(s3)["attempts"][0]["ended_at"] == NOW.isoformat()
@@ -81,8 +81,9 @@ def test_given_markers_from_an_earlier_attempt_then_they_do_not_decide_the_curre
     put_marker(s3, layout.COMPLETED_KEY, **written_by(state, attempt=1, instance_id="old"), exit_code=0)
     put_marker(s3, layout.INTERRUPTED_KEY, **written_by(state, attempt=1, instance_id="old"))
     heartbeat(s3, state, age_seconds=5)
+    state["wait"] = HEARTBEAT_TIMEOUT
 
-    assert poll(ec2, s3, state)["status"] == "RUNNING"
+    assert poll(ec2, s3, state)["detail"]["reason"] == "lost"
 
 
 @pytest.mark.parametrize("attempt, retry_allowed", [(1, True), (3, False)])
@@ -96,6 +97,21 @@ def test_given_an_interruption_marker_then_interrupted_and_retry_allowed_below_m
 
     assert (result["status"], result["retry_allowed"], result["attempt"]) == ("INTERRUPTED", retry_allowed, attempt)
     assert result["detail"]["reason"] == "spot-interruption"
+
+
+def test_given_the_notice_marker_before_the_final_sync_then_interrupted_at_once_and_the_instance_left_syncing(running):
+    # Given the agent's marker written at the notice, its final sync still running
+    ec2, s3, state = running
+    put_marker(s3, layout.INTERRUPTED_KEY, **written_by(state), final_sync_done=False)
+    state["wait"] = {"Error": "SpotInterrupted", "Cause": "spot instance-action terminate"}
+
+    # When judged
+    result = poll(ec2, s3, state)
+
+    # Then it is an interruption now (the relaunch overlaps the sync), and the instance is not touched
+    assert (result["status"], result["detail"]["final_sync_done"]) == ("INTERRUPTED", False)
+    assert result["detail"]["wait"] == {"error": "SpotInterrupted", "cause": "spot instance-action terminate"}
+    assert instance_state(ec2, state) == "running"
 
 
 def test_given_the_instance_is_gone_after_heartbeats_without_a_final_marker_then_interrupted(running):
@@ -117,117 +133,72 @@ def test_given_the_instance_finished_and_shut_itself_down_then_the_marker_wins(r
     assert poll(ec2, s3, state)["status"] == "SUCCEEDED"
 
 
-def test_given_a_fresh_heartbeat_then_running_not_stale_and_nothing_recorded(running):
+@pytest.mark.parametrize("wait", [HEARTBEAT_TIMEOUT, {"Error": "InstanceLost", "Cause": "instance i-1 stopping"},
+                                  {"Error": "AgentError", "Cause": "boom"}])
+def test_given_the_wait_ended_while_the_instance_runs_silent_then_it_is_terminated_and_interrupted(running, wait):
+    # Given heartbeats from this attempt, then silence: the wait ended without a completed or interrupted marker
+    ec2, s3, state = running
+    heartbeat(s3, state, age_seconds=300)
+    state["wait"] = wait
+
+    # When judged
+    result = poll(ec2, s3, state)
+
+    # Then the silent instance is terminated (nothing left billing) and the attempt counts as interrupted
+    assert (result["status"], result["detail"]["reason"], result["detail"]["heartbeat_age_seconds"]) == (
+        "INTERRUPTED", "lost", 300)
+    assert result["detail"]["wait"]["error"] == wait["Error"]
+    assert instance_state(ec2, state) in ("shutting-down", "terminated")
+    assert read_report(s3)["attempts"][0]["outcome"] == "INTERRUPTED"
+
+
+def test_given_the_wait_timed_out_while_the_instance_runs_then_failed_for_max_runtime_not_relaunched(running):
     ec2, s3, state = running
     heartbeat(s3, state, age_seconds=10)
+    state["wait"] = {"Error": "States.Timeout", "Cause": ""}
 
     result = poll(ec2, s3, state)
 
-    assert (result["status"], result["detail"]["stale"], result["detail"]["phase"]) == ("RUNNING", False, "exec")
-    assert read_report(s3)["attempts"][0]["outcome"] == "RUNNING"
-
-
-def test_given_a_stale_heartbeat_with_a_live_instance_then_running_reported_stale(running):
-    ec2, s3, state = running
-    heartbeat(s3, state, age_seconds=300)
-
-    result = poll(ec2, s3, state, heartbeat_stale_seconds=120, heartbeat_lost_seconds=900)
-
-    assert (result["status"], result["detail"]["stale"], result["detail"]["heartbeat_age_seconds"]) == (
-        "RUNNING", True, 300)
-    assert instance_state(ec2, state) == "running"
-
-
-def test_given_a_heartbeat_older_than_lost_then_the_instance_is_terminated_and_interrupted(running):
-    ec2, s3, state = running
-    heartbeat(s3, state, age_seconds=1000)
-
-    result = poll(ec2, s3, state, heartbeat_lost_seconds=900)
-
-    assert (result["status"], result["detail"]["reason"]) == ("INTERRUPTED", "lost")
+    assert (result["status"], result["detail"]["reason"]) == ("FAILED", "max_runtime")
     assert instance_state(ec2, state) in ("shutting-down", "terminated")
 
 
-@pytest.mark.parametrize("minutes_since_launch, expected", [(5, "RUNNING"), (30, "FAILED")])
-def test_given_no_heartbeat_at_all_then_the_bootstrap_fails_only_once_the_limit_has_passed_since_launch(
-        running, minutes_since_launch, expected):
+def test_given_a_stopped_instance_then_interrupted_and_terminated_so_it_does_not_linger(running):
     ec2, s3, state = running
-    state["launch"]["instance"]["launched_at"] = (NOW - dt.timedelta(minutes=minutes_since_launch)).isoformat()
-
-    result = poll(ec2, s3, state, heartbeat_lost_seconds=900)
-
-    assert result["status"] == expected
-    if expected == "FAILED":  # a silent instance is not left running: terminated, and judged a failed bootstrap
-        assert result["detail"]["reason"] == "bootstrap failed" and "no heartbeat 1800 s after launch" in \
-            result["detail"]["message"]
-        assert instance_state(ec2, state) in ("shutting-down", "terminated")
-
-
-def test_given_consecutive_polls_then_the_wait_backs_off_from_min_to_max(running):
-    ec2, s3, state = running
-    heartbeat(s3, state, age_seconds=1)
-    waits = []
-    for _ in range(9):
-        state["poll"] = poll(ec2, s3, state, poll_min_seconds=30, poll_max_seconds=300, poll_backoff=1.5)
-        waits.append(state["poll"]["wait_seconds"])
-
-    assert waits == [30, 45, 67, 101, 151, 227, 300, 300, 300]
-    assert all(isinstance(w, int) for w in waits)  # Wait's SecondsPath accepts integers only
-
-
-def test_given_a_new_attempt_then_the_backoff_restarts_but_the_execution_count_goes_on(running):
-    ec2, s3, state = running
-    state["launch"]["attempt"] = 2
-    heartbeat(s3, state, age_seconds=1)
-    state["poll"] = {"status": "INTERRUPTED", "attempt": 1, "polls": 40, "attempt_polls": 40, "handovers": 0}
+    heartbeat(s3, state, age_seconds=10)
+    ec2.stop_instances(InstanceIds=[state["launch"]["instance"]["instance_id"]])
 
     result = poll(ec2, s3, state)
 
-    assert (result["wait_seconds"], result["attempt_polls"], result["polls"]) == (30, 1, 41)
+    assert (result["status"], result["detail"]["reason"]) == ("INTERRUPTED", "instance-gone")
+    assert instance_state(ec2, state) in ("shutting-down", "terminated")
 
 
-def test_given_the_poll_budget_is_reached_then_hand_over_with_a_fresh_count_and_a_new_name(running):
+def test_given_no_heartbeat_at_all_when_the_wait_ends_then_the_bootstrap_failed_and_the_instance_is_terminated(running):
     ec2, s3, state = running
-    heartbeat(s3, state, age_seconds=1)
-    state["poll"] = {"status": "RUNNING", "attempt": 1, "polls": 9, "attempt_polls": 9, "handovers": 0}
+    state["wait"] = HEARTBEAT_TIMEOUT
 
-    first = poll(ec2, s3, state, polls_per_execution=10)
-    second = poll(ec2, s3, copy.deepcopy(state) | {"poll": first | {"polls": 9}}, polls_per_execution=10)
+    result = poll(ec2, s3, state)
 
-    assert (first["status"], first["handover"], first["polls"]) == ("RUNNING", True, 0)
-    assert (first["handover_name"], second["handover_name"]) == ("run-1-h1", "run-1-h2")
-    assert first["wait_seconds"] == pc.next_wait(make_settings(), 9)  # backoff carries across the hand-over
-
-
-def test_given_the_budget_is_reached_on_a_terminal_status_then_no_hand_over(running):
-    ec2, s3, state = running
-    put_marker(s3, layout.COMPLETED_KEY, **written_by(state), exit_code=0)
-    state["poll"] = {"status": "RUNNING", "attempt": 1, "polls": 9, "attempt_polls": 9, "handovers": 0}
-
-    assert poll(ec2, s3, state, polls_per_execution=10)["handover"] is False
-
-
-def test_given_a_long_execution_name_then_the_hand_over_name_stays_within_80_characters():
-    name = pc.handover_name("x" * 80, 12)
-
-    assert len(name) == 80 and name.endswith("-h12")
+    assert result["detail"]["reason"] == "bootstrap failed" and "no heartbeat 1800 s after launch" in \
+        result["detail"]["message"]
+    assert result["status"] == "FAILED" and instance_state(ec2, state) in ("shutting-down", "terminated")
 
 
 def test_given_the_handler_when_invoked_then_the_result_has_every_field_the_state_machine_reads(running, monkeypatch):
     ec2, s3, state = running
-    heartbeat(s3, state, age_seconds=1)
+    put_marker(s3, layout.COMPLETED_KEY, **written_by(state), exit_code=0)
+    state["wait"] = {"attempt": 1, "outcome": "completed"}
     monkeypatch.setenv("STACK_NAME", "SpotTrainTest")
     monkeypatch.setenv("BUCKET_PREFIX", "spottrain-123456789012")
-    monkeypatch.setenv("HEARTBEAT_LOST_SECONDS", str(10 ** 9))  # the real clock, not NOW, runs in the handler
-    monkeypatch.setenv("HEARTBEAT_STALE_SECONDS", str(10 ** 9))
     runtime.settings.cache_clear()
     try:
         result = pc.handler(state, LAMBDA_CONTEXT)
     finally:
         runtime.settings.cache_clear()
-    assert {"status", "wait_seconds", "polls", "attempt", "handover", "handover_name", "handovers",
-            "retry_allowed", "terminate_after_seconds", "detail"} <= set(result)
-    assert result["status"] == "RUNNING"
+    assert {"status", "attempt", "retry_allowed", "terminate_after_seconds", "detail"} <= set(result)
+    assert result["status"] == "SUCCEEDED"
+    assert result["detail"]["wait"] == {"error": None, "answer": {"attempt": 1, "outcome": "completed"}}
 
 
 def set_state_reason(ec2, state, code: str) -> None:
@@ -247,18 +218,19 @@ def test_given_another_executions_completion_in_the_shared_bucket_then_it_does_n
     heartbeat(s3, state, age_seconds=5)
     put_marker(s3, layout.COMPLETED_KEY, **written_by(state, execution="arn:aws:states:...:execution:sm:other-run"),
                exit_code=0)
+    state["wait"] = HEARTBEAT_TIMEOUT
 
-    # When polled, Then this run is still running and its instance untouched
-    assert poll(ec2, s3, state)["status"] == "RUNNING"
-    assert instance_state(ec2, state) == "running"
+    # When judged, Then the other run's success is not this one's: this run's silent instance was lost
+    assert poll(ec2, s3, state)["detail"]["reason"] == "lost"
 
 
 def test_given_a_marker_from_another_instance_of_the_same_attempt_then_it_does_not_decide(running):
     ec2, s3, state = running
     heartbeat(s3, state, age_seconds=5)
     put_marker(s3, layout.INTERRUPTED_KEY, **written_by(state, instance_id="i-0withdrawn"))
+    state["wait"] = HEARTBEAT_TIMEOUT
 
-    assert poll(ec2, s3, state)["status"] == "RUNNING"
+    assert poll(ec2, s3, state)["detail"]["reason"] == "lost"
 
 
 @pytest.mark.parametrize("code", ["Client.InstanceInitiatedShutdown", "Client.UserInitiatedShutdown"])

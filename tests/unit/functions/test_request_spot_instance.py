@@ -68,6 +68,20 @@ def test_given_a_launch_then_user_data_carries_bucket_attempt_and_agent_but_no_s
         assert secret_marker not in user_data
 
 
+def test_given_a_launch_then_the_attempts_wait_is_bounded_by_the_heartbeat_and_the_jobs_runtime(aws):
+    # Given a job of 90 minutes' runtime and 5 minutes' keep-alive, on a stack with 300 s heartbeat timeout
+    ec2, s3 = aws
+    settings = make_settings(launch_template_id=launch_template(ec2), heartbeat_lost_seconds=300)
+    state = job_state(limits={"max_runtime_minutes": 90, "max_attempts": 3}, keep_alive_minutes=5)
+
+    # When the attempt launches
+    launch = rsi.request_instance(ec2, s3, settings, state)
+
+    # Then its callback wait times out on 300 s of silence, or after runtime + keep-alive + the bootstrap margin
+    assert launch["heartbeat_timeout_seconds"] == 300
+    assert launch["wait_timeout_seconds"] == (90 + 5 + 30) * 60
+
+
 def test_given_a_launch_then_report_json_records_the_attempt_with_prices(aws):
     ec2, s3 = aws
     launch = rsi.request_instance(ec2, s3, make_settings(launch_template_id=launch_template(ec2)), job_state())

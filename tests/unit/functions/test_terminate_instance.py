@@ -117,16 +117,31 @@ def test_given_aborted_execution_event_when_handled_then_instance_gone_and_one_c
     assert f"Report: s3://{BUCKET}/report.json" in emails[0]["Message"]
 
 
-def test_given_timed_out_handover_execution_when_handled_then_report_says_timed_out(job_with_instances):
+def test_given_timed_out_execution_when_handled_then_report_says_timed_out(job_with_instances):
     state, ours, _, ec2, s3, inbox = job_with_instances
 
-    answer = terminate_instance.handler(execution_status_change("TIMED_OUT", {"handover": state}), FakeLambdaContext())
+    answer = terminate_instance.handler(execution_status_change("TIMED_OUT", {"exec_name": JOB}), FakeLambdaContext())
 
     assert answer["terminated"] == [ours]
     assert report.load(s3, BUCKET)["status"] == "TIMED_OUT"
     email = received(inbox)[0]
     assert "execution timed out" in email["Subject"] and "Reason: execution timed out" in email["Message"]
-    assert "Instance: " + ours in email["Message"]  # the handover state renders the instance
+
+
+@pytest.mark.parametrize("final_sync_done, spared", [(False, True), (True, False)])
+def test_given_the_last_attempt_interrupted_then_an_instance_still_in_its_final_sync_is_spared(
+        job_with_instances, final_sync_done, spared):
+    # Given the workflow ending the job after an interruption with no attempt left
+    state, ours, _, ec2, _, _ = job_with_instances
+    state = {**state, "launch": {**state.get("launch", {}), "instance": {"instance_id": ours}},
+             "poll": {"status": "INTERRUPTED", "detail": {"final_sync_done": final_sync_done}}}
+
+    # When it terminates the job's instances
+    answer = terminate_instance.handler(state, FakeLambdaContext())
+
+    # Then the instance still uploading its checkpoints keeps running (it shuts itself down); a synced one goes
+    assert (answer["terminated"] == []) is spared
+    assert state_of(ec2, ours) == ("running" if spared else "terminated")
 
 
 def test_given_cli_cancel_then_aborted_event_when_both_handled_then_one_email(job_with_instances):
@@ -185,18 +200,6 @@ def test_given_an_instance_of_another_run_of_the_job_when_this_run_ends_then_onl
     open_ids = [r["SpotInstanceRequestId"] for r in ec2.describe_spot_instance_requests(
         Filters=[{"Name": "state", "Values": ["open", "active"]}])["SpotInstanceRequests"]]
     assert open_ids == [other_request]
-
-
-def test_given_a_hand_over_execution_aborted_then_the_runs_first_execution_names_its_instances(job_with_instances):
-    # Given the run handed over to run-1-h1; its instances carry the run's first execution name, run-1
-    state, ours, _, ec2, _, _ = job_with_instances
-    other_run = launch(ec2, {**OURS, layout.TAG_EXECUTION: "run-0"})
-    event = execution_status_change("ABORTED", {"handover": state})
-    event["detail"]["name"] = "run-1-h1"
-
-    answer = terminate_instance.handler(event, FakeLambdaContext())
-
-    assert answer["terminated"] == [ours] and state_of(ec2, other_run) == "running"
 
 
 def test_given_spottrain_cancel_then_every_instance_of_the_job_goes_whatever_run_launched_it(job_with_instances):

@@ -43,7 +43,7 @@ def test_given_2017_spec_when_handler_runs_then_returns_whole_initial_state(lamb
     state = validate_job.handler(event, FakeLambdaContext())
 
     assert set(state) == {"job", "execution"}
-    assert state["execution"] == {**EXECUTION, "first_id": EXECUTION["id"], "handovers": 0}
+    assert state["execution"] == EXECUTION
     assert state["job"]["bucket"] == "spottrain-123456789012-pix2pix-facade"
     assert state["job"]["repository_name"] == "chainer-pix2pix"
     # Stack caps from the environment are the job's defaults.
@@ -117,11 +117,3 @@ def test_given_two_starts_racing_when_both_validate_then_only_the_earlier_procee
         validate_job.handler(later, FakeLambdaContext())
 
 
-def test_given_a_hand_over_of_the_job_started_after_this_execution_then_it_still_holds_the_job(machine):
-    # Given a fresh start, and then a hand-over execution continuing an older run of the same job
-    fresh = machine("fresh", copy.deepcopy(ORIGINAL_2017_SPEC))
-    machine("old-run-h1", {"handover": {"job": dict(ORIGINAL_2017_SPEC), "execution": {"name": "old-run"}}})
-
-    # When the fresh one validates, Then the hand-over wins although it started later
-    with pytest.raises(validate_job.JobAlreadyRunning, match="as execution old-run-h1"):
-        validate_job.handler(fresh, FakeLambdaContext())

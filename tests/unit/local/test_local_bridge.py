@@ -9,7 +9,7 @@ import time
 import pytest
 
 from function_asset import function_zip, handler_name
-from spottrain.local.bridge import Bridge
+from spottrain.local.bridge import Bridge, CallbackBridge
 from spottrain.local.faults import Faults
 from spottrain.local.lambda_host import LambdaHost
 from spottrain.local.server import REGION
@@ -161,27 +161,6 @@ def test_given_a_tls_only_bucket_policy_then_loopback_requests_still_work(aws, t
         assert s3.get_object(Bucket="job-bucket", Key="job.json")["Body"].read() == b"{}"
 
 
-def test_given_a_start_execution_task_then_the_workflow_hands_over_to_a_fresh_execution(aws, tmp_path):
-    # the shape of the workflow's HandOver state: same machine, new name, the state as input
-    definition = {"StartAt": "Resumed", "States": {
-        "Resumed": {"Type": "Choice", "Choices": [{"Variable": "$.handover", "IsPresent": True, "Next": "Done"}],
-                    "Default": "HandOver"},
-        "HandOver": {"Type": "Task", "Resource": "arn:aws:states:::states:startExecution", "ResultPath": None,
-                     "Parameters": {"StateMachineArn.$": "$$.StateMachine.Id", "Name.$": "$.next",
-                                    "Input": {"handover.$": "$"}}, "End": True},
-        "Done": {"Type": "Succeed"}}}
-    sfn = aws("stepfunctions")
-    with Bridge(LambdaHost(tmp_path, {}), Faults()):
-        machine = sfn.create_state_machine(name="watch", definition=json.dumps(definition),
-                                           roleArn="arn:aws:iam::123456789012:role/watch")["stateMachineArn"]
-        first = _run(aws, machine, "first", {"next": "second"})
-        second = _run(aws, machine, None, None, arn=machine.replace(":stateMachine:", ":execution:") + ":second")
-
-    assert first["status"] == "SUCCEEDED", first.get("cause")
-    assert second["status"] == "SUCCEEDED", second.get("cause")
-    assert json.loads(second["input"]) == {"handover": {"next": "second"}}
-
-
 def test_given_the_bridge_then_spot_prices_are_a_fraction_of_on_demand(aws, deployed):
     # Given moto's canned $0.00001/h, When a Lambda asks for the spot price of a GPU type
     history = aws("ec2").describe_spot_price_history(
@@ -210,3 +189,154 @@ def test_given_a_simulated_instance_when_its_console_is_read_then_what_it_printe
     assert answers[printed].endswith("spottrain bootstrap: FAILED (exit 1) at line 32 — no route\n")
     assert len(answers[printed].encode()) == 64 * 1024
     assert answers[silent] == ""
+
+
+# ----- the callback wait (CallbackBridge): answers as AWS gives them ----------------------------------
+
+def _waiting_machine(aws, timing: dict, retry: list | None = None) -> tuple[str, str]:
+    """(machine ARN, queue URL): one wait whose token goes to the queue, its end recorded by the state it ends in."""
+    queue = aws("sqs").create_queue(QueueName="tokens")["QueueUrl"]
+    catch = [{"ErrorEquals": ["States.HeartbeatTimeout"], "ResultPath": "$.ended", "Next": "HeartbeatLost"},
+             {"ErrorEquals": ["States.ALL"], "ResultPath": "$.ended", "Next": "Failed"}]
+    wait = {"Type": "Task", "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+            "Parameters": {"QueueUrl": queue, "MessageBody": {"token.$": "$$.Task.Token"}}, **timing,
+            "ResultPath": "$.ended", "Catch": catch, "Next": "Answered"}
+    if retry:
+        wait["Retry"] = retry
+    definition = {"StartAt": "Wait", "States": {
+        "Wait": wait, "Answered": {"Type": "Succeed"}, "HeartbeatLost": {"Type": "Succeed"},
+        "Failed": {"Type": "Succeed"}}}
+    machine = aws("stepfunctions").create_state_machine(
+        name="waits", definition=json.dumps(definition), roleArn="arn:aws:iam::123456789012:role/w")["stateMachineArn"]
+    return machine, queue
+
+
+def _token(aws, queue: str) -> str:
+    sqs = aws("sqs")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # long polling: the message arrives when the wait starts
+        messages = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=5).get("Messages", [])
+        if messages:
+            sqs.delete_message(QueueUrl=queue, ReceiptHandle=messages[0]["ReceiptHandle"])
+            return json.loads(messages[0]["Body"])["token"]
+    raise AssertionError("the wait never sent its token")
+
+
+def _ended_in(aws, arn: str) -> tuple[str, dict]:
+    described = _run(aws, None, None, None, arn=arn)
+    history = aws("stepfunctions").get_execution_history(executionArn=arn)["events"]
+    last = [e["stateEnteredEventDetails"]["name"] for e in history if "stateEnteredEventDetails" in e][-1]
+    return last, json.loads(described.get("output") or "{}").get("ended", {})
+
+
+@pytest.fixture
+def callbacks(aws):
+    with CallbackBridge():
+        yield aws
+
+
+def _start(aws, machine: str) -> str:
+    return aws("stepfunctions").start_execution(stateMachineArn=machine, input="{}")["executionArn"]
+
+
+def test_given_a_silent_agent_then_the_wait_fails_as_a_heartbeat_timeout(callbacks):
+    # Given a wait with a 1 s heartbeat whose token nobody answers
+    machine, queue = _waiting_machine(callbacks, {"HeartbeatSeconds": 1, "TimeoutSeconds": 60})
+    arn = _start(callbacks, machine)
+    _token(callbacks, queue)
+
+    # Then it ends as AWS ends it: States.HeartbeatTimeout (moto alone says States.Timeout)
+    state, ended = _ended_in(callbacks, arn)
+    assert (state, ended["Error"]) == ("HeartbeatLost", "States.HeartbeatTimeout")
+
+
+def test_given_a_failure_answer_then_its_error_and_cause_reach_the_state(callbacks):
+    machine, queue = _waiting_machine(callbacks, {"HeartbeatSeconds": 30, "TimeoutSeconds": 60})
+    arn = _start(callbacks, machine)
+    callbacks("stepfunctions").send_task_failure(taskToken=_token(callbacks, queue), error="InstanceLost",
+                                                 cause="instance i-1 shutting-down")
+
+    assert _ended_in(callbacks, arn) == ("Failed", {"Error": "InstanceLost", "Cause": "instance i-1 shutting-down"})
+
+
+def test_given_the_wait_already_answered_then_late_and_duplicate_answers_are_refused_as_timed_out(callbacks):
+    # Given a wait answered once (the agent's success)
+    machine, queue = _waiting_machine(callbacks, {"HeartbeatSeconds": 30, "TimeoutSeconds": 60})
+    arn = _start(callbacks, machine)
+    token = _token(callbacks, queue)
+    sfn = callbacks("stepfunctions")
+    sfn.send_task_success(taskToken=token, output='{"outcome": "completed"}')
+    assert _ended_in(callbacks, arn)[0] == "Answered"
+
+    # When the EC2 handler's failure and a heartbeat arrive after it, Then AWS's TaskTimedOut, and nothing changes
+    for late in (lambda: sfn.send_task_failure(taskToken=token, error="InstanceLost", cause="late"),
+                 lambda: sfn.send_task_heartbeat(taskToken=token)):
+        with pytest.raises(sfn.exceptions.ClientError) as refused:
+            late()
+        assert refused.value.response["Error"]["Code"] == "TaskTimedOut"
+    assert _ended_in(callbacks, arn) == ("Answered", {"outcome": "completed"})
+
+
+def test_given_a_waiting_execution_when_stopped_then_it_is_aborted_at_once_and_its_token_closed(callbacks):
+    # Given a wait that would last a minute
+    machine, queue = _waiting_machine(callbacks, {"HeartbeatSeconds": 60, "TimeoutSeconds": 120})
+    arn = _start(callbacks, machine)
+    token = _token(callbacks, queue)
+    sfn = callbacks("stepfunctions")
+
+    # When it is stopped (spottrain cancel), Then it is ABORTED without waiting out the heartbeat
+    started = time.monotonic()
+    sfn.stop_execution(executionArn=arn, error="Cancelled", cause="spottrain cancel")
+    assert _run(callbacks, None, None, None, arn=arn)["status"] == "ABORTED"
+    assert time.monotonic() - started < 30
+    with pytest.raises(sfn.exceptions.ClientError) as refused:
+        sfn.send_task_success(taskToken=token, output="{}")
+    assert refused.value.response["Error"]["Code"] == "TaskTimedOut"
+
+
+def test_given_a_retried_wait_then_the_retry_has_a_fresh_token_and_the_old_one_is_closed(callbacks):
+    # Given a wait retried once on InstanceLost
+    retry = [{"ErrorEquals": ["InstanceLost"], "IntervalSeconds": 1, "MaxAttempts": 1}]
+    machine, queue = _waiting_machine(callbacks, {"HeartbeatSeconds": 30, "TimeoutSeconds": 60}, retry)
+    arn = _start(callbacks, machine)
+    sfn = callbacks("stepfunctions")
+    first = _token(callbacks, queue)
+    sfn.send_task_failure(taskToken=first, error="InstanceLost", cause="first try")
+
+    # When the retry waits, Then it has its own token; the first try's is over
+    second = _token(callbacks, queue)
+    assert second != first
+    sfn.send_task_success(taskToken=second, output='{"try": 2}')
+    assert _ended_in(callbacks, arn) == ("Answered", {"try": 2})
+
+
+ANSWERING_MODULE = """
+import boto3
+
+def handler(event, context):
+    # Like await_training for an attempt that already ended: answer the token during the invoke itself.
+    boto3.client("stepfunctions").send_task_success(taskToken=event["token"], output='{"early": true}')
+    return {"armed": True}
+"""
+
+
+def test_given_the_invoked_function_answers_its_own_token_then_the_answer_is_not_lost(aws, moto_endpoint, tmp_path):
+    # Given a deployed function that answers its wait's token before its invoke returns, HeartbeatSeconds set
+    env = {"AWS_REGION": REGION, "AWS_ENDPOINT_URL": moto_endpoint,
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    template = _template()
+    template["Resources"]["Machine"]["Properties"]["DefinitionString"] = json.dumps({"StartAt": "Wait", "States": {
+        "Wait": {"Type": "Task", "Resource": "arn:aws:states:::lambda:invoke.waitForTaskToken",
+                 "Parameters": {"FunctionName": "${EchoArn}", "Payload": {"token.$": "$$.Task.Token"}},
+                 "HeartbeatSeconds": 5, "TimeoutSeconds": 30, "End": True}}})
+    with Bridge(LambdaHost(tmp_path, env), Faults()):
+        aws("s3").create_bucket(Bucket="assets")
+        aws("s3").put_object(Bucket="assets", Key="code.zip", Body=function_zip("echo", ANSWERING_MODULE))
+        aws("cloudformation").create_stack(StackName="toy", TemplateBody=json.dumps(template))
+        machine = aws("cloudformation").describe_stacks(StackName="toy")["Stacks"][0]["Outputs"][0]["OutputValue"]
+
+        # When it runs, Then the wait ends with that answer (moto alone loses it and times out)
+        described = _run(aws, machine, "early", {})
+
+    assert described["status"] == "SUCCEEDED", described.get("cause")
+    assert json.loads(described["output"]) == {"early": True}

@@ -49,9 +49,9 @@ def test_given_a_template_then_resource_types_moto_skips_are_named(tmp_path):
 
 
 def test_given_the_same_inputs_then_the_synth_cache_key_is_stable_and_context_changes_it():
-    context = {"pollMinSeconds": 1}
+    context = {"bidWaitSeconds": 1}
 
     assert deploy.synth_cache_key(context, "SpotTrainLocal") == deploy.synth_cache_key(dict(context), "SpotTrainLocal")
-    assert deploy.synth_cache_key(context, "SpotTrainLocal") != deploy.synth_cache_key({"pollMinSeconds": 2},
+    assert deploy.synth_cache_key(context, "SpotTrainLocal") != deploy.synth_cache_key({"bidWaitSeconds": 2},
                                                                                        "SpotTrainLocal")
     assert deploy.synth_cache_key(context, "SpotTrainLocal") != deploy.synth_cache_key(context, "Other")

@@ -1,8 +1,9 @@
-"""The state machine's graph: it is whole, it retries, it always cleans up, and it stays under the history cap.
+"""The state machine's graph: it is whole, it retries, it always cleans up, and its history grows with attempts only.
 
-The first half reads the definition; the second runs it in moto's Step Functions interpreter with each
-Lambda replaced by a script of answers, so the routing (Choice, Catch, SecondsPath, ErrorPath, the
-hand-over) is exercised by a real ASL executor, not by our reading of it.
+The first half reads the definition; the second runs it in moto's Step Functions interpreter (with the
+emulator's CallbackBridge, so the callback wait answers as on AWS) with each Lambda replaced by a script
+of answers, so the routing (Choice, Catch, SecondsPath, the callback wait's answers and timeouts) is
+exercised by a real ASL executor, not by our reading of it.
 """
 from __future__ import annotations
 
@@ -18,28 +19,21 @@ import boto3
 import pytest
 from moto import mock_aws
 from moto.awslambda.models import LambdaFunction
-from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn import (
-    StateTaskServiceSfn,
-)
 from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
 
-from spottrain.functions import poll_completion
-from spottrain.contract.defaults import STACK_DEFAULTS
-from spottrain.contract.settings import Settings
+from spottrain.local.bridge import CallbackBridge
 
 ASL_PATH = Path(__file__).resolve().parents[3] / "statemachine" / "spottrain.asl.json"
 ASL = json.loads(ASL_PATH.read_text())
 STATES = ASL["States"]
 FUNCTIONS = {"ValidateJob": "validate_job", "CreateBucket": "create_bucket", "RequestSpotInstance": "request_spot_instance",
-             "CheckBid": "check_bid", "PollCompletion": "poll_completion", "Notify": "notify",
+             "CheckBid": "check_bid", "AwaitTraining": "await_training", "PollCompletion": "poll_completion",
+             "Notify": "notify",
              "TerminateInstance": "terminate_instance"}
 TRANSIENT_ERRORS = {"Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException",
                     "Lambda.TooManyRequestsException", "TransientError"}
 CLEANUP_CHAIN = ("TerminateOnError", "NotifyError", "JobErrored")
-HISTORY_EVENT_CAP = 25_000
-# History events each state adds in Step Functions (entered + exited; a Lambda task adds scheduled,
-# started and succeeded between them: https://docs.aws.amazon.com/step-functions/latest/apireference/API_HistoryEvent.html).
-EVENTS_PER_STATE = {"Task": 5, "Wait": 2, "Choice": 2, "Pass": 2}
+CATCH_ALL = {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "TerminateOnError"}
 
 
 def successors(name: str) -> list[str]:
@@ -86,7 +80,7 @@ def test_every_task_retries_with_backoff_and_lambda_tasks_retry_every_transient_
         if state["Type"] != "Task":
             continue
         assert state["Retry"] and all(r["BackoffRate"] > 1 and r["MaxAttempts"] >= 1 for r in state["Retry"]), name
-        if state["Resource"].startswith("${"):
+        if state["Resource"].startswith("${") or "lambda:invoke" in state["Resource"]:
             assert TRANSIENT_ERRORS <= {e for r in state["Retry"] for e in r["ErrorEquals"]}, name
 
 
@@ -95,18 +89,18 @@ def test_every_task_from_the_launch_on_catches_into_terminate_then_notify():
     for name in after_launch:
         if STATES[name]["Type"] == "Task":
             catch = STATES[name]["Catch"]
-            assert catch == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "TerminateOnError"}], name
+            assert catch[-1] == CATCH_ALL, name
+            assert len(catch) == 1 or name == "WaitForTraining", name  # its answers go to PollCompletion first
     assert STATES["TerminateOnError"]["Next"] == "NotifyError" and STATES["NotifyError"]["Next"] == "JobErrored"
     assert STATES["CreateBucket"]["Catch"][0]["Next"] == "NotifyError"  # no instance can exist yet
     assert "Catch" not in STATES["ValidateJob"]  # a bad spec creates nothing and fails as InvalidJobSpec
 
 
 def test_no_way_out_after_the_launch_skips_terminating_the_instance():
-    # Without passing a Terminate* task, only two ends are reachable: nothing was launched
-    # (RequestFailed), or a fresh execution took the instance over (HandedOver).
+    # Without passing a Terminate* task, only one end is reachable: nothing was launched (RequestFailed).
     ends = {n for n in reachable("RequestSpotInstance", avoid=lambda n: n.startswith("Terminate"))
             if STATES[n]["Type"] in ("Succeed", "Fail")}
-    assert ends == {"RequestFailed", "HandedOver"}
+    assert ends == {"RequestFailed"}
 
 
 def test_every_wait_reads_its_duration_from_the_state():
@@ -114,43 +108,14 @@ def test_every_wait_reads_its_duration_from_the_state():
     assert waits and all(set(s) == {"Type", "SecondsPath", "Next"} for s in waits.values())
 
 
-# ----- the history budget ------------------------------------------------------------------------
-
-def poll_cycle_events() -> int:
-    """Events one RUNNING poll costs: WaitForTraining -> PollCompletion -> TrainingResult -> back."""
-    cycle, name = [], "WaitForTraining"
-    while not cycle or name != "WaitForTraining":
-        cycle.append(name)
-        rule = next((r for r in STATES[name].get("Choices", [])
-                     if r.get("StringEquals") == "RUNNING" and "Variable" in r), None)
-        name = rule["Next"] if rule else STATES[name]["Next"]
-    assert cycle == ["WaitForTraining", "PollCompletion", "TrainingResult"]
-    return sum(EVENTS_PER_STATE[STATES[n]["Type"]] for n in cycle)
-
-
-def test_one_poll_costs_nine_events_and_a_full_execution_stays_well_below_the_cap():
-    settings = Settings(stack_name="s", bucket_prefix="p")
-    per_poll = poll_cycle_events()
-    # Worst case before polling: 3 types x 6 subnets, each bid checked to its limit, on every attempt.
-    bid_cycle = EVENTS_PER_STATE["Wait"] + EVENTS_PER_STATE["Task"] + EVENTS_PER_STATE["Choice"]
-    launches = 3 * 6 + settings.max_attempts
-    per_launch = EVENTS_PER_STATE["Task"] + EVENTS_PER_STATE["Choice"] + settings.bid_max_checks * bid_cycle
-    overhead = 40 + launches * per_launch + settings.max_attempts * 4 * EVENTS_PER_STATE["Task"]
-    worst = settings.polls_per_execution * per_poll + overhead
-
-    assert per_poll == 9
-    assert worst < 0.8 * HISTORY_EVENT_CAP, worst
-
-
-def test_default_settings_hand_over_before_the_execution_times_out_and_watch_a_whole_attempt():
-    settings = Settings(stack_name="s", bucket_prefix="p")
-    job_timeout_seconds = STACK_DEFAULTS["jobTimeoutHours"] * 3600
-    watched = sum(poll_completion.next_wait(settings, k) for k in range(settings.polls_per_execution - 1))
-    # 148,521 s (41.3 h) of waits per execution: a hand-over comes well before the 48 h timeout ...
-    assert watched == 148_521
-    assert watched + settings.polls_per_execution * 5 < job_timeout_seconds  # 5 s per poll task, generously
-    # ... and one execution still watches a whole attempt at the default 24 h runtime cap.
-    assert watched > settings.max_runtime_minutes * 60
+def test_the_training_is_one_callback_wait_per_attempt_bounded_by_the_launchs_timeouts():
+    wait = STATES["WaitForTraining"]
+    assert wait["Resource"] == "arn:aws:states:::lambda:invoke.waitForTaskToken"
+    assert wait["Parameters"]["Payload"] == {"token.$": "$$.Task.Token", "state.$": "$"}
+    assert (wait["HeartbeatSecondsPath"], wait["TimeoutSecondsPath"]) == (
+        "$.launch.heartbeat_timeout_seconds", "$.launch.wait_timeout_seconds")
+    # No loop back into the wait: every way out of PollCompletion ends the attempt
+    assert "WaitForTraining" not in reachable("PollCompletion", avoid=lambda n: n == "RequestSpotInstance")
 
 
 # ----- running it: moto's interpreter, scripted Lambdas ------------------------------------------
@@ -182,22 +147,37 @@ class InvalidJobSpec(Exception):
 
 
 def validated(event: dict) -> dict:
-    return {"job": {"exec_name": "demo", **event["spec"]},
-            "execution": {**event["execution"], "first_id": event["execution"]["id"], "handovers": 0}}
+    return {"job": {"exec_name": "demo", **event["spec"]}, "execution": event["execution"]}
 
 
-LAUNCHED = {"status": "LAUNCHED", "attempt": 1, "instance": {"instance_id": "i-1"}, "pools_failed": [], "wait_seconds": 0}
+LAUNCHED = {"status": "LAUNCHED", "attempt": 1, "instance": {"instance_id": "i-1"}, "pools_failed": [], "wait_seconds": 0,
+            "heartbeat_timeout_seconds": 30, "wait_timeout_seconds": 120}
+COMPLETED = {"attempt": 1, "instance_id": "i-1", "execution": "arn", "outcome": "completed"}
 
 
 def polled(status: str, **extra) -> dict:
-    return {"status": status, "wait_seconds": 0, "polls": 1, "attempt": 1, "handover": False, "handover_name": None,
-            "handovers": 0, "retry_allowed": True, "terminate_after_seconds": 0, "detail": {}} | extra
+    return {"status": status, "attempt": 1, "retry_allowed": True, "terminate_after_seconds": 0, "detail": {}} | extra
+
+
+def answered(output: dict | None = None, error: str | None = None, heartbeats: int = 0) -> Callable[[dict], dict]:
+    """await_training as the agent answers it: heartbeats, then success or failure, with the token it was given."""
+    def answer(event: dict) -> dict:
+        sfn = boto3.client("stepfunctions")
+        for _ in range(heartbeats):
+            sfn.send_task_heartbeat(taskToken=event["token"])
+        if error:
+            sfn.send_task_failure(taskToken=event["token"], error=error, cause=f"{error} on i-1")
+        else:
+            sfn.send_task_success(taskToken=event["token"], output=json.dumps(output or COMPLETED))
+        return {"attempt": 1}
+    return answer
 
 
 def happy(**overrides) -> dict:
     return {"validate_job": validated, "create_bucket": {"bucket": "b", "job_key": "job.json"},
             "request_spot_instance": LAUNCHED, "check_bid": {"status": "FULFILLED", "code": "fulfilled", "checks": 1},
-            "poll_completion": polled("SUCCEEDED"), "notify": {"message_id": "m"}, "terminate_instance": {}} | overrides
+            "await_training": answered(), "poll_completion": polled("SUCCEEDED"), "notify": {"message_id": "m"},
+            "terminate_instance": {}} | overrides
 
 
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -217,7 +197,7 @@ def sfn(clients, monkeypatch):
     """Yields run(script, input, name) -> Outcome, against moto's executor."""
     for name, value in FAKE_CREDENTIALS.items():
         monkeypatch.setenv(name, value)
-    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}), CallbackBridge():
         iam, lam, client = clients
         role = iam.create_role(RoleName="r", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
         code = io.BytesIO()
@@ -263,16 +243,17 @@ SPEC = {"repository_url": "https://example.com/r.git"}
 
 
 def test_given_a_bid_that_pends_once_when_training_succeeds_then_the_instance_is_terminated_and_it_succeeds(sfn):
-    script = Script(**happy(check_bid=[{"status": "PENDING", "checks": 1}, {"status": "FULFILLED", "checks": 2}],
-                            poll_completion=[polled("RUNNING"), polled("SUCCEEDED")]))
+    script = Script(**happy(check_bid=[{"status": "PENDING", "checks": 1}, {"status": "FULFILLED", "checks": 2}]))
 
     status, error, _, visited = sfn(script, SPEC)
 
     assert (status, error) == ("SUCCEEDED", None)
-    assert visited == ["Start", "ValidateJob", "CreateBucket", "RequestSpotInstance", "LaunchResult", "WaitForBid",
+    assert visited == ["ValidateJob", "CreateBucket", "RequestSpotInstance", "LaunchResult", "WaitForBid",
                        "CheckBid", "BidResult", "WaitForBid", "CheckBid", "BidResult", "NotifyRequestSuccess",
-                       "PollCompletion", "TrainingResult", "WaitForTraining", "PollCompletion", "TrainingResult",
+                       "WaitForTraining", "PollCompletion", "TrainingResult",
                        "NotifyTaskCompleted", "WaitBeforeTerminate", "TerminateInstance", "JobSucceeded"]
+    assert script.calls["await_training"][0]["state"]["launch"] == LAUNCHED  # the token comes with the whole state
+    assert script.calls["poll_completion"][0]["wait"] == COMPLETED  # judged once, with the agent's answer
     assert [c["event"] for c in script.calls["notify"]] == ["REQUEST_FULFILLED", "COMPLETED"]
     assert script.calls["validate_job"][0]["spec"] == SPEC
     assert script.calls["validate_job"][0]["execution"]["name"] == "run-1"
@@ -280,11 +261,13 @@ def test_given_a_bid_that_pends_once_when_training_succeeds_then_the_instance_is
 
 
 def test_given_an_interruption_then_it_relaunches_and_notifies(sfn):
-    script = Script(**happy(poll_completion=[polled("INTERRUPTED", retry_allowed=True), polled("SUCCEEDED")]))
+    script = Script(**happy(await_training=[answered(error="SpotInterrupted"), answered()],
+                            poll_completion=[polled("INTERRUPTED", retry_allowed=True), polled("SUCCEEDED")]))
 
     status = sfn(script, SPEC).status
 
     assert status == "SUCCEEDED" and len(script.calls["request_spot_instance"]) == 2
+    assert script.calls["poll_completion"][0]["wait"] == {"Error": "SpotInterrupted", "Cause": "SpotInterrupted on i-1"}
     assert script.calls["request_spot_instance"][1]["poll"]["status"] == "INTERRUPTED"
     assert [c["event"] for c in script.calls["notify"]] == ["REQUEST_FULFILLED", "INTERRUPTED", "REQUEST_FULFILLED",
                                                             "COMPLETED"]
@@ -352,32 +335,54 @@ def test_given_an_invalid_spec_then_the_execution_fails_with_invalid_job_spec_an
     assert set(script.calls) == {"validate_job"}
 
 
-@pytest.fixture
-def start_execution_bridge(monkeypatch):
-    """moto 5.2.5 hands the states:startExecution Parameters (PascalCase, as AWS requires) to botocore,
-    whose Step Functions API is camelCase, and fails with KeyError 'StateMachineArn'. The emulator needs
-    the same bridge; the definition stays as AWS documents it."""
-    original = StateTaskServiceSfn._normalise_parameters
+@pytest.mark.parametrize("error", ["InstanceLost", "TrainingFailed", "DiskFull", "AgentError"])
+def test_given_the_wait_fails_with_a_callback_error_then_poll_completion_judges_it(sfn, error):
+    script = Script(**happy(await_training=answered(error=error), poll_completion=polled("FAILED")))
 
-    def camel_case(self, parameters, boto_service_name=None, service_action_name=None):
-        original(self, parameters, boto_service_name, service_action_name)
-        for key in ("StateMachineArn", "Name", "Input"):
-            if key in parameters:
-                parameters[key[0].lower() + key[1:]] = parameters.pop(key)
+    status, got_error, _, visited = sfn(script, SPEC)
 
-    monkeypatch.setattr(StateTaskServiceSfn, "_normalise_parameters", camel_case)
+    assert (status, got_error) == ("FAILED", "TrainingFailed")
+    assert visited[visited.index("WaitForTraining") + 1] == "PollCompletion"
+    assert script.calls["poll_completion"][0]["wait"]["Error"] == error
 
 
-def test_given_the_poll_budget_is_spent_then_a_fresh_execution_continues_the_watch(sfn, start_execution_bridge):
-    script = Script(**happy(poll_completion=[polled("RUNNING", handover=True, handover_name="run-1-h1", polls=0),
-                                             polled("SUCCEEDED")]))
+def test_given_a_silent_agent_then_the_heartbeat_timeout_ends_the_wait_and_poll_completion_judges_it(sfn):
+    # Given an agent that never answers, and a heartbeat timeout of 1 s
+    script = Script(**happy(request_spot_instance=LAUNCHED | {"heartbeat_timeout_seconds": 1},
+                            await_training={"attempt": 1}, poll_completion=polled("INTERRUPTED", retry_allowed=False)))
 
-    status, _, _, visited = sfn(script, SPEC)
+    status, error, _, _ = sfn(script, SPEC)
 
-    assert (status, visited[-2:]) == ("SUCCEEDED", ["HandOver", "HandedOver"])
-    executions = sfn.client.list_executions(stateMachineArn=sfn.machine)["executions"]
-    successor = next(e for e in executions if e["name"] == "run-1-h1")
-    status, _, _, visited = finished(sfn.client, successor["executionArn"])
+    assert (status, error) == ("FAILED", "AttemptsExhausted")
+    assert script.calls["poll_completion"][0]["wait"]["Error"] == "States.HeartbeatTimeout"
+
+
+def test_given_an_answer_no_one_agreed_on_then_the_workflow_cleans_up_and_errors(sfn):
+    script = Script(**happy(await_training=answered(error="Bogus")))
+
+    status, error, cause, visited = sfn(script, SPEC)
+
+    assert (status, error) == ("FAILED", "JobErrored") and cause.startswith("Bogus: ")
+    assert visited[-4:] == ["WaitForTraining", "TerminateOnError", "NotifyError", "JobErrored"]
+
+
+def test_given_await_training_fails_transiently_then_the_retry_waits_on_a_fresh_token(sfn):
+    script = Script(**happy(await_training=[TransientError("throttled"), answered()]))
+
+    status = sfn(script, SPEC).status
+
     assert status == "SUCCEEDED"
-    assert visited[:4] == ["Start", "ResumeHandover", "WaitForTraining", "PollCompletion"]
-    assert script.calls["poll_completion"][-1]["job"]["exec_name"] == "demo"  # the state came across whole
+    first, second = (call["token"] for call in script.calls["await_training"])
+    assert first != second
+
+
+def test_history_grows_with_attempts_not_with_heartbeats(sfn):
+    # Given the same job answered after no heartbeat and after 50 (about 25 minutes of an agent's beats)
+    lengths = []
+    for name, heartbeats in (("quiet", 0), ("busy", 50)):
+        sfn(Script(**happy(await_training=answered(heartbeats=heartbeats))), SPEC, name=name)
+        arn = sfn.machine.replace(":stateMachine:", ":execution:") + ":" + name
+        lengths.append(len(sfn.client.get_execution_history(executionArn=arn, maxResults=1000)["events"]))
+
+    # Then the histories are the same length: heartbeats add no events, however long the training
+    assert lengths[0] == lengths[1]

@@ -1,0 +1,31 @@
+"""A job's limits as the workflow applies them: the job's own value within the stack's cap, else the cap.
+
+PollCompletion and RequestSpotInstance apply them; the stack's execution-timeout warning counts the same
+bootstrap margin per attempt.
+"""
+from __future__ import annotations
+
+from spottrain.contract.settings import Settings
+
+# Booting, cloning, setup and data before the runtime clock starts, and the wait for the previous
+# attempt's final sync: the callback wait may outlast max runtime + keep-alive by this much.
+BOOTSTRAP_MARGIN_MINUTES = 30
+
+
+def job_limit(job: dict, name: str, default: int) -> int:
+    return int((job.get("limits") or {}).get(name) or default)
+
+
+def keep_alive_minutes(job: dict, settings: Settings) -> int:
+    minutes = job.get("keep_alive_minutes")
+    return int(settings.default_keep_alive_minutes if minutes is None else minutes)
+
+
+def wait_timeout_seconds(job: dict, settings: Settings) -> int:
+    """TimeoutSeconds of an attempt's callback wait: max runtime + keep-alive + the bootstrap margin.
+
+    Step Functions refuses a HeartbeatSeconds that is not below TimeoutSeconds, which shrunk minutes could cause.
+    """
+    minutes = (job_limit(job, "max_runtime_minutes", settings.max_runtime_minutes)
+               + keep_alive_minutes(job, settings) + BOOTSTRAP_MARGIN_MINUTES)
+    return max(minutes * settings.seconds_per_minute, settings.heartbeat_lost_seconds + 1)
