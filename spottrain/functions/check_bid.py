@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 
 from spottrain.contract.instances import ENDED_INSTANCE_STATES
 from spottrain.functions.shared import report
+from spottrain.functions.shared.attempts import describe_instance
 from spottrain.functions.shared.awserrors import error_code, transient_errors
 from spottrain.functions.shared import runtime
 from spottrain.contract.settings import Settings
@@ -44,7 +45,7 @@ def check_bid(ec2: Any, s3: Any, settings: Settings, state: dict) -> dict:
     instance = state["launch"]["instance"]
     checks = _checks_so_far(state) + 1
     request = _spot_request(ec2, instance.get("spot_request_id"))
-    status, code, message = bid_status(request, _instance(ec2, instance["instance_id"]))
+    status, code, message = bid_status(request, describe_instance(ec2, instance["instance_id"]))
     if status is BidStatus.PENDING and checks >= settings.bid_max_checks:
         status, code = BidStatus.FAILED, TIMEOUT_CODE
         message = f"still {message} after {checks} checks (BID_MAX_CHECKS={settings.bid_max_checks}); trying elsewhere"
@@ -104,17 +105,6 @@ def _spot_request(ec2: Any, request_id: str | None) -> dict | None:
             return None  # EC2 is eventually consistent right after a launch
         raise
     return requests["SpotInstanceRequests"][0] if requests["SpotInstanceRequests"] else None
-
-
-def _instance(ec2: Any, instance_id: str) -> dict | None:
-    try:
-        reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
-    except ClientError as exc:
-        if error_code(exc) == "InvalidInstanceID.NotFound":
-            return None
-        raise
-    instances = [i for r in reservations for i in r["Instances"]]
-    return instances[0] if instances else None
 
 
 def _ignore_not_found(call: Any, **kwargs: Any) -> None:
