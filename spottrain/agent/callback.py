@@ -18,9 +18,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from spottrain.contract import layout, markers
-from spottrain.contract.status import TASK_OVER_CODES, CallbackError
+from spottrain.contract.status import CALLBACK_CAUSE_MAX_CHARS, TASK_OVER_CODES, CallbackError
 
-CAUSE_MAX_CHARS = 256  # SendTaskFailure's cause is shown in the console and emails: short and secret-free
 ANSWER_ATTEMPTS = 4  # the answer saves the workflow a heartbeat timeout: worth a few tries
 
 # Outcome.reason -> the error the workflow's Catch sees; exit (non-zero) is TrainingFailed.
@@ -161,17 +160,9 @@ class TaskCallback:
 
 def token_reader(store, attempt: int) -> Callable[[], Optional[Mapping]]:
     """Reads the attempt's token file once: None while it does not exist (no retries: the next tick is one)."""
-    def read() -> Optional[Mapping]:
-        try:
-            body = store.client.get_object(Bucket=store.bucket, Key=layout.task_token_key(attempt))["Body"].read()
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
-            raise
-        return json.loads(body)
-    return read
+    return lambda: store.find_json(layout.task_token_key(attempt), retry=False)
 
 
 def _short(cause: str) -> str:
     cause = " ".join(str(cause).split())
-    return cause if len(cause) <= CAUSE_MAX_CHARS else cause[:CAUSE_MAX_CHARS - 3] + "..."
+    return cause if len(cause) <= CALLBACK_CAUSE_MAX_CHARS else cause[:CALLBACK_CAUSE_MAX_CHARS - 3] + "..."

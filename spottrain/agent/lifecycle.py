@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Union
 
-from botocore.exceptions import ClientError
 
 from spottrain.contract import layout, markers
 from spottrain.contract.names import redact_credentials
@@ -168,7 +167,7 @@ class Agent:
             return
         self._enter(markers.WAIT_PREVIOUS_SYNC)
         waited = overlap.wait_for_previous_sync(
-            lambda: self._read_marker(layout.INTERRUPTED_KEY), self.options.attempt, self.execution,
+            lambda: self.store.find_json(layout.INTERRUPTED_KEY), self.options.attempt, self.execution,
             self.options.previous_sync_wait_seconds, self._noticed.wait)
         if not waited.needed:
             return
@@ -184,14 +183,6 @@ class Agent:
                         "false; SPOTTRAIN_PREVIOUS_SYNC_WAIT_SECONDS=%.0f): restoring what reached S3",
                         waited.seconds, self.options.attempt - 1, layout.INTERRUPTED_KEY,
                         self.options.previous_sync_wait_seconds)
-
-    def _read_marker(self, key: str) -> Optional[dict]:
-        try:
-            return self.store.get_json(key)
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
-            raise
 
     def _restore(self) -> Union[List[Path], Outcome]:
         """Put back what earlier attempts or runs saved (mtimes included: resumers pick the newest)."""

@@ -71,6 +71,18 @@ class Store:
         body = self.retried(f"get s3://{self.bucket}/{key}", lambda: self.client.get_object(Bucket=self.bucket, Key=key))
         return json.loads(body["Body"].read())
 
+    def find_json(self, key: str, retry: bool = True) -> Optional[dict]:
+        """The object's JSON, None while it does not exist; retry=False: one try (a caller polling anyway)."""
+        def get():
+            return self.client.get_object(Bucket=self.bucket, Key=key)
+        try:
+            body = self.retried(f"get s3://{self.bucket}/{key}", get) if retry else get()
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+        return json.loads(body["Body"].read())
+
     def put_json(self, key: str, document: dict) -> bool:
         body = json.dumps(document, indent=2, sort_keys=True).encode()
         return self.best_effort(

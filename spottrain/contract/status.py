@@ -76,6 +76,9 @@ class CallbackError(str, Enum):
 # Step Functions' answers to SendTask* meaning "this wait is already over" (answered, timed out, or its
 # execution ended): a late answer, from the agent or a Lambda, is no error and nothing to retry.
 TASK_OVER_CODES = frozenset({"TaskTimedOut", "InvalidToken", "TaskDoesNotExist"})
+# The most characters a SendTaskFailure cause carries, from the agent or a Lambda: it shows in the
+# console and in emails, so it stays one short, secret-free line.
+CALLBACK_CAUSE_MAX_CHARS = 256
 
 
 class TransientError(Exception):

@@ -12,11 +12,9 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from spottrain.contract import layout, markers
-from spottrain.contract.status import TASK_OVER_CODES
+from spottrain.contract.status import CALLBACK_CAUSE_MAX_CHARS, TASK_OVER_CODES
 from spottrain.functions.shared.attempts import read_json
 from spottrain.functions.shared.awserrors import error_code
-
-CAUSE_CHARS = 256
 
 
 def write_token(s3: Any, bucket: str, record: dict) -> None:
@@ -42,7 +40,7 @@ def succeed(sfn: Any, token: str, output: dict) -> bool:
 
 def fail(sfn: Any, token: str, error: str, cause: str) -> bool:
     """SendTaskFailure; False when the wait was already over."""
-    return _answer(lambda: sfn.send_task_failure(taskToken=token, error=error, cause=cause[:CAUSE_CHARS]))
+    return _answer(lambda: sfn.send_task_failure(taskToken=token, error=error, cause=cause[:CALLBACK_CAUSE_MAX_CHARS]))
 
 
 def _answer(call: Any) -> bool:
