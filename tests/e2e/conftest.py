@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
+
+from e2e_support import git_repository
 
 from spottrain.demo import demo_spec
 
@@ -48,13 +49,7 @@ SLOW_TRAINING = "import time\nfor step in range(600):\n    print('step', step, f
 @pytest.fixture
 def slow_job(tmp_path) -> dict:
     """A job training for ten minutes, from a throwaway repository, for tests that cancel it."""
-    repo = tmp_path / "slow-repo"
-    repo.mkdir()
-    (repo / "train.py").write_text(SLOW_TRAINING)
-    git = ["git", "-C", str(repo), "-c", "user.name=spottrain", "-c", "user.email=spottrain@example.com"]
-    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
-    subprocess.run(git + ["add", "train.py"], check=True)
-    subprocess.run(git + ["commit", "-q", "-m", "slow training"], check=True)
+    repo = git_repository(tmp_path / "slow-repo", {"train.py": SLOW_TRAINING})
     return {"exec_name": "slow-job", "repository_url": repo.as_uri(), "repository_name": "slow-repo",
             "repository_ref": "main", "data_dir": "data", "output_dir": "result",
             "data_get_command": "true", "exec_command": "python train.py"}

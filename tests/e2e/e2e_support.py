@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -14,6 +15,18 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str = "condit
         assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f}s"
         time.sleep(0.2)
     return result
+
+
+def git_repository(repo: Path, files: dict[str, str], branch: str = "main") -> Path:
+    """A throwaway repository at `repo` holding `files` in one commit on `branch`, for jobs to clone."""
+    repo.mkdir()
+    for name, text in files.items():
+        (repo / name).write_text(text)
+    git = ["git", "-C", str(repo), "-c", "user.name=spottrain", "-c", "user.email=spottrain@example.com"]
+    subprocess.run(["git", "init", "-q", "-b", branch, str(repo)], check=True)
+    subprocess.run(git + ["add", *files], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "job under test"], check=True)
+    return repo
 
 
 def processes_under(folder: Path) -> list[str]:

@@ -6,11 +6,12 @@ chainer-pix2pix, and /home/ubuntu/.pyenv/shims/{aws,python} become the emulator'
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from e2e_support import git_repository
 
 from spottrain.local import Emulator
 
@@ -42,14 +43,7 @@ def files_under(folder: Path) -> set:
 
 @pytest.fixture
 def chainer_pix2pix(tmp_path) -> Path:
-    repo = tmp_path / "chainer-pix2pix"
-    repo.mkdir()
-    (repo / "train_facade.py").write_text(TRAIN_FACADE)
-    git = ["git", "-C", str(repo), "-c", "user.name=spottrain", "-c", "user.email=spottrain@example.com"]
-    subprocess.run(["git", "init", "-q", "-b", "master", str(repo)], check=True)
-    subprocess.run(git + ["add", "train_facade.py"], check=True)
-    subprocess.run(git + ["commit", "-q", "-m", "pix2pix stand-in"], check=True)
-    return repo
+    return git_repository(tmp_path / "chainer-pix2pix", {"train_facade.py": TRAIN_FACADE}, branch="master")
 
 
 def as_run_here(published: dict, repository: Path, aws: Path) -> dict:
