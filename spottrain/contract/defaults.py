@@ -27,5 +27,8 @@ STACK_DEFAULTS = {
     "onDemandFallback": True,
     "secondsPerMinute": 60,
     "jobTimeoutHours": 96,
+    # A sweep's variants (child executions) and how many run at once (its Map state's MaxConcurrency).
+    "maxSweepVariants": 100,
+    "maxSweepParallel": 10,
     "logRetentionDays": 30,
 }

@@ -14,13 +14,14 @@ import posixpath
 import re
 from typing import Any, Iterator
 
-from spottrain.contract import names, schema
+from spottrain.contract import names, schema, sweep
 from spottrain.contract.settings import Settings
 
 SCHEMA_PATH = schema.SCHEMA_PATH
 
 MAX_SPEC_BYTES = 16 * 1024
 S3_BUCKET_NAME_MAX = 63
+EXEC_NAME_MAX = 40  # job-spec.schema.json's exec_name maxLength: every variant's exec_name obeys it too
 # S3 reserves these endings for access points and directory buckets.
 RESERVED_BUCKET_SUFFIXES = ("-s3alias", "--ol-s3", "--x-s3", ".mrap")
 SECRET_NAME_PARTS = ("SECRET", "PASSWORD", "PASSWD", "TOKEN", "ACCESS_KEY", "PRIVATE_KEY", "CREDENTIAL")
@@ -240,13 +241,14 @@ def _unknown_field(path: str, name: str, properties: dict) -> str:
 
 def semantic_problems(spec: dict, settings: Settings) -> list[str]:
     """Rules that depend on the stack's settings or span fields; tolerant of fields the schema rejected."""
-    checks = (_bucket_name_problems, _instance_problems, _limit_problems)
+    checks = (_bucket_name_problems, _instance_problems, _limit_problems, _sweep_cap_problems)
     return stack_free_problems(spec) + [problem for check in checks for problem in check(spec, settings)]
 
 
 def stack_free_problems(spec: dict) -> list[str]:
     """The rules that hold for every stack: what `spottrain submit` checks before it calls AWS."""
-    checks = (_repository_problems, _directory_problems, _env_problems, _nul_problems, _size_problems)
+    checks = (_repository_problems, _directory_problems, _env_problems, _nul_problems, _size_problems,
+              _sweep_problems)
     return [problem for check in checks for problem in check(spec)]
 
 
@@ -339,6 +341,50 @@ def _env_problems(spec: dict) -> Iterator[str]:
         if isinstance(value, str) and names.AWS_ACCESS_KEY_ID.search(value):
             yield (f"env.{name}: the value looks like an AWS access key id. "
                    "Never pass AWS keys to a job: the instance role already grants access to the job's bucket.")
+
+
+def _sweep_problems(spec: dict) -> Iterator[str]:
+    """A sweep names at least one variant, and each override obeys env's rules (it becomes the child's env)."""
+    if not sweep.is_sweep(spec):
+        return
+    block = spec["sweep"]
+    if "grid" not in block and "variants" not in block:
+        yield ("sweep: must give grid or variants (or both). "
+               "Add e.g. \"grid\": {\"LR\": [\"0.1\", \"0.01\"]} or \"variants\": [{\"LR\": \"0.1\"}].")
+    for number, extra in enumerate(sweep.overrides(block), start=1):
+        for problem in _env_problems({"env": extra}):
+            yield f"sweep (variant {number}): {problem}"
+
+
+def _sweep_cap_problems(spec: dict, settings: Settings) -> Iterator[str]:
+    """The stack's caps on a sweep, and the longest variant's name within the bucket-name rules."""
+    if not sweep.is_sweep(spec) or not isinstance(spec.get("exec_name"), str):
+        return
+    count = len(sweep.overrides(spec["sweep"]))
+    if count > settings.max_sweep_variants:
+        yield (f"sweep: {count} variants is over this stack's cap of {settings.max_sweep_variants}. "
+               "Drop grid values or variants (the stack's maxSweepVariants setting raises the cap).")
+    parallel = spec["sweep"].get("max_parallel")
+    if _is_type(parallel, "integer") and parallel > settings.max_sweep_parallel:
+        yield (f"sweep.max_parallel: {parallel} is over this stack's cap of {settings.max_sweep_parallel}. "
+               f"Use at most {settings.max_sweep_parallel} (the stack's maxSweepParallel setting raises the cap).")
+    yield from _variant_name_problems(spec["exec_name"], count, settings)
+
+
+def _variant_name_problems(exec_name: str, count: int, settings: Settings) -> Iterator[str]:
+    if count < 1:
+        return
+    longest = sweep.variant_name(exec_name, count)
+    room = EXEC_NAME_MAX - len(str(count)) - 1
+    if len(longest) > EXEC_NAME_MAX:
+        yield (f"exec_name: the sweep's last variant \"{longest}\" would be {len(longest)} characters, over {EXEC_NAME_MAX}. "
+               f"Shorten exec_name to at most {room} characters for {count} variants.")
+    bucket = names.bucket_name(settings.bucket_prefix, longest)
+    if len(bucket) > S3_BUCKET_NAME_MAX:
+        room = S3_BUCKET_NAME_MAX - len(settings.bucket_prefix) - 1 - len(str(count)) - 1
+        yield (f"exec_name: the sweep's last variant's bucket \"{bucket}\" would be {len(bucket)} characters, over S3's "
+               f"{S3_BUCKET_NAME_MAX}. Shorten exec_name to at most {room} characters for {count} variants and this "
+               "stack's bucket prefix.")
 
 
 def _reserved_env_reason(name: str) -> str | None:

@@ -72,6 +72,8 @@ class Settings:
     on_demand_fallback: bool = _DEFAULT["onDemandFallback"]
     seconds_per_minute: int = _DEFAULT["secondsPerMinute"]
     instance_user: str = _DEFAULT["instanceUser"]
+    max_sweep_variants: int = _DEFAULT["maxSweepVariants"]
+    max_sweep_parallel: int = _DEFAULT["maxSweepParallel"]
 
 
 # field name -> (environment variable, parser, required)
@@ -96,6 +98,8 @@ _FIELDS: dict[str, tuple[str, Callable[[str], object], bool]] = {
     "on_demand_fallback": ("ON_DEMAND_FALLBACK", _bool, False),
     "seconds_per_minute": ("SECONDS_PER_MINUTE", _positive_int, False),
     "instance_user": ("INSTANCE_USER", str, False),
+    "max_sweep_variants": ("MAX_SWEEP_VARIANTS", _positive_int, False),
+    "max_sweep_parallel": ("MAX_SWEEP_PARALLEL", _positive_int, False),
 }
 
 ENVIRONMENT_VARIABLES = tuple(name for name, _, _ in _FIELDS.values())

@@ -115,6 +115,8 @@ class StackConfig:
     seconds_per_minute: int
     job_timeout_hours: float
     log_retention_days: int
+    max_sweep_variants: int
+    max_sweep_parallel: int
     powertools_layer_arn: str | None  # None = the pinned public layer, "" = no layer
 
     @classmethod
@@ -146,6 +148,8 @@ class StackConfig:
             seconds_per_minute=ctx.whole("secondsPerMinute", minimum=1),
             job_timeout_hours=ctx.number("jobTimeoutHours", above=True),
             log_retention_days=ctx.whole("logRetentionDays", minimum=1),
+            max_sweep_variants=ctx.whole("maxSweepVariants", minimum=1),
+            max_sweep_parallel=ctx.whole("maxSweepParallel", minimum=1),
             powertools_layer_arn=ctx.optional_text("powertoolsLayerArn"),
         )
         config._check_consistency()
@@ -186,4 +190,6 @@ class StackConfig:
             "MAX_KEEP_ALIVE_MINUTES": str(self.max_keep_alive_minutes),
             "ON_DEMAND_FALLBACK": "true" if self.on_demand_fallback else "false",
             "SECONDS_PER_MINUTE": str(self.seconds_per_minute),
+            "MAX_SWEEP_VARIANTS": str(self.max_sweep_variants),
+            "MAX_SWEEP_PARALLEL": str(self.max_sweep_parallel),
         }

@@ -1,0 +1,79 @@
+"""A sweep: one job spec with a `sweep` block, expanded into its variants (one ordinary job each).
+
+The CLI expands a spec to list the variants (`spottrain validate`) and to start the sweep state
+machine, whose Map state runs each variant as a child execution of the job state machine; the
+rules that bound a sweep live in `jobspec._sweep_problems`. Stdlib only (the Lambdas import it).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+from typing import Any
+
+from spottrain.contract import names
+
+GOALS = ("min", "max")
+DEFAULT_GOAL = "min"
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One child job: `name` is its exec_name (`<exec_name>-<n>`, n from 1), `overrides` its env additions."""
+
+    name: str
+    overrides: dict[str, str]
+    spec: dict[str, Any]
+
+
+def is_sweep(spec: Any) -> bool:
+    return isinstance(spec, dict) and isinstance(spec.get("sweep"), dict)
+
+
+def variant_name(exec_name: str, number: int) -> str:
+    """The n-th variant's exec_name (n from 1): its bucket is `<prefix>-<exec_name>-<n>`."""
+    return f"{exec_name}-{number}"
+
+
+def overrides(sweep: dict) -> list[dict[str, str]]:
+    """Every variant's env overrides: the grid's product (in the grid's key order), then `variants` as listed.
+
+    Tolerant of malformed blocks (the schema reports those): a non-list grid axis or a non-object
+    variant contributes nothing.
+    """
+    grid = sweep.get("grid") if isinstance(sweep.get("grid"), dict) else {}
+    axes = [(name, values) for name, values in grid.items() if isinstance(values, list)]
+    combined = [dict(zip([name for name, _ in axes], values))
+                for values in itertools.product(*(values for _, values in axes))] if axes else []
+    explicit = [dict(item) for item in sweep.get("variants") or [] if isinstance(item, dict)]
+    return combined + explicit
+
+
+def variants(spec: dict) -> list[Variant]:
+    """The child jobs of a sweep spec: the spec without `sweep`, its exec_name numbered, env overridden."""
+    base = {key: value for key, value in spec.items() if key != "sweep"}
+    children = []
+    for number, extra in enumerate(overrides(spec["sweep"]), start=1):
+        child = copy.deepcopy(base)
+        child["exec_name"] = variant_name(spec["exec_name"], number)
+        child["env"] = {**(base.get("env") or {}), **extra}
+        children.append(Variant(name=child["exec_name"], overrides=extra, spec=child))
+    return children
+
+
+def sweep_bucket(prefix: str, exec_name: str) -> str:
+    """The sweep's own bucket (its report and plot): the job bucket naming rule on the sweep's exec_name."""
+    return names.bucket_name(prefix, exec_name)
+
+
+def map_input(spec: dict) -> dict:
+    """The sweep state machine's execution input: what its Map state iterates, and how."""
+    sweep = spec["sweep"]
+    children = variants(spec)
+    return {
+        "exec_name": spec["exec_name"],
+        "max_parallel": int(sweep.get("max_parallel") or len(children)),
+        "metric": sweep.get("metric"),
+        "goal": sweep.get("goal", DEFAULT_GOAL),
+        "variants": [{"name": child.name, "overrides": child.overrides, "spec": child.spec} for child in children],
+    }
