@@ -66,14 +66,20 @@ def sweep_bucket(prefix: str, exec_name: str) -> str:
     return names.bucket_name(prefix, exec_name)
 
 
-def map_input(spec: dict) -> dict:
-    """The sweep state machine's execution input: what its Map state iterates, and how."""
-    sweep = spec["sweep"]
+def map_input(spec: dict, run_suffix: str) -> dict:
+    """The sweep state machine's execution input: what its Map state iterates, and how.
+
+    `run_suffix` ends every child's execution name (`<variant>-<suffix>`, as a job's own run is named
+    `<exec_name>-<suffix>`), so `spottrain status <variant>` finds a child like any job.
+    """
+    block = spec["sweep"]
     children = variants(spec)
     return {
         "exec_name": spec["exec_name"],
-        "max_parallel": int(sweep.get("max_parallel") or len(children)),
-        "metric": sweep.get("metric"),
-        "goal": sweep.get("goal", DEFAULT_GOAL),
-        "variants": [{"name": child.name, "overrides": child.overrides, "spec": child.spec} for child in children],
+        "max_parallel": int(block.get("max_parallel") or len(children)),
+        "summary_email_only": bool(block.get("summary_email_only", False)),
+        "metric": block.get("metric"),
+        "goal": block.get("goal", DEFAULT_GOAL),
+        "variants": [{"name": child.name, "execution_name": f"{child.name}-{run_suffix}",
+                      "overrides": child.overrides, "spec": child.spec} for child in children],
     }

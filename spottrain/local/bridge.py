@@ -31,6 +31,13 @@ the emulator is up, and restores them on exit:
    silently; AWS answers TaskTimedOut. (e) StopExecution does not wake a waiting task, so
    `spottrain cancel` would leave the execution RUNNING until its timeout, then FAILED, not ABORTED.
    (f) A Retry of the task reuses its token, so the retry ends at once with the first try's answer.
+8. A sweep's child executions (`states:startExecution.sync:2`), in `NestedExecutionBridge`: moto 5.2.5
+   (a) sends the task's parameters as written (`StateMachineArn`) where botocore wants the API's member
+   names (`stateMachineArn`), so every start fails with States.Runtime, and reads the answer under
+   AWS's ASL names (`ExecutionArn`, `Status`) that botocore returns in camelCase; (b) stopping the
+   parent leaves its running children running. On AWS a stopped parent stops the execution a `.sync`
+   task waits on (https://docs.aws.amazon.com/step-functions/latest/dg/connect-to-resource.html#connect-sync,
+   hence states:StopExecution in the IAM policy AWS documents for it); the bridge does the same.
 """
 from __future__ import annotations
 
@@ -59,6 +66,9 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resou
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_callback import (
     StateTaskServiceCallback,
 )
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn import (
+    StateTaskServiceSfn,
+)
 from moto.stepfunctions.parser.asl.eval.callback.callback import CallbackEndpoint, HeartbeatTimeoutError
 from moto.stepfunctions.parser.asl.eval.environment import Environment
 from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
@@ -67,6 +77,7 @@ from moto.stepfunctions.parser.backend.execution import Execution as ParserExecu
 from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 from moto.stepfunctions.responses import StepFunctionResponse
 from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+from moto.stepfunctions.models import ExecutionDoesNotExist
 
 from spottrain.functions.shared.pricing import on_demand_price
 from spottrain.local.faults import Faults
@@ -245,6 +256,65 @@ def _wait_ended(backend: StepFunctionsParserBackend, token: str) -> bool:
     return False
 
 
+class NestedExecutionBridge(Patches):
+    """moto's `startExecution.sync:2` as AWS runs it (item 8 of this module's list)."""
+
+    def __enter__(self) -> "NestedExecutionBridge":
+        original_parameters = StateTaskServiceSfn._normalise_parameters
+        original_build = StateTaskServiceSfn._build_sync2_resolver
+        original_sync = StateTaskServiceSfn._eval_sync
+
+        def normalise_parameters(task: StateTaskServiceSfn, parameters: dict, *args: Any, **kwargs: Any) -> None:
+            original_parameters(task, parameters, *args, **kwargs)  # Input becomes a JSON string there
+            for name in list(parameters):
+                parameters[_camel(name)] = parameters.pop(name)
+
+        def normalise_response(task: StateTaskServiceSfn, response: Any, *args: Any, **kwargs: Any) -> None:
+            if isinstance(response, dict):
+                for name in list(response):
+                    response[name[:1].upper() + name[1:]] = response.pop(name)
+
+        def build_sync2_resolver(task: StateTaskServiceSfn, env: Environment, *args: Any, **kwargs: Any) -> Any:
+            env._spottrain_child = env.stack[-1]["ExecutionArn"]  # popped by the original
+            return original_build(task, env, *args, **kwargs)
+
+        def eval_sync(task: StateTaskServiceSfn, env: Environment, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return original_sync(task, env, *args, **kwargs)
+            finally:
+                if not env.is_running():  # the parent was stopped while its child ran
+                    stop_child(getattr(env, "_spottrain_child", None))
+
+        try:
+            self._patch(StateTaskServiceSfn, "_normalise_parameters", normalise_parameters)
+            self._patch(StateTaskServiceSfn, "_normalise_response", normalise_response)
+            self._patch(StateTaskServiceSfn, "_build_sync2_resolver", build_sync2_resolver)
+            self._patch(StateTaskServiceSfn, "_eval_sync", eval_sync)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+
+def _camel(name: str) -> str:
+    return name[:1].lower() + name[1:]
+
+
+def stop_child(execution_arn: str | None) -> None:
+    """StopExecution on a child a stopped parent waited on; one that already ended stays as it ended."""
+    if not execution_arn:
+        return
+    region, account_id = execution_arn.split(":")[3:5]
+    backend = stepfunctions_parser_backends[account_id][region]
+    try:
+        execution = backend.describe_execution(execution_arn)
+        if execution.status == "RUNNING":
+            backend.stop_execution(execution_arn)
+            log.info("stopped %s with its stopped parent", execution_arn)
+    except ExecutionDoesNotExist:
+        pass
+
+
 class Bridge(Patches):
     """Installs the patches on enter, removes them on exit. One emulator per process at a time."""
 
@@ -253,10 +323,12 @@ class Bridge(Patches):
         self.host = host
         self.faults = faults
         self._callbacks = CallbackBridge()
+        self._nested = NestedExecutionBridge()
 
     def __enter__(self) -> "Bridge":
         try:
             self._callbacks.__enter__()
+            self._nested.__enter__()
             self._bridge_lambda_invoke()
             self._bridge_state_machines()
             self._bridge_capacity()
@@ -325,6 +397,7 @@ class Bridge(Patches):
 
     def __exit__(self, *exc: Any) -> None:
         super().__exit__(*exc)
+        self._nested.__exit__(*exc)
         self._callbacks.__exit__(*exc)
         self.host.close()
 

@@ -1,0 +1,86 @@
+"""A sweep spec: its variants, their names, and the rules that bound them (spottrain/contract/sweep.py, jobspec)."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from spottrain.contract import jobspec, sweep
+from spottrain.contract.settings import Settings
+
+DEMO = json.loads((Path(__file__).resolve().parents[3] / "examples" / "jobs" / "multihead-demo.json").read_text())
+SETTINGS = Settings(stack_name="SpotTrain", bucket_prefix="spottrain-123456789012")
+
+
+def sweep_spec(**block) -> dict:
+    spec = copy.deepcopy(DEMO)
+    spec["exec_name"] = "lr-sweep"
+    spec["sweep"] = block
+    return spec
+
+
+def test_given_a_grid_and_variants_when_expanded_then_the_product_comes_first_then_the_list_numbered_from_1():
+    spec = sweep_spec(grid={"LR": ["0.1", "0.01"], "SEED": ["0", "1"]}, variants=[{"LR": "1"}])
+    children = sweep.variants(spec)
+    assert [child.name for child in children] == [f"lr-sweep-{n}" for n in range(1, 6)]
+    assert [child.overrides for child in children] == [
+        {"LR": "0.1", "SEED": "0"}, {"LR": "0.1", "SEED": "1"}, {"LR": "0.01", "SEED": "0"},
+        {"LR": "0.01", "SEED": "1"}, {"LR": "1"}]
+
+
+def test_given_a_variant_when_expanded_then_it_is_an_ordinary_job_spec_with_its_env_overridden():
+    spec = sweep_spec(grid={"PYTHONUNBUFFERED": ["0"], "LR": ["0.1"]})
+    child = sweep.variants(spec)[0].spec
+    assert "sweep" not in child and child["exec_name"] == "lr-sweep-1"
+    assert child["env"] == {"PYTHONUNBUFFERED": "0", "LR": "0.1"}
+    assert jobspec.spec_problems(child, SETTINGS) == []
+
+
+def test_given_a_valid_sweep_when_validated_then_there_is_no_problem():
+    assert jobspec.spec_problems(sweep_spec(grid={"LR": ["0.1", "0.01"]}, max_parallel=2), SETTINGS) == []
+
+
+def test_given_a_sweep_with_neither_grid_nor_variants_when_validated_then_the_fix_is_named():
+    problems = jobspec.spec_problems(sweep_spec(max_parallel=2), SETTINGS)
+    assert problems == [problems[0]] and problems[0].startswith("sweep: must give grid or variants")
+
+
+@pytest.mark.parametrize("override", [{"PATH": "/x"}, {"AWS_REGION": "us-west-2"}, {"API_TOKEN": "t"}])
+def test_given_an_override_that_env_refuses_when_validated_then_the_variant_and_the_rule_are_named(override):
+    problems = jobspec.spec_problems(sweep_spec(variants=[{"LR": "0.1"}, override]), SETTINGS)
+    assert len(problems) == 1 and problems[0].startswith(f"sweep (variant 2): env.{next(iter(override))}:")
+
+
+def test_given_more_variants_than_the_stack_allows_when_validated_then_the_cap_and_its_setting_are_named():
+    spec = sweep_spec(grid={"LR": [str(n) for n in range(11)]}, max_parallel=11)
+    problems = jobspec.spec_problems(spec, Settings(stack_name="S", bucket_prefix="p-1", max_sweep_variants=10))
+    assert any("11 variants is over this stack's cap of 10" in p and "maxSweepVariants" in p for p in problems)
+    assert any(p.startswith("sweep.max_parallel: 11 is over this stack's cap of 10") for p in problems)
+
+
+def test_given_a_name_that_fits_alone_but_not_with_the_variant_number_when_validated_then_the_room_is_named():
+    spec = sweep_spec(grid={"LR": [str(n) for n in range(10)]})
+    spec["exec_name"] = "a" * 39  # fits 40 alone; "-10" makes 42
+    problems = jobspec.spec_problems(spec, SETTINGS)
+    assert any("would be 42 characters, over 40" in p and "at most 37 characters" in p for p in problems)
+
+
+def test_given_a_long_bucket_prefix_when_the_last_variant_bucket_is_too_long_then_it_is_refused():
+    spec = sweep_spec(grid={"LR": [str(n) for n in range(10)]})
+    spec["exec_name"] = "a" * 30
+    long_prefix = Settings(stack_name="S", bucket_prefix="p" * 30)
+    assert jobspec.spec_problems({**spec, "sweep": {"grid": {"LR": ["1"]}}}, long_prefix) == []
+    problems = jobspec.spec_problems(spec, long_prefix)
+    assert any("last variant's bucket" in p and "at most 29 characters" in p for p in problems)
+
+
+def test_given_a_sweep_when_made_map_input_then_each_item_carries_its_name_overrides_and_spec():
+    spec = sweep_spec(grid={"LR": ["0.1", "0.01"]}, max_parallel=1, metric="main/loss")
+    made = sweep.map_input(spec, "20261130T120000")
+    assert made["max_parallel"] == 1 and made["goal"] == "min" and made["metric"] == "main/loss"
+    assert [item["name"] for item in made["variants"]] == ["lr-sweep-1", "lr-sweep-2"]
+    assert made["variants"][0]["execution_name"] == "lr-sweep-1-20261130T120000"
+    assert made["variants"][1]["spec"]["env"]["LR"] == "0.01"
+    assert sweep.map_input(sweep_spec(grid={"LR": ["1", "2", "3"]}), "s")["max_parallel"] == 3
