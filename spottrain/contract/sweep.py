@@ -15,6 +15,8 @@ from spottrain.contract import names
 
 GOALS = ("min", "max")
 DEFAULT_GOAL = "min"
+REPORT_KEY = "sweep-report.json"  # in the sweep's own bucket, `<prefix>-<exec_name>`
+METRICS_KEY = "output/metrics.json"  # in each variant's bucket: what its training wrote to output_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,8 +64,30 @@ def variants(spec: dict) -> list[Variant]:
 
 
 def sweep_bucket(prefix: str, exec_name: str) -> str:
-    """The sweep's own bucket (its report and plot): the job bucket naming rule on the sweep's exec_name."""
+    """The sweep's own bucket (its report): the job bucket naming rule on the sweep's exec_name."""
     return names.bucket_name(prefix, exec_name)
+
+
+def metric_value(metrics: Any, metric: str | None) -> float | None:
+    """`metric` in a metrics.json: a top-level key (Chainer's "validation/main/loss"), else a '/' path
+    into nested objects ("heads/color/accuracy"); None when absent or not a number."""
+    if not metric or not isinstance(metrics, dict):
+        return None
+    value: Any = metrics.get(metric)
+    if value is None:
+        value = metrics
+        for part in metric.split("/"):
+            value = value.get(part) if isinstance(value, dict) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def best_variant(rows: list[dict], goal: str) -> dict | None:
+    """The row with the smallest (goal "min") or largest ("max") numeric `metric`; None when none has one."""
+    scored = [row for row in rows if isinstance(row.get("metric"), (int, float))]
+    if not scored:
+        return None
+    pick = min if goal == "min" else max
+    return pick(scored, key=lambda row: row["metric"])
 
 
 def map_input(spec: dict, run_suffix: str) -> dict:
@@ -77,7 +101,6 @@ def map_input(spec: dict, run_suffix: str) -> dict:
     return {
         "exec_name": spec["exec_name"],
         "max_parallel": int(block.get("max_parallel") or len(children)),
-        "summary_email_only": bool(block.get("summary_email_only", False)),
         "metric": block.get("metric"),
         "goal": block.get("goal", DEFAULT_GOAL),
         "variants": [{"name": child.name, "execution_name": f"{child.name}-{run_suffix}",

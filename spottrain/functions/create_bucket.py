@@ -128,17 +128,25 @@ def _delete_stale(s3: Any, bucket: str) -> list[str]:
     return keys
 
 
+def claim_bucket(s3: Any, settings: Settings, bucket: str, exec_name: str, execution_name: str) -> None:
+    """Create `bucket` for `exec_name` (or adopt it when already this job's), private, encrypted, TLS-only, tagged.
+
+    Raises BucketNameTaken for a bucket of that name that is not this job's. Also what a sweep's own bucket uses.
+    """
+    _claim(s3, settings, bucket, exec_name)
+    _secure(s3, bucket, {
+        layout.TAG_STACK: settings.stack_name,
+        layout.TAG_JOB: exec_name,
+        layout.TAG_EXECUTION: execution_name,
+    })
+
+
 def create_job_bucket(s3: Any, settings: Settings, state: dict) -> dict:
     """Ensure the job's bucket exists and is locked down, then write job.json; returns $.storage."""
     job, execution = state["job"], state["execution"]
     bucket = job["bucket"]
     with transient_errors():
-        _claim(s3, settings, bucket, job["exec_name"])
-        _secure(s3, bucket, {
-            layout.TAG_STACK: settings.stack_name,
-            layout.TAG_JOB: job["exec_name"],
-            layout.TAG_EXECUTION: execution.get("name") or "",
-        })
+        claim_bucket(s3, settings, bucket, job["exec_name"], execution.get("name") or "")
         stale = _delete_stale(s3, bucket)
         s3.put_object(
             Bucket=bucket,

@@ -1,0 +1,111 @@
+"""SummarizeSweep: the sweep's `sweep-report.json` and its summary email, once every variant has ended.
+
+Input: `{"sweep": <the sweep state machine's state: exec_name, metric, goal, variants, results>,
+"execution": {"id", "name"}}`; `results[i]` is the Map's output for `variants[i]` (`status`, or
+`error`/`cause` when the child execution failed, was stopped or timed out). Each variant's own bucket
+gives its metrics (`output/metrics.json`) and its cost and attempts (`report.json`); a variant that
+never got that far simply has none. Returns `{"variants", "succeeded", "failed", "best", "bucket", "key"}`.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from botocore.exceptions import ClientError
+
+from spottrain.contract import layout, names, sweep
+from spottrain.contract.settings import Settings
+from spottrain.functions.create_bucket import claim_bucket
+from spottrain.functions.shared import runtime
+from spottrain.functions.shared.awserrors import error_code, transient_errors
+
+logger = Logger(service="spottrain")
+
+SUBJECT_MAX = 100  # SNS rejects longer email subjects
+
+
+def _read_json(s3: Any, bucket: str, key: str) -> dict | None:
+    try:
+        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except ClientError as exc:
+        if error_code(exc) in ("NoSuchKey", "NoSuchBucket", "404", "AccessDenied", "403"):
+            return None
+        raise
+    except ValueError:
+        return None  # a half-written or foreign file: the report says "no metrics", not an error
+
+
+def child_status(result: dict) -> str:
+    """SUCCEEDED, or the child's own end (FAILED, ABORTED, TIMED_OUT) from the `.sync:2` failure's cause."""
+    if "status" in result:
+        return str(result["status"])
+    try:
+        return str(json.loads(result.get("cause") or "")["Status"])
+    except (ValueError, KeyError, TypeError):
+        return str(result.get("error") or "FAILED")  # the child never started (e.g. ExecutionLimitExceeded)
+
+
+def variant_row(s3: Any, settings: Settings, variant: dict, result: dict, metric: str | None) -> dict:
+    bucket = names.bucket_name(settings.bucket_prefix, variant["name"])
+    metrics = _read_json(s3, bucket, sweep.METRICS_KEY)
+    report = _read_json(s3, bucket, layout.REPORT_KEY) or {}
+    return {
+        "name": variant["name"],
+        "execution_name": variant.get("execution_name"),
+        "parameters": variant.get("overrides", {}),
+        "status": child_status(result),
+        "metric": sweep.metric_value(metrics, metric),
+        "metrics": metrics,
+        "cost_usd": report.get("estimated_cost_usd"),
+        "billable_seconds": report.get("billable_seconds"),
+        "attempts": len(report.get("attempts", [])),
+        "bucket": bucket,
+    }
+
+
+def build_report(s3: Any, settings: Settings, state: dict) -> dict:
+    metric, goal = state.get("metric"), state.get("goal") or sweep.DEFAULT_GOAL
+    rows = [variant_row(s3, settings, variant, result, metric)
+            for variant, result in zip(state["variants"], state["results"])]
+    best = sweep.best_variant([row for row in rows if row["status"] == "SUCCEEDED"], goal)
+    return {"sweep": state["exec_name"], "metric": metric, "goal": goal,
+            "best": best["name"] if best else None, "variants": rows}
+
+
+def summary_email(report: dict) -> tuple[str, str]:
+    rows = report["variants"]
+    succeeded = sum(row["status"] == "SUCCEEDED" for row in rows)
+    best = f"; best {report['best']}" if report["best"] else ""
+    subject = f"spottrain sweep {report['sweep']}: {succeeded}/{len(rows)} succeeded{best}"[:SUBJECT_MAX]
+    lines = [f"Sweep {report['sweep']}: {succeeded} of {len(rows)} variants succeeded."]
+    if report["metric"]:
+        lines.append(f"Best by {report['metric']} ({report['goal']}): {report['best'] or 'no variant reported it'}.")
+    lines.append("")
+    for row in rows:
+        value = "-" if row["metric"] is None else f"{row['metric']:.4g}"
+        cost = "-" if row["cost_usd"] is None else f"${row['cost_usd']:.4f}"
+        parameters = " ".join(f"{k}={v}" for k, v in row["parameters"].items())
+        lines.append(f"{row['name']:<44} {row['status']:<10} {value:>10} {cost:>10}  {row['attempts']} attempt(s)  {parameters}")
+    return subject, "\n".join(lines) + "\n"
+
+
+def summarize(s3: Any, sns: Any, settings: Settings, event: dict) -> dict:
+    state, execution = event["sweep"], event.get("execution") or {}
+    report = build_report(s3, settings, state)
+    bucket = sweep.sweep_bucket(settings.bucket_prefix, state["exec_name"])
+    with transient_errors():
+        claim_bucket(s3, settings, bucket, state["exec_name"], execution.get("name") or "")
+        s3.put_object(Bucket=bucket, Key=sweep.REPORT_KEY, ContentType="application/json",
+                      Body=json.dumps({**report, "execution": execution}, indent=2, sort_keys=True).encode())
+        subject, body = summary_email(report)
+        sns.publish(TopicArn=settings.topic_arn, Subject=subject, Message=body)
+    succeeded = sum(row["status"] == "SUCCEEDED" for row in report["variants"])
+    logger.info("sweep summarized", extra={"bucket": bucket, "succeeded": succeeded, "best": report["best"]})
+    return {"variants": len(report["variants"]), "succeeded": succeeded, "failed": len(report["variants"]) - succeeded,
+            "best": report["best"], "bucket": bucket, "key": sweep.REPORT_KEY}
+
+
+@logger.inject_lambda_context
+def handler(event: dict, context) -> dict:
+    return summarize(runtime.client("s3"), runtime.client("sns"), runtime.settings(), event)
