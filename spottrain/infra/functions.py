@@ -26,9 +26,12 @@ TASKS = (
     "notify",
     "terminate_instance",
     "instance_state_change",
+    "summarize_sweep",
 )
 # Invoked by the EC2 state-change rule, never by the state machine.
 EVENT_HANDLERS = frozenset({"instance_state_change"})
+# Invoked by the sweep state machine only.
+SWEEP_TASKS = frozenset({"summarize_sweep"})
 
 LAMBDA_ASSET_EXCLUDE = keep_only(*LAMBDA_ASSET)
 

@@ -13,6 +13,7 @@ from constructs import IConstruct
 from spottrain.infra.functions import TaskFunctions
 from spottrain.infra.instance_launch import InstanceLaunch
 from spottrain.infra.job_storage import JobStorage
+from spottrain.infra.sweep_workflow import SweepWorkflow
 from spottrain.infra.workflow import Workflow
 
 _EC2 = "Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:"
@@ -80,6 +81,17 @@ def suppress(
     )
 
 
+CHILD_EXECUTIONS_REASON = (
+    "A sweep's child executions are named when the sweep starts; the sweep state machine describes and stops only "
+    "executions of this stack's job state machine (arn ...:execution:<its name>:*), as AWS documents for "
+    "startExecution.sync."
+)
+
+
+def suppress_sweep(sweeps: SweepWorkflow) -> None:
+    _iam5(sweeps.state_machine.role, {STATE_MACHINE_REASON: [ANY_RESOURCE], CHILD_EXECUTIONS_REASON: [OWN_EXECUTIONS]})
+
+
 def _job_bucket_findings(bucket_prefix: str) -> list[str]:
     # How cdk-nag renders the prefix: the default is a join with the account id pseudo parameter.
     rendered = bucket_prefix or "spottrain-<AWS::AccountId>"
@@ -110,6 +122,7 @@ def _task_findings(job_buckets: list[str], *, subnets_configured: bool) -> dict[
         "await_training": {JOB_BUCKETS_REASON: job_buckets, DESCRIBE_AND_TOKEN_REASON: [ANY_RESOURCE]},
         "instance_state_change": {JOB_BUCKETS_REASON: job_buckets, DESCRIBE_AND_TOKEN_REASON: [ANY_RESOURCE]},
         "notify": {JOB_BUCKETS_REASON: job_buckets},
+        "summarize_sweep": {JOB_BUCKETS_REASON: job_buckets},
         "terminate_instance": {
             JOB_BUCKETS_REASON: job_buckets,
             TAGGED_EC2_REASON: [INSTANCES, SPOT_REQUESTS],

@@ -52,6 +52,7 @@ class TaskPermissions:
         self.notify(functions["notify"])
         self.terminate_instance(functions["terminate_instance"])
         self.instance_state_change(functions["instance_state_change"])
+        self.summarize_sweep(functions["summarize_sweep"])
 
     def create_bucket(self, fn: lambda_.Function) -> None:
         self._add(fn, "CreateJobBucket", CREATE_BUCKET_ACTIONS, [self.storage.job_buckets_arn])
@@ -103,6 +104,12 @@ class TaskPermissions:
         self.topic.grant_publish(fn)
         self._add(fn, "ReadJobReport", ["s3:GetObject"], [self.storage.job_objects_arn])
         self._add(fn, "ListJobBucket", ["s3:ListBucket"], [self.storage.job_buckets_arn])
+
+    def summarize_sweep(self, fn: lambda_.Function) -> None:
+        # Reads each variant's metrics and report; creates the sweep's own bucket (same prefix) for its report.
+        self._add(fn, "CreateSweepBucket", CREATE_BUCKET_ACTIONS, [self.storage.job_buckets_arn])
+        self._add(fn, "SweepReport", ["s3:GetObject", "s3:PutObject"], [self.storage.job_objects_arn])
+        self.topic.grant_publish(fn)
 
     def terminate_instance(self, fn: lambda_.Function) -> None:
         self._add(fn, "DescribeLaunch", ["ec2:DescribeInstances", "ec2:DescribeSpotInstanceRequests"], ["*"])

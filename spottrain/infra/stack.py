@@ -11,15 +11,17 @@ from spottrain.contract.layout import TAG_STACK
 from spottrain.contract.limits import BOOTSTRAP_MARGIN_MINUTES
 from spottrain.infra import nag
 from spottrain.infra.config import StackConfig
-from spottrain.infra.functions import EVENT_HANDLERS, TaskFunctions
+from spottrain.infra.functions import EVENT_HANDLERS, SWEEP_TASKS, TaskFunctions
 from spottrain.infra.instance_launch import InstanceLaunch
 from spottrain.infra.job_storage import JobStorage
 from spottrain.infra.notifications import Notifications
 from spottrain.infra.permissions import TaskPermissions
+from spottrain.infra.sweep_workflow import SweepWorkflow
 from spottrain.infra.workflow import Workflow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ASL = REPO_ROOT / "statemachine" / "spottrain.asl.json"
+SWEEP_ASL = REPO_ROOT / "statemachine" / "sweep.asl.json"
 
 
 class SpotTrainStack(Stack):
@@ -56,18 +58,22 @@ class SpotTrainStack(Stack):
             self,
             "Workflow",
             asl_path=asl_path or DEFAULT_ASL,
-            functions={task: fn for task, fn in functions.by_task.items() if task not in EVENT_HANDLERS},
+            functions={task: fn for task, fn in functions.by_task.items() if task not in EVENT_HANDLERS | SWEEP_TASKS},
             instance_state_change=functions.by_task["instance_state_change"],
             timeout=Duration.seconds(round(config.job_timeout_hours * 3600)),
             log_retention=retention,
         )
         permissions.see_own_executions(workflow, functions.by_task["validate_job"], workflow.state_machine)
+        sweeps = SweepWorkflow(self, "SweepWorkflow", asl_path=SWEEP_ASL, job_state_machine=workflow.state_machine,
+                               summarize=functions.by_task["summarize_sweep"], log_retention=retention)
         Tags.of(self).add(TAG_STACK, self.stack_name)
         self._outputs(notifications, storage, functions, workflow)
+        CfnOutput(self, "SweepStateMachineArn", value=sweeps.state_machine.state_machine_arn)
         self._warn_if_timeout_cuts_training(config)
         nag.suppress(
             bucket_prefix=config.bucket_prefix, storage=storage, launch=launch, functions=functions, workflow=workflow
         )
+        nag.suppress_sweep(sweeps)
 
     def _lambda_environment(
         self, config: StackConfig, notifications: Notifications, storage: JobStorage, launch: InstanceLaunch

@@ -52,3 +52,9 @@ def synthesize(outdir: Path, stack_name: str, context: dict | None) -> Synth:
     artifact = app.synth().get_stack_by_name(stack_name)
     messages = [{"level": str(m.level), "id": m.id, "data": m.entry.data} for m in artifact.messages]
     return Synth(stack_name=stack_name, outdir=outdir, template=artifact.template, messages=messages)
+
+
+def job_machines(synth: Synth) -> dict:
+    """The job state machine by logical id (the sweep's has its own tests: test_infra_sweep.py)."""
+    return {mid: m for mid, m in synth.resources("AWS::StepFunctions::StateMachine").items()
+            if not mid.startswith("SweepWorkflow")}

@@ -6,6 +6,7 @@ import re
 
 from spottrain.contract.layout import TAG_STACK
 from spottrain.infra.functions import TASKS
+from infra_synth import job_machines
 
 # A task token is the capability: SendTask* take no resource.
 CALLBACK_ACTIONS = {"states:SendTaskHeartbeat", "states:SendTaskSuccess", "states:SendTaskFailure"}
@@ -120,7 +121,7 @@ def test_console_output_only_of_instances_tagged_with_this_stack(any_synth):
 
 def test_validate_job_reads_only_its_own_state_machines_executions(any_synth):
     # Given validate_job's statements, Then it lists this stack's state machine and describes only its executions
-    (machine_id,) = any_synth.resources("AWS::StepFunctions::StateMachine")
+    (machine_id,) = job_machines(any_synth)
     role_id = _role_of_task(any_synth, "validate_job")
     states = {s.get("Sid"): s for _, roles, s in _statements(any_synth)
               if role_id in roles and any(a.startswith("states:") for a in _as_list(s["Action"]))}
@@ -182,10 +183,11 @@ def test_instance_role_reads_and_writes_job_buckets_reads_only_the_agent_zip_and
 
 
 def test_state_machine_invokes_only_its_functions_and_starts_no_execution(any_synth):
-    (machine_id, machine), = any_synth.resources("AWS::StepFunctions::StateMachine").items()
+    (machine_id, machine), = job_machines(any_synth).items()
     role_id = machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]
-    functions = {fid for fid, f in any_synth.resources("AWS::Lambda::Function").items()
-                 if f["Properties"]["Handler"] != "spottrain.functions.instance_state_change.handler"}  # EventBridge's, not ours
+    functions = {fid for fid, f in any_synth.resources("AWS::Lambda::Function").items()  # EventBridge's and the sweep's, not ours
+                 if f["Properties"]["Handler"] not in ("spottrain.functions.instance_state_change.handler",
+                                                       "spottrain.functions.summarize_sweep.handler")}
     invoked, started = [], []
     for _, roles, statement in _statements(any_synth):
         if role_id not in roles:
@@ -206,4 +208,4 @@ def test_role_trust_is_limited_to_its_service(default_synth):
         r["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["Service"]
         for r in default_synth.resources("AWS::IAM::Role").values()
     )
-    assert principals == ["ec2.amazonaws.com"] + ["lambda.amazonaws.com"] * len(TASKS) + ["states.amazonaws.com"]
+    assert principals == ["ec2.amazonaws.com"] + ["lambda.amazonaws.com"] * len(TASKS) + ["states.amazonaws.com"] * 2

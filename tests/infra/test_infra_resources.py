@@ -9,9 +9,10 @@ from aws_cdk.assertions import Match
 from spottrain.contract.defaults import STACK_DEFAULTS
 from spottrain.contract.layout import TAG_STACK
 from spottrain.contract.settings import ENVIRONMENT_VARIABLES, settings_from_env
-from spottrain.infra.functions import EVENT_HANDLERS, TASKS
+from spottrain.infra.functions import EVENT_HANDLERS, SWEEP_TASKS, TASKS
 from spottrain.infra.stack import DEFAULT_ASL
 from spottrain.infra.workflow import substitution_name
+from infra_synth import job_machines
 
 from infra_synth import CUSTOM_CONTEXT
 
@@ -175,7 +176,7 @@ def test_nine_functions_with_runtime_memory_timeout_and_own_log_group(default_sy
 
 def test_every_log_group_has_retention(any_synth):
     groups = any_synth.resources("AWS::Logs::LogGroup")
-    assert len(groups) == len(TASKS) + 1  # + the state machine's
+    assert len(groups) == len(TASKS) + 2  # + the job and the sweep state machines'
     assert {g["Properties"]["RetentionInDays"] for g in groups.values()} == {30}
 
 
@@ -241,7 +242,7 @@ def test_function_environment_points_at_the_stacks_resources(default_synth):
 
 
 def _state_machine(synth) -> dict:
-    (machine,) = synth.resources("AWS::StepFunctions::StateMachine").values()
+    (machine,) = job_machines(synth).values()
     return machine["Properties"]
 
 
@@ -249,7 +250,7 @@ def test_substitutions_cover_exactly_the_placeholders_of_the_asl_file(default_sy
     placeholders = set(re.findall(r"\$\{(\w+)\}", DEFAULT_ASL.read_text()))
     substitutions = _state_machine(default_synth)["DefinitionSubstitutions"]
     assert set(substitutions) == placeholders
-    assert placeholders == {substitution_name(task) for task in TASKS if task not in EVENT_HANDLERS}
+    assert placeholders == {substitution_name(task) for task in TASKS if task not in EVENT_HANDLERS | SWEEP_TASKS}
 
 
 def test_each_substitution_is_the_arn_of_its_own_function(default_synth):
@@ -292,7 +293,7 @@ def test_aborted_or_timed_out_executions_invoke_terminate_instance(default_synth
     assert pattern["source"] == ["aws.states"]
     assert pattern["detail-type"] == ["Step Functions Execution Status Change"]
     assert sorted(pattern["detail"]["status"]) == ["ABORTED", "TIMED_OUT"]
-    (machine_id,) = default_synth.resources("AWS::StepFunctions::StateMachine")
+    (machine_id,) = job_machines(default_synth)
     assert pattern["detail"]["stateMachineArn"] == [{"Ref": machine_id}]
     (target,) = rule["Properties"]["Targets"]
     target_fn = default_synth.template["Resources"][target["Arn"]["Fn::GetAtt"][0]]
@@ -321,7 +322,7 @@ def test_instances_that_stop_or_end_invoke_instance_state_change(default_synth):
 def test_outputs_have_stable_logical_ids(default_synth):
     outputs = default_synth.template["Outputs"]
     assert {"StateMachineArn", "TopicArn", "BucketName", "JobBucketPrefix", "TerminateFunctionName"} <= set(outputs)
-    (machine_id,) = default_synth.resources("AWS::StepFunctions::StateMachine")
+    (machine_id,) = job_machines(default_synth)
     assert outputs["StateMachineArn"]["Value"] == {"Ref": machine_id}
 
 
