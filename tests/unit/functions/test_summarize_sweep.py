@@ -1,0 +1,91 @@
+"""SummarizeSweep: once every variant ended, sweep-report.json in the sweep's bucket and one summary email."""
+from __future__ import annotations
+
+import json
+
+import boto3
+
+from jobstate_support import (FakeLambdaContext, PREFIX, STACK, aws, lambda_env, received,  # noqa: F401
+                              requests_use_tls, subscribe_queue)
+from spottrain.contract import layout
+from spottrain.functions import summarize_sweep
+
+SWEEP_BUCKET = f"{PREFIX}-lr"
+
+
+def variant(n: int, overrides: dict) -> dict:
+    return {"name": f"lr-{n}", "execution_name": f"lr-{n}-20261130T120000", "overrides": overrides, "spec": {}}
+
+
+def finished_variant(s3, name: str, metrics: dict | None, cost: float, attempts: int) -> None:
+    bucket = f"{PREFIX}-{name}"
+    s3.create_bucket(Bucket=bucket)
+    if metrics is not None:
+        s3.put_object(Bucket=bucket, Key="output/metrics.json", Body=json.dumps(metrics).encode())
+    report = {"attempts": [{"attempt": n} for n in range(1, attempts + 1)], "estimated_cost_usd": cost,
+              "billable_seconds": 60 * attempts}
+    s3.put_object(Bucket=bucket, Key=layout.REPORT_KEY, Body=json.dumps(report).encode())
+
+
+def sweep_event(results: list[dict], goal: str = "max") -> dict:
+    variants = [variant(1, {"LR": "0.1"}), variant(2, {"LR": "0.01"}), variant(3, {"LR": "1"})]
+    state = {"exec_name": "lr", "metric": "heads/color/accuracy", "goal": goal, "max_parallel": 2,
+             "variants": variants, "results": results}
+    return {"sweep": state, "execution": {"id": "arn:aws:states:us-east-1:123456789012:execution:sweep:lr-1", "name": "lr-1"}}
+
+
+def child_failure(status: str) -> dict:
+    cause = json.dumps({"ExecutionArn": "arn:...", "Status": status, "Error": "TrainingFailed", "Cause": "exit 1"})
+    return {"error": "States.TaskFailed", "cause": cause}
+
+
+def test_given_two_successes_and_a_failure_when_summarized_then_the_report_holds_every_variant_and_the_best(lambda_env, requests_use_tls):
+    # Given variants 1 and 2 trained (2 was interrupted once), and 3 failed before writing anything
+    s3 = boto3.client("s3")
+    inbox = subscribe_queue(lambda_env)
+    finished_variant(s3, "lr-1", {"heads": {"color": {"accuracy": 0.7}}}, cost=0.01, attempts=1)
+    finished_variant(s3, "lr-2", {"heads": {"color": {"accuracy": 0.9}}}, cost=0.02, attempts=2)
+    event = sweep_event([{"status": "SUCCEEDED"}, {"status": "SUCCEEDED"}, child_failure("FAILED")])
+
+    # When the sweep's last state summarizes it
+    answer = summarize_sweep.handler(event, FakeLambdaContext())
+
+    # Then the report names each variant's parameters, end, metric, cost and attempts, and the best one
+    assert answer == {"variants": 3, "succeeded": 2, "failed": 1, "best": "lr-2", "bucket": SWEEP_BUCKET,
+                      "key": "sweep-report.json"}
+    report = json.loads(s3.get_object(Bucket=SWEEP_BUCKET, Key="sweep-report.json")["Body"].read())
+    rows = {row["name"]: row for row in report["variants"]}
+    assert report["best"] == "lr-2" and report["metric"] == "heads/color/accuracy"
+    assert rows["lr-2"]["parameters"] == {"LR": "0.01"} and rows["lr-2"]["metric"] == 0.9
+    assert (rows["lr-2"]["attempts"], rows["lr-2"]["cost_usd"]) == (2, 0.02)
+    assert rows["lr-3"]["status"] == "FAILED" and rows["lr-3"]["metric"] is None and rows["lr-3"]["attempts"] == 0
+    # And the sweep's bucket is a job bucket like any other: tagged with the stack and the sweep's name
+    tags = {t["Key"]: t["Value"] for t in s3.get_bucket_tagging(Bucket=SWEEP_BUCKET)["TagSet"]}
+    assert tags[layout.TAG_STACK] == STACK and tags[layout.TAG_JOB] == "lr"
+    # And one summary email names the best variant and lists all three
+    (email,) = received(inbox)
+    assert email["Subject"] == "spottrain sweep lr: 2/3 succeeded; best lr-2"
+    assert all(name in email["Message"] for name in ("lr-1", "lr-2", "lr-3 ")) and "LR=0.01" in email["Message"]
+
+
+def test_given_goal_min_when_summarized_then_the_smallest_metric_wins_and_a_stopped_child_reads_aborted(lambda_env, requests_use_tls):
+    s3 = boto3.client("s3")
+    finished_variant(s3, "lr-1", {"heads": {"color": {"accuracy": 0.7}}}, cost=0.01, attempts=1)
+    finished_variant(s3, "lr-2", {"heads": {"color": {"accuracy": 0.9}}}, cost=0.02, attempts=1)
+    answer = summarize_sweep.handler(sweep_event([{"status": "SUCCEEDED"}, {"status": "SUCCEEDED"},
+                                                  child_failure("ABORTED")], goal="min"), FakeLambdaContext())
+    assert answer["best"] == "lr-1"
+    report = json.loads(s3.get_object(Bucket=SWEEP_BUCKET, Key="sweep-report.json")["Body"].read())
+    assert report["variants"][2]["status"] == "ABORTED"
+
+
+def test_given_metrics_without_the_metric_when_summarized_then_no_variant_is_called_best(lambda_env, requests_use_tls):
+    s3 = boto3.client("s3")
+    finished_variant(s3, "lr-1", {"loss": 0.3}, cost=0.01, attempts=1)
+    answer = summarize_sweep.handler(sweep_event([{"status": "SUCCEEDED"}, child_failure("TIMED_OUT"),
+                                                  {"error": "StepFunctions.ExecutionLimitExceededException",
+                                                   "cause": "too many"}]), FakeLambdaContext())
+    assert answer["best"] is None and answer["failed"] == 2
+    report = json.loads(s3.get_object(Bucket=SWEEP_BUCKET, Key="sweep-report.json")["Body"].read())
+    assert [row["status"] for row in report["variants"]] == ["SUCCEEDED", "TIMED_OUT",
+                                                            "StepFunctions.ExecutionLimitExceededException"]
