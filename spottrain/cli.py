@@ -165,6 +165,10 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
             console.say(f"  - {problem}")
         return 1
     console.say(f"✓ {args.spec} is valid: job {job['exec_name']!r} → bucket {job['bucket']}")
+    if "sweep" in spec:
+        from spottrain import sweep_commands
+
+        sweep_commands.say_variants(console, spec)
     return 0
 
 
@@ -193,6 +197,10 @@ def cmd_submit(args: argparse.Namespace, console: Console) -> int:
     spec = checked_spec(args.spec, settings=None)  # the deployed stack's own caps are ValidateJob's to check
     session, stack = _aws(args)
     sfn, s3 = _clients(session)
+    if "sweep" in spec:
+        from spottrain import sweep_commands
+
+        return sweep_commands.submit(console, sfn, s3, stack, spec, args.wait, args.timeout)
     jobs.refuse_if_running(sfn, stack, spec["exec_name"])
     arn = jobs.start(sfn, stack, spec)
     console.say(f"started {arn}")
@@ -207,6 +215,10 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
     sfn, s3 = _clients(session)
     if not args.name:
         return cmd_list(args, console)
+    from spottrain import sweep_commands
+
+    if sweep_commands.status(console, sfn, stack, args.name):
+        return 0
     execution = jobs.current_execution(sfn, stack, args.name)
     console.say(jobs.progress(sfn, s3, stack, execution["executionArn"]).line())
     return 0
@@ -241,7 +253,11 @@ def cmd_logs(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_cancel(args: argparse.Namespace, console: Console) -> int:
     session, stack = _aws(args)
-    stopped = jobs.cancel(session.client("stepfunctions"), session.client("lambda"), stack, args.name)
+    from spottrain import sweeps
+
+    sfn, lambda_ = session.client("stepfunctions"), session.client("lambda")
+    cancel = sweeps.cancel if sweeps.current(sfn, stack, args.name) else jobs.cancel
+    stopped = cancel(sfn, lambda_, stack, args.name)
     console.say(f"cancelled {args.name}: stopped {', '.join(stopped) or 'no running execution'}; its instances are terminated")
     return 0
 
@@ -268,6 +284,14 @@ def _run_local(args: argparse.Namespace, console: Console, spec: dict, download_
         session = emulator.session()
         sfn, s3 = _clients(session)
         stack = jobs.Stack.from_outputs(emulator.outputs)
+        if "sweep" in spec:
+            from spottrain import sweep_commands
+
+            code = sweep_commands.submit(console, sfn, s3, stack, spec, wait=True, interval=1.0,
+                                         timeout=args.timeout or sweep_commands.LOCAL_TIMEOUT_SECONDS)
+            emulator.wait_for_emails(len(emulator.emails) + 1, timeout=0.5)
+            console.say(f"total {time.monotonic() - started:.1f}s")
+            return _report_faults(console, faults) or code
         arn = jobs.start(sfn, stack, spec)
         execution = _follow(console, sfn, s3, stack, arn, args.timeout or LOCAL_TIMEOUT_SECONDS, interval=1.0)
         emulator.wait_for_emails(len(emulator.emails) + 1, timeout=0.5)

@@ -39,6 +39,7 @@ class Stack:
     bucket_name: str
     job_bucket_prefix: str
     terminate_function_name: str
+    sweep_state_machine_arn: str = ""  # "" for a stack deployed before sweeps existed
 
     @classmethod
     def from_outputs(cls, outputs: dict[str, str]) -> "Stack":
@@ -48,6 +49,7 @@ class Stack:
             bucket_name=outputs["BucketName"],
             job_bucket_prefix=outputs["JobBucketPrefix"],
             terminate_function_name=outputs["TerminateFunctionName"],
+            sweep_state_machine_arn=outputs.get("SweepStateMachineArn", ""),
         )
 
     @classmethod
