@@ -193,7 +193,7 @@ def cmd_submit(args: argparse.Namespace, console: Console) -> int:
 
     if args.local:
         # The emulator deploys the default context: its settings are known before it starts.
-        return _run_local(args, console, checked_spec(args.spec, default_settings()), download_to=None)
+        return _run_local(args, console, _offline(checked_spec(args.spec, default_settings())), download_to=None)
     spec = checked_spec(args.spec, settings=None)  # the deployed stack's own caps are ValidateJob's to check
     session, stack = _aws(args)
     sfn, s3 = _clients(session)
@@ -208,6 +208,14 @@ def cmd_submit(args: argparse.Namespace, console: Console) -> int:
         console.say(f"follow it with: spottrain status {spec['exec_name']}  |  spottrain logs {spec['exec_name']} --follow")
         return 0
     return _report_end(console, _follow(console, sfn, s3, stack, arn, args.timeout or float("inf"), AWS_POLL_SECONDS))
+
+
+def _offline(spec: dict) -> dict:
+    """The emulator reaches no network: a spec cloning this project's own repository clones this checkout."""
+    from spottrain.demo import demo_spec
+
+    own = load_spec(str(DEMO_SPEC))["repository_url"]
+    return demo_spec(REPO_ROOT, spec) if spec.get("repository_url") == own else spec
 
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:

@@ -45,7 +45,28 @@ class UsageError(ValueError):
     """A bad command-line value; the message names the flag, the rule and the fix."""
 
 
-def parse_args(argv=None):
+# A sweep varies a job through its environment (`sweep.grid` overrides `env`), so the two settings a
+# sweep over this payload varies are read from there too; a command-line flag still wins.
+LEARNING_RATE_ENV = "LEARNING_RATE"
+LOSS_WEIGHTS_ENV = "LOSS_WEIGHTS"
+
+
+def _env_learning_rate(parser, env) -> float:
+    text = env.get(LEARNING_RATE_ENV, "")
+    if not text:
+        return 0.002
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        parser.error(f"{LEARNING_RATE_ENV}={text!r} must be a number above 0, e.g. 0.002")
+    return value
+
+
+def parse_args(argv=None, env=None):
+    """Flags, with --learning-rate and --loss-weights defaulting to $LEARNING_RATE and $LOSS_WEIGHTS."""
+    env = os.environ if env is None else env
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="folder with train.tsv and val.tsv")
     parser.add_argument("--out", required=True, help="folder for the log, plots, model, metrics")
@@ -53,12 +74,13 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--gpu", type=int, default=-1, help="-1: CPU; N >= 0: CUDA device N")
-    parser.add_argument("--loss-weights", default="",
-                        help="per-head loss weights, e.g. shape=2,colour=1 (unnamed heads: 1)")
+    parser.add_argument("--loss-weights", default=env.get(LOSS_WEIGHTS_ENV, ""),
+                        help=f"per-head loss weights, e.g. shape=2,colour=1 (unnamed heads: 1; default: ${LOSS_WEIGHTS_ENV})")
     parser.add_argument("--snapshot-interval", type=int, default=20, help="in iterations")
     parser.add_argument("--image-size", type=int, default=32, help="images are resized to this")
     parser.add_argument("--width", type=int, default=16, help="channels of the first conv layer")
-    parser.add_argument("--learning-rate", type=float, default=0.002, help="Adam's alpha")
+    parser.add_argument("--learning-rate", type=float, default=_env_learning_rate(parser, env),
+                        help=f"Adam's alpha (default: ${LEARNING_RATE_ENV}, else 0.002)")
     parser.add_argument("--seed", type=int, default=0, help="weights init and shuffling")
     args = parser.parse_args(argv)
     for flag in ("epochs", "batch_size", "snapshot_interval", "image_size", "width"):

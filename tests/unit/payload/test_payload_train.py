@@ -249,3 +249,29 @@ def test_given_validation_labels_unknown_to_training_when_starting_then_exit_2_n
 
     assert train.main(args_for(data, tmp_path / "out", 1)) == 2
     assert "val.tsv line 3: unknown label 'magenta' for head 'colour'" in caplog.text
+
+
+# ----- a sweep varies the payload through its environment ---------------------------------------
+
+
+def test_given_learning_rate_and_loss_weights_in_the_environment_when_parsed_then_they_are_the_defaults():
+    args = train.parse_args(["--data", "d", "--out", "o"], env={"LEARNING_RATE": "0.01", "LOSS_WEIGHTS": "shape=2"})
+    assert (args.learning_rate, args.loss_weights) == (0.01, "shape=2")
+
+
+def test_given_flags_and_the_environment_when_parsed_then_the_flags_win():
+    args = train.parse_args(["--data", "d", "--out", "o", "--learning-rate", "0.5", "--loss-weights", "shape=1"],
+                            env={"LEARNING_RATE": "0.01", "LOSS_WEIGHTS": "shape=2"})
+    assert (args.learning_rate, args.loss_weights) == (0.5, "shape=1")
+
+
+def test_given_no_environment_when_parsed_then_the_documented_defaults_hold():
+    args = train.parse_args(["--data", "d", "--out", "o"], env={})
+    assert (args.learning_rate, args.loss_weights) == (0.002, "")
+
+
+@pytest.mark.parametrize("value", ["fast", "0", "-1", "inf"])
+def test_given_a_learning_rate_that_is_no_positive_number_when_parsed_then_the_variable_and_fix_are_named(value, capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--data", "d", "--out", "o"], env={"LEARNING_RATE": value})
+    assert "LEARNING_RATE" in capsys.readouterr().err
