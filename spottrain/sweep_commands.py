@@ -53,6 +53,9 @@ def follow(console: Any, sfn: Any, s3: Any, stack: jobs.Stack, arn: str, exec_na
         console.error(f"no {sweep.REPORT_KEY} for {exec_name}: {exc}")
         return 1
     print_rich(console, sweeps.report_table(report))
+    if report.get("wall_seconds") and report.get("variant_seconds"):
+        console.say(f"sweep wall time {report['wall_seconds']:.0f}s; its variants' own times sum to "
+                    f"{report['variant_seconds']:.0f}s ({report['variant_seconds'] / report['wall_seconds']:.1f}x)")
     console.say(f"report: {destination / sweep.REPORT_KEY}")
     if (destination / "sweep-comparison.png").exists():
         console.say(f"plot:   {destination / 'sweep-comparison.png'}")

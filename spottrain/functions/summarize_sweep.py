@@ -8,6 +8,7 @@ never got that far simply has none. Returns `{"variants", "succeeded", "failed",
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -36,6 +37,30 @@ def _read_json(s3: Any, bucket: str, key: str) -> dict | None:
         return None  # a half-written or foreign file: the report says "no metrics", not an error
 
 
+def _child_description(result: dict) -> dict:
+    """What `.sync:2` reported of the child: the result itself, or the DescribeExecution JSON in a failure's cause."""
+    if "status" in result:
+        return {"Status": result["status"], "StartDate": result.get("started"), "StopDate": result.get("stopped")}
+    try:
+        described = json.loads(result.get("cause") or "")
+    except ValueError:
+        return {}
+    return described if isinstance(described, dict) else {}
+
+
+def _seconds_between(start: Any, stop: Any) -> float | None:
+    try:
+        return round((_moment(stop) - _moment(start)).total_seconds(), 1)
+    except (TypeError, ValueError):
+        return None  # a child that never started has neither
+
+
+def _moment(value: Any) -> dt.datetime:
+    if isinstance(value, (int, float)):  # epoch seconds, as some SDKs serialise dates
+        return dt.datetime.fromtimestamp(value, dt.timezone.utc)
+    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
 def child_status(result: dict) -> str:
     """SUCCEEDED, or the child's own end (FAILED, ABORTED, TIMED_OUT) from the `.sync:2` failure's cause."""
     if "status" in result:
@@ -55,6 +80,7 @@ def variant_row(s3: Any, settings: Settings, variant: dict, result: dict, metric
         "execution_name": variant.get("execution_name"),
         "parameters": variant.get("overrides", {}),
         "status": child_status(result),
+        "seconds": _seconds_between(_child_description(result).get("StartDate"), _child_description(result).get("StopDate")),
         "metric": sweep.metric_value(metrics, metric),
         "metrics": metrics,
         "cost_usd": report.get("estimated_cost_usd"),
@@ -64,13 +90,16 @@ def variant_row(s3: Any, settings: Settings, variant: dict, result: dict, metric
     }
 
 
-def build_report(s3: Any, settings: Settings, state: dict) -> dict:
+def build_report(s3: Any, settings: Settings, state: dict, started_at: Any = None, now: dt.datetime | None = None) -> dict:
+    """The report; `wall_seconds` (sweep start to now) against `variant_seconds` (the children's own times summed)."""
     metric, goal = state.get("metric"), state.get("goal") or sweep.DEFAULT_GOAL
     rows = [variant_row(s3, settings, variant, result, metric)
             for variant, result in zip(state["variants"], state["results"])]
     best = sweep.best_variant([row for row in rows if row["status"] == "SUCCEEDED"], goal)
     return {"sweep": state["exec_name"], "metric": metric, "goal": goal,
-            "best": best["name"] if best else None, "variants": rows}
+            "best": best["name"] if best else None, "variants": rows,
+            "wall_seconds": _seconds_between(started_at, (now or dt.datetime.now(dt.timezone.utc)).isoformat()),
+            "variant_seconds": round(sum(row["seconds"] or 0 for row in rows), 1)}
 
 
 def summary_email(report: dict) -> tuple[str, str]:
@@ -92,7 +121,7 @@ def summary_email(report: dict) -> tuple[str, str]:
 
 def summarize(s3: Any, sns: Any, settings: Settings, event: dict) -> dict:
     state, execution = event["sweep"], event.get("execution") or {}
-    report = build_report(s3, settings, state)
+    report = build_report(s3, settings, state, execution.get("started_at"))
     bucket = sweep.sweep_bucket(settings.bucket_prefix, state["exec_name"])
     with transient_errors():
         claim_bucket(s3, settings, bucket, state["exec_name"], execution.get("name") or "")

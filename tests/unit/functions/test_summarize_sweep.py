@@ -35,7 +35,8 @@ def sweep_event(results: list[dict], goal: str = "max") -> dict:
 
 
 def child_failure(status: str) -> dict:
-    cause = json.dumps({"ExecutionArn": "arn:...", "Status": status, "Error": "TrainingFailed", "Cause": "exit 1"})
+    cause = json.dumps({"ExecutionArn": "arn:...", "Status": status, "Error": "TrainingFailed", "Cause": "exit 1",
+                        "StartDate": "2026-11-30T12:00:00+00:00", "StopDate": "2026-11-30T12:00:30+00:00"})
     return {"error": "States.TaskFailed", "cause": cause}
 
 
@@ -45,7 +46,8 @@ def test_given_two_successes_and_a_failure_when_summarized_then_the_report_holds
     inbox = subscribe_queue(lambda_env)
     finished_variant(s3, "lr-1", {"heads": {"color": {"accuracy": 0.7}}}, cost=0.01, attempts=1)
     finished_variant(s3, "lr-2", {"heads": {"color": {"accuracy": 0.9}}}, cost=0.02, attempts=2)
-    event = sweep_event([{"status": "SUCCEEDED"}, {"status": "SUCCEEDED"}, child_failure("FAILED")])
+    ran = {"status": "SUCCEEDED", "started": "2026-11-30T12:00:00+00:00", "stopped": "2026-11-30T12:01:00+00:00"}
+    event = sweep_event([ran, {**ran, "stopped": "2026-11-30T12:02:00+00:00"}, child_failure("FAILED")])
 
     # When the sweep's last state summarizes it
     answer = summarize_sweep.handler(event, FakeLambdaContext())
@@ -59,6 +61,8 @@ def test_given_two_successes_and_a_failure_when_summarized_then_the_report_holds
     assert rows["lr-2"]["parameters"] == {"LR": "0.01"} and rows["lr-2"]["metric"] == 0.9
     assert (rows["lr-2"]["attempts"], rows["lr-2"]["cost_usd"]) == (2, 0.02)
     assert rows["lr-3"]["status"] == "FAILED" and rows["lr-3"]["metric"] is None and rows["lr-3"]["attempts"] == 0
+    # And each child's own time (from its .sync answer, or its failure's cause) adds up against the sweep's
+    assert [row["seconds"] for row in report["variants"]] == [60, 120, 30] and report["variant_seconds"] == 210
     # And the sweep's bucket is a job bucket like any other: tagged with the stack and the sweep's name
     tags = {t["Key"]: t["Value"] for t in s3.get_bucket_tagging(Bucket=SWEEP_BUCKET)["TagSet"]}
     assert tags[layout.TAG_STACK] == STACK and tags[layout.TAG_JOB] == "lr"
