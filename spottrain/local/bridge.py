@@ -35,9 +35,9 @@ the emulator is up, and restores them on exit:
    (a) sends the task's parameters as written (`StateMachineArn`) where botocore wants the API's member
    names (`stateMachineArn`), so every start fails with States.Runtime, and reads the answer under
    AWS's ASL names (`ExecutionArn`, `Status`) that botocore returns in camelCase; (b) stopping the
-   parent leaves its running children running. On AWS a stopped parent stops the execution a `.sync`
-   task waits on (https://docs.aws.amazon.com/step-functions/latest/dg/connect-to-resource.html#connect-sync,
-   hence states:StopExecution in the IAM policy AWS documents for it); the bridge does the same.
+   parent leaves its running children running. On AWS a `.sync` task stops the execution it waits on
+   when its own execution is stopped (hence states:StopExecution in the IAM policy AWS documents for it:
+   https://docs.aws.amazon.com/step-functions/latest/dg/stepfunctions-iam.html); the bridge does the same.
 """
 from __future__ import annotations
 
