@@ -1,0 +1,49 @@
+"""The CLI's sweep side: validate lists the variants; the downloaded report becomes a table and a plot."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from spottrain import cli, sweeps
+from spottrain.sweep_commands import print_rich
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "jobs"
+
+
+def test_given_the_sweep_example_when_validated_then_each_variant_is_listed_with_its_overrides(capsys):
+    assert cli.main(["validate", str(EXAMPLES / "multihead-sweep.json")]) == 0
+    out = capsys.readouterr().out
+    assert "sweep of 4 variants, 2 at a time:" in out
+    assert "multihead-sweep-1: LEARNING_RATE=0.002 LOSS_WEIGHTS=shape=1" in out
+    assert "multihead-sweep-4: LEARNING_RATE=0.01 LOSS_WEIGHTS=shape=3,colour=0.5" in out
+
+
+def test_given_a_sweep_over_the_stack_cap_when_validated_then_it_is_refused_naming_the_setting(tmp_path, capsys):
+    spec = json.loads((EXAMPLES / "multihead-sweep.json").read_text())
+    spec["sweep"]["max_parallel"] = 11
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps(spec))
+    assert cli.main(["validate", str(path)]) == 1
+    assert "sweep.max_parallel: 11 is over this stack's cap of 10" in capsys.readouterr().out
+
+
+REPORT = {"sweep": "lr", "metric": "loss", "goal": "min", "best": "lr-2", "variants": [
+    {"name": "lr-1", "parameters": {"LR": "0.1"}, "status": "SUCCEEDED", "metric": 0.5, "attempts": 1, "cost_usd": 0.01},
+    {"name": "lr-2", "parameters": {"LR": "0.01"}, "status": "SUCCEEDED", "metric": 0.25, "attempts": 2, "cost_usd": 0.02},
+    {"name": "lr-3", "parameters": {"LR": "1"}, "status": "FAILED", "metric": None, "attempts": 1, "cost_usd": None}]}
+
+
+def test_given_a_report_when_tabled_then_every_variant_shows_and_the_best_is_starred():
+    class Sink:
+        stream = io.StringIO()
+
+    print_rich(Sink, sweeps.report_table(REPORT))
+    text = Sink.stream.getvalue()
+    assert "lr-2 ★" in text and "LR=0.01" in text and "0.25" in text and "$0.0200" in text
+    assert "lr-3" in text and "FAILED" in text
+
+
+def test_given_a_report_when_plotted_then_a_png_is_written(tmp_path):
+    path = sweeps.plot(REPORT, tmp_path / "sweep-comparison.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
