@@ -56,8 +56,8 @@ def _seconds_between(start: Any, stop: Any) -> float | None:
 
 
 def _moment(value: Any) -> dt.datetime:
-    if isinstance(value, (int, float)):  # epoch seconds, as some SDKs serialise dates
-        return dt.datetime.fromtimestamp(value, dt.timezone.utc)
+    if isinstance(value, (int, float)):  # epoch milliseconds: how `.sync:2` outputs StartDate and StopDate
+        return dt.datetime.fromtimestamp(value / 1000, dt.timezone.utc)
     return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 

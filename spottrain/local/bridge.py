@@ -41,6 +41,7 @@ the emulator is up, and restores them on exit:
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import re
@@ -272,7 +273,7 @@ class NestedExecutionBridge(Patches):
         def normalise_response(task: StateTaskServiceSfn, response: Any, *args: Any, **kwargs: Any) -> None:
             if isinstance(response, dict):
                 for name in list(response):
-                    response[name[:1].upper() + name[1:]] = response.pop(name)
+                    response[name[:1].upper() + name[1:]] = _epoch_millis(response.pop(name))
 
         def build_sync2_resolver(task: StateTaskServiceSfn, env: Environment, *args: Any, **kwargs: Any) -> Any:
             env._spottrain_child = env.stack[-1]["ExecutionArn"]  # popped by the original
@@ -294,6 +295,11 @@ class NestedExecutionBridge(Patches):
             self.__exit__()
             raise
         return self
+
+
+def _epoch_millis(value: Any) -> Any:
+    """Dates as AWS's `.sync:2` output gives them (epoch milliseconds); botocore hands moto datetimes."""
+    return round(value.timestamp() * 1000) if isinstance(value, dt.datetime) else value
 
 
 def _camel(name: str) -> str:

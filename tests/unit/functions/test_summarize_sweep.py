@@ -47,7 +47,8 @@ def test_given_two_successes_and_a_failure_when_summarized_then_the_report_holds
     finished_variant(s3, "lr-1", {"heads": {"color": {"accuracy": 0.7}}}, cost=0.01, attempts=1)
     finished_variant(s3, "lr-2", {"heads": {"color": {"accuracy": 0.9}}}, cost=0.02, attempts=2)
     ran = {"status": "SUCCEEDED", "started": "2026-11-30T12:00:00+00:00", "stopped": "2026-11-30T12:01:00+00:00"}
-    event = sweep_event([ran, {**ran, "stopped": "2026-11-30T12:02:00+00:00"}, child_failure("FAILED")])
+    in_millis = {"status": "SUCCEEDED", "started": 1796040000000, "stopped": 1796040120000}  # as AWS's .sync:2 gives them
+    event = sweep_event([ran, in_millis, child_failure("FAILED")])
 
     # When the sweep's last state summarizes it
     answer = summarize_sweep.handler(event, FakeLambdaContext())

@@ -26,7 +26,8 @@ CHILD = {"StartAt": "Hold", "States": {
 def parent(child_arn: str) -> dict:
     run = {"Type": "Task", "Resource": "arn:aws:states:::states:startExecution.sync:2",
            "Parameters": {"StateMachineArn": child_arn, "Name.$": "$.name", "Input.$": "$.input"},
-           "ResultSelector": {"status.$": "$.Status"}, "ResultPath": "$.result", "End": True,
+           "ResultSelector": {"status.$": "$.Status", "started.$": "$.StartDate", "stopped.$": "$.StopDate"},
+           "ResultPath": "$.result", "End": True,
            "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Collected"}]}
     return {"StartAt": "Each", "States": {"Each": {
         "Type": "Map", "ItemsPath": "$.items", "MaxConcurrencyPath": "$.parallel", "End": True,
@@ -64,6 +65,8 @@ def test_given_three_variants_one_failing_when_the_sweep_runs_then_each_child_en
     assert done["status"] == "SUCCEEDED"
     results = json.loads(done["output"])
     assert [r.get("result", {}).get("status") for r in results] == ["SUCCEEDED", None, "SUCCEEDED"]
+    # And the dates are epoch milliseconds, as AWS gives them (a datetime here broke moto's own DescribeExecution)
+    assert 0 <= results[0]["result"]["stopped"] - results[0]["result"]["started"] < 60_000
     assert results[1]["error"]["Error"] == "States.TaskFailed" and '"TrainingFailed"' in results[1]["error"]["Cause"]
     children = {e["name"]: e["status"] for e in sfn.list_executions(stateMachineArn=child)["executions"]}
     assert children == {"v-1": "SUCCEEDED", "v-2": "FAILED", "v-3": "SUCCEEDED"}
