@@ -59,6 +59,8 @@ def variants(spec: dict) -> list[Variant]:
         child = copy.deepcopy(base)
         child["exec_name"] = variant_name(spec["exec_name"], number)
         child["env"] = {**(base.get("env") or {}), **extra}
+        if spec["sweep"].get("emails") == "summary":
+            child["emails"] = False  # the sweep's summary email speaks for every variant
         children.append(Variant(name=child["exec_name"], overrides=extra, spec=child))
     return children
 

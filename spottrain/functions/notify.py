@@ -278,7 +278,10 @@ def body_for(event: NotifyEvent, state: dict, details: ReportAndLogs, now: dt.da
 
 def publish_event(sns: Any, s3: Any, settings: Settings, event: NotifyEvent, state: dict,
                   now: dt.datetime | None = None) -> dict:
-    """Render and publish exactly one message for `event`; returns {"message_id": ...}."""
+    """Render and publish exactly one message for `event`; returns {"message_id": ...} (None: the job asked for no email)."""
+    if (state.get("job") or {}).get("emails") is False:  # a sweep's variant whose sweep sends one summary instead
+        logger.info("notification skipped: the job asked for no email", extra={"event": event.value})
+        return {"message_id": None}
     moment = now or report.utcnow()
     details = read_report_and_logs(s3, event, state)
     subject = subject_for(event, state, details, moment)
