@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from spottrain import jobs
 from spottrain.contract import sweep
+from spottrain.functions.shared import runs
 
 PENDING = "PENDING"  # a variant the Map state has not started yet (max_parallel)
 
@@ -43,11 +44,28 @@ def start(sfn: Any, stack: jobs.Stack, spec: dict, now: dt.datetime | None = Non
     """Start the sweep; each variant's execution name ends with the sweep's own time stamp."""
     name = jobs.execution_name(spec["exec_name"], now)
     suffix = name[len(spec["exec_name"]) + 1:]
-    for child in sweep.variants(spec):
-        jobs.refuse_if_running(sfn, stack, child.name)
+    refuse_if_running(sfn, stack, spec["exec_name"], {child.name for child in sweep.variants(spec)})
     response = sfn.start_execution(stateMachineArn=_require_sweeps(stack), name=name,
                                    input=json.dumps(sweep.map_input(spec, suffix)))
     return response["executionArn"]
+
+
+def refuse_if_running(sfn: Any, stack: jobs.Stack, exec_name: str, variant_names: set[str]) -> None:
+    """Before anything starts: neither this sweep nor a job of any variant's name may be running.
+
+    One listing of the job state machine's running executions serves every variant (not one per variant).
+    """
+    running_sweep = current(sfn, stack, exec_name)
+    if running_sweep and running_sweep["status"] == "RUNNING":
+        raise jobs.JobAlreadyRunning(f"sweep {exec_name!r} is already running as {running_sweep['name']}; wait for it "
+                                     f"to end (spottrain status {exec_name}) or stop it (spottrain cancel {exec_name}).")
+    pages = sfn.get_paginator("list_executions").paginate(stateMachineArn=stack.state_machine_arn, statusFilter="RUNNING")
+    for execution in (item for page in pages for item in page["executions"]):
+        job = runs.job_of_input(sfn.describe_execution(executionArn=execution["executionArn"]).get("input"))
+        if job in variant_names:
+            raise jobs.JobAlreadyRunning(
+                f"job {job!r}, a variant of sweep {exec_name!r}, is already running as {execution['name']}: the variant "
+                f"would share its bucket and instances. Wait for it to end, or stop it with `spottrain cancel {job}`.")
 
 
 def current(sfn: Any, stack: jobs.Stack, exec_name: str) -> dict | None:

@@ -1,0 +1,64 @@
+"""Starting a sweep (spottrain/sweeps.py) against a stack's two state machines, in moto (which runs nothing)."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from spottrain import jobs, sweeps
+
+ROLE = "arn:aws:iam::123456789012:role/r"
+WAIT = json.dumps({"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 3600, "End": True}}})
+SPEC = {"exec_name": "lr", "repository_url": "https://example.com/r.git", "data_dir": "d", "output_dir": "o",
+        "data_get_command": "true", "exec_command": "true",
+        "sweep": {"grid": {"LR": ["0.1", "0.01"]}, "max_parallel": 1}}
+
+
+@pytest.fixture
+def stack(monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    with mock_aws():
+        sfn = boto3.client("stepfunctions")
+        job = sfn.create_state_machine(name="job", definition=WAIT, roleArn=ROLE)["stateMachineArn"]
+        sweep = sfn.create_state_machine(name="sweep", definition=WAIT, roleArn=ROLE)["stateMachineArn"]
+        yield sfn, jobs.Stack(job, "topic", "bucket", "spottrain-1", "terminate", sweep_state_machine_arn=sweep)
+
+
+def test_given_a_sweep_spec_when_started_then_the_sweep_machine_gets_each_variant_named_after_its_run(stack):
+    sfn, found = stack
+    arn = sweeps.start(sfn, found, SPEC, now=dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.timezone.utc))
+    assert arn.endswith(":sweep:lr-20261130T120000")
+    started = json.loads(sfn.describe_execution(executionArn=arn)["input"])
+    assert started["max_parallel"] == 1
+    assert [v["execution_name"] for v in started["variants"]] == ["lr-1-20261130T120000", "lr-2-20261130T120000"]
+    # And before the Map starts a child, each variant reads as pending
+    assert [row.status for row in sweeps.variant_states(sfn, found, arn)] == [sweeps.PENDING, sweeps.PENDING]
+    assert sweeps.current(sfn, found, "lr")["executionArn"] == arn
+
+
+def test_given_a_variant_already_running_as_a_job_when_the_sweep_starts_then_it_is_refused_and_nothing_starts(stack):
+    sfn, found = stack
+    sfn.start_execution(stateMachineArn=found.state_machine_arn, name="lr-2-20261130T110000",
+                        input=json.dumps({**SPEC, "exec_name": "lr-2"}))
+    with pytest.raises(jobs.JobAlreadyRunning, match="'lr-2', a variant of sweep 'lr'"):
+        sweeps.start(sfn, found, SPEC)
+    assert sfn.list_executions(stateMachineArn=found.sweep_state_machine_arn)["executions"] == []
+
+
+def test_given_the_sweep_already_running_when_started_again_then_it_is_refused(stack):
+    sfn, found = stack
+    sweeps.start(sfn, found, SPEC, now=dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.timezone.utc))
+    with pytest.raises(jobs.JobAlreadyRunning, match="sweep 'lr' is already running"):
+        sweeps.start(sfn, found, SPEC)
+
+
+def test_given_a_stack_without_sweeps_when_a_sweep_starts_then_the_fix_is_to_redeploy(stack):
+    sfn, found = stack
+    old = jobs.Stack(found.state_machine_arn, "topic", "bucket", "spottrain-1", "terminate")
+    with pytest.raises(jobs.JobNotFound, match="redeploy"):
+        sweeps.start(sfn, old, SPEC)
