@@ -26,7 +26,12 @@ class JobAlreadyRunning(Exception):
 def build_state(event: dict, settings: Settings) -> dict:
     """The initial state object (docs/ARCHITECTURE.md): the validated job and this execution's identity."""
     execution = event.get("execution") or {}
-    job = validate_spec(event.get("spec"), settings)
+    spec = event.get("spec")
+    if isinstance(spec, dict) and "sweep" in spec:
+        # Run as one job, a sweep would silently train only the base spec, once.
+        raise InvalidJobSpec(["sweep: the job state machine runs one job, not a sweep. Start the spec with "
+                              "`spottrain submit` (it starts the stack's sweep state machine), or remove sweep."])
+    job = validate_spec(spec, settings)
     return {
         "job": job,
         "execution": {

@@ -117,3 +117,11 @@ def test_given_two_starts_racing_when_both_validate_then_only_the_earlier_procee
         validate_job.handler(later, FakeLambdaContext())
 
 
+
+
+def test_given_a_sweep_spec_started_on_the_job_machine_when_validated_then_refused_naming_the_sweep_path(lambda_env):
+    # Given a spec with a sweep block started directly on the job state machine (not through `spottrain submit`)
+    spec = dict(ORIGINAL_2017_SPEC, sweep={"grid": {"LR": ["0.1", "0.01"]}})
+    # Then nothing is created: it would otherwise train the base spec once and ignore every variant
+    with pytest.raises(validate_job.InvalidJobSpec, match="sweep: the job state machine runs one job"):
+        validate_job.handler({"spec": spec, "execution": EXECUTION}, FakeLambdaContext())
