@@ -43,11 +43,12 @@ def overrides(sweep: dict) -> list[dict[str, str]]:
     Tolerant of malformed blocks (the schema reports those): a non-list grid axis or a non-object
     variant contributes nothing.
     """
-    grid = sweep.get("grid") if isinstance(sweep.get("grid"), dict) else {}
-    axes = [(name, values) for name, values in grid.items() if isinstance(values, list)]
+    grid = sweep.get("grid")
+    axes = [(name, values) for name, values in grid.items() if isinstance(values, list)] if isinstance(grid, dict) else []
     combined = [dict(zip([name for name, _ in axes], values))
                 for values in itertools.product(*(values for _, values in axes))] if axes else []
-    explicit = [dict(item) for item in sweep.get("variants") or [] if isinstance(item, dict)]
+    listed = sweep.get("variants")
+    explicit = [dict(item) for item in listed if isinstance(item, dict)] if isinstance(listed, list) else []
     return combined + explicit
 
 

@@ -84,3 +84,10 @@ def test_given_a_sweep_when_made_map_input_then_each_item_carries_its_name_overr
     assert made["variants"][0]["execution_name"] == "lr-sweep-1-20261130T120000"
     assert made["variants"][1]["spec"]["env"]["LR"] == "0.01"
     assert sweep.map_input(sweep_spec(grid={"LR": ["1", "2", "3"]}), "s")["max_parallel"] == 3
+
+
+@pytest.mark.parametrize("block", [{"variants": 5}, {"grid": "LR"}, {"grid": {"LR": "0.1"}}, {"variants": ["LR=1"]},
+                                   {"grid": {"LR": [1, 2]}}, {"max_parallel": "2", "variants": [{}]}])
+def test_given_a_malformed_sweep_when_validated_then_problems_are_listed_not_raised(block):
+    problems = jobspec.spec_problems(sweep_spec(**block), SETTINGS)
+    assert problems and all(isinstance(problem, str) for problem in problems)
