@@ -62,3 +62,50 @@ def test_given_a_stack_without_sweeps_when_a_sweep_starts_then_the_fix_is_to_red
     old = jobs.Stack(found.state_machine_arn, "topic", "bucket", "spottrain-1", "terminate")
     with pytest.raises(jobs.JobNotFound, match="redeploy"):
         sweeps.start(sfn, old, SPEC)
+
+
+class TerminateFunction:
+    """The stack's terminate_instance Lambda as `jobs.cancel` calls it: records which jobs it was asked to clean."""
+
+    def __init__(self):
+        self.jobs: list[str] = []
+
+    def invoke(self, FunctionName: str, Payload: bytes) -> dict:  # noqa: N803 - boto3's parameter names
+        self.jobs.append(json.loads(Payload)["exec_name"])
+        return {}
+
+
+def test_given_a_sweep_with_one_variant_started_when_cancelled_then_the_sweep_and_that_variant_stop(stack):
+    sfn, found = stack
+    arn = sweeps.start(sfn, found, SPEC, now=dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.timezone.utc))
+    # Given the Map state has started variant 1 only (max_parallel 1)
+    child = sfn.start_execution(stateMachineArn=found.state_machine_arn, name="lr-1-20261130T120000",
+                                input=json.dumps({**SPEC, "exec_name": "lr-1"}))["executionArn"]
+    terminate = TerminateFunction()
+
+    stopped = sweeps.cancel(sfn, terminate, found, "lr")
+
+    assert stopped == ["lr-20261130T120000", "lr-1-20261130T120000"]
+    assert sfn.describe_execution(executionArn=arn)["status"] == "ABORTED"
+    assert sfn.describe_execution(executionArn=child)["status"] == "ABORTED"
+    assert terminate.jobs == ["lr-1"]  # its instances terminated; the unstarted variant 2 has none
+
+
+def test_given_a_sweep_when_its_status_is_asked_then_a_table_lists_each_variant(stack):
+    import io
+
+    from spottrain import sweep_commands
+
+    class Out:
+        stream = io.StringIO()
+
+        def say(self, text: str = "") -> None:
+            self.stream.write(text + "\n")
+
+    sfn, found = stack
+    sweeps.start(sfn, found, SPEC, now=dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.timezone.utc))
+    out = Out()
+    assert sweep_commands.status(out, sfn, found, "lr") is True
+    text = out.stream.getvalue()
+    assert "lr-20261130T120000: RUNNING" in text and "lr-1" in text and "LR=0.01" in text and "PENDING" in text
+    assert sweep_commands.status(out, sfn, found, "not-a-sweep") is False
