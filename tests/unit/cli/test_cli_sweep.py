@@ -47,3 +47,11 @@ def test_given_a_report_when_tabled_then_every_variant_shows_and_the_best_is_sta
 def test_given_a_report_when_plotted_then_a_png_is_written(tmp_path):
     path = sweeps.plot(REPORT, tmp_path / "sweep-comparison.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_given_the_projects_own_repository_when_submitted_locally_then_this_checkout_is_cloned_instead():
+    spec = json.loads((EXAMPLES / "multihead-sweep.json").read_text())
+    local = cli._offline(spec)
+    assert local["repository_url"] == cli.REPO_ROOT.resolve().as_uri()
+    other = dict(spec, repository_url="https://github.com/someone/else.git")
+    assert cli._offline(other) == other
