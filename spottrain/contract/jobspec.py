@@ -21,6 +21,7 @@ SCHEMA_PATH = schema.SCHEMA_PATH
 
 MAX_SPEC_BYTES = 16 * 1024
 S3_BUCKET_NAME_MAX = 63
+SWEEP_INPUT_MAX_BYTES = 256 * 1024  # Step Functions' limit on an execution's input
 EXEC_NAME_MAX = 40  # job-spec.schema.json's exec_name maxLength: every variant's exec_name obeys it too
 # S3 reserves these endings for access points and directory buckets.
 RESERVED_BUCKET_SUFFIXES = ("-s3alias", "--ol-s3", "--x-s3", ".mrap")
@@ -369,6 +370,19 @@ def _sweep_cap_problems(spec: dict, settings: Settings) -> Iterator[str]:
         yield (f"sweep.max_parallel: {parallel} is over this stack's cap of {settings.max_sweep_parallel}. "
                f"Use at most {settings.max_sweep_parallel} (the stack's maxSweepParallel setting raises the cap).")
     yield from _variant_name_problems(spec["exec_name"], count, settings)
+    yield from _sweep_size_problems(spec, count)
+
+
+def _sweep_size_problems(spec: dict, count: int) -> Iterator[str]:
+    """The sweep's execution input carries every variant's spec; Step Functions caps an input at 256 KiB
+    (https://docs.aws.amazon.com/step-functions/latest/dg/service-quotas.html)."""
+    if count < 1:
+        return
+    size = len(json.dumps(sweep.map_input(spec, "20000101T000000"), separators=(",", ":")).encode())
+    if size > SWEEP_INPUT_MAX_BYTES:
+        yield (f"sweep: the {count} variants' specs make a {size}-byte execution input, over Step Functions' "
+               f"{SWEEP_INPUT_MAX_BYTES}-byte limit. Drop variants, or shorten the spec (move long commands into "
+               "scripts in the repository).")
 
 
 def _variant_name_problems(exec_name: str, count: int, settings: Settings) -> Iterator[str]:

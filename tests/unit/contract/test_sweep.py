@@ -91,3 +91,13 @@ def test_given_a_sweep_when_made_map_input_then_each_item_carries_its_name_overr
 def test_given_a_malformed_sweep_when_validated_then_problems_are_listed_not_raised(block):
     problems = jobspec.spec_problems(sweep_spec(**block), SETTINGS)
     assert problems and all(isinstance(problem, str) for problem in problems)
+
+
+def test_given_variants_whose_specs_overflow_the_execution_input_when_validated_then_the_limit_is_named():
+    # Given 100 variants of a spec with a 3000-character command: each variant carries the whole spec
+    spec = sweep_spec(grid={"LR": [str(n) for n in range(100)]})
+    spec["exec_command"] = "python train.py " + "x" * 3000
+    problems = jobspec.spec_problems(spec, SETTINGS)
+    assert any("execution input, over Step Functions' 262144-byte limit" in p for p in problems)
+    # And the same sweep of the bundled command fits
+    assert jobspec.spec_problems(sweep_spec(grid={"LR": [str(n) for n in range(100)]}), SETTINGS) == []
