@@ -316,6 +316,8 @@ def _limit_problems(spec: dict, settings: Settings) -> Iterator[str]:
         ("limits.max_runtime_minutes", limits.get("max_runtime_minutes"), settings.max_runtime_minutes, "maxRuntimeMinutes"),
         ("limits.max_attempts", limits.get("max_attempts"), settings.max_attempts, "maxAttempts"),
         ("keep_alive_minutes", spec.get("keep_alive_minutes"), settings.max_keep_alive_minutes, "maxKeepAliveMinutes"),
+        ("capacity_wait_minutes", spec.get("capacity_wait_minutes"), settings.max_capacity_wait_minutes,
+         "maxCapacityWaitMinutes"),
     )
     for path, value, cap, setting in caps:
         if _is_type(value, "integer") and value > cap:
@@ -404,6 +406,7 @@ def with_defaults(spec: dict, settings: Settings) -> dict:
     job["limits"].setdefault("max_runtime_minutes", settings.max_runtime_minutes)
     job["limits"].setdefault("max_attempts", settings.max_attempts)
     job.setdefault("keep_alive_minutes", settings.default_keep_alive_minutes)
+    job.setdefault("capacity_wait_minutes", settings.capacity_wait_minutes)
     job.setdefault("repository_name", names.repository_name(job["repository_url"]))
     job["bucket"] = names.bucket_name(settings.bucket_prefix, job["exec_name"])
     return job

@@ -139,7 +139,11 @@ def subject_for(event: NotifyEvent, state: dict, details: ReportAndLogs, now: dt
     after = f" after {format_duration(elapsed)}" if elapsed is not None else ""
     if event is NotifyEvent.REQUEST_FULFILLED:
         retry = f", attempt {attempts}" if _attempt(state) > 1 else ""
-        text = f"{job} started on {_instance_phrase(instance)} in {instance.get('az', '?')}{retry}"
+        found = (state.get("launch") or {}).get("capacity_found_after_seconds")
+        waited = f" after waiting {format_duration(found)} for capacity" if found is not None else ""
+        text = f"{job} started on {_instance_phrase(instance)} in {instance.get('az', '?')}{retry}{waited}"
+    elif event is NotifyEvent.CAPACITY_WAIT:
+        text = f"{job} is waiting for spot capacity: no allowed pool has room"
     elif event is NotifyEvent.REQUEST_FAILED:
         text = f"{job} could not get an instance: no capacity in any allowed pool"
     elif event is NotifyEvent.INTERRUPTED:
@@ -218,6 +222,8 @@ def _event_lines(event: NotifyEvent, state: dict) -> list[str]:
             lines.append(f"Pools without capacity: {', '.join(launch['pools_failed'])}")
         if bid.get("code") or bid.get("message"):
             lines.append(f"Last spot answer: {bid.get('code', '')} {bid.get('message', '')}".rstrip())
+    if event is NotifyEvent.CAPACITY_WAIT:
+        lines += _capacity_wait_lines(launch)
     detail = poll.get("detail") or {}
     if event in (NotifyEvent.FAILED, NotifyEvent.INTERRUPTED, NotifyEvent.COMPLETED) and detail:
         shown = ", ".join(f"{k}={v}" for k, v in sorted(detail.items())
@@ -231,6 +237,16 @@ def _event_lines(event: NotifyEvent, state: dict) -> list[str]:
         error = state.get("error") or {}
         lines.append(f"Error: {error.get('Error', 'unknown')}")
         lines.append(f"Cause: {_cause_text(error)}")
+    return lines
+
+
+def _capacity_wait_lines(launch: dict) -> list[str]:
+    wait = launch.get("capacity_wait") or {}
+    refused = launch.get("pools") or {}
+    pools = ", ".join(f"{key} ({record.get('code', '?')})" for key, record in sorted(refused.items()))
+    lines = [f"Pools without capacity: {pools or '?'}"]
+    lines.append(f"Retrying each pool after its back-off (next try in {format_duration(launch.get('wait_seconds') or 0)}) "
+                 f"until {wait.get('deadline', '?')} (capacity_wait_minutes); you get one email when capacity is found.")
     return lines
 
 

@@ -1,9 +1,11 @@
 """Launch the job's instance: one spot instance from the stack's launch template, first pool that has room.
 
 A pool is (instance type x subnet). RunInstances with spot market options answers synchronously, so a
-pool without capacity or under the price cap fails here and the next one is tried; a pool that failed
-once for this job is not tried again. When every pool fails the job may fall back to on-demand (if both
-the job and the stack allow it); otherwise the state machine stops with NoSpotCapacity.
+pool without capacity or under the price cap fails here and the next one is tried; a pool that refused
+is skipped until its back-off expires (`shared/capacity.py`). When no pool launches, the attempt waits
+(WAITING: the workflow's Wait state, then this task again) for up to the job's capacity_wait_minutes;
+once that window is over the job may fall back to on-demand (if both the job and the stack allow it),
+otherwise the state machine stops with NoSpotCapacity.
 """
 from __future__ import annotations
 
@@ -16,11 +18,11 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from spottrain.contract import layout
-from spottrain.contract.limits import wait_timeout_seconds
+from spottrain.contract.limits import capacity_wait_seconds, wait_timeout_seconds
 from spottrain.contract.settings import Settings
 from spottrain.contract.status import BidStatus, JobStatus, LaunchStatus
 from spottrain.contract.userdata import render_user_data
-from spottrain.functions.shared import pricing, report, runtime
+from spottrain.functions.shared import capacity, pricing, report, runtime
 from spottrain.functions.shared.awserrors import error_code, transient_errors
 
 logger = Logger(service="spottrain-request-spot-instance")
@@ -63,60 +65,94 @@ def handler(event: dict, context: Any) -> dict:
         return request_instance(runtime.client("ec2"), runtime.client("s3"), runtime.settings(), event)
 
 
-def request_instance(ec2: Any, s3: Any, settings: Settings, state: dict) -> dict:
-    """Launch (or fail to launch) this attempt's instance; returns the state's `launch` value."""
-    attempt, pools_failed = next_attempt(state)
-    pools = candidate_pools(ec2, settings, state["job"])
+def request_instance(ec2: Any, s3: Any, settings: Settings, state: dict, now: dt.datetime | None = None) -> dict:
+    """Launch (or wait for, or give up on) this attempt's instance; returns the state's `launch` value.
+
+    `launch.status`: LAUNCHED (`instance`, `wait_seconds` before the bid check), WAITING (no pool had
+    room: `wait_seconds` until the next try, `capacity_wait` the window) or EXHAUSTED (the window is over).
+    """
+    now = now or report.utcnow()
+    attempt, pools, wait = next_attempt(state, settings, now)
+    candidates = candidate_pools(ec2, settings, state["job"])
     launch = functools.partial(_run_instance, ec2, settings, state, attempt)
-    launched = _first_pool_that_launches(launch, pools, pools_failed)
-    if launched is None and _on_demand_allowed(settings, state["job"]):
-        logger.warning("no spot capacity in any pool, launching on-demand", extra={"pool": pools[0].key})
-        launched = _first_pool_that_launches(functools.partial(launch, spot=False), pools[:1], [])
+    launched = _first_pool_that_launches(launch, candidates, pools, now, settings.seconds_per_minute)
     if launched is None:
-        logger.warning("every candidate pool failed", extra={"pools_failed": pools_failed})
-        return {
-            "status": LaunchStatus.EXHAUSTED.value,
-            "attempt": attempt,
-            "instance": None,
-            "pools_failed": pools_failed,
-            "wait_seconds": 0,
-        }
+        wait = capacity.started_or_kept(wait, now, capacity_wait_seconds(state["job"], settings))
+        seconds = capacity.seconds_until_retry(pools, wait, now, settings.seconds_per_minute)
+        if seconds is not None:
+            return _waiting(s3, state, attempt, pools, {**wait, "waits": wait["waits"] + 1}, seconds)
+        if _on_demand_allowed(settings, state["job"]):
+            logger.warning("no spot capacity in any pool, launching on-demand", extra={"pool": candidates[0].key})
+            launched = _first_pool_that_launches(functools.partial(launch, spot=False), candidates[:1], {}, now, 0)
+    if launched is None:
+        return _exhausted(s3, state, attempt, pools, wait, now)
+    return _launched(ec2, s3, settings, state, attempt, pools, wait, launched, now)
+
+
+def _waiting(s3: Any, state: dict, attempt: int, pools: dict, wait: dict, seconds: int) -> dict:
+    logger.warning("no pool has capacity, waiting", extra={"wait_seconds": seconds, "capacity_wait": wait})
+    report.record_capacity_wait(s3, state["storage"]["bucket"], attempt, wait, sorted(pools))
+    return {"status": LaunchStatus.WAITING.value, "attempt": attempt, "instance": None, "pools": pools,
+            "pools_failed": sorted(pools), "capacity_wait": wait, "wait_seconds": seconds,
+            "capacity_wait_begins": wait["waits"] == 1}  # the one email of this wait goes out now
+
+
+def _exhausted(s3: Any, state: dict, attempt: int, pools: dict, wait: dict | None, now: dt.datetime) -> dict:
+    logger.warning("every candidate pool failed", extra={"pools_failed": sorted(pools)})
+    if wait and wait["waits"]:
+        wait = {**wait, "outcome": capacity.GAVE_UP, "ended_at": report.isoformat(now)}
+        report.record_capacity_wait(s3, state["storage"]["bucket"], attempt, wait, sorted(pools))
+    return {"status": LaunchStatus.EXHAUSTED.value, "attempt": attempt, "instance": None, "pools": pools,
+            "pools_failed": sorted(pools), "capacity_wait": wait, "wait_seconds": 0, "capacity_wait_begins": False}
+
+
+def _launched(ec2: Any, s3: Any, settings: Settings, state: dict, attempt: int, pools: dict,
+              wait: dict | None, launched: tuple[dict, Pool], now: dt.datetime) -> dict:
     instance = _instance_record(ec2, settings, *launched)
-    report.record_launch(s3, state["storage"]["bucket"], state["job"]["exec_name"], attempt, instance)
-    logger.info("instance launched", extra={"attempt": attempt, **instance})
-    return {
+    bucket = state["storage"]["bucket"]
+    report.record_launch(s3, bucket, state["job"]["exec_name"], attempt, instance)
+    result = {
         "status": LaunchStatus.LAUNCHED.value,
         "attempt": attempt,
         "instance": instance,
-        "pools_failed": pools_failed,
+        "pools": pools,
+        "pools_failed": sorted(pools),
+        "capacity_wait": wait,
+        "capacity_wait_begins": False,
         "wait_seconds": settings.bid_wait_seconds,
         # The attempt's callback wait (HeartbeatSecondsPath, TimeoutSecondsPath): Step Functions needs whole seconds.
         "heartbeat_timeout_seconds": settings.heartbeat_lost_seconds,
         "wait_timeout_seconds": wait_timeout_seconds(state["job"], settings),
     }
+    if wait and wait["waits"] and wait["outcome"] == capacity.WAITING:
+        # This launch ends a wait: the success email says how long it took.
+        wait = {**wait, "outcome": capacity.FOUND, "ended_at": report.isoformat(now)}
+        report.record_capacity_wait(s3, bucket, attempt, wait, sorted(pools))
+        result.update(capacity_wait=wait, capacity_found_after_seconds=capacity.waited_seconds(wait, now))
+    logger.info("instance launched", extra={"attempt": attempt, **instance})
+    return result
 
 
-def next_attempt(state: dict) -> tuple[int, list[str]]:
-    """The attempt this launch belongs to, and the pools already failed for this job.
+def next_attempt(state: dict, settings: Settings, now: dt.datetime) -> tuple[int, dict, dict | None]:
+    """The attempt this launch belongs to, each pool's refusals so far, and the attempt's wait for capacity.
 
     A relaunch after an interruption of the current attempt starts the next attempt (it resumes from
-    checkpoints); a relaunch after a failed bid retries the same attempt elsewhere, so that pool joins
-    the failed ones.
+    checkpoints) and a wait of its own; a relaunch after a failed bid or a wait retries the same
+    attempt, and a failed bid counts as a refusal of its pool. Pools keep their back-off across attempts.
     """
     launch = state.get("launch")
     if not launch:
-        return 1, []
-    pools_failed = list(launch.get("pools_failed") or [])
+        return 1, {}, None
+    pools = dict(launch.get("pools") or {})
     poll = state.get("poll") or {}
     if poll.get("status") == JobStatus.INTERRUPTED.value and poll.get("attempt") == launch["attempt"]:
-        return launch["attempt"] + 1, pools_failed
+        return launch["attempt"] + 1, pools, None
     instance = launch.get("instance")
     bid = state.get("bid") or {}
-    if bid.get("status") == BidStatus.FAILED.value and instance:
-        failed = pool_key(instance["instance_type"], instance["subnet_id"])
-        if failed not in pools_failed:
-            pools_failed.append(failed)
-    return launch["attempt"], pools_failed
+    if launch.get("status") == LaunchStatus.LAUNCHED.value and bid.get("status") == BidStatus.FAILED.value and instance:
+        key = pool_key(instance["instance_type"], instance["subnet_id"])
+        capacity.record_failure(pools, key, bid.get("code") or "bid-failed", now, settings.seconds_per_minute)
+    return launch["attempt"], pools, launch.get("capacity_wait")
 
 
 def candidate_pools(ec2: Any, settings: Settings, job: dict) -> list[Pool]:
@@ -141,21 +177,23 @@ def _subnets(ec2: Any, settings: Settings) -> list[dict]:
 
 
 def _first_pool_that_launches(
-    launch: Callable[[Pool], dict], pools: list[Pool], pools_failed: list[str]
+    launch: Callable[[Pool], dict], pools: list[Pool], refusals: dict, now: dt.datetime, seconds_per_minute: int
 ) -> tuple[dict, Pool] | None:
-    """Try pools in order; capacity/price answers mark the pool failed (in place) and move on."""
+    """Try the pools that are due in order; a capacity/price answer records the pool's refusal (in place)."""
     for pool in pools:
-        if pool.key in pools_failed:
+        if not capacity.is_due(refusals, pool.key, now):
             continue
         try:
-            return launch(pool), pool
+            launched = launch(pool)
         except ClientError as exc:
             code = error_code(exc)
             if code in POOL_FAILURE_CODES:
                 logger.warning("pool failed", extra={"pool": pool.key, "code": code})
-                pools_failed.append(pool.key)
+                capacity.record_failure(refusals, pool.key, code, now, seconds_per_minute)
                 continue
             raise
+        refusals.pop(pool.key, None)
+        return launched, pool
     return None
 
 

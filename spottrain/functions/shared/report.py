@@ -52,6 +52,16 @@ def record_launch(s3: Any, bucket: str, job: str, attempt: int, instance: dict) 
     return report
 
 
+def record_capacity_wait(s3: Any, bucket: str, attempt: int, wait: dict, pools_refused: list[str]) -> dict:
+    """Add or update (by start time) the attempt's wait for capacity in `capacity_waits`."""
+    report = load(s3, bucket)
+    entry = {"attempt": attempt, **wait, "pools_refused": pools_refused}
+    waits = [w for w in report.get("capacity_waits", []) if w.get("started_at") != wait["started_at"]]
+    report["capacity_waits"] = waits + [entry]
+    save(s3, bucket, report)
+    return report
+
+
 def record_end(s3: Any, bucket: str, attempt: int, outcome: str, ended_at: dt.datetime | None = None) -> dict:
     """Mark how an attempt ended (SUCCEEDED, FAILED, INTERRUPTED, CANCELLED); idempotent."""
     report = load(s3, bucket)

@@ -170,21 +170,60 @@ def test_given_no_capacity_in_the_first_pools_when_requested_then_the_next_pool_
             "launched_at": "2026-01-01T12:00:00+00:00"}.items() <= launch["instance"].items()
 
 
-def test_given_pools_that_already_failed_this_job_when_relaunching_then_they_are_not_tried_again(aws, stubbed_ec2):
-    _, s3 = aws
-    ec2, stubber = stubbed_ec2
+NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
+
+
+def later(seconds: float) -> dt.datetime:
+    return NOW + dt.timedelta(seconds=seconds)
+
+
+def relaunch_after_failed_bid(pools: dict) -> dict:
+    """The state when g5.xlarge in subnet-b failed its bid, and `pools` had refused before."""
     state = job_state()
-    state["launch"] = {"status": "LAUNCHED", "attempt": 1, "pools_failed": ["g5.xlarge/subnet-a"], "wait_seconds": 15,
+    state["launch"] = {"status": "LAUNCHED", "attempt": 1, "pools": pools, "wait_seconds": 15,
                        "instance": {"instance_id": "i-old", "instance_type": "g5.xlarge", "subnet_id": "subnet-b",
                                     "az": "us-east-1b"}}
     state["bid"] = {"status": "FAILED", "code": "capacity-not-available", "message": "", "checks": 1}
+    return state
+
+
+def refused(at: dt.datetime, retry_after: float, failures: int = 1) -> dict:
+    return {"failures": failures, "code": "InsufficientInstanceCapacity", "failed_at": at.isoformat(),
+            "retry_at": (at + dt.timedelta(seconds=retry_after)).isoformat()}
+
+
+def test_given_pools_in_their_back_off_when_relaunching_then_they_are_skipped(aws, stubbed_ec2):
+    # Given g5 in subnet-a refused 10 s ago (back-off 60 s) and g5 in subnet-b just failed its bid
+    _, s3 = aws
+    ec2, stubber = stubbed_ec2
+    state = relaunch_after_failed_bid({"g5.xlarge/subnet-a": refused(later(-10), 60)})
     expect_subnets(stubber)
-    expect_launch(stubber, "g4dn.xlarge", "subnet-a")  # g5 in a failed at launch, g5 in b failed its bid
+    expect_launch(stubber, "g4dn.xlarge", "subnet-a")  # neither g5 pool is asked
 
-    launch = rsi.request_instance(ec2, s3, stub_settings(), state)
+    # When the attempt relaunches
+    launch = rsi.request_instance(ec2, s3, stub_settings(), state, now=NOW)
 
-    assert launch["attempt"] == 1  # a failed bid keeps the attempt
+    # Then the next due pool launches, the attempt is kept, and the failed bid counts as its pool's refusal
+    assert launch["attempt"] == 1 and launch["instance"]["instance_type"] == "g4dn.xlarge"
     assert launch["pools_failed"] == ["g5.xlarge/subnet-a", "g5.xlarge/subnet-b"]
+    assert launch["pools"]["g5.xlarge/subnet-b"]["code"] == "capacity-not-available"
+    assert launch["pools"]["g5.xlarge/subnet-b"]["retry_at"] == later(60).isoformat()
+
+
+def test_given_a_pool_whose_back_off_expired_when_relaunching_then_it_is_tried_again_and_forgiven(aws, stubbed_ec2):
+    # Given g5 in subnet-a refused twice, its back-off (2 min) over
+    _, s3 = aws
+    ec2, stubber = stubbed_ec2
+    state = relaunch_after_failed_bid({"g5.xlarge/subnet-a": refused(later(-121), 120, failures=2)})
+    expect_subnets(stubber)
+    expect_launch(stubber, "g5.xlarge", "subnet-a")
+
+    # When the attempt relaunches
+    launch = rsi.request_instance(ec2, s3, stub_settings(), state, now=NOW)
+
+    # Then the job's first choice launches again: a refusal is not a ban, and its success clears the record
+    assert launch["instance"]["instance_type"] == "g5.xlarge" and launch["instance"]["subnet_id"] == "subnet-a"
+    assert list(launch["pools"]) == ["g5.xlarge/subnet-b"]
 
 
 def expect_every_pool_full(stubber) -> None:
@@ -195,12 +234,12 @@ def expect_every_pool_full(stubber) -> None:
             expect_no_capacity(stubber, instance_type, subnet)
 
 
-def test_given_every_pool_without_capacity_and_no_fallback_then_exhausted_with_nothing_launched(aws, stubbed_ec2):
+def test_given_every_pool_full_and_no_wait_allowed_then_exhausted_with_nothing_launched(aws, stubbed_ec2):
     _, s3 = aws
     ec2, stubber = stubbed_ec2
     expect_every_pool_full(stubber)
 
-    launch = rsi.request_instance(ec2, s3, stub_settings(), job_state())
+    launch = rsi.request_instance(ec2, s3, stub_settings(), job_state(capacity_wait_minutes=0))
 
     assert launch["status"] == "EXHAUSTED" and launch["instance"] is None
     assert len(launch["pools_failed"]) == 4
@@ -212,7 +251,8 @@ def test_given_no_spot_capacity_and_job_and_stack_allow_on_demand_then_on_demand
     ec2, stubber = stubbed_ec2
     expect_every_pool_full(stubber)
     expect_launch(stubber, "g5.xlarge", "subnet-a", spot=False)  # run_params(spot=False): no market options
-    state = job_state(instance={"types": ["g5.xlarge", "g4dn.xlarge"], "on_demand_fallback": True, "volume_gb": 120})
+    state = job_state(instance={"types": ["g5.xlarge", "g4dn.xlarge"], "on_demand_fallback": True, "volume_gb": 120},
+                      capacity_wait_minutes=0)  # the fallback comes once the wait for spot capacity is over
 
     launch = rsi.request_instance(ec2, s3, stub_settings(on_demand_fallback=True), state)
 
@@ -226,11 +266,112 @@ def test_given_the_job_asks_for_on_demand_but_the_stack_forbids_it_then_exhauste
     _, s3 = aws
     ec2, stubber = stubbed_ec2
     expect_every_pool_full(stubber)
-    state = job_state(instance={"types": ["g5.xlarge", "g4dn.xlarge"], "on_demand_fallback": True, "volume_gb": 120})
+    state = job_state(instance={"types": ["g5.xlarge", "g4dn.xlarge"], "on_demand_fallback": True, "volume_gb": 120},
+                      capacity_wait_minutes=0)
 
     launch = rsi.request_instance(ec2, s3, stub_settings(on_demand_fallback=False), state)
 
     assert launch["status"] == "EXHAUSTED"
+
+
+def test_given_every_pool_full_when_the_job_may_wait_then_it_waits_a_minute_and_the_report_shows_it(aws, stubbed_ec2):
+    # Given every pool refuses and the job may wait 30 minutes (a minute lasts 60 s)
+    _, s3 = aws
+    ec2, stubber = stubbed_ec2
+    expect_every_pool_full(stubber)
+
+    # When the attempt is requested
+    launch = rsi.request_instance(ec2, s3, stub_settings(), job_state(capacity_wait_minutes=30), now=NOW)
+
+    # Then it waits until the pools' one-minute back-off is over, with the window's deadline set
+    assert launch["status"] == "WAITING" and launch["instance"] is None and launch["wait_seconds"] == 60
+    assert launch["capacity_wait_begins"] is True  # the workflow emails once, now
+    assert launch["capacity_wait"] == {"started_at": NOW.isoformat(), "deadline": later(1800).isoformat(),
+                                       "waits": 1, "outcome": "WAITING"}
+    # And report.json shows the wait, with the pools that refused
+    (entry,) = read_report(s3)["capacity_waits"]
+    assert entry["outcome"] == "WAITING" and len(entry["pools_refused"]) == 4 and entry["attempt"] == 1
+
+
+def waiting_state(started: dt.datetime, window_seconds: float, waits: int, retry_after: float) -> dict:
+    """The state after `waits` waits that began at `started`: every pool refused, due `retry_after` s from then."""
+    state = job_state(capacity_wait_minutes=30)
+    pools = {f"{t}/{s}": refused(started, retry_after) for t in ("g5.xlarge", "g4dn.xlarge") for s, _ in SUBNETS}
+    wait = {"started_at": started.isoformat(), "deadline": (started + dt.timedelta(seconds=window_seconds)).isoformat(),
+            "waits": waits, "outcome": "WAITING"}
+    state["launch"] = {"status": "WAITING", "attempt": 1, "instance": None, "pools": pools,
+                       "capacity_wait": wait, "wait_seconds": retry_after}
+    state["bid"] = {"status": "FAILED", "code": "stale", "checks": 1}  # from an earlier launch: not counted again
+    return state
+
+
+def test_given_a_wait_when_a_pool_has_room_again_then_it_launches_and_says_how_long_it_waited(aws, stubbed_ec2):
+    # Given the attempt has waited 3 times since 200 s ago, and now every pool is due again
+    _, s3 = aws
+    ec2, stubber = stubbed_ec2
+    state = waiting_state(later(-200), 1800, waits=3, retry_after=120)
+    expect_subnets(stubber)
+    expect_launch(stubber, "g5.xlarge", "subnet-a")
+
+    # When the attempt is requested again
+    launch = rsi.request_instance(ec2, s3, stub_settings(), state, now=NOW)
+
+    # Then the first choice launches, the wait ends FOUND after 200 s, and report.json keeps it
+    assert launch["status"] == "LAUNCHED" and launch["capacity_found_after_seconds"] == 200
+    assert launch["capacity_wait"]["outcome"] == "FOUND" and launch["capacity_wait"]["waits"] == 3
+    (entry,) = read_report(s3)["capacity_waits"]
+    assert (entry["outcome"], entry["ended_at"], entry["waits"]) == ("FOUND", NOW.isoformat(), 3)
+    assert "g5.xlarge/subnet-a" not in launch["pools"]
+
+
+def test_given_a_wait_whose_pools_refuse_again_then_their_back_off_doubles_and_the_waits_count_up(aws, stubbed_ec2):
+    _, s3 = aws
+    ec2, stubber = stubbed_ec2
+    state = waiting_state(later(-60), 1800, waits=1, retry_after=60)
+    expect_every_pool_full(stubber)
+
+    launch = rsi.request_instance(ec2, s3, stub_settings(), state, now=NOW)
+
+    assert launch["status"] == "WAITING" and launch["wait_seconds"] == 120  # 1 min, then 2 min
+    assert launch["capacity_wait"]["waits"] == 2 and launch["capacity_wait"]["started_at"] == later(-60).isoformat()
+    assert launch["capacity_wait_begins"] is False  # no second "waiting" email
+    assert {record["failures"] for record in launch["pools"].values()} == {2}
+
+
+def test_given_a_wait_whose_window_is_over_when_every_pool_refuses_then_exhausted_and_the_report_says_gave_up(
+    aws, stubbed_ec2
+):
+    # Given a 30-minute window that began 30 minutes ago
+    _, s3 = aws
+    ec2, stubber = stubbed_ec2
+    state = waiting_state(later(-1800), 1800, waits=9, retry_after=300)
+    expect_every_pool_full(stubber)
+
+    # When every pool refuses once more
+    launch = rsi.request_instance(ec2, s3, stub_settings(), state, now=NOW)
+
+    # Then the job gives up (NoSpotCapacity follows) and the report says how long it waited
+    assert launch["status"] == "EXHAUSTED" and launch["capacity_wait"]["outcome"] == "GAVE_UP"
+    (entry,) = read_report(s3)["capacity_waits"]
+    assert (entry["outcome"], entry["waits"], entry["ended_at"]) == ("GAVE_UP", 9, NOW.isoformat())
+
+
+def test_given_an_interruption_after_a_wait_when_relaunching_then_the_next_attempt_waits_afresh(aws, stubbed_ec2):
+    # Given attempt 1 found capacity after a wait whose window is now over, and was then reclaimed
+    _, s3 = aws
+    ec2, stubber = stubbed_ec2
+    state = waiting_state(later(-3600), 1800, waits=4, retry_after=0)
+    state["launch"] |= {"status": "LAUNCHED", "pools": {}, "instance": {
+        "instance_id": "i-old", "instance_type": "g5.xlarge", "subnet_id": "subnet-a", "az": "us-east-1a"}}
+    state["poll"] = {"status": "INTERRUPTED", "attempt": 1}
+    expect_every_pool_full(stubber)
+
+    # When every pool refuses the relaunch
+    launch = rsi.request_instance(ec2, s3, stub_settings(), state, now=NOW)
+
+    # Then attempt 2 waits with a window of its own rather than failing the job
+    assert launch["status"] == "WAITING" and launch["attempt"] == 2
+    assert launch["capacity_wait"]["started_at"] == NOW.isoformat() and launch["capacity_wait"]["waits"] == 1
 
 
 def test_given_no_spot_price_history_then_the_price_cap_is_the_estimate(aws, stubbed_ec2):
