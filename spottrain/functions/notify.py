@@ -140,7 +140,7 @@ def subject_for(event: NotifyEvent, state: dict, details: ReportAndLogs, now: dt
     if event is NotifyEvent.REQUEST_FULFILLED:
         retry = f", attempt {attempts}" if _attempt(state) > 1 else ""
         found = (state.get("launch") or {}).get("capacity_found_after_seconds")
-        waited = f" after waiting {format_duration(found)} for capacity" if found is not None else ""
+        waited = f" after a {format_duration(found)} capacity wait" if found is not None else ""
         text = f"{job} started on {_instance_phrase(instance)} in {instance.get('az', '?')}{retry}{waited}"
     elif event is NotifyEvent.CAPACITY_WAIT:
         text = f"{job} is waiting for spot capacity: no allowed pool has room"
@@ -220,6 +220,10 @@ def _event_lines(event: NotifyEvent, state: dict) -> list[str]:
         lines.append(f"Tried instance types: {types or '?'}")
         if launch.get("pools_failed"):
             lines.append(f"Pools without capacity: {', '.join(launch['pools_failed'])}")
+        wait = launch.get("capacity_wait") or {}
+        if wait.get("waits"):
+            lines.append(f"Waited for capacity from {wait['started_at']} to {wait.get('ended_at', '?')} "
+                         f"({wait['waits']} waits; capacity_wait_minutes sets how long)")
         if bid.get("code") or bid.get("message"):
             lines.append(f"Last spot answer: {bid.get('code', '')} {bid.get('message', '')}".rstrip())
     if event is NotifyEvent.CAPACITY_WAIT:

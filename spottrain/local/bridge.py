@@ -9,8 +9,8 @@ the emulator is up, and restores them on exit:
 2. CloudFormation's AWS::StepFunctions::StateMachine: moto ignores DefinitionSubstitutions and
    DefinitionS3Location and registers the machine only with its non-executing backend. We render
    the definition and register it, under the same name (hence ARN), with the executing backend too.
-3. EC2 RunInstances: the `no-capacity` fault makes it fail with InsufficientInstanceCapacity, the
-   error AWS gives when a spot/on-demand pool has no room.
+3. EC2 RunInstances: the `no-capacity` and `capacity-outage` faults make it fail with
+   InsufficientInstanceCapacity, the error AWS gives when a spot/on-demand pool has no room.
 4. S3 bucket policies: moto ignores Conditions, so the job bucket's TLS-only statement (Deny unless
    aws:SecureTransport) would deny every request. The emulator speaks plain HTTP on loopback, where
    such a statement has nothing to guard; we evaluate the policy without it.
@@ -352,7 +352,7 @@ class Bridge(Patches):
             raise InsufficientInstanceCapacity(
                 "InsufficientInstanceCapacity",
                 f"We currently do not have sufficient {instance_type} capacity in the Availability Zone you "
-                "requested. (fault injected by the emulator: no-capacity)",
+                "requested. (fault injected by the emulator: no-capacity or capacity-outage)",
             )
 
 

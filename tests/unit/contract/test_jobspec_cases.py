@@ -106,6 +106,8 @@ BAD_SPECS = [
     ("attempts over stack cap", spec_with(limits={"max_attempts": 4}), "limits.max_attempts", "cap of 3", False),
     ("negative keep alive", spec_with(keep_alive_minutes=-5), "keep_alive_minutes", "at least 0", True),
     ("keep alive over stack cap", spec_with(keep_alive_minutes=45), "keep_alive_minutes", "cap of 30", False),
+    ("negative capacity wait", spec_with(capacity_wait_minutes=-1), "capacity_wait_minutes", "at least 0", True),
+    ("capacity wait over stack cap", spec_with(capacity_wait_minutes=241), "capacity_wait_minutes", "cap of 240", False),
     ("huge command", spec_with(exec_command="python train.py " + "--flag " * 700), "exec_command", "at most 4096", True),
     ("spec over 16 KiB", spec_with(setup_command="x" * 4000, data_get_command="y" * 4000, exec_command="z" * 4000,
                                    env={f"V{i}": "v" * 1000 for i in range(5)}), "spec", "16384-byte", False),
