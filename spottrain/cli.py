@@ -305,6 +305,9 @@ def _describe_results(console: Console, folder: Path) -> None:
             f"{len(report['attempts'])} attempt(s), {report['billable_seconds']}s billable, "
             f"estimated ${report['estimated_cost_usd']:.4f} (on-demand ${report['on_demand_cost_usd']:.4f})"
         )
+    for wait in report.get("capacity_waits", []):
+        console.say(f"attempt {wait['attempt']} waited for spot capacity from {wait['started_at']} to "
+                    f"{wait.get('ended_at') or 'now'} ({wait['waits']} waits): {wait['outcome']}")
 
 
 def _read_json_file(path: Path) -> dict:

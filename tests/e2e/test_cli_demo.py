@@ -49,6 +49,29 @@ def test_given_a_fresh_checkout_when_the_demo_is_interrupted_at_its_first_checkp
 
 
 @pytest.mark.timeout(420)
+def test_given_a_capacity_outage_when_the_demo_runs_then_it_waits_for_capacity_and_succeeds(
+    emulator_workdir, tmp_path, capsys
+):
+    # When the user runs the demo while every pool refuses for 20 s (the demo stack waits 30 s: a minute is 1 s)
+    runs = tmp_path / "runs"
+    code = cli.main(["demo", "--workdir", str(emulator_workdir), "--runs", str(runs),
+                     "--inject", "capacity-outage=20"])
+    out = capsys.readouterr().out
+
+    # Then it succeeds after one "waiting" email and a "started" one that says it waited
+    assert code == 0, out
+    assert out.count("✉  [spottrain] multihead-demo is waiting for spot capacity") == 1, out
+    assert re.search(r"✉  \[spottrain\] multihead-demo started on .* after a \d+s capacity wait", out), out
+    # And report.json shows the wait: found, after at least one retry, on the one attempt it trained
+    report = json.loads((runs / "multihead-demo" / "report.json").read_text())
+    (wait,) = report["capacity_waits"]
+    assert wait["outcome"] == "FOUND" and wait["waits"] >= 1 and wait["attempt"] == 1, wait
+    assert len(wait["pools_refused"]) >= 3, wait  # every type of the demo was refused at least once
+    assert [a["outcome"] for a in report["attempts"]] == ["SUCCEEDED"]
+    assert "waited for spot capacity" in out and "FOUND" in out
+
+
+@pytest.mark.timeout(420)
 def test_given_a_fault_due_after_the_training_has_ended_when_the_demo_runs_then_it_exits_1_saying_it_never_fired(
     emulator_workdir, tmp_path, capsys
 ):
