@@ -1,7 +1,8 @@
 """Launch the job's instance: one spot instance from the stack's launch template, first pool that has room.
 
-A pool is (instance type x subnet). RunInstances with spot market options answers synchronously, so a
-pool without capacity or under the price cap fails here and the next one is tried; a pool that refused
+A pool is (instance type x subnet), tried best first (`shared/pools.py`: placement score, the spec's type
+order, spot price; the pool that just reclaimed our instance last). RunInstances with spot market options
+answers synchronously, so a pool without capacity or under the price cap fails here and the next one is tried; a pool that refused
 is skipped until its back-off expires (`shared/capacity.py`). When no pool launches, the attempt waits
 (WAITING: the workflow's Wait state, then this task again) for up to the job's capacity_wait_minutes;
 once that window is over the job may fall back to on-demand (if both the job and the stack allow it),
@@ -9,7 +10,6 @@ otherwise the state machine stops with NoSpotCapacity.
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import functools
 from typing import Any, Callable
@@ -23,6 +23,7 @@ from spottrain.contract.settings import Settings
 from spottrain.contract.status import BidStatus, JobStatus, LaunchStatus
 from spottrain.contract.userdata import render_user_data
 from spottrain.functions.shared import capacity, pricing, report, runtime
+from spottrain.functions.shared.pools import Pool, Ranked, pool_key, rank
 from spottrain.functions.shared.awserrors import error_code, transient_errors
 
 logger = Logger(service="spottrain-request-spot-instance")
@@ -37,21 +38,6 @@ POOL_FAILURE_CODES = frozenset({
     "InstanceLimitExceeded",
     "VcpuLimitExceeded",
 })
-
-
-@dataclasses.dataclass(frozen=True)
-class Pool:
-    instance_type: str
-    subnet_id: str
-    az: str
-
-    @property
-    def key(self) -> str:
-        return pool_key(self.instance_type, self.subnet_id)
-
-
-def pool_key(instance_type: str, subnet_id: str) -> str:
-    return f"{instance_type}/{subnet_id}"
 
 
 class NoSubnetToLaunchInto(RuntimeError):
@@ -73,7 +59,9 @@ def request_instance(ec2: Any, s3: Any, settings: Settings, state: dict, now: dt
     """
     now = now or report.utcnow()
     attempt, pools, wait = next_attempt(state, settings, now)
-    candidates = candidate_pools(ec2, settings, state["job"])
+    demoted = _demoted(state)
+    ranked = rank(ec2, candidate_pools(ec2, settings, state["job"]), ec2.meta.region_name, demoted)
+    candidates = [entry.pool for entry in ranked]
     launch = functools.partial(_run_instance, ec2, settings, state, attempt)
     launched = _first_pool_that_launches(launch, candidates, pools, now, settings.seconds_per_minute)
     if launched is None:
@@ -85,14 +73,26 @@ def request_instance(ec2: Any, s3: Any, settings: Settings, state: dict, now: dt
             logger.warning("no spot capacity in any pool, launching on-demand", extra={"pool": candidates[0].key})
             launched = _first_pool_that_launches(functools.partial(launch, spot=False), candidates[:1], {}, now, 0)
     if launched is None:
-        return _exhausted(s3, state, attempt, pools, wait, now)
-    return _launched(ec2, s3, settings, state, attempt, pools, wait, launched, now)
+        return _exhausted(s3, state, attempt, pools, wait, now) | {"demoted": demoted}
+    chosen = next(entry for entry in ranked if entry.pool == launched[1])
+    result = _launched(s3, settings, state, attempt, pools, wait, launched[0], chosen, demoted, now)
+    return result | {"demoted": demoted}
+
+
+def _demoted(state: dict) -> str | None:
+    """The pool that reclaimed the last attempt's instance: tried last for the attempt after it."""
+    launch, poll = state.get("launch") or {}, state.get("poll") or {}
+    instance = launch.get("instance")
+    if instance and poll.get("status") == JobStatus.INTERRUPTED.value and poll.get("attempt") == launch["attempt"]:
+        return pool_key(instance["instance_type"], instance["subnet_id"])
+    return launch.get("demoted")
 
 
 def _waiting(s3: Any, state: dict, attempt: int, pools: dict, wait: dict, seconds: int) -> dict:
     logger.warning("no pool has capacity, waiting", extra={"wait_seconds": seconds, "capacity_wait": wait})
     report.record_capacity_wait(s3, state["storage"]["bucket"], attempt, wait, sorted(pools))
     return {"status": LaunchStatus.WAITING.value, "attempt": attempt, "instance": None, "pools": pools,
+            "demoted": _demoted(state),
             "pools_failed": sorted(pools), "capacity_wait": wait, "wait_seconds": seconds,
             "capacity_wait_begins": wait["waits"] == 1}  # the one email of this wait goes out now
 
@@ -106,9 +106,9 @@ def _exhausted(s3: Any, state: dict, attempt: int, pools: dict, wait: dict | Non
             "pools_failed": sorted(pools), "capacity_wait": wait, "wait_seconds": 0, "capacity_wait_begins": False}
 
 
-def _launched(ec2: Any, s3: Any, settings: Settings, state: dict, attempt: int, pools: dict,
-              wait: dict | None, launched: tuple[dict, Pool], now: dt.datetime) -> dict:
-    instance = _instance_record(ec2, settings, *launched)
+def _launched(s3: Any, settings: Settings, state: dict, attempt: int, pools: dict, wait: dict | None,
+              launched: dict, chosen: Ranked, demoted: str | None, now: dt.datetime) -> dict:
+    instance = _instance_record(settings, launched, chosen) | {"demoted_pool": demoted}
     bucket = state["storage"]["bucket"]
     report.record_launch(s3, bucket, state["job"]["exec_name"], attempt, instance)
     result = {
@@ -156,10 +156,10 @@ def next_attempt(state: dict, settings: Settings, now: dt.datetime) -> tuple[int
 
 
 def candidate_pools(ec2: Any, settings: Settings, job: dict) -> list[Pool]:
-    """Instance types in the job's (or the stack's) order, each across every subnet."""
+    """Instance types in the job's (or the stack's) order, each across every subnet (ranked later)."""
     types = (job.get("instance") or {}).get("types") or settings.default_instance_types
     subnets = _subnets(ec2, settings)
-    return [Pool(t, s["SubnetId"], s["AvailabilityZone"]) for t in types for s in subnets]
+    return [Pool(t, s["SubnetId"], s["AvailabilityZone"], s.get("AvailabilityZoneId", "")) for t in types for s in subnets]
 
 
 def _subnets(ec2: Any, settings: Settings) -> list[dict]:
@@ -256,12 +256,13 @@ def _tag_specifications(settings: Settings, state: dict, attempt: int, spot: boo
     return [{"ResourceType": kind, "Tags": tags} for kind in resource_types]
 
 
-def _instance_record(ec2: Any, settings: Settings, instance: dict, pool: Pool) -> dict:
+def _instance_record(settings: Settings, instance: dict, chosen: Ranked) -> dict:
+    pool = chosen.pool
     spot = instance.get("InstanceLifecycle") == "spot" or bool(instance.get("SpotInstanceRequestId"))
     on_demand = pricing.on_demand_price(pool.instance_type)
     price = on_demand
     if spot:
-        price = _spot_price(ec2, pool) or settings.max_spot_price or on_demand
+        price = chosen.spot_price or settings.max_spot_price or on_demand
     return {
         "instance_id": instance["InstanceId"],
         "instance_type": pool.instance_type,
@@ -272,18 +273,5 @@ def _instance_record(ec2: Any, settings: Settings, instance: dict, pool: Pool) -
         "launched_at": report.isoformat(instance.get("LaunchTime") or report.utcnow()),
         "price_per_hour": price,
         "on_demand_price_per_hour": on_demand,
+        "placement_score": chosen.score or None,
     }
-
-
-def _spot_price(ec2: Any, pool: Pool) -> float | None:
-    """The pool's latest spot price; None when EC2 has none to give (estimates fall back)."""
-    history = ec2.describe_spot_price_history(
-        InstanceTypes=[pool.instance_type],
-        ProductDescriptions=["Linux/UNIX"],
-        Filters=[{"Name": "availability-zone", "Values": [pool.az]}],
-        StartTime=dt.datetime.now(dt.timezone.utc),
-        MaxResults=1,
-    )["SpotPriceHistory"]
-    prices = [float(entry["SpotPrice"]) for entry in history if entry.get("SpotPrice")]
-    return prices[0] if prices else None
-

@@ -65,7 +65,8 @@ class TaskPermissions:
         self._add(fn, "RunWithStackTemplate", ["ec2:RunInstances"], self.launch.run_instances_resource_arns)
         at_launch = {"StringEquals": {"ec2:CreateAction": "RunInstances"}}
         self._add(fn, "TagAtLaunch", ["ec2:CreateTags"], created, at_launch)
-        self._add(fn, "DescribeCapacity", ["ec2:DescribeSubnets", "ec2:DescribeSpotPriceHistory"], ["*"])
+        self._add(fn, "DescribeCapacity",
+                  ["ec2:DescribeSubnets", "ec2:DescribeSpotPriceHistory", "ec2:GetSpotPlacementScores"], ["*"])
         spot_service = {"StringEquals": {"iam:AWSServiceName": "spot.amazonaws.com"}}
         spot_role = [self._spot_service_role_arn()]
         self._add(fn, "CreateSpotServiceRole", ["iam:CreateServiceLinkedRole"], spot_role, spot_service)

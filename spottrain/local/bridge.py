@@ -14,9 +14,12 @@ the emulator is up, and restores them on exit:
 4. S3 bucket policies: moto ignores Conditions, so the job bucket's TLS-only statement (Deny unless
    aws:SecureTransport) would deny every request. The emulator speaks plain HTTP on loopback, where
    such a statement has nothing to guard; we evaluate the policy without it.
-5. EC2 spot price history: moto answers $0.00001/h for every type, which would make every report
-   claim a 100% saving. We answer a typical spot price instead: a fixed fraction of the on-demand
-   list price in spottrain/functions/shared/pricing.py (the emulator has no spot market to sample).
+5. The spot market (`SpotMarket`, which the function tests install on their own): moto answers
+   $0.00001/h for every type's spot price history, which would make every report claim a 100% saving,
+   and has no GetSpotPlacementScores at all. We answer a typical spot price instead (a fixed fraction
+   of the on-demand list price in spottrain/functions/shared/pricing.py), and fixed placement scores:
+   each AZ of the region scores 10 minus its position in AZ-name order (us-east-1a 10, us-east-1b 9, ...,
+   at least 1), whatever the type. The emulator has no market to sample; these make runs repeatable.
 6. EC2 GetConsoleOutput: moto answers a canned Linux boot log for every instance. We answer what the
    simulated instance really printed: the last 64 KiB of its `instances/<id>/console.log` (its user
    data's stdout and stderr), as AWS keeps the last 64 KiB of a console. (moto records every
@@ -41,7 +44,7 @@ from typing import Any
 
 from moto.awslambda.models import LambdaFunction
 from moto.core.exceptions import AWSError, ServiceException
-from moto.core.responses import EmptyResult
+from moto.core.responses import ActionResult, EmptyResult
 from moto.ec2.models import EC2Backend
 from moto.core.types import Base64EncodedString
 from moto.ec2.models.instances import InstanceBackend
@@ -78,6 +81,7 @@ TRANSIENT_LAMBDA_ERROR = "Lambda.ServiceException"
 # Spot prices for GPU instances have mostly sat at 30-40% of on-demand; the emulator shows that.
 SPOT_FRACTION_OF_ON_DEMAND = 0.35
 CONSOLE_OUTPUT_BYTES = 64 * 1024  # what EC2 keeps of an instance's console
+PLACEMENT_SCORE_BEST = 10  # GetSpotPlacementScores answers 1..10
 
 
 class InsufficientInstanceCapacity(ServiceException):
@@ -245,6 +249,35 @@ def _wait_ended(backend: StepFunctionsParserBackend, token: str) -> bool:
     return False
 
 
+class SpotMarket(Patches):
+    """Spot prices and placement scores for moto's EC2 (see 5. above); restored on exit."""
+
+    def __enter__(self) -> "SpotMarket":
+        original = SpotInstances.describe_spot_price_history
+
+        def describe_spot_price_history(response: SpotInstances) -> Any:
+            result = original(response)
+            for entry in result.result["SpotPriceHistory"]:
+                price = on_demand_price(entry["InstanceType"])
+                if price:
+                    entry["SpotPrice"] = f"{price * SPOT_FRACTION_OF_ON_DEMAND:.4f}"
+            return result
+
+        self._patch(SpotInstances, "describe_spot_price_history", describe_spot_price_history)
+        self._patch(SpotInstances, "get_spot_placement_scores", get_spot_placement_scores)
+        return self
+
+
+def get_spot_placement_scores(response: SpotInstances) -> ActionResult:
+    region = response.region
+    if not response._get_bool_param("SingleAvailabilityZone", False):
+        return ActionResult({"SpotPlacementScores": [{"Region": region, "Score": PLACEMENT_SCORE_BEST}]})
+    zones = sorted(response.ec2_backend.describe_availability_zones(), key=lambda zone: zone.name)
+    return ActionResult({"SpotPlacementScores": [
+        {"Region": region, "AvailabilityZoneId": zone.zone_id, "Score": max(1, PLACEMENT_SCORE_BEST - index)}
+        for index, zone in enumerate(zones)]})
+
+
 class Bridge(Patches):
     """Installs the patches on enter, removes them on exit. One emulator per process at a time."""
 
@@ -253,6 +286,7 @@ class Bridge(Patches):
         self.host = host
         self.faults = faults
         self._callbacks = CallbackBridge()
+        self._market = SpotMarket()
 
     def __enter__(self) -> "Bridge":
         try:
@@ -261,7 +295,7 @@ class Bridge(Patches):
             self._bridge_state_machines()
             self._bridge_capacity()
             self._patch(FakeBucket, "get_permission", bucket_permission)
-            self._bridge_spot_prices()
+            self._market.__enter__()
             self._bridge_console_output()
         except BaseException:
             self.__exit__()
@@ -298,19 +332,6 @@ class Bridge(Patches):
 
         self._patch(InstanceBackend, "run_instances", run_instances)
 
-    def _bridge_spot_prices(self) -> None:
-        original = SpotInstances.describe_spot_price_history
-
-        def describe_spot_price_history(response: SpotInstances) -> Any:
-            result = original(response)
-            for entry in result.result["SpotPriceHistory"]:
-                price = on_demand_price(entry["InstanceType"])
-                if price:
-                    entry["SpotPrice"] = f"{price * SPOT_FRACTION_OF_ON_DEMAND:.4f}"
-            return result
-
-        self._patch(SpotInstances, "describe_spot_price_history", describe_spot_price_history)
-
     def _bridge_console_output(self) -> None:
         original = General.get_console_output
         instances = self.host.workdir / "instances"  # where Ec2Simulator boots each instance of this run
@@ -325,6 +346,7 @@ class Bridge(Patches):
 
     def __exit__(self, *exc: Any) -> None:
         super().__exit__(*exc)
+        self._market.__exit__(*exc)
         self._callbacks.__exit__(*exc)
         self.host.close()
 

@@ -42,6 +42,9 @@ def test_given_a_fresh_checkout_when_the_demo_is_interrupted_at_its_first_checkp
     assert (job / "output" / "model.npz").stat().st_size > 0
     report = json.loads((job / "report.json").read_text())
     assert [a["outcome"] for a in report["attempts"]] == ["INTERRUPTED", "SUCCEEDED"]
+    # And the relaunch went to another pool than the one that reclaimed the first instance
+    first, second = ({key: a[key] for key in ("instance_type", "subnet_id")} for a in report["attempts"])
+    assert second != first and report["attempts"][1]["demoted_pool"] == "{instance_type}/{subnet_id}".format(**first)
     # And the summary states where the training resumed, what was learned and what it cost
     resumed = metrics["resumed_from_iteration"]
     assert resumed and f"validation accuracy after 94 iterations (resumed from iteration {resumed})" in out

@@ -18,6 +18,7 @@ from spot_fixtures import (  # noqa: F401 (aws, clients, stubbed_ec2: fixtures)
     stubbed_ec2)
 
 SUBNETS = [("subnet-a", "us-east-1a"), ("subnet-b", "us-east-1b")]
+AZ_IDS = {"us-east-1a": "use1-az4", "us-east-1b": "use1-az6"}
 LAUNCH_TIME = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
 
 
@@ -115,10 +116,25 @@ def test_given_the_handler_with_stack_environment_when_invoked_then_it_launches(
 
 # ----- per-pool answers moto cannot give: botocore Stubber ---------------------------------------
 
-def expect_subnets(stubber):
+def expect_subnets(stubber, types=("g5.xlarge", "g4dn.xlarge"), scores: dict | None = None, prices: dict | None = None):
+    """The subnets, then what ranking reads: a placement score call per type, one spot price history.
+
+    `scores`: {(type, az id): score}; `prices`: {(type, az): "USD/h"}; unset, every pool has neither.
+    """
     stubber.add_response("describe_subnets",
-                         {"Subnets": [{"SubnetId": s, "AvailabilityZone": az} for s, az in SUBNETS]},
+                         {"Subnets": [{"SubnetId": s, "AvailabilityZone": az, "AvailabilityZoneId": AZ_IDS[az]}
+                                      for s, az in SUBNETS]},
                          {"SubnetIds": [s for s, _ in SUBNETS]})
+    for instance_type in types:
+        answer = [{"AvailabilityZoneId": az_id, "Region": "us-east-1", "Score": score}
+                  for (scored, az_id), score in (scores or {}).items() if scored == instance_type]
+        stubber.add_response("get_spot_placement_scores", {"SpotPlacementScores": answer},
+                             {"InstanceTypes": [instance_type], "TargetCapacity": 1, "TargetCapacityUnitType": "units",
+                              "SingleAvailabilityZone": True, "RegionNames": ["us-east-1"]})
+    history = [{"InstanceType": t, "AvailabilityZone": az, "SpotPrice": price, "ProductDescription": "Linux/UNIX"}
+               for (t, az), price in (prices or {}).items()]
+    stubber.add_response("describe_spot_price_history", {"SpotPriceHistory": history},
+                         {"InstanceTypes": list(types), "ProductDescriptions": ["Linux/UNIX"], "StartTime": ANY})
 
 
 def run_params(instance_type: str, subnet: str, spot: bool = True) -> dict:
@@ -138,15 +154,11 @@ def expect_no_capacity(stubber, instance_type: str, subnet: str, code: str = "In
                              expected_params=run_params(instance_type, subnet, spot))
 
 
-def expect_launch(stubber, instance_type: str, subnet: str, spot: bool = True, price: str | None = "0.3120"):
+def expect_launch(stubber, instance_type: str, subnet: str, spot: bool = True):
     instance = {"InstanceId": "i-0abc", "LaunchTime": LAUNCH_TIME}
     if spot:
         instance |= {"InstanceLifecycle": "spot", "SpotInstanceRequestId": "sir-123"}
     stubber.add_response("run_instances", {"Instances": [instance]}, run_params(instance_type, subnet, spot))
-    if spot:
-        az = dict(SUBNETS)[subnet]
-        history = [{"SpotPrice": price, "AvailabilityZone": az, "InstanceType": instance_type}] if price else []
-        stubber.add_response("describe_spot_price_history", {"SpotPriceHistory": history})
 
 
 def stub_settings(**overrides):
@@ -156,7 +168,7 @@ def stub_settings(**overrides):
 def test_given_no_capacity_in_the_first_pools_when_requested_then_the_next_pool_in_order_launches(aws, stubbed_ec2):
     _, s3 = aws
     ec2, stubber = stubbed_ec2
-    expect_subnets(stubber)
+    expect_subnets(stubber, prices={("g4dn.xlarge", "us-east-1a"): "0.3120"})
     expect_no_capacity(stubber, "g5.xlarge", "subnet-a")
     expect_no_capacity(stubber, "g5.xlarge", "subnet-b", code="SpotMaxPriceTooLow")
     expect_launch(stubber, "g4dn.xlarge", "subnet-a")
@@ -226,12 +238,14 @@ def test_given_a_pool_whose_back_off_expired_when_relaunching_then_it_is_tried_a
     assert list(launch["pools"]) == ["g5.xlarge/subnet-b"]
 
 
-def expect_every_pool_full(stubber) -> None:
-    """Both of the job's types in both subnets answer InsufficientInstanceCapacity."""
+IN_SPEC_ORDER = [(t, subnet) for t in ("g5.xlarge", "g4dn.xlarge") for subnet, _ in SUBNETS]
+
+
+def expect_every_pool_full(stubber, order=IN_SPEC_ORDER) -> None:
+    """Both of the job's types in both subnets answer InsufficientInstanceCapacity, asked in this order."""
     expect_subnets(stubber)
-    for instance_type in ("g5.xlarge", "g4dn.xlarge"):
-        for subnet, _ in SUBNETS:
-            expect_no_capacity(stubber, instance_type, subnet)
+    for instance_type, subnet in order:
+        expect_no_capacity(stubber, instance_type, subnet)
 
 
 def test_given_every_pool_full_and_no_wait_allowed_then_exhausted_with_nothing_launched(aws, stubbed_ec2):
@@ -364,7 +378,7 @@ def test_given_an_interruption_after_a_wait_when_relaunching_then_the_next_attem
     state["launch"] |= {"status": "LAUNCHED", "pools": {}, "instance": {
         "instance_id": "i-old", "instance_type": "g5.xlarge", "subnet_id": "subnet-a", "az": "us-east-1a"}}
     state["poll"] = {"status": "INTERRUPTED", "attempt": 1}
-    expect_every_pool_full(stubber)
+    expect_every_pool_full(stubber, IN_SPEC_ORDER[1:] + IN_SPEC_ORDER[:1])  # the reclaimed pool is asked last
 
     # When every pool refuses the relaunch
     launch = rsi.request_instance(ec2, s3, stub_settings(), state, now=NOW)
@@ -378,7 +392,7 @@ def test_given_no_spot_price_history_then_the_price_cap_is_the_estimate(aws, stu
     _, s3 = aws
     ec2, stubber = stubbed_ec2
     expect_subnets(stubber)
-    expect_launch(stubber, "g5.xlarge", "subnet-a", price=None)
+    expect_launch(stubber, "g5.xlarge", "subnet-a")
 
     launch = rsi.request_instance(ec2, s3, stub_settings(max_spot_price=0.5), job_state())
 
@@ -409,15 +423,17 @@ def test_given_an_interrupted_attempt_when_relaunching_then_the_next_attempt_is_
     expect_subnets(stubber)
     stubber.add_response("run_instances", {"Instances": [{"InstanceId": "i-new", "LaunchTime": LAUNCH_TIME,
                                                           "InstanceLifecycle": "spot"}]},
-                         run_params("g5.xlarge", "subnet-a") | {"TagSpecifications": [
+                         run_params("g5.xlarge", "subnet-b") | {"TagSpecifications": [
                              {"ResourceType": kind, "Tags": ANY} for kind in ("instance", "volume", "spot-instances-request")
                          ]})
-    stubber.add_response("describe_spot_price_history", {"SpotPriceHistory": []})
 
     launch = rsi.request_instance(ec2, s3, stub_settings(), state)
 
     assert launch["attempt"] == 3
     assert launch["pools_failed"] == []  # the reclaimed pool did not fail: it may have room again
+    # but it is tried last for this attempt: the first choice type launches in the other subnet
+    assert launch["demoted"] == "g5.xlarge/subnet-a" and launch["instance"]["subnet_id"] == "subnet-b"
+    assert launch["instance"]["demoted_pool"] == "g5.xlarge/subnet-a"
     params = rsi.launch_parameters(stub_settings(), state, 3, rsi.Pool("g5.xlarge", "subnet-a", "us-east-1a"),
                                    spot=True, region="us-east-1")
     assert {"Key": layout.TAG_ATTEMPT, "Value": "3"} in params["TagSpecifications"][0]["Tags"]
