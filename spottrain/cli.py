@@ -246,6 +246,20 @@ def cmd_cancel(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_cost(args: argparse.Namespace, console: Console) -> int:
+    from spottrain import cost
+
+    report = cost.local_report(Path(args.runs), args.name)
+    if report is None:  # not downloaded: ask the deployed stack's job bucket
+        session, stack = _aws(args)
+        try:
+            report = cost.bucket_report(session.client("s3"), stack.job_bucket(args.name))
+        except cost.ReportNotFound as exc:
+            raise UsageError(str(exc)) from None
+    cost.show(report)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from spottrain.demo import demo_spec
 
@@ -365,6 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("name")
 
     add("list", cmd_list, "list the jobs of the stack")
+
+    cost = add("cost", cmd_cost, "a job's cost per attempt and in total, against on-demand")
+    cost.add_argument("name")
+    cost.add_argument("--runs", default="runs", help="downloaded results, read first (default: runs/)")
     return parser
 
 
