@@ -2,8 +2,9 @@
 
 Reads the job's `report.json`: `runs/<job>/report.json` when the results were downloaded (the demo
 does), else the job's bucket of the deployed stack. The figures are the report's estimates: each
-attempt's running time (launch to end) at the spot price it launched at, and at the on-demand list
-price of its type (`spottrain/functions/shared/pricing.py`); capacity waits cost nothing and are listed.
+attempt's running time (launch to end) at the spot price it launched at, and at the on-demand price
+of its type (the Price List API's, or the bundled table's: the last line says which); capacity
+waits cost nothing and are listed.
 """
 from __future__ import annotations
 
@@ -77,8 +78,14 @@ def wait_lines(report: dict) -> list[str]:
 def show(report: dict, console: RichConsole | None = None) -> None:
     console = console or RichConsole()
     console.print(cost_table(report))
-    for line in wait_lines(report):
+    for line in wait_lines(report) + source_lines(report):
         console.print(line)
+
+
+def source_lines(report: dict) -> list[str]:
+    """Where the on-demand prices came from: the Price List API, or the labelled bundled table."""
+    sources = sorted({a.get("on_demand_price_source") or "bundled table" for a in report.get("attempts", [])})
+    return [f"on-demand prices: {', '.join(sources)}"] if sources else []
 
 
 def _money(value: Any) -> str:

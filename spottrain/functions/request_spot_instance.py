@@ -48,10 +48,12 @@ class NoSubnetToLaunchInto(RuntimeError):
 def handler(event: dict, context: Any) -> dict:
     logger.append_keys(job=event["job"]["exec_name"], execution=event["execution"]["name"])
     with transient_errors():
-        return request_instance(runtime.client("ec2"), runtime.client("s3"), runtime.settings(), event)
+        return request_instance(runtime.client("ec2"), runtime.client("s3"), runtime.settings(), event,
+                                pricing_api=runtime.pricing_client())
 
 
-def request_instance(ec2: Any, s3: Any, settings: Settings, state: dict, now: dt.datetime | None = None) -> dict:
+def request_instance(ec2: Any, s3: Any, settings: Settings, state: dict, now: dt.datetime | None = None,
+                     pricing_api: Any = None) -> dict:
     """Launch (or wait for, or give up on) this attempt's instance; returns the state's `launch` value.
 
     `launch.status`: LAUNCHED (`instance`, `wait_seconds` before the bid check), WAITING (no pool had
@@ -75,7 +77,8 @@ def request_instance(ec2: Any, s3: Any, settings: Settings, state: dict, now: dt
     if launched is None:
         return _exhausted(s3, state, attempt, pools, wait, now) | {"demoted": demoted}
     chosen = next(entry for entry in ranked if entry.pool == launched[1])
-    result = _launched(s3, settings, state, attempt, pools, wait, launched[0], chosen, demoted, now)
+    on_demand = pricing.list_price(pricing_api, ec2.meta.region_name, chosen.pool.instance_type)
+    result = _launched(s3, settings, state, attempt, pools, wait, launched[0], chosen, on_demand, demoted, now)
     return result | {"demoted": demoted}
 
 
@@ -107,8 +110,9 @@ def _exhausted(s3: Any, state: dict, attempt: int, pools: dict, wait: dict | Non
 
 
 def _launched(s3: Any, settings: Settings, state: dict, attempt: int, pools: dict, wait: dict | None,
-              launched: dict, chosen: Ranked, demoted: str | None, now: dt.datetime) -> dict:
-    instance = _instance_record(settings, launched, chosen) | {"demoted_pool": demoted}
+              launched: dict, chosen: Ranked, on_demand: pricing.OnDemandPrice, demoted: str | None,
+              now: dt.datetime) -> dict:
+    instance = _instance_record(settings, launched, chosen, on_demand) | {"demoted_pool": demoted}
     bucket = state["storage"]["bucket"]
     report.record_launch(s3, bucket, state["job"]["exec_name"], attempt, instance)
     result = {
@@ -256,10 +260,10 @@ def _tag_specifications(settings: Settings, state: dict, attempt: int, spot: boo
     return [{"ResourceType": kind, "Tags": tags} for kind in resource_types]
 
 
-def _instance_record(settings: Settings, instance: dict, chosen: Ranked) -> dict:
+def _instance_record(settings: Settings, instance: dict, chosen: Ranked, list_price: pricing.OnDemandPrice) -> dict:
     pool = chosen.pool
     spot = instance.get("InstanceLifecycle") == "spot" or bool(instance.get("SpotInstanceRequestId"))
-    on_demand = pricing.on_demand_price(pool.instance_type)
+    on_demand = list_price.usd_per_hour
     price = on_demand
     if spot:
         price = chosen.spot_price or settings.max_spot_price or on_demand
@@ -273,5 +277,6 @@ def _instance_record(settings: Settings, instance: dict, chosen: Ranked) -> dict
         "launched_at": report.isoformat(instance.get("LaunchTime") or report.utcnow()),
         "price_per_hour": price,
         "on_demand_price_per_hour": on_demand,
+        "on_demand_price_source": list_price.source,
         "placement_score": chosen.score or None,
     }

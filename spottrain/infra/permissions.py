@@ -66,7 +66,8 @@ class TaskPermissions:
         at_launch = {"StringEquals": {"ec2:CreateAction": "RunInstances"}}
         self._add(fn, "TagAtLaunch", ["ec2:CreateTags"], created, at_launch)
         self._add(fn, "DescribeCapacity",
-                  ["ec2:DescribeSubnets", "ec2:DescribeSpotPriceHistory", "ec2:GetSpotPlacementScores"], ["*"])
+                  ["ec2:DescribeSubnets", "ec2:DescribeSpotPriceHistory", "ec2:GetSpotPlacementScores",
+                   "pricing:GetProducts"], ["*"])
         spot_service = {"StringEquals": {"iam:AWSServiceName": "spot.amazonaws.com"}}
         spot_role = [self._spot_service_role_arn()]
         self._add(fn, "CreateSpotServiceRole", ["iam:CreateServiceLinkedRole"], spot_role, spot_service)

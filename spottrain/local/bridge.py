@@ -20,6 +20,9 @@ the emulator is up, and restores them on exit:
    of the on-demand list price in spottrain/functions/shared/pricing.py), and fixed placement scores:
    each AZ of the region scores 10 minus its position in AZ-name order (us-east-1a 10, us-east-1b 9, ...,
    at least 1), whatever the type. The emulator has no market to sample; these make runs repeatable.
+5b. The AWS Price List Query API (`pricing:GetProducts`), which moto lacks: answered below the
+   client's call (so the IAM check still records it) with one product per instance type the bundled
+   table of spottrain/functions/shared/pricing.py lists, in the shape AWS returns, for any region.
 6. EC2 GetConsoleOutput: moto answers a canned Linux boot log for every instance. We answer what the
    simulated instance really printed: the last 64 KiB of its `instances/<id>/console.log` (its user
    data's stdout and stderr), as AWS keeps the last 64 KiB of a console. (moto records every
@@ -40,7 +43,10 @@ from __future__ import annotations
 import json
 import logging
 import re
+from types import SimpleNamespace
 from typing import Any
+
+from botocore.client import BaseClient
 
 from moto.awslambda.models import LambdaFunction
 from moto.core.exceptions import AWSError, ServiceException
@@ -296,6 +302,7 @@ class Bridge(Patches):
             self._bridge_capacity()
             self._patch(FakeBucket, "get_permission", bucket_permission)
             self._market.__enter__()
+            self._bridge_price_list()
             self._bridge_console_output()
         except BaseException:
             self.__exit__()
@@ -331,6 +338,16 @@ class Bridge(Patches):
             return original_run(backend, *args, **kwargs)
 
         self._patch(InstanceBackend, "run_instances", run_instances)
+
+    def _bridge_price_list(self) -> None:
+        original = BaseClient._make_request
+
+        def make_request(client: BaseClient, operation_model: Any, request_dict: dict, request_context: dict) -> Any:
+            if client.meta.service_model.service_name == "pricing" and operation_model.name == "GetProducts":
+                return SimpleNamespace(status_code=200, headers={}), price_list_answer(request_dict["body"])
+            return original(client, operation_model, request_dict, request_context)
+
+        self._patch(BaseClient, "_make_request", make_request)
 
     def _bridge_console_output(self) -> None:
         original = General.get_console_output
@@ -376,6 +393,19 @@ class Bridge(Patches):
                 f"We currently do not have sufficient {instance_type} capacity in the Availability Zone you "
                 "requested. (fault injected by the emulator: no-capacity or capacity-outage)",
             )
+
+
+def price_list_answer(body: Any) -> dict:
+    """GetProducts' answer for the request's instanceType filter: its bundled price, hourly, on-demand."""
+    request = json.loads(body) if isinstance(body, (str, bytes)) else body
+    filters = {item["Field"]: item["Value"] for item in request.get("Filters", [])}
+    price = on_demand_price(filters.get("instanceType", ""))
+    if price is None:
+        return {"FormatVersion": "aws_v1", "PriceList": []}
+    dimension = {"unit": "Hrs", "pricePerUnit": {"USD": f"{price:.10f}"}, "description": "bridged by the emulator"}
+    document = {"product": {"attributes": filters},
+                "terms": {"OnDemand": {"EMULATOR.TERM": {"priceDimensions": {"EMULATOR.TERM.HRS": dimension}}}}}
+    return {"FormatVersion": "aws_v1", "PriceList": [json.dumps(document)]}
 
 
 def console_tail(path: Any) -> str:
