@@ -2,7 +2,8 @@
 
 Reads the job's `report.json`: `runs/<job>/report.json` when the results were downloaded (the demo
 does), else the job's bucket of the deployed stack. The figures are the report's estimates: each
-attempt's running time (launch to end) at the spot price it launched at, and at the on-demand price
+attempt's running time (launch to end) at the spot price it launched at, the minutes of training an
+interruption destroyed (`redone`, see spottrain/functions/shared/redone.py), and at the on-demand price
 of its type (the Price List API's, or the bundled table's: the last line says which); capacity
 waits cost nothing and are listed.
 """
@@ -51,16 +52,18 @@ def attempt_rows(report: dict, now: dt.datetime | None = None) -> list[dict]:
 
 def cost_table(report: dict, now: dt.datetime | None = None) -> Table:
     table = Table(title=f"{report.get('job', '?')}: cost per attempt ({report.get('status', 'running')})")
-    for column in ("attempt", "instance", "pool", "outcome", "ran", "$/h", "cost", "on-demand", "saved"):
-        table.add_column(column, justify="right" if column in ("ran", "$/h", "cost", "on-demand", "saved") else "left")
+    numbers = ("ran", "redone", "$/h", "cost", "on-demand", "saved")
+    for column in ("attempt", "instance", "pool", "outcome") + numbers:
+        table.add_column(column, justify="right" if column in numbers else "left")
     for row in attempt_rows(report, now):
         table.add_row(str(row["attempt"]), f"{row.get('instance_type', '?')} ({row.get('lifecycle', 'spot')})",
                       f"{row.get('az', '?')} {row.get('subnet_id', '')}", row.get("outcome", "?"), f"{row['seconds']}s",
-                      _money(row.get("price_per_hour")), _money(row["cost_usd"]), _money(row["on_demand_cost_usd"]),
+                      _minutes(row.get("redone_minutes")), _money(row.get("price_per_hour")), _money(row["cost_usd"]), _money(row["on_demand_cost_usd"]),
                       _money(row["on_demand_cost_usd"] - row["cost_usd"]))
     total = summarize(report, now)
     table.add_section()
-    table.add_row("total", "", "", "", f"{total['billable_seconds']}s", "", _money(total["estimated_cost_usd"]),
+    redone = sum(float(a.get("redone_minutes") or 0) for a in report.get("attempts", []))
+    table.add_row("total", "", "", "", f"{total['billable_seconds']}s", _minutes(redone), "", _money(total["estimated_cost_usd"]),
                   _money(total["on_demand_cost_usd"]), _saving(total))
     return table
 
@@ -86,6 +89,10 @@ def source_lines(report: dict) -> list[str]:
     """Where the on-demand prices came from: the Price List API, or the labelled bundled table."""
     sources = sorted({a.get("on_demand_price_source") or "bundled table" for a in report.get("attempts", [])})
     return [f"on-demand prices: {', '.join(sources)}"] if sources else []
+
+
+def _minutes(value: Any) -> str:
+    return "" if value is None else f"{float(value):.1f} min"
 
 
 def _money(value: Any) -> str:

@@ -62,13 +62,15 @@ def record_capacity_wait(s3: Any, bucket: str, attempt: int, wait: dict, pools_r
     return report
 
 
-def record_end(s3: Any, bucket: str, attempt: int, outcome: str, ended_at: dt.datetime | None = None) -> dict:
-    """Mark how an attempt ended (SUCCEEDED, FAILED, INTERRUPTED, CANCELLED); idempotent."""
+def record_end(s3: Any, bucket: str, attempt: int, outcome: str, ended_at: dt.datetime | None = None,
+               details: dict | None = None) -> dict:
+    """Mark how an attempt ended (SUCCEEDED, FAILED, INTERRUPTED, CANCELLED), with `details` (e.g. work redone); idempotent."""
     report = load(s3, bucket)
     for entry in report["attempts"]:
         if entry["attempt"] == attempt and entry.get("ended_at") is None:
             entry["outcome"] = outcome
             entry["ended_at"] = isoformat(ended_at or utcnow())
+            entry.update(details or {})
     save(s3, bucket, report)
     return report
 

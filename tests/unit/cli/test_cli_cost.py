@@ -15,7 +15,8 @@ REPORT = {
     "attempts": [
         {"attempt": 1, "instance_type": "g5.xlarge", "lifecycle": "spot", "az": "us-east-1a", "subnet_id": "subnet-a",
          "outcome": "INTERRUPTED", "launched_at": "2026-01-01T00:00:00+00:00", "ended_at": "2026-01-01T01:00:00+00:00",
-         "price_per_hour": 0.35, "on_demand_price_per_hour": 1.0},
+         "price_per_hour": 0.35, "on_demand_price_per_hour": 1.0, "redone_minutes": 2.5,
+         "last_checkpoint_at": "2026-01-01T00:57:30+00:00"},
         {"attempt": 2, "instance_type": "g6.xlarge", "lifecycle": "spot", "az": "us-east-1b", "subnet_id": "subnet-b",
          "outcome": "SUCCEEDED", "launched_at": "2026-01-01T01:05:00+00:00", "ended_at": "2026-01-01T01:35:00+00:00",
          "price_per_hour": 0.3, "on_demand_price_per_hour": 0.8},
@@ -45,6 +46,7 @@ def test_given_a_downloaded_report_when_cost_runs_then_each_attempt_and_the_tota
     assert code == 0
     rows = [line for line in out.splitlines() if "INTERRUPTED" in line or "SUCCEEDED" in line and "g6" in line]
     assert "$0.3500" in rows[0] and "$1.0000" in rows[0] and "$0.6500" in rows[0] and "3600s" in rows[0]
+    assert "2.5 min" in rows[0]  # training the interruption destroyed, redone by attempt 2
     assert "$0.1500" in rows[1] and "$0.4000" in rows[1] and "$0.2500" in rows[1] and "1800s" in rows[1]
     total = next(line for line in out.splitlines() if "total" in line)
     assert "5400s" in total and "$0.5000" in total and "$1.4000" in total and "$0.9000 (64%)" in total
