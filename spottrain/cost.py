@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console as RichConsole
 from rich.table import Table
 
-from spottrain.functions.shared.report import attempt_seconds, parse_time, summarize
+from spottrain.functions.shared.report import attempt_cost, attempt_seconds, parse_time, summarize
 
 
 class ReportNotFound(LookupError):
@@ -44,8 +44,8 @@ def attempt_rows(report: dict, now: dt.datetime | None = None) -> list[dict]:
     rows = []
     for entry in report.get("attempts", []):
         seconds = attempt_seconds(entry, now)
-        price, on_demand = float(entry.get("price_per_hour") or 0), float(entry.get("on_demand_price_per_hour") or 0)
-        rows.append({**entry, "seconds": round(seconds), "cost_usd": round(seconds / 3600 * price, 4),
+        on_demand = float(entry.get("on_demand_price_per_hour") or 0)
+        rows.append({**entry, "seconds": round(seconds), "cost_usd": round(attempt_cost(entry, now), 4),
                      "on_demand_cost_usd": round(seconds / 3600 * on_demand, 4)})
     return rows
 
@@ -87,8 +87,14 @@ def show(report: dict, console: RichConsole | None = None) -> None:
 
 def source_lines(report: dict) -> list[str]:
     """Where the on-demand prices came from: the Price List API, or the labelled bundled table."""
-    sources = sorted({a.get("on_demand_price_source") or "bundled table" for a in report.get("attempts", [])})
-    return [f"on-demand prices: {', '.join(sources)}"] if sources else []
+    attempts = report.get("attempts", [])
+    if not attempts:
+        return []
+    sources = sorted({a.get("on_demand_price_source") or "bundled table" for a in attempts})
+    spot = sorted({a.get("spot_cost_source") or "launch-price" for a in attempts if a.get("lifecycle", "spot") == "spot"})
+    ebs = summarize(report).get("ebs_cost_usd", 0)
+    return [f"on-demand prices: {', '.join(sources)}; spot cost from: {', '.join(spot) or '-'}",
+            f"root volumes (gp3, not in the table: the same on-demand): {_money(ebs)}"]
 
 
 def _minutes(value: Any) -> str:

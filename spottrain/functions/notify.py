@@ -194,6 +194,12 @@ def _cost_lines(details: ReportAndLogs, now: dt.datetime) -> list[str]:
     if on_demand > 0:
         saved = summary["estimated_savings_usd"]
         lines.append(f"On-demand would cost: {_money(on_demand)}; saved {_money(saved)} ({saved / on_demand:.0%})")
+    if summary.get("ebs_cost_usd"):
+        lines.append(f"Root volumes (gp3, the same either way): {_money(summary['ebs_cost_usd'])}")
+    redone = [f"attempt {a['attempt']}: {a['redone_minutes']:g} min" for a in details.report["attempts"]
+              if a.get("redone_minutes") is not None]
+    if redone:
+        lines.append(f"Training redone after interruptions: {', '.join(redone)}")
     return lines
 
 

@@ -32,6 +32,7 @@ from spottrain.functions.shared.attempts import Attempt, describe_instance, inst
 from spottrain.functions.shared.awserrors import error_code, transient_errors
 from spottrain.functions.shared.logtext import readable, readable_lines
 from spottrain.functions.shared.redone import work_redone
+from spottrain.functions.shared.spotcost import spot_cost
 
 logger = Logger(service="spottrain-poll-completion")
 
@@ -63,8 +64,11 @@ def poll_completion(ec2: Any, s3: Any, settings: Settings, state: dict, now: dt.
     status, detail = training_status(ec2, s3, state, now)
     if status is JobStatus.INTERRUPTED:
         detail |= _work_redone(s3, state, detail.pop("noticed_at", None), now)
-    redone = {key: detail[key] for key in ("last_checkpoint_at", "redone_minutes") if key in detail}
-    report.record_end(s3, state["storage"]["bucket"], attempt, status.value, now, redone)
+    ended = {key: detail[key] for key in ("last_checkpoint_at", "redone_minutes") if key in detail}
+    instance = state["launch"]["instance"]
+    if instance.get("lifecycle", "spot") == "spot":
+        ended |= spot_cost(ec2, instance, now)
+    report.record_end(s3, state["storage"]["bucket"], attempt, status.value, now, ended)
     result = {
         "status": status.value,
         "attempt": attempt,

@@ -112,7 +112,8 @@ def _exhausted(s3: Any, state: dict, attempt: int, pools: dict, wait: dict | Non
 def _launched(s3: Any, settings: Settings, state: dict, attempt: int, pools: dict, wait: dict | None,
               launched: dict, chosen: Ranked, on_demand: pricing.OnDemandPrice, demoted: str | None,
               now: dt.datetime) -> dict:
-    instance = _instance_record(settings, launched, chosen, on_demand) | {"demoted_pool": demoted}
+    volume_gb = (state["job"].get("instance") or {}).get("volume_gb")
+    instance = _instance_record(settings, launched, chosen, on_demand) | {"demoted_pool": demoted, "volume_gb": volume_gb}
     bucket = state["storage"]["bucket"]
     report.record_launch(s3, bucket, state["job"]["exec_name"], attempt, instance)
     result = {

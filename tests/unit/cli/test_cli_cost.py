@@ -53,7 +53,7 @@ def test_given_a_downloaded_report_when_cost_runs_then_each_attempt_and_the_tota
     # And the capacity wait before attempt 2 is listed
     assert "attempt 2 waited 300s for spot capacity (3 waits, 2 pools refused): FOUND" in out
     # And where the on-demand prices came from (an old report has no source: the bundled table priced it)
-    assert "on-demand prices: bundled table" in out
+    assert "on-demand prices: bundled table; spot cost from: launch-price" in out
 
 
 def test_given_no_downloaded_report_then_the_jobs_bucket_is_read(monkeypatch):

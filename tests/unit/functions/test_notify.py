@@ -303,3 +303,20 @@ def test_given_the_wait_ran_out_when_notified_then_the_email_says_how_long_it_wa
     body = received(inbox)[0]["Message"]
     assert ("Waited for capacity from 2026-01-01T00:03:12+00:00 to 2026-01-01T00:33:12+00:00 (9 waits; "
             "capacity_wait_minutes sets how long)") in body
+
+
+def test_given_an_interrupted_then_resumed_job_when_completed_then_the_email_shows_redone_work_and_volumes(running_job):
+    # Given attempt 1 was interrupted 2.5 minutes after its last durable checkpoint, on a 100 GiB volume
+    state, s3, inbox = running_job
+    bucket = state["storage"]["bucket"]
+    report.record_launch(s3, bucket, "pix2pix-facade", 1, INSTANCE | {"volume_gb": 100})
+    report.record_end(s3, bucket, 1, "INTERRUPTED", ended_at=NOW, details={"redone_minutes": 2.5})
+    state["poll"] = {"status": "SUCCEEDED", "detail": {"exit_code": 0}}
+
+    # When the completion is notified
+    publish(NotifyEvent.COMPLETED, state)
+
+    # Then the email says how much training was done twice, and what the volumes cost
+    body = received(inbox)[0]["Message"]
+    assert "Training redone after interruptions: attempt 1: 2.5 min" in body
+    assert "Root volumes (gp3, the same either way): $0.0006" in body  # 100 GiB x $0.08 per 730 h, for 192 s
