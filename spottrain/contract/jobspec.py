@@ -240,7 +240,7 @@ def _unknown_field(path: str, name: str, properties: dict) -> str:
 
 def semantic_problems(spec: dict, settings: Settings) -> list[str]:
     """Rules that depend on the stack's settings or span fields; tolerant of fields the schema rejected."""
-    checks = (_bucket_name_problems, _instance_problems, _limit_problems)
+    checks = (_bucket_name_problems, _instance_problems, _limit_problems, _on_demand_after_problems)
     return stack_free_problems(spec) + [problem for check in checks for problem in check(spec, settings)]
 
 
@@ -308,6 +308,20 @@ def _instance_problems(spec: dict, settings: Settings) -> Iterator[str]:
     if instance.get("on_demand_fallback") is True and not settings.on_demand_fallback:
         yield ("instance.on_demand_fallback: this stack does not allow on-demand instances. "
                "Remove the field or set it to false (the stack's onDemandFallback setting enables it).")
+
+
+def _on_demand_after_problems(spec: dict, settings: Settings) -> Iterator[str]:
+    policy = spec.get("on_demand_after")
+    if not isinstance(policy, dict) or not policy:
+        return
+    if not settings.on_demand_fallback:
+        yield ("on_demand_after: this stack does not allow on-demand instances. "
+               "Remove the field (the stack's onDemandFallback setting enables it).")
+    minutes, window = policy.get("capacity_wait_minutes"), spec.get("capacity_wait_minutes")
+    window = settings.capacity_wait_minutes if window is None else window
+    if _is_type(minutes, "integer") and _is_type(window, "integer") and minutes > window:
+        yield (f"on_demand_after.capacity_wait_minutes: {minutes} is longer than the job's wait for capacity "
+               f"({window} minutes), so it would never switch. Use at most {window}, or raise capacity_wait_minutes.")
 
 
 def _limit_problems(spec: dict, settings: Settings) -> Iterator[str]:

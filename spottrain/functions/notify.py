@@ -234,6 +234,8 @@ def _event_lines(event: NotifyEvent, state: dict) -> list[str]:
             lines.append(f"Last spot answer: {bid.get('code', '')} {bid.get('message', '')}".rstrip())
     if event is NotifyEvent.CAPACITY_WAIT:
         lines += _capacity_wait_lines(launch)
+    if event is NotifyEvent.REQUEST_FULFILLED and launch.get("on_demand_reason"):
+        lines.append(f"On-demand because: {launch['on_demand_reason']}")
     detail = poll.get("detail") or {}
     if event in (NotifyEvent.FAILED, NotifyEvent.INTERRUPTED, NotifyEvent.COMPLETED) and detail:
         shown = ", ".join(f"{k}={v}" for k, v in sorted(detail.items())

@@ -22,7 +22,7 @@ from spottrain.contract.limits import capacity_wait_seconds, wait_timeout_second
 from spottrain.contract.settings import Settings
 from spottrain.contract.status import BidStatus, JobStatus, LaunchStatus
 from spottrain.contract.userdata import render_user_data
-from spottrain.functions.shared import capacity, pricing, report, runtime
+from spottrain.functions.shared import capacity, ondemand, pricing, report, runtime
 from spottrain.functions.shared.pools import Pool, Ranked, pool_key, rank
 from spottrain.functions.shared.awserrors import error_code, transient_errors
 
@@ -65,21 +65,32 @@ def request_instance(ec2: Any, s3: Any, settings: Settings, state: dict, now: dt
     ranked = rank(ec2, candidate_pools(ec2, settings, state["job"]), ec2.meta.region_name, demoted)
     candidates = [entry.pool for entry in ranked]
     launch = functools.partial(_run_instance, ec2, settings, state, attempt)
-    launched = _first_pool_that_launches(launch, candidates, pools, now, settings.seconds_per_minute)
+
+    def on_demand_launch(why: str) -> tuple[dict, Pool] | None:
+        logger.warning("launching on-demand", extra={"why": why})
+        return _first_pool_that_launches(functools.partial(launch, spot=False), candidates, {}, now, 0)
+
+    job, minute = state["job"], settings.seconds_per_minute
+    reason = ondemand.after_interruptions(job, attempt)
+    launched = on_demand_launch(reason) if reason else _first_pool_that_launches(launch, candidates, pools, now, minute)
     if launched is None:
-        wait = capacity.started_or_kept(wait, now, capacity_wait_seconds(state["job"], settings))
-        seconds = capacity.seconds_until_retry(pools, wait, now, settings.seconds_per_minute)
+        wait = capacity.started_or_kept(wait, now, capacity_wait_seconds(job, settings))
+        waited_enough = None if reason else ondemand.after_waiting(job, wait, now, minute)
+        if waited_enough:
+            reason, launched = waited_enough, on_demand_launch(waited_enough)
+    if launched is None:
+        seconds = capacity.seconds_until_retry(pools, wait, now, minute)
         if seconds is not None:
             return _waiting(s3, state, attempt, pools, {**wait, "waits": wait["waits"] + 1}, seconds)
-        if _on_demand_allowed(settings, state["job"]):
-            logger.warning("no spot capacity in any pool, launching on-demand", extra={"pool": candidates[0].key})
-            launched = _first_pool_that_launches(functools.partial(launch, spot=False), candidates[:1], {}, now, 0)
+        if _on_demand_allowed(settings, job):
+            reason = "no spot capacity for the whole capacity wait (instance.on_demand_fallback)"
+            launched = on_demand_launch(reason)
     if launched is None:
         return _exhausted(s3, state, attempt, pools, wait, now) | {"demoted": demoted}
     chosen = next(entry for entry in ranked if entry.pool == launched[1])
-    on_demand = pricing.list_price(pricing_api, ec2.meta.region_name, chosen.pool.instance_type)
-    result = _launched(s3, settings, state, attempt, pools, wait, launched[0], chosen, on_demand, demoted, now)
-    return result | {"demoted": demoted}
+    list_price = pricing.list_price(pricing_api, ec2.meta.region_name, chosen.pool.instance_type)
+    result = _launched(s3, settings, state, attempt, pools, wait, launched[0], chosen, list_price, demoted, now)
+    return result | {"demoted": demoted, "on_demand_reason": None if result["instance"]["lifecycle"] == "spot" else reason}
 
 
 def _demoted(state: dict) -> str | None:

@@ -293,6 +293,18 @@ def test_given_capacity_found_after_a_wait_when_the_instance_starts_then_the_sub
     assert received(inbox)[0]["Subject"].endswith("in us-east-1a after a 1m35s capacity wait")
 
 
+def test_given_the_policy_switched_to_on_demand_when_the_instance_starts_then_the_email_says_why(running_job):
+    state, _, inbox = running_job
+    state["launch"]["instance"]["lifecycle"] = "on-demand"
+    state["launch"]["on_demand_reason"] = "2 spot interruption(s) reached on_demand_after.interruptions=2"
+
+    publish(NotifyEvent.REQUEST_FULFILLED, state)
+
+    email = received(inbox)[0]
+    assert "(on-demand)" in email["Subject"]
+    assert "On-demand because: 2 spot interruption(s) reached on_demand_after.interruptions=2" in email["Message"]
+
+
 def test_given_the_wait_ran_out_when_notified_then_the_email_says_how_long_it_waited(running_job):
     state, _, inbox = running_job
     state["launch"] = waiting_launch() | {"status": "EXHAUSTED"}

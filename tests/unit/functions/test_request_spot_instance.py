@@ -388,6 +388,44 @@ def test_given_an_interruption_after_a_wait_when_relaunching_then_the_next_attem
     assert launch["capacity_wait"]["started_at"] == NOW.isoformat() and launch["capacity_wait"]["waits"] == 1
 
 
+def test_given_two_interruptions_and_on_demand_after_two_then_the_third_attempt_launches_on_demand(aws, stubbed_ec2):
+    # Given attempt 2 was interrupted, the job's policy: on-demand after 2 interruptions
+    _, s3 = aws
+    ec2, stubber = stubbed_ec2
+    state = job_state(on_demand_after={"interruptions": 2})
+    state["launch"] = {"status": "LAUNCHED", "attempt": 2, "pools": {}, "wait_seconds": 15, "instance": {
+        "instance_id": "i-old", "instance_type": "g4dn.xlarge", "subnet_id": "subnet-b", "az": "us-east-1b"}}
+    state["poll"] = {"status": "INTERRUPTED", "attempt": 2}
+    expect_subnets(stubber)
+    expect_launch(stubber, "g5.xlarge", "subnet-a", spot=False)  # no spot request is even tried
+
+    # When attempt 3 is requested
+    launch = rsi.request_instance(ec2, s3, stub_settings(on_demand_fallback=True), state, now=NOW)
+
+    # Then it runs on-demand, and says why (for the email)
+    assert launch["attempt"] == 3 and launch["instance"]["lifecycle"] == "on-demand"
+    assert launch["on_demand_reason"] == "2 spot interruption(s) reached on_demand_after.interruptions=2"
+
+
+def test_given_a_wait_as_long_as_on_demand_after_allows_then_it_launches_on_demand_within_the_window(aws, stubbed_ec2):
+    # Given 5 minutes of waiting so far in a 30-minute window, the job's policy: on-demand after 5 minutes
+    _, s3 = aws
+    ec2, stubber = stubbed_ec2
+    state = waiting_state(later(-300), 1800, waits=3, retry_after=300)
+    state["job"]["on_demand_after"] = {"capacity_wait_minutes": 5}
+    expect_every_pool_full(stubber)
+    expect_launch(stubber, "g5.xlarge", "subnet-a", spot=False)
+
+    # When every spot pool refuses once more
+    launch = rsi.request_instance(ec2, s3, stub_settings(on_demand_fallback=True), state, now=NOW)
+
+    # Then it goes on-demand now rather than waiting out the window, and the wait ends FOUND
+    assert launch["status"] == "LAUNCHED" and launch["instance"]["lifecycle"] == "on-demand"
+    assert launch["on_demand_reason"] == ("waited 300s for spot capacity, reaching "
+                                          "on_demand_after.capacity_wait_minutes=5")
+    assert launch["capacity_wait"]["outcome"] == "FOUND"
+
+
 def test_given_no_spot_price_history_then_the_price_cap_is_the_estimate(aws, stubbed_ec2):
     _, s3 = aws
     ec2, stubber = stubbed_ec2
