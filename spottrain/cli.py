@@ -349,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--workdir", default=".spottrain", help="where the emulator keeps its state (default: .spottrain)")
             sub.add_argument("--inject", action="append", default=[], metavar="NAME=VALUE",
                              help="fault (repeatable): no-capacity=<type>[,<type>] (no room for those types), "
+                                  "capacity-outage=<seconds> (no room anywhere for that long), "
                                   "interrupt-at=checkpoint[:<n>] (spot notice once the n-th checkpoint is in S3), "
                                   "interrupt-after=<seconds into training>[:<instances>], "
                                   "lambda-error=<task>:<count> (transient failures); a fault that never fired "
