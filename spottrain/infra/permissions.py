@@ -95,7 +95,8 @@ class TaskPermissions:
 
     def poll_completion(self, fn: lambda_.Function) -> None:
         self._grant_job_report(fn)
-        self._add(fn, "DescribeInstance", ["ec2:DescribeInstances"], ["*"])
+        # The ended attempt's spot cost is integrated over its pool's price history (shared/spotcost.py).
+        self._add(fn, "DescribeInstance", ["ec2:DescribeInstances", "ec2:DescribeSpotPriceHistory"], ["*"])
         self._allow_terminate_tagged(fn)
         # The console tail of an instance that failed before its agent started goes into the email.
         instances = [self._ec2("instance/*")]

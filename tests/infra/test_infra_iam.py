@@ -35,7 +35,7 @@ EXPECTED_TASK_ACTIONS = {
         "ec2:DescribeInstances", "ec2:DescribeSpotInstanceRequests", *MUTATING_EC2,
         "s3:GetObject", "s3:PutObject", "s3:ListBucket"},
     "poll_completion": {"s3:GetObject", "s3:PutObject", "s3:ListBucket", "ec2:DescribeInstances", "ec2:TerminateInstances",
-                        "ec2:GetConsoleOutput"},
+                        "ec2:GetConsoleOutput", "ec2:DescribeSpotPriceHistory"},
     "await_training": {"s3:GetObject", "s3:PutObject", "s3:ListBucket", "ec2:DescribeInstances",
                        "states:SendTaskSuccess", "states:SendTaskFailure"},
     "instance_state_change": {"s3:GetObject", "s3:ListBucket", "ec2:DescribeInstances", "states:SendTaskFailure"},
