@@ -55,7 +55,7 @@ def test_given_a_fresh_checkout_when_the_demo_is_interrupted_at_its_first_checkp
 def test_given_a_capacity_outage_when_the_demo_runs_then_it_waits_for_capacity_and_succeeds(
     emulator_workdir, tmp_path, capsys
 ):
-    # When the user runs the demo while every pool refuses for 20 s (the demo stack waits 30 s: a minute is 1 s)
+    # When the user runs the demo while every pool refuses for 20 s (the demo stack waits 60 s: a minute is 1 s)
     runs = tmp_path / "runs"
     code = cli.main(["demo", "--workdir", str(emulator_workdir), "--runs", str(runs),
                      "--inject", "capacity-outage=20"])
