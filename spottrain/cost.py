@@ -98,7 +98,9 @@ def source_lines(report: dict) -> list[str]:
 
 
 def _minutes(value: Any) -> str:
-    return "" if value is None else f"{float(value):.1f} min"
+    if value is None:
+        return ""
+    return f"{float(value):.1f} min" if float(value) >= 1 else f"{float(value) * 60:.0f}s"
 
 
 def _money(value: Any) -> str:

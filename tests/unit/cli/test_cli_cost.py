@@ -47,6 +47,7 @@ def test_given_a_downloaded_report_when_cost_runs_then_each_attempt_and_the_tota
     rows = [line for line in out.splitlines() if "INTERRUPTED" in line or "SUCCEEDED" in line and "g6" in line]
     assert "$0.3500" in rows[0] and "$1.0000" in rows[0] and "$0.6500" in rows[0] and "3600s" in rows[0]
     assert "2.5 min" in rows[0]  # training the interruption destroyed, redone by attempt 2
+    assert cost._minutes(0.02) == "1s"  # seconds, not "0.0 min", when little was lost
     assert "$0.1500" in rows[1] and "$0.4000" in rows[1] and "$0.2500" in rows[1] and "1800s" in rows[1]
     total = next(line for line in out.splitlines() if "total" in line)
     assert "5400s" in total and "$0.5000" in total and "$1.4000" in total and "$0.9000 (64%)" in total
