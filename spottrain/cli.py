@@ -270,6 +270,20 @@ def cmd_cancel(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_cost(args: argparse.Namespace, console: Console) -> int:
+    from spottrain import cost
+
+    report = cost.local_report(Path(args.runs), args.name)
+    if report is None:  # not downloaded: ask the deployed stack's job bucket
+        session, stack = _aws(args)
+        try:
+            report = cost.bucket_report(session.client("s3"), stack.job_bucket(args.name))
+        except cost.ReportNotFound as exc:
+            raise UsageError(str(exc)) from None
+    cost.show(report)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from spottrain.demo import demo_spec
 
@@ -337,6 +351,9 @@ def _describe_results(console: Console, folder: Path) -> None:
             f"{len(report['attempts'])} attempt(s), {report['billable_seconds']}s billable, "
             f"estimated ${report['estimated_cost_usd']:.4f} (on-demand ${report['on_demand_cost_usd']:.4f})"
         )
+    for wait in report.get("capacity_waits", []):
+        console.say(f"attempt {wait['attempt']} waited for spot capacity from {wait['started_at']} to "
+                    f"{wait.get('ended_at') or 'now'} ({wait['waits']} waits): {wait['outcome']}")
 
 
 def _read_json_file(path: Path) -> dict:
@@ -364,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--workdir", default=".spottrain", help="where the emulator keeps its state (default: .spottrain)")
             sub.add_argument("--inject", action="append", default=[], metavar="NAME=VALUE",
                              help="fault (repeatable): no-capacity=<type>[,<type>] (no room for those types), "
+                                  "capacity-outage=<seconds> (no room anywhere for that long), "
                                   "interrupt-at=checkpoint[:<n>] (spot notice once the n-th checkpoint is in S3), "
                                   "interrupt-after=<seconds into training>[:<instances>], "
                                   "lambda-error=<task>:<count> (transient failures); a fault that never fired "
@@ -394,6 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("name")
 
     add("list", cmd_list, "list the jobs of the stack")
+
+    cost = add("cost", cmd_cost, "a job's cost per attempt and in total, against on-demand")
+    cost.add_argument("name")
+    cost.add_argument("--runs", default="runs", help="downloaded results, read first (default: runs/)")
     return parser
 
 

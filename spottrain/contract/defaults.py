@@ -25,6 +25,8 @@ STACK_DEFAULTS = {
     "defaultKeepAliveMinutes": 0,
     "maxKeepAliveMinutes": 60,
     "onDemandFallback": True,
+    "capacityWaitMinutes": 30,  # how long a job waits for spot capacity before giving up (or going on-demand)
+    "maxCapacityWaitMinutes": 240,  # the most a job's capacity_wait_minutes may ask for
     "secondsPerMinute": 60,
     "jobTimeoutHours": 96,
     # A sweep's variants (child executions) and how many run at once (its Map state's MaxConcurrency).

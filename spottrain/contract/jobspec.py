@@ -242,7 +242,8 @@ def _unknown_field(path: str, name: str, properties: dict) -> str:
 
 def semantic_problems(spec: dict, settings: Settings) -> list[str]:
     """Rules that depend on the stack's settings or span fields; tolerant of fields the schema rejected."""
-    checks = (_bucket_name_problems, _instance_problems, _limit_problems, _sweep_cap_problems)
+    checks = (_bucket_name_problems, _instance_problems, _limit_problems, _on_demand_after_problems,
+              _sweep_cap_problems)
     return stack_free_problems(spec) + [problem for check in checks for problem in check(spec, settings)]
 
 
@@ -313,12 +314,28 @@ def _instance_problems(spec: dict, settings: Settings) -> Iterator[str]:
                "Remove the field or set it to false (the stack's onDemandFallback setting enables it).")
 
 
+def _on_demand_after_problems(spec: dict, settings: Settings) -> Iterator[str]:
+    policy = spec.get("on_demand_after")
+    if not isinstance(policy, dict) or not policy:
+        return
+    if not settings.on_demand_fallback:
+        yield ("on_demand_after: this stack does not allow on-demand instances. "
+               "Remove the field (the stack's onDemandFallback setting enables it).")
+    minutes, window = policy.get("capacity_wait_minutes"), spec.get("capacity_wait_minutes")
+    window = settings.capacity_wait_minutes if window is None else window
+    if _is_type(minutes, "integer") and _is_type(window, "integer") and minutes > window:
+        yield (f"on_demand_after.capacity_wait_minutes: {minutes} is longer than the job's wait for capacity "
+               f"({window} minutes), so it would never switch. Use at most {window}, or raise capacity_wait_minutes.")
+
+
 def _limit_problems(spec: dict, settings: Settings) -> Iterator[str]:
     limits = spec.get("limits") if isinstance(spec.get("limits"), dict) else {}
     caps = (
         ("limits.max_runtime_minutes", limits.get("max_runtime_minutes"), settings.max_runtime_minutes, "maxRuntimeMinutes"),
         ("limits.max_attempts", limits.get("max_attempts"), settings.max_attempts, "maxAttempts"),
         ("keep_alive_minutes", spec.get("keep_alive_minutes"), settings.max_keep_alive_minutes, "maxKeepAliveMinutes"),
+        ("capacity_wait_minutes", spec.get("capacity_wait_minutes"), settings.max_capacity_wait_minutes,
+         "maxCapacityWaitMinutes"),
     )
     for path, value, cap, setting in caps:
         if _is_type(value, "integer") and value > cap:
@@ -464,6 +481,7 @@ def with_defaults(spec: dict, settings: Settings) -> dict:
     job["limits"].setdefault("max_runtime_minutes", settings.max_runtime_minutes)
     job["limits"].setdefault("max_attempts", settings.max_attempts)
     job.setdefault("keep_alive_minutes", settings.default_keep_alive_minutes)
+    job.setdefault("capacity_wait_minutes", settings.capacity_wait_minutes)
     job.setdefault("repository_name", names.repository_name(job["repository_url"]))
     job["bucket"] = names.bucket_name(settings.bucket_prefix, job["exec_name"])
     return job

@@ -21,6 +21,12 @@ def keep_alive_minutes(job: dict, settings: Settings) -> int:
     return int(settings.default_keep_alive_minutes if minutes is None else minutes)
 
 
+def capacity_wait_seconds(job: dict, settings: Settings) -> int:
+    """How long a launch may wait for spot capacity: the job's capacity_wait_minutes, else the stack's default."""
+    minutes = job.get("capacity_wait_minutes")
+    return int(settings.capacity_wait_minutes if minutes is None else minutes) * settings.seconds_per_minute
+
+
 def wait_timeout_seconds(job: dict, settings: Settings) -> int:
     """TimeoutSeconds of an attempt's callback wait: max runtime + keep-alive + the bootstrap margin.
 

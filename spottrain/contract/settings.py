@@ -70,6 +70,8 @@ class Settings:
     default_keep_alive_minutes: int = _DEFAULT["defaultKeepAliveMinutes"]
     max_keep_alive_minutes: int = _DEFAULT["maxKeepAliveMinutes"]
     on_demand_fallback: bool = _DEFAULT["onDemandFallback"]
+    capacity_wait_minutes: int = _DEFAULT["capacityWaitMinutes"]
+    max_capacity_wait_minutes: int = _DEFAULT["maxCapacityWaitMinutes"]
     seconds_per_minute: int = _DEFAULT["secondsPerMinute"]
     instance_user: str = _DEFAULT["instanceUser"]
     max_sweep_variants: int = _DEFAULT["maxSweepVariants"]
@@ -96,6 +98,8 @@ _FIELDS: dict[str, tuple[str, Callable[[str], object], bool]] = {
     "default_keep_alive_minutes": ("DEFAULT_KEEP_ALIVE_MINUTES", _positive_int, False),
     "max_keep_alive_minutes": ("MAX_KEEP_ALIVE_MINUTES", _positive_int, False),
     "on_demand_fallback": ("ON_DEMAND_FALLBACK", _bool, False),
+    "capacity_wait_minutes": ("CAPACITY_WAIT_MINUTES", _positive_int, False),
+    "max_capacity_wait_minutes": ("MAX_CAPACITY_WAIT_MINUTES", _positive_int, False),
     "seconds_per_minute": ("SECONDS_PER_MINUTE", _positive_int, False),
     "instance_user": ("INSTANCE_USER", str, False),
     "max_sweep_variants": ("MAX_SWEEP_VARIANTS", _positive_int, False),

@@ -27,7 +27,8 @@ class LaunchStatus(str, Enum):
     """What `request_spot_instance` did."""
 
     LAUNCHED = "LAUNCHED"  # an instance (spot, or on-demand fallback) was requested
-    EXHAUSTED = "EXHAUSTED"  # every candidate pool failed: nothing to wait for
+    WAITING = "WAITING"  # no pool had room: wait launch.wait_seconds, then try again (within capacity_wait_minutes)
+    EXHAUSTED = "EXHAUSTED"  # no pool had room for the whole capacity wait: give up
 
 
 class NotifyEvent(str, Enum):
@@ -35,6 +36,7 @@ class NotifyEvent(str, Enum):
 
     REQUEST_FULFILLED = "REQUEST_FULFILLED"
     REQUEST_FAILED = "REQUEST_FAILED"
+    CAPACITY_WAIT = "CAPACITY_WAIT"  # no pool has room: the job starts waiting (once per wait)
     INTERRUPTED = "INTERRUPTED"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"

@@ -139,7 +139,11 @@ def subject_for(event: NotifyEvent, state: dict, details: ReportAndLogs, now: dt
     after = f" after {format_duration(elapsed)}" if elapsed is not None else ""
     if event is NotifyEvent.REQUEST_FULFILLED:
         retry = f", attempt {attempts}" if _attempt(state) > 1 else ""
-        text = f"{job} started on {_instance_phrase(instance)} in {instance.get('az', '?')}{retry}"
+        found = (state.get("launch") or {}).get("capacity_found_after_seconds")
+        waited = f" after a {format_duration(found)} capacity wait" if found is not None else ""
+        text = f"{job} started on {_instance_phrase(instance)} in {instance.get('az', '?')}{retry}{waited}"
+    elif event is NotifyEvent.CAPACITY_WAIT:
+        text = f"{job} is waiting for spot capacity: no allowed pool has room"
     elif event is NotifyEvent.REQUEST_FAILED:
         text = f"{job} could not get an instance: no capacity in any allowed pool"
     elif event is NotifyEvent.INTERRUPTED:
@@ -190,6 +194,12 @@ def _cost_lines(details: ReportAndLogs, now: dt.datetime) -> list[str]:
     if on_demand > 0:
         saved = summary["estimated_savings_usd"]
         lines.append(f"On-demand would cost: {_money(on_demand)}; saved {_money(saved)} ({saved / on_demand:.0%})")
+    if summary.get("ebs_cost_usd"):
+        lines.append(f"Root volumes (gp3, the same either way): {_money(summary['ebs_cost_usd'])}")
+    redone = [f"attempt {a['attempt']}: {a['redone_minutes']:g} min" for a in details.report["attempts"]
+              if a.get("redone_minutes") is not None]
+    if redone:
+        lines.append(f"Training redone after interruptions: {', '.join(redone)}")
     return lines
 
 
@@ -216,8 +226,16 @@ def _event_lines(event: NotifyEvent, state: dict) -> list[str]:
         lines.append(f"Tried instance types: {types or '?'}")
         if launch.get("pools_failed"):
             lines.append(f"Pools without capacity: {', '.join(launch['pools_failed'])}")
+        wait = launch.get("capacity_wait") or {}
+        if wait.get("waits"):
+            lines.append(f"Waited for capacity from {wait['started_at']} to {wait.get('ended_at', '?')} "
+                         f"({wait['waits']} waits; capacity_wait_minutes sets how long)")
         if bid.get("code") or bid.get("message"):
             lines.append(f"Last spot answer: {bid.get('code', '')} {bid.get('message', '')}".rstrip())
+    if event is NotifyEvent.CAPACITY_WAIT:
+        lines += _capacity_wait_lines(launch)
+    if event is NotifyEvent.REQUEST_FULFILLED and launch.get("on_demand_reason"):
+        lines.append(f"On-demand because: {launch['on_demand_reason']}")
     detail = poll.get("detail") or {}
     if event in (NotifyEvent.FAILED, NotifyEvent.INTERRUPTED, NotifyEvent.COMPLETED) and detail:
         shown = ", ".join(f"{k}={v}" for k, v in sorted(detail.items())
@@ -231,6 +249,16 @@ def _event_lines(event: NotifyEvent, state: dict) -> list[str]:
         error = state.get("error") or {}
         lines.append(f"Error: {error.get('Error', 'unknown')}")
         lines.append(f"Cause: {_cause_text(error)}")
+    return lines
+
+
+def _capacity_wait_lines(launch: dict) -> list[str]:
+    wait = launch.get("capacity_wait") or {}
+    refused = launch.get("pools") or {}
+    pools = ", ".join(f"{key} ({record.get('code', '?')})" for key, record in sorted(refused.items()))
+    lines = [f"Pools without capacity: {pools or '?'}"]
+    lines.append(f"Retrying each pool after its back-off (next try in {format_duration(launch.get('wait_seconds') or 0)}) "
+                 f"until {wait.get('deadline', '?')} (capacity_wait_minutes); you get one email when capacity is found.")
     return lines
 
 

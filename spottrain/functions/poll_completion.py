@@ -31,6 +31,8 @@ from spottrain.functions.shared import report, runtime
 from spottrain.functions.shared.attempts import Attempt, describe_instance, instance_state, marker
 from spottrain.functions.shared.awserrors import error_code, transient_errors
 from spottrain.functions.shared.logtext import readable, readable_lines
+from spottrain.functions.shared.redone import work_redone
+from spottrain.functions.shared.spotcost import spot_cost
 
 logger = Logger(service="spottrain-poll-completion")
 
@@ -60,7 +62,13 @@ def poll_completion(ec2: Any, s3: Any, settings: Settings, state: dict, now: dt.
     now = now or report.utcnow()
     attempt = state["launch"]["attempt"]
     status, detail = training_status(ec2, s3, state, now)
-    report.record_end(s3, state["storage"]["bucket"], attempt, status.value, now)
+    if status is JobStatus.INTERRUPTED:
+        detail |= _work_redone(s3, state, detail.pop("noticed_at", None), now)
+    ended = {key: detail[key] for key in ("last_checkpoint_at", "redone_minutes") if key in detail}
+    instance = state["launch"]["instance"]
+    if instance.get("lifecycle", "spot") == "spot":
+        ended |= spot_cost(ec2, instance, now)
+    report.record_end(s3, state["storage"]["bucket"], attempt, status.value, now, ended)
     result = {
         "status": status.value,
         "attempt": attempt,
@@ -70,6 +78,12 @@ def poll_completion(ec2: Any, s3: Any, settings: Settings, state: dict, now: dt.
     }
     logger.info("judged", extra={"status": result["status"], "attempt": attempt, "wait": result["detail"]["wait"]})
     return result
+
+
+def _work_redone(s3: Any, state: dict, noticed_at: str | None, now: dt.datetime) -> dict:
+    """The training this interruption destroyed (`shared/redone.py`), from the notice, else from now."""
+    interrupted_at = report.parse_time(noticed_at) if noticed_at else now
+    return work_redone(s3, state["storage"]["bucket"], interrupted_at, state["launch"]["instance"]["launched_at"])
 
 
 def wait_summary(wait: Any) -> dict:
@@ -96,7 +110,8 @@ def training_status(ec2: Any, s3: Any, state: dict, now: dt.datetime) -> tuple[J
         # Judged at the notice: the instance is finishing its final sync and shuts itself down; the next
         # attempt's agent waits for final_sync_done before it restores.
         return JobStatus.INTERRUPTED, {"reason": "spot-interruption", "instance_state": current,
-                                       markers.FINAL_SYNC_DONE: bool(interrupted.get(markers.FINAL_SYNC_DONE, True))}
+                                       markers.FINAL_SYNC_DONE: bool(interrupted.get(markers.FINAL_SYNC_DONE, True)),
+                                       "noticed_at": interrupted.get("noticed_at")}
     heartbeat = marker(s3, bucket, layout.HEARTBEAT_KEY, attempt)
     if current not in LIVE_INSTANCE_STATES:
         state_reason = (described or {}).get("StateReason", {}).get("Code", "")

@@ -1,13 +1,15 @@
 """Launch the job's instance: one spot instance from the stack's launch template, first pool that has room.
 
-A pool is (instance type x subnet). RunInstances with spot market options answers synchronously, so a
-pool without capacity or under the price cap fails here and the next one is tried; a pool that failed
-once for this job is not tried again. When every pool fails the job may fall back to on-demand (if both
-the job and the stack allow it); otherwise the state machine stops with NoSpotCapacity.
+A pool is (instance type x subnet), tried best first (`shared/pools.py`: placement score, the spec's type
+order, spot price; the pool that just reclaimed our instance last). RunInstances with spot market options
+answers synchronously, so a pool without capacity or under the price cap fails here and the next one is tried; a pool that refused
+is skipped until its back-off expires (`shared/capacity.py`). When no pool launches, the attempt waits
+(WAITING: the workflow's Wait state, then this task again) for up to the job's capacity_wait_minutes;
+once that window is over the job may fall back to on-demand (if both the job and the stack allow it),
+otherwise the state machine stops with NoSpotCapacity.
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import functools
 from typing import Any, Callable
@@ -16,11 +18,12 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from spottrain.contract import layout
-from spottrain.contract.limits import wait_timeout_seconds
+from spottrain.contract.limits import capacity_wait_seconds, wait_timeout_seconds
 from spottrain.contract.settings import Settings
 from spottrain.contract.status import BidStatus, JobStatus, LaunchStatus
 from spottrain.contract.userdata import render_user_data
-from spottrain.functions.shared import pricing, report, runtime
+from spottrain.functions.shared import capacity, ondemand, pricing, report, runtime
+from spottrain.functions.shared.pools import Pool, Ranked, pool_key, rank
 from spottrain.functions.shared.awserrors import error_code, transient_errors
 
 logger = Logger(service="spottrain-request-spot-instance")
@@ -37,21 +40,6 @@ POOL_FAILURE_CODES = frozenset({
 })
 
 
-@dataclasses.dataclass(frozen=True)
-class Pool:
-    instance_type: str
-    subnet_id: str
-    az: str
-
-    @property
-    def key(self) -> str:
-        return pool_key(self.instance_type, self.subnet_id)
-
-
-def pool_key(instance_type: str, subnet_id: str) -> str:
-    return f"{instance_type}/{subnet_id}"
-
-
 class NoSubnetToLaunchInto(RuntimeError):
     """Neither the stack's SUBNET_IDS nor a default VPC gives a subnet."""
 
@@ -60,70 +48,134 @@ class NoSubnetToLaunchInto(RuntimeError):
 def handler(event: dict, context: Any) -> dict:
     logger.append_keys(job=event["job"]["exec_name"], execution=event["execution"]["name"])
     with transient_errors():
-        return request_instance(runtime.client("ec2"), runtime.client("s3"), runtime.settings(), event)
+        return request_instance(runtime.client("ec2"), runtime.client("s3"), runtime.settings(), event,
+                                pricing_api=runtime.pricing_client())
 
 
-def request_instance(ec2: Any, s3: Any, settings: Settings, state: dict) -> dict:
-    """Launch (or fail to launch) this attempt's instance; returns the state's `launch` value."""
-    attempt, pools_failed = next_attempt(state)
-    pools = candidate_pools(ec2, settings, state["job"])
+def request_instance(ec2: Any, s3: Any, settings: Settings, state: dict, now: dt.datetime | None = None,
+                     pricing_api: Any = None) -> dict:
+    """Launch (or wait for, or give up on) this attempt's instance; returns the state's `launch` value.
+
+    `launch.status`: LAUNCHED (`instance`, `wait_seconds` before the bid check), WAITING (no pool had
+    room: `wait_seconds` until the next try, `capacity_wait` the window) or EXHAUSTED (the window is over).
+    """
+    now = now or report.utcnow()
+    attempt, pools, wait = next_attempt(state, settings, now)
+    demoted = _demoted(state)
+    ranked = rank(ec2, candidate_pools(ec2, settings, state["job"]), ec2.meta.region_name, demoted)
+    candidates = [entry.pool for entry in ranked]
     launch = functools.partial(_run_instance, ec2, settings, state, attempt)
-    launched = _first_pool_that_launches(launch, pools, pools_failed)
-    if launched is None and _on_demand_allowed(settings, state["job"]):
-        logger.warning("no spot capacity in any pool, launching on-demand", extra={"pool": pools[0].key})
-        launched = _first_pool_that_launches(functools.partial(launch, spot=False), pools[:1], [])
+
+    def on_demand_launch(why: str) -> tuple[dict, Pool] | None:
+        logger.warning("launching on-demand", extra={"why": why})
+        return _first_pool_that_launches(functools.partial(launch, spot=False), candidates, {}, now, 0)
+
+    job, minute = state["job"], settings.seconds_per_minute
+    reason = ondemand.after_interruptions(job, attempt)
+    launched = on_demand_launch(reason) if reason else _first_pool_that_launches(launch, candidates, pools, now, minute)
     if launched is None:
-        logger.warning("every candidate pool failed", extra={"pools_failed": pools_failed})
-        return {
-            "status": LaunchStatus.EXHAUSTED.value,
-            "attempt": attempt,
-            "instance": None,
-            "pools_failed": pools_failed,
-            "wait_seconds": 0,
-        }
-    instance = _instance_record(ec2, settings, *launched)
-    report.record_launch(s3, state["storage"]["bucket"], state["job"]["exec_name"], attempt, instance)
-    logger.info("instance launched", extra={"attempt": attempt, **instance})
-    return {
+        wait = capacity.started_or_kept(wait, now, capacity_wait_seconds(job, settings))
+        waited_enough = None if reason else ondemand.after_waiting(job, wait, now, minute)
+        if waited_enough:
+            reason, launched = waited_enough, on_demand_launch(waited_enough)
+    if launched is None:
+        seconds = capacity.seconds_until_retry(pools, wait, now, minute)
+        if seconds is not None:
+            return _waiting(s3, state, attempt, pools, {**wait, "waits": wait["waits"] + 1}, seconds)
+        if _on_demand_allowed(settings, job):
+            reason = "no spot capacity for the whole capacity wait (instance.on_demand_fallback)"
+            launched = on_demand_launch(reason)
+    if launched is None:
+        return _exhausted(s3, state, attempt, pools, wait, now) | {"demoted": demoted}
+    chosen = next(entry for entry in ranked if entry.pool == launched[1])
+    list_price = pricing.list_price(pricing_api, ec2.meta.region_name, chosen.pool.instance_type)
+    result = _launched(s3, settings, state, attempt, pools, wait, launched[0], chosen, list_price, demoted, now)
+    return result | {"demoted": demoted, "on_demand_reason": None if result["instance"]["lifecycle"] == "spot" else reason}
+
+
+def _demoted(state: dict) -> str | None:
+    """The pool that reclaimed the last attempt's instance: tried last for the attempt after it."""
+    launch, poll = state.get("launch") or {}, state.get("poll") or {}
+    instance = launch.get("instance")
+    if instance and poll.get("status") == JobStatus.INTERRUPTED.value and poll.get("attempt") == launch["attempt"]:
+        return pool_key(instance["instance_type"], instance["subnet_id"])
+    return launch.get("demoted")
+
+
+def _waiting(s3: Any, state: dict, attempt: int, pools: dict, wait: dict, seconds: int) -> dict:
+    logger.warning("no pool has capacity, waiting", extra={"wait_seconds": seconds, "capacity_wait": wait})
+    report.record_capacity_wait(s3, state["storage"]["bucket"], attempt, wait, sorted(pools))
+    return {"status": LaunchStatus.WAITING.value, "attempt": attempt, "instance": None, "pools": pools,
+            "demoted": _demoted(state),
+            "pools_failed": sorted(pools), "capacity_wait": wait, "wait_seconds": seconds,
+            "capacity_wait_begins": wait["waits"] == 1}  # the one email of this wait goes out now
+
+
+def _exhausted(s3: Any, state: dict, attempt: int, pools: dict, wait: dict | None, now: dt.datetime) -> dict:
+    logger.warning("every candidate pool failed", extra={"pools_failed": sorted(pools)})
+    if wait and wait["waits"]:
+        wait = {**wait, "outcome": capacity.GAVE_UP, "ended_at": report.isoformat(now)}
+        report.record_capacity_wait(s3, state["storage"]["bucket"], attempt, wait, sorted(pools))
+    return {"status": LaunchStatus.EXHAUSTED.value, "attempt": attempt, "instance": None, "pools": pools,
+            "pools_failed": sorted(pools), "capacity_wait": wait, "wait_seconds": 0, "capacity_wait_begins": False}
+
+
+def _launched(s3: Any, settings: Settings, state: dict, attempt: int, pools: dict, wait: dict | None,
+              launched: dict, chosen: Ranked, on_demand: pricing.OnDemandPrice, demoted: str | None,
+              now: dt.datetime) -> dict:
+    volume_gb = (state["job"].get("instance") or {}).get("volume_gb")
+    instance = _instance_record(settings, launched, chosen, on_demand) | {"demoted_pool": demoted, "volume_gb": volume_gb}
+    bucket = state["storage"]["bucket"]
+    report.record_launch(s3, bucket, state["job"]["exec_name"], attempt, instance)
+    result = {
         "status": LaunchStatus.LAUNCHED.value,
         "attempt": attempt,
         "instance": instance,
-        "pools_failed": pools_failed,
+        "pools": pools,
+        "pools_failed": sorted(pools),
+        "capacity_wait": wait,
+        "capacity_wait_begins": False,
         "wait_seconds": settings.bid_wait_seconds,
         # The attempt's callback wait (HeartbeatSecondsPath, TimeoutSecondsPath): Step Functions needs whole seconds.
         "heartbeat_timeout_seconds": settings.heartbeat_lost_seconds,
         "wait_timeout_seconds": wait_timeout_seconds(state["job"], settings),
     }
+    if wait and wait["waits"] and wait["outcome"] == capacity.WAITING:
+        # This launch ends a wait: the success email says how long it took.
+        wait = {**wait, "outcome": capacity.FOUND, "ended_at": report.isoformat(now)}
+        report.record_capacity_wait(s3, bucket, attempt, wait, sorted(pools))
+        result.update(capacity_wait=wait, capacity_found_after_seconds=capacity.waited_seconds(wait, now))
+    logger.info("instance launched", extra={"attempt": attempt, **instance})
+    return result
 
 
-def next_attempt(state: dict) -> tuple[int, list[str]]:
-    """The attempt this launch belongs to, and the pools already failed for this job.
+def next_attempt(state: dict, settings: Settings, now: dt.datetime) -> tuple[int, dict, dict | None]:
+    """The attempt this launch belongs to, each pool's refusals so far, and the attempt's wait for capacity.
 
     A relaunch after an interruption of the current attempt starts the next attempt (it resumes from
-    checkpoints); a relaunch after a failed bid retries the same attempt elsewhere, so that pool joins
-    the failed ones.
+    checkpoints) and a wait of its own; a relaunch after a failed bid or a wait retries the same
+    attempt, and a failed bid counts as a refusal of its pool. Pools keep their back-off across attempts.
     """
     launch = state.get("launch")
     if not launch:
-        return 1, []
-    pools_failed = list(launch.get("pools_failed") or [])
+        return 1, {}, None
+    pools = dict(launch.get("pools") or {})
     poll = state.get("poll") or {}
     if poll.get("status") == JobStatus.INTERRUPTED.value and poll.get("attempt") == launch["attempt"]:
-        return launch["attempt"] + 1, pools_failed
+        return launch["attempt"] + 1, pools, None
     instance = launch.get("instance")
     bid = state.get("bid") or {}
-    if bid.get("status") == BidStatus.FAILED.value and instance:
-        failed = pool_key(instance["instance_type"], instance["subnet_id"])
-        if failed not in pools_failed:
-            pools_failed.append(failed)
-    return launch["attempt"], pools_failed
+    if launch.get("status") == LaunchStatus.LAUNCHED.value and bid.get("status") == BidStatus.FAILED.value and instance:
+        key = pool_key(instance["instance_type"], instance["subnet_id"])
+        capacity.record_failure(pools, key, bid.get("code") or "bid-failed", now, settings.seconds_per_minute)
+    return launch["attempt"], pools, launch.get("capacity_wait")
 
 
 def candidate_pools(ec2: Any, settings: Settings, job: dict) -> list[Pool]:
-    """Instance types in the job's (or the stack's) order, each across every subnet."""
+    """Instance types in the job's (or the stack's) order, each across every subnet (ranked later)."""
     types = (job.get("instance") or {}).get("types") or settings.default_instance_types
     subnets = _subnets(ec2, settings)
-    return [Pool(t, s["SubnetId"], s["AvailabilityZone"]) for t in types for s in subnets]
+    return [Pool(t, s["SubnetId"], s["AvailabilityZone"], s.get("AvailabilityZoneId", "")) for t in types for s in subnets]
 
 
 def _subnets(ec2: Any, settings: Settings) -> list[dict]:
@@ -141,21 +193,23 @@ def _subnets(ec2: Any, settings: Settings) -> list[dict]:
 
 
 def _first_pool_that_launches(
-    launch: Callable[[Pool], dict], pools: list[Pool], pools_failed: list[str]
+    launch: Callable[[Pool], dict], pools: list[Pool], refusals: dict, now: dt.datetime, seconds_per_minute: int
 ) -> tuple[dict, Pool] | None:
-    """Try pools in order; capacity/price answers mark the pool failed (in place) and move on."""
+    """Try the pools that are due in order; a capacity/price answer records the pool's refusal (in place)."""
     for pool in pools:
-        if pool.key in pools_failed:
+        if not capacity.is_due(refusals, pool.key, now):
             continue
         try:
-            return launch(pool), pool
+            launched = launch(pool)
         except ClientError as exc:
             code = error_code(exc)
             if code in POOL_FAILURE_CODES:
                 logger.warning("pool failed", extra={"pool": pool.key, "code": code})
-                pools_failed.append(pool.key)
+                capacity.record_failure(refusals, pool.key, code, now, seconds_per_minute)
                 continue
             raise
+        refusals.pop(pool.key, None)
+        return launched, pool
     return None
 
 
@@ -218,12 +272,13 @@ def _tag_specifications(settings: Settings, state: dict, attempt: int, spot: boo
     return [{"ResourceType": kind, "Tags": tags} for kind in resource_types]
 
 
-def _instance_record(ec2: Any, settings: Settings, instance: dict, pool: Pool) -> dict:
+def _instance_record(settings: Settings, instance: dict, chosen: Ranked, list_price: pricing.OnDemandPrice) -> dict:
+    pool = chosen.pool
     spot = instance.get("InstanceLifecycle") == "spot" or bool(instance.get("SpotInstanceRequestId"))
-    on_demand = pricing.on_demand_price(pool.instance_type)
+    on_demand = list_price.usd_per_hour
     price = on_demand
     if spot:
-        price = _spot_price(ec2, pool) or settings.max_spot_price or on_demand
+        price = chosen.spot_price or settings.max_spot_price or on_demand
     return {
         "instance_id": instance["InstanceId"],
         "instance_type": pool.instance_type,
@@ -234,18 +289,6 @@ def _instance_record(ec2: Any, settings: Settings, instance: dict, pool: Pool) -
         "launched_at": report.isoformat(instance.get("LaunchTime") or report.utcnow()),
         "price_per_hour": price,
         "on_demand_price_per_hour": on_demand,
+        "on_demand_price_source": list_price.source,
+        "placement_score": chosen.score or None,
     }
-
-
-def _spot_price(ec2: Any, pool: Pool) -> float | None:
-    """The pool's latest spot price; None when EC2 has none to give (estimates fall back)."""
-    history = ec2.describe_spot_price_history(
-        InstanceTypes=[pool.instance_type],
-        ProductDescriptions=["Linux/UNIX"],
-        Filters=[{"Name": "availability-zone", "Values": [pool.az]}],
-        StartTime=dt.datetime.now(dt.timezone.utc),
-        MaxResults=1,
-    )["SpotPriceHistory"]
-    prices = [float(entry["SpotPrice"]) for entry in history if entry.get("SpotPrice")]
-    return prices[0] if prices else None
-

@@ -112,6 +112,8 @@ class StackConfig:
     default_keep_alive_minutes: int
     max_keep_alive_minutes: int
     on_demand_fallback: bool
+    capacity_wait_minutes: int
+    max_capacity_wait_minutes: int
     seconds_per_minute: int
     job_timeout_hours: float
     log_retention_days: int
@@ -145,6 +147,8 @@ class StackConfig:
             default_keep_alive_minutes=ctx.whole("defaultKeepAliveMinutes"),
             max_keep_alive_minutes=ctx.whole("maxKeepAliveMinutes"),
             on_demand_fallback=ctx.flag("onDemandFallback"),
+            capacity_wait_minutes=ctx.whole("capacityWaitMinutes"),
+            max_capacity_wait_minutes=ctx.whole("maxCapacityWaitMinutes"),
             seconds_per_minute=ctx.whole("secondsPerMinute", minimum=1),
             job_timeout_hours=ctx.number("jobTimeoutHours", above=True),
             log_retention_days=ctx.whole("logRetentionDays", minimum=1),
@@ -172,6 +176,9 @@ class StackConfig:
         if self.default_keep_alive_minutes > self.max_keep_alive_minutes:
             limit = f"must be <= maxKeepAliveMinutes ({self.max_keep_alive_minutes})"
             raise _error("defaultKeepAliveMinutes", self.default_keep_alive_minutes, limit)
+        if self.capacity_wait_minutes > self.max_capacity_wait_minutes:
+            limit = f"must be <= maxCapacityWaitMinutes ({self.max_capacity_wait_minutes})"
+            raise _error("capacityWaitMinutes", self.capacity_wait_minutes, limit)
 
     def lambda_environment(self) -> dict[str, str]:
         """The settings part of the Lambda environment (names and parsing: spottrain/contract/settings.py)."""
@@ -189,6 +196,8 @@ class StackConfig:
             "DEFAULT_KEEP_ALIVE_MINUTES": str(self.default_keep_alive_minutes),
             "MAX_KEEP_ALIVE_MINUTES": str(self.max_keep_alive_minutes),
             "ON_DEMAND_FALLBACK": "true" if self.on_demand_fallback else "false",
+            "CAPACITY_WAIT_MINUTES": str(self.capacity_wait_minutes),
+            "MAX_CAPACITY_WAIT_MINUTES": str(self.max_capacity_wait_minutes),
             "SECONDS_PER_MINUTE": str(self.seconds_per_minute),
             "MAX_SWEEP_VARIANTS": str(self.max_sweep_variants),
             "MAX_SWEEP_PARALLEL": str(self.max_sweep_parallel),

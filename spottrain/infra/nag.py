@@ -53,7 +53,8 @@ OWN_EXECUTIONS = RegexAppliesTo(
     regex=r"/^Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<[A-Za-z0-9]+\.Name>:\*$/g"
 )
 DESCRIBE_REASON = (
-    "ec2:DescribeInstances, DescribeSpotInstanceRequests, DescribeSubnets and DescribeSpotPriceHistory "
+    "ec2:DescribeInstances, DescribeSpotInstanceRequests, DescribeSubnets, DescribeSpotPriceHistory, GetSpotPlacementScores "
+    "and pricing:GetProducts "
     "support no resource-level permissions: IAM requires Resource *."
 )
 

@@ -66,7 +66,9 @@ class TaskPermissions:
         self._add(fn, "RunWithStackTemplate", ["ec2:RunInstances"], self.launch.run_instances_resource_arns)
         at_launch = {"StringEquals": {"ec2:CreateAction": "RunInstances"}}
         self._add(fn, "TagAtLaunch", ["ec2:CreateTags"], created, at_launch)
-        self._add(fn, "DescribeCapacity", ["ec2:DescribeSubnets", "ec2:DescribeSpotPriceHistory"], ["*"])
+        self._add(fn, "DescribeCapacity",
+                  ["ec2:DescribeSubnets", "ec2:DescribeSpotPriceHistory", "ec2:GetSpotPlacementScores",
+                   "pricing:GetProducts"], ["*"])
         spot_service = {"StringEquals": {"iam:AWSServiceName": "spot.amazonaws.com"}}
         spot_role = [self._spot_service_role_arn()]
         self._add(fn, "CreateSpotServiceRole", ["iam:CreateServiceLinkedRole"], spot_role, spot_service)
@@ -94,7 +96,8 @@ class TaskPermissions:
 
     def poll_completion(self, fn: lambda_.Function) -> None:
         self._grant_job_report(fn)
-        self._add(fn, "DescribeInstance", ["ec2:DescribeInstances"], ["*"])
+        # The ended attempt's spot cost is integrated over its pool's price history (shared/spotcost.py).
+        self._add(fn, "DescribeInstance", ["ec2:DescribeInstances", "ec2:DescribeSpotPriceHistory"], ["*"])
         self._allow_terminate_tagged(fn)
         # The console tail of an instance that failed before its agent started goes into the email.
         instances = [self._ec2("instance/*")]

@@ -54,6 +54,8 @@ FAST_CONTEXT = {
     # 15 of the simulated agent's 1 s heartbeats: a frozen agent is caught in seconds, a busy machine is not
     "heartbeatLostSeconds": 15,
     "secondsPerMinute": 1,
+    # a minute's wait for capacity: `--inject capacity-outage=20` ends well inside it on a busy machine
+    "capacityWaitMinutes": 60,
     # moto rejects the public Powertools layer (not in its account); handlers use the venv's copy
     "powertoolsLayerArn": "",
 }

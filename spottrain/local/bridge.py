@@ -9,14 +9,20 @@ the emulator is up, and restores them on exit:
 2. CloudFormation's AWS::StepFunctions::StateMachine: moto ignores DefinitionSubstitutions and
    DefinitionS3Location and registers the machine only with its non-executing backend. We render
    the definition and register it, under the same name (hence ARN), with the executing backend too.
-3. EC2 RunInstances: the `no-capacity` fault makes it fail with InsufficientInstanceCapacity, the
-   error AWS gives when a spot/on-demand pool has no room.
+3. EC2 RunInstances: the `no-capacity` and `capacity-outage` faults make it fail with
+   InsufficientInstanceCapacity, the error AWS gives when a spot/on-demand pool has no room.
 4. S3 bucket policies: moto ignores Conditions, so the job bucket's TLS-only statement (Deny unless
    aws:SecureTransport) would deny every request. The emulator speaks plain HTTP on loopback, where
    such a statement has nothing to guard; we evaluate the policy without it.
-5. EC2 spot price history: moto answers $0.00001/h for every type, which would make every report
-   claim a 100% saving. We answer a typical spot price instead: a fixed fraction of the on-demand
-   list price in spottrain/functions/shared/pricing.py (the emulator has no spot market to sample).
+5. The spot market (`SpotMarket`, which the function tests install on their own): moto answers
+   $0.00001/h for every type's spot price history, which would make every report claim a 100% saving,
+   and has no GetSpotPlacementScores at all. We answer a typical spot price instead (a fixed fraction
+   of the on-demand list price in spottrain/functions/shared/pricing.py), and fixed placement scores:
+   each AZ of the region scores 10 minus its position in AZ-name order (us-east-1a 10, us-east-1b 9, ...,
+   at least 1), whatever the type. The emulator has no market to sample; these make runs repeatable.
+5b. The AWS Price List Query API (`pricing:GetProducts`), which moto lacks: answered below the
+   client's call (so the IAM check still records it) with one product per instance type the bundled
+   table of spottrain/functions/shared/pricing.py lists, in the shape AWS returns, for any region.
 6. EC2 GetConsoleOutput: moto answers a canned Linux boot log for every instance. We answer what the
    simulated instance really printed: the last 64 KiB of its `instances/<id>/console.log` (its user
    data's stdout and stderr), as AWS keeps the last 64 KiB of a console. (moto records every
@@ -45,11 +51,14 @@ import datetime as dt
 import json
 import logging
 import re
+from types import SimpleNamespace
 from typing import Any
+
+from botocore.client import BaseClient
 
 from moto.awslambda.models import LambdaFunction
 from moto.core.exceptions import AWSError, ServiceException
-from moto.core.responses import EmptyResult
+from moto.core.responses import ActionResult, EmptyResult
 from moto.ec2.models import EC2Backend
 from moto.core.types import Base64EncodedString
 from moto.ec2.models.instances import InstanceBackend
@@ -90,6 +99,7 @@ TRANSIENT_LAMBDA_ERROR = "Lambda.ServiceException"
 # Spot prices for GPU instances have mostly sat at 30-40% of on-demand; the emulator shows that.
 SPOT_FRACTION_OF_ON_DEMAND = 0.35
 CONSOLE_OUTPUT_BYTES = 64 * 1024  # what EC2 keeps of an instance's console
+PLACEMENT_SCORE_BEST = 10  # GetSpotPlacementScores answers 1..10
 
 
 class InsufficientInstanceCapacity(ServiceException):
@@ -319,6 +329,33 @@ def stop_child(execution_arn: str | None) -> None:
             log.info("stopped %s with its stopped parent", execution_arn)
     except ExecutionDoesNotExist:
         pass
+class SpotMarket(Patches):
+    """Spot prices and placement scores for moto's EC2 (see 5. above); restored on exit."""
+
+    def __enter__(self) -> "SpotMarket":
+        original = SpotInstances.describe_spot_price_history
+
+        def describe_spot_price_history(response: SpotInstances) -> Any:
+            result = original(response)
+            for entry in result.result["SpotPriceHistory"]:
+                price = on_demand_price(entry["InstanceType"])
+                if price:
+                    entry["SpotPrice"] = f"{price * SPOT_FRACTION_OF_ON_DEMAND:.4f}"
+            return result
+
+        self._patch(SpotInstances, "describe_spot_price_history", describe_spot_price_history)
+        self._patch(SpotInstances, "get_spot_placement_scores", get_spot_placement_scores)
+        return self
+
+
+def get_spot_placement_scores(response: SpotInstances) -> ActionResult:
+    region = response.region
+    if not response._get_bool_param("SingleAvailabilityZone", False):
+        return ActionResult({"SpotPlacementScores": [{"Region": region, "Score": PLACEMENT_SCORE_BEST}]})
+    zones = sorted(response.ec2_backend.describe_availability_zones(), key=lambda zone: zone.name)
+    return ActionResult({"SpotPlacementScores": [
+        {"Region": region, "AvailabilityZoneId": zone.zone_id, "Score": max(1, PLACEMENT_SCORE_BEST - index)}
+        for index, zone in enumerate(zones)]})
 
 
 class Bridge(Patches):
@@ -330,6 +367,7 @@ class Bridge(Patches):
         self.faults = faults
         self._callbacks = CallbackBridge()
         self._nested = NestedExecutionBridge()
+        self._market = SpotMarket()
 
     def __enter__(self) -> "Bridge":
         try:
@@ -339,7 +377,8 @@ class Bridge(Patches):
             self._bridge_state_machines()
             self._bridge_capacity()
             self._patch(FakeBucket, "get_permission", bucket_permission)
-            self._bridge_spot_prices()
+            self._market.__enter__()
+            self._bridge_price_list()
             self._bridge_console_output()
         except BaseException:
             self.__exit__()
@@ -376,18 +415,15 @@ class Bridge(Patches):
 
         self._patch(InstanceBackend, "run_instances", run_instances)
 
-    def _bridge_spot_prices(self) -> None:
-        original = SpotInstances.describe_spot_price_history
+    def _bridge_price_list(self) -> None:
+        original = BaseClient._make_request
 
-        def describe_spot_price_history(response: SpotInstances) -> Any:
-            result = original(response)
-            for entry in result.result["SpotPriceHistory"]:
-                price = on_demand_price(entry["InstanceType"])
-                if price:
-                    entry["SpotPrice"] = f"{price * SPOT_FRACTION_OF_ON_DEMAND:.4f}"
-            return result
+        def make_request(client: BaseClient, operation_model: Any, request_dict: dict, request_context: dict) -> Any:
+            if client.meta.service_model.service_name == "pricing" and operation_model.name == "GetProducts":
+                return SimpleNamespace(status_code=200, headers={}), price_list_answer(request_dict["body"])
+            return original(client, operation_model, request_dict, request_context)
 
-        self._patch(SpotInstances, "describe_spot_price_history", describe_spot_price_history)
+        self._patch(BaseClient, "_make_request", make_request)
 
     def _bridge_console_output(self) -> None:
         original = General.get_console_output
@@ -404,6 +440,7 @@ class Bridge(Patches):
     def __exit__(self, *exc: Any) -> None:
         super().__exit__(*exc)
         self._nested.__exit__(*exc)
+        self._market.__exit__(*exc)
         self._callbacks.__exit__(*exc)
         self.host.close()
 
@@ -431,8 +468,21 @@ class Bridge(Patches):
             raise InsufficientInstanceCapacity(
                 "InsufficientInstanceCapacity",
                 f"We currently do not have sufficient {instance_type} capacity in the Availability Zone you "
-                "requested. (fault injected by the emulator: no-capacity)",
+                "requested. (fault injected by the emulator: no-capacity or capacity-outage)",
             )
+
+
+def price_list_answer(body: Any) -> dict:
+    """GetProducts' answer for the request's instanceType filter: its bundled price, hourly, on-demand."""
+    request = json.loads(body) if isinstance(body, (str, bytes)) else body
+    filters = {item["Field"]: item["Value"] for item in request.get("Filters", [])}
+    price = on_demand_price(filters.get("instanceType", ""))
+    if price is None:
+        return {"FormatVersion": "aws_v1", "PriceList": []}
+    dimension = {"unit": "Hrs", "pricePerUnit": {"USD": f"{price:.10f}"}, "description": "bridged by the emulator"}
+    document = {"product": {"attributes": filters},
+                "terms": {"OnDemand": {"EMULATOR.TERM": {"priceDimensions": {"EMULATOR.TERM.HRS": dimension}}}}}
+    return {"FormatVersion": "aws_v1", "PriceList": [json.dumps(document)]}
 
 
 def console_tail(path: Any) -> str:

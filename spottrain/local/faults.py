@@ -1,7 +1,8 @@
 """Faults a user can inject into the emulator by name, e.g. `interrupt-at=checkpoint`.
 
 Each fault mimics something AWS really does to a spot job, so the workflow's recovery paths can be
-watched on a laptop: a pool with no capacity, a reclaimed instance, a Lambda service hiccup. A fault
+watched on a laptop: a pool with no capacity, a short shortage in every pool (capacity-outage), a
+reclaimed instance, a Lambda service hiccup. A fault
 that was asked for and never happened would make a run look like a pass it is not: each records
 when it fires, and `never_fired()` names every one that did not, and why.
 """
@@ -11,12 +12,14 @@ import dataclasses
 import math
 import pkgutil
 import threading
+import time
 from typing import Collection, Iterable
 
 from spottrain import functions
 
 FORMS = (
     "no-capacity=<type>[,<type>...]",
+    "capacity-outage=<seconds>",
     "interrupt-at=checkpoint[:<n>]",
     "interrupt-after=<seconds>[:<count>]",
     "lambda-error=<function>:<count>",
@@ -57,11 +60,14 @@ class Interruption:
 @dataclasses.dataclass
 class Faults:
     no_capacity: frozenset[str] = frozenset()
+    capacity_outage: float | None = None  # seconds every pool refuses, from the first launch request on
     interruption: Interruption | None = None
     interrupt_count: int = 1  # instances to interrupt, in boot order; the ones after run undisturbed
     lambda_errors: dict[str, int] = dataclasses.field(default_factory=dict)  # failures still to inject
     _asked_errors: dict[str, int] = dataclasses.field(default_factory=dict, repr=False)
     _refused_types: set[str] = dataclasses.field(default_factory=set, repr=False)
+    _outage_started: float | None = dataclasses.field(default=None, repr=False)  # time.monotonic()
+    _outage_refusals: int = dataclasses.field(default=0, repr=False)
     _interrupted: dict[str, str | None] = dataclasses.field(default_factory=dict, repr=False)
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -93,6 +99,8 @@ class Faults:
         parts = []
         if self.no_capacity:
             parts.append("no-capacity=" + ",".join(sorted(self.no_capacity)))
+        if self.capacity_outage is not None:
+            parts.append(f"capacity-outage={self.capacity_outage:g}")
         if self.interruption is not None and self.interrupt_count > 0:
             parts.append(self.interruption.describe(self.interrupt_count))
         parts.extend(f"lambda-error={name}:{count}" for name, count in self.lambda_errors.items() if count > 0)
@@ -113,6 +121,17 @@ class Faults:
             if instance_type in self.no_capacity:
                 self._refused_types.add(instance_type)
                 return True
+            return self._in_outage()
+
+    def _in_outage(self) -> bool:
+        if self.capacity_outage is None:
+            return False
+        now = time.monotonic()
+        if self._outage_started is None:
+            self._outage_started = now
+        if now - self._outage_started < self.capacity_outage:
+            self._outage_refusals += 1
+            return True
         return False
 
     def take_interrupt(self, instance_id: str) -> Interruption | None:
@@ -153,6 +172,8 @@ class Faults:
         with self._lock:
             missed = [(f"no-capacity={name}", f"no launch asked for {name}")
                       for name in sorted(self.no_capacity - self._refused_types)]
+            if self.capacity_outage is not None and self._outage_refusals == 0:
+                missed.append((f"capacity-outage={self.capacity_outage:g}", "no launch was requested during it"))
             missed += self._missed_interrupts()
             missed += self._missed_lambda_errors()
         return [f"injected fault {spec} never fired: {why}" for spec, why in missed]
@@ -189,6 +210,17 @@ def _parse_no_capacity(faults: Faults, spec: str, value: str) -> None:
     if not types:
         raise FaultError(f"--inject {spec!r}: no-capacity needs instance types, e.g. no-capacity=g5.xlarge; {FAULT_HELP}")
     faults.no_capacity = faults.no_capacity | types
+
+
+def _parse_capacity_outage(faults: Faults, spec: str, value: str) -> None:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise FaultError(f"--inject {spec!r}: capacity-outage needs a finite number of seconds > 0, "
+                         f"e.g. capacity-outage=20; {FAULT_HELP}")
+    faults.capacity_outage = seconds
 
 
 def _parse_interrupt_after(faults: Faults, spec: str, value: str) -> None:
@@ -236,6 +268,7 @@ def _parse_lambda_error(faults: Faults, spec: str, value: str) -> None:
 
 _PARSERS = {
     "no-capacity": _parse_no_capacity,
+    "capacity-outage": _parse_capacity_outage,
     "interrupt-at": _parse_interrupt_at,
     "interrupt-after": _parse_interrupt_after,
     "lambda-error": _parse_lambda_error,

@@ -42,10 +42,36 @@ def test_given_a_fresh_checkout_when_the_demo_is_interrupted_at_its_first_checkp
     assert (job / "output" / "model.npz").stat().st_size > 0
     report = json.loads((job / "report.json").read_text())
     assert [a["outcome"] for a in report["attempts"]] == ["INTERRUPTED", "SUCCEEDED"]
+    # And the relaunch went to another pool than the one that reclaimed the first instance
+    first, second = ({key: a[key] for key in ("instance_type", "subnet_id")} for a in report["attempts"])
+    assert second != first and report["attempts"][1]["demoted_pool"] == "{instance_type}/{subnet_id}".format(**first)
     # And the summary states where the training resumed, what was learned and what it cost
     resumed = metrics["resumed_from_iteration"]
     assert resumed and f"validation accuracy after 94 iterations (resumed from iteration {resumed})" in out
     assert f"2 attempt(s), {report['billable_seconds']}s billable" in out
+
+
+@pytest.mark.timeout(420)
+def test_given_a_capacity_outage_when_the_demo_runs_then_it_waits_for_capacity_and_succeeds(
+    emulator_workdir, tmp_path, capsys
+):
+    # When the user runs the demo while every pool refuses for 20 s (the demo stack waits 60 s: a minute is 1 s)
+    runs = tmp_path / "runs"
+    code = cli.main(["demo", "--workdir", str(emulator_workdir), "--runs", str(runs),
+                     "--inject", "capacity-outage=20"])
+    out = capsys.readouterr().out
+
+    # Then it succeeds after one "waiting" email and a "started" one that says it waited
+    assert code == 0, out
+    assert out.count("✉  [spottrain] multihead-demo is waiting for spot capacity") == 1, out
+    assert re.search(r"✉  \[spottrain\] multihead-demo started on .* after a \d+s capacity wait", out), out
+    # And report.json shows the wait: found, after at least one retry, on the one attempt it trained
+    report = json.loads((runs / "multihead-demo" / "report.json").read_text())
+    (wait,) = report["capacity_waits"]
+    assert wait["outcome"] == "FOUND" and wait["waits"] >= 1 and wait["attempt"] == 1, wait
+    assert len(wait["pools_refused"]) >= 3, wait  # every type of the demo was refused at least once
+    assert [a["outcome"] for a in report["attempts"]] == ["SUCCEEDED"]
+    assert "waited for spot capacity" in out and "FOUND" in out
 
 
 @pytest.mark.timeout(420)

@@ -57,6 +57,7 @@ def test_powertools_layer_absent_means_default_and_empty_means_none():
         ({"notificationEmail": "ops"}, "notificationEmail", "email address"),
         ({"jobTimeoutHours": 0}, "jobTimeoutHours", "> 0"),
         ({"defaultKeepAliveMinutes": 90}, "defaultKeepAliveMinutes", "<= maxKeepAliveMinutes"),
+        ({"capacityWaitMinutes": 300}, "capacityWaitMinutes", "<= maxCapacityWaitMinutes"),
     ],
 )
 def test_given_bad_context_then_error_names_key_rule_and_fix(overrides, key, rule):

@@ -13,6 +13,7 @@ CALLBACK_ACTIONS = {"states:SendTaskHeartbeat", "states:SendTaskSuccess", "state
 # IAM service authorization reference: these actions support no resource-level permissions.
 NO_RESOURCE_LEVEL = {
     "ec2:DescribeInstances", "ec2:DescribeSpotInstanceRequests", "ec2:DescribeSubnets", "ec2:DescribeSpotPriceHistory",
+    "ec2:GetSpotPlacementScores", "pricing:GetProducts",
     "logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
     "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
     "xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules", "xray:GetSamplingTargets",
@@ -30,12 +31,12 @@ EXPECTED_TASK_ACTIONS = {
         "s3:PutObject", "s3:DeleteObject"},
     "request_spot_instance": {
         "ec2:RunInstances", "ec2:CreateTags", "ec2:DescribeSubnets", "ec2:DescribeSpotPriceHistory",
-        "iam:PassRole", "iam:CreateServiceLinkedRole", "s3:GetObject", "s3:PutObject", "s3:ListBucket"},
+        "ec2:GetSpotPlacementScores", "pricing:GetProducts", "iam:PassRole", "iam:CreateServiceLinkedRole", "s3:GetObject", "s3:PutObject", "s3:ListBucket"},
     "check_bid": {
         "ec2:DescribeInstances", "ec2:DescribeSpotInstanceRequests", *MUTATING_EC2,
         "s3:GetObject", "s3:PutObject", "s3:ListBucket"},
     "poll_completion": {"s3:GetObject", "s3:PutObject", "s3:ListBucket", "ec2:DescribeInstances", "ec2:TerminateInstances",
-                        "ec2:GetConsoleOutput"},
+                        "ec2:GetConsoleOutput", "ec2:DescribeSpotPriceHistory"},
     "await_training": {"s3:GetObject", "s3:PutObject", "s3:ListBucket", "ec2:DescribeInstances",
                        "states:SendTaskSuccess", "states:SendTaskFailure"},
     "instance_state_change": {"s3:GetObject", "s3:ListBucket", "ec2:DescribeInstances", "states:SendTaskFailure"},

@@ -20,7 +20,7 @@ LAYERS = {
     "infra": ("spottrain.infra",),
     "local": ("spottrain.local",),
     "cli": ("spottrain.cli", "spottrain.jobs", "spottrain.settings", "spottrain.demo", "spottrain.diagram",
-            "spottrain.sweeps", "spottrain.sweep_commands"),
+            "spottrain.sweeps", "spottrain.sweep_commands", "spottrain.cost"),
 }
 # layer -> the layers it must not import; the contract imports nothing of spottrain outside it
 FORBIDDEN = {

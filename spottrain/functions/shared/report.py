@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from spottrain.contract import layout
+from spottrain.functions.shared.spotcost import ebs_cost, parse_time
 
 
 def utcnow() -> dt.datetime:
@@ -18,10 +19,6 @@ def utcnow() -> dt.datetime:
 
 def isoformat(moment: dt.datetime) -> str:
     return moment.astimezone(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def parse_time(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def load(s3: Any, bucket: str) -> dict:
@@ -52,13 +49,25 @@ def record_launch(s3: Any, bucket: str, job: str, attempt: int, instance: dict) 
     return report
 
 
-def record_end(s3: Any, bucket: str, attempt: int, outcome: str, ended_at: dt.datetime | None = None) -> dict:
-    """Mark how an attempt ended (SUCCEEDED, FAILED, INTERRUPTED, CANCELLED); idempotent."""
+def record_capacity_wait(s3: Any, bucket: str, attempt: int, wait: dict, pools_refused: list[str]) -> dict:
+    """Add or update (by start time) the attempt's wait for capacity in `capacity_waits`."""
+    report = load(s3, bucket)
+    entry = {"attempt": attempt, **wait, "pools_refused": pools_refused}
+    waits = [w for w in report.get("capacity_waits", []) if w.get("started_at") != wait["started_at"]]
+    report["capacity_waits"] = waits + [entry]
+    save(s3, bucket, report)
+    return report
+
+
+def record_end(s3: Any, bucket: str, attempt: int, outcome: str, ended_at: dt.datetime | None = None,
+               details: dict | None = None) -> dict:
+    """Mark how an attempt ended (SUCCEEDED, FAILED, INTERRUPTED, CANCELLED), with `details` (e.g. work redone); idempotent."""
     report = load(s3, bucket)
     for entry in report["attempts"]:
         if entry["attempt"] == attempt and entry.get("ended_at") is None:
             entry["outcome"] = outcome
             entry["ended_at"] = isoformat(ended_at or utcnow())
+            entry.update(details or {})
     save(s3, bucket, report)
     return report
 
@@ -83,17 +92,29 @@ def attempt_seconds(entry: dict, now: dt.datetime | None = None) -> float:
     return max(0.0, (end - start).total_seconds())
 
 
+def attempt_cost(entry: dict, now: dt.datetime | None = None) -> float:
+    """The instance's USD: from the spot price history once the attempt ended, else its launch price."""
+    if entry.get("spot_cost_usd") is not None:
+        return float(entry["spot_cost_usd"])
+    return attempt_seconds(entry, now) / 3600 * float(entry.get("price_per_hour") or 0)
+
+
 def summarize(report: dict, now: dt.datetime | None = None) -> dict:
-    """Billable seconds and estimated cost: each attempt at its price, vs the same time on-demand."""
-    seconds = cost = on_demand = 0.0
+    """Billable seconds and estimated cost: each attempt's instance vs the same time on-demand, plus its volume.
+
+    The volume (gp3, `shared/spotcost.py`) costs the same either way, so savings compare the instances.
+    """
+    seconds = cost = on_demand = ebs = 0.0
     for entry in report.get("attempts", []):
         used = attempt_seconds(entry, now)
         seconds += used
-        cost += used / 3600 * float(entry.get("price_per_hour") or 0)
+        cost += attempt_cost(entry, now)
         on_demand += used / 3600 * float(entry.get("on_demand_price_per_hour") or 0)
+        ebs += ebs_cost(entry.get("volume_gb"), used)
     return {
         "billable_seconds": round(seconds),
         "estimated_cost_usd": round(cost, 4),
         "on_demand_cost_usd": round(on_demand, 4),
         "estimated_savings_usd": round(on_demand - cost, 4),
+        "ebs_cost_usd": round(ebs, 4),
     }

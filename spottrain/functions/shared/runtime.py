@@ -22,3 +22,11 @@ def settings() -> Settings:
 @functools.cache
 def client(service: str) -> Any:
     return boto3.client(service)
+
+
+@functools.cache
+def pricing_client() -> Any:
+    """The Price List Query API answers in a few regions only, whatever the stack's."""
+    from spottrain.functions.shared.pricing import PRICE_LIST_API_REGION
+
+    return boto3.client("pricing", region_name=PRICE_LIST_API_REGION)

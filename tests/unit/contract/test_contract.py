@@ -15,6 +15,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from spottrain.local.bridge import SpotMarket
 from spottrain.contract import layout
 from spottrain.contract.settings import Settings
 from spottrain.contract.status import BidStatus, CallbackError, ErrorName, JobStatus, LaunchStatus, NotifyEvent
@@ -131,7 +132,7 @@ def test_the_lambdas_transient_error_is_the_class_the_retry_names():
 def produced_state(tmp_path_factory) -> dict:
     """Run the Lambdas in flow order against moto and keep what each returned, as the ASL would."""
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    with pytest.MonkeyPatch.context() as patch, mock_aws():
+    with pytest.MonkeyPatch.context() as patch, mock_aws(), SpotMarket():  # moto lacks placement scores
         for name, value in env.items():
             patch.setenv(name, value)
         ec2, s3 = boto3.client("ec2"), boto3.client("s3")

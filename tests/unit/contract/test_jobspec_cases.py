@@ -106,6 +106,13 @@ BAD_SPECS = [
     ("attempts over stack cap", spec_with(limits={"max_attempts": 4}), "limits.max_attempts", "cap of 3", False),
     ("negative keep alive", spec_with(keep_alive_minutes=-5), "keep_alive_minutes", "at least 0", True),
     ("keep alive over stack cap", spec_with(keep_alive_minutes=45), "keep_alive_minutes", "cap of 30", False),
+    ("negative capacity wait", spec_with(capacity_wait_minutes=-1), "capacity_wait_minutes", "at least 0", True),
+    ("capacity wait over stack cap", spec_with(capacity_wait_minutes=241), "capacity_wait_minutes", "cap of 240", False),
+    ("zero interruptions", spec_with(on_demand_after={"interruptions": 0}), "on_demand_after.interruptions",
+     "at least 1", True),
+    ("unknown on-demand trigger", spec_with(on_demand_after={"hours": 2}), "on_demand_after.hours", "not", True),
+    ("on-demand after longer than the wait", spec_with(capacity_wait_minutes=10, on_demand_after={"capacity_wait_minutes": 20}),
+     "on_demand_after.capacity_wait_minutes", "never switch", False),
     ("huge command", spec_with(exec_command="python train.py " + "--flag " * 700), "exec_command", "at most 4096", True),
     ("spec over 16 KiB", spec_with(setup_command="x" * 4000, data_get_command="y" * 4000, exec_command="z" * 4000,
                                    env={f"V{i}": "v" * 1000 for i in range(5)}), "spec", "16384-byte", False),
@@ -251,6 +258,13 @@ def test_given_stack_without_on_demand_when_job_asks_for_it_then_rejected():
     spec = spec_with(instance={"on_demand_fallback": True})
     assert validate_spec(spec, make_settings())["instance"]["on_demand_fallback"] is True
     with pytest.raises(InvalidJobSpec, match="instance.on_demand_fallback: this stack does not allow"):
+        validate_spec(spec, make_settings(on_demand_fallback=False))
+
+
+def test_given_stack_without_on_demand_when_job_sets_an_on_demand_policy_then_rejected():
+    spec = spec_with(on_demand_after={"interruptions": 2})
+    assert validate_spec(spec, make_settings())["on_demand_after"] == {"interruptions": 2}
+    with pytest.raises(InvalidJobSpec, match="on_demand_after: this stack does not allow on-demand instances"):
         validate_spec(spec, make_settings(on_demand_fallback=False))
 
 

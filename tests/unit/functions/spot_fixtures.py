@@ -14,6 +14,7 @@ from moto import mock_aws
 
 from spottrain.contract import layout
 from spottrain.contract.settings import Settings
+from spottrain.local.bridge import SpotMarket
 
 EXEC_NAME = "pix2pix-facades"
 BUCKET = f"spottrain-123456789012-{EXEC_NAME}"
@@ -43,7 +44,7 @@ def aws(clients, monkeypatch):
     for name, value in FAKE_CREDENTIALS.items():
         monkeypatch.setenv(name, value)
     ec2, s3, _ = clients
-    with mock_aws():
+    with mock_aws(), SpotMarket():  # moto has no placement scores, and a canned $0.00001/h spot price
         s3.create_bucket(Bucket=BUCKET)
         yield ec2, s3
 

@@ -256,3 +256,79 @@ def test_given_a_failed_bootstrap_when_notified_then_one_failure_email_with_the_
             "  spottrain bootstrap: job s3://b attempt 1: fetching agent s3://assets/agent.zip\n") in body
     assert "  spottrain bootstrap: FAILED (exit 1) at line 32" in body
     assert "interrupted" not in body.lower() and "resuming" not in body.lower()
+
+
+def waiting_launch() -> dict:
+    pools = {"g5.xlarge/subnet-1": {"failures": 1, "code": "InsufficientInstanceCapacity",
+                                    "failed_at": "2026-01-01T00:03:12+00:00", "retry_at": "2026-01-01T00:04:12+00:00"}}
+    wait = {"started_at": "2026-01-01T00:03:12+00:00", "deadline": "2026-01-01T00:33:12+00:00", "waits": 1,
+            "outcome": "WAITING"}
+    return {"status": "WAITING", "attempt": 1, "instance": None, "pools": pools, "pools_failed": list(pools),
+            "capacity_wait": wait, "capacity_wait_begins": True, "wait_seconds": 60}
+
+
+def test_given_no_pool_has_room_when_the_wait_begins_then_the_email_names_the_pools_and_the_deadline(running_job):
+    # Given every pool refused and the job starts waiting
+    state, _, inbox = running_job
+    state["launch"] = waiting_launch()
+
+    # When notified
+    publish(NotifyEvent.CAPACITY_WAIT, state)
+
+    # Then the one email says it waits, which pools refused and why, the next try and the deadline
+    email = received(inbox)[0]
+    assert email["Subject"] == "[spottrain] pix2pix-facade is waiting for spot capacity: no allowed pool has room"
+    assert "Pools without capacity: g5.xlarge/subnet-1 (InsufficientInstanceCapacity)" in email["Message"]
+    assert "next try in 1m00s" in email["Message"] and "until 2026-01-01T00:33:12+00:00" in email["Message"]
+
+
+def test_given_capacity_found_after_a_wait_when_the_instance_starts_then_the_subject_says_how_long_it_waited(
+    running_job
+):
+    state, _, inbox = running_job
+    state["launch"]["capacity_found_after_seconds"] = 95
+
+    publish(NotifyEvent.REQUEST_FULFILLED, state)
+
+    assert received(inbox)[0]["Subject"].endswith("in us-east-1a after a 1m35s capacity wait")
+
+
+def test_given_the_policy_switched_to_on_demand_when_the_instance_starts_then_the_email_says_why(running_job):
+    state, _, inbox = running_job
+    state["launch"]["instance"]["lifecycle"] = "on-demand"
+    state["launch"]["on_demand_reason"] = "2 spot interruption(s) reached on_demand_after.interruptions=2"
+
+    publish(NotifyEvent.REQUEST_FULFILLED, state)
+
+    email = received(inbox)[0]
+    assert "(on-demand)" in email["Subject"]
+    assert "On-demand because: 2 spot interruption(s) reached on_demand_after.interruptions=2" in email["Message"]
+
+
+def test_given_the_wait_ran_out_when_notified_then_the_email_says_how_long_it_waited(running_job):
+    state, _, inbox = running_job
+    state["launch"] = waiting_launch() | {"status": "EXHAUSTED"}
+    state["launch"]["capacity_wait"] |= {"waits": 9, "ended_at": "2026-01-01T00:33:12+00:00", "outcome": "GAVE_UP"}
+
+    publish(NotifyEvent.REQUEST_FAILED, state)
+
+    body = received(inbox)[0]["Message"]
+    assert ("Waited for capacity from 2026-01-01T00:03:12+00:00 to 2026-01-01T00:33:12+00:00 (9 waits; "
+            "capacity_wait_minutes sets how long)") in body
+
+
+def test_given_an_interrupted_then_resumed_job_when_completed_then_the_email_shows_redone_work_and_volumes(running_job):
+    # Given attempt 1 was interrupted 2.5 minutes after its last durable checkpoint, on a 100 GiB volume
+    state, s3, inbox = running_job
+    bucket = state["storage"]["bucket"]
+    report.record_launch(s3, bucket, "pix2pix-facade", 1, INSTANCE | {"volume_gb": 100})
+    report.record_end(s3, bucket, 1, "INTERRUPTED", ended_at=NOW, details={"redone_minutes": 2.5})
+    state["poll"] = {"status": "SUCCEEDED", "detail": {"exit_code": 0}}
+
+    # When the completion is notified
+    publish(NotifyEvent.COMPLETED, state)
+
+    # Then the email says how much training was done twice, and what the volumes cost
+    body = received(inbox)[0]["Message"]
+    assert "Training redone after interruptions: attempt 1: 2.5 min" in body
+    assert "Root volumes (gp3, the same either way): $0.0006" in body  # 100 GiB x $0.08 per 730 h, for 192 s

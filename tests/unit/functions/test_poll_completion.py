@@ -12,7 +12,7 @@ from spottrain.functions import poll_completion as pc
 from spottrain.contract import layout
 from spottrain.functions.shared import report
 from spot_fixtures import (  # noqa: F401 (aws, clients: fixtures)
-    LAMBDA_CONTEXT, aws, clients, job_state, make_settings, put_marker, read_report, with_launch)
+    BUCKET, LAMBDA_CONTEXT, aws, clients, job_state, make_settings, put_marker, read_report, with_launch)
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
 LAUNCHED_AT = NOW - dt.timedelta(minutes=30)
@@ -112,6 +112,42 @@ def test_given_the_notice_marker_before_the_final_sync_then_interrupted_at_once_
     assert (result["status"], result["detail"]["final_sync_done"]) == ("INTERRUPTED", False)
     assert result["detail"]["wait"] == {"error": "SpotInterrupted", "cause": "spot instance-action terminate"}
     assert instance_state(ec2, state) == "running"
+
+
+def durable_checkpoint(s3, name: str = "snapshot_iter_40.npz") -> dt.datetime:
+    """Upload a checkpoint as the agent's sync does; when S3 says it became durable."""
+    key = layout.CHECKPOINTS_PREFIX + name
+    s3.put_object(Bucket=BUCKET, Key=key, Body=b"weights")
+    return s3.head_object(Bucket=BUCKET, Key=key)["LastModified"]
+
+
+def test_given_an_interruption_90s_after_the_last_durable_checkpoint_then_1_5_minutes_of_work_are_redone(running):
+    # Given a checkpoint in S3, and the notice stopping the training 90 s later
+    ec2, s3, state = running
+    durable = durable_checkpoint(s3)
+    noticed = durable + dt.timedelta(seconds=90)
+    put_marker(s3, layout.INTERRUPTED_KEY, **written_by(state), noticed_at=noticed.isoformat())
+
+    # When judged
+    result = poll(ec2, s3, state)
+
+    # Then the email's details and report.json say how much training the next attempt repeats
+    assert result["detail"]["redone_minutes"] == 1.5
+    entry = read_report(s3)["attempts"][0]
+    assert (entry["redone_minutes"], entry["last_checkpoint_at"]) == (1.5, report.isoformat(durable))
+
+
+def test_given_no_checkpoint_before_the_notice_then_the_whole_attempt_is_redone(running):
+    # Given the only checkpoint reached S3 after the notice (not durable when the training stopped), and the
+    # attempt launched 5 minutes before the notice
+    ec2, s3, state = running
+    noticed = durable_checkpoint(s3) - dt.timedelta(seconds=10)
+    state["launch"]["instance"]["launched_at"] = report.isoformat(noticed - dt.timedelta(seconds=300))
+    put_marker(s3, layout.INTERRUPTED_KEY, **written_by(state), noticed_at=noticed.isoformat())
+
+    result = poll(ec2, s3, state)
+
+    assert (result["detail"]["redone_minutes"], result["detail"]["last_checkpoint_at"]) == (5.0, None)
 
 
 def test_given_the_instance_is_gone_after_heartbeats_without_a_final_marker_then_interrupted(running):

@@ -18,6 +18,7 @@ from spot_fixtures import (  # noqa: F401 (aws, clients, stubbed_ec2: fixtures)
     stubbed_ec2)
 
 SUBNETS = [("subnet-a", "us-east-1a"), ("subnet-b", "us-east-1b")]
+AZ_IDS = {"us-east-1a": "use1-az4", "us-east-1b": "use1-az6"}
 LAUNCH_TIME = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
 
 
@@ -115,10 +116,25 @@ def test_given_the_handler_with_stack_environment_when_invoked_then_it_launches(
 
 # ----- per-pool answers moto cannot give: botocore Stubber ---------------------------------------
 
-def expect_subnets(stubber):
+def expect_subnets(stubber, types=("g5.xlarge", "g4dn.xlarge"), scores: dict | None = None, prices: dict | None = None):
+    """The subnets, then what ranking reads: a placement score call per type, one spot price history.
+
+    `scores`: {(type, az id): score}; `prices`: {(type, az): "USD/h"}; unset, every pool has neither.
+    """
     stubber.add_response("describe_subnets",
-                         {"Subnets": [{"SubnetId": s, "AvailabilityZone": az} for s, az in SUBNETS]},
+                         {"Subnets": [{"SubnetId": s, "AvailabilityZone": az, "AvailabilityZoneId": AZ_IDS[az]}
+                                      for s, az in SUBNETS]},
                          {"SubnetIds": [s for s, _ in SUBNETS]})
+    for instance_type in types:
+        answer = [{"AvailabilityZoneId": az_id, "Region": "us-east-1", "Score": score}
+                  for (scored, az_id), score in (scores or {}).items() if scored == instance_type]
+        stubber.add_response("get_spot_placement_scores", {"SpotPlacementScores": answer},
+                             {"InstanceTypes": [instance_type], "TargetCapacity": 1, "TargetCapacityUnitType": "units",
+                              "SingleAvailabilityZone": True, "RegionNames": ["us-east-1"]})
+    history = [{"InstanceType": t, "AvailabilityZone": az, "SpotPrice": price, "ProductDescription": "Linux/UNIX"}
+               for (t, az), price in (prices or {}).items()]
+    stubber.add_response("describe_spot_price_history", {"SpotPriceHistory": history},
+                         {"InstanceTypes": list(types), "ProductDescriptions": ["Linux/UNIX"], "StartTime": ANY})
 
 
 def run_params(instance_type: str, subnet: str, spot: bool = True) -> dict:
@@ -138,15 +154,11 @@ def expect_no_capacity(stubber, instance_type: str, subnet: str, code: str = "In
                              expected_params=run_params(instance_type, subnet, spot))
 
 
-def expect_launch(stubber, instance_type: str, subnet: str, spot: bool = True, price: str | None = "0.3120"):
+def expect_launch(stubber, instance_type: str, subnet: str, spot: bool = True):
     instance = {"InstanceId": "i-0abc", "LaunchTime": LAUNCH_TIME}
     if spot:
         instance |= {"InstanceLifecycle": "spot", "SpotInstanceRequestId": "sir-123"}
     stubber.add_response("run_instances", {"Instances": [instance]}, run_params(instance_type, subnet, spot))
-    if spot:
-        az = dict(SUBNETS)[subnet]
-        history = [{"SpotPrice": price, "AvailabilityZone": az, "InstanceType": instance_type}] if price else []
-        stubber.add_response("describe_spot_price_history", {"SpotPriceHistory": history})
 
 
 def stub_settings(**overrides):
@@ -156,7 +168,7 @@ def stub_settings(**overrides):
 def test_given_no_capacity_in_the_first_pools_when_requested_then_the_next_pool_in_order_launches(aws, stubbed_ec2):
     _, s3 = aws
     ec2, stubber = stubbed_ec2
-    expect_subnets(stubber)
+    expect_subnets(stubber, prices={("g4dn.xlarge", "us-east-1a"): "0.3120"})
     expect_no_capacity(stubber, "g5.xlarge", "subnet-a")
     expect_no_capacity(stubber, "g5.xlarge", "subnet-b", code="SpotMaxPriceTooLow")
     expect_launch(stubber, "g4dn.xlarge", "subnet-a")
@@ -170,37 +182,78 @@ def test_given_no_capacity_in_the_first_pools_when_requested_then_the_next_pool_
             "launched_at": "2026-01-01T12:00:00+00:00"}.items() <= launch["instance"].items()
 
 
-def test_given_pools_that_already_failed_this_job_when_relaunching_then_they_are_not_tried_again(aws, stubbed_ec2):
-    _, s3 = aws
-    ec2, stubber = stubbed_ec2
+NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
+
+
+def later(seconds: float) -> dt.datetime:
+    return NOW + dt.timedelta(seconds=seconds)
+
+
+def relaunch_after_failed_bid(pools: dict) -> dict:
+    """The state when g5.xlarge in subnet-b failed its bid, and `pools` had refused before."""
     state = job_state()
-    state["launch"] = {"status": "LAUNCHED", "attempt": 1, "pools_failed": ["g5.xlarge/subnet-a"], "wait_seconds": 15,
+    state["launch"] = {"status": "LAUNCHED", "attempt": 1, "pools": pools, "wait_seconds": 15,
                        "instance": {"instance_id": "i-old", "instance_type": "g5.xlarge", "subnet_id": "subnet-b",
                                     "az": "us-east-1b"}}
     state["bid"] = {"status": "FAILED", "code": "capacity-not-available", "message": "", "checks": 1}
+    return state
+
+
+def refused(at: dt.datetime, retry_after: float, failures: int = 1) -> dict:
+    return {"failures": failures, "code": "InsufficientInstanceCapacity", "failed_at": at.isoformat(),
+            "retry_at": (at + dt.timedelta(seconds=retry_after)).isoformat()}
+
+
+def test_given_pools_in_their_back_off_when_relaunching_then_they_are_skipped(aws, stubbed_ec2):
+    # Given g5 in subnet-a refused 10 s ago (back-off 60 s) and g5 in subnet-b just failed its bid
+    _, s3 = aws
+    ec2, stubber = stubbed_ec2
+    state = relaunch_after_failed_bid({"g5.xlarge/subnet-a": refused(later(-10), 60)})
     expect_subnets(stubber)
-    expect_launch(stubber, "g4dn.xlarge", "subnet-a")  # g5 in a failed at launch, g5 in b failed its bid
+    expect_launch(stubber, "g4dn.xlarge", "subnet-a")  # neither g5 pool is asked
 
-    launch = rsi.request_instance(ec2, s3, stub_settings(), state)
+    # When the attempt relaunches
+    launch = rsi.request_instance(ec2, s3, stub_settings(), state, now=NOW)
 
-    assert launch["attempt"] == 1  # a failed bid keeps the attempt
+    # Then the next due pool launches, the attempt is kept, and the failed bid counts as its pool's refusal
+    assert launch["attempt"] == 1 and launch["instance"]["instance_type"] == "g4dn.xlarge"
     assert launch["pools_failed"] == ["g5.xlarge/subnet-a", "g5.xlarge/subnet-b"]
+    assert launch["pools"]["g5.xlarge/subnet-b"]["code"] == "capacity-not-available"
+    assert launch["pools"]["g5.xlarge/subnet-b"]["retry_at"] == later(60).isoformat()
 
 
-def expect_every_pool_full(stubber) -> None:
-    """Both of the job's types in both subnets answer InsufficientInstanceCapacity."""
+def test_given_a_pool_whose_back_off_expired_when_relaunching_then_it_is_tried_again_and_forgiven(aws, stubbed_ec2):
+    # Given g5 in subnet-a refused twice, its back-off (2 min) over
+    _, s3 = aws
+    ec2, stubber = stubbed_ec2
+    state = relaunch_after_failed_bid({"g5.xlarge/subnet-a": refused(later(-121), 120, failures=2)})
     expect_subnets(stubber)
-    for instance_type in ("g5.xlarge", "g4dn.xlarge"):
-        for subnet, _ in SUBNETS:
-            expect_no_capacity(stubber, instance_type, subnet)
+    expect_launch(stubber, "g5.xlarge", "subnet-a")
+
+    # When the attempt relaunches
+    launch = rsi.request_instance(ec2, s3, stub_settings(), state, now=NOW)
+
+    # Then the job's first choice launches again: a refusal is not a ban, and its success clears the record
+    assert launch["instance"]["instance_type"] == "g5.xlarge" and launch["instance"]["subnet_id"] == "subnet-a"
+    assert list(launch["pools"]) == ["g5.xlarge/subnet-b"]
 
 
-def test_given_every_pool_without_capacity_and_no_fallback_then_exhausted_with_nothing_launched(aws, stubbed_ec2):
+IN_SPEC_ORDER = [(t, subnet) for t in ("g5.xlarge", "g4dn.xlarge") for subnet, _ in SUBNETS]
+
+
+def expect_every_pool_full(stubber, order=IN_SPEC_ORDER) -> None:
+    """Both of the job's types in both subnets answer InsufficientInstanceCapacity, asked in this order."""
+    expect_subnets(stubber)
+    for instance_type, subnet in order:
+        expect_no_capacity(stubber, instance_type, subnet)
+
+
+def test_given_every_pool_full_and_no_wait_allowed_then_exhausted_with_nothing_launched(aws, stubbed_ec2):
     _, s3 = aws
     ec2, stubber = stubbed_ec2
     expect_every_pool_full(stubber)
 
-    launch = rsi.request_instance(ec2, s3, stub_settings(), job_state())
+    launch = rsi.request_instance(ec2, s3, stub_settings(), job_state(capacity_wait_minutes=0))
 
     assert launch["status"] == "EXHAUSTED" and launch["instance"] is None
     assert len(launch["pools_failed"]) == 4
@@ -212,7 +265,8 @@ def test_given_no_spot_capacity_and_job_and_stack_allow_on_demand_then_on_demand
     ec2, stubber = stubbed_ec2
     expect_every_pool_full(stubber)
     expect_launch(stubber, "g5.xlarge", "subnet-a", spot=False)  # run_params(spot=False): no market options
-    state = job_state(instance={"types": ["g5.xlarge", "g4dn.xlarge"], "on_demand_fallback": True, "volume_gb": 120})
+    state = job_state(instance={"types": ["g5.xlarge", "g4dn.xlarge"], "on_demand_fallback": True, "volume_gb": 120},
+                      capacity_wait_minutes=0)  # the fallback comes once the wait for spot capacity is over
 
     launch = rsi.request_instance(ec2, s3, stub_settings(on_demand_fallback=True), state)
 
@@ -226,18 +280,157 @@ def test_given_the_job_asks_for_on_demand_but_the_stack_forbids_it_then_exhauste
     _, s3 = aws
     ec2, stubber = stubbed_ec2
     expect_every_pool_full(stubber)
-    state = job_state(instance={"types": ["g5.xlarge", "g4dn.xlarge"], "on_demand_fallback": True, "volume_gb": 120})
+    state = job_state(instance={"types": ["g5.xlarge", "g4dn.xlarge"], "on_demand_fallback": True, "volume_gb": 120},
+                      capacity_wait_minutes=0)
 
     launch = rsi.request_instance(ec2, s3, stub_settings(on_demand_fallback=False), state)
 
     assert launch["status"] == "EXHAUSTED"
 
 
+def test_given_every_pool_full_when_the_job_may_wait_then_it_waits_a_minute_and_the_report_shows_it(aws, stubbed_ec2):
+    # Given every pool refuses and the job may wait 30 minutes (a minute lasts 60 s)
+    _, s3 = aws
+    ec2, stubber = stubbed_ec2
+    expect_every_pool_full(stubber)
+
+    # When the attempt is requested
+    launch = rsi.request_instance(ec2, s3, stub_settings(), job_state(capacity_wait_minutes=30), now=NOW)
+
+    # Then it waits until the pools' one-minute back-off is over, with the window's deadline set
+    assert launch["status"] == "WAITING" and launch["instance"] is None and launch["wait_seconds"] == 60
+    assert launch["capacity_wait_begins"] is True  # the workflow emails once, now
+    assert launch["capacity_wait"] == {"started_at": NOW.isoformat(), "deadline": later(1800).isoformat(),
+                                       "waits": 1, "outcome": "WAITING"}
+    # And report.json shows the wait, with the pools that refused
+    (entry,) = read_report(s3)["capacity_waits"]
+    assert entry["outcome"] == "WAITING" and len(entry["pools_refused"]) == 4 and entry["attempt"] == 1
+
+
+def waiting_state(started: dt.datetime, window_seconds: float, waits: int, retry_after: float) -> dict:
+    """The state after `waits` waits that began at `started`: every pool refused, due `retry_after` s from then."""
+    state = job_state(capacity_wait_minutes=30)
+    pools = {f"{t}/{s}": refused(started, retry_after) for t in ("g5.xlarge", "g4dn.xlarge") for s, _ in SUBNETS}
+    wait = {"started_at": started.isoformat(), "deadline": (started + dt.timedelta(seconds=window_seconds)).isoformat(),
+            "waits": waits, "outcome": "WAITING"}
+    state["launch"] = {"status": "WAITING", "attempt": 1, "instance": None, "pools": pools,
+                       "capacity_wait": wait, "wait_seconds": retry_after}
+    state["bid"] = {"status": "FAILED", "code": "stale", "checks": 1}  # from an earlier launch: not counted again
+    return state
+
+
+def test_given_a_wait_when_a_pool_has_room_again_then_it_launches_and_says_how_long_it_waited(aws, stubbed_ec2):
+    # Given the attempt has waited 3 times since 200 s ago, and now every pool is due again
+    _, s3 = aws
+    ec2, stubber = stubbed_ec2
+    state = waiting_state(later(-200), 1800, waits=3, retry_after=120)
+    expect_subnets(stubber)
+    expect_launch(stubber, "g5.xlarge", "subnet-a")
+
+    # When the attempt is requested again
+    launch = rsi.request_instance(ec2, s3, stub_settings(), state, now=NOW)
+
+    # Then the first choice launches, the wait ends FOUND after 200 s, and report.json keeps it
+    assert launch["status"] == "LAUNCHED" and launch["capacity_found_after_seconds"] == 200
+    assert launch["capacity_wait"]["outcome"] == "FOUND" and launch["capacity_wait"]["waits"] == 3
+    (entry,) = read_report(s3)["capacity_waits"]
+    assert (entry["outcome"], entry["ended_at"], entry["waits"]) == ("FOUND", NOW.isoformat(), 3)
+    assert "g5.xlarge/subnet-a" not in launch["pools"]
+
+
+def test_given_a_wait_whose_pools_refuse_again_then_their_back_off_doubles_and_the_waits_count_up(aws, stubbed_ec2):
+    _, s3 = aws
+    ec2, stubber = stubbed_ec2
+    state = waiting_state(later(-60), 1800, waits=1, retry_after=60)
+    expect_every_pool_full(stubber)
+
+    launch = rsi.request_instance(ec2, s3, stub_settings(), state, now=NOW)
+
+    assert launch["status"] == "WAITING" and launch["wait_seconds"] == 120  # 1 min, then 2 min
+    assert launch["capacity_wait"]["waits"] == 2 and launch["capacity_wait"]["started_at"] == later(-60).isoformat()
+    assert launch["capacity_wait_begins"] is False  # no second "waiting" email
+    assert {record["failures"] for record in launch["pools"].values()} == {2}
+
+
+def test_given_a_wait_whose_window_is_over_when_every_pool_refuses_then_exhausted_and_the_report_says_gave_up(
+    aws, stubbed_ec2
+):
+    # Given a 30-minute window that began 30 minutes ago
+    _, s3 = aws
+    ec2, stubber = stubbed_ec2
+    state = waiting_state(later(-1800), 1800, waits=9, retry_after=300)
+    expect_every_pool_full(stubber)
+
+    # When every pool refuses once more
+    launch = rsi.request_instance(ec2, s3, stub_settings(), state, now=NOW)
+
+    # Then the job gives up (NoSpotCapacity follows) and the report says how long it waited
+    assert launch["status"] == "EXHAUSTED" and launch["capacity_wait"]["outcome"] == "GAVE_UP"
+    (entry,) = read_report(s3)["capacity_waits"]
+    assert (entry["outcome"], entry["waits"], entry["ended_at"]) == ("GAVE_UP", 9, NOW.isoformat())
+
+
+def test_given_an_interruption_after_a_wait_when_relaunching_then_the_next_attempt_waits_afresh(aws, stubbed_ec2):
+    # Given attempt 1 found capacity after a wait whose window is now over, and was then reclaimed
+    _, s3 = aws
+    ec2, stubber = stubbed_ec2
+    state = waiting_state(later(-3600), 1800, waits=4, retry_after=0)
+    state["launch"] |= {"status": "LAUNCHED", "pools": {}, "instance": {
+        "instance_id": "i-old", "instance_type": "g5.xlarge", "subnet_id": "subnet-a", "az": "us-east-1a"}}
+    state["poll"] = {"status": "INTERRUPTED", "attempt": 1}
+    expect_every_pool_full(stubber, IN_SPEC_ORDER[1:] + IN_SPEC_ORDER[:1])  # the reclaimed pool is asked last
+
+    # When every pool refuses the relaunch
+    launch = rsi.request_instance(ec2, s3, stub_settings(), state, now=NOW)
+
+    # Then attempt 2 waits with a window of its own rather than failing the job
+    assert launch["status"] == "WAITING" and launch["attempt"] == 2
+    assert launch["capacity_wait"]["started_at"] == NOW.isoformat() and launch["capacity_wait"]["waits"] == 1
+
+
+def test_given_two_interruptions_and_on_demand_after_two_then_the_third_attempt_launches_on_demand(aws, stubbed_ec2):
+    # Given attempt 2 was interrupted, the job's policy: on-demand after 2 interruptions
+    _, s3 = aws
+    ec2, stubber = stubbed_ec2
+    state = job_state(on_demand_after={"interruptions": 2})
+    state["launch"] = {"status": "LAUNCHED", "attempt": 2, "pools": {}, "wait_seconds": 15, "instance": {
+        "instance_id": "i-old", "instance_type": "g4dn.xlarge", "subnet_id": "subnet-b", "az": "us-east-1b"}}
+    state["poll"] = {"status": "INTERRUPTED", "attempt": 2}
+    expect_subnets(stubber)
+    expect_launch(stubber, "g5.xlarge", "subnet-a", spot=False)  # no spot request is even tried
+
+    # When attempt 3 is requested
+    launch = rsi.request_instance(ec2, s3, stub_settings(on_demand_fallback=True), state, now=NOW)
+
+    # Then it runs on-demand, and says why (for the email)
+    assert launch["attempt"] == 3 and launch["instance"]["lifecycle"] == "on-demand"
+    assert launch["on_demand_reason"] == "2 spot interruption(s) reached on_demand_after.interruptions=2"
+
+
+def test_given_a_wait_as_long_as_on_demand_after_allows_then_it_launches_on_demand_within_the_window(aws, stubbed_ec2):
+    # Given 5 minutes of waiting so far in a 30-minute window, the job's policy: on-demand after 5 minutes
+    _, s3 = aws
+    ec2, stubber = stubbed_ec2
+    state = waiting_state(later(-300), 1800, waits=3, retry_after=300)
+    state["job"]["on_demand_after"] = {"capacity_wait_minutes": 5}
+    expect_every_pool_full(stubber)
+    expect_launch(stubber, "g5.xlarge", "subnet-a", spot=False)
+
+    # When every spot pool refuses once more
+    launch = rsi.request_instance(ec2, s3, stub_settings(on_demand_fallback=True), state, now=NOW)
+
+    # Then it goes on-demand now rather than waiting out the window, and the wait ends FOUND
+    assert launch["status"] == "LAUNCHED" and launch["instance"]["lifecycle"] == "on-demand"
+    assert launch["on_demand_reason"] == ("waited 300s for spot capacity, reaching "
+                                          "on_demand_after.capacity_wait_minutes=5")
+    assert launch["capacity_wait"]["outcome"] == "FOUND"
+
+
 def test_given_no_spot_price_history_then_the_price_cap_is_the_estimate(aws, stubbed_ec2):
     _, s3 = aws
     ec2, stubber = stubbed_ec2
     expect_subnets(stubber)
-    expect_launch(stubber, "g5.xlarge", "subnet-a", price=None)
+    expect_launch(stubber, "g5.xlarge", "subnet-a")
 
     launch = rsi.request_instance(ec2, s3, stub_settings(max_spot_price=0.5), job_state())
 
@@ -268,15 +461,17 @@ def test_given_an_interrupted_attempt_when_relaunching_then_the_next_attempt_is_
     expect_subnets(stubber)
     stubber.add_response("run_instances", {"Instances": [{"InstanceId": "i-new", "LaunchTime": LAUNCH_TIME,
                                                           "InstanceLifecycle": "spot"}]},
-                         run_params("g5.xlarge", "subnet-a") | {"TagSpecifications": [
+                         run_params("g5.xlarge", "subnet-b") | {"TagSpecifications": [
                              {"ResourceType": kind, "Tags": ANY} for kind in ("instance", "volume", "spot-instances-request")
                          ]})
-    stubber.add_response("describe_spot_price_history", {"SpotPriceHistory": []})
 
     launch = rsi.request_instance(ec2, s3, stub_settings(), state)
 
     assert launch["attempt"] == 3
     assert launch["pools_failed"] == []  # the reclaimed pool did not fail: it may have room again
+    # but it is tried last for this attempt: the first choice type launches in the other subnet
+    assert launch["demoted"] == "g5.xlarge/subnet-a" and launch["instance"]["subnet_id"] == "subnet-b"
+    assert launch["instance"]["demoted_pool"] == "g5.xlarge/subnet-a"
     params = rsi.launch_parameters(stub_settings(), state, 3, rsi.Pool("g5.xlarge", "subnet-a", "us-east-1a"),
                                    spot=True, region="us-east-1")
     assert {"Key": layout.TAG_ATTEMPT, "Value": "3"} in params["TagSpecifications"][0]["Tags"]

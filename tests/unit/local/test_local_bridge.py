@@ -9,6 +9,7 @@ import time
 import pytest
 
 from function_asset import function_zip, handler_name
+from spottrain.functions.shared import pricing
 from spottrain.local.bridge import Bridge, CallbackBridge
 from spottrain.local.faults import Faults
 from spottrain.local.lambda_host import LambdaHost
@@ -145,6 +146,28 @@ def test_given_no_capacity_fault_when_run_instances_then_insufficient_capacity(a
 
     assert error.value.response["Error"]["Code"] == "InsufficientInstanceCapacity"
     assert launched["Instances"][0]["InstanceType"] == "g6.xlarge"
+
+
+def test_given_the_bridge_then_the_price_list_api_answers_with_the_types_list_price(aws, tmp_path, monkeypatch):
+    # Given moto, which has no Price List API, behind the bridge
+    monkeypatch.setattr(pricing, "_CACHE", {})
+    with Bridge(LambdaHost(tmp_path, {}), Faults()):
+        # When a Lambda asks the on-demand price of a type in the stack's region
+        price = pricing.list_price(aws("pricing"), "us-east-1", "g5.xlarge")
+        unknown = pricing.list_price(aws("pricing"), "us-east-1", "x9.huge")
+
+    # Then the bridged API answers it (as AWS would, not through the labelled fallback)
+    assert price == pricing.OnDemandPrice(1.006, pricing.PRICE_LIST_API)
+    assert unknown == pricing.OnDemandPrice(None, pricing.BUNDLED_TABLE)
+
+
+def test_given_the_bridge_then_placement_scores_rank_each_az_of_the_region(aws, tmp_path):
+    with Bridge(LambdaHost(tmp_path, {}), Faults()):
+        scores = aws("ec2").get_spot_placement_scores(InstanceTypes=["g5.xlarge"], TargetCapacity=1,
+                                                      SingleAvailabilityZone=True, RegionNames=["us-east-1"])
+    zones = {z["ZoneId"]: z["ZoneName"] for z in aws("ec2").describe_availability_zones()["AvailabilityZones"]}
+    by_name = sorted((zones[s["AvailabilityZoneId"]], s["Score"]) for s in scores["SpotPlacementScores"])
+    assert by_name[:2] == [("us-east-1a", 10), ("us-east-1b", 9)] and len(by_name) == len(zones)
 
 
 def test_given_a_tls_only_bucket_policy_then_loopback_requests_still_work(aws, tmp_path):

@@ -169,3 +169,44 @@ def test_given_new_faults_loaded_then_the_old_ones_and_their_verdicts_are_forgot
     assert faults.describe() == "lambda-error=Notify:1"
     assert faults.never_fired() == [
         "injected fault lambda-error=Notify:1 never fired: Notify was never invoked, 1 failure(s) were asked for"]
+
+
+class FakeClock:
+    """time.monotonic for the faults module: the test moves time, so no result depends on machine speed."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_given_a_capacity_outage_then_every_pool_refuses_for_that_long_from_the_first_launch_then_has_room(monkeypatch):
+    # Given capacity-outage=20, and the first launch request 5 s after the fault was set
+    clock = FakeClock()
+    monkeypatch.setattr("spottrain.local.faults.time.monotonic", clock)
+    faults = Faults.parse(["capacity-outage=20"])
+    clock.now += 5
+
+    # When launches are requested over the next 25 s
+    refused = []
+    for step, instance_type in enumerate(["g5.xlarge", "g6.xlarge", "g4dn.xlarge", "g5.xlarge"]):
+        refused.append(faults.refuse_capacity(instance_type))
+        clock.now += 19.9 if step == 0 else 0.2
+
+    # Then every type is refused until 20 s after the first request, and has room after it
+    assert refused == [True, True, False, False]
+    assert faults.never_fired() == []
+    assert faults.describe() == "capacity-outage=20"
+
+
+def test_given_a_capacity_outage_and_no_launch_then_it_never_fired_and_says_why():
+    faults = Faults.parse(["capacity-outage=20"])
+
+    assert faults.never_fired() == ["injected fault capacity-outage=20 never fired: no launch was requested during it"]
+
+
+@pytest.mark.parametrize("spec", ["capacity-outage=0", "capacity-outage=-3", "capacity-outage=soon", "capacity-outage=inf"])
+def test_given_a_capacity_outage_without_a_positive_duration_then_the_error_shows_an_example(spec):
+    with pytest.raises(FaultError, match="capacity-outage=20"):
+        Faults.parse([spec])

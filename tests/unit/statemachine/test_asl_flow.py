@@ -151,7 +151,7 @@ def validated(event: dict) -> dict:
 
 
 LAUNCHED = {"status": "LAUNCHED", "attempt": 1, "instance": {"instance_id": "i-1"}, "pools_failed": [], "wait_seconds": 0,
-            "heartbeat_timeout_seconds": 30, "wait_timeout_seconds": 120}
+            "capacity_wait_begins": False, "heartbeat_timeout_seconds": 30, "wait_timeout_seconds": 120}
 COMPLETED = {"attempt": 1, "instance_id": "i-1", "execution": "arn", "outcome": "completed"}
 
 
@@ -292,6 +292,21 @@ def test_given_the_training_fails_or_runs_out_of_attempts_then_terminated_and_fa
 
     assert (status, got_error) == ("FAILED", error)
     assert visited[-4:] == ["NotifyTaskFailed", "TerminateAfterFailure", "FailureKind", error]
+
+
+def test_given_no_pool_with_room_twice_then_it_emails_once_waits_each_time_and_launches_when_one_has(sfn):
+    # Given two launches that find no pool with room (the first begins the wait), then one that launches
+    waiting = LAUNCHED | {"status": "WAITING", "instance": None, "wait_seconds": 0}
+    script = Script(**happy(request_spot_instance=[waiting | {"capacity_wait_begins": True}, waiting, LAUNCHED]))
+
+    # When the job runs
+    status, _, _, visited = sfn(script, SPEC)
+
+    # Then it waited twice, sent one "waiting" email, and trained once capacity was found
+    assert status == "SUCCEEDED" and len(script.calls["request_spot_instance"]) == 3
+    assert visited[2:10] == ["RequestSpotInstance", "LaunchResult", "NotifyCapacityWait", "WaitForCapacity",
+                             "RequestSpotInstance", "LaunchResult", "WaitForCapacity", "RequestSpotInstance"]
+    assert [c["event"] for c in script.calls["notify"]] == ["CAPACITY_WAIT", "REQUEST_FULFILLED", "COMPLETED"]
 
 
 def test_given_every_pool_exhausted_then_no_spot_capacity_and_nothing_to_terminate(sfn):
