@@ -179,16 +179,22 @@ def test_every_log_group_has_retention(any_synth):
     assert {g["Properties"]["RetentionInDays"] for g in groups.values()} == {30}
 
 
-def test_given_defaults_then_functions_use_the_pinned_powertools_layer(default_synth):
+def _jsonschema_layer_ref(synth) -> dict:
+    (layer_id,) = synth.resources("AWS::Lambda::LayerVersion")
+    return {"Ref": layer_id}
+
+
+def test_given_defaults_then_functions_use_the_jsonschema_layer_and_the_pinned_powertools_layer(default_synth):
     for props in _functions(default_synth).values():
-        (layer,) = props["Layers"]
+        ours, layer = props["Layers"]
+        assert ours == _jsonschema_layer_ref(default_synth)
         joined = "".join(part if isinstance(part, str) else "<ref>" for part in layer["Fn::Join"][1])
         assert re.fullmatch(r"arn:<ref>:lambda:<ref>:017000801446:layer:AWSLambdaPowertoolsPythonV3-python312-x86_64:\d+", joined)
 
 
-def test_given_empty_powertools_layer_arn_then_functions_have_no_layer(custom_synth):
+def test_given_empty_powertools_layer_arn_then_functions_have_only_the_jsonschema_layer(custom_synth):
     for props in _functions(custom_synth).values():
-        assert "Layers" not in props
+        assert props["Layers"] == [_jsonschema_layer_ref(custom_synth)]
 
 
 def test_function_environment_uses_only_the_shared_variable_names_and_sets_all(any_synth):
