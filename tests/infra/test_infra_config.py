@@ -64,3 +64,17 @@ def test_given_bad_context_then_error_names_key_rule_and_fix(overrides, key, rul
         _config(**overrides)
     message = str(raised.value)
     assert f"context {key}=" in message and rule in message and f"-c {key}=" in message
+
+
+def test_given_several_bad_keys_then_one_error_names_each_with_its_rule():
+    # Given three bad values at once, When synthesizing, Then one error lists all three (not the first only)
+    with pytest.raises(ConfigError) as raised:
+        _config(maxAttempts=0, bucketPrefix="Spot_Train", subnetIds="subnet-01,sn-2", vpcId="vpc-01")
+    lines = str(raised.value).splitlines()
+    assert lines == [
+        "context subnetIds='subnet-01,sn-2': 'sn-2' is not a subnet id like subnet-0abc123. "
+        "Fix it in cdk.json or pass -c subnetIds=<value>.",
+        "context bucketPrefix='Spot_Train': must be 3-40 lowercase letters, digits or hyphens (job bucket names). "
+        "Fix it in cdk.json or pass -c bucketPrefix=<value>.",
+        "context maxAttempts=0: must be a whole number >= 1. Fix it in cdk.json or pass -c maxAttempts=<value>.",
+    ]
