@@ -58,6 +58,7 @@ class Settings(BaseModel):
     max_spot_price: Annotated[Optional[PositiveFloat], BeforeValidator(_empty_is_none)] = Field(
         float(_DEFAULT["maxSpotPrice"]) if _DEFAULT["maxSpotPrice"] else None, alias="MAX_SPOT_PRICE")
     agent_bucket: str = Field("", alias="AGENT_BUCKET")
+    records_bucket: str = Field("", alias="RECORDS_BUCKET")  # receives the job buckets' access logs
     agent_key: str = Field("", alias="AGENT_KEY")
     bid_wait_seconds: NonNegativeInt = Field(_DEFAULT["bidWaitSeconds"], alias="BID_WAIT_SECONDS")
     bid_max_checks: PositiveInt = Field(_DEFAULT["bidMaxChecks"], alias="BID_MAX_CHECKS")

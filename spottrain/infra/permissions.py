@@ -28,6 +28,7 @@ CREATE_BUCKET_ACTIONS = [
     "s3:GetBucketTagging",
     "s3:PutBucketTagging",
     "s3:PutBucketOwnershipControls",
+    "s3:PutBucketLogging",
     "s3:ListBucket",
     "s3:GetBucketLocation",
 ]

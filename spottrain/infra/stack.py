@@ -76,6 +76,7 @@ class SpotTrainStack(Stack):
         return {
             "STACK_NAME": self.stack_name,
             "BUCKET_PREFIX": storage.bucket_prefix,
+            "RECORDS_BUCKET": storage.bucket.bucket_name,
             "TOPIC_ARN": notifications.topic.topic_arn,
             "LAUNCH_TEMPLATE_ID": launch.launch_template.launch_template_id,
             "AGENT_BUCKET": launch.agent.s3_bucket_name,

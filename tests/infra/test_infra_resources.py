@@ -71,6 +71,7 @@ def test_stack_bucket_accepts_access_logs_only_from_this_stacks_job_buckets(cust
         {"PolicyDocument": {"Statement": Match.array_with([Match.object_like({
             "Principal": {"Service": "logging.s3.amazonaws.com"},
             "Action": "s3:PutObject",
+            "Resource": Match.object_like({"Fn::Join": ["", Match.array_with(["/access-logs/*"])]}),
             "Condition": Match.object_like({"ArnLike": {"aws:SourceArn": {
                 "Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":s3:::acme-train-*"]]}}}),
         })])}},
@@ -241,6 +242,9 @@ def test_function_environment_points_at_the_stacks_resources(default_synth):
         assert env["TOPIC_ARN"] == {"Ref": topic}
         assert env["LAUNCH_TEMPLATE_ID"] == {"Ref": template}
         assert "cdk-hnb659fds-assets" in json.dumps(env["AGENT_BUCKET"]) and env["AGENT_KEY"].endswith(".zip")
+        # the bucket whose policy accepts the job buckets' access logs is the one create_bucket logs into
+        (records,) = default_synth.resources("AWS::S3::Bucket")
+        assert env["RECORDS_BUCKET"] == {"Ref": records}
 
 
 # --- workflow ----------------------------------------------------------------------------------
