@@ -25,7 +25,6 @@ STACK_DEFAULTS = {
     "defaultKeepAliveMinutes": 0,
     "maxKeepAliveMinutes": 60,
     "onDemandFallback": True,
-    "secondsPerMinute": 60,
     "jobTimeoutHours": 96,
     "logRetentionDays": 30,
 }

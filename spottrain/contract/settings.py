@@ -70,17 +70,23 @@ class Settings(BaseModel):
                                                        alias="DEFAULT_KEEP_ALIVE_MINUTES")
     max_keep_alive_minutes: NonNegativeInt = Field(_DEFAULT["maxKeepAliveMinutes"], alias="MAX_KEEP_ALIVE_MINUTES")
     on_demand_fallback: bool = Field(_DEFAULT["onDemandFallback"], alias="ON_DEMAND_FALLBACK")
-    seconds_per_minute: PositiveInt = Field(_DEFAULT["secondsPerMinute"], alias="SECONDS_PER_MINUTE")
+    # Emulator-only, the agent's knob of the same name: the stack never sets it (a minute is 60 s on AWS);
+    # spottrain/local shrinks minutes for the Lambdas it hosts as for the agents it starts.
+    seconds_per_minute: PositiveInt = Field(60, alias="SPOTTRAIN_SECONDS_PER_MINUTE")
     instance_user: str = Field(_DEFAULT["instanceUser"], alias="INSTANCE_USER")
 
 
-ENVIRONMENT_VARIABLES = tuple(field.alias for field in Settings.model_fields.values() if field.alias)
+EMULATOR_ONLY_VARIABLES = ("SPOTTRAIN_SECONDS_PER_MINUTE",)
+# What the stack sets for every function (docs/ARCHITECTURE.md "Lambda environment").
+ENVIRONMENT_VARIABLES = tuple(field.alias for field in Settings.model_fields.values()
+                              if field.alias and field.alias not in EMULATOR_ONLY_VARIABLES)
 
 
 def settings_from_env(env: Mapping[str, str]) -> Settings:
     """Parse every variable; raise EnvironmentConfigError listing all problems. Absent optional ones keep defaults."""
     try:
-        return Settings.model_validate({name: env[name] for name in ENVIRONMENT_VARIABLES if name in env})
+        known = ENVIRONMENT_VARIABLES + EMULATOR_ONLY_VARIABLES
+        return Settings.model_validate({name: env[name] for name in known if name in env})
     except ValidationError as exc:
         problems = [_problem(error, env) for error in exc.errors()]
         raise EnvironmentConfigError("Lambda environment is misconfigured: " + "; ".join(problems)) from None

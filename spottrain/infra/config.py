@@ -93,7 +93,6 @@ class StackConfig(BaseModel):
         alias="defaultKeepAliveMinutes", ge=0, description="must be a whole number >= 0")
     max_keep_alive_minutes: int = Field(alias="maxKeepAliveMinutes", ge=0, description="must be a whole number >= 0")
     on_demand_fallback: bool = Field(alias="onDemandFallback", description="must be true or false")
-    seconds_per_minute: int = Field(alias="secondsPerMinute", ge=1, description="must be a whole number >= 1")
     job_timeout_hours: float = Field(alias="jobTimeoutHours", gt=0, description="must be a number > 0")
     log_retention_days: int = Field(alias="logRetentionDays", ge=1, description="must be a whole number >= 1")
     # None = the pinned public layer, "" = no layer
@@ -147,7 +146,6 @@ class StackConfig(BaseModel):
             "DEFAULT_KEEP_ALIVE_MINUTES": str(self.default_keep_alive_minutes),
             "MAX_KEEP_ALIVE_MINUTES": str(self.max_keep_alive_minutes),
             "ON_DEMAND_FALLBACK": "true" if self.on_demand_fallback else "false",
-            "SECONDS_PER_MINUTE": str(self.seconds_per_minute),
         }
 
 

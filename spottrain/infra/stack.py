@@ -101,7 +101,7 @@ class SpotTrainStack(Stack):
         # One execution watches every attempt of a job, each bounded by its callback wait's timeout.
         longest_job_seconds = config.max_attempts * (
             config.max_runtime_minutes + config.max_keep_alive_minutes + BOOTSTRAP_MARGIN_MINUTES
-        ) * config.seconds_per_minute
+        ) * 60
         if config.job_timeout_hours * 3600 < longest_job_seconds:
             Annotations.of(self).add_warning_v2(
                 "spottrain:JobTimeoutShorterThanRuntime",

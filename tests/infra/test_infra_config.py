@@ -79,3 +79,11 @@ def test_given_several_bad_keys_then_one_error_names_each_with_its_rule():
         "Fix it in cdk.json or pass -c bucketPrefix=<value>.",
         "context maxAttempts=0: must be a whole number >= 1. Fix it in cdk.json or pass -c maxAttempts=<value>.",
     ]
+
+
+def test_the_stack_never_sets_the_emulators_minute_and_a_minute_is_60_seconds_without_it():
+    # Given only what the stack sets, Then a minute is 60 s; the emulator's knob is no stack variable
+    env = {"STACK_NAME": "s", "BUCKET_PREFIX": "p", **_config().lambda_environment()}
+    assert "SPOTTRAIN_SECONDS_PER_MINUTE" not in env and "secondsPerMinute" not in default_context()
+    assert settings_from_env(env).seconds_per_minute == 60
+    assert settings_from_env({**env, "SPOTTRAIN_SECONDS_PER_MINUTE": "1"}).seconds_per_minute == 1

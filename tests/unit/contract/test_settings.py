@@ -9,7 +9,7 @@ BASE = {"STACK_NAME": "SpotTrain", "BUCKET_PREFIX": "spottrain-123456789012"}
 
 
 @pytest.mark.parametrize("name", ["BID_MAX_CHECKS", "HEARTBEAT_LOST_SECONDS", "MAX_RUNTIME_MINUTES", "MAX_ATTEMPTS",
-                                  "SECONDS_PER_MINUTE"])
+                                  "SPOTTRAIN_SECONDS_PER_MINUTE"])
 def test_given_zero_for_a_count_that_must_be_positive_then_refused_naming_it(name):
     # Given 0 attempts, checks or minutes (a job that could never run, a heartbeat that is always lost)
     with pytest.raises(EnvironmentConfigError) as caught:
@@ -42,3 +42,4 @@ def test_given_missing_blank_and_malformed_variables_then_one_error_names_each()
     for part in ("STACK_NAME is not set", "BUCKET_PREFIX is not set", "MAX_SPOT_PRICE='-1' is invalid",
                  "ON_DEMAND_FALLBACK='maybe' is invalid"):
         assert part in message
+
