@@ -22,7 +22,8 @@ def apply_bucket_policies(session: Any, template: dict, stack_name: str, account
     """Put every bucket policy of `template` on its bucket; returns the buckets, in template order."""
     resources = session.client("cloudformation").describe_stack_resources(StackName=stack_name)["StackResources"]
     context = {
-        "physical": {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources},
+        # moto lists a skipped resource without ids
+        "physical": {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources if "LogicalResourceId" in r},
         "types": {name: resource["Type"] for name, resource in template.get("Resources", {}).items()},
         "pseudo": {"AWS::Partition": "aws", "AWS::AccountId": account, "AWS::Region": region,
                    "AWS::StackName": stack_name, "AWS::URLSuffix": "amazonaws.com"},

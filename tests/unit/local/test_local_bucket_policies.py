@@ -32,7 +32,7 @@ def test_given_a_deployed_stack_with_a_bucket_policy_when_applied_then_the_bucke
     # Given the stack deployed by moto (which skips the BucketPolicy resource)
     session.client("cloudformation").create_stack(StackName="S", TemplateBody=json.dumps(TEMPLATE))
     (bucket,) = [r["PhysicalResourceId"] for r in session.client("cloudformation")
-                 .describe_stack_resources(StackName="S")["StackResources"] if r["LogicalResourceId"] == "Records"]
+                 .describe_stack_resources(StackName="S")["StackResources"] if r.get("LogicalResourceId") == "Records"]
 
     # When the policies are applied
     assert apply_bucket_policies(session, TEMPLATE, "S", "123456789012", "us-east-1") == [bucket]
