@@ -22,8 +22,9 @@ def apply_bucket_policies(session: Any, template: dict, stack_name: str, account
     """Put every bucket policy of `template` on its bucket; returns the buckets, in template order."""
     resources = session.client("cloudformation").describe_stack_resources(StackName=stack_name)["StackResources"]
     context = {
-        # moto lists a skipped resource without ids
-        "physical": {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources if "LogicalResourceId" in r},
+        # moto lists a skipped resource without its ids
+        "physical": {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources
+                     if "LogicalResourceId" in r and "PhysicalResourceId" in r},
         "types": {name: resource["Type"] for name, resource in template.get("Resources", {}).items()},
         "pseudo": {"AWS::Partition": "aws", "AWS::AccountId": account, "AWS::Region": region,
                    "AWS::StackName": stack_name, "AWS::URLSuffix": "amazonaws.com"},
