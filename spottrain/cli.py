@@ -153,19 +153,40 @@ def _clients(session: Any) -> tuple[Any, Any]:
 
 
 def cmd_validate(args: argparse.Namespace, console: Console) -> int:
-    from spottrain.settings import default_settings
     from spottrain.contract.jobspec import InvalidJobSpec, validate_spec
+    from spottrain.settings import StackSettingsUnknown, deployed_settings
 
     spec = load_spec(args.spec)
+    if args.stack_name:
+        session, _ = _aws(args)  # a missing stack or AWS set-up fails here, in one line
+        try:
+            settings = deployed_settings(session.client("cloudformation"), session.client("lambda"), args.stack_name)
+        except StackSettingsUnknown as exc:
+            raise UsageError(str(exc)) from None
+        against = f"stack {args.stack_name}'s settings (its ValidateJob's environment)"
+    else:
+        settings, against = _offline_settings()
     try:
-        job = validate_spec(spec, default_settings())
+        job = validate_spec(spec, settings)
     except InvalidJobSpec as exc:
         console.say(f"✗ {args.spec} is not a valid job spec:")
         for problem in exc.problems:
             console.say(f"  - {problem}")
+        console.say(f"  (checked against {against})")
         return 1
     console.say(f"✓ {args.spec} is valid: job {job['exec_name']!r} → bucket {job['bucket']}")
+    console.say(f"  (checked against {against})")
     return 0
+
+
+def _offline_settings() -> tuple[Any, str]:
+    from spottrain.settings import cdk_json_overrides, default_settings
+
+    overrides = cdk_json_overrides()
+    against = "the defaults cdk.json deploys (spottrain/contract/defaults.py"
+    if overrides:
+        against += f"; cdk.json's own {', '.join(overrides)} not applied"
+    return default_settings(), against + "); pass --stack-name NAME to check against a deployed stack"
 
 
 def _follow(console: Console, sfn: Any, s3: Any, stack: jobs.Stack, arn: str, timeout: float, interval: float) -> dict:
@@ -345,6 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = add("validate", cmd_validate, "check a job spec exactly as the workflow's ValidateJob does", aws=False)
     validate.add_argument("spec")
+    validate.add_argument("--stack-name", help="check against this deployed stack's settings "
+                          "(default: offline, against the defaults in spottrain/contract/defaults.py and cdk.json)")
+    validate.add_argument("--profile", help="AWS profile, with --stack-name (default: your default credentials)")
+    validate.add_argument("--region", help="AWS region, with --stack-name (default: your default region)")
 
     submit = add("submit", cmd_submit, "start a job (on AWS, or --local in the emulator)", local=True)
     submit.add_argument("spec")

@@ -93,6 +93,8 @@ class SpotTrainStack(Stack):
         CfnOutput(self, "BucketName", value=storage.bucket.bucket_name)
         CfnOutput(self, "JobBucketPrefix", value=storage.bucket_prefix)
         CfnOutput(self, "TerminateFunctionName", value=functions.by_task["terminate_instance"].function_name)
+        # `spottrain validate --stack-name` checks a spec with the settings this function runs with.
+        CfnOutput(self, "ValidateJobFunctionName", value=functions.by_task["validate_job"].function_name)
         # The emulator delivers EC2 state changes to it, as the stack's EventBridge rule does on AWS.
         CfnOutput(self, "InstanceStateChangeFunctionName",
                   value=functions.by_task["instance_state_change"].function_name)

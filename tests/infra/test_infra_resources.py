@@ -330,7 +330,8 @@ def test_instances_that_stop_or_end_invoke_instance_state_change(default_synth):
 
 def test_outputs_have_stable_logical_ids(default_synth):
     outputs = default_synth.template["Outputs"]
-    assert {"StateMachineArn", "TopicArn", "BucketName", "JobBucketPrefix", "TerminateFunctionName"} <= set(outputs)
+    assert {"StateMachineArn", "TopicArn", "BucketName", "JobBucketPrefix", "TerminateFunctionName",
+            "ValidateJobFunctionName"} <= set(outputs)
     (machine_id,) = default_synth.resources("AWS::StepFunctions::StateMachine")
     assert outputs["StateMachineArn"]["Value"] == {"Ref": machine_id}
 
