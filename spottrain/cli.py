@@ -9,13 +9,13 @@ import argparse
 import codecs
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from spottrain import jobs
+from spottrain.console import Console
 
 if TYPE_CHECKING:  # the emulator is imported only by the commands that start it
     from spottrain.contract.settings import Settings
@@ -77,60 +77,6 @@ def checked_spec(path: str, settings: Settings | None) -> dict:
     if problems:
         raise UsageError(f"{path} is not a valid job spec (`spottrain validate {path}` explains): " + " | ".join(problems))
     return spec
-
-
-# ---------------------------------------------------------------- output
-
-
-class Console:
-    """Progress on one rewritten line on a terminal; otherwise a plain line when the job's state changed."""
-
-    def __init__(self, stream=None):
-        self.stream = stream or sys.stdout
-        self.tty = self.stream.isatty()
-        self._last = ""  # the newest progress line, still shown at the bottom on a terminal
-        self._logged: jobs.Progress | None = None  # the newest snapshot written as a plain line
-
-    def progress(self, snapshot: jobs.Progress) -> None:
-        if not self.tty:
-            # A log or a pipe keeps every line: one per poll that only moved the clock is noise.
-            if not snapshot.same_as(self._logged):
-                self._logged = snapshot
-                self.stream.write(snapshot.line() + "\n")
-                self.stream.flush()
-            return
-        line = snapshot.line()[: shutil.get_terminal_size().columns - 1]  # one screen row, or \r can't rewrite it
-        if line != self._last:
-            self._last = line
-            self.stream.write("\r\033[K" + line)
-            self.stream.flush()
-
-    def say(self, text: str = "") -> None:
-        """A message above the progress line, which stays at the bottom on a terminal."""
-        if self.tty and self._last:
-            self.stream.write("\r\033[K")
-        self.stream.write(text + "\n")
-        if self.tty and self._last:
-            self.stream.write(self._last)
-        self.stream.flush()
-
-    def end_progress(self) -> None:
-        """Leave the last progress line on screen and stop rewriting it."""
-        if self.tty and self._last:
-            self.stream.write("\n")
-            self.stream.flush()
-        self._last = ""
-
-    def error(self, text: str) -> None:
-        self.end_progress()
-        sys.stderr.write(f"spottrain: {text}\n")
-
-    def email(self, message: dict) -> None:
-        rule = "─" * 72
-        self.say(f"┌{rule}\n│ ✉  {message['subject']}\n├{rule}")
-        for line in message["body"].splitlines():
-            self.say(f"│ {line}")
-        self.say(f"└{rule}")
 
 
 # ---------------------------------------------------------------- AWS session
@@ -239,9 +185,9 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     executions = jobs.list_executions(sfn, stack)
     if not executions:
         console.say("no jobs yet: spottrain submit <spec.json>")
-    for execution in executions:
-        started = execution["startDate"].strftime("%Y-%m-%d %H:%M")
-        console.say(f"{jobs.job_of(execution['name']):<40} {execution['status']:<10} {started}  {execution['name']}")
+        return 0
+    console.table(("job", "status", "started", "execution"), [
+        (jobs.job_of(e["name"]), e["status"], e["startDate"].strftime("%Y-%m-%d %H:%M"), e["name"]) for e in executions])
     return 0
 
 
