@@ -6,7 +6,9 @@ docs/CONFIGURATION.md explains each key.
 """
 from __future__ import annotations
 
-STACK_DEFAULTS = {
+from typing import Any, Dict
+
+STACK_DEFAULTS: Dict[str, Any] = {
     "notificationEmail": "",
     "allowedInstanceTypes": ["g5.xlarge", "g6.xlarge", "g4dn.xlarge", "g5.2xlarge", "g6.2xlarge"],
     "defaultInstanceTypes": ["g5.xlarge", "g6.xlarge", "g4dn.xlarge"],

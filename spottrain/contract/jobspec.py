@@ -300,7 +300,7 @@ def _instance_problems(spec: dict, settings: Settings) -> Iterator[str]:
 
 
 def _limit_problems(spec: dict, settings: Settings) -> Iterator[str]:
-    limits = spec.get("limits") if isinstance(spec.get("limits"), dict) else {}
+    limits: dict = spec["limits"] if isinstance(spec.get("limits"), dict) else {}
     caps = (
         ("limits.max_runtime_minutes", limits.get("max_runtime_minutes"), settings.max_runtime_minutes, "maxRuntimeMinutes"),
         ("limits.max_attempts", limits.get("max_attempts"), settings.max_attempts, "maxAttempts"),

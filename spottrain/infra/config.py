@@ -53,13 +53,18 @@ def _empty_is_none(value: Any) -> Any:
     return None if value is None or (isinstance(value, str) and not value.strip()) else value
 
 
-def _Text(pattern: str) -> Any:  # noqa: N802 (a type, read as one)
+def _text_rule(pattern: str) -> StringConstraints:
     # "" stays allowed: an unset optional key (vpcId, bucketPrefix, notificationEmail) means "none"
-    return Annotated[str, BeforeValidator(_text), StringConstraints(strip_whitespace=True, pattern=f"^$|{pattern}")]
+    return StringConstraints(strip_whitespace=True, pattern=f"^$|{pattern}")
 
 
-def _Items(pattern: str) -> Any:  # noqa: N802
-    return Annotated[tuple[Annotated[str, StringConstraints(pattern=pattern)], ...], BeforeValidator(_items)]
+_Email = Annotated[str, BeforeValidator(_text), _text_rule(_EMAIL)]
+_SsmName = Annotated[str, BeforeValidator(_text), _text_rule(_SSM_NAME)]
+_LinuxUser = Annotated[str, BeforeValidator(_text), _text_rule(LINUX_USER_NAME.pattern)]
+_VpcId = Annotated[str, BeforeValidator(_text), _text_rule(_VPC_ID)]
+_BucketPrefix = Annotated[str, BeforeValidator(_text), _text_rule(_BUCKET_PREFIX)]
+_InstanceTypes = Annotated[tuple[Annotated[str, StringConstraints(pattern=_INSTANCE_TYPE)], ...], BeforeValidator(_items)]
+_SubnetIds = Annotated[tuple[Annotated[str, StringConstraints(pattern=_SUBNET_ID)], ...], BeforeValidator(_items)]
 
 
 class StackConfig(BaseModel):
@@ -68,17 +73,17 @@ class StackConfig(BaseModel):
     # python-re: the contract's LINUX_USER_NAME ends in \\Z, which Rust's regex (pydantic's default) lacks
     model_config = ConfigDict(frozen=True, populate_by_name=True, regex_engine="python-re")
 
-    notification_email: _Text(_EMAIL) = Field(alias="notificationEmail", description="must be an email address")
-    allowed_instance_types: _Items(_INSTANCE_TYPE) = Field(alias="allowedInstanceTypes", description=_INSTANCE_TYPE_RULE)
-    default_instance_types: _Items(_INSTANCE_TYPE) = Field(alias="defaultInstanceTypes", description=_INSTANCE_TYPE_RULE)
-    ami_ssm_parameter: _Text(_SSM_NAME) = Field(
+    notification_email: _Email = Field(alias="notificationEmail", description="must be an email address")
+    allowed_instance_types: _InstanceTypes = Field(alias="allowedInstanceTypes", description=_INSTANCE_TYPE_RULE)
+    default_instance_types: _InstanceTypes = Field(alias="defaultInstanceTypes", description=_INSTANCE_TYPE_RULE)
+    ami_ssm_parameter: _SsmName = Field(
         alias="amiSsmParameter", description="must be an SSM parameter name starting with /")
     # the AMI's default user: the job's commands run as it, in its home, as in 2017
-    instance_user: _Text(LINUX_USER_NAME.pattern) = Field(alias="instanceUser", description=_USER_RULE)
-    vpc_id: _Text(_VPC_ID) = Field(
+    instance_user: _LinuxUser = Field(alias="instanceUser", description=_USER_RULE)
+    vpc_id: _VpcId = Field(
         alias="vpcId", description="must be a VPC id like vpc-0abc123, or empty for the default VPC")
-    subnet_ids: _Items(_SUBNET_ID) = Field(alias="subnetIds", description="is not a subnet id like subnet-0abc123")
-    bucket_prefix: _Text(_BUCKET_PREFIX) = Field(  # "" = spottrain-<account>
+    subnet_ids: _SubnetIds = Field(alias="subnetIds", description="is not a subnet id like subnet-0abc123")
+    bucket_prefix: _BucketPrefix = Field(  # "" = spottrain-<account>
         alias="bucketPrefix", description="must be 3-40 lowercase letters, digits or hyphens (job bucket names)")
     max_spot_price: Annotated[PositiveFloat | None, BeforeValidator(_empty_is_none)] = Field(
         alias="maxSpotPrice", description="must be a number > 0, or empty for the on-demand price")

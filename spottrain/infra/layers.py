@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsii
 from aws_cdk import AssetHashType, BundlingOptions, ILocalBundling
@@ -74,7 +74,9 @@ def jsonschema_layer(scope: Construct, construct_id: str) -> lambda_.LayerVersio
         str(REQUIREMENTS.parent),
         # The pins decide the content: an unchanged requirements file reuses the staged asset.
         asset_hash_type=AssetHashType.SOURCE,
-        bundling=BundlingOptions(image=lambda_.Runtime.PYTHON_3_12.bundling_image, local=_CachedPipInstall()),
+        # cast: jsii passes the options positionally, which the protocol's keyword-only signature cannot say
+        bundling=BundlingOptions(image=lambda_.Runtime.PYTHON_3_12.bundling_image,
+                                 local=cast(ILocalBundling, _CachedPipInstall())),
     )
     return lambda_.LayerVersion(
         scope,
