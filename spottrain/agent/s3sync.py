@@ -106,8 +106,9 @@ class Store:
         """Best-effort delete; False when any key is still there."""
         ok = True
         for start in range(0, len(keys), DELETE_BATCH):
-            batch = {"Objects": [{"Key": key} for key in keys[start:start + DELETE_BATCH]], "Quiet": True}
-            what = f"delete {len(batch['Objects'])} keys from s3://{self.bucket}"
+            objects = [{"Key": key} for key in keys[start:start + DELETE_BATCH]]
+            batch = {"Objects": objects, "Quiet": True}
+            what = f"delete {len(objects)} keys from s3://{self.bucket}"
             ok = self.best_effort(what, lambda: _raise_errors(
                 self.client.delete_objects(Bucket=self.bucket, Delete=batch))) and ok
         return ok

@@ -420,7 +420,7 @@ def _nesting(value: Any) -> int:
     return deepest
 
 
-def validate_spec(spec: dict, settings: Settings) -> dict:
+def validate_spec(spec: Any, settings: Settings) -> dict:
     """The job with defaults filled plus "bucket" and "repository_name"; InvalidJobSpec lists every problem."""
     problems = spec_problems(spec, settings)
     if problems:

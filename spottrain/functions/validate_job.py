@@ -26,7 +26,7 @@ class JobAlreadyRunning(Exception):
 def build_state(event: dict, settings: Settings) -> dict:
     """The initial state object (docs/ARCHITECTURE.md): the validated job and this execution's identity."""
     execution = event.get("execution") or {}
-    job = validate_spec(event.get("spec"), settings)
+    job = validate_spec(event.get("spec"), settings)  # any value: not an object is a problem it names
     return {
         "job": job,
         "execution": {

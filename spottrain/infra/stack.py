@@ -78,7 +78,7 @@ class SpotTrainStack(Stack):
             "BUCKET_PREFIX": storage.bucket_prefix,
             "RECORDS_BUCKET": storage.bucket.bucket_name,
             "TOPIC_ARN": notifications.topic.topic_arn,
-            "LAUNCH_TEMPLATE_ID": launch.launch_template.launch_template_id,
+            "LAUNCH_TEMPLATE_ID": launch.launch_template.launch_template_id or "",  # always set once synthesized
             "AGENT_BUCKET": launch.agent.s3_bucket_name,
             "AGENT_KEY": launch.agent.s3_object_key,
             **config.lambda_environment(),
