@@ -10,7 +10,7 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 18,20
 
-.PHONY: demo test venv synth bench clean
+.PHONY: demo test lint venv synth bench clean
 
 venv: $(STAMP)
 
@@ -25,7 +25,13 @@ $(STAMP): requirements/runtime.txt requirements/dev.txt requirements/build-const
 demo: $(STAMP)
 	$(BIN)/spottrain demo
 
-test: $(STAMP)
+# lint, format check and types (configured in pyproject.toml), before the tests
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest
 
 synth: $(STAMP)
@@ -35,4 +41,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/multihead_step.py
 
 clean:
-	rm -rf $(VENV) node_modules cdk.out .spottrain
+	rm -rf $(VENV) node_modules cdk.out .spottrain .cache .mypy_cache .ruff_cache

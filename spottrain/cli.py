@@ -9,13 +9,13 @@ import argparse
 import codecs
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from spottrain import jobs
+from spottrain.console import Console
 
 if TYPE_CHECKING:  # the emulator is imported only by the commands that start it
     from spottrain.contract.settings import Settings
@@ -79,60 +79,6 @@ def checked_spec(path: str, settings: Settings | None) -> dict:
     return spec
 
 
-# ---------------------------------------------------------------- output
-
-
-class Console:
-    """Progress on one rewritten line on a terminal; otherwise a plain line when the job's state changed."""
-
-    def __init__(self, stream=None):
-        self.stream = stream or sys.stdout
-        self.tty = self.stream.isatty()
-        self._last = ""  # the newest progress line, still shown at the bottom on a terminal
-        self._logged: jobs.Progress | None = None  # the newest snapshot written as a plain line
-
-    def progress(self, snapshot: jobs.Progress) -> None:
-        if not self.tty:
-            # A log or a pipe keeps every line: one per poll that only moved the clock is noise.
-            if not snapshot.same_as(self._logged):
-                self._logged = snapshot
-                self.stream.write(snapshot.line() + "\n")
-                self.stream.flush()
-            return
-        line = snapshot.line()[: shutil.get_terminal_size().columns - 1]  # one screen row, or \r can't rewrite it
-        if line != self._last:
-            self._last = line
-            self.stream.write("\r\033[K" + line)
-            self.stream.flush()
-
-    def say(self, text: str = "") -> None:
-        """A message above the progress line, which stays at the bottom on a terminal."""
-        if self.tty and self._last:
-            self.stream.write("\r\033[K")
-        self.stream.write(text + "\n")
-        if self.tty and self._last:
-            self.stream.write(self._last)
-        self.stream.flush()
-
-    def end_progress(self) -> None:
-        """Leave the last progress line on screen and stop rewriting it."""
-        if self.tty and self._last:
-            self.stream.write("\n")
-            self.stream.flush()
-        self._last = ""
-
-    def error(self, text: str) -> None:
-        self.end_progress()
-        sys.stderr.write(f"spottrain: {text}\n")
-
-    def email(self, message: dict) -> None:
-        rule = "─" * 72
-        self.say(f"┌{rule}\n│ ✉  {message['subject']}\n├{rule}")
-        for line in message["body"].splitlines():
-            self.say(f"│ {line}")
-        self.say(f"└{rule}")
-
-
 # ---------------------------------------------------------------- AWS session
 
 
@@ -153,16 +99,26 @@ def _clients(session: Any) -> tuple[Any, Any]:
 
 
 def cmd_validate(args: argparse.Namespace, console: Console) -> int:
-    from spottrain.settings import default_settings
     from spottrain.contract.jobspec import InvalidJobSpec, validate_spec
+    from spottrain.settings import StackSettingsUnknown, deployed_settings
 
     spec = load_spec(args.spec)
+    if args.stack_name:
+        session, _ = _aws(args)  # a missing stack or AWS set-up fails here, in one line
+        try:
+            settings = deployed_settings(session.client("cloudformation"), session.client("lambda"), args.stack_name)
+        except StackSettingsUnknown as exc:
+            raise UsageError(str(exc)) from None
+        against = f"stack {args.stack_name}'s settings (its ValidateJob's environment)"
+    else:
+        settings, against = _offline_settings()
     try:
-        job = validate_spec(spec, default_settings())
+        job = validate_spec(spec, settings)
     except InvalidJobSpec as exc:
         console.say(f"✗ {args.spec} is not a valid job spec:")
         for problem in exc.problems:
             console.say(f"  - {problem}")
+        console.say(f"  (checked against {against})")
         return 1
     console.say(f"✓ {args.spec} is valid: job {job['exec_name']!r} → bucket {job['bucket']}")
     if "sweep" in spec:
@@ -170,6 +126,16 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
 
         sweep_commands.say_variants(console, spec)
     return 0
+
+
+def _offline_settings() -> tuple[Any, str]:
+    from spottrain.settings import cdk_json_overrides, default_settings
+
+    overrides = cdk_json_overrides()
+    against = "the defaults cdk.json deploys (spottrain/contract/defaults.py"
+    if overrides:
+        against += f"; cdk.json's own {', '.join(overrides)} not applied"
+    return default_settings(), against + "); pass --stack-name NAME to check against a deployed stack"
 
 
 def _follow(console: Console, sfn: Any, s3: Any, stack: jobs.Stack, arn: str, timeout: float, interval: float) -> dict:
@@ -238,9 +204,9 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     executions = jobs.list_executions(sfn, stack)
     if not executions:
         console.say("no jobs yet: spottrain submit <spec.json>")
-    for execution in executions:
-        started = execution["startDate"].strftime("%Y-%m-%d %H:%M")
-        console.say(f"{jobs.job_of(execution['name']):<40} {execution['status']:<10} {started}  {execution['name']}")
+        return 0
+    console.table(("job", "status", "started", "execution"), [
+        (jobs.job_of(e["name"]), e["status"], e["startDate"].strftime("%Y-%m-%d %H:%M"), e["name"]) for e in executions])
     return 0
 
 
@@ -395,6 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = add("validate", cmd_validate, "check a job spec exactly as the workflow's ValidateJob does", aws=False)
     validate.add_argument("spec")
+    validate.add_argument("--stack-name", help="check against this deployed stack's settings "
+                          "(default: offline, against the defaults in spottrain/contract/defaults.py and cdk.json)")
+    validate.add_argument("--profile", help="AWS profile, with --stack-name (default: your default credentials)")
+    validate.add_argument("--region", help="AWS region, with --stack-name (default: your default region)")
 
     submit = add("submit", cmd_submit, "start a job (on AWS, or --local in the emulator)", local=True)
     submit.add_argument("spec")

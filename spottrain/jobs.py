@@ -183,7 +183,8 @@ def progress(sfn: Any, s3: Any, stack: Stack, execution_arn: str) -> Progress:
     if heartbeat:
         snapshot.attempt = heartbeat.get("attempt")
         snapshot.instance = heartbeat.get("instance_id")
-        snapshot.last_log_line = (readable_lines(heartbeat.get("last_log_line") or "") or [None])[-1]
+        lines = readable_lines(heartbeat.get("last_log_line") or "")
+        snapshot.last_log_line = lines[-1] if lines else None
     return snapshot
 
 
@@ -237,7 +238,7 @@ def cancel(sfn: Any, lambda_: Any, stack: Stack, exec_name: str) -> list[str]:
 
 def log_keys(s3: Any, bucket: str) -> list[str]:
     """Output log parts in order: attempt by attempt, part by part."""
-    keys = []
+    keys: list[str] = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=layout.LOGS_PREFIX):
         keys.extend(o["Key"] for o in page.get("Contents", []) if "/output-" in o["Key"])
 

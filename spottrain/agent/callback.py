@@ -109,6 +109,8 @@ class TaskCallback:
             return False
 
     def _call(self, what: str, call: Callable[[], object], tries: int) -> bool:
+        # Tries per call, over botocore's own: a wait that is over (TASK_OVER_CODES) ends them, and a
+        # heartbeat or the spot-notice answer wants one where the final answer wants several.
         for attempt in range(1, tries + 1):
             try:
                 call()
@@ -160,7 +162,7 @@ class TaskCallback:
 
 def token_reader(store, attempt: int) -> Callable[[], Optional[Mapping]]:
     """Reads the attempt's token file once: None while it does not exist (no retries: the next tick is one)."""
-    return lambda: store.find_json(layout.task_token_key(attempt), retry=False)
+    return lambda: store.find_json(layout.task_token_key(attempt))
 
 
 def _short(cause: str) -> str:

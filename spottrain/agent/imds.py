@@ -3,6 +3,9 @@
 The endpoint comes from AWS_EC2_METADATA_SERVICE_ENDPOINT, as botocore reads it, so the emulator's
 local IMDS works unchanged. Every call is short and never raises: a missing IMDS must not stop
 the training, it only means no notice can be seen.
+
+Hand-written, not botocore's IMDSFetcher: that one is private API, reads no spot notice, and retries
+for seconds where a poll every few seconds wants one short try.
 """
 from __future__ import annotations
 

@@ -94,12 +94,18 @@ class Agent:
             outcome = self._load_job()
             for task in self._background:
                 task.start()
-            outcome = outcome or self._attempt(self.job, self.paths)
+            if not outcome:
+                assert self.job is not None and self.paths is not None  # _load_job set both or said why not
+                outcome = self._attempt(self.job, self.paths)
         except Exception as error:  # the training's fate must still be reported, and the GPU released
             log.exception("agent error")
             outcome = Outcome(exit_code=70, failed_phase=self.phase, reason="agent_error", message=repr(error))
         self._finish(outcome)
         return 1 if outcome.reason == "agent_error" else 0
+
+    def _job_account(self) -> Account:
+        assert self.account is not None  # resolved by _load_job, before any attempt runs
+        return self.account
 
     def _load_job(self) -> Optional[Outcome]:
         try:
@@ -138,7 +144,7 @@ class Agent:
         restored = self._restore()
         if isinstance(restored, Outcome):
             return restored
-        self.account.own([paths.clone, *made])  # after the restore: its files are the account's to rotate
+        self._job_account().own([paths.clone, *made])  # after the restore: its files are the account's to rotate
         env = {**command_env(job, paths, self.options, self.inherited_env), **resume_env(restored)}
         self._dir_sync.start()
         for phase, command in job.commands:
@@ -205,7 +211,7 @@ class Agent:
             return self._stopped(runner.Result(0, 0.0, stop), phase)
         self._enter(phase)
         self.output.note(f"phase {phase}: {command}")
-        result = runner.run(self.account.login_command(command), cwd=cwd, env=env, output=self.output,
+        result = runner.run(self._job_account().login_command(command), cwd=cwd, env=env, output=self.output,
                             should_stop=self._should_stop)
         self.phase_seconds[phase] = round(result.seconds, 3)
         self.output.note(f"phase {phase} ended with exit code {result.exit_code} after {result.seconds:.1f}s")

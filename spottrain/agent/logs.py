@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import BinaryIO, Callable, List, Optional
+from typing import BinaryIO, Callable, Deque, Dict, List, Optional
 
 from spottrain.contract import layout
 
@@ -41,12 +41,12 @@ class OutputLog:
         self.last_line_time: Optional[float] = None
         self.write_error: Optional[OSError] = None  # the first failed write; nothing reaches the disk after it
         self._opener = opener
-        self._tail = collections.deque(maxlen=TAIL_LINES)
+        self._tail: Deque[str] = collections.deque(maxlen=TAIL_LINES)
         self._lock = threading.Lock()
         self._part = 1
         self._oldest_local = 1  # parts below it were uploaded and deleted locally
         self._closed_parts: List[int] = []  # rotated away, not yet uploaded in their final form
-        self._uploaded_size = {}  # part -> size at its last upload
+        self._uploaded_size: Dict[int, int] = {}  # part -> size at its last upload
         directory.mkdir(parents=True, exist_ok=True)
         self._file = opener(self.part_path(self._part))
 

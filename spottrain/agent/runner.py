@@ -137,9 +137,11 @@ def _signal_group(process: subprocess.Popen, signum: int) -> None:
 
 
 def _copy_output(process: subprocess.Popen, output: OutputLog) -> None:
-    for line in iter(lambda: process.stdout.readline(MAX_LINE_BYTES), b""):
+    stdout = process.stdout
+    assert stdout is not None  # started with stdout=PIPE
+    for line in iter(lambda: stdout.readline(MAX_LINE_BYTES), b""):
         output.write(line)
-    process.stdout.close()
+    stdout.close()
 
 
 def _shell_exit_code(returncode: int) -> int:

@@ -1,7 +1,9 @@
 """S3 for the agent: retried puts and gets, and one-way directory sync that keeps mtimes.
 
-Uploads are best effort by design: a caller gets False (and a log line) after the retries, never an
-exception, because a failed upload must never kill hours of training. AWS_ENDPOINT_URL is honoured
+botocore retries (standard mode: throttling, 5xx and connection errors, exponential backoff with
+jitter; https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html). Uploads are best
+effort by design: a caller gets False (and a log line) after the retries, never an exception, because a
+failed upload must never kill hours of training. AWS_ENDPOINT_URL is honoured
 by boto3 itself, which is how the emulator's S3 is reached.
 """
 from __future__ import annotations
@@ -11,7 +13,6 @@ import json
 import logging
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
@@ -32,51 +33,39 @@ RETRYABLE = (BotoCoreError, ClientError, S3UploadFailedError)
 log = logging.getLogger(__name__)
 
 
+# 8 tries back off about a minute in all (1, 2, 4, 8, 16, 20, 20 s at most): a blip or a throttled
+# minute passes, a missing key or a denied call (never retried) is reported at once.
+S3_ATTEMPTS = 8
+
+
 def s3_client(region: Optional[str]):
-    config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60)
+    config = Config(retries={"mode": "standard", "total_max_attempts": S3_ATTEMPTS}, connect_timeout=5,
+                    read_timeout=60)
     return boto3.session.Session(region_name=region).client("s3", config=config)
 
 
 class Store:
-    """One job bucket, with our own backoff on top of botocore's (which gives up within seconds)."""
+    """One job bucket; its client retries (s3_client), this class decides what a failure means."""
 
-    def __init__(self, client, bucket: str, attempts: int = 5, base_delay: float = 0.5, max_delay: float = 8.0):
+    def __init__(self, client, bucket: str):
         self.client = client
         self.bucket = bucket
-        self.attempts = attempts
-        self.base_delay = base_delay
-        self.max_delay = max_delay
-
-    def retried(self, what: str, call: Callable[[], object]):
-        """call() with exponential backoff; re-raises the last error."""
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return call()
-            except RETRYABLE as error:
-                if attempt == self.attempts or _not_found(error):
-                    raise
-                delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
-                log.warning("%s failed (%s); retry %d/%d in %.1fs", what, error, attempt, self.attempts - 1, delay)
-                time.sleep(delay)
 
     def best_effort(self, what: str, call: Callable[[], object]) -> bool:
         try:
-            self.retried(what, call)
+            call()
             return True
         except RETRYABLE + (OSError,) as error:  # OSError: the file vanished or is unreadable
-            log.error("%s failed after %d tries, carrying on: %s", what, self.attempts, error)
+            log.error("%s failed after botocore's retries, carrying on: %s", what, error)
             return False
 
     def get_json(self, key: str) -> dict:
-        body = self.retried(f"get s3://{self.bucket}/{key}", lambda: self.client.get_object(Bucket=self.bucket, Key=key))
-        return json.loads(body["Body"].read())
+        return json.loads(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
-    def find_json(self, key: str, retry: bool = True) -> Optional[dict]:
-        """The object's JSON, None while it does not exist; retry=False: one try (a caller polling anyway)."""
-        def get():
-            return self.client.get_object(Bucket=self.bucket, Key=key)
+    def find_json(self, key: str) -> Optional[dict]:
+        """The object's JSON, None while it does not exist."""
         try:
-            body = self.retried(f"get s3://{self.bucket}/{key}", get) if retry else get()
+            body = self.client.get_object(Bucket=self.bucket, Key=key)
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
@@ -105,21 +94,21 @@ class Store:
                 found.extend((item["Key"], item["LastModified"]) for item in page.get("Contents", []))
             return found
 
-        return self.retried(f"list s3://{self.bucket}/{prefix}", collect)
+        return collect()
 
     def download(self, key: str, path: Path) -> dict:
         """Download key to path; returns the object's user metadata."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.retried(f"download s3://{self.bucket}/{key}", lambda: self.client.download_file(self.bucket, key, str(path)))
-        head = self.retried(f"head s3://{self.bucket}/{key}", lambda: self.client.head_object(Bucket=self.bucket, Key=key))
-        return head.get("Metadata", {})
+        self.client.download_file(self.bucket, key, str(path))
+        return self.client.head_object(Bucket=self.bucket, Key=key).get("Metadata", {})
 
     def delete_keys(self, keys: List[str]) -> bool:
         """Best-effort delete; False when any key is still there."""
         ok = True
         for start in range(0, len(keys), DELETE_BATCH):
-            batch = {"Objects": [{"Key": key} for key in keys[start:start + DELETE_BATCH]], "Quiet": True}
-            what = f"delete {len(batch['Objects'])} keys from s3://{self.bucket}"
+            objects = [{"Key": key} for key in keys[start:start + DELETE_BATCH]]
+            batch = {"Objects": objects, "Quiet": True}
+            what = f"delete {len(objects)} keys from s3://{self.bucket}"
             ok = self.best_effort(what, lambda: _raise_errors(
                 self.client.delete_objects(Bucket=self.bucket, Delete=batch))) and ok
         return ok
@@ -146,6 +135,9 @@ class SyncReport:
 
 class DirSync:
     """Sync a local directory up to a key prefix (changed files only), or restore it from there.
+
+    Hand-written, not `aws s3 sync`: the AMI's CLI may be missing, and it neither restores mtimes nor
+    limits deletions to keys this execution wrote.
 
     With mirror_deletions, a key written by this execution (this attempt, or an earlier attempt of
     the same execution, known by its `execution` metadata) is deleted once its file is gone locally.
@@ -250,12 +242,6 @@ class DirSync:
                 path = Path(root) / name
                 if not is_temporary(name) and path.is_file() and not path.is_symlink():
                     yield path, path.relative_to(self.local_dir).as_posix()
-
-
-def _not_found(error: Exception) -> bool:
-    """A missing key or bucket stays missing: retrying only delays the report that says so."""
-    code = str(getattr(error, "response", {}).get("Error", {}).get("Code", ""))
-    return code in ("404", "NoSuchKey", "NoSuchBucket")
 
 
 def _raise_errors(response: dict) -> None:

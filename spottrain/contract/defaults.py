@@ -6,7 +6,9 @@ docs/CONFIGURATION.md explains each key.
 """
 from __future__ import annotations
 
-STACK_DEFAULTS = {
+from typing import Any, Dict
+
+STACK_DEFAULTS: Dict[str, Any] = {
     "notificationEmail": "",
     "allowedInstanceTypes": ["g5.xlarge", "g6.xlarge", "g4dn.xlarge", "g5.2xlarge", "g6.2xlarge"],
     "defaultInstanceTypes": ["g5.xlarge", "g6.xlarge", "g4dn.xlarge"],
@@ -27,7 +29,6 @@ STACK_DEFAULTS = {
     "onDemandFallback": True,
     "capacityWaitMinutes": 30,  # how long a job waits for spot capacity before giving up (or going on-demand)
     "maxCapacityWaitMinutes": 240,  # the most a job's capacity_wait_minutes may ask for
-    "secondsPerMinute": 60,
     "jobTimeoutHours": 96,
     # A sweep's variants (child executions) and how many run at once (its Map state's MaxConcurrency).
     "maxSweepVariants": 100,

@@ -1,8 +1,8 @@
 """Job spec v1: validation against `job-spec.schema.json` (next to this module), stack rules, and defaults.
 
-The Lambda runtime has no jsonschema, so this module interprets the handful of keywords the schema
-uses itself; `tests/unit/contract/test_jobspec_cases.py` checks it agrees with the real jsonschema.
-Every problem reads `<field path>: <rule>. <fix>`; the fix comes from the property's `x-hint`.
+`jsonschema` validates (the Lambdas get it from the stack's JsonSchema layer, infra/layers.py; the agent
+never imports this module). Every problem reads `<field path>: <rule>. <fix>`; the fix comes from the
+failing property's `x-hint`.
 """
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ import json
 import posixpath
 import re
 from typing import Any, Iterator
+
+import jsonschema
+from jsonschema import ValidationError
 
 from spottrain.contract import names, schema, sweep
 from spottrain.contract.settings import Settings
@@ -50,13 +53,6 @@ RESERVED_ENV_NAMES = {
     "GLIBC_TUNABLES": "the dynamic loader reads it for every program on the instance",
 }
 
-SUPPORTED_KEYWORDS = frozenset({
-    "type", "required", "properties", "additionalProperties", "propertyNames", "pattern",
-    "minLength", "maxLength", "minimum", "maximum", "enum", "items", "minItems", "maxItems",
-    "uniqueItems", "maxProperties", "default",
-})
-ANNOTATIONS = frozenset({"$schema", "$id", "title", "description", "x-hint", "$comment", "examples"})
-
 _JSON_TYPES = {
     "string": "a string",
     "integer": "a whole number",
@@ -66,6 +62,8 @@ _JSON_TYPES = {
     "array": "a list",
     "null": "null",
 }
+# A string breaks one rule at a time, the plainest first: "" is "empty", not also "has characters ...".
+_STRING_RULES = ("minLength", "maxLength", "pattern")
 
 
 class InvalidJobSpec(Exception):
@@ -83,95 +81,24 @@ def _printable(text: str) -> str:
     return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
-class SchemaKeywordError(RuntimeError):
-    """The schema uses a keyword this interpreter does not implement (it would be silently ignored)."""
-
-
 @functools.lru_cache(maxsize=None)
 def load_schema() -> dict:
+    """The job spec schema; jsonschema.SchemaError if it is not valid Draft 2020-12."""
     loaded = json.loads(SCHEMA_PATH.read_text())
-    unsupported = sorted(set(_keywords(loaded)) - SUPPORTED_KEYWORDS - ANNOTATIONS)
-    if unsupported:
-        raise SchemaKeywordError(f"{SCHEMA_PATH.name} uses keywords jobspec.py does not interpret: {unsupported}")
+    jsonschema.Draft202012Validator.check_schema(loaded)
     return loaded
 
 
-def _keywords(schema: dict) -> Iterator[str]:
-    for keyword, value in schema.items():
-        yield keyword
-        if keyword == "properties":
-            for child in value.values():
-                yield from _keywords(child)
-        elif keyword in ("items", "additionalProperties", "propertyNames") and isinstance(value, dict):
-            yield from _keywords(value)
-
-
-# ----- schema interpretation -------------------------------------------------------------------
-
-
-def schema_problems(spec: Any, schema: dict | None = None) -> list[str]:
-    """Problems with `spec` under the JSON Schema alone (no stack rules)."""
-    return list(_check(spec, schema or load_schema(), ""))
-
-
-def _is_type(value: Any, name: str) -> bool:
-    if name == "integer":
-        # JSON Schema counts 3.0 as an integer; bool is never a number.
-        return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
-    if name == "number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    types = {"string": str, "boolean": bool, "object": dict, "array": list, "null": type(None)}
-    return isinstance(value, types[name])
-
-
-def _problem(path: str, rule: str, schema: dict) -> str:
-    hint = schema.get("x-hint")
-    return f"{path or 'spec'}: {rule}." + (f" {hint}" if hint else "")
-
-
-def _shown(value: Any) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _check(value: Any, schema: dict, path: str) -> Iterator[str]:
-    types = schema.get("type")
-    if types is not None:
-        allowed = [types] if isinstance(types, str) else types
-        if not any(_is_type(value, name) for name in allowed):
-            wanted = " or ".join(_JSON_TYPES[name] for name in allowed)
-            yield _problem(path, f"must be {wanted}, not {_shown(value)}", schema)
-            return
-    if "enum" in schema and value not in schema["enum"]:
-        yield _problem(path, f"must be one of {', '.join(map(_shown, schema['enum']))}, not {_shown(value)}", schema)
-    if isinstance(value, str):
-        yield from _check_string(value, schema, path)
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        yield from _check_number(value, schema, path)
-    elif isinstance(value, list):
-        yield from _check_array(value, schema, path)
-    elif isinstance(value, dict):
-        yield from _check_object(value, schema, path)
-
-
-def _check_string(value: str, schema: dict, path: str) -> Iterator[str]:
-    if "minLength" in schema and len(value) < schema["minLength"]:
-        rule = "must not be empty" if schema["minLength"] == 1 else f"must be at least {schema['minLength']} characters, not {len(value)}"
-        yield _problem(path, rule, schema)
-    elif "maxLength" in schema and len(value) > schema["maxLength"]:
-        yield _problem(path, f"must be at most {schema['maxLength']} characters, not {len(value)}", schema)
-    elif "pattern" in schema and not ecma_pattern(schema["pattern"]).search(value):
-        rule = "must not be blank" if schema["pattern"] == r"\S" else f"{_shown(value)} has characters or a form that is not allowed"
-        yield _problem(path, rule, schema)
+# ----- schema validation (jsonschema) ---------------------------------------------------------
 
 
 @functools.lru_cache(maxsize=None)
 def ecma_pattern(pattern: str) -> re.Pattern:
     """`pattern` compiled with JSON Schema's (ECMA-262) meaning of `$`: the end of the value.
 
-    Python's `$` also matches just before a final newline, so "^[a-z]+$" would accept "job\\n" and the
-    newline would reach a bucket name, a path or a shell. Every unescaped `$` outside a character class
-    becomes `\\Z`; the schema keeps the notation editors understand.
+    jsonschema runs `pattern` with Python's re, whose `$` also matches just before a final newline, so
+    "^[a-z]+$" would accept "job\\n" and the newline would reach a bucket name, a path or a shell. Every
+    unescaped `$` outside a character class becomes `\\Z`; the schema keeps the notation editors understand.
     """
     translated, in_class, escaped = [], False, False
     for char in pattern:
@@ -189,46 +116,108 @@ def ecma_pattern(pattern: str) -> re.Pattern:
     return re.compile("".join(translated))
 
 
-def _check_number(value: float, schema: dict, path: str) -> Iterator[str]:
-    if "minimum" in schema and value < schema["minimum"]:
-        yield _problem(path, f"must be at least {schema['minimum']}, not {_shown(value)}", schema)
-    if "maximum" in schema and value > schema["maximum"]:
-        yield _problem(path, f"must be at most {schema['maximum']}, not {_shown(value)}", schema)
+def _ecma_pattern_keyword(validator: Any, pattern: str, instance: Any, schema: dict) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not ecma_pattern(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
-def _check_array(value: list, schema: dict, path: str) -> Iterator[str]:
-    if "minItems" in schema and len(value) < schema["minItems"]:
-        yield _problem(path, f"must list at least {schema['minItems']} item(s), not {len(value)}", schema)
-    if "maxItems" in schema and len(value) > schema["maxItems"]:
-        yield _problem(path, f"must list at most {schema['maxItems']} items, not {len(value)}", schema)
-    if schema.get("uniqueItems"):
-        seen = [json.dumps(item, sort_keys=True) for item in value]
-        duplicates = sorted({item for item in seen if seen.count(item) > 1})
-        if duplicates:
-            yield _problem(path, f"must not repeat {', '.join(duplicates)}", schema)
-    if isinstance(schema.get("items"), dict):
-        for index, item in enumerate(value):
-            yield from _check(item, schema["items"], f"{path}[{index}]")
+_Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _ecma_pattern_keyword})
 
 
-def _check_object(value: dict, schema: dict, path: str) -> Iterator[str]:
-    prefix = f"{path}." if path else ""
-    for name in schema.get("required", []):
-        if name not in value:
-            yield _problem(prefix + name, "is required but missing", schema.get("properties", {}).get(name, {}))
-    if "maxProperties" in schema and len(value) > schema["maxProperties"]:
-        yield _problem(path, f"must have at most {schema['maxProperties']} entries, not {len(value)}", schema)
-    properties = schema.get("properties", {})
-    extra = schema.get("additionalProperties", True)
-    for name, item in value.items():
-        if "propertyNames" in schema:
-            yield from _check(name, schema["propertyNames"], f"{prefix}{name} (name)")
-        if name in properties:
-            yield from _check(item, properties[name], prefix + name)
-        elif extra is False:
-            yield _unknown_field(prefix + name, name, properties)
-        elif isinstance(extra, dict):
-            yield from _check(item, extra, prefix + name)
+@functools.lru_cache(maxsize=None)
+def _validator() -> Any:
+    return _Validator(load_schema())
+
+
+def schema_problems(spec: Any) -> list[str]:
+    """Problems with `spec` under the JSON Schema alone (no stack rules), sorted by field path.
+
+    jsonschema finds them; each error becomes `<field path>: <rule>. <fix>`, the fix being the failing
+    property's `x-hint`.
+    """
+    found: list[tuple[tuple, int, str]] = []
+    string_rule_seen: set[tuple] = set()
+    errors = sorted(_validator().iter_errors(spec), key=lambda error: (_sortable(error.absolute_path), _rank(error)))
+    for error in errors:
+        where = tuple(error.absolute_path)
+        if error.validator in _STRING_RULES:
+            field = (*where, error.instance, "(name)") if "propertyNames" in error.relative_schema_path else where
+            if field in string_rule_seen:
+                continue
+            string_rule_seen.add(field)
+        found.extend(_problems(error, where))
+    return [text for _, _, text in sorted(found, key=lambda item: (_sortable(item[0]), item[1]))]
+
+
+def _rank(error: ValidationError) -> int:
+    return _STRING_RULES.index(error.validator) if error.validator in _STRING_RULES else -1
+
+
+def _sortable(path: Any) -> tuple:
+    # Siblings are all names (object) or all indexes (list); the kind tag keeps any mix comparable.
+    return tuple((isinstance(part, int), str(part).zfill(9) if isinstance(part, int) else part) for part in path)
+
+
+def _field(path: tuple) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _problems(error: ValidationError, where: tuple) -> Iterator[tuple[tuple, int, str]]:
+    """(field path, order, message) for one jsonschema error; an object error may name several fields."""
+    keyword, value, instance, schema = error.validator, error.validator_value, error.instance, error.schema
+    if keyword == "required":
+        for name in value:
+            if name not in instance:
+                hint_from = schema.get("properties", {}).get(name, {})
+                yield (*where, name), 0, _problem(_field((*where, name)), "is required but missing", hint_from)
+    elif keyword == "additionalProperties":
+        properties = schema.get("properties", {})
+        for name in instance:
+            if name not in properties:
+                yield (*where, name), 1, _unknown_field(_field((*where, name)), name, properties)
+    elif "propertyNames" in error.relative_schema_path:
+        yield (*where, instance), -1, _problem(f"{_field((*where, instance))} (name)", _rule(error), schema)
+    else:
+        yield where, 0, _problem(_field(where), _rule(error), schema)
+
+
+def _rule(error: ValidationError) -> str:
+    keyword, value, instance = error.validator, error.validator_value, error.instance
+    if keyword == "type":
+        allowed = [value] if isinstance(value, str) else value
+        return f"must be {' or '.join(_JSON_TYPES[name] for name in allowed)}, not {_shown(instance)}"
+    if keyword == "enum":
+        return f"must be one of {', '.join(map(_shown, value))}, not {_shown(instance)}"
+    if keyword == "minLength":
+        return "must not be empty" if value == 1 else f"must be at least {value} characters, not {len(instance)}"
+    if keyword == "maxLength":
+        return f"must be at most {value} characters, not {len(instance)}"
+    if keyword == "pattern":
+        return "must not be blank" if value == r"\S" else f"{_shown(instance)} has characters or a form that is not allowed"
+    if keyword in ("minimum", "maximum"):
+        return f"must be at {'least' if keyword == 'minimum' else 'most'} {value}, not {_shown(instance)}"
+    if keyword in ("minItems", "maxItems"):
+        least = keyword == "minItems"
+        return f"must list at {'least' if least else 'most'} {value} item{'(s)' if least else 's'}, not {len(instance)}"
+    if keyword == "uniqueItems":
+        seen = [json.dumps(item, sort_keys=True) for item in instance]
+        return f"must not repeat {', '.join(sorted({item for item in seen if seen.count(item) > 1}))}"
+    if keyword == "maxProperties":
+        return f"must have at most {value} entries, not {len(instance)}"
+    return error.message  # a keyword the schema adds later still reads as a rule, in jsonschema's words
+
+
+def _problem(path: str, rule: str, schema: dict) -> str:
+    hint = schema.get("x-hint")
+    return f"{path or 'spec'}: {rule}." + (f" {hint}" if hint else "")
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _unknown_field(path: str, name: str, properties: dict) -> str:
@@ -314,6 +303,12 @@ def _instance_problems(spec: dict, settings: Settings) -> Iterator[str]:
                "Remove the field or set it to false (the stack's onDemandFallback setting enables it).")
 
 
+def _is_whole(value: Any) -> bool:
+    """A JSON integer as the schema's "integer" means it (1.0 counts; true does not), for rules that run on specs
+    the schema may have rejected."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
+
+
 def _on_demand_after_problems(spec: dict, settings: Settings) -> Iterator[str]:
     policy = spec.get("on_demand_after")
     if not isinstance(policy, dict) or not policy:
@@ -323,13 +318,13 @@ def _on_demand_after_problems(spec: dict, settings: Settings) -> Iterator[str]:
                "Remove the field (the stack's onDemandFallback setting enables it).")
     minutes, window = policy.get("capacity_wait_minutes"), spec.get("capacity_wait_minutes")
     window = settings.capacity_wait_minutes if window is None else window
-    if _is_type(minutes, "integer") and _is_type(window, "integer") and minutes > window:
+    if _is_whole(minutes) and _is_whole(window) and minutes > window:
         yield (f"on_demand_after.capacity_wait_minutes: {minutes} is longer than the job's wait for capacity "
                f"({window} minutes), so it would never switch. Use at most {window}, or raise capacity_wait_minutes.")
 
 
 def _limit_problems(spec: dict, settings: Settings) -> Iterator[str]:
-    limits = spec.get("limits") if isinstance(spec.get("limits"), dict) else {}
+    limits: dict = spec["limits"] if isinstance(spec.get("limits"), dict) else {}
     caps = (
         ("limits.max_runtime_minutes", limits.get("max_runtime_minutes"), settings.max_runtime_minutes, "maxRuntimeMinutes"),
         ("limits.max_attempts", limits.get("max_attempts"), settings.max_attempts, "maxAttempts"),
@@ -338,7 +333,7 @@ def _limit_problems(spec: dict, settings: Settings) -> Iterator[str]:
          "maxCapacityWaitMinutes"),
     )
     for path, value, cap, setting in caps:
-        if _is_type(value, "integer") and value > cap:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > cap:
             yield (f"{path}: {value} is over this stack's cap of {cap}. "
                    f"Use at most {cap}, or leave it out to get {cap} (the stack's {setting} setting raises the cap).")
 
@@ -383,7 +378,7 @@ def _sweep_cap_problems(spec: dict, settings: Settings) -> Iterator[str]:
         yield (f"sweep: {count} variants is over this stack's cap of {settings.max_sweep_variants}. "
                "Drop grid values or variants (the stack's maxSweepVariants setting raises the cap).")
     parallel = spec["sweep"].get("max_parallel")
-    if _is_type(parallel, "integer") and parallel > settings.max_sweep_parallel:
+    if _is_whole(parallel) and parallel > settings.max_sweep_parallel:
         yield (f"sweep.max_parallel: {parallel} is over this stack's cap of {settings.max_sweep_parallel}. "
                f"Use at most {settings.max_sweep_parallel} (the stack's maxSweepParallel setting raises the cap).")
     yield from _variant_name_problems(spec["exec_name"], count, settings)
@@ -509,7 +504,7 @@ def _nesting(value: Any) -> int:
     return deepest
 
 
-def validate_spec(spec: dict, settings: Settings) -> dict:
+def validate_spec(spec: Any, settings: Settings) -> dict:
     """The job with defaults filled plus "bucket" and "repository_name"; InvalidJobSpec lists every problem."""
     problems = spec_problems(spec, settings)
     if problems:

@@ -9,6 +9,10 @@ LOGS_PREFIX = "logs/"
 OUTPUT_PREFIX = "output/"  # mirror of the job's output_dir
 CHECKPOINTS_PREFIX = "checkpoints/"  # mirror of the job's checkpoint_dir, restored before a retry
 STATUS_PREFIX = "status/"
+# In the stack's records bucket: S3 server access logs of every job bucket, partitioned by S3 itself as
+# access-logs/<account>/<region>/<job bucket>/<yyyy>/<mm>/<dd>/ (PartitionedPrefix key format:
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/ServerLogs.html#server-log-keyname-format)
+ACCESS_LOGS_PREFIX = "access-logs/"
 HEARTBEAT_KEY = STATUS_PREFIX + "heartbeat.json"
 COMPLETED_KEY = STATUS_PREFIX + "completed.json"
 INTERRUPTED_KEY = STATUS_PREFIX + "interrupted.json"

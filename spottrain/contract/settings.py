@@ -6,8 +6,11 @@ spec against the defaults before anything is deployed, so these settings are par
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Callable, Mapping
+from typing import Any, Mapping, Optional, Tuple
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import ValidationError
+from typing_extensions import Annotated
 
 from spottrain.contract.defaults import STACK_DEFAULTS
 
@@ -16,113 +19,87 @@ class EnvironmentConfigError(RuntimeError):
     """The function's environment is incomplete or malformed."""
 
 
-def _csv(value: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in value.split(",") if item.strip())
+def _csv(value: Any) -> Any:
+    return tuple(item.strip() for item in value.split(",") if item.strip()) if isinstance(value, str) else value
 
 
-def _bool(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered not in ("true", "false", "1", "0", "yes", "no"):
-        raise ValueError("expected true or false")
-    return lowered in ("true", "1", "yes")
+def _empty_is_none(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
 
 
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise ValueError("must be >= 0")
-    return number
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("is blank")
+    return value
 
 
-def _positive_float(value: str) -> float:
-    number = float(value)
-    if number <= 0:
-        raise ValueError("must be > 0")
-    return number
-
-
-def _optional_float(value: str) -> float | None:
-    return _positive_float(value) if value.strip() else None
-
-
+_Csv = Annotated[Tuple[str, ...], BeforeValidator(_csv)]
+_Required = Annotated[str, AfterValidator(_not_blank)]
 _DEFAULT = STACK_DEFAULTS
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """What every function knows about its stack; an unset optional variable keeps the stack's default."""
+class Settings(BaseModel):
+    """What every function knows about its stack; an unset optional variable keeps the stack's default.
 
-    stack_name: str
-    bucket_prefix: str
-    topic_arn: str = ""
-    launch_template_id: str = ""
-    subnet_ids: tuple[str, ...] = tuple(_DEFAULT["subnetIds"])
-    allowed_instance_types: tuple[str, ...] = tuple(_DEFAULT["allowedInstanceTypes"])
-    default_instance_types: tuple[str, ...] = tuple(_DEFAULT["defaultInstanceTypes"])
-    max_spot_price: float | None = float(_DEFAULT["maxSpotPrice"]) if _DEFAULT["maxSpotPrice"] else None
-    agent_bucket: str = ""
-    agent_key: str = ""
-    bid_wait_seconds: int = _DEFAULT["bidWaitSeconds"]
-    bid_max_checks: int = _DEFAULT["bidMaxChecks"]
-    heartbeat_lost_seconds: int = _DEFAULT["heartbeatLostSeconds"]  # the callback wait's HeartbeatSeconds
-    max_runtime_minutes: int = _DEFAULT["maxRuntimeMinutes"]
-    max_attempts: int = _DEFAULT["maxAttempts"]
-    default_keep_alive_minutes: int = _DEFAULT["defaultKeepAliveMinutes"]
-    max_keep_alive_minutes: int = _DEFAULT["maxKeepAliveMinutes"]
-    on_demand_fallback: bool = _DEFAULT["onDemandFallback"]
-    capacity_wait_minutes: int = _DEFAULT["capacityWaitMinutes"]
-    max_capacity_wait_minutes: int = _DEFAULT["maxCapacityWaitMinutes"]
-    seconds_per_minute: int = _DEFAULT["secondsPerMinute"]
-    instance_user: str = _DEFAULT["instanceUser"]
-    max_sweep_variants: int = _DEFAULT["maxSweepVariants"]
-    max_sweep_parallel: int = _DEFAULT["maxSweepParallel"]
+    Built from field names (tests, the CLI) or from the environment variables (their aliases). pydantic
+    parses the variables' strings: ints, "true"/"false", comma-separated lists. Counts and limits that
+    must be at least 1 are PositiveInt; waits, keep-alives and caps where 0 means "none" are NonNegativeInt.
+    """
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    stack_name: _Required = Field(alias="STACK_NAME")
+    bucket_prefix: _Required = Field(alias="BUCKET_PREFIX")
+    topic_arn: str = Field("", alias="TOPIC_ARN")
+    launch_template_id: str = Field("", alias="LAUNCH_TEMPLATE_ID")
+    subnet_ids: _Csv = Field(tuple(_DEFAULT["subnetIds"]), alias="SUBNET_IDS")
+    allowed_instance_types: _Csv = Field(tuple(_DEFAULT["allowedInstanceTypes"]), alias="ALLOWED_INSTANCE_TYPES")
+    default_instance_types: _Csv = Field(tuple(_DEFAULT["defaultInstanceTypes"]), alias="DEFAULT_INSTANCE_TYPES")
+    max_spot_price: Annotated[Optional[PositiveFloat], BeforeValidator(_empty_is_none)] = Field(
+        float(_DEFAULT["maxSpotPrice"]) if _DEFAULT["maxSpotPrice"] else None, alias="MAX_SPOT_PRICE")
+    agent_bucket: str = Field("", alias="AGENT_BUCKET")
+    records_bucket: str = Field("", alias="RECORDS_BUCKET")  # receives the job buckets' access logs
+    agent_key: str = Field("", alias="AGENT_KEY")
+    bid_wait_seconds: NonNegativeInt = Field(_DEFAULT["bidWaitSeconds"], alias="BID_WAIT_SECONDS")
+    bid_max_checks: PositiveInt = Field(_DEFAULT["bidMaxChecks"], alias="BID_MAX_CHECKS")
+    # the callback wait's HeartbeatSeconds
+    heartbeat_lost_seconds: PositiveInt = Field(_DEFAULT["heartbeatLostSeconds"], alias="HEARTBEAT_LOST_SECONDS")
+    max_runtime_minutes: PositiveInt = Field(_DEFAULT["maxRuntimeMinutes"], alias="MAX_RUNTIME_MINUTES")
+    max_attempts: PositiveInt = Field(_DEFAULT["maxAttempts"], alias="MAX_ATTEMPTS")
+    default_keep_alive_minutes: NonNegativeInt = Field(_DEFAULT["defaultKeepAliveMinutes"],
+                                                       alias="DEFAULT_KEEP_ALIVE_MINUTES")
+    max_keep_alive_minutes: NonNegativeInt = Field(_DEFAULT["maxKeepAliveMinutes"], alias="MAX_KEEP_ALIVE_MINUTES")
+    on_demand_fallback: bool = Field(_DEFAULT["onDemandFallback"], alias="ON_DEMAND_FALLBACK")
+    # Emulator-only, the agent's knob of the same name: the stack never sets it (a minute is 60 s on AWS);
+    # spottrain/local shrinks minutes for the Lambdas it hosts as for the agents it starts.
+    seconds_per_minute: PositiveInt = Field(60, alias="SPOTTRAIN_SECONDS_PER_MINUTE")
+    instance_user: str = Field(_DEFAULT["instanceUser"], alias="INSTANCE_USER")
+    # 0: give up at once when no pool has room
+    capacity_wait_minutes: NonNegativeInt = Field(_DEFAULT["capacityWaitMinutes"], alias="CAPACITY_WAIT_MINUTES")
+    max_capacity_wait_minutes: NonNegativeInt = Field(_DEFAULT["maxCapacityWaitMinutes"],
+                                                      alias="MAX_CAPACITY_WAIT_MINUTES")
+    max_sweep_variants: PositiveInt = Field(_DEFAULT["maxSweepVariants"], alias="MAX_SWEEP_VARIANTS")
+    max_sweep_parallel: PositiveInt = Field(_DEFAULT["maxSweepParallel"], alias="MAX_SWEEP_PARALLEL")
 
 
-# field name -> (environment variable, parser, required)
-_FIELDS: dict[str, tuple[str, Callable[[str], object], bool]] = {
-    "stack_name": ("STACK_NAME", str, True),
-    "bucket_prefix": ("BUCKET_PREFIX", str, True),
-    "topic_arn": ("TOPIC_ARN", str, False),
-    "launch_template_id": ("LAUNCH_TEMPLATE_ID", str, False),
-    "subnet_ids": ("SUBNET_IDS", _csv, False),
-    "allowed_instance_types": ("ALLOWED_INSTANCE_TYPES", _csv, False),
-    "default_instance_types": ("DEFAULT_INSTANCE_TYPES", _csv, False),
-    "max_spot_price": ("MAX_SPOT_PRICE", _optional_float, False),
-    "agent_bucket": ("AGENT_BUCKET", str, False),
-    "agent_key": ("AGENT_KEY", str, False),
-    "bid_wait_seconds": ("BID_WAIT_SECONDS", _positive_int, False),
-    "bid_max_checks": ("BID_MAX_CHECKS", _positive_int, False),
-    "heartbeat_lost_seconds": ("HEARTBEAT_LOST_SECONDS", _positive_int, False),
-    "max_runtime_minutes": ("MAX_RUNTIME_MINUTES", _positive_int, False),
-    "max_attempts": ("MAX_ATTEMPTS", _positive_int, False),
-    "default_keep_alive_minutes": ("DEFAULT_KEEP_ALIVE_MINUTES", _positive_int, False),
-    "max_keep_alive_minutes": ("MAX_KEEP_ALIVE_MINUTES", _positive_int, False),
-    "on_demand_fallback": ("ON_DEMAND_FALLBACK", _bool, False),
-    "capacity_wait_minutes": ("CAPACITY_WAIT_MINUTES", _positive_int, False),
-    "max_capacity_wait_minutes": ("MAX_CAPACITY_WAIT_MINUTES", _positive_int, False),
-    "seconds_per_minute": ("SECONDS_PER_MINUTE", _positive_int, False),
-    "instance_user": ("INSTANCE_USER", str, False),
-    "max_sweep_variants": ("MAX_SWEEP_VARIANTS", _positive_int, False),
-    "max_sweep_parallel": ("MAX_SWEEP_PARALLEL", _positive_int, False),
-}
-
-ENVIRONMENT_VARIABLES = tuple(name for name, _, _ in _FIELDS.values())
+EMULATOR_ONLY_VARIABLES = ("SPOTTRAIN_SECONDS_PER_MINUTE",)
+# What the stack sets for every function (docs/ARCHITECTURE.md "Lambda environment").
+ENVIRONMENT_VARIABLES = tuple(field.alias for field in Settings.model_fields.values()
+                              if field.alias and field.alias not in EMULATOR_ONLY_VARIABLES)
 
 
 def settings_from_env(env: Mapping[str, str]) -> Settings:
     """Parse every variable; raise EnvironmentConfigError listing all problems. Absent optional ones keep defaults."""
-    values: dict[str, object] = {}
-    problems: list[str] = []
-    for field, (name, parse, required) in _FIELDS.items():
-        raw = env.get(name)
-        if raw is None or (required and not raw.strip()):
-            if required:
-                problems.append(f"{name} is not set")
-            continue
-        try:
-            values[field] = parse(raw)
-        except ValueError as exc:
-            problems.append(f"{name}={raw!r} is invalid: {exc}")
-    if problems:
-        raise EnvironmentConfigError("Lambda environment is misconfigured: " + "; ".join(problems))
-    return Settings(**values)
+    try:
+        known = ENVIRONMENT_VARIABLES + EMULATOR_ONLY_VARIABLES
+        return Settings.model_validate({name: env[name] for name in known if name in env})
+    except ValidationError as exc:
+        problems = [_problem(error, env) for error in exc.errors()]
+        raise EnvironmentConfigError("Lambda environment is misconfigured: " + "; ".join(problems)) from None
+
+
+def _problem(error: Any, env: Mapping[str, str]) -> str:
+    name = str(error["loc"][0])
+    if error["type"] == "missing" or (error["type"] == "value_error" and not env.get(name, "").strip()):
+        return f"{name} is not set"
+    return f"{name}={env.get(name)!r} is invalid: {error['msg']}"

@@ -71,7 +71,7 @@ def bid_status(request: dict | None, instance: dict | None) -> tuple[BidStatus, 
     instance_state = instance["State"]["Name"] if instance else None
     if instance_state == "running":
         return BidStatus.FULFILLED, request_code or "running", "instance running"
-    if instance_state in ENDED_INSTANCE_STATES:
+    if instance and instance_state in ENDED_INSTANCE_STATES:
         reason = instance.get("StateReason", {})
         if reason.get("Code") in SHUT_DOWN_AFTER_RUNNING:
             return BidStatus.FULFILLED, reason["Code"], f"instance ran and is {instance_state} already"

@@ -103,6 +103,19 @@ def _claim(s3: Any, settings: Settings, bucket: str, exec_name: str) -> None:
         )
 
 
+def _log_access(s3: Any, bucket: str, records_bucket: str) -> None:
+    """S3 server access logs of the job bucket go to the stack's records bucket, partitioned per bucket by S3.
+
+    https://docs.aws.amazon.com/AmazonS3/latest/userguide/enable-server-access-logging.html; the records
+    bucket's policy lets logging.s3.amazonaws.com write under layout.ACCESS_LOGS_PREFIX (infra/job_storage.py).
+    """
+    s3.put_bucket_logging(Bucket=bucket, BucketLoggingStatus={"LoggingEnabled": {
+        "TargetBucket": records_bucket,
+        "TargetPrefix": layout.ACCESS_LOGS_PREFIX,
+        "TargetObjectKeyFormat": {"PartitionedPrefix": {"PartitionDateSource": "EventTime"}},
+    }})
+
+
 def _secure(s3: Any, bucket: str, tags: dict[str, str]) -> None:
     # Tags first: a retry after a failure further down must recognise the bucket as this job's.
     s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]})
@@ -139,6 +152,8 @@ def claim_bucket(s3: Any, settings: Settings, bucket: str, exec_name: str, execu
         layout.TAG_JOB: exec_name,
         layout.TAG_EXECUTION: execution_name,
     })
+    if settings.records_bucket:  # the stack always sets it; a Settings built by hand may not
+        _log_access(s3, bucket, settings.records_bucket)
 
 
 def create_job_bucket(s3: Any, settings: Settings, state: dict) -> dict:

@@ -185,7 +185,7 @@ def _money(value: float) -> str:
 
 
 def _cost_lines(details: ReportAndLogs, now: dt.datetime) -> list[str]:
-    if not (details.report or {}).get("attempts"):
+    if not details.report or not details.report.get("attempts"):
         return []
     summary = report.summarize(details.report, now)
     lines = [f"Billable time: {format_duration(summary['billable_seconds'])} over {len(details.report['attempts'])} attempt(s)"]

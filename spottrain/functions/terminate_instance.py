@@ -66,7 +66,7 @@ def _syncing_instance(state: dict) -> str | None:
 
 def _from_execution_event(event: dict, settings: Settings) -> StopOrder | None:
     detail = event.get("detail") or {}
-    ended = ENDED_BY_EXECUTION_STATUS.get(detail.get("status"))
+    ended = ENDED_BY_EXECUTION_STATUS.get(str(detail.get("status")))
     if ended is None:
         return None
     try:

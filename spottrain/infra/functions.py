@@ -15,6 +15,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from spottrain.infra.assets import LAMBDA_ASSET, keep_only
+from spottrain.infra.layers import jsonschema_layer
 
 TASKS = (
     "validate_job",
@@ -62,7 +63,9 @@ class TaskFunctions(Construct):
         super().__init__(scope, construct_id)
         code = lambda_.Code.from_asset(str(repo_root), exclude=LAMBDA_ASSET_EXCLUDE)
         layer_arn = default_powertools_layer_arn() if powertools_layer_arn is None else powertools_layer_arn
-        layers = [lambda_.LayerVersion.from_layer_version_arn(self, "Powertools", layer_arn)] if layer_arn else []
+        layers: list[lambda_.ILayerVersion] = [jsonschema_layer(self, "JsonSchema")]
+        if layer_arn:
+            layers.append(lambda_.LayerVersion.from_layer_version_arn(self, "Powertools", layer_arn))
         self.by_task: dict[str, lambda_.Function] = {
             task: self._function(task, code, layers, environment, log_retention) for task in TASKS
         }

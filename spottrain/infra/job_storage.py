@@ -10,7 +10,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-ACCESS_LOGS_PREFIX = "access-logs/"
+from spottrain.contract.layout import ACCESS_LOGS_PREFIX
 
 
 class JobStorage(Construct):
@@ -39,7 +39,9 @@ class JobStorage(Construct):
         return f"{self.job_buckets_arn}/*"
 
     def _accept_job_bucket_access_logs(self) -> None:
-        # Server access logging delivers with the logging service principal, limited to our job buckets.
+        # Server access logging delivers with the logging service principal, limited to this account's job
+        # buckets, as https://docs.aws.amazon.com/AmazonS3/latest/userguide/enable-server-access-logging.html
+        # documents; create_bucket turns logging on for each job bucket (PutBucketLogging).
         self.bucket.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="JobBucketAccessLogs",

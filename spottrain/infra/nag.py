@@ -6,6 +6,8 @@ resource-level permissions. Anything else cdk-nag reports fails `tests/infra`.
 """
 from __future__ import annotations
 
+from typing import Mapping, Sequence
+
 
 from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 from constructs import IConstruct
@@ -132,11 +134,12 @@ def _task_findings(job_buckets: list[str], *, subnets_configured: bool) -> dict[
     }
 
 
-def _iam5(role: IConstruct, findings_by_reason: dict[str, list[str | RegexAppliesTo]]) -> None:
+def _iam5(role: IConstruct | None, findings_by_reason: Mapping[str, Sequence[str | RegexAppliesTo]]) -> None:
+    assert role is not None  # every role here is one this stack makes
     NagSuppressions.add_resource_suppressions(
         role,
         [
-            NagPackSuppression(id="AwsSolutions-IAM5", reason=reason, applies_to=applies_to)
+            NagPackSuppression(id="AwsSolutions-IAM5", reason=reason, applies_to=list(applies_to))
             for reason, applies_to in findings_by_reason.items()
         ],
         apply_to_children=True,

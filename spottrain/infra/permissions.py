@@ -28,6 +28,7 @@ CREATE_BUCKET_ACTIONS = [
     "s3:GetBucketTagging",
     "s3:PutBucketTagging",
     "s3:PutBucketOwnershipControls",
+    "s3:PutBucketLogging",
     "s3:ListBucket",
     "s3:GetBucketLocation",
 ]
@@ -72,7 +73,7 @@ class TaskPermissions:
         spot_service = {"StringEquals": {"iam:AWSServiceName": "spot.amazonaws.com"}}
         spot_role = [self._spot_service_role_arn()]
         self._add(fn, "CreateSpotServiceRole", ["iam:CreateServiceLinkedRole"], spot_role, spot_service)
-        self.launch.role.grant_pass_role(fn)
+        self.launch.role.grant_pass_role(fn.grant_principal)
         self._grant_job_report(fn)
 
     def check_bid(self, fn: lambda_.Function) -> None:
@@ -132,6 +133,7 @@ class TaskPermissions:
             service="states", resource="execution", resource_name=f"{state_machine.state_machine_name}:*",
             arn_format=ArnFormat.COLON_RESOURCE_NAME,
         )
+        assert fn.role is not None  # every task function is made with its own role (infra/functions.py)
         iam.Policy(scope, "ValidateJobSeesOwnExecutions", roles=[fn.role], statements=[
             iam.PolicyStatement(sid="ListOwnExecutions", actions=["states:ListExecutions"],
                                 resources=[state_machine.state_machine_arn]),

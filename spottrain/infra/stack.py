@@ -82,8 +82,9 @@ class SpotTrainStack(Stack):
         return {
             "STACK_NAME": self.stack_name,
             "BUCKET_PREFIX": storage.bucket_prefix,
+            "RECORDS_BUCKET": storage.bucket.bucket_name,
             "TOPIC_ARN": notifications.topic.topic_arn,
-            "LAUNCH_TEMPLATE_ID": launch.launch_template.launch_template_id,
+            "LAUNCH_TEMPLATE_ID": launch.launch_template.launch_template_id or "",  # always set once synthesized
             "AGENT_BUCKET": launch.agent.s3_bucket_name,
             "AGENT_KEY": launch.agent.s3_object_key,
             **config.lambda_environment(),
@@ -98,6 +99,8 @@ class SpotTrainStack(Stack):
         CfnOutput(self, "BucketName", value=storage.bucket.bucket_name)
         CfnOutput(self, "JobBucketPrefix", value=storage.bucket_prefix)
         CfnOutput(self, "TerminateFunctionName", value=functions.by_task["terminate_instance"].function_name)
+        # `spottrain validate --stack-name` checks a spec with the settings this function runs with.
+        CfnOutput(self, "ValidateJobFunctionName", value=functions.by_task["validate_job"].function_name)
         # The emulator delivers EC2 state changes to it, as the stack's EventBridge rule does on AWS.
         CfnOutput(self, "InstanceStateChangeFunctionName",
                   value=functions.by_task["instance_state_change"].function_name)
@@ -106,7 +109,7 @@ class SpotTrainStack(Stack):
         # One execution watches every attempt of a job, each bounded by its callback wait's timeout.
         longest_job_seconds = config.max_attempts * (
             config.max_runtime_minutes + config.max_keep_alive_minutes + BOOTSTRAP_MARGIN_MINUTES
-        ) * config.seconds_per_minute
+        ) * 60
         if config.job_timeout_hours * 3600 < longest_job_seconds:
             Annotations.of(self).add_warning_v2(
                 "spottrain:JobTimeoutShorterThanRuntime",

@@ -33,7 +33,7 @@ from spottrain.contract.instances import ENDED_INSTANCE_STATES
 from spottrain.contract.layout import TAG_STACK
 from spottrain.local import deploy
 from spottrain.local.bridge import Bridge
-from spottrain.local.ec2sim import Ec2Simulator
+from spottrain.local.ec2sim import AGENT_TIMINGS, Ec2Simulator
 from spottrain.local.emails import EmailWatcher
 from spottrain.local.faults import FaultError, Faults
 from spottrain.local.iam_check import missing_permissions
@@ -53,7 +53,6 @@ FAST_CONTEXT = {
     "bidWaitSeconds": 1,
     # 15 of the simulated agent's 1 s heartbeats: a frozen agent is caught in seconds, a busy machine is not
     "heartbeatLostSeconds": 15,
-    "secondsPerMinute": 1,
     # a minute's wait for capacity: `--inject capacity-outage=20` ends well inside it on a busy machine
     "capacityWaitMinutes": 60,
     # moto rejects the public Powertools layer (not in its account); handlers use the venv's copy
@@ -157,7 +156,9 @@ class Emulator:
         """moto with the bridge installed; returns the stack's context for this emulator."""
         self.endpoint = self._server.start()
         self._stack.callback(self._server.stop)
-        self.lambda_host = LambdaHost(self.run_dir, self._base_env())
+        # minutes shrink for the hosted Lambdas (keep-alive, callback timeouts) as for the simulated agents
+        minutes = {"SPOTTRAIN_SECONDS_PER_MINUTE": AGENT_TIMINGS["SPOTTRAIN_SECONDS_PER_MINUTE"]}
+        self.lambda_host = LambdaHost(self.run_dir, {**self._base_env(), **minutes})
         self._stack.enter_context(Bridge(self.lambda_host, self.faults))
         return {**self._network_context(), **FAST_CONTEXT, **self.context_overrides}
 

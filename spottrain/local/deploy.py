@@ -19,6 +19,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from spottrain.local.bucket_policies import apply_bucket_policies
+
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -104,7 +106,8 @@ def deploy(session: Any, cdk_out: Path, stack_name: str, workdir: Path, timeout:
     template_body = upload_assets(session.client("s3"), cdk_out, stack_name, account, region, workdir)
     skipped = unsupported_resource_types(json.loads(template_body))
     if skipped:
-        # TopicPolicy and BucketPolicy guard AWS accounts; nothing on loopback needs them
+        # TopicPolicy guards AWS accounts; nothing on loopback needs it. Bucket policies are put after the
+        # stack exists (bucket_policies.py): S3 reads the records bucket's to allow access logging.
         log.info("moto's CloudFormation skips %s", ", ".join(skipped))
     cloudformation = session.client("cloudformation")
     with warnings.catch_warnings():
@@ -115,6 +118,7 @@ def deploy(session: Any, cdk_out: Path, stack_name: str, workdir: Path, timeout:
             Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
         )
     stack = _wait_for_stack(cloudformation, stack_name, timeout)
+    apply_bucket_policies(session, json.loads(template_body), stack_name, account, region)
     return {output["OutputKey"]: output["OutputValue"] for output in stack.get("Outputs", [])}
 
 

@@ -26,7 +26,7 @@ class InstanceMetadata:
     @property
     def endpoint(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
 
     def start(self) -> "InstanceMetadata":
         self._thread.start()

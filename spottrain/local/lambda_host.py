@@ -29,7 +29,7 @@ import traceback
 import uuid
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 from botocore.client import BaseClient
 
@@ -87,7 +87,9 @@ def _make_api_call_recorded(client: BaseClient, operation_name: str, api_params:
     if calls is not None:
         # recorded before the call: on AWS a denied call fails too, so an attempt needs the permission
         calls.add(ApiCall(_INVOKING.handler, client.meta.service_model.service_name, operation_name))
-    return _ApiCallRecording._original(client, operation_name, api_params)
+    original = _ApiCallRecording._original
+    assert original is not None  # set before the wrapper is installed, never unset
+    return original(client, operation_name, api_params)
 
 
 class _ThreadRoutedStream(io.TextIOBase):
@@ -285,7 +287,7 @@ def error_payload(exc: BaseException, error_type: str | None = None) -> dict:
     }
 
 
-def _set_environment(values: dict[str, str | None]) -> dict[str, str | None]:
+def _set_environment(values: Mapping[str, str | None]) -> dict[str, str | None]:
     """Set (None: unset) only the given variables, returning their previous values.
 
     Never clears os.environ: moto's executor threads read MOTO_PORT while a handler runs.

@@ -107,7 +107,7 @@ def _enter_namespace() -> None:
             _call(name, _libc().unshare(flags))
             break
         except OSError as error:
-            errors.append(error.strerror)
+            errors.append(error.strerror or str(error))
     else:
         raise SandboxError("; ".join(errors))
     if flags & CLONE_NEWUSER:

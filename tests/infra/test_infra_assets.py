@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from spottrain.infra.assets import AGENT_ASSET, LAMBDA_ASSET, REPO_ROOT, asset_files
+from spottrain.infra.layers import REQUIREMENTS
 
 
 def _files(root: Path) -> set[str]:
@@ -63,3 +64,18 @@ def test_agent_asset_holds_the_contract_and_agent_packages_and_nothing_else(defa
     assert {p.name for p in (agent_dir / "spottrain").iterdir()} == {"__init__.py", "contract", "agent"}
     assert staged == {"spottrain/__init__.py"} | _repo_files("spottrain/contract") | _repo_files("spottrain/agent")
     assert staged == {name for _, name in asset_files(AGENT_ASSET)}
+
+
+def test_jsonschema_layer_asset_holds_the_pinned_wheels_for_the_lambda_runtime_under_python(default_synth):
+    # Given the synthesized stack, When reading the layer's staged asset
+    (layer,) = default_synth.resources("AWS::Lambda::LayerVersion").values()
+    layer_dir = _staged_dir_for_key(default_synth, layer["Properties"]["Content"]["S3Key"])
+    # Then everything sits under python/ (Lambda's sys.path entry for layers), one dist-info per pin,
+    assert {p.name for p in layer_dir.iterdir()} == {"python"}
+    pins = {line.split("==")[0].lower().replace("-", "_") + "-" + line.split("==")[1]
+            for line in REQUIREMENTS.read_text().splitlines() if line and not line.startswith("#")}
+    assert {p.name.removesuffix(".dist-info").lower() for p in (layer_dir / "python").glob("*.dist-info")} == pins
+    # rpds-py compiled for CPython 3.12 on x86_64 Linux (not for the synthesizing machine), and no scripts or caches
+    assert [p.name for p in (layer_dir / "python" / "rpds").glob("*.so")] == ["rpds.cpython-312-x86_64-linux-gnu.so"]
+    assert (layer_dir / "python" / "jsonschema" / "validators.py").is_file()
+    assert not (layer_dir / "python" / "bin").exists() and not list(layer_dir.rglob("*.pyc"))

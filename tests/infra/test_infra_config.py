@@ -19,7 +19,8 @@ def test_the_stack_defaults_reach_the_lambdas_as_their_own_settings_defaults():
     env = _config().lambda_environment()
 
     assert settings_from_env({"STACK_NAME": "s", "BUCKET_PREFIX": "p", **env}) == Settings(stack_name="s", bucket_prefix="p")
-    assert set(env) | {"STACK_NAME", "BUCKET_PREFIX", "TOPIC_ARN", "LAUNCH_TEMPLATE_ID", "AGENT_BUCKET", "AGENT_KEY"} \
+    assert set(env) | {"STACK_NAME", "BUCKET_PREFIX", "RECORDS_BUCKET", "TOPIC_ARN", "LAUNCH_TEMPLATE_ID", "AGENT_BUCKET",
+                       "AGENT_KEY"} \
         == set(ENVIRONMENT_VARIABLES)
 
 
@@ -65,3 +66,25 @@ def test_given_bad_context_then_error_names_key_rule_and_fix(overrides, key, rul
         _config(**overrides)
     message = str(raised.value)
     assert f"context {key}=" in message and rule in message and f"-c {key}=" in message
+
+
+def test_given_several_bad_keys_then_one_error_names_each_with_its_rule():
+    # Given three bad values at once, When synthesizing, Then one error lists all three (not the first only)
+    with pytest.raises(ConfigError) as raised:
+        _config(maxAttempts=0, bucketPrefix="Spot_Train", subnetIds="subnet-01,sn-2", vpcId="vpc-01")
+    lines = str(raised.value).splitlines()
+    assert lines == [
+        "context subnetIds='subnet-01,sn-2': 'sn-2' is not a subnet id like subnet-0abc123. "
+        "Fix it in cdk.json or pass -c subnetIds=<value>.",
+        "context bucketPrefix='Spot_Train': must be 3-40 lowercase letters, digits or hyphens (job bucket names). "
+        "Fix it in cdk.json or pass -c bucketPrefix=<value>.",
+        "context maxAttempts=0: must be a whole number >= 1. Fix it in cdk.json or pass -c maxAttempts=<value>.",
+    ]
+
+
+def test_the_stack_never_sets_the_emulators_minute_and_a_minute_is_60_seconds_without_it():
+    # Given only what the stack sets, Then a minute is 60 s; the emulator's knob is no stack variable
+    env = {"STACK_NAME": "s", "BUCKET_PREFIX": "p", **_config().lambda_environment()}
+    assert "SPOTTRAIN_SECONDS_PER_MINUTE" not in env and "secondsPerMinute" not in default_context()
+    assert settings_from_env(env).seconds_per_minute == 60
+    assert settings_from_env({**env, "SPOTTRAIN_SECONDS_PER_MINUTE": "1"}).seconds_per_minute == 1

@@ -27,7 +27,8 @@ EXPECTED_TASK_ACTIONS = {
     "validate_job": {"states:ListExecutions", "states:DescribeExecution"},
     "create_bucket": {
         "s3:CreateBucket", "s3:PutBucketPublicAccessBlock", "s3:PutEncryptionConfiguration", "s3:PutBucketPolicy",
-        "s3:GetBucketTagging", "s3:PutBucketTagging", "s3:PutBucketOwnershipControls", "s3:ListBucket", "s3:GetBucketLocation",
+        "s3:GetBucketTagging", "s3:PutBucketTagging", "s3:PutBucketOwnershipControls", "s3:PutBucketLogging",
+        "s3:ListBucket", "s3:GetBucketLocation",
         "s3:PutObject", "s3:DeleteObject"},
     "request_spot_instance": {
         "ec2:RunInstances", "ec2:CreateTags", "ec2:DescribeSubnets", "ec2:DescribeSpotPriceHistory",

@@ -72,6 +72,7 @@ def test_stack_bucket_accepts_access_logs_only_from_this_stacks_job_buckets(cust
         {"PolicyDocument": {"Statement": Match.array_with([Match.object_like({
             "Principal": {"Service": "logging.s3.amazonaws.com"},
             "Action": "s3:PutObject",
+            "Resource": Match.object_like({"Fn::Join": ["", Match.array_with(["/access-logs/*"])]}),
             "Condition": Match.object_like({"ArnLike": {"aws:SourceArn": {
                 "Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":s3:::acme-train-*"]]}}}),
         })])}},
@@ -180,16 +181,22 @@ def test_every_log_group_has_retention(any_synth):
     assert {g["Properties"]["RetentionInDays"] for g in groups.values()} == {30}
 
 
-def test_given_defaults_then_functions_use_the_pinned_powertools_layer(default_synth):
+def _jsonschema_layer_ref(synth) -> dict:
+    (layer_id,) = synth.resources("AWS::Lambda::LayerVersion")
+    return {"Ref": layer_id}
+
+
+def test_given_defaults_then_functions_use_the_jsonschema_layer_and_the_pinned_powertools_layer(default_synth):
     for props in _functions(default_synth).values():
-        (layer,) = props["Layers"]
+        ours, layer = props["Layers"]
+        assert ours == _jsonschema_layer_ref(default_synth)
         joined = "".join(part if isinstance(part, str) else "<ref>" for part in layer["Fn::Join"][1])
         assert re.fullmatch(r"arn:<ref>:lambda:<ref>:017000801446:layer:AWSLambdaPowertoolsPythonV3-python312-x86_64:\d+", joined)
 
 
-def test_given_empty_powertools_layer_arn_then_functions_have_no_layer(custom_synth):
+def test_given_empty_powertools_layer_arn_then_functions_have_only_the_jsonschema_layer(custom_synth):
     for props in _functions(custom_synth).values():
-        assert "Layers" not in props
+        assert props["Layers"] == [_jsonschema_layer_ref(custom_synth)]
 
 
 def test_function_environment_uses_only_the_shared_variable_names_and_sets_all(any_synth):
@@ -236,6 +243,9 @@ def test_function_environment_points_at_the_stacks_resources(default_synth):
         assert env["TOPIC_ARN"] == {"Ref": topic}
         assert env["LAUNCH_TEMPLATE_ID"] == {"Ref": template}
         assert "cdk-hnb659fds-assets" in json.dumps(env["AGENT_BUCKET"]) and env["AGENT_KEY"].endswith(".zip")
+        # the bucket whose policy accepts the job buckets' access logs is the one create_bucket logs into
+        (records,) = default_synth.resources("AWS::S3::Bucket")
+        assert env["RECORDS_BUCKET"] == {"Ref": records}
 
 
 # --- workflow ----------------------------------------------------------------------------------
@@ -321,7 +331,8 @@ def test_instances_that_stop_or_end_invoke_instance_state_change(default_synth):
 
 def test_outputs_have_stable_logical_ids(default_synth):
     outputs = default_synth.template["Outputs"]
-    assert {"StateMachineArn", "TopicArn", "BucketName", "JobBucketPrefix", "TerminateFunctionName"} <= set(outputs)
+    assert {"StateMachineArn", "TopicArn", "BucketName", "JobBucketPrefix", "TerminateFunctionName",
+            "ValidateJobFunctionName"} <= set(outputs)
     (machine_id,) = job_machines(default_synth)
     assert outputs["StateMachineArn"]["Value"] == {"Ref": machine_id}
 

@@ -19,8 +19,8 @@ LAYERS = {
     "functions": ("spottrain.functions",),
     "infra": ("spottrain.infra",),
     "local": ("spottrain.local",),
-    "cli": ("spottrain.cli", "spottrain.jobs", "spottrain.settings", "spottrain.demo", "spottrain.diagram",
-            "spottrain.sweeps", "spottrain.sweep_commands", "spottrain.cost"),
+    "cli": ("spottrain.cli", "spottrain.console", "spottrain.jobs", "spottrain.settings", "spottrain.demo",
+            "spottrain.diagram", "spottrain.sweeps", "spottrain.sweep_commands", "spottrain.cost"),
 }
 # layer -> the layers it must not import; the contract imports nothing of spottrain outside it
 FORBIDDEN = {
@@ -30,8 +30,9 @@ FORBIDDEN = {
     "infra": {"local", "cli"},
     "local": {"agent", "infra"},
 }
-# The agent runs on the AMI's Python, without the Lambdas' validator and its dependencies.
-AGENT_MAY_NOT_IMPORT = "spottrain.contract.jobspec"
+# Contract modules built on the Lambdas' libraries (jsonschema from the JsonSchema layer, pydantic from
+# Powertools'): the agent runs on the AMI's Python, which has neither.
+LAMBDA_ONLY = ("spottrain.contract.jobspec", "spottrain.contract.settings")
 
 
 def _module_name(path: Path) -> str:
@@ -82,13 +83,27 @@ def test_no_layer_imports_a_layer_it_must_not(layer):
                        "share the fact through spottrain/contract instead:\n" + "\n".join(wrong))
 
 
-def test_the_agent_never_imports_the_job_spec_validator():
-    wrong = [f"{module} imports {name}" for module in MODULES if _layer(module) == "agent"
-             for name in _imports(module) if name == AGENT_MAY_NOT_IMPORT or name.startswith(AGENT_MAY_NOT_IMPORT + ".")]
-    assert not wrong, "the agent checks job.json itself (spottrain/agent/job.py):\n" + "\n".join(wrong)
+def _reached_from(start: str) -> set[str]:
+    """Every spottrain module `start` loads, directly or through others (`from a import b`: a, and a.b if a module)."""
+    reached, pending = set(), [start]
+    while pending:
+        module = pending.pop()
+        for name in _imports(module):
+            for candidate in (name, name.rpartition(".")[0]):
+                if candidate in MODULES and candidate not in reached:
+                    reached.add(candidate)
+                    pending.append(candidate)
+    return reached
 
 
-@pytest.mark.parametrize("module", [m for m in MODULES if _layer(m) in ("agent", "contract") and m != AGENT_MAY_NOT_IMPORT])
+def test_the_agent_never_loads_a_module_built_on_the_lambdas_libraries():
+    wrong = [f"{module} loads {name}" for module in MODULES if _layer(module) == "agent"
+             for name in sorted(_reached_from(module)) if name in LAMBDA_ONLY]
+    assert not wrong, ("the agent checks job.json itself (spottrain/agent/job.py) and reads its options from "
+                       "its own environment (spottrain/agent/options.py):\n" + "\n".join(wrong))
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if _layer(m) in ("agent", "contract") and m not in LAMBDA_ONLY])
 def test_what_the_agent_ships_parses_as_python_3_8(module):
     # The agent's asset runs on the AMI's interpreter, which may be as old as 3.8.
     ast.parse(MODULES[module].read_text(), str(MODULES[module]), feature_version=(3, 8))

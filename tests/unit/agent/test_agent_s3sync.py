@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import boto3
 import pytest
+from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError, EndpointConnectionError
 from moto import mock_aws
 
-from spottrain.agent.s3sync import DirSync, Store, SyncReport
+from spottrain.agent.s3sync import S3_ATTEMPTS, DirSync, Store, SyncReport, s3_client
 
 
 @pytest.fixture
@@ -22,12 +22,12 @@ def store(monkeypatch):
     with mock_aws():
         client = boto3.client("s3", region_name="us-east-1")
         client.create_bucket(Bucket="job")
-        yield Store(client, "job", base_delay=0.01)
+        yield Store(client, "job")
 
 
 class CountingStore(Store):
     def __init__(self, inner: Store):
-        super().__init__(inner.client, inner.bucket, base_delay=0.01)
+        super().__init__(inner.client, inner.bucket)
         self.uploaded = []
 
     def upload(self, path, key, metadata=None):
@@ -77,45 +77,67 @@ def test_given_a_key_that_climbs_out_when_restoring_then_it_is_skipped(store, tm
     assert not (tmp_path.parent / "escape").exists() and (tmp_path / "ckpt" / "ok").exists()
 
 
-class FlakyClient:
-    """Fails the first `failures` calls the way S3 does under throttling or a network blip."""
+@pytest.fixture
+def flaky_s3(monkeypatch):
+    """The agent's own S3 client (s3_client) against moto, failing the first `failures` sends as S3 does
+    under throttling or a network blip; botocore's backoff sleeps are recorded instead of slept."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    slept = []
+    monkeypatch.setattr("botocore.endpoint.time.sleep", slept.append)
+    with mock_aws():
+        client = s3_client("us-east-1")
+        client.create_bucket(Bucket="job")
+        sends = {"count": 0, "failures": 0}
 
-    def __init__(self, failures: int):
-        self.failures = failures
-        self.calls = 0
+        def fail_first(request, **_):
+            sends["count"] += 1
+            if sends["count"] <= sends["failures"]:
+                if sends["count"] % 2:
+                    raise EndpointConnectionError(endpoint_url="http://s3")
+                return AWSResponse(request.url, 503, {}, _Raw(b"<Error><Code>SlowDown</Code></Error>"))
+            return None
 
-    def put_object(self, **kwargs):
-        self.calls += 1
-        if self.calls <= self.failures:
-            if self.calls % 2:
-                raise EndpointConnectionError(endpoint_url="http://s3")
-            raise ClientError({"Error": {"Code": "SlowDown", "Message": "slow down"}}, "PutObject")
-        return {}
-
-
-def test_given_transient_s3_errors_when_writing_a_marker_then_it_is_retried_until_it_lands():
-    client = FlakyClient(failures=3)
-
-    assert Store(client, "job", attempts=5, base_delay=0.01).put_json("status/heartbeat.json", {"phase": "exec"})
-    assert client.calls == 4
+        client.meta.events.register_first("before-send.s3.PutObject", fail_first)
+        yield client, sends, slept
 
 
-def test_given_s3_down_for_good_when_uploading_then_it_reports_false_instead_of_raising():
-    client = FlakyClient(failures=100)
+class _Raw:
+    def __init__(self, body: bytes):
+        self.body = body
 
-    assert Store(client, "job", attempts=3, base_delay=0.01).put_json("status/heartbeat.json", {}) is False
-    assert client.calls == 3
+    def stream(self, **_):
+        yield self.body
+
+
+def test_given_transient_s3_errors_when_writing_a_marker_then_botocore_retries_until_it_lands(flaky_s3):
+    client, sends, slept = flaky_s3
+    sends["failures"] = 3  # a lost connection, SlowDown, a lost connection
+
+    assert Store(client, "job").put_json("status/heartbeat.json", {"phase": "exec"})
+
+    assert sends["count"] == 4 and len(slept) == 3  # three backoffs, then the put landed
+    assert client.get_object(Bucket="job", Key="status/heartbeat.json")["Body"].read()
+
+
+def test_given_s3_down_for_good_when_uploading_then_it_reports_false_after_every_try(flaky_s3):
+    client, sends, _ = flaky_s3
+    sends["failures"] = 100
+
+    assert Store(client, "job").put_json("status/heartbeat.json", {}) is False
+    assert sends["count"] == S3_ATTEMPTS
 
 
 def test_given_a_file_that_vanished_when_uploading_then_it_reports_false(store, tmp_path):
     assert store.upload(Path(tmp_path / "gone"), "output/gone") is False
 
 
-def test_given_a_missing_key_when_reading_then_it_fails_at_once_without_retries(store):
-    started = time.monotonic()
+def test_given_a_missing_key_when_reading_then_it_fails_at_once_without_retries(flaky_s3):
+    client, _, slept = flaky_s3
     with pytest.raises(ClientError, match="NoSuchKey"):
-        Store(store.client, "job", attempts=5, base_delay=1.0).get_json("job.json")
-    assert time.monotonic() - started < 1  # four retries would have taken 15 s
+        Store(client, "job").get_json("job.json")
+    assert slept == []  # botocore never retries a missing key
 
 
 def keys_under(store, prefix):
@@ -249,7 +271,7 @@ def test_given_output_files_deleted_locally_when_syncing_output_then_they_stay_i
 
 class FailingUploads(Store):
     def __init__(self, inner: Store):
-        super().__init__(inner.client, inner.bucket, base_delay=0.01)
+        super().__init__(inner.client, inner.bucket)
 
     def upload(self, path, key, metadata=None):
         return False

@@ -1,5 +1,5 @@
 """Table of bad job specs: each is rejected with InvalidJobSpec naming the field, the rule and a fix,
-before anything exists in AWS; and the schema interpreter agrees with the real jsonschema package."""
+before anything exists in AWS; and our messages agree with plain jsonschema on what is valid."""
 from __future__ import annotations
 
 from spottrain.functions.shared import runtime
@@ -268,23 +268,40 @@ def test_given_stack_without_on_demand_when_job_sets_an_on_demand_policy_then_re
         validate_spec(spec, make_settings(on_demand_fallback=False))
 
 
-def test_given_schema_with_unknown_keyword_when_loading_then_refused(tmp_path, monkeypatch):
-    # An uninterpreted keyword would be silently ignored by the Lambda but enforced by editors/jsonschema.
-    schema = dict(SCHEMA, properties={**SCHEMA["properties"], "exec_name": {"type": "string", "format": "hostname"}})
+def test_given_schema_that_is_not_json_schema_when_loading_then_refused(tmp_path, monkeypatch):
+    # Given a schema edit jsonschema cannot read ("text" is no JSON type), When loaded, Then refused at once
+    schema = dict(SCHEMA, properties={**SCHEMA["properties"], "exec_name": {"type": "text"}})
     path = tmp_path / "job-spec.schema.json"
     path.write_text(json.dumps(schema))
     monkeypatch.setattr(jobspec, "SCHEMA_PATH", path)
     jobspec.load_schema.cache_clear()
     try:
-        with pytest.raises(jobspec.SchemaKeywordError, match="format"):
+        with pytest.raises(jsonschema.SchemaError, match="text"):
             jobspec.load_schema()
     finally:
         jobspec.load_schema.cache_clear()
 
 
-def test_given_shipped_schema_then_valid_json_schema_using_only_interpreted_keywords():
+def test_given_shipped_schema_then_valid_json_schema():
     jsonschema.Draft202012Validator.check_schema(SCHEMA)
     assert jobspec.load_schema() == SCHEMA
+
+
+def test_given_several_schema_problems_then_one_message_per_field_sorted_by_path_with_each_hint():
+    # Given an empty command (also blank), a bad variable name, a typo'd field, a wrong type and a missing field
+    spec = spec_with(exec_command="", env={"1X": "1"}, exectime=3, keep_alive_minutes="5", data_dir=DROP)
+    # When checked against the schema alone
+    problems = schema_problems(spec)
+    # Then each field shows once, the plainest rule first, in field order, each with its property's x-hint
+    hints = {name: SCHEMA["properties"][name]["x-hint"] for name in ("data_dir", "exec_command", "keep_alive_minutes")}
+    assert problems == [
+        f"data_dir: is required but missing. {hints['data_dir']}",
+        "env.1X (name): \"1X\" has characters or a form that is not allowed. "
+        f"{SCHEMA['properties']['env']['propertyNames']['x-hint']}",
+        f"exec_command: must not be empty. {hints['exec_command']}",
+        'exectime: is not a known field. Did you mean "exec_name"?',
+        f"keep_alive_minutes: must be a whole number, not \"5\". {hints['keep_alive_minutes']}",
+    ]
 
 
 def test_given_everyday_training_variables_and_multi_line_commands_when_validating_then_accepted():

@@ -164,3 +164,33 @@ def test_given_a_bucket_of_that_name_without_any_tags_when_creating_then_taken(a
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET)
     with pytest.raises(ClientError, match="NoSuchTagSet"):  # still untagged
         s3.get_bucket_tagging(Bucket=BUCKET)
+
+
+RECORDS = "spottrain-records-bucket"
+
+
+def _records_bucket_accepting_access_logs(s3) -> None:
+    # As the stack's records bucket: the logging service may write under access-logs/ for our job buckets
+    s3.create_bucket(Bucket=RECORDS)
+    s3.put_bucket_policy(Bucket=RECORDS, Policy=json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": "logging.s3.amazonaws.com"}, "Action": "s3:PutObject",
+        "Resource": f"arn:aws:s3:::{RECORDS}/{layout.ACCESS_LOGS_PREFIX}*",
+        "Condition": {"ArnLike": {"aws:SourceArn": "arn:aws:s3:::spottrain-123456789012-*"}}}]}))
+
+
+def test_given_the_stacks_records_bucket_when_creating_then_access_logs_go_there_partitioned_per_bucket(aws):
+    # Given the records bucket the stack names in RECORDS_BUCKET
+    s3 = boto3.client("s3")
+    _records_bucket_accepting_access_logs(s3)
+    sent = []
+    s3.meta.events.register("provide-client-params.s3.PutBucketLogging", lambda params, **_: sent.append(params))
+
+    # When the job bucket is created
+    create_bucket.create_job_bucket(s3, make_settings(records_bucket=RECORDS), job_state())
+
+    # Then S3 server access logging is on, into access-logs/ of the records bucket, partitioned by source bucket
+    logging = s3.get_bucket_logging(Bucket=BUCKET)["LoggingEnabled"]
+    assert logging["TargetBucket"] == RECORDS and logging["TargetPrefix"] == layout.ACCESS_LOGS_PREFIX
+    (params,) = sent
+    assert params["BucketLoggingStatus"]["LoggingEnabled"]["TargetObjectKeyFormat"] == {
+        "PartitionedPrefix": {"PartitionDateSource": "EventTime"}}

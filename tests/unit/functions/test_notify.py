@@ -10,8 +10,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from jobstate_support import (FakeLambdaContext, aws, job_state, lambda_env, make_settings, received,  # noqa: F401
-                              requests_use_tls, subscribe_queue)
+from jobstate_support import FakeLambdaContext, job_state, make_settings, received, subscribe_queue
+from jobstate_support import aws, lambda_env, requests_use_tls  # noqa: F401 (fixtures, used by name)
 from spottrain.functions import create_bucket, notify
 from spottrain.contract import layout
 from spottrain.functions.shared import report

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from spottrain.contract import layout, markers
-from spottrain.local import interruptions, processes
+from spottrain.local import interruptions
 from spottrain.local.ec2sim import Ec2Simulator
 from spottrain.local.faults import Faults
 
