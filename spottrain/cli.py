@@ -121,6 +121,7 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
         console.say(f"  (checked against {against})")
         return 1
     console.say(f"✓ {args.spec} is valid: job {job['exec_name']!r} → bucket {job['bucket']}")
+    console.say(f"  (checked against {against})")
     if "sweep" in spec:
         from spottrain import sweep_commands
 
