@@ -62,6 +62,8 @@ class Settings:
     max_spot_price: float | None = float(_DEFAULT["maxSpotPrice"]) if _DEFAULT["maxSpotPrice"] else None
     agent_bucket: str = ""
     agent_key: str = ""
+    instance_role_arn: str = ""  # job bucket policies let only this job's sessions of it in
+    instance_role_id: str = ""  # the role's unique id (AROA...): an instance's aws:userid starts with it
     bid_wait_seconds: int = _DEFAULT["bidWaitSeconds"]
     bid_max_checks: int = _DEFAULT["bidMaxChecks"]
     heartbeat_lost_seconds: int = _DEFAULT["heartbeatLostSeconds"]  # the callback wait's HeartbeatSeconds
@@ -86,6 +88,8 @@ _FIELDS: dict[str, tuple[str, Callable[[str], object], bool]] = {
     "max_spot_price": ("MAX_SPOT_PRICE", _optional_float, False),
     "agent_bucket": ("AGENT_BUCKET", str, False),
     "agent_key": ("AGENT_KEY", str, False),
+    "instance_role_arn": ("INSTANCE_ROLE_ARN", str, False),
+    "instance_role_id": ("INSTANCE_ROLE_ID", str, False),
     "bid_wait_seconds": ("BID_WAIT_SECONDS", _positive_int, False),
     "bid_max_checks": ("BID_MAX_CHECKS", _positive_int, False),
     "heartbeat_lost_seconds": ("HEARTBEAT_LOST_SECONDS", _positive_int, False),

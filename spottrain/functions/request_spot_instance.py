@@ -22,6 +22,7 @@ from spottrain.contract.status import BidStatus, JobStatus, LaunchStatus
 from spottrain.contract.userdata import render_user_data
 from spottrain.functions.shared import pricing, report, runtime
 from spottrain.functions.shared.awserrors import error_code, transient_errors
+from spottrain.functions.shared.bucket_policy import admit_instance
 
 logger = Logger(service="spottrain-request-spot-instance")
 
@@ -81,8 +82,11 @@ def request_instance(ec2: Any, s3: Any, settings: Settings, state: dict) -> dict
             "pools_failed": pools_failed,
             "wait_seconds": 0,
         }
+    bucket = state["storage"]["bucket"]
+    # First, before anything slower: until then the bucket's policy shuts the new instance out.
+    admit_instance(s3, bucket, settings.instance_role_arn, settings.instance_role_id, launched[0]["InstanceId"])
     instance = _instance_record(ec2, settings, *launched)
-    report.record_launch(s3, state["storage"]["bucket"], state["job"]["exec_name"], attempt, instance)
+    report.record_launch(s3, bucket, state["job"]["exec_name"], attempt, instance)
     logger.info("instance launched", extra={"attempt": attempt, **instance})
     return {
         "status": LaunchStatus.LAUNCHED.value,

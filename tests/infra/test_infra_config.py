@@ -19,7 +19,8 @@ def test_the_stack_defaults_reach_the_lambdas_as_their_own_settings_defaults():
     env = _config().lambda_environment()
 
     assert settings_from_env({"STACK_NAME": "s", "BUCKET_PREFIX": "p", **env}) == Settings(stack_name="s", bucket_prefix="p")
-    assert set(env) | {"STACK_NAME", "BUCKET_PREFIX", "TOPIC_ARN", "LAUNCH_TEMPLATE_ID", "AGENT_BUCKET", "AGENT_KEY"} \
+    assert set(env) | {"STACK_NAME", "BUCKET_PREFIX", "TOPIC_ARN", "LAUNCH_TEMPLATE_ID", "AGENT_BUCKET", "AGENT_KEY",
+                     "INSTANCE_ROLE_ARN", "INSTANCE_ROLE_ID"} \
         == set(ENVIRONMENT_VARIABLES)
 
 
