@@ -29,7 +29,8 @@ EXPECTED_TASK_ACTIONS = {
         "s3:PutObject", "s3:DeleteObject"},
     "request_spot_instance": {
         "ec2:RunInstances", "ec2:CreateTags", "ec2:DescribeSubnets", "ec2:DescribeSpotPriceHistory",
-        "iam:PassRole", "iam:CreateServiceLinkedRole", "s3:GetObject", "s3:PutObject", "s3:ListBucket"},
+        "iam:PassRole", "iam:CreateServiceLinkedRole", "s3:GetObject", "s3:PutObject", "s3:ListBucket",
+        "s3:GetBucketPolicy", "s3:PutBucketPolicy"},  # admits each attempt's instance to its job bucket
     "check_bid": {
         "ec2:DescribeInstances", "ec2:DescribeSpotInstanceRequests", *MUTATING_EC2,
         "s3:GetObject", "s3:PutObject", "s3:ListBucket"},

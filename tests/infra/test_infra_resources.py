@@ -235,6 +235,11 @@ def test_function_environment_points_at_the_stacks_resources(default_synth):
         assert env["TOPIC_ARN"] == {"Ref": topic}
         assert env["LAUNCH_TEMPLATE_ID"] == {"Ref": template}
         assert "cdk-hnb659fds-assets" in json.dumps(env["AGENT_BUCKET"]) and env["AGENT_KEY"].endswith(".zip")
+        # job bucket policies admit this role's sessions on the job's own instances (aws:userid = RoleId:instance)
+        (profile,) = default_synth.resources("AWS::IAM::InstanceProfile").values()
+        role = profile["Properties"]["Roles"][0]["Ref"]
+        assert env["INSTANCE_ROLE_ARN"] == {"Fn::GetAtt": [role, "Arn"]}
+        assert env["INSTANCE_ROLE_ID"] == {"Fn::GetAtt": [role, "RoleId"]}
 
 
 # --- workflow ----------------------------------------------------------------------------------
