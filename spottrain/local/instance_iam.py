@@ -103,7 +103,7 @@ class InstanceIam:
         def authorized(environ: dict, start_response: Callable) -> Iterable[bytes]:
             found = _SIGNATURE.search(environ.get("HTTP_AUTHORIZATION", ""))
             identity = self._by_key.get(found.group(1)) if found else None
-            if identity is None:
+            if found is None or identity is None:
                 return app(environ, start_response)  # the account's own callers: Lambdas, CLI, emulator
             service = found.group(3)
             calls = [self._decide(identity, action, resource, service)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-import boto3
 import pytest
 
 from spot_fixtures import BUCKET, aws, clients  # noqa: F401 (fixtures)
@@ -84,7 +83,7 @@ def test_given_plain_http_when_anyone_calls_then_denied():
     assert evaluate(plain, [IDENTITY], [policy]).statement == "DenyInsecureTransport"
 
 
-def test_given_a_fresh_bucket_policy_when_two_attempts_launch_then_both_instances_are_admitted(aws):
+def test_given_a_fresh_bucket_policy_when_two_attempts_launch_then_both_instances_are_admitted(aws):  # noqa: F811
     # Given the policy CreateBucket writes (no instance yet)
     _, s3 = aws
     s3.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps(job_bucket_policy(BUCKET, ROLE_ARN, ROLE_ID, [])))
