@@ -33,6 +33,7 @@ class Job:
     checkpoint_dir: Optional[str]
     commands: Tuple[Tuple[str, str], ...]  # (phase, command) in run order, absent setup left out
     env: Dict[str, str]
+    secrets: Dict[str, str]  # variable -> secret name (the values never enter job.json)
     max_runtime_minutes: Optional[float]
     keep_alive_minutes: float
 
@@ -53,6 +54,7 @@ class Job:
             checkpoint_dir=spec.get("checkpoint_dir") or None,
             commands=tuple((phase, spec[field]) for phase, field in markers.COMMAND_PHASES if spec.get(field)),
             env={str(key): str(value) for key, value in (spec.get("env") or {}).items()},
+            secrets={str(key): str(value) for key, value in (spec.get("secrets") or {}).items()},
             max_runtime_minutes=limits.get("max_runtime_minutes"),
             keep_alive_minutes=float(spec.get("keep_alive_minutes") or 0),
         )
@@ -144,10 +146,12 @@ class Paths:
         return made
 
 
-def command_env(job: Job, paths: Paths, options: Options, inherited: Mapping[str, str]) -> Dict[str, str]:
-    """The agent's environment, then the job's env, then the SPOTTRAIN_* contract (which wins)."""
+def command_env(job: Job, paths: Paths, options: Options, inherited: Mapping[str, str],
+                secret_values: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """The agent's environment, then the job's env and secrets, then the SPOTTRAIN_* contract (which wins)."""
     env = dict(inherited)
     env.update(job.env)
+    env.update(secret_values or {})
     # Unset rather than "0" on a first attempt: `if os.environ.get("SPOTTRAIN_RESUME")` must be false.
     env.pop("SPOTTRAIN_RESUME", None)
     env.update({

@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Union
+from typing import Callable, Dict, List, Mapping, Optional, Union
 
 
 from spottrain.contract import layout, markers
@@ -28,6 +28,8 @@ from .callback import TaskCallback, error_for, states_client, token_reader
 from .imds import Imds
 from .job import Account, Job, Paths, command_env
 from .logs import OutputLog
+from .secrets import SecretUnreadable, read_secrets
+from .secrets import clients as secrets_clients
 from .options import Options
 from .periodic import Periodic
 from .s3sync import RETRYABLE, DirSync, Store, SyncReport
@@ -43,7 +45,8 @@ class Outcome:
     interrupted: bool = False
     exit_code: int = 0
     failed_phase: Optional[str] = None
-    # exit | max_runtime | disk_full | clone_failed | restore_failed | job_invalid | job_unreadable | agent_error
+    # exit | max_runtime | disk_full | clone_failed | restore_failed | job_invalid | job_unreadable | secret_unreadable
+    # | agent_error
     reason: str = "exit"
     message: str = ""
     killed: bool = False  # the command outlived its grace and was SIGKILLed: its last save may be cut
@@ -51,7 +54,7 @@ class Outcome:
 
 class Agent:
     def __init__(self, options: Options, store: Store, imds: Imds, inherited_env: Mapping[str, str] = os.environ,
-                 states=None):
+                 states=None, secret_clients: Callable[[Optional[str]], tuple] = secrets_clients):
         self.options = options
         self.store = store
         self.imds = imds
@@ -66,6 +69,8 @@ class Agent:
         self.paths: Optional[Paths] = None
         self.execution: Optional[str] = None  # the execution id from job.json: every marker names it
         self.account: Optional[Account] = None
+        self.secret_values: Dict[str, str] = {}  # variable -> value: for the commands' environment only
+        self._secret_clients = secret_clients
         self.phase = markers.CLONE
         self.phase_seconds: Dict[str, float] = {}
         self.started_at = _now()
@@ -117,6 +122,17 @@ class Agent:
             self.paths = Paths.resolve(self.job, self.account.home, self.options.absolute_paths_refused)
         except ValueError as error:  # InvalidJob
             return Outcome(exit_code=1, failed_phase=markers.START, reason="job_invalid", message=str(error))
+        return self._read_secrets(self.job)
+
+    def _read_secrets(self, job: Job) -> Optional[Outcome]:
+        if not job.secrets:
+            return None
+        try:
+            self.secret_values = read_secrets(job.secrets, *self._secret_clients(self.options.region))
+        except SecretUnreadable as error:  # names the variable and the secret, never a value
+            return Outcome(exit_code=1, failed_phase=markers.START, reason="secret_unreadable", message=str(error))
+        self.output.secret_values = [value.encode() for value in self.secret_values.values()]
+        log.info("read %d secret(s) for %s", len(self.secret_values), ", ".join(sorted(self.secret_values)))
         return None
 
     def _attempt(self, job: Job, paths: Paths) -> Outcome:
@@ -139,7 +155,7 @@ class Agent:
         if isinstance(restored, Outcome):
             return restored
         self.account.own([paths.clone, *made])  # after the restore: its files are the account's to rotate
-        env = {**command_env(job, paths, self.options, self.inherited_env), **resume_env(restored)}
+        env = {**command_env(job, paths, self.options, self.inherited_env, self.secret_values), **resume_env(restored)}
         self._dir_sync.start()
         for phase, command in job.commands:
             outcome = self._run_phase(phase, command, paths.clone, env)
