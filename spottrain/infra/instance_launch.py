@@ -13,6 +13,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
+from spottrain.contract.secrets import SECRETS_PREFIX
 from spottrain.infra.assets import AGENT_ASSET, keep_only
 from spottrain.infra.job_storage import JobStorage
 
@@ -90,6 +91,22 @@ class InstanceLaunch(Construct):
                 sid="AnswerTrainingWait",
                 actions=["states:SendTaskHeartbeat", "states:SendTaskSuccess", "states:SendTaskFailure"],
                 resources=["*"],
+            )
+        )
+        # The job's secrets (spottrain/agent/secrets.py): names under the prefix only. SecureStrings under the
+        # AWS managed key aws/ssm need no kms grant; a customer managed key would.
+        self.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="JobSecrets",
+                actions=["ssm:GetParameter"],
+                resources=[f"arn:{Aws.PARTITION}:ssm:{Aws.REGION}:{Aws.ACCOUNT_ID}:parameter{SECRETS_PREFIX}*"],
+            )
+        )
+        self.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="JobSecretsManagerSecrets",
+                actions=["secretsmanager:GetSecretValue"],
+                resources=[f"arn:{Aws.PARTITION}:secretsmanager:{Aws.REGION}:{Aws.ACCOUNT_ID}:secret:{SECRETS_PREFIX}*"],
             )
         )
         # Only the one zip, not the whole (shared) CDK assets bucket.

@@ -106,6 +106,7 @@ class InstanceIam:
             if found is None or identity is None:
                 return app(environ, start_response)  # the account's own callers: Lambdas, CLI, emulator
             service = found.group(3)
+            environ.update({"spottrain.region": identity.region, "spottrain.account": identity.account})
             calls = [self._decide(identity, action, resource, service)
                      for action, resource in request_actions(environ, service)]
             self.calls.extend(calls)
@@ -200,11 +201,24 @@ def request_actions(environ: dict, service: str) -> list[tuple[str, str]]:
     if service == "s3":
         return s3_actions(environ)
     if target:  # the JSON protocols: "AWSStepFunctions.SendTaskHeartbeat", "AmazonSSM.GetParameter"
-        return [(f"{service}:{target.rsplit('.', 1)[-1]}", "*")]
+        operation = target.rsplit(".", 1)[-1]
+        return [(f"{service}:{operation}", _json_resource(environ, service, operation))]
     operation = _form(environ).get("Action", ["Unknown"])[0]  # the query protocols (STS, ...)
     if (service, operation) == ("sts", "GetCallerIdentity"):
         return []  # needs no permission
     return [(f"{service}:{operation}", "*")]
+
+
+def _json_resource(environ: dict, service: str, operation: str) -> str:
+    """The ARN IAM checks for the secret reads the agent makes; "*" for actions without resource level."""
+    region_account = f"{environ.get('spottrain.region', 'us-east-1')}:{environ.get('spottrain.account', '123456789012')}"
+    if (service, operation) == ("ssm", "GetParameter"):
+        name = json.loads(_body(environ) or b"{}").get("Name", "")
+        return f"arn:aws:ssm:{region_account}:parameter{name if name.startswith('/') else '/' + name}"
+    if (service, operation) == ("secretsmanager", "GetSecretValue"):
+        secret = json.loads(_body(environ) or b"{}").get("SecretId", "")
+        return secret if secret.startswith("arn:") else f"arn:aws:secretsmanager:{region_account}:secret:{secret}"
+    return "*"
 
 
 def s3_actions(environ: dict) -> list[tuple[str, str]]:

@@ -7,7 +7,7 @@ import secrets
 
 import boto3
 
-from agent_support import agent, aws_env, bucket, imds, job_document, moto_endpoint, s3, training_repo  # noqa: F401
+from agent_support import job_document
 
 COMPLETED = "status/completed.json"
 # Prints the secret (the agent must mask it) and its hash (proof the command had the value).
@@ -16,7 +16,7 @@ SHOW = ("python3 -c \"import hashlib, os; v = os.environ['API_TOKEN']; print('to
 
 
 def test_given_a_secret_in_ssm_when_the_job_runs_then_the_command_has_it_and_no_output_the_agent_wrote_shows_it(
-    agent, training_repo, aws_env  # noqa: F811
+    agent, training_repo, aws_env
 ):
     # Given an SSM SecureString under the prefix (a fresh value: nothing else could contain it)
     value = "tok-" + secrets.token_hex(12)
@@ -39,7 +39,7 @@ def test_given_a_secret_in_ssm_when_the_job_runs_then_the_command_has_it_and_no_
 
 
 def test_given_a_secret_that_does_not_exist_then_the_job_fails_before_cloning_naming_the_variable_and_the_fix(
-    agent, training_repo  # noqa: F811
+    agent, training_repo
 ):
     agent.put_job(job_document(training_repo, agent.marks, secrets={"API_TOKEN": "/spottrain/nowhere-" + agent.bucket}))
 

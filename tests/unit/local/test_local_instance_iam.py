@@ -109,3 +109,14 @@ def test_given_two_instances_then_each_gets_credentials_of_its_own():
 
     assert first["AccessKeyId"] != second["AccessKeyId"] and first["AccessKeyId"].startswith("ASIA")
     assert json.dumps(first) != json.dumps(second)
+
+
+def test_given_secret_reads_then_they_need_the_named_parameter_or_secret():
+    ssm = environ("POST", "/", body=b'{"Name": "/spottrain/hf-token", "WithDecryption": true}',
+                  x_amz_target="AmazonSSM.GetParameter")
+    manager = environ("POST", "/", body=b'{"SecretId": "/spottrain/wandb"}', x_amz_target="secretsmanager.GetSecretValue")
+
+    assert request_actions(ssm, "ssm") == [("ssm:GetParameter", "arn:aws:ssm:us-east-1:123456789012:parameter/spottrain/hf-token")]
+    assert request_actions(manager, "secretsmanager") == [
+        ("secretsmanager:GetSecretValue", "arn:aws:secretsmanager:us-east-1:123456789012:secret:/spottrain/wandb")]
+    assert ssm["wsgi.input"].read().startswith(b'{"Name"')  # moto still reads the body
