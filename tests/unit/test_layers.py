@@ -19,7 +19,8 @@ LAYERS = {
     "functions": ("spottrain.functions",),
     "infra": ("spottrain.infra",),
     "local": ("spottrain.local",),
-    "cli": ("spottrain.cli", "spottrain.jobs", "spottrain.settings", "spottrain.demo", "spottrain.diagram"),
+    "cli": ("spottrain.cli", "spottrain.jobs", "spottrain.settings", "spottrain.demo", "spottrain.diagram",
+            "spottrain.secret_store"),
 }
 # layer -> the layers it must not import; the contract imports nothing of spottrain outside it
 FORBIDDEN = {
