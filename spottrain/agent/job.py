@@ -34,6 +34,7 @@ class Job:
     commands: Tuple[Tuple[str, str], ...]  # (phase, command) in run order, absent setup left out
     env: Dict[str, str]
     secrets: Dict[str, str]  # variable -> secret name (the values never enter job.json)
+    repository_auth: Optional[Dict[str, str]]  # {"token_secret", "username"}: a private https repository
     max_runtime_minutes: Optional[float]
     keep_alive_minutes: float
 
@@ -55,6 +56,7 @@ class Job:
             commands=tuple((phase, spec[field]) for phase, field in markers.COMMAND_PHASES if spec.get(field)),
             env={str(key): str(value) for key, value in (spec.get("env") or {}).items()},
             secrets={str(key): str(value) for key, value in (spec.get("secrets") or {}).items()},
+            repository_auth=_repository_auth(spec.get("repository_auth")),
             max_runtime_minutes=limits.get("max_runtime_minutes"),
             keep_alive_minutes=float(spec.get("keep_alive_minutes") or 0),
         )
@@ -163,6 +165,12 @@ def command_env(job: Job, paths: Paths, options: Options, inherited: Mapping[str
         "SPOTTRAIN_CHECKPOINT_DIR": str(paths.checkpoint or paths.output),
     })
     return env
+
+
+def _repository_auth(auth: Optional[Mapping]) -> Optional[Dict[str, str]]:
+    if not auth:
+        return None
+    return {"token_secret": str(auth["token_secret"]), "username": str(auth.get("username") or "x-access-token")}
 
 
 def _repository_name(spec: Mapping) -> str:

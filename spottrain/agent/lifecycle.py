@@ -70,6 +70,7 @@ class Agent:
         self.execution: Optional[str] = None  # the execution id from job.json: every marker names it
         self.account: Optional[Account] = None
         self.secret_values: Dict[str, str] = {}  # variable -> value: for the commands' environment only
+        self.git_token: Optional[str] = None  # repository_auth's token: for the agent's git only
         self._secret_clients = secret_clients
         self.phase = markers.CLONE
         self.phase_seconds: Dict[str, float] = {}
@@ -125,13 +126,17 @@ class Agent:
         return self._read_secrets(self.job)
 
     def _read_secrets(self, job: Job) -> Optional[Outcome]:
-        if not job.secrets:
+        token = {"repository_auth.token_secret": job.repository_auth["token_secret"]} if job.repository_auth else {}
+        if not job.secrets and not token:
             return None
         try:
-            self.secret_values = read_secrets(job.secrets, *self._secret_clients(self.options.region))
+            clients = self._secret_clients(self.options.region)
+            self.secret_values = read_secrets(job.secrets, *clients)
+            self.git_token = read_secrets(token, *clients).get("repository_auth.token_secret")
         except SecretUnreadable as error:  # names the variable and the secret, never a value
             return Outcome(exit_code=1, failed_phase=markers.START, reason="secret_unreadable", message=str(error))
-        self.output.secret_values = [value.encode() for value in self.secret_values.values()]
+        values = [*self.secret_values.values(), *([self.git_token] if self.git_token else [])]
+        self.output.secret_values = [value.encode() for value in values]
         log.info("read %d secret(s) for %s", len(self.secret_values), ", ".join(sorted(self.secret_values)))
         return None
 
@@ -167,14 +172,20 @@ class Agent:
         self._enter(markers.CLONE)
         # The agent's own environment, never the job's: its env may hold PATH, LD_PRELOAD or GIT_*
         # values meant for the training that would change what git runs and fetches.
-        result = clone.clone(job.repository_url, job.repository_ref, paths.clone,
-                             env=self.inherited_env, output=self.output, should_stop=self._should_stop)
+        credentials = (job.repository_auth["username"], self.git_token) if job.repository_auth and self.git_token else None
+        result = clone.clone(job.repository_url, job.repository_ref, paths.clone, env=self.inherited_env,
+                             output=self.output, should_stop=self._should_stop, credentials=credentials)
         self.phase_seconds[markers.CLONE] = round(result.seconds, 3)
         if result.stop or result.exit_code == 0:
             return self._stopped(result, markers.CLONE)
+        said = clone.failure_line(self.output.tail())
+        fix = "check repository_url and repository_ref, and that the repository is public or reachable"
+        if job.repository_auth and clone.refused_credentials(said):
+            fix = (f"the server refused the token in {job.repository_auth['token_secret']} "
+                   f"(repository_auth.token_secret) for user {job.repository_auth['username']}: store a token with read "
+                   f"access with `spottrain secret put {job.repository_auth['token_secret']}`, or fix repository_auth.username")
         message = (f"git clone of {redact_credentials(job.repository_url)} (ref {job.repository_ref or 'default branch'}) "
-                   f"failed with exit code {result.exit_code}: {clone.failure_line(self.output.tail())}; "
-                   "check repository_url and repository_ref, and that the repository is public or reachable")
+                   f"failed with exit code {result.exit_code}: {said}; {fix}")
         return Outcome(exit_code=result.exit_code, failed_phase=markers.CLONE, reason="clone_failed", message=message)
 
     def _wait_for_previous_sync(self) -> None:

@@ -276,6 +276,9 @@ def _repository_problems(spec: dict) -> Iterator[str]:
         yield ("repository_url: must not hold a user name, password or token before '@' (it would be stored in "
                "job.json, logs and emails, and git cannot type a password on the instance). "
                "Use the plain https URL of a public repository, or an ssh:// or git@ URL with a deploy key.")
+    if isinstance(spec.get("repository_auth"), dict) and url and not url.startswith("https://"):
+        yield ("repository_auth: authenticates https clones only (a token through git's credential helper). "
+               "Use the repository's https:// URL, or remove repository_auth for a public repository.")
     if "repository_name" not in spec and url and not names.REPOSITORY_NAME.match(names.repository_name(url)):
         yield "repository_name: cannot be derived from repository_url. Set repository_name to the folder name to clone into."
 
