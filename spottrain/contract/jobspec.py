@@ -275,7 +275,8 @@ def _repository_problems(spec: dict) -> Iterator[str]:
     if userinfo and (":" in userinfo["userinfo"] or userinfo["scheme"] != "ssh"):
         yield ("repository_url: must not hold a user name, password or token before '@' (it would be stored in "
                "job.json, logs and emails, and git cannot type a password on the instance). "
-               "Use the plain https URL of a public repository, or an ssh:// or git@ URL with a deploy key.")
+               "Use the plain https URL, with the token in a secret named by repository_auth "
+               "(\"repository_auth\": {\"token_secret\": \"/spottrain/<name>\"}) for a private repository.")
     if isinstance(spec.get("repository_auth"), dict) and url and not url.startswith("https://"):
         yield ("repository_auth: authenticates https clones only (a token through git's credential helper). "
                "Use the repository's https:// URL, or remove repository_auth for a public repository.")
