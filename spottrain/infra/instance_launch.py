@@ -1,7 +1,9 @@
 """Everything a job's spot instance is launched with: role, launch template, security group, agent asset.
 
 The instance gets its permissions from its instance profile only (no access keys anywhere), may
-touch only this stack's job buckets, and terminates itself when its OS shuts down.
+touch only this stack's job buckets (and each job bucket's policy narrows that to the job's own
+instances: spottrain/functions/shared/bucket_policy.py), read only secrets under /spottrain/, and
+terminates itself when its OS shuts down.
 """
 from __future__ import annotations
 
