@@ -187,6 +187,10 @@ class Ec2Simulator:
                 if self.iam is None or name not in CREDENTIAL_VARIABLES}
         return {
             **base,
+            # EC2's metadata service answers in milliseconds; this one shares a busy laptop's cores with the
+            # emulator, and the SDKs give it one try of one second before "Unable to locate credentials".
+            "AWS_METADATA_SERVICE_TIMEOUT": "5",
+            "AWS_METADATA_SERVICE_NUM_ATTEMPTS": "5",
             **AGENT_TIMINGS,
             **self.agent_env,
             "SPOTTRAIN_ROOT": str(sandbox),
