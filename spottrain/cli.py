@@ -258,19 +258,36 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     return _run_local(args, console, spec, download_to=Path(args.runs) / spec["exec_name"])
 
 
+def cmd_secret_put(args: argparse.Namespace, console: Console) -> int:
+    from spottrain.secret_store import SecretUsageError, check_name, put_secret, read_value
+
+    try:
+        name = check_name(args.name)
+        session, _ = _aws(args)  # the stack must exist: its instance role is what reads the value
+        version = put_secret(session.client("ssm"), name, read_value(name, sys.stdin))
+    except SecretUsageError as exc:
+        raise UsageError(str(exc)) from None
+    console.say(f"stored {name} (SecureString, version {version}); a job reads it with \"secrets\": {{\"VAR\": \"{name}\"}}")
+    return 0
+
+
 def _run_local(args: argparse.Namespace, console: Console, spec: dict, download_to: Path | None) -> int:
     from spottrain.local import Emulator, FaultError, Faults
+    from spottrain.secret_store import SecretUsageError, parse_local_secrets, put_secret
 
-    try:  # every --inject is checked, against the stack's allow-list too, before anything starts
+    try:  # every --inject and --local-secret is checked, against the stack's allow-list too, before anything starts
         faults = Faults.parse(args.inject)
+        local_secrets = parse_local_secrets(args.local_secret)
         emulator = Emulator(Path(args.workdir), faults=faults, on_email=console.email)
-    except FaultError as exc:
+    except (FaultError, SecretUsageError) as exc:
         raise UsageError(str(exc)) from None
     started = time.monotonic()
     console.say(f"starting the embedded AWS emulator in {args.workdir}/ (faults: {faults.describe() or 'none'})")
     with emulator:
         console.say(f"stack deployed in {time.monotonic() - started:.1f}s; submitting {spec['exec_name']}")
         session = emulator.session()
+        for name, value in local_secrets.items():
+            put_secret(session.client("ssm"), name, value)
         sfn, s3 = _clients(session)
         stack = jobs.Stack.from_outputs(emulator.outputs)
         if "sweep" in spec:
@@ -353,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   "interrupt-after=<seconds into training>[:<instances>], "
                                   "lambda-error=<task>:<count> (transient failures); a fault that never fired "
                                   "makes the run exit 1")
+            sub.add_argument("--local-secret", action="append", default=[], metavar="NAME=VALUE",
+                             help="seed the emulator's SSM with a SecureString (repeatable), e.g. "
+                                  "/spottrain/hf-token=... for a job whose secrets name it")
             sub.add_argument("--timeout", type=float, help="give up waiting after this many seconds "
                              "(default: never on AWS, 900 in the emulator)")
         return sub
@@ -387,6 +407,14 @@ def build_parser() -> argparse.ArgumentParser:
     cost = add("cost", cmd_cost, "a job's cost per attempt and in total, against on-demand")
     cost.add_argument("name")
     cost.add_argument("--runs", default="runs", help="downloaded results, read first (default: runs/)")
+    secret = commands.add_parser("secret", help="store a job's secret values (SSM SecureString under /spottrain/)")
+    secret_commands = secret.add_subparsers(dest="secret_command", required=True, metavar="ACTION")
+    put = secret_commands.add_parser("put", help="store NAME's value, read from stdin or a prompt that does not echo")
+    put.set_defaults(handler=cmd_secret_put)
+    put.add_argument("name", help="e.g. /spottrain/hf-token")
+    for flag, help_ in (("--stack-name", "deployed stack (default: SpotTrain)"), ("--profile", "AWS profile"),
+                        ("--region", "AWS region (default: your default region)")):
+        put.add_argument(flag, default="SpotTrain" if flag == "--stack-name" else None, help=help_)
     return parser
 
 

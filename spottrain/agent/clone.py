@@ -9,7 +9,7 @@ import logging
 import re
 import shutil
 from pathlib import Path
-from typing import Callable, List, Mapping, Optional
+from typing import Callable, List, Mapping, Optional, Tuple
 
 from spottrain.contract.names import redact_credentials
 
@@ -21,6 +21,13 @@ _COMMIT_ID = re.compile(r"[0-9a-f]{7,40}")
 NO_MATCHING_REF = 2  # `git ls-remote --exit-code`: the repository answered, and has no such ref
 
 
+# git asks its credential helpers (https://git-scm.com/docs/gitcredentials) for a user and password; this one
+# answers from its environment, so the token is in no command line (`ps`), config file or log. The empty
+# helper first drops any helper the AMI configured.
+CREDENTIAL_HELPER = ('!f() { if [ "$1" = get ]; then printf "username=%s\\npassword=%s\\n" '
+                     '"$SPOTTRAIN_GIT_USERNAME" "$SPOTTRAIN_GIT_TOKEN"; fi; }; f')
+
+
 def clone(
     url: str,
     ref: Optional[str],
@@ -29,14 +36,22 @@ def clone(
     env: Mapping[str, str],
     output: OutputLog,
     should_stop: Callable[[], Optional[runner.StopRequest]],
+    credentials: Optional[Tuple[str, str]] = None,
 ) -> runner.Result:
-    """env: the agent's own environment; never the job's, which may redirect what git runs or fetches."""
+    """env: the agent's own environment; never the job's, which may redirect what git runs or fetches.
+
+    credentials: (username, token) for a private https repository, given to git by CREDENTIAL_HELPER.
+    """
     # A never-answered credential prompt would hang the instance until max runtime.
     env = {**env, "GIT_TERMINAL_PROMPT": "0"}
+    config: List[str] = []
+    if credentials is not None:
+        env.update({"SPOTTRAIN_GIT_USERNAME": credentials[0], "SPOTTRAIN_GIT_TOKEN": credentials[1]})
+        config = ["-c", "credential.helper=", "-c", f"credential.helper={CREDENTIAL_HELPER}"]
 
     def git(*args: str, cwd: Path = dest.parent) -> runner.Result:
         output.note("$ git " + " ".join(redact_credentials(arg) for arg in args))
-        return runner.run(["git", *args], cwd=cwd, env=env, output=output, should_stop=should_stop)
+        return runner.run(["git", *config, *args], cwd=cwd, env=env, output=output, should_stop=should_stop)
 
     _fresh(dest)
     if ref is None:
@@ -65,6 +80,11 @@ def failure_line(lines: List[str]) -> str:
         if line.startswith(("fatal:", "error:")):
             return line
     return next((line for line in reversed(lines) if line.strip()), "no output")
+
+
+def refused_credentials(line: str) -> bool:
+    """git's words when the server answered 401/403 to the credentials it got."""
+    return "Authentication failed" in line or "The requested URL returned error: 403" in line
 
 
 def _fresh(dest: Path) -> None:

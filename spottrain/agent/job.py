@@ -33,6 +33,8 @@ class Job:
     checkpoint_dir: Optional[str]
     commands: Tuple[Tuple[str, str], ...]  # (phase, command) in run order, absent setup left out
     env: Dict[str, str]
+    secrets: Dict[str, str]  # variable -> secret name (the values never enter job.json)
+    repository_auth: Optional[Dict[str, str]]  # {"token_secret", "username"}: a private https repository
     max_runtime_minutes: Optional[float]
     keep_alive_minutes: float
 
@@ -53,6 +55,8 @@ class Job:
             checkpoint_dir=spec.get("checkpoint_dir") or None,
             commands=tuple((phase, spec[field]) for phase, field in markers.COMMAND_PHASES if spec.get(field)),
             env={str(key): str(value) for key, value in (spec.get("env") or {}).items()},
+            secrets={str(key): str(value) for key, value in (spec.get("secrets") or {}).items()},
+            repository_auth=_repository_auth(spec.get("repository_auth")),
             max_runtime_minutes=limits.get("max_runtime_minutes"),
             keep_alive_minutes=float(spec.get("keep_alive_minutes") or 0),
         )
@@ -144,10 +148,12 @@ class Paths:
         return made
 
 
-def command_env(job: Job, paths: Paths, options: Options, inherited: Mapping[str, str]) -> Dict[str, str]:
-    """The agent's environment, then the job's env, then the SPOTTRAIN_* contract (which wins)."""
+def command_env(job: Job, paths: Paths, options: Options, inherited: Mapping[str, str],
+                secret_values: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """The agent's environment, then the job's env and secrets, then the SPOTTRAIN_* contract (which wins)."""
     env = dict(inherited)
     env.update(job.env)
+    env.update(secret_values or {})
     # Unset rather than "0" on a first attempt: `if os.environ.get("SPOTTRAIN_RESUME")` must be false.
     env.pop("SPOTTRAIN_RESUME", None)
     env.update({
@@ -159,6 +165,12 @@ def command_env(job: Job, paths: Paths, options: Options, inherited: Mapping[str
         "SPOTTRAIN_CHECKPOINT_DIR": str(paths.checkpoint or paths.output),
     })
     return env
+
+
+def _repository_auth(auth: Optional[Mapping]) -> Optional[Dict[str, str]]:
+    if not auth:
+        return None
+    return {"token_secret": str(auth["token_secret"]), "username": str(auth.get("username") or "x-access-token")}
 
 
 def _repository_name(spec: Mapping) -> str:

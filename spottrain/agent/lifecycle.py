@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Union
+from typing import Callable, Dict, List, Mapping, Optional, Union
 
 
 from spottrain.contract import layout, markers
@@ -28,6 +28,8 @@ from .callback import TaskCallback, error_for, states_client, token_reader
 from .imds import Imds
 from .job import Account, Job, Paths, command_env
 from .logs import OutputLog
+from .secrets import SecretUnreadable, read_secrets
+from .secrets import clients as secrets_clients
 from .options import Options
 from .periodic import Periodic
 from .s3sync import RETRYABLE, DirSync, Store, SyncReport
@@ -43,7 +45,8 @@ class Outcome:
     interrupted: bool = False
     exit_code: int = 0
     failed_phase: Optional[str] = None
-    # exit | max_runtime | disk_full | clone_failed | restore_failed | job_invalid | job_unreadable | agent_error
+    # exit | max_runtime | disk_full | clone_failed | restore_failed | job_invalid | job_unreadable | secret_unreadable
+    # | agent_error
     reason: str = "exit"
     message: str = ""
     killed: bool = False  # the command outlived its grace and was SIGKILLed: its last save may be cut
@@ -51,7 +54,7 @@ class Outcome:
 
 class Agent:
     def __init__(self, options: Options, store: Store, imds: Imds, inherited_env: Mapping[str, str] = os.environ,
-                 states=None):
+                 states=None, secret_clients: Callable[[Optional[str]], tuple] = secrets_clients):
         self.options = options
         self.store = store
         self.imds = imds
@@ -66,6 +69,9 @@ class Agent:
         self.paths: Optional[Paths] = None
         self.execution: Optional[str] = None  # the execution id from job.json: every marker names it
         self.account: Optional[Account] = None
+        self.secret_values: Dict[str, str] = {}  # variable -> value: for the commands' environment only
+        self.git_token: Optional[str] = None  # repository_auth's token: for the agent's git only
+        self._secret_clients = secret_clients
         self.phase = markers.CLONE
         self.phase_seconds: Dict[str, float] = {}
         self.started_at = _now()
@@ -123,6 +129,21 @@ class Agent:
             self.paths = Paths.resolve(self.job, self.account.home, self.options.absolute_paths_refused)
         except ValueError as error:  # InvalidJob
             return Outcome(exit_code=1, failed_phase=markers.START, reason="job_invalid", message=str(error))
+        return self._read_secrets(self.job)
+
+    def _read_secrets(self, job: Job) -> Optional[Outcome]:
+        token = {"repository_auth.token_secret": job.repository_auth["token_secret"]} if job.repository_auth else {}
+        if not job.secrets and not token:
+            return None
+        try:
+            clients = self._secret_clients(self.options.region)
+            self.secret_values = read_secrets(job.secrets, *clients)
+            self.git_token = read_secrets(token, *clients).get("repository_auth.token_secret")
+        except SecretUnreadable as error:  # names the variable and the secret, never a value
+            return Outcome(exit_code=1, failed_phase=markers.START, reason="secret_unreadable", message=str(error))
+        values = [*self.secret_values.values(), *([self.git_token] if self.git_token else [])]
+        self.output.secret_values = [value.encode() for value in values]
+        log.info("read %d secret(s) for %s", len(self.secret_values), ", ".join(sorted(self.secret_values)))
         return None
 
     def _attempt(self, job: Job, paths: Paths) -> Outcome:
@@ -145,7 +166,7 @@ class Agent:
         if isinstance(restored, Outcome):
             return restored
         self._job_account().own([paths.clone, *made])  # after the restore: its files are the account's to rotate
-        env = {**command_env(job, paths, self.options, self.inherited_env), **resume_env(restored)}
+        env = {**command_env(job, paths, self.options, self.inherited_env, self.secret_values), **resume_env(restored)}
         self._dir_sync.start()
         for phase, command in job.commands:
             outcome = self._run_phase(phase, command, paths.clone, env)
@@ -157,14 +178,20 @@ class Agent:
         self._enter(markers.CLONE)
         # The agent's own environment, never the job's: its env may hold PATH, LD_PRELOAD or GIT_*
         # values meant for the training that would change what git runs and fetches.
-        result = clone.clone(job.repository_url, job.repository_ref, paths.clone,
-                             env=self.inherited_env, output=self.output, should_stop=self._should_stop)
+        credentials = (job.repository_auth["username"], self.git_token) if job.repository_auth and self.git_token else None
+        result = clone.clone(job.repository_url, job.repository_ref, paths.clone, env=self.inherited_env,
+                             output=self.output, should_stop=self._should_stop, credentials=credentials)
         self.phase_seconds[markers.CLONE] = round(result.seconds, 3)
         if result.stop or result.exit_code == 0:
             return self._stopped(result, markers.CLONE)
+        said = clone.failure_line(self.output.tail())
+        fix = "check repository_url and repository_ref, and that the repository is public or reachable"
+        if job.repository_auth and clone.refused_credentials(said):
+            fix = (f"the server refused the token in {job.repository_auth['token_secret']} "
+                   f"(repository_auth.token_secret) for user {job.repository_auth['username']}: store a token with read "
+                   f"access with `spottrain secret put {job.repository_auth['token_secret']}`, or fix repository_auth.username")
         message = (f"git clone of {redact_credentials(job.repository_url)} (ref {job.repository_ref or 'default branch'}) "
-                   f"failed with exit code {result.exit_code}: {clone.failure_line(self.output.tail())}; "
-                   "check repository_url and repository_ref, and that the repository is public or reachable")
+                   f"failed with exit code {result.exit_code}: {said}; {fix}")
         return Outcome(exit_code=result.exit_code, failed_phase=markers.CLONE, reason="clone_failed", message=message)
 
     def _wait_for_previous_sync(self) -> None:

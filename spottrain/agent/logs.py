@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Deque, Dict, List, Optional
 
 from spottrain.contract import layout
+from spottrain.contract.secrets import mask
 
 from .s3sync import Store
 
@@ -40,6 +41,7 @@ class OutputLog:
         self.last_line = ""
         self.last_line_time: Optional[float] = None
         self.write_error: Optional[OSError] = None  # the first failed write; nothing reaches the disk after it
+        self.secret_values: List[bytes] = []  # the job's secrets: masked in every line written
         self._opener = opener
         self._tail: Deque[str] = collections.deque(maxlen=TAIL_LINES)
         self._lock = threading.Lock()
@@ -58,6 +60,7 @@ class OutputLog:
         return self.directory / Path(layout.output_log_key(self.attempt, part)).name
 
     def write(self, line: bytes) -> None:
+        line = mask(line, self.secret_values)  # before the disk, the tail, the markers and S3 see it
         with self._lock:
             if self.write_error is None:
                 self._write_to_disk(line)

@@ -18,6 +18,7 @@ import jsonschema
 from jsonschema import ValidationError
 
 from spottrain.contract import names, schema, sweep
+from spottrain.contract.secrets import SECRET_NAME, SECRETS_PREFIX
 from spottrain.contract.settings import Settings
 
 SCHEMA_PATH = schema.SCHEMA_PATH
@@ -238,8 +239,8 @@ def semantic_problems(spec: dict, settings: Settings) -> list[str]:
 
 def stack_free_problems(spec: dict) -> list[str]:
     """The rules that hold for every stack: what `spottrain submit` checks before it calls AWS."""
-    checks = (_repository_problems, _directory_problems, _env_problems, _nul_problems, _size_problems,
-              _sweep_problems)
+    checks = (_repository_problems, _directory_problems, _env_problems, _secrets_problems, _nul_problems,
+              _size_problems, _sweep_problems)
     return [problem for check in checks for problem in check(spec)]
 
 
@@ -266,7 +267,11 @@ def _repository_problems(spec: dict) -> Iterator[str]:
     if userinfo and (":" in userinfo["userinfo"] or userinfo["scheme"] != "ssh"):
         yield ("repository_url: must not hold a user name, password or token before '@' (it would be stored in "
                "job.json, logs and emails, and git cannot type a password on the instance). "
-               "Use the plain https URL of a public repository, or an ssh:// or git@ URL with a deploy key.")
+               "Use the plain https URL, with the token in a secret named by repository_auth "
+               "(\"repository_auth\": {\"token_secret\": \"/spottrain/<name>\"}) for a private repository.")
+    if isinstance(spec.get("repository_auth"), dict) and url and not url.startswith("https://"):
+        yield ("repository_auth: authenticates https clones only (a token through git's credential helper). "
+               "Use the repository's https:// URL, or remove repository_auth for a public repository.")
     if "repository_name" not in spec and url and not names.REPOSITORY_NAME.match(names.repository_name(url)):
         yield "repository_name: cannot be derived from repository_url. Set repository_name to the folder name to clone into."
 
@@ -350,7 +355,8 @@ def _env_problems(spec: dict) -> Iterator[str]:
                    "(e.g. \"export PATH=$PWD/bin:$PATH; python train.py\").")
         elif any(part in name.upper() for part in SECRET_NAME_PARTS):
             yield (f"env.{name}: looks like a secret, and env is stored in job.json and shown in logs. "
-                   "Keep secrets in SSM Parameter Store or Secrets Manager and read them from the job with the instance role.")
+                   f"Store the value with `spottrain secret put {SECRETS_PREFIX}<name>` and map the variable to it under "
+                   f"\"secrets\" (e.g. \"secrets\": {{\"{name}\": \"{SECRETS_PREFIX}<name>\"}}).")
         if isinstance(value, str) and names.AWS_ACCESS_KEY_ID.search(value):
             yield (f"env.{name}: the value looks like an AWS access key id. "
                    "Never pass AWS keys to a job: the instance role already grants access to the job's bucket.")
@@ -411,6 +417,24 @@ def _variant_name_problems(exec_name: str, count: int, settings: Settings) -> It
         yield (f"exec_name: the sweep's last variant's bucket \"{bucket}\" would be {len(bucket)} characters, over S3's "
                f"{S3_BUCKET_NAME_MAX}. Shorten exec_name to at most {room} characters for {count} variants and this "
                "stack's bucket prefix.")
+
+
+def _secrets_problems(spec: dict) -> Iterator[str]:
+    """A secret's variable follows env's naming rules and is not also set in env; its name is under the prefix."""
+    secrets, env = spec.get("secrets"), spec.get("env")
+    if not isinstance(secrets, dict):
+        return
+    for name, secret in secrets.items():
+        reserved = _reserved_env_reason(name)
+        if reserved:
+            yield f"secrets.{name}: is reserved: {reserved}. Rename the variable, e.g. \"{name.split('_')[-1] or 'MY'}_TOKEN\"."
+        if isinstance(env, dict) and name in env:
+            yield (f"secrets.{name}: is also set in env, which would be stored in job.json in the clear. "
+                   f"Remove env.{name}; the secret alone sets the variable.")
+        if isinstance(secret, str) and not SECRET_NAME.match(secret):
+            yield (f"secrets.{name}: \"{secret}\" is not a parameter or secret name under {SECRETS_PREFIX} (the only "
+                   f"prefix the instance role may read). Store the value as \"{SECRETS_PREFIX}<name>\" with "
+                   f"`spottrain secret put {SECRETS_PREFIX}<name>` and give that name.")
 
 
 def _reserved_env_reason(name: str) -> str | None:

@@ -60,6 +60,10 @@ class Settings(BaseModel):
     agent_bucket: str = Field("", alias="AGENT_BUCKET")
     records_bucket: str = Field("", alias="RECORDS_BUCKET")  # receives the job buckets' access logs
     agent_key: str = Field("", alias="AGENT_KEY")
+    # job bucket policies let only this job's sessions of the instance role in
+    instance_role_arn: str = Field("", alias="INSTANCE_ROLE_ARN")
+    # the role's unique id (AROA...): an instance's aws:userid starts with it
+    instance_role_id: str = Field("", alias="INSTANCE_ROLE_ID")
     bid_wait_seconds: NonNegativeInt = Field(_DEFAULT["bidWaitSeconds"], alias="BID_WAIT_SECONDS")
     bid_max_checks: PositiveInt = Field(_DEFAULT["bidMaxChecks"], alias="BID_MAX_CHECKS")
     # the callback wait's HeartbeatSeconds

@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 from spottrain.contract import layout
 from spottrain.functions.shared.awserrors import error_code, transient_errors
 from spottrain.functions.shared import runtime
+from spottrain.functions.shared.bucket_policy import job_bucket_policy
 from spottrain.contract.settings import Settings
 
 logger = Logger(service="spottrain")
@@ -26,20 +27,6 @@ STALE_PREFIXES = (layout.STATUS_PREFIX, layout.REPORT_KEY)
 
 class BucketNameTaken(Exception):
     """The job's bucket name belongs to another AWS account, another spottrain stack, or no spottrain job."""
-
-
-def tls_only_policy(bucket: str) -> dict:
-    return {
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Sid": "DenyInsecureTransport",
-            "Effect": "Deny",
-            "Principal": "*",
-            "Action": "s3:*",
-            "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
-            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-        }],
-    }
 
 
 def _taken(bucket: str, whose: str) -> BucketNameTaken:
@@ -116,7 +103,7 @@ def _log_access(s3: Any, bucket: str, records_bucket: str) -> None:
     }})
 
 
-def _secure(s3: Any, bucket: str, tags: dict[str, str]) -> None:
+def _secure(s3: Any, settings: Settings, bucket: str, tags: dict[str, str]) -> None:
     # Tags first: a retry after a failure further down must recognise the bucket as this job's.
     s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]})
     s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
@@ -126,7 +113,9 @@ def _secure(s3: Any, bucket: str, tags: dict[str, str]) -> None:
         "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}],
     })
     s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]})
-    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(tls_only_policy(bucket)))
+    # No instance of this run yet: a rerun's earlier instances lose the bucket here.
+    policy = job_bucket_policy(bucket, settings.instance_role_arn, settings.instance_role_id, [])
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
 
 
 def _delete_stale(s3: Any, bucket: str) -> list[str]:
@@ -147,7 +136,7 @@ def claim_bucket(s3: Any, settings: Settings, bucket: str, exec_name: str, execu
     Raises BucketNameTaken for a bucket of that name that is not this job's. Also what a sweep's own bucket uses.
     """
     _claim(s3, settings, bucket, exec_name)
-    _secure(s3, bucket, {
+    _secure(s3, settings, bucket, {
         layout.TAG_STACK: settings.stack_name,
         layout.TAG_JOB: exec_name,
         layout.TAG_EXECUTION: execution_name,

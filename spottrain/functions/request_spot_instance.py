@@ -25,6 +25,7 @@ from spottrain.contract.userdata import render_user_data
 from spottrain.functions.shared import capacity, ondemand, pricing, report, runtime
 from spottrain.functions.shared.pools import Pool, Ranked, pool_key, rank
 from spottrain.functions.shared.awserrors import error_code, transient_errors
+from spottrain.functions.shared.bucket_policy import admit_instance
 
 logger = Logger(service="spottrain-request-spot-instance")
 
@@ -123,9 +124,11 @@ def _exhausted(s3: Any, state: dict, attempt: int, pools: dict, wait: dict | Non
 def _launched(s3: Any, settings: Settings, state: dict, attempt: int, pools: dict, wait: dict | None,
               launched: dict, chosen: Ranked, on_demand: pricing.OnDemandPrice, demoted: str | None,
               now: dt.datetime) -> dict:
+    bucket = state["storage"]["bucket"]
+    # First, before anything slower: until then the bucket's policy shuts the new instance out.
+    admit_instance(s3, bucket, settings.instance_role_arn, settings.instance_role_id, launched["InstanceId"])
     volume_gb = (state["job"].get("instance") or {}).get("volume_gb")
     instance = _instance_record(settings, launched, chosen, on_demand) | {"demoted_pool": demoted, "volume_gb": volume_gb}
-    bucket = state["storage"]["bucket"]
     report.record_launch(s3, bucket, state["job"]["exec_name"], attempt, instance)
     result = {
         "status": LaunchStatus.LAUNCHED.value,

@@ -1,7 +1,9 @@
 """Everything a job's spot instance is launched with: role, launch template, security group, agent asset.
 
 The instance gets its permissions from its instance profile only (no access keys anywhere), may
-touch only this stack's job buckets, and terminates itself when its OS shuts down.
+touch only this stack's job buckets (and each job bucket's policy narrows that to the job's own
+instances: spottrain/functions/shared/bucket_policy.py), read only secrets under /spottrain/, and
+terminates itself when its OS shuts down.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
+from spottrain.contract.secrets import SECRETS_PREFIX
 from spottrain.infra.assets import AGENT_ASSET, keep_only
 from spottrain.infra.job_storage import JobStorage
 
@@ -90,6 +93,22 @@ class InstanceLaunch(Construct):
                 sid="AnswerTrainingWait",
                 actions=["states:SendTaskHeartbeat", "states:SendTaskSuccess", "states:SendTaskFailure"],
                 resources=["*"],
+            )
+        )
+        # The job's secrets (spottrain/agent/secrets.py): names under the prefix only. SecureStrings under the
+        # AWS managed key aws/ssm need no kms grant; a customer managed key would.
+        self.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="JobSecrets",
+                actions=["ssm:GetParameter"],
+                resources=[f"arn:{Aws.PARTITION}:ssm:{Aws.REGION}:{Aws.ACCOUNT_ID}:parameter{SECRETS_PREFIX}*"],
+            )
+        )
+        self.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="JobSecretsManagerSecrets",
+                actions=["secretsmanager:GetSecretValue"],
+                resources=[f"arn:{Aws.PARTITION}:secretsmanager:{Aws.REGION}:{Aws.ACCOUNT_ID}:secret:{SECRETS_PREFIX}*"],
             )
         )
         # Only the one zip, not the whole (shared) CDK assets bucket.

@@ -66,13 +66,20 @@ TASK_TOKEN_REASON = (
     "read by that job's instance and the workflow's own Lambdas."
 )
 DESCRIBE_AND_TOKEN_REASON = DESCRIBE_REASON + " " + TASK_TOKEN_REASON
+SECRETS_REASON = (
+    "A job names its secrets at submit time (spec field secrets), under the fixed prefix /spottrain/ that "
+    "spottrain validates; the prefix wildcard is the narrowest ARN naming them. Secrets Manager adds a random "
+    "suffix to each secret's ARN, so its secrets can only be named by a wildcard anyway."
+)
+_SECRETS = "Resource::arn:<AWS::Partition>:{service}:<AWS::Region>:<AWS::AccountId>:{kind}/spottrain/*"
+SECRETS = [_SECRETS.format(service="ssm", kind="parameter"), _SECRETS.format(service="secretsmanager", kind="secret:")]
 
 
 def suppress(
     *, bucket_prefix: str, storage: JobStorage, launch: InstanceLaunch, functions: TaskFunctions, workflow: Workflow
 ) -> None:
     job_buckets = _job_bucket_findings(bucket_prefix)
-    _iam5(launch.role, {JOB_BUCKETS_REASON: job_buckets, TASK_TOKEN_REASON: [ANY_RESOURCE]})
+    _iam5(launch.role, {JOB_BUCKETS_REASON: job_buckets, TASK_TOKEN_REASON: [ANY_RESOURCE], SECRETS_REASON: SECRETS})
     for task, findings in _task_findings(job_buckets, subnets_configured=bool(launch.subnet_ids)).items():
         _iam5(functions.by_task[task].role, findings)
     _iam5(workflow.state_machine.role, {STATE_MACHINE_REASON: [ANY_RESOURCE]})

@@ -75,6 +75,9 @@ class TaskPermissions:
         self._add(fn, "CreateSpotServiceRole", ["iam:CreateServiceLinkedRole"], spot_role, spot_service)
         self.launch.role.grant_pass_role(fn.grant_principal)
         self._grant_job_report(fn)
+        # Each attempt's instance joins its job bucket's policy (spottrain/functions/shared/bucket_policy.py).
+        self._add(fn, "AdmitInstanceToJobBucket", ["s3:GetBucketPolicy", "s3:PutBucketPolicy"],
+                  [self.storage.job_buckets_arn])
 
     def check_bid(self, fn: lambda_.Function) -> None:
         self._add(fn, "DescribeLaunch", ["ec2:DescribeInstances", "ec2:DescribeSpotInstanceRequests"], ["*"])

@@ -87,6 +87,8 @@ class SpotTrainStack(Stack):
             "LAUNCH_TEMPLATE_ID": launch.launch_template.launch_template_id or "",  # always set once synthesized
             "AGENT_BUCKET": launch.agent.s3_bucket_name,
             "AGENT_KEY": launch.agent.s3_object_key,
+            "INSTANCE_ROLE_ARN": launch.role.role_arn,
+            "INSTANCE_ROLE_ID": launch.role.role_id,
             **config.lambda_environment(),
         }
 

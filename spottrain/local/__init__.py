@@ -37,6 +37,7 @@ from spottrain.local.ec2sim import AGENT_TIMINGS, Ec2Simulator
 from spottrain.local.emails import EmailWatcher
 from spottrain.local.faults import FaultError, Faults
 from spottrain.local.iam_check import missing_permissions
+from spottrain.local.instance_iam import InstanceCall, InstanceIam
 from spottrain.local.lambda_host import ApiCall, LambdaHost
 from spottrain.local.server import ACCOUNT_ID, LOOPBACK_NO_PROXY, REGION, MotoServer
 
@@ -101,7 +102,8 @@ class Emulator:
         self.outputs: dict[str, str] = {}
         self.timings: dict[str, float] = {}
         self.run_dir = self.workdir
-        self._server = MotoServer()
+        self.instance_iam = InstanceIam()  # every simulated instance's call, authorized as IAM would
+        self._server = MotoServer(wrap=self.instance_iam.wsgi)
         self._stack = contextlib.ExitStack()
         self._emails: EmailWatcher | None = None
         self.ec2: Ec2Simulator | None = None
@@ -156,6 +158,7 @@ class Emulator:
         """moto with the bridge installed; returns the stack's context for this emulator."""
         self.endpoint = self._server.start()
         self._stack.callback(self._server.stop)
+        self.instance_iam.connect(self.client)
         # minutes shrink for the hosted Lambdas (keep-alive, callback timeouts) as for the simulated agents
         minutes = {"SPOTTRAIN_SECONDS_PER_MINUTE": AGENT_TIMINGS["SPOTTRAIN_SECONDS_PER_MINUTE"]}
         self.lambda_host = LambdaHost(self.run_dir, {**self._base_env(), **minutes})
@@ -168,7 +171,7 @@ class Emulator:
         self._emails.start()
         self._stack.callback(self._emails.stop)
         self.ec2 = Ec2Simulator(self.client("ec2"), self.run_dir, self._base_env(), self.faults,
-                                s3=self.client("s3"), agent_env=self.agent_env).start()
+                                s3=self.client("s3"), agent_env=self.agent_env, iam=self.instance_iam).start()
         self._stack.callback(self.ec2.stop)
         for target, name in ((self._watch_status_changes, "status-changes"),
                              (self._watch_instance_states, "instance-state-changes")):
@@ -211,6 +214,11 @@ class Emulator:
     def lambda_calls(self) -> set[ApiCall]:
         """Every AWS API call the deployed functions made so far (moto checks no IAM; iam_check does)."""
         return self.lambda_host.calls.copy() if self.lambda_host else set()  # copy() is atomic; set() is not
+
+    @property
+    def instance_calls(self) -> list[InstanceCall]:
+        """Every IAM action the simulated instances' requests needed so far, with IAM's verdict on each."""
+        return list(self.instance_iam.calls)
 
     def deployed_template(self) -> dict:
         body = self.client("cloudformation").get_template(StackName=self.stack_name)["TemplateBody"]

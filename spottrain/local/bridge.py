@@ -11,9 +11,12 @@ the emulator is up, and restores them on exit:
    the definition and register it, under the same name (hence ARN), with the executing backend too.
 3. EC2 RunInstances: the `no-capacity` and `capacity-outage` faults make it fail with
    InsufficientInstanceCapacity, the error AWS gives when a spot/on-demand pool has no room.
-4. S3 bucket policies: moto ignores Conditions, so the job bucket's TLS-only statement (Deny unless
-   aws:SecureTransport) would deny every request. The emulator speaks plain HTTP on loopback, where
-   such a statement has nothing to guard; we evaluate the policy without it.
+4. S3 bucket policies: moto ignores Conditions, so every conditioned Deny of a job bucket (TLS only;
+   only this job's instances) would deny every request. Requests moto evaluates come from the
+   account's own credentials (Lambdas, CLI), which those statements do not concern (the emulator
+   speaks plain HTTP on loopback, where the TLS statement has nothing to guard); the simulated
+   instances' requests are authorized with their conditions before moto sees them (instance_iam.py).
+   So moto evaluates the policy without its conditioned statements.
 5. The spot market (`SpotMarket`, which the function tests install on their own): moto answers
    $0.00001/h for every type's spot price history, which would make every report claim a 100% saving,
    and has no GetSpotPlacementScores at all. We answer a typical spot price instead (a fixed fraction
@@ -529,21 +532,15 @@ def render_definition(properties: dict, account_id: str) -> None:
 
 
 def bucket_permission(bucket: FakeBucket, action: str, resource: str) -> Any:
-    """moto's bucket policy check, minus statements that only guard against plain-HTTP requests."""
+    """moto's bucket policy check, minus the conditioned statements it cannot evaluate (see item 4)."""
     if bucket.policy is None:
         return PermissionResult.NEUTRAL
     policy = json.loads(bucket.policy)
     statements = policy.get("Statement", [])
-    statements = [s for s in (statements if isinstance(statements, list) else [statements]) if not _tls_only(s)]
+    statements = [s for s in (statements if isinstance(statements, list) else [statements]) if not s.get("Condition")]
     if not statements:
         return PermissionResult.NEUTRAL
     return IAMPolicy(json.dumps({**policy, "Statement": statements})).is_action_permitted(action, resource)
-
-
-def _tls_only(statement: dict) -> bool:
-    return statement.get("Effect") == "Deny" and statement.get("Condition") == {
-        "Bool": {"aws:SecureTransport": "false"}
-    }
 
 
 def register_executable(machine: StateMachine) -> StateMachine:

@@ -24,6 +24,8 @@ from spottrain.contract.instances import LIVE_INSTANCE_STATES
 from spottrain.local import aws_shim, interruptions, processes
 from spottrain.local.faults import Faults, Interruption
 from spottrain.local.imds import InstanceMetadata
+from spottrain.local.instance_iam import InstanceIam
+from spottrain.local.server import ACCOUNT_ID, REGION
 from spottrain.local.sandbox import boot_command
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,9 @@ AGENT_TIMINGS = {
     "SPOTTRAIN_KILL_GRACE_SECONDS": "3",
     "SPOTTRAIN_SYNC_RESERVE_SECONDS": "2",
 }
+
+CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
 
 @dataclasses.dataclass
 class SimulatedInstance:
@@ -72,7 +77,8 @@ class Ec2Simulator:
 
     def __init__(self, ec2: Any, workdir: Path, base_env: dict[str, str], faults: Faults, *,
                  s3: Any, poll_seconds: float = 0.25, on_event: Callable[[str], None] | None = None,
-                 interrupt_grace_seconds: float = INTERRUPT_GRACE_SECONDS, agent_env: dict[str, str] | None = None):
+                 interrupt_grace_seconds: float = INTERRUPT_GRACE_SECONDS, agent_env: dict[str, str] | None = None,
+                 iam: InstanceIam | None = None):
         self.ec2 = ec2
         self.workdir = workdir
         self.base_env = base_env
@@ -83,6 +89,9 @@ class Ec2Simulator:
         self.agent_env = agent_env if agent_env is not None else {}
         self.on_event = on_event or (lambda message: log.info("%s", message))
         self.s3 = s3  # interrupt-at=checkpoint waits for the checkpoint in the job's bucket
+        # With it, each instance signs with its role's own credentials from its IMDS, and IAM decides
+        # its calls; without it (unit tests of the simulator alone), it uses the base environment's.
+        self.iam = iam
         self.instances: dict[str, SimulatedInstance] = {}
         self._interrupters: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -151,6 +160,9 @@ class Ec2Simulator:
         imds = InstanceMetadata(
             instance_id, described["InstanceType"], described["Placement"]["AvailabilityZone"]
         ).start()
+        if self.iam is not None:
+            role, credentials = self.iam.issue(instance_id, described, REGION, ACCOUNT_ID)
+            imds.assign_role(role.name, credentials)
         argv, env = boot_command(sandbox, script, self._environment(sandbox, imds))  # the simulated AMI's /home
         # moto's ids repeat from one emulator to the next: a token keeps the tracking of each apart
         tracked = processes.track(f"{instance_id}-{secrets.token_hex(4)}")
@@ -170,8 +182,15 @@ class Ec2Simulator:
 
     def _environment(self, sandbox: Path, imds: InstanceMetadata) -> dict[str, str]:
         venv_bin = str(Path(sys.executable).parent)
+        # The SDKs prefer environment credentials to the IMDS's: an instance with a role has none.
+        base = {name: value for name, value in self.base_env.items()
+                if self.iam is None or name not in CREDENTIAL_VARIABLES}
         return {
-            **self.base_env,
+            **base,
+            # EC2's metadata service answers in milliseconds; this one shares a busy laptop's cores with the
+            # emulator, and the SDKs give it one try of one second before "Unable to locate credentials".
+            "AWS_METADATA_SERVICE_TIMEOUT": "5",
+            "AWS_METADATA_SERVICE_NUM_ATTEMPTS": "5",
             **AGENT_TIMINGS,
             **self.agent_env,
             "SPOTTRAIN_ROOT": str(sandbox),

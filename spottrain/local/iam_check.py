@@ -5,7 +5,8 @@ on AWS at the first job. The emulator records the calls (`Emulator.lambda_calls`
 each to the IAM action(s) it needs and compares them with the Allow statements of the policies
 attached to the function's role in the synthesized template.
 
-Action level only: resource scoping and conditions are tests/infra's job. Deny statements,
+Action level only: resource scoping and conditions are tests/infra's job. (The simulated instances'
+calls are authorized as they happen, resources and conditions included: instance_iam.py.) Deny statements,
 NotAction and AWS managed policies (ARNs whose documents the template does not hold) are not
 evaluated, nor actions a call needs only for some parameters (iam:PassRole, ec2:CreateTags at launch).
 """

@@ -1,4 +1,4 @@
-"""A local IMDSv2 for one simulated instance: identity, placement and the spot interruption notice."""
+"""A local IMDSv2 for one simulated instance: identity, placement, its role's credentials, the spot notice."""
 from __future__ import annotations
 
 import datetime as dt
@@ -39,10 +39,20 @@ class InstanceMetadata:
     def post_spot_notice(self, action: str = "terminate", in_seconds: float = 120) -> dict:
         """What AWS publishes when it reclaims a spot instance: the action and when it will happen."""
         when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=in_seconds)
-        notice = {"action": action, "time": when.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        notice = {"action": action, "time": _iso(when)}
         with self._lock:
             self.values["/latest/meta-data/spot/instance-action"] = json.dumps(notice)
         return notice
+
+    def assign_role(self, role_name: str, credentials: dict) -> None:
+        """Serve the instance profile role's credentials where the SDKs look for them, as EC2 does
+        (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/instance-metadata-security-credentials.html)."""
+        expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=6)
+        document = {"Code": "Success", "Type": "AWS-HMAC", "LastUpdated": _iso(dt.datetime.now(dt.timezone.utc)),
+                    "Expiration": _iso(expires), **credentials}
+        with self._lock:
+            self.values["/latest/meta-data/iam/security-credentials/"] = role_name
+            self.values[f"/latest/meta-data/iam/security-credentials/{role_name}"] = json.dumps(document)
 
     def _answer(self, method: str, path: str, token: str | None) -> tuple[int, str]:
         with self._lock:
@@ -82,3 +92,7 @@ class InstanceMetadata:
                 pass  # the agent polls every half second; its log would drown the emulator's
 
         return Handler
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -5,8 +5,11 @@ import json
 import logging
 import os
 import urllib.request
+from typing import Any, Callable
 
-from moto.server import ThreadedMotoServer
+from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import make_server
 
 log = logging.getLogger(__name__)
 
@@ -20,9 +23,23 @@ LOOPBACK_NO_PROXY = {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,l
 _LOOPBACK_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
+class _WrappedMotoServer(ThreadedMotoServer):
+    """moto's threaded server with a WSGI layer in front of moto's app (the instances' IAM)."""
+
+    def __init__(self, wrap: Callable[[Any], Any]):
+        super().__init__(ip_address="127.0.0.1", port=0, verbose=False)
+        self._wrap = wrap
+
+    def _server_entry(self) -> None:  # ThreadedMotoServer's own, with the app wrapped
+        app = self._wrap(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+
 class MotoServer:
-    def __init__(self) -> None:
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    def __init__(self, wrap: Callable[[Any], Any] = lambda app: app) -> None:
+        self._server = _WrappedMotoServer(wrap)
         self.endpoint = ""
 
     def start(self) -> str:

@@ -20,7 +20,7 @@ def test_the_stack_defaults_reach_the_lambdas_as_their_own_settings_defaults():
 
     assert settings_from_env({"STACK_NAME": "s", "BUCKET_PREFIX": "p", **env}) == Settings(stack_name="s", bucket_prefix="p")
     assert set(env) | {"STACK_NAME", "BUCKET_PREFIX", "RECORDS_BUCKET", "TOPIC_ARN", "LAUNCH_TEMPLATE_ID", "AGENT_BUCKET",
-                       "AGENT_KEY"} \
+                       "AGENT_KEY", "INSTANCE_ROLE_ARN", "INSTANCE_ROLE_ID"} \
         == set(ENVIRONMENT_VARIABLES)
 
 

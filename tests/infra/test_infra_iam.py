@@ -32,7 +32,9 @@ EXPECTED_TASK_ACTIONS = {
         "s3:PutObject", "s3:DeleteObject"},
     "request_spot_instance": {
         "ec2:RunInstances", "ec2:CreateTags", "ec2:DescribeSubnets", "ec2:DescribeSpotPriceHistory",
-        "ec2:GetSpotPlacementScores", "pricing:GetProducts", "iam:PassRole", "iam:CreateServiceLinkedRole", "s3:GetObject", "s3:PutObject", "s3:ListBucket"},
+        "ec2:GetSpotPlacementScores", "pricing:GetProducts", "iam:PassRole", "iam:CreateServiceLinkedRole",
+        "s3:GetObject", "s3:PutObject", "s3:ListBucket",
+        "s3:GetBucketPolicy", "s3:PutBucketPolicy"},  # admits each attempt's instance to its job bucket
     "check_bid": {
         "ec2:DescribeInstances", "ec2:DescribeSpotInstanceRequests", *MUTATING_EC2,
         "s3:GetObject", "s3:PutObject", "s3:ListBucket"},
@@ -175,7 +177,11 @@ def test_instance_role_reads_and_writes_job_buckets_reads_only_the_agent_zip_and
     (profile,) = default_synth.resources("AWS::IAM::InstanceProfile").values()
     role_id = profile["Properties"]["Roles"][0]["Ref"]
     assert _actions_of_role(default_synth, role_id) == {
-        "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket", *CALLBACK_ACTIONS}
+        "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket", *CALLBACK_ACTIONS,
+        "ssm:GetParameter", "secretsmanager:GetSecretValue"}
+    # Then the secrets it reads are only those under the prefix the job spec allows
+    secrets = [s for _, roles, s in _statements(default_synth) if role_id in roles and s.get("Sid", "").startswith("JobSecret")]
+    assert sorted(json.dumps(s["Resource"]).split(":")[-1] for s in secrets) == ['/spottrain/*"]]}', 'parameter/spottrain/*"]]}']
     # Then the token answers come with nothing else: no states:* action that could start or stop executions
     (answers,) = [s for _, roles, s in _statements(default_synth) if role_id in roles and s.get("Sid") == "AnswerTrainingWait"]
     assert set(_as_list(answers["Action"])) == CALLBACK_ACTIONS

@@ -246,6 +246,11 @@ def test_function_environment_points_at_the_stacks_resources(default_synth):
         # the bucket whose policy accepts the job buckets' access logs is the one create_bucket logs into
         (records,) = default_synth.resources("AWS::S3::Bucket")
         assert env["RECORDS_BUCKET"] == {"Ref": records}
+        # job bucket policies admit this role's sessions on the job's own instances (aws:userid = RoleId:instance)
+        (profile,) = default_synth.resources("AWS::IAM::InstanceProfile").values()
+        role = profile["Properties"]["Roles"][0]["Ref"]
+        assert env["INSTANCE_ROLE_ARN"] == {"Fn::GetAtt": [role, "Arn"]}
+        assert env["INSTANCE_ROLE_ID"] == {"Fn::GetAtt": [role, "RoleId"]}
 
 
 # --- workflow ----------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ LAYERS = {
     "infra": ("spottrain.infra",),
     "local": ("spottrain.local",),
     "cli": ("spottrain.cli", "spottrain.console", "spottrain.jobs", "spottrain.settings", "spottrain.demo",
-            "spottrain.diagram", "spottrain.sweeps", "spottrain.sweep_commands", "spottrain.cost"),
+            "spottrain.diagram", "spottrain.sweeps", "spottrain.sweep_commands", "spottrain.cost",
+            "spottrain.secret_store"),
 }
 # layer -> the layers it must not import; the contract imports nothing of spottrain outside it
 FORBIDDEN = {

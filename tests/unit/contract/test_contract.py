@@ -135,6 +135,12 @@ def produced_state(tmp_path_factory) -> dict:
     with pytest.MonkeyPatch.context() as patch, mock_aws(), SpotMarket():  # moto lacks placement scores
         for name, value in env.items():
             patch.setenv(name, value)
+        # The launch admits its instance to the bucket policy, whose conditioned Denies moto cannot evaluate
+        from moto.s3.models import FakeBucket
+
+        from spottrain.local.bridge import bucket_permission
+
+        patch.setattr(FakeBucket, "get_permission", bucket_permission)
         ec2, s3 = boto3.client("ec2"), boto3.client("s3")
         template = ec2.create_launch_template(LaunchTemplateName="t", LaunchTemplateData={"ImageId": "ami-12c6146b"})
         settings = Settings(stack_name="Contract", bucket_prefix="spottrain-123456789012",

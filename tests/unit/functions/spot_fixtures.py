@@ -44,6 +44,13 @@ def aws(clients, monkeypatch):
     for name, value in FAKE_CREDENTIALS.items():
         monkeypatch.setenv(name, value)
     ec2, s3, _ = clients
+    # The launch admits its instance to the bucket's policy, whose conditioned Denies moto cannot evaluate:
+    # as in the emulator, moto leaves them to the instances' own authorization (spottrain/local/bridge.py, 4).
+    from moto.s3.models import FakeBucket
+
+    from spottrain.local.bridge import bucket_permission
+
+    monkeypatch.setattr(FakeBucket, "get_permission", bucket_permission)
     with mock_aws(), SpotMarket():  # moto has no placement scores, and a canned $0.00001/h spot price
         s3.create_bucket(Bucket=BUCKET)
         yield ec2, s3

@@ -9,6 +9,7 @@ from botocore.exceptions import ClientError
 
 from jobstate_support import FakeLambdaContext, STACK, aws, job_state, lambda_env, make_settings, requests_use_tls  # noqa: F401
 from spottrain.functions import create_bucket
+from spottrain.functions.shared.bucket_policy import admit_instance, allowed_instances
 from spottrain.contract import layout
 from spottrain.contract.status import ErrorName, TransientError
 
@@ -194,3 +195,21 @@ def test_given_the_stacks_records_bucket_when_creating_then_access_logs_go_there
     (params,) = sent
     assert params["BucketLoggingStatus"]["LoggingEnabled"]["TargetObjectKeyFormat"] == {
         "PartitionedPrefix": {"PartitionDateSource": "EventTime"}}
+
+
+def test_given_a_rerun_when_creating_then_the_earlier_runs_instances_lose_the_bucket(aws):
+    # Given a bucket whose last run admitted its instance
+    s3 = boto3.client("s3")
+    settings = make_settings(instance_role_arn="arn:aws:iam::123456789012:role/instance", instance_role_id="AROAEXAMPLE")
+    create_bucket.create_job_bucket(s3, settings, job_state())
+    admit_instance(s3, BUCKET, settings.instance_role_arn, settings.instance_role_id, "i-0earlier")
+
+    # When the job runs again
+    create_bucket.create_job_bucket(s3, settings, job_state())
+
+    # Then the policy admits no instance until this run launches one, and still denies the role job.json writes
+    policy = json.loads(s3.get_bucket_policy(Bucket=BUCKET)["Policy"])
+    assert allowed_instances(policy) == []
+    records = next(s for s in policy["Statement"] if s["Sid"] == "DenyInstancesWritingWorkflowRecords")
+    assert records["Condition"] == {"ArnEquals": {"aws:PrincipalArn": settings.instance_role_arn}}
+    assert f"arn:aws:s3:::{BUCKET}/job.json" in records["Resource"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 from spottrain.functions.shared import runtime
 
 import base64
+import json
 import datetime as dt
 
 import pytest
@@ -11,6 +12,7 @@ from botocore.exceptions import ClientError
 from botocore.stub import ANY
 
 from spottrain.functions import request_spot_instance as rsi
+from spottrain.functions.shared.bucket_policy import allowed_instances
 from spottrain.contract import layout
 from spottrain.contract.status import TransientError
 from spot_fixtures import (  # noqa: F401 (aws, clients, stubbed_ec2: fixtures)
@@ -521,3 +523,19 @@ def test_given_no_types_in_the_job_then_the_stack_defaults_are_tried_in_order(aw
     assert [p.instance_type for p in pools[:1]] == ["g6.xlarge"]
     assert len(pools) == 2 * len({p.subnet_id for p in pools})
     assert [p.az for p in pools[: len(pools) // 2]] == sorted(p.az for p in pools[: len(pools) // 2])
+
+
+def test_given_a_launch_then_the_new_instance_and_no_other_is_admitted_to_its_job_bucket(aws):
+    # Given the job bucket's policy, which admits no instance before the first launch
+    ec2, s3 = aws
+    settings = make_settings(launch_template_id=launch_template(ec2), instance_role_arn="arn:aws:iam::123456789012:role/r",
+                             instance_role_id="AROAEXAMPLE")
+
+    # When the attempt launches
+    launch = rsi.request_instance(ec2, s3, settings, job_state())
+
+    # Then the bucket lets that instance's role session in, and only it
+    policy = json.loads(s3.get_bucket_policy(Bucket=BUCKET)["Policy"])
+    assert allowed_instances(policy) == [launch["instance"]["instance_id"]]
+    deny = next(s for s in policy["Statement"] if s["Sid"] == "DenyInstancesOfOtherJobs")
+    assert deny["Condition"]["StringNotLike"]["aws:userid"] == [f"AROAEXAMPLE:{launch['instance']['instance_id']}"]

@@ -5,6 +5,7 @@ import json
 import urllib.error
 import urllib.request
 
+import botocore.session
 import pytest
 
 from spottrain.local.imds import InstanceMetadata
@@ -58,3 +59,20 @@ def test_given_no_interruption_then_spot_notice_is_404_and_after_one_it_is_the_a
     notice = json.loads(body)
     assert notice["action"] == "terminate"
     assert notice["time"].endswith("Z")
+
+
+def test_given_a_role_then_botocore_finds_its_credentials_where_ec2_serves_them(imds, monkeypatch):
+    # Given the instance's role and its session credentials (assembled, never a key-shaped literal)
+    key = "ASIA" + "EXAMPLE" * 2 + "AB"
+    imds.assign_role("InstanceRole", {"AccessKeyId": key, "SecretAccessKey": "s" * 40, "Token": "t" * 40})
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.endpoint)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+
+    # When an SDK on the instance looks for credentials (the agent's default chain)
+    credentials = botocore.session.Session().get_credentials()
+
+    # Then they are the role's, from the instance metadata service
+    assert (credentials.method, credentials.access_key, credentials.token) == ("iam-role", key, "t" * 40)

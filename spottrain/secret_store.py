@@ -1,0 +1,51 @@
+"""`spottrain secret put` and `--local-secret`: a job's secret values into SSM Parameter Store, never a file.
+
+Values are stored as SecureString parameters (encrypted with the account's AWS managed key aws/ssm)
+under the prefix the instance role may read, /spottrain/
+(https://docs.aws.amazon.com/systems-manager/latest/userguide/sysman-paramstore-securestring.html).
+"""
+from __future__ import annotations
+
+import getpass
+from typing import IO, Any, Iterable
+
+from spottrain.contract.secrets import SECRET_NAME, SECRETS_PREFIX
+
+ENV_NAME_HINT = "letters, digits and '_'"
+
+
+class SecretUsageError(ValueError):
+    """A secret name or a --local-secret item the user must fix; the message says how."""
+
+
+def check_name(name: str) -> str:
+    if not SECRET_NAME.match(name):
+        raise SecretUsageError(f"secret name \"{name}\": must be under {SECRETS_PREFIX} (the only prefix the instance "
+                               f"role may read), with letters, digits, '.', '-', '_' and '/', e.g. {SECRETS_PREFIX}hf-token")
+    return name
+
+
+def put_secret(ssm: Any, name: str, value: str) -> int:
+    """Store (or replace) the value; returns the parameter's new version."""
+    if not value:
+        raise SecretUsageError(f"secret {name}: the value is empty; give it on stdin or at the prompt")
+    return ssm.put_parameter(Name=check_name(name), Value=value, Type="SecureString", Overwrite=True)["Version"]
+
+
+def read_value(name: str, stdin: IO[str]) -> str:
+    """The value from a pipe (one trailing newline dropped), or typed at a prompt that does not echo it."""
+    if stdin.isatty():
+        return getpass.getpass(f"value of {name} (not shown): ")
+    value = stdin.read()
+    return value[:-1] if value.endswith("\n") else value
+
+
+def parse_local_secrets(items: Iterable[str]) -> dict[str, str]:
+    """--local-secret NAME=VALUE items (the emulator's SSM is seeded with them): {name: value}."""
+    secrets: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not value:
+            raise SecretUsageError(f"--local-secret {name}: give NAME=VALUE, e.g. --local-secret {SECRETS_PREFIX}hf-token=...")
+        secrets[check_name(name)] = value
+    return secrets

@@ -1,0 +1,52 @@
+"""The job's secrets on the instance: read with the role, in the commands' environment, masked everywhere it writes."""
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+
+import boto3
+
+from agent_support import job_document
+
+COMPLETED = "status/completed.json"
+# Prints the secret (the agent must mask it) and its hash (proof the command had the value).
+SHOW = ("python3 -c \"import hashlib, os; v = os.environ['API_TOKEN']; print('token is', v); "
+        "print('sha', hashlib.sha256(v.encode()).hexdigest())\"")
+
+
+def test_given_a_secret_in_ssm_when_the_job_runs_then_the_command_has_it_and_no_output_the_agent_wrote_shows_it(
+    agent, training_repo, aws_env
+):
+    # Given an SSM SecureString under the prefix (a fresh value: nothing else could contain it)
+    value = "tok-" + secrets.token_hex(12)
+    boto3.client("ssm", region_name="us-east-1", endpoint_url=aws_env["AWS_ENDPOINT_URL"]).put_parameter(
+        Name=f"/spottrain/{agent.bucket}", Value=value, Type="SecureString", Overwrite=True)
+    agent.put_job(job_document(training_repo, agent.marks, exec_command=SHOW,
+                               secrets={"API_TOKEN": f"/spottrain/{agent.bucket}"}))
+
+    # When the agent runs the job
+    console = agent.start().wait()
+
+    # Then the command saw the value, and the log in S3, the log on disk, the agent's own log and the markers
+    # show only the mask
+    log = agent.output_log()
+    assert f"sha {hashlib.sha256(value.encode()).hexdigest()}" in log and "token is ********" in log
+    written = [log, agent.text("logs/attempt-1/agent.log"), json.dumps(agent.json(COMPLETED)), console]
+    written += [path.read_text(errors="replace") for path in agent.workdir.rglob("*") if path.is_file()]
+    assert agent.json(COMPLETED)["exit_code"] == 0
+    assert not [text for text in written if value in text]
+
+
+def test_given_a_secret_that_does_not_exist_then_the_job_fails_before_cloning_naming_the_variable_and_the_fix(
+    agent, training_repo
+):
+    agent.put_job(job_document(training_repo, agent.marks, secrets={"API_TOKEN": "/spottrain/nowhere-" + agent.bucket}))
+
+    agent.start().wait()
+
+    completed = agent.json(COMPLETED)
+    assert (completed["failed_phase"], completed["reason"]) == ("start", "secret_unreadable")
+    assert completed["message"].startswith("secrets.API_TOKEN: /spottrain/nowhere-")
+    assert "spottrain secret put" in completed["message"]
+    assert not (agent.home / "payload").exists()
