@@ -93,7 +93,8 @@ class OutputLog:
     def upload(self, store: Store) -> bool:
         """Upload finished parts once more and the current part if it grew; True when all went up."""
         with self._lock:
-            pending = list(self._closed_parts) + [self._part]
+            closed = list(self._closed_parts)
+            pending = closed + [self._part]
         ok = True
         for part in pending:
             path = self.part_path(part)
@@ -105,8 +106,10 @@ class OutputLog:
                 continue
             if store.upload(path, layout.output_log_key(self.attempt, part)):
                 self._uploaded_size[part] = size
-                with self._lock:
-                    if part in self._closed_parts:
+                # Only a part closed before its size was read went up whole; one that rotated away while it
+                # uploaded may have grown since, so it stays pending until an upload of its final size.
+                if part in closed:
+                    with self._lock:
                         self._closed_parts.remove(part)
             else:
                 ok = False

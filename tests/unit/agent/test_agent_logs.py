@@ -90,3 +90,33 @@ def test_given_uploads_failing_when_the_log_grows_then_no_part_is_deleted_locall
         assert output.upload(RecordingStore(works=False)) is False
 
     assert sum(path.stat().st_size for path in tmp_path.glob("output-*.log")) == 100 * 100
+
+
+class StoreWritingDuringUpload(RecordingStore):
+    """The command prints while a part uploads: the write fills the current part and rotates it away."""
+
+    def __init__(self, output: OutputLog, line: bytes):
+        super().__init__()
+        self.output, self.line, self.armed = output, line, True
+
+    def upload(self, path, key, metadata=None):
+        uploaded = super().upload(path, key, metadata)
+        if self.armed:
+            self.armed = False
+            self.output.write(self.line)  # after the read: S3 holds the part without this line
+        return uploaded
+
+
+def test_given_a_part_that_rotates_while_it_uploads_when_uploading_again_then_s3_gets_its_final_bytes(tmp_path):
+    # Given a current part one write from full, and a command that prints that write while the part uploads
+    output = OutputLog(tmp_path, 1, part_bytes=64)
+    output.write(b"a" * 40 + b"\n")
+    store = StoreWritingDuringUpload(output, b"b" * 40 + b"\n")
+
+    # When the sync uploads, the part rotates away mid-upload, and the next sync comes
+    output.upload(store)
+    output.upload(store)
+
+    # Then S3's copy of the rotated part is the whole part, not what the first upload read
+    first = output.part_path(1)
+    assert store.objects["logs/attempt-1/output-0001.log"] == first.read_bytes() == b"a" * 40 + b"\n" + b"b" * 40 + b"\n"
