@@ -26,7 +26,7 @@ def print_rich(console: Any, renderable: Any) -> None:
 def say_variants(console: Any, spec: dict) -> None:
     lines = sweeps.variant_lines(spec)
     block = spec["sweep"]
-    parallel = block.get("max_parallel") or len(lines)
+    parallel = sweep.parallelism(block, len(lines))
     console.say(f"  sweep of {len(lines)} variants, {parallel} at a time:")
     for line in lines:
         console.say(f"    {line}")

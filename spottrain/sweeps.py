@@ -29,7 +29,7 @@ class VariantState:
 
 def variant_lines(spec: dict) -> list[str]:
     """`spottrain validate`'s listing: each variant's name and its env overrides."""
-    return [f"{child.name}: " + (" ".join(f"{k}={v}" for k, v in child.overrides.items()) or "(no overrides)")
+    return [f"{child.name}: " + (sweep.describe_overrides(child.overrides) or "(no overrides)")
             for child in sweep.variants(spec)]
 
 
@@ -170,7 +170,7 @@ def report_table(report: dict) -> Any:
         table.add_column(column, justify="right" if column in ("metric", "attempts", "cost") else "left")
     for row in report["variants"]:
         best = " ★" if row["name"] == report["best"] else ""
-        table.add_row(row["name"] + best, " ".join(f"{k}={v}" for k, v in row["parameters"].items()), row["status"],
+        table.add_row(row["name"] + best, sweep.describe_overrides(row["parameters"]), row["status"],
                       "-" if row["metric"] is None else f"{row['metric']:.4g}", str(row["attempts"]),
                       "-" if row["cost_usd"] is None else f"${row['cost_usd']:.4f}")
     return table
@@ -183,5 +183,5 @@ def status_table(exec_name: str, rows: list[VariantState]) -> Any:
     for column in ("variant", "parameters", "status"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row.name, " ".join(f"{k}={v}" for k, v in row.overrides.items()), row.status)
+        table.add_row(row.name, sweep.describe_overrides(row.overrides), row.status)
     return table

@@ -114,7 +114,7 @@ def summary_email(report: dict) -> tuple[str, str]:
     for row in rows:
         value = "-" if row["metric"] is None else f"{row['metric']:.4g}"
         cost = "-" if row["cost_usd"] is None else f"${row['cost_usd']:.4f}"
-        parameters = " ".join(f"{k}={v}" for k, v in row["parameters"].items())
+        parameters = sweep.describe_overrides(row["parameters"])
         lines.append(f"{row['name']:<44} {row['status']:<10} {value:>10} {cost:>10}  {row['attempts']} attempt(s)  {parameters}")
     return subject, "\n".join(lines) + "\n"
 

@@ -55,3 +55,23 @@ def test_given_the_projects_own_repository_when_submitted_locally_then_this_chec
     assert local["repository_url"] == cli.REPO_ROOT.resolve().as_uri()
     other = dict(spec, repository_url="https://github.com/someone/else.git")
     assert cli._offline(other) == other
+
+
+def test_given_100_variants_without_max_parallel_when_validated_then_the_stack_default_cap_is_shown(tmp_path, capsys):
+    # Given a 100-variant grid with no max_parallel
+    spec = json.loads((EXAMPLES / "multihead-sweep.json").read_text())
+    spec["sweep"] = {"grid": {"SEED": [str(n) for n in range(100)]}}
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps(spec))
+    # When validated, Then at most the stack's cap (10) run at once, not all 100
+    assert cli.main(["validate", str(path)]) == 0
+    assert "sweep of 100 variants, 10 at a time:" in capsys.readouterr().out
+
+
+def test_given_a_max_parallel_above_the_variant_count_when_validated_then_the_count_is_shown(tmp_path, capsys):
+    spec = json.loads((EXAMPLES / "multihead-sweep.json").read_text())
+    spec["sweep"] = {"variants": [{"SEED": "1"}, {"SEED": "2"}], "max_parallel": 5}
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps(spec))
+    assert cli.main(["validate", str(path)]) == 0
+    assert "sweep of 2 variants, 2 at a time:" in capsys.readouterr().out
