@@ -219,20 +219,33 @@ def _until_stopped(sfn: Any, execution_arn: str, timeout: float = 30) -> None:
 
 
 def cancel(sfn: Any, lambda_: Any, stack: Stack, exec_name: str) -> list[str]:
-    """Stop every running execution of the job, then terminate what it launched (idempotent)."""
-    stopped = []
+    """Stop every running execution of the job, then terminate what it launched (idempotent).
+
+    The terminate call names the run it stopped (its CANCELLED email says which) and passes on the
+    job's `emails: false` (a summary-only sweep's variant sends no email of its own).
+    """
+    stopped, emails = [], None
     for execution in executions_of(sfn, stack, exec_name):
         if execution["status"] == "RUNNING":
+            emails = _emails_of(sfn, execution["executionArn"])
             sfn.stop_execution(executionArn=execution["executionArn"], error="Cancelled", cause="spottrain cancel")
             _until_stopped(sfn, execution["executionArn"])
             stopped.append(execution["name"])
-    response = lambda_.invoke(
-        FunctionName=stack.terminate_function_name,
-        Payload=json.dumps({"exec_name": exec_name, "reason": "cancelled"}).encode(),
-    )
+    payload = {"exec_name": exec_name, "reason": "cancelled", "execution": stopped[-1] if stopped else None,
+               **({"emails": False} if emails is False else {})}
+    response = lambda_.invoke(FunctionName=stack.terminate_function_name, Payload=json.dumps(payload).encode())
     if response.get("FunctionError"):
         raise RuntimeError(f"terminating {exec_name}'s instances failed: {response['Payload'].read().decode()}")
     return stopped
+
+
+def _emails_of(sfn: Any, execution_arn: str) -> Any:
+    """The spec's `emails` in the execution's input (None when it has none or is not a spec)."""
+    try:
+        spec = json.loads(sfn.describe_execution(executionArn=execution_arn).get("input") or "null")
+    except ValueError:
+        return None
+    return spec.get("emails") if isinstance(spec, dict) else None
 
 
 def log_keys(s3: Any, bucket: str) -> list[str]:

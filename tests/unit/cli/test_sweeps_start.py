@@ -9,6 +9,7 @@ import pytest
 from moto import mock_aws
 
 from spottrain import jobs, sweeps
+from spottrain.contract import sweep as sweep_contract
 
 ROLE = "arn:aws:iam::123456789012:role/r"
 WAIT = json.dumps({"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 3600, "End": True}}})
@@ -69,9 +70,11 @@ class TerminateFunction:
 
     def __init__(self):
         self.jobs: list[str] = []
+        self.payloads: list[dict] = []
 
     def invoke(self, FunctionName: str, Payload: bytes) -> dict:  # noqa: N803 - boto3's parameter names
         self.jobs.append(json.loads(Payload)["exec_name"])
+        self.payloads.append(json.loads(Payload))
         return {}
 
 
@@ -89,6 +92,23 @@ def test_given_a_sweep_with_one_variant_started_when_cancelled_then_the_sweep_an
     assert sfn.describe_execution(executionArn=arn)["status"] == "ABORTED"
     assert sfn.describe_execution(executionArn=child)["status"] == "ABORTED"
     assert terminate.jobs == ["lr-1"]  # its instances terminated; the unstarted variant 2 has none
+    # And the terminate call names the run it stopped, for the CANCELLED email's "Execution:" line
+    assert terminate.payloads[0]["execution"] == "lr-1-20261130T120000" and "emails" not in terminate.payloads[0]
+
+
+def test_given_a_summary_only_sweep_when_cancelled_then_the_variant_terminate_call_asks_for_no_email(stack):
+    sfn, found = stack
+    spec = {**SPEC, "sweep": {**SPEC["sweep"], "emails": "summary"}}
+    sweeps.start(sfn, found, spec, now=dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.timezone.utc))
+    # Given the Map state started variant 1 with its child spec (emails false: the summary speaks for it)
+    child_spec = next(v.spec for v in sweep_contract.variants(spec) if v.name == "lr-1")
+    sfn.start_execution(stateMachineArn=found.state_machine_arn, name="lr-1-20261130T120000", input=json.dumps(child_spec))
+    terminate = TerminateFunction()
+
+    sweeps.cancel(sfn, terminate, found, "lr")
+
+    assert terminate.payloads == [{"exec_name": "lr-1", "reason": "cancelled", "execution": "lr-1-20261130T120000",
+                                   "emails": False}]
 
 
 def test_given_a_sweep_when_its_status_is_asked_then_a_table_lists_each_variant(stack):
