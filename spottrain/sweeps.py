@@ -166,13 +166,13 @@ def report_table(report: dict) -> Any:
     from rich.table import Table
 
     table = Table(title=f"sweep {report['sweep']}" + (f" — {report['metric']} ({report['goal']})" if report["metric"] else ""))
-    for column in ("variant", "parameters", "status", "metric", "attempts", "cost"):
+    for column in ("variant", "parameters", "status", "metric", "attempts", "cost", "reason"):
         table.add_column(column, justify="right" if column in ("metric", "attempts", "cost") else "left")
     for row in report["variants"]:
         best = " ★" if row["name"] == report["best"] else ""
         table.add_row(row["name"] + best, sweep.describe_overrides(row["parameters"]), row["status"],
                       "-" if row["metric"] is None else f"{row['metric']:.4g}", str(row["attempts"]),
-                      "-" if row["cost_usd"] is None else f"${row['cost_usd']:.4f}")
+                      "-" if row["cost_usd"] is None else f"${row['cost_usd']:.4f}", row.get("reason") or "")
     return table
 
 

@@ -31,7 +31,8 @@ def test_given_a_sweep_over_the_stack_cap_when_validated_then_it_is_refused_nami
 REPORT = {"sweep": "lr", "metric": "loss", "goal": "min", "best": "lr-2", "variants": [
     {"name": "lr-1", "parameters": {"LR": "0.1"}, "status": "SUCCEEDED", "metric": 0.5, "attempts": 1, "cost_usd": 0.01},
     {"name": "lr-2", "parameters": {"LR": "0.01"}, "status": "SUCCEEDED", "metric": 0.25, "attempts": 2, "cost_usd": 0.02},
-    {"name": "lr-3", "parameters": {"LR": "1"}, "status": "FAILED", "metric": None, "attempts": 1, "cost_usd": None}]}
+    {"name": "lr-3", "parameters": {"LR": "1"}, "status": "FAILED", "metric": None, "attempts": 1, "cost_usd": None,
+     "reason": "exit code 3"}]}
 
 
 def test_given_a_report_when_tabled_then_every_variant_shows_and_the_best_is_starred():
@@ -42,6 +43,8 @@ def test_given_a_report_when_tabled_then_every_variant_shows_and_the_best_is_sta
     text = Sink.stream.getvalue()
     assert "lr-2 ★" in text and "LR=0.01" in text and "0.25" in text and "$0.0200" in text
     assert "lr-3" in text and "FAILED" in text
+    # And the failed variant says why
+    assert "exit code 3" in text
 
 
 def test_given_a_report_when_plotted_then_a_png_is_written(tmp_path):
