@@ -18,6 +18,8 @@ from spottrain.contract import sweep
 from spottrain.functions.shared import runs
 
 PENDING = "PENDING"  # a variant the Map state has not started yet (max_parallel)
+NOT_STARTED = "not started"  # a PENDING variant of a sweep that has ended: it never will
+PLOT_NAME = "sweep-comparison.png"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +98,11 @@ def variant_states(sfn: Any, stack: jobs.Stack, sweep_arn: str) -> list[VariantS
     return rows
 
 
+def final_states(rows: list[VariantState]) -> list[VariantState]:
+    """The variants of an ended sweep: one still PENDING was never started (the sweep stopped first)."""
+    return [dataclasses.replace(row, status=NOT_STARTED) if row.status == PENDING else row for row in rows]
+
+
 def wait(sfn: Any, stack: jobs.Stack, sweep_arn: str, timeout: float,
          on_change: Callable[[list[VariantState]], None] | None = None, interval: float = 1.0) -> dict:
     """Follow the sweep to its end; `on_change` sees the variants whenever one of them moved."""
@@ -130,13 +137,20 @@ def cancel(sfn: Any, lambda_: Any, stack: jobs.Stack, exec_name: str) -> list[st
 
 
 def download_report(s3: Any, stack: jobs.Stack, exec_name: str, destination: Path) -> dict:
-    """sweep-report.json from the sweep's bucket into `destination`, with the comparison plot beside it."""
+    """sweep-report.json from the sweep's bucket into `destination`, with the comparison plot beside it.
+
+    An earlier run's report and plot there are removed first, so whatever is left afterwards is this
+    run's (a sweep stopped before its summary leaves none). Raises botocore's ClientError when the
+    sweep's bucket or report does not exist.
+    """
+    for stale in (destination / sweep.REPORT_KEY, destination / PLOT_NAME):
+        stale.unlink(missing_ok=True)
     bucket = sweep.sweep_bucket(stack.job_bucket_prefix, exec_name)
     report = json.loads(s3.get_object(Bucket=bucket, Key=sweep.REPORT_KEY)["Body"].read())
     destination.mkdir(parents=True, exist_ok=True)
     (destination / sweep.REPORT_KEY).write_text(json.dumps(report, indent=2, sort_keys=True))
     if any(row["metric"] is not None for row in report["variants"]):
-        plot(report, destination / "sweep-comparison.png")
+        plot(report, destination / PLOT_NAME)
     return report
 
 

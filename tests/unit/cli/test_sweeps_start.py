@@ -129,3 +129,44 @@ def test_given_a_sweep_when_its_status_is_asked_then_a_table_lists_each_variant(
     text = out.stream.getvalue()
     assert "lr-20261130T120000: RUNNING" in text and "lr-1" in text and "LR=0.01" in text and "PENDING" in text
     assert sweep_commands.status(out, sfn, found, "not-a-sweep") is False
+
+
+class Printed:
+    """The CLI console as sweep_commands uses it: say/error lines and the stream rich tables go to."""
+
+    def __init__(self):
+        import io
+
+        self.stream = io.StringIO()
+
+    def say(self, text: str = "") -> None:
+        self.stream.write(text + "\n")
+
+    error = say
+
+
+def test_given_a_cancelled_sweep_when_followed_then_it_says_cancelled_lists_final_states_and_leaves_no_stale_report(
+        stack, tmp_path):
+    from spottrain import sweep_commands
+
+    sfn, found = stack
+    # Given an earlier run's report and plot in runs/lr/
+    (tmp_path / "sweep-report.json").write_text("{}")
+    (tmp_path / "sweep-comparison.png").write_bytes(b"old")
+    # And a sweep cancelled with variant 1 started and variant 2 never started (so no report was written)
+    arn = sweeps.start(sfn, found, SPEC, now=dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.timezone.utc))
+    sfn.start_execution(stateMachineArn=found.state_machine_arn, name="lr-1-20261130T120000",
+                        input=json.dumps({**SPEC, "exec_name": "lr-1"}))
+    sweeps.cancel(sfn, TerminateFunction(), found, "lr")
+    out = Printed()
+
+    # When `submit --wait` follows it to its end
+    code = sweep_commands.follow(out, sfn, boto3.client("s3"), found, arn, "lr", timeout=5, interval=0.01,
+                                 destination=tmp_path)
+
+    # Then it says plainly the sweep was cancelled, with each variant's final state, and no botocore error
+    text = out.stream.getvalue()
+    assert code == 1 and "sweep lr was cancelled before it wrote sweep-report.json" in text
+    assert "ABORTED" in text and "not started" in text and "NoSuchBucket" not in text
+    # And the earlier run's report and plot are gone: nothing stale is left to be taken for this run's
+    assert not (tmp_path / "sweep-report.json").exists() and not (tmp_path / "sweep-comparison.png").exists()
