@@ -23,10 +23,11 @@ def print_rich(console: Any, renderable: Any) -> None:
     RichConsole(file=console.stream, width=120).print(renderable)
 
 
-def say_variants(console: Any, spec: dict) -> None:
+def say_variants(console: Any, spec: dict, cap: int | None = None) -> None:
+    """The variants and how many run at once (`cap`: the deployed stack's maxSweepParallel, else the default's)."""
     lines = sweeps.variant_lines(spec)
     block = spec["sweep"]
-    parallel = sweep.parallelism(block, len(lines))
+    parallel = sweep.parallelism(block, len(lines), *([cap] if cap else []))
     console.say(f"  sweep of {len(lines)} variants, {parallel} at a time:")
     for line in lines:
         console.say(f"    {line}")
@@ -72,7 +73,7 @@ def submit(console: Any, sfn: Any, s3: Any, stack: jobs.Stack, spec: dict, wait:
            interval: float = AWS_POLL_SECONDS, runs: Path = RUNS) -> int:
     arn = sweeps.start(sfn, stack, spec)
     console.say(f"started sweep {arn}")
-    say_variants(console, spec)
+    say_variants(console, spec, stack.max_sweep_parallel)
     if not wait:
         console.say(f"follow it with: spottrain status {spec['exec_name']}")
         return 0

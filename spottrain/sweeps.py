@@ -48,7 +48,7 @@ def start(sfn: Any, stack: jobs.Stack, spec: dict, now: dt.datetime | None = Non
     suffix = name[len(spec["exec_name"]) + 1:]
     refuse_if_running(sfn, stack, spec["exec_name"], {child.name for child in sweep.variants(spec)})
     response = sfn.start_execution(stateMachineArn=_require_sweeps(stack), name=name,
-                                   input=json.dumps(sweep.map_input(spec, suffix)))
+                                   input=json.dumps(sweep.map_input(spec, suffix, stack.max_sweep_parallel)))
     return response["executionArn"]
 
 

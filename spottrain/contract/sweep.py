@@ -86,12 +86,12 @@ def sweep_bucket(prefix: str, exec_name: str) -> str:
 
 
 def parallelism(block: dict, count: int, cap: int = STACK_DEFAULTS["maxSweepParallel"]) -> int:
-    """How many variants the Map state runs at once: `max_parallel` (validated against the stack's cap),
-    else the stack's cap; never more than there are variants, and at least 1 (MaxConcurrency 0 means
+    """How many variants the Map state runs at once: `max_parallel`, else the stack's cap (maxSweepParallel);
+    never more than the cap or than there are variants, and at least 1 (MaxConcurrency 0 means
     unlimited: https://docs.aws.amazon.com/step-functions/latest/dg/state-map-inline.html)."""
     requested = block.get("max_parallel")
-    wanted = int(requested) if isinstance(requested, int) and not isinstance(requested, bool) else cap
-    return max(1, min(wanted, count))
+    wanted = int(requested) if isinstance(requested, (int, float)) and not isinstance(requested, bool) else cap
+    return max(1, min(wanted, cap, count))
 
 
 def metric_value(metrics: Any, metric: str | None) -> float | None:
@@ -117,17 +117,18 @@ def best_variant(rows: list[dict], goal: str) -> dict | None:
     return pick(scored, key=lambda row: row["metric"])
 
 
-def map_input(spec: dict, run_suffix: str) -> dict:
+def map_input(spec: dict, run_suffix: str, cap: int = STACK_DEFAULTS["maxSweepParallel"]) -> dict:
     """The sweep state machine's execution input: what its Map state iterates, and how.
 
     `run_suffix` ends every child's execution name (`<variant>-<suffix>`, as a job's own run is named
-    `<exec_name>-<suffix>`), so `spottrain status <variant>` finds a child like any job.
+    `<exec_name>-<suffix>`), so `spottrain status <variant>` finds a child like any job. `cap` is the
+    deployed stack's maxSweepParallel.
     """
     block = spec["sweep"]
     children = variants(spec)
     return {
         "exec_name": spec["exec_name"],
-        "max_parallel": parallelism(block, len(children)),
+        "max_parallel": parallelism(block, len(children), cap),
         "metric": block.get("metric"),
         "goal": block.get("goal", DEFAULT_GOAL),
         "variants": [{"name": child.name, "execution_name": f"{child.name}-{run_suffix}",

@@ -170,3 +170,21 @@ def test_given_a_cancelled_sweep_when_followed_then_it_says_cancelled_lists_fina
     assert "ABORTED" in text and "not started" in text and "NoSuchBucket" not in text
     # And the earlier run's report and plot are gone: nothing stale is left to be taken for this run's
     assert not (tmp_path / "sweep-report.json").exists() and not (tmp_path / "sweep-comparison.png").exists()
+
+
+def test_given_a_stack_with_a_lower_cap_when_a_sweep_without_max_parallel_starts_then_the_map_runs_that_many(stack):
+    # Given a stack deployed with maxSweepParallel 3 (its MaxSweepParallel output) and a 5-variant sweep
+    sfn, found = stack
+    capped = jobs.Stack.from_outputs({"StateMachineArn": found.state_machine_arn, "TopicArn": "t", "BucketName": "b",
+                                      "JobBucketPrefix": "spottrain-1", "TerminateFunctionName": "f",
+                                      "SweepStateMachineArn": found.sweep_state_machine_arn, "MaxSweepParallel": "3"})
+    spec = {**SPEC, "sweep": {"grid": {"LR": ["1", "2", "3", "4", "5"]}}}
+    out = Printed()
+    # When it is submitted without --wait
+    from spottrain import sweep_commands
+
+    sweep_commands.submit(out, sfn, None, capped, spec, wait=False, timeout=None)
+    # Then the Map state's MaxConcurrency is the stack's cap, and that is what the user is told
+    (execution,) = sfn.list_executions(stateMachineArn=found.sweep_state_machine_arn)["executions"]
+    assert json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"])["max_parallel"] == 3
+    assert "sweep of 5 variants, 3 at a time:" in out.stream.getvalue()
