@@ -224,17 +224,20 @@ def _until_stopped(sfn: Any, execution_arn: str, timeout: float = 30) -> None:
 def cancel(sfn: Any, lambda_: Any, stack: Stack, exec_name: str) -> list[str]:
     """Stop every running execution of the job, then terminate what it launched (idempotent).
 
-    The terminate call names the run it stopped (its CANCELLED email says which) and passes on the
-    job's `emails: false` (a summary-only sweep's variant sends no email of its own).
+    The terminate call names the job's current run (its CANCELLED email says which) and passes on that
+    run's `emails: false` (a summary-only sweep's variant sends no email of its own), also when the run
+    had already stopped (a sweep's StopExecution stops its children first).
     """
-    stopped, emails = [], None
-    for execution in executions_of(sfn, stack, exec_name):
+    executions = executions_of(sfn, stack, exec_name)
+    latest = ([e for e in executions if e["status"] == "RUNNING"] or executions)[0]
+    emails = _emails_of(sfn, latest["executionArn"])
+    stopped = []
+    for execution in executions:
         if execution["status"] == "RUNNING":
-            emails = _emails_of(sfn, execution["executionArn"])
             sfn.stop_execution(executionArn=execution["executionArn"], error="Cancelled", cause="spottrain cancel")
             _until_stopped(sfn, execution["executionArn"])
             stopped.append(execution["name"])
-    payload = {"exec_name": exec_name, "reason": "cancelled", "execution": stopped[-1] if stopped else None,
+    payload = {"exec_name": exec_name, "reason": "cancelled", "execution": latest["name"],
                **({"emails": False} if emails is False else {})}
     response = lambda_.invoke(FunctionName=stack.terminate_function_name, Payload=json.dumps(payload).encode())
     if response.get("FunctionError"):

@@ -96,13 +96,18 @@ def test_given_a_sweep_with_one_variant_started_when_cancelled_then_the_sweep_an
     assert terminate.payloads[0]["execution"] == "lr-1-20261130T120000" and "emails" not in terminate.payloads[0]
 
 
-def test_given_a_summary_only_sweep_when_cancelled_then_the_variant_terminate_call_asks_for_no_email(stack):
+@pytest.mark.parametrize("already_stopped", [False, True], ids=["child-running", "child-already-aborted"])
+def test_given_a_summary_only_sweep_when_cancelled_then_the_variant_terminate_call_asks_for_no_email(
+        stack, already_stopped):
     sfn, found = stack
     spec = {**SPEC, "sweep": {**SPEC["sweep"], "emails": "summary"}}
     sweeps.start(sfn, found, spec, now=dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.timezone.utc))
     # Given the Map state started variant 1 with its child spec (emails false: the summary speaks for it)
     child_spec = next(v.spec for v in sweep_contract.variants(spec) if v.name == "lr-1")
-    sfn.start_execution(stateMachineArn=found.state_machine_arn, name="lr-1-20261130T120000", input=json.dumps(child_spec))
+    child = sfn.start_execution(stateMachineArn=found.state_machine_arn, name="lr-1-20261130T120000",
+                                input=json.dumps(child_spec))["executionArn"]
+    if already_stopped:  # as AWS does: stopping the sweep stops its .sync children before the CLI reaches them
+        sfn.stop_execution(executionArn=child)
     terminate = TerminateFunction()
 
     sweeps.cancel(sfn, terminate, found, "lr")
