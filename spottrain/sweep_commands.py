@@ -51,7 +51,7 @@ def follow(console: Any, sfn: Any, s3: Any, stack: jobs.Stack, arn: str, exec_na
     try:
         report = sweeps.download_report(s3, stack, exec_name, destination)
     except s3.exceptions.ClientError:  # stopped before its summary: no report to show
-        _say_without_report(console, sfn, stack, arn, exec_name, execution["status"])
+        _say_without_report(console, sfn, stack, arn, exec_name, execution["status"], interval)
         return 1
     print_rich(console, sweeps.report_table(report))
     if report.get("wall_seconds") and report.get("variant_seconds"):
@@ -63,10 +63,11 @@ def follow(console: Any, sfn: Any, s3: Any, stack: jobs.Stack, arn: str, exec_na
     return 0 if execution["status"] == "SUCCEEDED" else 1
 
 
-def _say_without_report(console: Any, sfn: Any, stack: jobs.Stack, arn: str, exec_name: str, status: str) -> None:
+def _say_without_report(console: Any, sfn: Any, stack: jobs.Stack, arn: str, exec_name: str, status: str,
+                        interval: float) -> None:
     how = "was cancelled" if status == "ABORTED" else f"ended {status}"
     console.error(f"sweep {exec_name} {how} before it wrote {sweep.REPORT_KEY}; its variants ended:")
-    print_rich(console, sweeps.status_table(exec_name, sweeps.final_states(sweeps.variant_states(sfn, stack, arn))))
+    print_rich(console, sweeps.status_table(exec_name, sweeps.settled_states(sfn, stack, arn, interval=interval)))
 
 
 def submit(console: Any, sfn: Any, s3: Any, stack: jobs.Stack, spec: dict, wait: bool, timeout: float | None,

@@ -103,6 +103,19 @@ def final_states(rows: list[VariantState]) -> list[VariantState]:
     return [dataclasses.replace(row, status=NOT_STARTED) if row.status == PENDING else row for row in rows]
 
 
+def settled_states(sfn: Any, stack: jobs.Stack, sweep_arn: str, timeout: float = 60.0,
+                   interval: float = 1.0) -> list[VariantState]:
+    """The variants of an ended sweep once none still runs: stopping a sweep stops its `.sync` children
+    asynchronously, so right after the sweep ends a child can still read RUNNING. After `timeout`
+    seconds, the states as they are."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = variant_states(sfn, stack, sweep_arn)
+        if all(row.status != "RUNNING" for row in rows) or time.monotonic() > deadline:
+            return final_states(rows)
+        time.sleep(interval)
+
+
 def wait(sfn: Any, stack: jobs.Stack, sweep_arn: str, timeout: float,
          on_change: Callable[[list[VariantState]], None] | None = None, interval: float = 1.0) -> dict:
     """Follow the sweep to its end; `on_change` sees the variants whenever one of them moved."""

@@ -193,3 +193,30 @@ def test_given_a_stack_with_a_lower_cap_when_a_sweep_without_max_parallel_starts
     (execution,) = sfn.list_executions(stateMachineArn=found.sweep_state_machine_arn)["executions"]
     assert json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"])["max_parallel"] == 3
     assert "sweep of 5 variants, 3 at a time:" in out.stream.getvalue()
+
+
+class LaggingChildren:
+    """Step Functions as seen right after a sweep is stopped: each child reads RUNNING for its next
+    `lag` DescribeExecution calls, then as it really is (AWS stops `.sync` children asynchronously)."""
+
+    def __init__(self, sfn, lag: int):
+        self.sfn, self.lag, self.exceptions = sfn, lag, sfn.exceptions
+
+    def describe_execution(self, executionArn: str) -> dict:  # noqa: N803 - boto3's parameter names
+        answer = self.sfn.describe_execution(executionArn=executionArn)
+        if ":job:" in executionArn and self.lag > 0:
+            self.lag -= 1
+            return {**answer, "status": "RUNNING"}
+        return answer
+
+
+def test_given_a_child_still_stopping_when_the_cancelled_sweep_is_reported_then_its_final_state_is_shown(stack):
+    sfn, found = stack
+    arn = sweeps.start(sfn, found, SPEC, now=dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.timezone.utc))
+    sfn.start_execution(stateMachineArn=found.state_machine_arn, name="lr-1-20261130T120000",
+                        input=json.dumps({**SPEC, "exec_name": "lr-1"}))
+    sweeps.cancel(sfn, TerminateFunction(), found, "lr")
+    # When the ended sweep's variants are read while variant 1 still reads RUNNING for 3 more reads
+    rows = sweeps.settled_states(LaggingChildren(sfn, lag=3), found, arn, timeout=60, interval=0)
+    # Then the reading waits for it: its final ABORTED, and the unstarted variant "not started"
+    assert [row.status for row in rows] == ["ABORTED", sweeps.NOT_STARTED]
