@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from spottrain.contract import layout, names
-from spottrain.contract.defaults import STACK_DEFAULTS
+from spottrain.contract import layout, names, sweep
 from spottrain.functions.shared import runs
 from spottrain.functions.shared.logtext import readable, readable_lines
 
@@ -41,7 +40,7 @@ class Stack:
     job_bucket_prefix: str
     terminate_function_name: str
     sweep_state_machine_arn: str = ""  # "" for a stack deployed before sweeps existed
-    max_sweep_parallel: int = STACK_DEFAULTS["maxSweepParallel"]  # its maxSweepParallel (older stacks: the default)
+    max_sweep_parallel: int = sweep.DEFAULT_PARALLEL  # its maxSweepParallel (older stacks: the default)
 
     @classmethod
     def from_outputs(cls, outputs: dict[str, str]) -> "Stack":
@@ -52,7 +51,7 @@ class Stack:
             job_bucket_prefix=outputs["JobBucketPrefix"],
             terminate_function_name=outputs["TerminateFunctionName"],
             sweep_state_machine_arn=outputs.get("SweepStateMachineArn", ""),
-            max_sweep_parallel=int(outputs.get("MaxSweepParallel") or STACK_DEFAULTS["maxSweepParallel"]),
+            max_sweep_parallel=int(outputs.get("MaxSweepParallel") or sweep.DEFAULT_PARALLEL),
         )
 
     @classmethod

@@ -377,7 +377,8 @@ def _sweep_env_problems(block: dict) -> Iterator[str]:
 
 def _sweep_duplicate_problems(spec: dict) -> Iterator[str]:
     """Two variants with the same env would run the same job twice (as uniqueItems refuses inside a grid list)."""
-    base = spec.get("env") if isinstance(spec.get("env"), dict) else {}
+    env = spec.get("env")
+    base = env if isinstance(env, dict) else {}
     seen: dict[str, int] = {}
     for number, extra in enumerate(sweep.overrides(spec["sweep"]), start=1):
         key = json.dumps({**base, **extra}, sort_keys=True)

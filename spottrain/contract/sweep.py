@@ -11,13 +11,14 @@ import dataclasses
 import itertools
 import json
 import math
-from typing import Any
+from typing import Any, cast
 
 from spottrain.contract import names
 from spottrain.contract.defaults import STACK_DEFAULTS
 
 GOALS = ("min", "max")
 DEFAULT_GOAL = "min"
+DEFAULT_PARALLEL = cast(int, STACK_DEFAULTS["maxSweepParallel"])  # a stack's maxSweepParallel unless set
 REPORT_KEY = "sweep-report.json"  # in the sweep's own bucket, `<prefix>-<exec_name>`
 METRICS_KEY = "output/metrics.json"  # in each variant's bucket: what its training wrote to output_dir
 
@@ -85,7 +86,7 @@ def sweep_bucket(prefix: str, exec_name: str) -> str:
     return names.bucket_name(prefix, exec_name)
 
 
-def parallelism(block: dict, count: int, cap: int = STACK_DEFAULTS["maxSweepParallel"]) -> int:
+def parallelism(block: dict, count: int, cap: int = DEFAULT_PARALLEL) -> int:
     """How many variants the Map state runs at once: `max_parallel`, else the stack's cap (maxSweepParallel);
     never more than the cap or than there are variants, and at least 1 (MaxConcurrency 0 means
     unlimited: https://docs.aws.amazon.com/step-functions/latest/dg/state-map-inline.html)."""
@@ -117,7 +118,7 @@ def best_variant(rows: list[dict], goal: str) -> dict | None:
     return pick(scored, key=lambda row: row["metric"])
 
 
-def map_input(spec: dict, run_suffix: str, cap: int = STACK_DEFAULTS["maxSweepParallel"]) -> dict:
+def map_input(spec: dict, run_suffix: str, cap: int = DEFAULT_PARALLEL) -> dict:
     """The sweep state machine's execution input: what its Map state iterates, and how.
 
     `run_suffix` ends every child's execution name (`<variant>-<suffix>`, as a job's own run is named
