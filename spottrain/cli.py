@@ -87,8 +87,25 @@ def _aws(args: argparse.Namespace) -> tuple[Any, jobs.Stack]:
 
     # botocore reads AWS_DEFAULT_REGION only; AWS_REGION is what the other SDKs and Lambda set
     region = args.region or os.environ.get("AWS_REGION") or None
+    _check_endpoint_url(os.environ.get("AWS_ENDPOINT_URL"))
     session = boto3.Session(profile_name=args.profile, region_name=region)
     return session, jobs.Stack.lookup(session.client("cloudformation"), args.stack_name)
+
+
+def _check_endpoint_url(url: str | None) -> None:
+    """botocore raises a bare ValueError on an AWS_ENDPOINT_URL without scheme or with a bad port."""
+    from urllib.parse import urlsplit
+
+    if not url:
+        return
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port out of range
+    except ValueError as exc:
+        raise UsageError(f"AWS_ENDPOINT_URL={url}: {exc}; give e.g. http://127.0.0.1:5000") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"AWS_ENDPOINT_URL={url}: not an http(s) URL; give e.g. http://127.0.0.1:5000 "
+                         "(what `spottrain submit --local` prints for other shells)")
 
 
 def _clients(session: Any) -> tuple[Any, Any]:
@@ -285,6 +302,7 @@ def _run_local(args: argparse.Namespace, console: Console, spec: dict, download_
     console.say(f"starting the embedded AWS emulator in {args.workdir}/ (faults: {faults.describe() or 'none'})")
     with emulator:
         console.say(f"stack deployed in {time.monotonic() - started:.1f}s; submitting {spec['exec_name']}")
+        console.say(local_commands_hint(emulator.endpoint, emulator.stack_name, spec["exec_name"]))
         session = emulator.session()
         for name, value in local_secrets.items():
             put_secret(session.client("ssm"), name, value)
@@ -440,6 +458,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def local_commands_hint(endpoint: str, stack_name: str, exec_name: str) -> str:
+    """How another shell reaches this emulator while it runs (its credentials are moto's placeholders)."""
+    from spottrain.local.server import REGION
+
+    return (f"from another shell, while this runs: AWS_ENDPOINT_URL={endpoint} AWS_REGION={REGION} "
+            f"AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing spottrain status|cancel {exec_name} "
+            f"--stack-name {stack_name}")
+
+
 def aws_problem(exc: Exception) -> str | None:
     """One line saying what is wrong with the AWS set-up and how to fix it; None for other errors."""
     from botocore import exceptions as aws
@@ -451,6 +478,9 @@ def aws_problem(exc: Exception) -> str | None:
     if isinstance(exc, aws.ProfileNotFound):
         return f"{exc}: pass an existing --profile (see ~/.aws/config)"
     if isinstance(exc, (aws.ConnectionError, aws.HTTPClientError)):
+        if os.environ.get("AWS_ENDPOINT_URL"):
+            return (f"nothing answers at AWS_ENDPOINT_URL={os.environ['AWS_ENDPOINT_URL']} ({exc}): is the "
+                    "`spottrain submit --local` that printed it still running? Unset AWS_ENDPOINT_URL to reach AWS.")
         return f"cannot reach AWS ({exc}): check your network, proxy and --region"
     if isinstance(exc, aws.ClientError):
         error = exc.response.get("Error", {})

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from spottrain.contract import layout, names
+from spottrain.contract import layout, names, sweep
 from spottrain.functions.shared import runs
 from spottrain.functions.shared.logtext import readable, readable_lines
 
@@ -40,6 +40,7 @@ class Stack:
     job_bucket_prefix: str
     terminate_function_name: str
     sweep_state_machine_arn: str = ""  # "" for a stack deployed before sweeps existed
+    max_sweep_parallel: int = sweep.DEFAULT_PARALLEL  # its maxSweepParallel (older stacks: the default)
 
     @classmethod
     def from_outputs(cls, outputs: dict[str, str]) -> "Stack":
@@ -50,6 +51,7 @@ class Stack:
             job_bucket_prefix=outputs["JobBucketPrefix"],
             terminate_function_name=outputs["TerminateFunctionName"],
             sweep_state_machine_arn=outputs.get("SweepStateMachineArn", ""),
+            max_sweep_parallel=int(outputs.get("MaxSweepParallel") or sweep.DEFAULT_PARALLEL),
         )
 
     @classmethod
@@ -220,20 +222,36 @@ def _until_stopped(sfn: Any, execution_arn: str, timeout: float = 30) -> None:
 
 
 def cancel(sfn: Any, lambda_: Any, stack: Stack, exec_name: str) -> list[str]:
-    """Stop every running execution of the job, then terminate what it launched (idempotent)."""
+    """Stop every running execution of the job, then terminate what it launched (idempotent).
+
+    The terminate call names the job's current run (its CANCELLED email says which) and passes on that
+    run's `emails: false` (a summary-only sweep's variant sends no email of its own), also when the run
+    had already stopped (a sweep's StopExecution stops its children first).
+    """
+    executions = executions_of(sfn, stack, exec_name)
+    latest = ([e for e in executions if e["status"] == "RUNNING"] or executions)[0]
+    emails = _emails_of(sfn, latest["executionArn"])
     stopped = []
-    for execution in executions_of(sfn, stack, exec_name):
+    for execution in executions:
         if execution["status"] == "RUNNING":
             sfn.stop_execution(executionArn=execution["executionArn"], error="Cancelled", cause="spottrain cancel")
             _until_stopped(sfn, execution["executionArn"])
             stopped.append(execution["name"])
-    response = lambda_.invoke(
-        FunctionName=stack.terminate_function_name,
-        Payload=json.dumps({"exec_name": exec_name, "reason": "cancelled"}).encode(),
-    )
+    payload = {"exec_name": exec_name, "reason": "cancelled", "execution": latest["name"],
+               **({"emails": False} if emails is False else {})}
+    response = lambda_.invoke(FunctionName=stack.terminate_function_name, Payload=json.dumps(payload).encode())
     if response.get("FunctionError"):
         raise RuntimeError(f"terminating {exec_name}'s instances failed: {response['Payload'].read().decode()}")
     return stopped
+
+
+def _emails_of(sfn: Any, execution_arn: str) -> Any:
+    """The spec's `emails` in the execution's input (None when it has none or is not a spec)."""
+    try:
+        spec = json.loads(sfn.describe_execution(executionArn=execution_arn).get("input") or "null")
+    except ValueError:
+        return None
+    return spec.get("emails") if isinstance(spec, dict) else None
 
 
 def log_keys(s3: Any, bucket: str) -> list[str]:

@@ -23,10 +23,11 @@ def print_rich(console: Any, renderable: Any) -> None:
     RichConsole(file=console.stream, width=120).print(renderable)
 
 
-def say_variants(console: Any, spec: dict) -> None:
+def say_variants(console: Any, spec: dict, cap: int | None = None) -> None:
+    """The variants and how many run at once (`cap`: the deployed stack's maxSweepParallel, else the default's)."""
     lines = sweeps.variant_lines(spec)
     block = spec["sweep"]
-    parallel = block.get("max_parallel") or len(lines)
+    parallel = sweep.parallelism(block, len(lines), *([cap] if cap else []))
     console.say(f"  sweep of {len(lines)} variants, {parallel} at a time:")
     for line in lines:
         console.say(f"    {line}")
@@ -49,24 +50,31 @@ def follow(console: Any, sfn: Any, s3: Any, stack: jobs.Stack, arn: str, exec_na
     console.say(f"sweep {execution['name']} ended {execution['status']} after {time.monotonic() - started:.1f}s")
     try:
         report = sweeps.download_report(s3, stack, exec_name, destination)
-    except s3.exceptions.ClientError as exc:  # stopped before its summary: no report to show
-        console.error(f"no {sweep.REPORT_KEY} for {exec_name}: {exc}")
+    except s3.exceptions.ClientError:  # stopped before its summary: no report to show
+        _say_without_report(console, sfn, stack, arn, exec_name, execution["status"], interval)
         return 1
     print_rich(console, sweeps.report_table(report))
     if report.get("wall_seconds") and report.get("variant_seconds"):
         console.say(f"sweep wall time {report['wall_seconds']:.0f}s; its variants' own times sum to "
                     f"{report['variant_seconds']:.0f}s ({report['variant_seconds'] / report['wall_seconds']:.1f}x)")
     console.say(f"report: {destination / sweep.REPORT_KEY}")
-    if (destination / "sweep-comparison.png").exists():
-        console.say(f"plot:   {destination / 'sweep-comparison.png'}")
+    if (destination / sweeps.PLOT_NAME).exists():
+        console.say(f"plot:   {destination / sweeps.PLOT_NAME}")
     return 0 if execution["status"] == "SUCCEEDED" else 1
+
+
+def _say_without_report(console: Any, sfn: Any, stack: jobs.Stack, arn: str, exec_name: str, status: str,
+                        interval: float) -> None:
+    how = "was cancelled" if status == "ABORTED" else f"ended {status}"
+    console.error(f"sweep {exec_name} {how} before it wrote {sweep.REPORT_KEY}; its variants ended:")
+    print_rich(console, sweeps.status_table(exec_name, sweeps.settled_states(sfn, stack, arn, interval=interval)))
 
 
 def submit(console: Any, sfn: Any, s3: Any, stack: jobs.Stack, spec: dict, wait: bool, timeout: float | None,
            interval: float = AWS_POLL_SECONDS, runs: Path = RUNS) -> int:
     arn = sweeps.start(sfn, stack, spec)
     console.say(f"started sweep {arn}")
-    say_variants(console, spec)
+    say_variants(console, spec, stack.max_sweep_parallel)
     if not wait:
         console.say(f"follow it with: spottrain status {spec['exec_name']}")
         return 0
@@ -80,5 +88,6 @@ def status(console: Any, sfn: Any, stack: jobs.Stack, exec_name: str) -> bool:
     if execution is None:
         return False
     console.say(f"{execution['name']}: {execution['status']}")
-    print_rich(console, sweeps.status_table(exec_name, sweeps.variant_states(sfn, stack, execution["executionArn"])))
+    rows = sweeps.variant_states(sfn, stack, execution["executionArn"])
+    print_rich(console, sweeps.status_table(exec_name, rows if execution["status"] == "RUNNING" else sweeps.final_states(rows)))
     return True

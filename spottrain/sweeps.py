@@ -18,6 +18,8 @@ from spottrain.contract import sweep
 from spottrain.functions.shared import runs
 
 PENDING = "PENDING"  # a variant the Map state has not started yet (max_parallel)
+NOT_STARTED = "not started"  # a PENDING variant of a sweep that has ended: it never will
+PLOT_NAME = "sweep-comparison.png"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +31,7 @@ class VariantState:
 
 def variant_lines(spec: dict) -> list[str]:
     """`spottrain validate`'s listing: each variant's name and its env overrides."""
-    return [f"{child.name}: " + (" ".join(f"{k}={v}" for k, v in child.overrides.items()) or "(no overrides)")
+    return [f"{child.name}: " + (sweep.describe_overrides(child.overrides) or "(no overrides)")
             for child in sweep.variants(spec)]
 
 
@@ -46,7 +48,7 @@ def start(sfn: Any, stack: jobs.Stack, spec: dict, now: dt.datetime | None = Non
     suffix = name[len(spec["exec_name"]) + 1:]
     refuse_if_running(sfn, stack, spec["exec_name"], {child.name for child in sweep.variants(spec)})
     response = sfn.start_execution(stateMachineArn=_require_sweeps(stack), name=name,
-                                   input=json.dumps(sweep.map_input(spec, suffix)))
+                                   input=json.dumps(sweep.map_input(spec, suffix, stack.max_sweep_parallel)))
     return response["executionArn"]
 
 
@@ -96,6 +98,24 @@ def variant_states(sfn: Any, stack: jobs.Stack, sweep_arn: str) -> list[VariantS
     return rows
 
 
+def final_states(rows: list[VariantState]) -> list[VariantState]:
+    """The variants of an ended sweep: one still PENDING was never started (the sweep stopped first)."""
+    return [dataclasses.replace(row, status=NOT_STARTED) if row.status == PENDING else row for row in rows]
+
+
+def settled_states(sfn: Any, stack: jobs.Stack, sweep_arn: str, timeout: float = 60.0,
+                   interval: float = 1.0) -> list[VariantState]:
+    """The variants of an ended sweep once none still runs: stopping a sweep stops its `.sync` children
+    asynchronously, so right after the sweep ends a child can still read RUNNING. After `timeout`
+    seconds, the states as they are."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = variant_states(sfn, stack, sweep_arn)
+        if all(row.status != "RUNNING" for row in rows) or time.monotonic() > deadline:
+            return final_states(rows)
+        time.sleep(interval)
+
+
 def wait(sfn: Any, stack: jobs.Stack, sweep_arn: str, timeout: float,
          on_change: Callable[[list[VariantState]], None] | None = None, interval: float = 1.0) -> dict:
     """Follow the sweep to its end; `on_change` sees the variants whenever one of them moved."""
@@ -130,13 +150,20 @@ def cancel(sfn: Any, lambda_: Any, stack: jobs.Stack, exec_name: str) -> list[st
 
 
 def download_report(s3: Any, stack: jobs.Stack, exec_name: str, destination: Path) -> dict:
-    """sweep-report.json from the sweep's bucket into `destination`, with the comparison plot beside it."""
+    """sweep-report.json from the sweep's bucket into `destination`, with the comparison plot beside it.
+
+    An earlier run's report and plot there are removed first, so whatever is left afterwards is this
+    run's (a sweep stopped before its summary leaves none). Raises botocore's ClientError when the
+    sweep's bucket or report does not exist.
+    """
+    for stale in (destination / sweep.REPORT_KEY, destination / PLOT_NAME):
+        stale.unlink(missing_ok=True)
     bucket = sweep.sweep_bucket(stack.job_bucket_prefix, exec_name)
     report = json.loads(s3.get_object(Bucket=bucket, Key=sweep.REPORT_KEY)["Body"].read())
     destination.mkdir(parents=True, exist_ok=True)
     (destination / sweep.REPORT_KEY).write_text(json.dumps(report, indent=2, sort_keys=True))
     if any(row["metric"] is not None for row in report["variants"]):
-        plot(report, destination / "sweep-comparison.png")
+        plot(report, destination / PLOT_NAME)
     return report
 
 
@@ -166,13 +193,13 @@ def report_table(report: dict) -> Any:
     from rich.table import Table
 
     table = Table(title=f"sweep {report['sweep']}" + (f" — {report['metric']} ({report['goal']})" if report["metric"] else ""))
-    for column in ("variant", "parameters", "status", "metric", "attempts", "cost"):
+    for column in ("variant", "parameters", "status", "metric", "attempts", "cost", "reason"):
         table.add_column(column, justify="right" if column in ("metric", "attempts", "cost") else "left")
     for row in report["variants"]:
         best = " ★" if row["name"] == report["best"] else ""
-        table.add_row(row["name"] + best, " ".join(f"{k}={v}" for k, v in row["parameters"].items()), row["status"],
+        table.add_row(row["name"] + best, sweep.describe_overrides(row["parameters"]), row["status"],
                       "-" if row["metric"] is None else f"{row['metric']:.4g}", str(row["attempts"]),
-                      "-" if row["cost_usd"] is None else f"${row['cost_usd']:.4f}")
+                      "-" if row["cost_usd"] is None else f"${row['cost_usd']:.4f}", row.get("reason") or "")
     return table
 
 
@@ -183,5 +210,5 @@ def status_table(exec_name: str, rows: list[VariantState]) -> Any:
     for column in ("variant", "parameters", "status"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row.name, " ".join(f"{k}={v}" for k, v in row.overrides.items()), row.status)
+        table.add_row(row.name, sweep.describe_overrides(row.overrides), row.status)
     return table

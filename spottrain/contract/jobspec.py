@@ -26,6 +26,7 @@ SCHEMA_PATH = schema.SCHEMA_PATH
 MAX_SPEC_BYTES = 16 * 1024
 S3_BUCKET_NAME_MAX = 63
 SWEEP_INPUT_MAX_BYTES = 256 * 1024  # Step Functions' limit on an execution's input
+INLINE_MAP_MAX = 40  # job-spec.schema.json's sweep.max_parallel maximum (an inline Map's concurrency limit)
 EXEC_NAME_MAX = 40  # job-spec.schema.json's exec_name maxLength: every variant's exec_name obeys it too
 # S3 reserves these endings for access points and directory buckets.
 RESERVED_BUCKET_SUFFIXES = ("-s3alias", "--ol-s3", "--x-s3", ".mrap")
@@ -363,16 +364,62 @@ def _env_problems(spec: dict) -> Iterator[str]:
 
 
 def _sweep_problems(spec: dict) -> Iterator[str]:
-    """A sweep names at least one variant, and each override obeys env's rules (it becomes the child's env)."""
+    """A sweep names at least one variant, no two alike, and each override obeys env's rules (it becomes the child's env)."""
     if not sweep.is_sweep(spec):
         return
     block = spec["sweep"]
     if "grid" not in block and "variants" not in block:
         yield ("sweep: must give grid or variants (or both). "
                "Add e.g. \"grid\": {\"LR\": [\"0.1\", \"0.01\"]} or \"variants\": [{\"LR\": \"0.1\"}].")
-    for number, extra in enumerate(sweep.overrides(block), start=1):
-        for problem in _env_problems({"env": extra}):
-            yield f"sweep (variant {number}): {problem}"
+    elif not sweep.overrides(block):
+        yield ("sweep: gives no variants (grid has no values to combine and there is no variants list). "
+               "Add e.g. \"grid\": {\"LR\": [\"0.1\", \"0.01\"]}.")
+    yield from _sweep_env_problems(block)
+    yield from _sweep_duplicate_problems(spec)
+    yield from _sweep_setting_problems(spec)
+
+
+def _sweep_env_problems(block: dict) -> Iterator[str]:
+    """env's rules on each override, reported once where it is written (a grid name, not once per variant)."""
+    grid, listed = block.get("grid"), block.get("variants")
+    found: dict[str, None] = {}  # ordered and without repeats
+    for name, values in (grid.items() if isinstance(grid, dict) else []):
+        for value in (values if isinstance(values, list) else []):
+            for problem in _env_problems({"env": {name: value}}):
+                found[problem.replace("env.", "sweep.grid.", 1)] = None
+    for index, item in enumerate(listed if isinstance(listed, list) else []):
+        for problem in _env_problems({"env": item}):
+            found[problem.replace("env.", f"sweep.variants[{index}].", 1)] = None
+    yield from found
+
+
+def _sweep_duplicate_problems(spec: dict) -> Iterator[str]:
+    """Two variants with the same env would run the same job twice (as uniqueItems refuses inside a grid list)."""
+    env = spec.get("env")
+    base = env if isinstance(env, dict) else {}
+    seen: dict[str, int] = {}
+    for number, extra in enumerate(sweep.overrides(spec["sweep"]), start=1):
+        key = json.dumps({**base, **extra}, sort_keys=True)
+        if key in seen:
+            yield (f"sweep (variant {number}): has the same env as variant {seen[key]} "
+                   f"({sweep.describe_overrides(extra) or 'no overrides'}). Drop it from variants or the grid.")
+        seen.setdefault(key, number)
+
+
+def _sweep_setting_problems(spec: dict) -> Iterator[str]:
+    """What the schema's types let through: 2.0 as max_parallel, an empty part in the metric's path,
+    and a job that sends no email in a sweep that asks every variant to."""
+    block = spec["sweep"]
+    parallel = block.get("max_parallel")
+    if isinstance(parallel, float) and parallel.is_integer():
+        yield f"sweep.max_parallel: {parallel} must be a whole number. Write {int(parallel)}."
+    metric = block.get("metric")
+    if isinstance(metric, str) and metric and "" in metric.split("/"):
+        yield (f"sweep.metric: \"{metric}\" has an empty part between '/'. Name a key of metrics.json, "
+               "or a path into it without leading, trailing or doubled '/', e.g. \"heads/color/accuracy\".")
+    if spec.get("emails") is False and block.get("emails") == "each":
+        yield ("sweep.emails: \"each\" asks every variant to email, but the job's emails is false. "
+               "Remove one: drop sweep.emails (only the summary is sent), or set the job's emails to true.")
 
 
 def _sweep_cap_problems(spec: dict, settings: Settings) -> Iterator[str]:
@@ -384,7 +431,8 @@ def _sweep_cap_problems(spec: dict, settings: Settings) -> Iterator[str]:
         yield (f"sweep: {count} variants is over this stack's cap of {settings.max_sweep_variants}. "
                "Drop grid values or variants (the stack's maxSweepVariants setting raises the cap).")
     parallel = spec["sweep"].get("max_parallel")
-    if _is_whole(parallel) and parallel > settings.max_sweep_parallel:
+    # Above the schema's maximum (an inline Map's 40) the schema's error is the one to read.
+    if _is_whole(parallel) and settings.max_sweep_parallel < parallel <= INLINE_MAP_MAX:
         yield (f"sweep.max_parallel: {parallel} is over this stack's cap of {settings.max_sweep_parallel}. "
                f"Use at most {settings.max_sweep_parallel} (the stack's maxSweepParallel setting raises the cap).")
     yield from _variant_name_problems(spec["exec_name"], count, settings)

@@ -9,12 +9,16 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-from typing import Any
+import json
+import math
+from typing import Any, cast
 
 from spottrain.contract import names
+from spottrain.contract.defaults import STACK_DEFAULTS
 
 GOALS = ("min", "max")
 DEFAULT_GOAL = "min"
+DEFAULT_PARALLEL = cast(int, STACK_DEFAULTS["maxSweepParallel"])  # a stack's maxSweepParallel unless set
 REPORT_KEY = "sweep-report.json"  # in the sweep's own bucket, `<prefix>-<exec_name>`
 METRICS_KEY = "output/metrics.json"  # in each variant's bucket: what its training wrote to output_dir
 
@@ -66,14 +70,34 @@ def variants(spec: dict) -> list[Variant]:
     return children
 
 
+def describe_overrides(overrides: dict[str, Any]) -> str:
+    """`NAME=value ...` on one line: a value with a newline or other unprintable character is shown
+    JSON-escaped and quoted, so a listing or table row stays one row."""
+    return " ".join(f"{name}={_shown(value)}" for name, value in overrides.items())
+
+
+def _shown(value: Any) -> str:
+    text = str(value)
+    return text if text.isprintable() else json.dumps(text)
+
+
 def sweep_bucket(prefix: str, exec_name: str) -> str:
     """The sweep's own bucket (its report): the job bucket naming rule on the sweep's exec_name."""
     return names.bucket_name(prefix, exec_name)
 
 
+def parallelism(block: dict, count: int, cap: int = DEFAULT_PARALLEL) -> int:
+    """How many variants the Map state runs at once: `max_parallel`, else the stack's cap (maxSweepParallel);
+    never more than the cap or than there are variants, and at least 1 (MaxConcurrency 0 means
+    unlimited: https://docs.aws.amazon.com/step-functions/latest/dg/state-map-inline.html)."""
+    requested = block.get("max_parallel")
+    wanted = int(requested) if isinstance(requested, (int, float)) and not isinstance(requested, bool) else cap
+    return max(1, min(wanted, cap, count))
+
+
 def metric_value(metrics: Any, metric: str | None) -> float | None:
     """`metric` in a metrics.json: a top-level key (Chainer's "validation/main/loss"), else a '/' path
-    into nested objects ("heads/color/accuracy"); None when absent or not a number."""
+    into nested objects ("heads/color/accuracy"); None when absent, not a number, NaN or infinite."""
     if not metric or not isinstance(metrics, dict):
         return None
     value: Any = metrics.get(metric)
@@ -81,7 +105,8 @@ def metric_value(metrics: Any, metric: str | None) -> float | None:
         value = metrics
         for part in metric.split("/"):
             value = value.get(part) if isinstance(value, dict) else None
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if number else None  # a NaN or infinite loss ranks nowhere
 
 
 def best_variant(rows: list[dict], goal: str) -> dict | None:
@@ -93,17 +118,18 @@ def best_variant(rows: list[dict], goal: str) -> dict | None:
     return pick(scored, key=lambda row: row["metric"])
 
 
-def map_input(spec: dict, run_suffix: str) -> dict:
+def map_input(spec: dict, run_suffix: str, cap: int = DEFAULT_PARALLEL) -> dict:
     """The sweep state machine's execution input: what its Map state iterates, and how.
 
     `run_suffix` ends every child's execution name (`<variant>-<suffix>`, as a job's own run is named
-    `<exec_name>-<suffix>`), so `spottrain status <variant>` finds a child like any job.
+    `<exec_name>-<suffix>`), so `spottrain status <variant>` finds a child like any job. `cap` is the
+    deployed stack's maxSweepParallel.
     """
     block = spec["sweep"]
     children = variants(spec)
     return {
         "exec_name": spec["exec_name"],
-        "max_parallel": int(block.get("max_parallel") or len(children)),
+        "max_parallel": parallelism(block, len(children), cap),
         "metric": block.get("metric"),
         "goal": block.get("goal", DEFAULT_GOAL),
         "variants": [{"name": child.name, "execution_name": f"{child.name}-{run_suffix}",

@@ -3,13 +3,15 @@
 Input: `{"sweep": <the sweep state machine's state: exec_name, metric, goal, variants, results>,
 "execution": {"id", "name"}}`; `results[i]` is the Map's output for `variants[i]` (`status`, or
 `error`/`cause` when the child execution failed, was stopped or timed out). Each variant's own bucket
-gives its metrics (`output/metrics.json`) and its cost and attempts (`report.json`); a variant that
+gives its metrics (`output/metrics.json`), its cost and attempts (`report.json`) and why it failed
+(`status/completed.json`'s message, else the child's error and cause); a variant that
 never got that far simply has none. Returns `{"variants", "succeeded", "failed", "best", "bucket", "key"}`.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -71,6 +73,34 @@ def child_status(result: dict) -> str:
         return str(result.get("error") or "FAILED")  # the child never started (e.g. ExecutionLimitExceeded)
 
 
+def failure_reason(completed: dict | None, result: dict) -> str | None:
+    """Why a variant did not succeed, most specific first: its agent's message in status/completed.json
+    (e.g. "limits.max_runtime_minutes=10 reached ..."), else the child execution's own error and cause,
+    else the Map's (a child that never started). None for a success."""
+    if "status" in result:
+        return None
+    if completed and completed.get("exit_code"):
+        return str(completed.get("message") or f"{completed.get('failed_phase')} ended with exit code {completed['exit_code']}")
+    described = _child_description(result)
+    own = [str(described[key]) for key in ("Error", "Cause") if described.get(key)]
+    if own:
+        return ": ".join(own)
+    if described:  # stopped without an error of its own (e.g. `spottrain cancel`)
+        return f"execution {str(described.get('Status', 'ended')).lower()}"
+    return ": ".join(str(result[key]) for key in ("error", "cause") if result.get(key)) or None
+
+
+def _strict(value: Any) -> Any:
+    """NaN and infinities as null: sweep-report.json stays strict JSON (https://www.rfc-editor.org/rfc/rfc8259#section-6)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_strict(item) for item in value]
+    return value
+
+
 def variant_row(s3: Any, settings: Settings, variant: dict, result: dict, metric: str | None) -> dict:
     bucket = names.bucket_name(settings.bucket_prefix, variant["name"])
     metrics = _read_json(s3, bucket, sweep.METRICS_KEY)
@@ -80,9 +110,10 @@ def variant_row(s3: Any, settings: Settings, variant: dict, result: dict, metric
         "execution_name": variant.get("execution_name"),
         "parameters": variant.get("overrides", {}),
         "status": child_status(result),
+        "reason": failure_reason(_read_json(s3, bucket, layout.COMPLETED_KEY), result),
         "seconds": _seconds_between(_child_description(result).get("StartDate"), _child_description(result).get("StopDate")),
         "metric": sweep.metric_value(metrics, metric),
-        "metrics": metrics,
+        "metrics": _strict(metrics),
         "cost_usd": report.get("estimated_cost_usd"),
         "billable_seconds": report.get("billable_seconds"),
         "attempts": len(report.get("attempts", [])),
@@ -114,8 +145,10 @@ def summary_email(report: dict) -> tuple[str, str]:
     for row in rows:
         value = "-" if row["metric"] is None else f"{row['metric']:.4g}"
         cost = "-" if row["cost_usd"] is None else f"${row['cost_usd']:.4f}"
-        parameters = " ".join(f"{k}={v}" for k, v in row["parameters"].items())
+        parameters = sweep.describe_overrides(row["parameters"])
         lines.append(f"{row['name']:<44} {row['status']:<10} {value:>10} {cost:>10}  {row['attempts']} attempt(s)  {parameters}")
+        if row.get("reason"):
+            lines.append(f"    why: {row['reason']}")
     return subject, "\n".join(lines) + "\n"
 
 
@@ -126,7 +159,7 @@ def summarize(s3: Any, sns: Any, settings: Settings, event: dict) -> dict:
     with transient_errors():
         claim_bucket(s3, settings, bucket, state["exec_name"], execution.get("name") or "")
         s3.put_object(Bucket=bucket, Key=sweep.REPORT_KEY, ContentType="application/json",
-                      Body=json.dumps({**report, "execution": execution}, indent=2, sort_keys=True).encode())
+                      Body=json.dumps({**report, "execution": execution}, indent=2, sort_keys=True, allow_nan=False).encode())
         subject, body = summary_email(report)
         sns.publish(TopicArn=settings.topic_arn, Subject=subject, Message=body)
     succeeded = sum(row["status"] == "SUCCEEDED" for row in report["variants"])

@@ -78,15 +78,17 @@ def _from_execution_event(event: dict, settings: Settings) -> StopOrder | None:
     exec_name = execution_input.get("exec_name")
     if not isinstance(exec_name, str) or not exec_name:
         return None
-    state = _minimal_state(exec_name, settings, detail.get("name"))
+    state = _minimal_state(exec_name, settings, detail.get("name"), emails=execution_input.get("emails"))
     reason = "execution timed out" if ended == "TIMED_OUT" else "execution aborted"
     return StopOrder(exec_name, state["execution"].get("name"), state, ended, announce=True, reason=reason)
 
 
-def _minimal_state(exec_name: str, settings: Settings, execution_name: str | None = None) -> dict:
+def _minimal_state(exec_name: str, settings: Settings, execution_name: str | None = None, emails: Any = None) -> dict:
+    """Enough state for the CANCELLED email: the job's own `emails: false` (a summary-only sweep's
+    variant) carries over, so the email is skipped on this path as on the workflow's."""
     bucket = names.bucket_name(settings.bucket_prefix, exec_name)
-    return {"job": {"exec_name": exec_name, "bucket": bucket}, "storage": {"bucket": bucket},
-            "execution": {"name": execution_name}}
+    job = {"exec_name": exec_name, "bucket": bucket, **({"emails": False} if emails is False else {})}
+    return {"job": job, "storage": {"bucket": bucket}, "execution": {"name": execution_name}}
 
 
 def parse_event(event: dict, settings: Settings) -> StopOrder | None:
@@ -99,10 +101,11 @@ def parse_event(event: dict, settings: Settings) -> StopOrder | None:
                          spare=_syncing_instance(event))
     if event.get("exec_name"):
         reason = event.get("reason") or "cancelled"
-        state = _minimal_state(event["exec_name"], settings)
+        state = _minimal_state(event["exec_name"], settings, event.get("execution"), emails=event.get("emails"))
         return StopOrder(event["exec_name"], None, state, "CANCELLED", announce=True, reason=reason)
     raise ValueError("event: expected the workflow state, an EventBridge execution status change, "
-                     "or {\"exec_name\": ..., \"reason\": \"cancelled\"}.")
+                     "or {\"exec_name\": ..., \"reason\": \"cancelled\"} (optionally \"execution\": its run's name, "
+                     "\"emails\": false).")
 
 
 # ----- stopping things -------------------------------------------------------------------------

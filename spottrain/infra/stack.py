@@ -69,6 +69,8 @@ class SpotTrainStack(Stack):
         Tags.of(self).add(TAG_STACK, self.stack_name)
         self._outputs(notifications, storage, functions, workflow)
         CfnOutput(self, "SweepStateMachineArn", value=sweeps.state_machine.state_machine_arn)
+        # The CLI's default for a sweep without max_parallel, and the most it lets one run at once.
+        CfnOutput(self, "MaxSweepParallel", value=str(config.max_sweep_parallel))
         self._warn_if_timeout_cuts_training(config)
         nag.suppress(
             bucket_prefix=config.bucket_prefix, storage=storage, launch=launch, functions=functions, workflow=workflow

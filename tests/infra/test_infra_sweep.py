@@ -54,3 +54,5 @@ def test_given_the_sweep_role_then_it_holds_exactly_the_documented_sync_policy_s
 def test_given_the_stack_then_its_outputs_name_the_sweep_machine(default_synth):
     machine_id, _ = _sweep_machine(default_synth)
     assert default_synth.template["Outputs"]["SweepStateMachineArn"]["Value"] == {"Ref": machine_id}
+    # And the cap on a sweep's parallelism, which the CLI uses when a sweep gives no max_parallel
+    assert default_synth.template["Outputs"]["MaxSweepParallel"]["Value"] == "10"

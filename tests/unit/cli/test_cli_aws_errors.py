@@ -64,7 +64,7 @@ def test_given_aws_region_set_when_a_stack_command_runs_then_that_region_is_used
 
     code, err = run(capsys, ["list"])
 
-    assert code == 2 and "cannot reach AWS" in err, err
+    assert code == 2 and "nothing answers at AWS_ENDPOINT_URL=" in err, err
 
 
 @pytest.mark.parametrize("argv", COMMANDS, ids=[argv[0] for argv in COMMANDS])
@@ -81,7 +81,21 @@ def test_given_an_unreachable_endpoint_when_a_stack_command_runs_then_one_line_s
 
     code, err = run(capsys, [*argv, "--region", "eu-west-1"])
 
-    assert code == 2 and "cannot reach AWS" in err and "127.0.0.1" in err
+    # Then the line names the endpoint the user set (an emulator that has stopped), not "AWS"
+    assert code == 2 and "nothing answers at AWS_ENDPOINT_URL=http://127.0.0.1:" in err and "--local" in err
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:5000", "http://127.0.0.1:99999", "ftp://127.0.0.1:5000"])
+@pytest.mark.parametrize("argv", [["status", "lr"], ["cancel", "lr"]], ids=["status", "cancel"])
+def test_given_a_malformed_endpoint_url_when_a_stack_command_runs_then_one_line_shows_the_form(
+        bare_machine, capsys, argv, url):
+    # Given AWS_ENDPOINT_URL typed without its scheme, with a port out of range, or not http(s)
+    bare_machine.setenv("AWS_ACCESS_KEY_ID", "testing")
+    bare_machine.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    bare_machine.setenv("AWS_ENDPOINT_URL", url)
+    # When status or cancel runs, Then one line (no botocore traceback) names the variable and the form it takes
+    code, err = run(capsys, [*argv, "--region", "us-east-1"])
+    assert code == 2 and f"AWS_ENDPOINT_URL={url}:" in err and "http://127.0.0.1:5000" in err
 
 
 def test_given_an_unknown_profile_when_a_stack_command_runs_then_one_line_names_it(bare_machine, capsys):

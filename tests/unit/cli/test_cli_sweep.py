@@ -31,7 +31,8 @@ def test_given_a_sweep_over_the_stack_cap_when_validated_then_it_is_refused_nami
 REPORT = {"sweep": "lr", "metric": "loss", "goal": "min", "best": "lr-2", "variants": [
     {"name": "lr-1", "parameters": {"LR": "0.1"}, "status": "SUCCEEDED", "metric": 0.5, "attempts": 1, "cost_usd": 0.01},
     {"name": "lr-2", "parameters": {"LR": "0.01"}, "status": "SUCCEEDED", "metric": 0.25, "attempts": 2, "cost_usd": 0.02},
-    {"name": "lr-3", "parameters": {"LR": "1"}, "status": "FAILED", "metric": None, "attempts": 1, "cost_usd": None}]}
+    {"name": "lr-3", "parameters": {"LR": "1"}, "status": "FAILED", "metric": None, "attempts": 1, "cost_usd": None,
+     "reason": "exit code 3"}]}
 
 
 def test_given_a_report_when_tabled_then_every_variant_shows_and_the_best_is_starred():
@@ -42,6 +43,8 @@ def test_given_a_report_when_tabled_then_every_variant_shows_and_the_best_is_sta
     text = Sink.stream.getvalue()
     assert "lr-2 ★" in text and "LR=0.01" in text and "0.25" in text and "$0.0200" in text
     assert "lr-3" in text and "FAILED" in text
+    # And the failed variant says why
+    assert "exit code 3" in text
 
 
 def test_given_a_report_when_plotted_then_a_png_is_written(tmp_path):
@@ -55,3 +58,23 @@ def test_given_the_projects_own_repository_when_submitted_locally_then_this_chec
     assert local["repository_url"] == cli.REPO_ROOT.resolve().as_uri()
     other = dict(spec, repository_url="https://github.com/someone/else.git")
     assert cli._offline(other) == other
+
+
+def test_given_100_variants_without_max_parallel_when_validated_then_the_stack_default_cap_is_shown(tmp_path, capsys):
+    # Given a 100-variant grid with no max_parallel
+    spec = json.loads((EXAMPLES / "multihead-sweep.json").read_text())
+    spec["sweep"] = {"grid": {"SEED": [str(n) for n in range(100)]}}
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps(spec))
+    # When validated, Then at most the stack's cap (10) run at once, not all 100
+    assert cli.main(["validate", str(path)]) == 0
+    assert "sweep of 100 variants, 10 at a time:" in capsys.readouterr().out
+
+
+def test_given_a_max_parallel_above_the_variant_count_when_validated_then_the_count_is_shown(tmp_path, capsys):
+    spec = json.loads((EXAMPLES / "multihead-sweep.json").read_text())
+    spec["sweep"] = {"variants": [{"SEED": "1"}, {"SEED": "2"}], "max_parallel": 5}
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps(spec))
+    assert cli.main(["validate", str(path)]) == 0
+    assert "sweep of 2 variants, 2 at a time:" in capsys.readouterr().out

@@ -50,7 +50,73 @@ def test_given_a_sweep_with_neither_grid_nor_variants_when_validated_then_the_fi
 @pytest.mark.parametrize("override", [{"PATH": "/x"}, {"AWS_REGION": "us-west-2"}, {"API_TOKEN": "t"}])
 def test_given_an_override_that_env_refuses_when_validated_then_the_variant_and_the_rule_are_named(override):
     problems = jobspec.spec_problems(sweep_spec(variants=[{"LR": "0.1"}, override]), SETTINGS)
-    assert len(problems) == 1 and problems[0].startswith(f"sweep (variant 2): env.{next(iter(override))}:")
+    assert len(problems) == 1 and problems[0].startswith(f"sweep.variants[1].{next(iter(override))}:")
+
+
+def test_given_a_reserved_name_in_a_grid_of_many_variants_when_validated_then_it_is_reported_once_at_the_grid():
+    problems = jobspec.spec_problems(sweep_spec(grid={"PATH": ["/a", "/b"], "LR": ["1", "2", "3"]}), SETTINGS)
+    assert len(problems) == 1 and problems[0].startswith("sweep.grid.PATH: is reserved")
+
+
+@pytest.mark.parametrize("block", [{"grid": {}}, {"grid": {}, "max_parallel": 2}])
+def test_given_a_sweep_with_no_variants_when_validated_then_it_is_refused(block):
+    # Given an empty grid and no variants list (the schema lets `{}` through)
+    problems = jobspec.spec_problems(sweep_spec(**block), SETTINGS)
+    # Then one problem says there is nothing to run and how to add some
+    assert len(problems) == 1 and problems[0].startswith("sweep: gives no variants")
+
+
+def test_given_a_listed_variant_that_repeats_a_grid_one_when_validated_then_it_is_refused_naming_both():
+    problems = jobspec.spec_problems(sweep_spec(grid={"LR": ["0.1", "0.01"]}, variants=[{"LR": "0.01"}]), SETTINGS)
+    assert problems == ["sweep (variant 3): has the same env as variant 2 (LR=0.01). Drop it from variants or the grid."]
+
+
+def test_given_a_variant_that_only_restates_the_job_env_when_validated_then_it_duplicates_the_bare_variant():
+    # Given the job's env already has LR=1: the override {"LR": "1"} runs the same job as {} would
+    spec = sweep_spec(variants=[{}, {"LR": "1"}])
+    spec["env"] = {**spec.get("env", {}), "LR": "1"}
+    assert any(p.startswith("sweep (variant 2): has the same env as variant 1") for p in jobspec.spec_problems(spec, SETTINGS))
+
+
+def test_given_max_parallel_written_as_a_float_when_validated_then_a_whole_number_is_asked_for():
+    problems = jobspec.spec_problems(sweep_spec(grid={"LR": ["1", "2"]}, max_parallel=2.0), SETTINGS)
+    assert problems == ["sweep.max_parallel: 2.0 must be a whole number. Write 2."]
+
+
+def test_given_max_parallel_far_over_every_limit_when_validated_then_one_problem_is_reported():
+    problems = jobspec.spec_problems(sweep_spec(grid={"LR": ["1", "2"]}, max_parallel=1000000), SETTINGS)
+    assert len(problems) == 1 and problems[0].startswith("sweep.max_parallel")
+
+
+@pytest.mark.parametrize("metric", ["/a//b/", "a/", "/a", "a//b", "/"])
+def test_given_a_metric_path_with_an_empty_part_when_validated_then_it_is_refused(metric):
+    problems = jobspec.spec_problems(sweep_spec(grid={"LR": ["1"]}, metric=metric), SETTINGS)
+    assert len(problems) == 1 and problems[0].startswith(f"sweep.metric: \"{metric}\" has an empty part")
+
+
+def test_given_a_job_without_emails_in_a_sweep_that_asks_each_variant_to_email_when_validated_then_it_is_refused():
+    spec = {**sweep_spec(grid={"LR": ["1"]}, emails="each"), "emails": False}
+    problems = jobspec.spec_problems(spec, SETTINGS)
+    assert len(problems) == 1 and problems[0].startswith("sweep.emails: \"each\" asks every variant to email")
+    # And without sweep.emails the job's false stands (the summary still speaks): no problem
+    assert jobspec.spec_problems({**sweep_spec(grid={"LR": ["1"]}), "emails": False}, SETTINGS) == []
+
+
+@pytest.mark.parametrize(("block", "count", "expected"), [
+    ({}, 100, 10), ({}, 3, 3), ({"max_parallel": 5}, 2, 2), ({"max_parallel": 4}, 16, 4)])
+def test_given_a_sweep_when_its_parallelism_is_worked_out_then_it_stays_within_the_cap_and_the_variant_count(
+        block, count, expected):
+    # Given no max_parallel the stack's default cap (10) applies, never the variant count above it
+    assert sweep.parallelism(block, count) == expected
+
+
+def test_given_values_with_newlines_when_described_then_each_variant_stays_on_one_line():
+    assert sweep.describe_overrides({"A": "x\ny", "B": "plain=1"}) == 'A="x\\ny" B=plain=1'
+
+
+def test_given_a_nan_metric_when_read_then_it_is_no_value():
+    assert sweep.metric_value({"loss": float("nan")}, "loss") is None
+    assert sweep.metric_value({"loss": float("inf")}, "loss") is None
 
 
 def test_given_more_variants_than_the_stack_allows_when_validated_then_the_cap_and_its_setting_are_named():
@@ -84,6 +150,8 @@ def test_given_a_sweep_when_made_map_input_then_each_item_carries_its_name_overr
     assert made["variants"][0]["execution_name"] == "lr-sweep-1-20261130T120000"
     assert made["variants"][1]["spec"]["env"]["LR"] == "0.01"
     assert sweep.map_input(sweep_spec(grid={"LR": ["1", "2", "3"]}), "s")["max_parallel"] == 3
+    # Given 100 variants and no max_parallel, the Map runs the stack's default cap at once, not all 100
+    assert sweep.map_input(sweep_spec(grid={"LR": [str(n) for n in range(100)]}), "s")["max_parallel"] == 10
 
 
 @pytest.mark.parametrize("block", [{"variants": 5}, {"grid": "LR"}, {"grid": {"LR": "0.1"}}, {"variants": ["LR=1"]},

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import boto3
+import pytest
 
 from jobstate_support import (FakeLambdaContext, PREFIX, STACK, aws, lambda_env, received,  # noqa: F401
                               requests_use_tls, subscribe_queue)
@@ -94,3 +95,48 @@ def test_given_metrics_without_the_metric_when_summarized_then_no_variant_is_cal
     report = json.loads(s3.get_object(Bucket=SWEEP_BUCKET, Key="sweep-report.json")["Body"].read())
     assert [row["status"] for row in report["variants"]] == ["SUCCEEDED", "TIMED_OUT",
                                                             "StepFunctions.ExecutionLimitExceededException"]
+
+
+def test_given_variants_that_failed_for_different_reasons_when_summarized_then_each_reason_is_in_report_and_email(
+        lambda_env, requests_use_tls):
+    # Given variant 1 hit its runtime limit (the agent's completed.json says so), 2 failed to get capacity,
+    # and 3 never started (the Map's own error)
+    s3 = boto3.client("s3")
+    inbox = subscribe_queue(lambda_env)
+    finished_variant(s3, "lr-1", None, cost=0.01, attempts=1)
+    s3.put_object(Bucket=f"{PREFIX}-lr-1", Key=layout.COMPLETED_KEY, Body=json.dumps(
+        {"exit_code": 124, "failed_phase": "exec", "message": "limits.max_runtime_minutes=10 reached during exec"}).encode())
+    no_capacity = json.dumps({"Status": "FAILED", "Error": "NoSpotCapacity", "Cause": "No candidate pool had spot capacity"})
+    event = sweep_event([child_failure("FAILED"), {"error": "States.TaskFailed", "cause": no_capacity},
+                         {"error": "StepFunctions.ExecutionLimitExceededException", "cause": "too many"}])
+
+    summarize_sweep.handler(event, FakeLambdaContext())
+
+    # Then sweep-report.json carries each variant's reason, the most specific one known
+    report = json.loads(s3.get_object(Bucket=SWEEP_BUCKET, Key="sweep-report.json")["Body"].read())
+    assert [row["reason"] for row in report["variants"]] == [
+        "limits.max_runtime_minutes=10 reached during exec", "NoSpotCapacity: No candidate pool had spot capacity",
+        "StepFunctions.ExecutionLimitExceededException: too many"]
+    # And the summary email shows them under their variants
+    (email,) = received(inbox)
+    assert "why: limits.max_runtime_minutes=10 reached during exec" in email["Message"]
+    assert "why: NoSpotCapacity: No candidate pool had spot capacity" in email["Message"]
+
+
+def test_given_a_stopped_child_without_an_error_when_summarized_then_the_reason_says_it_was_aborted(lambda_env, requests_use_tls):
+    event = sweep_event([{"status": "SUCCEEDED"}, {"error": "States.TaskFailed", "cause": json.dumps({"Status": "ABORTED"})},
+                         {"status": "SUCCEEDED"}])
+    summarize_sweep.handler(event, FakeLambdaContext())
+    report = json.loads(boto3.client("s3").get_object(Bucket=SWEEP_BUCKET, Key="sweep-report.json")["Body"].read())
+    assert [row["reason"] for row in report["variants"]] == [None, "execution aborted", None]
+
+
+def test_given_a_nan_metric_when_summarized_then_sweep_report_json_is_strict_json_with_null(lambda_env, requests_use_tls):
+    # Given a variant whose training diverged: its metrics.json holds NaN (Python's json writes it bare)
+    s3 = boto3.client("s3")
+    finished_variant(s3, "lr-1", {"heads": {"color": {"accuracy": float("nan")}}}, cost=0.01, attempts=1)
+    summarize_sweep.handler(sweep_event([{"status": "SUCCEEDED"}] * 3), FakeLambdaContext())
+    body = s3.get_object(Bucket=SWEEP_BUCKET, Key="sweep-report.json")["Body"].read().decode()
+    # Then a strict parser reads the report, the value is null and no variant is best by it
+    report = json.loads(body, parse_constant=lambda name: pytest.fail(f"bare {name} in sweep-report.json"))
+    assert report["variants"][0]["metric"] is None and report["variants"][0]["metrics"]["heads"]["color"]["accuracy"] is None

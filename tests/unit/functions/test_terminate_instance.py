@@ -164,6 +164,31 @@ def test_given_cancel_before_bucket_exists_when_handled_then_email_without_repor
     assert received(inbox)[0]["Subject"] == "[spottrain] pix2pix-facade cancelled (cancelled)"
 
 
+def test_given_cli_cancel_naming_its_run_when_handled_then_the_email_names_that_execution(lambda_env):
+    inbox = subscribe_queue(lambda_env)
+
+    terminate_instance.handler({"exec_name": JOB, "reason": "cancelled", "execution": "pix2pix-facade-20261130T120000"},
+                               FakeLambdaContext())
+
+    message = received(inbox)[0]["Message"]
+    assert "Execution: pix2pix-facade-20261130T120000" in message and "Execution: ?" not in message
+
+
+@pytest.mark.parametrize("event", [
+    {"exec_name": JOB, "reason": "cancelled", "execution": "run-1", "emails": False},
+    execution_status_change("ABORTED", {"exec_name": JOB, "emails": False}),
+    execution_status_change("TIMED_OUT", {"exec_name": JOB, "emails": False})])
+def test_given_a_job_that_asked_for_no_email_when_cancelled_by_either_path_then_its_instances_go_and_no_email(
+        job_with_instances, event):
+    # Given a summary-only sweep's variant (emails false) with a running instance
+    _, ours, _, ec2, s3, inbox = job_with_instances
+    # When the CLI's cancel or the ABORTED/TIMED_OUT event reaches TerminateInstance
+    answer = terminate_instance.handler(event, FakeLambdaContext())
+    # Then the instance is gone and the report closed, but no email goes out (the sweep's summary speaks)
+    assert answer["terminated"] == [ours] and report.load(s3, BUCKET)["status"] in ("CANCELLED", "TIMED_OUT")
+    assert received(inbox) == []
+
+
 @pytest.mark.parametrize("event", [
     execution_status_change("SUCCEEDED", {"exec_name": JOB}),  # the rule only forwards ABORTED/TIMED_OUT
     execution_status_change("ABORTED", ["not", "a", "spec"]),
