@@ -73,3 +73,30 @@ def write_budget(s3: Any, bucket: str, job: dict, doc: dict, attempt: int, insta
     s3.put_object(Bucket=bucket, Key=layout.budget_key(attempt), Body=json.dumps(budget).encode(),
                   ContentType="application/json")
     return budget
+
+
+def email_subject(exec_name: str, poll: dict) -> Optional[str]:
+    """The FAILED email's subject when the cap ended the job (`poll.spend_cap`), else None."""
+    cap = poll.get("spend_cap") if poll.get("spend_cap_reached") else None
+    if not cap:
+        return None
+    return f"{exec_name} stopped at its spend cap of ${cap['cap_usd']:g} (spent ${cap['spent_usd']:.4f})"
+
+
+def email_lines(state: dict) -> list[str]:
+    """What the cap did, what was kept, and how to go on; [] when the cap did not end the job."""
+    poll = state.get("poll") or {}
+    cap = poll.get("spend_cap") if poll.get("spend_cap_reached") else None
+    if not cap:
+        return []
+    bucket = (state.get("storage") or {}).get("bucket", "?")
+    stopped = ("the training was stopped (SIGTERM, then its final sync)"
+               if (poll.get("detail") or {}).get("reason") == spendcap.REASON
+               else "no new instance was launched after the interruption")
+    lines = [f"Spend cap: limits.max_cost_usd = ${cap['cap_usd']:g}; spent ${cap['spent_usd']:.4f} "
+             f"(report.json's estimate: instances and volumes, all attempts): {stopped}."]
+    kept = [f"s3://{bucket}/{layout.OUTPUT_PREFIX}"]
+    if (state.get("job") or {}).get("checkpoint_dir"):
+        kept.insert(0, f"s3://{bucket}/{layout.CHECKPOINTS_PREFIX}")
+    lines.append(f"Kept: {', '.join(kept)}; raise limits.max_cost_usd and run the job again to resume from them.")
+    return lines
