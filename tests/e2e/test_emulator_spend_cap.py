@@ -9,8 +9,6 @@ so the stop lands in the training, which the test waits for as events (the check
 """
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from e2e_support import git_repository
@@ -61,7 +59,7 @@ def test_given_a_spend_cap_reached_mid_training_then_stopped_checkpoints_kept_fa
 
     # Then the execution failed for its cap, after the training was stopped (not before it began)
     assert (final["status"], final.get("error")) == ("FAILED", "SpendCapReached"), final
-    bucket = json.loads(final["output"])["storage"]["bucket"]
+    bucket = emulator.stack.job_bucket("scenario-spend-cap")
     completed = read_json(emulator, bucket, layout.COMPLETED_KEY)
     assert (completed["reason"], completed["failed_phase"]) == ("spend_cap", "exec"), completed
     # And both snapshots are in the bucket, the one written at SIGTERM included
@@ -73,6 +71,8 @@ def test_given_a_spend_cap_reached_mid_training_then_stopped_checkpoints_kept_fa
     spent = report["estimated_cost_usd"] + report["ebs_cost_usd"]
     record_property("cap_usd", spec["limits"]["max_cost_usd"])
     record_property("spent_usd", spent)
+    print(f"\nmeasured: cap ${budget['cap_usd']} at ${budget['usd_per_hour']}/h, report.json spent ${spent:.6f} "
+          f"over {report['billable_seconds']} s (stop_at {budget['stop_at']})")
     assert spent >= budget["cap_usd"] * 0.9, (spent, budget)
     # And the email says so: cap, spend, what was kept
     failed = [e for e in job_emails(emulator, "scenario-spend-cap", 2) if "spend cap" in e["subject"]]
