@@ -9,7 +9,7 @@ import pytest
 from moto import mock_aws
 
 from spottrain.contract import layout, spendcap
-from spottrain.functions.shared import report, spend
+from spottrain.functions.shared import spend
 
 LAUNCH = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
 INSTANCE = {"instance_id": "i-2", "instance_type": "g5.xlarge", "az": "us-east-1a", "lifecycle": "spot",
