@@ -41,6 +41,9 @@ CAP_SECONDS = 40
 def emulator(emulator_workdir):
     with Emulator(emulator_workdir) as running:
         yield running
+        # The budget file and the spend-cap path must be allowed by the stack's IAM, as deployed
+        gaps = running.permission_gaps()
+        assert gaps == [], "\n".join(str(gap) for gap in gaps)
 
 
 @pytest.mark.timeout(300)
