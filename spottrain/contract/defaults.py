@@ -16,6 +16,7 @@ STACK_DEFAULTS = {
     "subnetIds": [],
     "bucketPrefix": "",
     "maxSpotPrice": "",
+    "maxCostUsd": "",  # the most a job's limits.max_cost_usd may be, and its default; "" = no cap
     "rootVolumeGb": 100,
     "bidWaitSeconds": 15,
     "bidMaxChecks": 8,

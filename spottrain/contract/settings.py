@@ -60,6 +60,7 @@ class Settings:
     allowed_instance_types: tuple[str, ...] = tuple(_DEFAULT["allowedInstanceTypes"])
     default_instance_types: tuple[str, ...] = tuple(_DEFAULT["defaultInstanceTypes"])
     max_spot_price: float | None = float(_DEFAULT["maxSpotPrice"]) if _DEFAULT["maxSpotPrice"] else None
+    max_cost_usd: float | None = float(_DEFAULT["maxCostUsd"]) if _DEFAULT["maxCostUsd"] else None
     agent_bucket: str = ""
     agent_key: str = ""
     bid_wait_seconds: int = _DEFAULT["bidWaitSeconds"]
@@ -88,6 +89,7 @@ _FIELDS: dict[str, tuple[str, Callable[[str], object], bool]] = {
     "allowed_instance_types": ("ALLOWED_INSTANCE_TYPES", _csv, False),
     "default_instance_types": ("DEFAULT_INSTANCE_TYPES", _csv, False),
     "max_spot_price": ("MAX_SPOT_PRICE", _optional_float, False),
+    "max_cost_usd": ("MAX_COST_USD", _optional_float, False),
     "agent_bucket": ("AGENT_BUCKET", str, False),
     "agent_key": ("AGENT_KEY", str, False),
     "bid_wait_seconds": ("BID_WAIT_SECONDS", _positive_int, False),

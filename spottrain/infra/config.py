@@ -103,6 +103,7 @@ class StackConfig:
     subnet_ids: tuple[str, ...]
     bucket_prefix: str  # "" = spottrain-<account>
     max_spot_price: float | None
+    max_cost_usd: float | None  # a job's spend cap at most, and by default (limits.max_cost_usd)
     root_volume_gb: int
     bid_wait_seconds: int
     bid_max_checks: int
@@ -138,6 +139,7 @@ class StackConfig:
                 "bucketPrefix", _BUCKET_PREFIX, "must be 3-40 lowercase letters, digits or hyphens (job bucket names)"
             ),
             max_spot_price=ctx.optional_price("maxSpotPrice"),
+            max_cost_usd=ctx.optional_price("maxCostUsd"),
             root_volume_gb=ctx.whole("rootVolumeGb", minimum=8),
             bid_wait_seconds=ctx.whole("bidWaitSeconds"),
             bid_max_checks=ctx.whole("bidMaxChecks", minimum=1),
@@ -188,6 +190,7 @@ class StackConfig:
             "ALLOWED_INSTANCE_TYPES": ",".join(self.allowed_instance_types),
             "DEFAULT_INSTANCE_TYPES": ",".join(self.default_instance_types),
             "MAX_SPOT_PRICE": "" if self.max_spot_price is None else f"{self.max_spot_price:g}",
+            "MAX_COST_USD": "" if self.max_cost_usd is None else f"{self.max_cost_usd:g}",
             "BID_WAIT_SECONDS": str(self.bid_wait_seconds),
             "BID_MAX_CHECKS": str(self.bid_max_checks),
             "HEARTBEAT_LOST_SECONDS": str(self.heartbeat_lost_seconds),
