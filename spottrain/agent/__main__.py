@@ -31,12 +31,13 @@ what it does, in order:
      {layout.LOGS_PREFIX}attempt-<n>/output-<part>.log (parts of SPOTTRAIN_LOG_PART_BYTES, default 5 MiB; parts
      already in S3 are deleted locally beyond 50 MiB; output that cannot be written is still drained,
      and a full disk stops the command)
-  5. stops at the first failing command, on a spot notice, at limits.max_runtime_minutes, or when the
+  5. stops at the first failing command, on a spot notice, at limits.max_runtime_minutes, at the spend
+     cap's stop_at ({layout.STATUS_PREFIX}attempt-<n>/budget.json, read every heartbeat until found), or when the
      disk is full (SIGTERM to the group, SIGKILL for what still runs after SPOTTRAIN_KILL_GRACE_SECONDS)
   6. syncs output_dir -> {layout.OUTPUT_PREFIX} and checkpoint_dir -> {layout.CHECKPOINTS_PREFIX} (changed files only, see below),
      then writes {layout.COMPLETED_KEY} or {layout.INTERRUPTED_KEY}, then answers the workflow's wait
      (SendTaskSuccess, or SendTaskFailure with TrainingFailed|CloneFailed|JobInvalid|RuntimeLimit|
-     DiskFull|AgentError and a short cause)
+     SpendCap|DiskFull|AgentError and a short cause)
   7. after keep_alive_minutes (completion only), runs --shutdown-command and exits
 
 while it runs:
@@ -69,7 +70,7 @@ environment of the commands: the agent's own, then the job's env, then
 
 markers (JSON; all carry attempt, instance_id, execution: the execution id from job.json):
   {layout.COMPLETED_KEY}    exit_code, failed_phase (clone|restore|setup|data|exec|start, null on success),
-                            reason (exit|max_runtime|disk_full|clone_failed|restore_failed|
+                            reason (exit|max_runtime|spend_cap|disk_full|clone_failed|restore_failed|
                             job_invalid|job_unreadable|agent_error), message, started_at, finished_at,
                             phase_seconds, last_log_lines, synced, not_synced, command_killed
   {layout.INTERRUPTED_KEY}  notice_time, action, noticed_at, phase, final_sync_done (false at the notice);

@@ -26,6 +26,7 @@ ANSWER_ATTEMPTS = 4  # the answer saves the workflow a heartbeat timeout: worth 
 REASON_ERRORS = {
     "exit": CallbackError.TRAINING_FAILED,
     "max_runtime": CallbackError.RUNTIME_LIMIT,
+    "spend_cap": CallbackError.SPEND_CAP,
     "disk_full": CallbackError.DISK_FULL,
     "clone_failed": CallbackError.CLONE_FAILED,
     "job_invalid": CallbackError.JOB_INVALID,

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Union
 
 
-from spottrain.contract import layout, markers
+from spottrain.contract import layout, markers, spendcap
 from spottrain.contract.names import redact_credentials
 from spottrain.contract.status import CallbackError
 
@@ -45,7 +45,7 @@ class Outcome:
     interrupted: bool = False
     exit_code: int = 0
     failed_phase: Optional[str] = None
-    # exit | max_runtime | disk_full | clone_failed | restore_failed | job_invalid | job_unreadable | secret_unreadable
+    # exit | max_runtime | spend_cap | disk_full | clone_failed | restore_failed | job_invalid | job_unreadable | secret_unreadable
     # | agent_error
     reason: str = "exit"
     message: str = ""
@@ -76,6 +76,8 @@ class Agent:
         self.phase_seconds: Dict[str, float] = {}
         self.started_at = _now()
         self.deadline: Optional[float] = None
+        self.budget: Optional[dict] = None  # budget.json (`contract/spendcap.py`) once the workflow wrote it
+        self.spend_stop: Optional[dt.datetime] = None
         self.notice: Optional[dict] = None
         self._noticed = threading.Event()
         self._notice_marked = False  # interrupted.json says final_sync_done false: the end must say true
@@ -149,6 +151,7 @@ class Agent:
     def _attempt(self, job: Job, paths: Paths) -> Outcome:
         if job.max_runtime_minutes:
             self.deadline = time.monotonic() + float(job.max_runtime_minutes) * self.options.seconds_per_minute
+        self._load_budget()
         outcome = self._clone(job, paths)
         if outcome:
             return outcome
@@ -263,6 +266,9 @@ class Agent:
             # A command that exits 0 on SIGTERM still did not finish: never let that read as success.
             return Outcome(exit_code=result.exit_code or 1, failed_phase=phase, reason="disk_full",
                            message=message, killed=result.killed)
+        if result.stop.reason == spendcap.REASON:
+            return Outcome(exit_code=result.exit_code or 124, failed_phase=phase, reason=spendcap.REASON,
+                           killed=result.killed, message=spendcap.stop_message(self.budget or {}, phase))
         limit = self.job.max_runtime_minutes if self.job else None
         return Outcome(
             exit_code=result.exit_code or 124, failed_phase=phase, reason="max_runtime", killed=result.killed,
@@ -359,7 +365,25 @@ class Agent:
             "last_log_time": _iso(dt.datetime.fromtimestamp(last, dt.timezone.utc)) if last else None,
             "last_log_line": self.output.last_line,
         })
+        self._load_budget()
         self.callback.heartbeat()  # after S3: the file is for people, the call keeps the workflow's wait open
+
+    def _load_budget(self) -> None:
+        """Read this attempt's spend budget until found: the workflow writes it right after the launch.
+
+        A wall-clock stop time (launch + what the rest of the cap buys), not a monotonic one: the
+        instance's clock and the Lambda's are both NTP-synced UTC, and the budget counts from the launch.
+        """
+        if self.spend_stop is not None:
+            return
+        try:
+            found = self.store.find_json(layout.budget_key(self.options.attempt), retry=False)
+        except (ValueError, *RETRYABLE) as error:  # the next heartbeat tries again
+            log.warning("spend budget unreadable: %s", error)
+            return
+        if found and markers.written_by(found, self.options.attempt, self.instance_id, self.execution):
+            self.budget, self.spend_stop = found, spendcap.stop_time(found)
+            log.info("spend cap: stopping at %s (limits.max_cost_usd=%s)", found.get("stop_at"), found.get("cap_usd"))
 
     def _check_notice(self) -> None:
         if self._noticed.is_set():
@@ -411,6 +435,8 @@ class Agent:
             return runner.StopRequest("interrupted", self._grace_left())
         if self.output.disk_full:  # else the GPU idles, heartbeats look fine, until max runtime
             return runner.StopRequest("disk_full", self.options.kill_grace_seconds)
+        if self.spend_stop is not None and _now() >= self.spend_stop:
+            return runner.StopRequest(spendcap.REASON, self.options.kill_grace_seconds)
         if self.deadline is not None and time.monotonic() >= self.deadline:
             return runner.StopRequest("max_runtime", self.options.kill_grace_seconds)
         return None

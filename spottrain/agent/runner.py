@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 class StopRequest:
     """Why a running command must stop, and how long it may take before SIGKILL."""
 
-    reason: str  # "interrupted" | "max_runtime" | "disk_full"
+    reason: str  # "interrupted" | "max_runtime" | "spend_cap" | "disk_full"
     grace_seconds: float
 
 

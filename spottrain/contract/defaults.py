@@ -18,6 +18,7 @@ STACK_DEFAULTS: Dict[str, Any] = {
     "subnetIds": [],
     "bucketPrefix": "",
     "maxSpotPrice": "",
+    "maxCostUsd": "",  # the most a job's limits.max_cost_usd may be, and its default; "" = no cap
     "rootVolumeGb": 100,
     "bidWaitSeconds": 15,
     "bidMaxChecks": 8,

@@ -234,7 +234,7 @@ def _unknown_field(path: str, name: str, properties: dict) -> str:
 def semantic_problems(spec: dict, settings: Settings) -> list[str]:
     """Rules that depend on the stack's settings or span fields; tolerant of fields the schema rejected."""
     checks = (_bucket_name_problems, _instance_problems, _limit_problems, _on_demand_after_problems,
-              _sweep_cap_problems)
+              _sweep_cap_problems, _spend_cap_problems)
     return stack_free_problems(spec) + [problem for check in checks for problem in check(spec, settings)]
 
 
@@ -342,6 +342,14 @@ def _limit_problems(spec: dict, settings: Settings) -> Iterator[str]:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > cap:
             yield (f"{path}: {value} is over this stack's cap of {cap}. "
                    f"Use at most {cap}, or leave it out to get {cap} (the stack's {setting} setting raises the cap).")
+
+
+def _spend_cap_problems(spec: dict, settings: Settings) -> Iterator[str]:
+    cap = settings.max_cost_usd
+    value = (spec.get("limits") if isinstance(spec.get("limits"), dict) else {}).get("max_cost_usd")
+    if cap is not None and _is_type(value, "number") and value > cap:
+        yield (f"limits.max_cost_usd: {value:g} is over this stack's cap of {cap:g} USD. "
+               f"Use at most {cap:g}, or leave it out to get {cap:g} (the stack's maxCostUsd setting raises the cap).")
 
 
 def _env_problems(spec: dict) -> Iterator[str]:
@@ -547,6 +555,8 @@ def with_defaults(spec: dict, settings: Settings) -> dict:
     job["instance"].setdefault("types", list(settings.default_instance_types))
     job["limits"].setdefault("max_runtime_minutes", settings.max_runtime_minutes)
     job["limits"].setdefault("max_attempts", settings.max_attempts)
+    if settings.max_cost_usd is not None:
+        job["limits"].setdefault("max_cost_usd", settings.max_cost_usd)
     job.setdefault("keep_alive_minutes", settings.default_keep_alive_minutes)
     job.setdefault("capacity_wait_minutes", settings.capacity_wait_minutes)
     job.setdefault("repository_name", names.repository_name(job["repository_url"]))

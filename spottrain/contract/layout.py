@@ -55,3 +55,8 @@ TEMPORARY_SUFFIXES = (".partial", ".tmp")
 def is_temporary(name: str) -> bool:
     """A file still being written (the payload's `snapshot_iter_N.partial`, renamed when complete)."""
     return name.endswith(TEMPORARY_SUFFIXES) or ".partial." in name
+
+
+def budget_key(attempt: int) -> str:
+    """The attempt's spend budget (`contract/spendcap.py`): written by request_spot_instance, read by the agent."""
+    return f"{STATUS_PREFIX}attempt-{attempt}/budget.json"

@@ -57,6 +57,9 @@ class Settings(BaseModel):
     default_instance_types: _Csv = Field(tuple(_DEFAULT["defaultInstanceTypes"]), alias="DEFAULT_INSTANCE_TYPES")
     max_spot_price: Annotated[Optional[PositiveFloat], BeforeValidator(_empty_is_none)] = Field(
         float(_DEFAULT["maxSpotPrice"]) if _DEFAULT["maxSpotPrice"] else None, alias="MAX_SPOT_PRICE")
+    # a job's spend cap at most, and by default (limits.max_cost_usd); None: no cap
+    max_cost_usd: Annotated[Optional[PositiveFloat], BeforeValidator(_empty_is_none)] = Field(
+        float(_DEFAULT["maxCostUsd"]) if _DEFAULT["maxCostUsd"] else None, alias="MAX_COST_USD")
     agent_bucket: str = Field("", alias="AGENT_BUCKET")
     records_bucket: str = Field("", alias="RECORDS_BUCKET")  # receives the job buckets' access logs
     agent_key: str = Field("", alias="AGENT_KEY")

@@ -53,6 +53,7 @@ class ErrorName(str, Enum):
     NO_SPOT_CAPACITY = "NoSpotCapacity"
     ATTEMPTS_EXHAUSTED = "AttemptsExhausted"
     TRAINING_FAILED = "TrainingFailed"  # the job failed: non-zero exit, max runtime, or its bootstrap failed
+    SPEND_CAP_REACHED = "SpendCapReached"  # limits.max_cost_usd reached: stopped, or no relaunch after an interruption
     JOB_ERRORED = "JobErrored"  # anything else caught after validation; the cause names the original error
     # Transient errors worth a Retry with backoff (Lambda service errors are named by AWS).
     TRANSIENT = "TransientError"
@@ -69,6 +70,7 @@ class CallbackError(str, Enum):
     CLONE_FAILED = "CloneFailed"
     JOB_INVALID = "JobInvalid"  # job.json unreadable or invalid
     RUNTIME_LIMIT = "RuntimeLimit"  # limits.max_runtime_minutes reached
+    SPEND_CAP = "SpendCap"  # limits.max_cost_usd reached (the attempt's budget.json stop_at)
     DISK_FULL = "DiskFull"
     SPOT_INTERRUPTED = "SpotInterrupted"  # sent at the notice, before the final sync
     AGENT_ERROR = "AgentError"

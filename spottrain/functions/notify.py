@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 
 from spottrain.contract import layout
 from spottrain.contract.names import redact_credentials
-from spottrain.functions.shared import report
+from spottrain.functions.shared import report, spend
 from spottrain.functions.shared.awserrors import error_code, transient_errors
 from spottrain.functions.shared import runtime
 from spottrain.contract.settings import Settings
@@ -150,6 +150,8 @@ def subject_for(event: NotifyEvent, state: dict, details: ReportAndLogs, now: dt
         text = f"{job} interrupted on {_instance_phrase(instance)}, attempt {attempts}; resuming"
     elif event is NotifyEvent.COMPLETED:
         text = f"{job} completed{took} on {_instance_phrase(instance)}"
+    elif event is NotifyEvent.FAILED and spend.email_subject(job, poll):
+        text = spend.email_subject(job, poll)
     elif event is NotifyEvent.FAILED:
         if poll.get("status") == JobStatus.INTERRUPTED.value:
             text = f"{job} failed: interrupted on its last attempt ({attempts})"
@@ -236,6 +238,8 @@ def _event_lines(event: NotifyEvent, state: dict) -> list[str]:
         lines += _capacity_wait_lines(launch)
     if event is NotifyEvent.REQUEST_FULFILLED and launch.get("on_demand_reason"):
         lines.append(f"On-demand because: {launch['on_demand_reason']}")
+    if event is NotifyEvent.FAILED:
+        lines += spend.email_lines(state)
     detail = poll.get("detail") or {}
     if event in (NotifyEvent.FAILED, NotifyEvent.INTERRUPTED, NotifyEvent.COMPLETED) and detail:
         shown = ", ".join(f"{k}={v}" for k, v in sorted(detail.items())

@@ -22,12 +22,12 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
-from spottrain.contract import layout, markers
+from spottrain.contract import layout, markers, spendcap
 from spottrain.contract.instances import LIVE_INSTANCE_STATES, UNTERMINATED_INSTANCE_STATES
 from spottrain.contract.limits import job_limit, keep_alive_minutes
 from spottrain.contract.settings import Settings
 from spottrain.contract.status import JobStatus
-from spottrain.functions.shared import report, runtime
+from spottrain.functions.shared import report, runtime, spend
 from spottrain.functions.shared.attempts import Attempt, describe_instance, instance_state, marker
 from spottrain.functions.shared.awserrors import error_code, transient_errors
 from spottrain.functions.shared.logtext import readable, readable_lines
@@ -68,16 +68,27 @@ def poll_completion(ec2: Any, s3: Any, settings: Settings, state: dict, now: dt.
     instance = state["launch"]["instance"]
     if instance.get("lifecycle", "spot") == "spot":
         ended |= spot_cost(ec2, instance, now)
-    report.record_end(s3, state["storage"]["bucket"], attempt, status.value, now, ended)
+    doc = report.record_end(s3, state["storage"]["bucket"], attempt, status.value, now, ended)
+    cap = _spend_cap(state["job"], status, detail, doc, now)
     result = {
         "status": status.value,
         "attempt": attempt,
-        "retry_allowed": attempt < job_limit(state["job"], "max_attempts", settings.max_attempts),
+        "retry_allowed": cap is None and attempt < job_limit(state["job"], "max_attempts", settings.max_attempts),
+        "spend_cap_reached": cap is not None,
+        "spend_cap": cap,
         "terminate_after_seconds": keep_alive_minutes(state["job"], settings) * settings.seconds_per_minute,
         "detail": detail | {"wait": wait_summary(state.get("wait"))},
     }
     logger.info("judged", extra={"status": result["status"], "attempt": attempt, "wait": result["detail"]["wait"]})
     return result
+
+
+def _spend_cap(job: dict, status: JobStatus, detail: dict, doc: dict, now: dt.datetime) -> dict | None:
+    """{"cap_usd", "spent_usd"} when the cap ends the job: the agent stopped at it, or an interruption
+    came when the spend so far already reached it (no relaunch may start then); else None."""
+    if detail.get("reason") == spendcap.REASON:
+        return {"cap_usd": spend.cap_usd(job), "spent_usd": round(spend.spent_usd(doc, now), 4)}
+    return spend.reached(job, doc, now) if status is JobStatus.INTERRUPTED else None
 
 
 def _work_redone(s3: Any, state: dict, noticed_at: str | None, now: dt.datetime) -> dict:

@@ -22,7 +22,7 @@ from spottrain.contract.limits import capacity_wait_seconds, wait_timeout_second
 from spottrain.contract.settings import Settings
 from spottrain.contract.status import BidStatus, JobStatus, LaunchStatus
 from spottrain.contract.userdata import render_user_data
-from spottrain.functions.shared import capacity, ondemand, pricing, report, runtime
+from spottrain.functions.shared import capacity, ondemand, pricing, report, runtime, spend
 from spottrain.functions.shared.pools import Pool, Ranked, pool_key, rank
 from spottrain.functions.shared.awserrors import error_code, transient_errors
 from spottrain.functions.shared.bucket_policy import admit_instance
@@ -129,7 +129,8 @@ def _launched(s3: Any, settings: Settings, state: dict, attempt: int, pools: dic
     admit_instance(s3, bucket, settings.instance_role_arn, settings.instance_role_id, launched["InstanceId"])
     volume_gb = (state["job"].get("instance") or {}).get("volume_gb")
     instance = _instance_record(settings, launched, chosen, on_demand) | {"demoted_pool": demoted, "volume_gb": volume_gb}
-    report.record_launch(s3, bucket, state["job"]["exec_name"], attempt, instance)
+    doc = report.record_launch(s3, bucket, state["job"]["exec_name"], attempt, instance)
+    spend.write_budget(s3, bucket, state["job"], doc, attempt, instance, state["execution"]["id"])
     result = {
         "status": LaunchStatus.LAUNCHED.value,
         "attempt": attempt,

@@ -87,6 +87,9 @@ class StackConfig(BaseModel):
         alias="bucketPrefix", description="must be 3-40 lowercase letters, digits or hyphens (job bucket names)")
     max_spot_price: Annotated[PositiveFloat | None, BeforeValidator(_empty_is_none)] = Field(
         alias="maxSpotPrice", description="must be a number > 0, or empty for the on-demand price")
+    # a job's spend cap at most, and by default (limits.max_cost_usd)
+    max_cost_usd: Annotated[PositiveFloat | None, BeforeValidator(_empty_is_none)] = Field(
+        alias="maxCostUsd", description="must be a number > 0, or empty for no spend cap")
     root_volume_gb: int = Field(alias="rootVolumeGb", ge=8, description="must be a whole number >= 8")
     bid_wait_seconds: int = Field(alias="bidWaitSeconds", ge=0, description="must be a whole number >= 0")
     bid_max_checks: int = Field(alias="bidMaxChecks", ge=1, description="must be a whole number >= 1")
@@ -153,6 +156,7 @@ class StackConfig(BaseModel):
             "ALLOWED_INSTANCE_TYPES": ",".join(self.allowed_instance_types),
             "DEFAULT_INSTANCE_TYPES": ",".join(self.default_instance_types),
             "MAX_SPOT_PRICE": "" if self.max_spot_price is None else f"{self.max_spot_price:g}",
+            "MAX_COST_USD": "" if self.max_cost_usd is None else f"{self.max_cost_usd:g}",
             "BID_WAIT_SECONDS": str(self.bid_wait_seconds),
             "BID_MAX_CHECKS": str(self.bid_max_checks),
             "HEARTBEAT_LOST_SECONDS": str(self.heartbeat_lost_seconds),

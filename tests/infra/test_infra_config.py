@@ -35,6 +35,12 @@ def test_given_cli_strings_then_they_parse_like_json_values():
     assert from_strings.subnet_ids == ("subnet-01", "subnet-02") and from_strings.max_spot_price == 0.5
 
 
+def test_given_a_stack_spend_cap_then_the_lambdas_get_it_and_none_by_default():
+    assert _config().max_cost_usd is None and _config().lambda_environment()["MAX_COST_USD"] == ""
+    env = _config(maxCostUsd="25").lambda_environment()
+    assert settings_from_env({"STACK_NAME": "s", "BUCKET_PREFIX": "p", **env}).max_cost_usd == 25.0
+
+
 def test_powertools_layer_absent_means_default_and_empty_means_none():
     assert _config().powertools_layer_arn is None
     assert _config(powertoolsLayerArn="").powertools_layer_arn == ""
@@ -53,6 +59,7 @@ def test_powertools_layer_absent_means_default_and_empty_means_none():
         ({"maxAttempts": 0}, "maxAttempts", ">= 1"),
         ({"onDemandFallback": "maybe"}, "onDemandFallback", "true or false"),
         ({"maxSpotPrice": "-1"}, "maxSpotPrice", "> 0"),
+        ({"maxCostUsd": "0"}, "maxCostUsd", "> 0"),
         ({"subnetIds": ["subnet-01"]}, "vpcId", "must be set when subnetIds"),
         ({"subnetIds": ["sn-1"], "vpcId": "vpc-01"}, "subnetIds", "not a subnet id"),
         ({"notificationEmail": "ops"}, "notificationEmail", "email address"),

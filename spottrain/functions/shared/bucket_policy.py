@@ -9,7 +9,7 @@ and `aws:PrincipalArn` is the role's ARN for any of its sessions
 So each job bucket denies the instance role everything unless the session is one of this job's
 instances (CreateBucket writes the policy with none; RequestSpotInstance adds each attempt's instance
 as soon as RunInstances names it), and denies it, always, writes to what the workflow reads to decide
-what runs (job.json, the attempts' task tokens, report.json). An explicit Deny in a bucket policy
+what runs (job.json, the attempts' task tokens and spend budgets, report.json). An explicit Deny in a bucket policy
 wins over the role's Allow (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_evaluation-logic.html).
 """
 from __future__ import annotations
@@ -24,8 +24,10 @@ from spottrain.functions.shared.awserrors import error_code
 
 OTHER_INSTANCES_SID = "DenyInstancesOfOtherJobs"
 RECORDS_SID = "DenyInstancesWritingWorkflowRecords"
-# What the workflow reads to decide what runs: the spec, who may answer an attempt's wait, the attempts so far.
-WORKFLOW_RECORDS = (layout.JOB_KEY, layout.REPORT_KEY, layout.task_token_key(1).replace("attempt-1", "attempt-*"))
+# What the workflow reads to decide what runs: the spec, who may answer an attempt's wait, the attempts so far,
+# and when an attempt must stop for the spend cap (an instance must not extend its own budget).
+WORKFLOW_RECORDS = (layout.JOB_KEY, layout.REPORT_KEY, layout.task_token_key(1).replace("attempt-1", "attempt-*"),
+                    layout.budget_key(1).replace("attempt-1", "attempt-*"))
 INSTANCE_WRITES = ["s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectAcl",
                    "s3:PutObjectTagging", "s3:RestoreObject"]
 

@@ -311,3 +311,35 @@ def test_help_documents_the_contract():
                  "status/attempt-<n>/task-token.json", "SendTaskHeartbeat", "SpotInterrupted", "final_sync_done",
                  "SPOTTRAIN_PREVIOUS_SYNC_WAIT_SECONDS"):
         assert term in result.stdout, term
+
+
+def test_given_the_spend_budget_runs_out_mid_training_then_sigterm_checkpoint_synced_and_completed_says_spend_cap(
+        agent, training_repo):
+    # Given training that saves a snapshot on SIGTERM, running when the workflow's budget says "stop now"
+    agent.put_job(job_document(training_repo, agent.marks, exec_command=train("wait")))
+    agent.start()
+    agent.wait_for_file(agent.marks / "started")
+    budget = {"attempt": 1, "instance_id": "i-0123456789abcdef0", "execution": EXECUTION_ID, "cap_usd": 0.05,
+              "spent_before_usd": 0.01, "usd_per_hour": 1.2, "stop_at": "2026-01-01T00:02:00+00:00"}
+    agent.s3.put_object(Bucket=agent.bucket, Key="status/attempt-1/budget.json", Body=json.dumps(budget).encode())
+
+    # When the agent reads it (next heartbeat) and stops the training
+    agent.wait(timeout=30)
+
+    # Then it stopped like max runtime does: the snapshot saved at SIGTERM reached S3, the marker names the cap
+    completed = agent.json(COMPLETED)
+    assert completed["reason"] == "spend_cap" and completed["failed_phase"] == "exec"
+    assert completed["exit_code"] == 143 and completed["command_killed"] is False and completed["synced"] is True
+    assert "limits.max_cost_usd=0.05 reached during exec" in completed["message"]
+    assert agent.text("checkpoints/snapshot_on_sigterm") == "saved at SIGTERM"
+
+
+def test_given_a_budget_for_another_instance_then_the_training_is_not_stopped(agent, training_repo):
+    # Given a stale budget of the same attempt number from another instance (a rerun into the same bucket)
+    budget = {"attempt": 1, "instance_id": "i-other", "execution": EXECUTION_ID, "stop_at": "2026-01-01T00:00:00+00:00"}
+    agent.s3.put_object(Bucket=agent.bucket, Key="status/attempt-1/budget.json", Body=json.dumps(budget).encode())
+    agent.put_job(job_document(training_repo, agent.marks))
+
+    agent.start().wait()
+
+    assert agent.json(COMPLETED)["reason"] == "exit" and agent.json(COMPLETED)["exit_code"] == 0

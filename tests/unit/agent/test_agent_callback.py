@@ -234,7 +234,7 @@ def test_given_a_long_message_when_failing_then_the_cause_is_one_line_of_at_most
 
 
 @pytest.mark.parametrize("reason, error", [
-    ("exit", "TrainingFailed"), ("max_runtime", "RuntimeLimit"), ("disk_full", "DiskFull"),
+    ("exit", "TrainingFailed"), ("max_runtime", "RuntimeLimit"), ("spend_cap", "SpendCap"), ("disk_full", "DiskFull"),
     ("clone_failed", "CloneFailed"), ("job_invalid", "JobInvalid"), ("job_unreadable", "JobInvalid"),
     ("interrupted", "SpotInterrupted"), ("restore_failed", "AgentError"), ("agent_error", "AgentError"),
 ])

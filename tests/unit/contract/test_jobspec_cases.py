@@ -104,6 +104,9 @@ BAD_SPECS = [
     ("fractional attempts", spec_with(limits={"max_attempts": 1.5}), "limits.max_attempts", "whole number", True),
     ("attempts as bool", spec_with(limits={"max_attempts": True}), "limits.max_attempts", "whole number", True),
     ("attempts over stack cap", spec_with(limits={"max_attempts": 4}), "limits.max_attempts", "cap of 3", False),
+    ("spend cap zero", spec_with(limits={"max_cost_usd": 0}), "limits.max_cost_usd", "at least 0.0001", True),
+    ("spend cap negative", spec_with(limits={"max_cost_usd": -5}), "limits.max_cost_usd", "most USD", True),
+    ("spend cap as text", spec_with(limits={"max_cost_usd": "5"}), "limits.max_cost_usd", "a number", True),
     ("negative keep alive", spec_with(keep_alive_minutes=-5), "keep_alive_minutes", "at least 0", True),
     ("keep alive over stack cap", spec_with(keep_alive_minutes=45), "keep_alive_minutes", "cap of 30", False),
     ("negative capacity wait", spec_with(capacity_wait_minutes=-1), "capacity_wait_minutes", "at least 0", True),
@@ -336,3 +339,18 @@ def test_given_control_characters_in_a_name_when_refused_then_each_problem_is_on
 ])
 def test_given_a_schema_pattern_then_dollar_means_the_end_of_the_value_as_in_json_schema(pattern, value, matches):
     assert bool(jobspec.ecma_pattern(pattern).search(value)) is matches
+
+
+def test_given_a_stack_spend_cap_when_validating_then_it_is_the_default_and_the_most_a_job_may_ask():
+    # Given a stack with maxCostUsd 2
+    settings = make_settings(max_cost_usd=2.0)
+
+    # Then a job without a cap gets the stack's, one within it keeps its own, one over it is refused with the fix
+    assert validate_spec(spec_with(), settings)["limits"]["max_cost_usd"] == 2
+    assert validate_spec(spec_with(limits={"max_cost_usd": 1.5}), settings)["limits"]["max_cost_usd"] == 1.5
+    with pytest.raises(InvalidJobSpec) as caught:
+        validate_spec(spec_with(limits={"max_cost_usd": 5}), settings)
+    assert caught.value.problems == ["limits.max_cost_usd: 5 is over this stack's cap of 2 USD. Use at most 2, or leave "
+                                     "it out to get 2 (the stack's maxCostUsd setting raises the cap)."]
+    # And a stack without a cap leaves a job without one uncapped
+    assert "max_cost_usd" not in validate_spec(spec_with(), make_settings())["limits"]

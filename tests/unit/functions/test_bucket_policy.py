@@ -56,6 +56,7 @@ def test_given_its_own_jobs_bucket_when_the_instance_does_its_work_then_allowed(
 
 @pytest.mark.parametrize("action,key", [("s3:PutObject", "job.json"), ("s3:DeleteObject", "job.json"),
                                         ("s3:PutObject", "status/attempt-3/task-token.json"),
+                                        ("s3:PutObject", "status/attempt-2/budget.json"),
                                         ("s3:PutObject", "report.json")])
 def test_given_its_own_jobs_bucket_when_the_instance_rewrites_what_decides_what_runs_then_denied(action, key):
     policy = job_bucket_policy(BUCKET, ROLE_ARN, ROLE_ID, ["i-0own"])

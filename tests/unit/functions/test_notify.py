@@ -332,3 +332,21 @@ def test_given_an_interrupted_then_resumed_job_when_completed_then_the_email_sho
     body = received(inbox)[0]["Message"]
     assert "Training redone after interruptions: attempt 1: 2.5 min" in body
     assert "Root volumes (gp3, the same either way): $0.0006" in body  # 100 GiB x $0.08 per 730 h, for 192 s
+
+
+def test_given_the_job_stopped_at_its_spend_cap_when_notified_then_cap_spent_and_kept_checkpoints(running_job):
+    # Given the agent stopped the training at a $0.02 cap
+    state, _, inbox = running_job
+    state["job"]["checkpoint_dir"] = "checkpoints"
+    state["poll"] = {"status": "FAILED", "spend_cap_reached": True, "spend_cap": {"cap_usd": 0.02, "spent_usd": 0.0213},
+                     "detail": {"exit_code": 143, "reason": "spend_cap", "failed_phase": "exec"}}
+
+    # When the failure is emailed
+    publish(NotifyEvent.FAILED, state)
+
+    # Then the subject and body say the cap, the spend and what was kept
+    email = received(inbox)[0]
+    assert email["Subject"] == "[spottrain] pix2pix-facade stopped at its spend cap of $0.02 (spent $0.0213)"
+    bucket = state["storage"]["bucket"]
+    assert "Spend cap: limits.max_cost_usd = $0.02; spent $0.0213" in email["Message"]
+    assert f"Kept: s3://{bucket}/checkpoints/, s3://{bucket}/output/" in email["Message"]

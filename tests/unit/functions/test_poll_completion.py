@@ -317,3 +317,45 @@ def test_given_terminal_codes_in_the_completion_message_then_the_detail_is_plain
                message="\x1b[31mdisk full\x1b[0m on /home: 0 bytes left")
 
     assert poll(ec2, s3, state)["detail"]["message"] == "disk full on /home: 0 bytes left"
+
+
+def with_spend_cap(state: dict, usd: float) -> dict:
+    state["job"]["limits"]["max_cost_usd"] = usd
+    return state
+
+
+def test_given_the_agent_stopped_at_the_spend_cap_then_failed_with_the_cap_and_spend(running):
+    # Given a $0.10 cap and the agent's completed.json saying it stopped there
+    ec2, s3, state = running
+    with_spend_cap(state, 0.1)
+    put_marker(s3, layout.COMPLETED_KEY, **written_by(state), exit_code=143, failed_phase="exec", reason="spend_cap")
+
+    # When judged
+    result = poll(ec2, s3, state)
+
+    # Then the job fails for its cap (the state machine's FailureKind reads spend_cap_reached), no relaunch
+    assert (result["status"], result["spend_cap_reached"], result["retry_allowed"]) == ("FAILED", True, False)
+    assert result["spend_cap"]["cap_usd"] == 0.1
+    assert result["spend_cap"]["spent_usd"] == pytest.approx(report.summarize(read_report(s3), NOW)["estimated_cost_usd"])
+
+
+@pytest.mark.parametrize("cap, relaunch", [(0.1, False), (100.0, True)])
+def test_given_an_interruption_when_the_spend_so_far_reached_the_cap_then_no_relaunch(running, cap, relaunch):
+    # Given 30 minutes at $0.40/h ($0.20) spent when the spot reclaim came
+    ec2, s3, state = running
+    with_spend_cap(state, cap)
+    put_marker(s3, layout.INTERRUPTED_KEY, **written_by(state), action="terminate")
+
+    result = poll(ec2, s3, state)
+
+    # Then under the cap it relaunches; at it, it ends (the email and the SpendCapReached error say why)
+    assert result["status"] == "INTERRUPTED"
+    assert (result["retry_allowed"], result["spend_cap_reached"]) == (relaunch, not relaunch)
+
+
+def test_given_a_failed_command_over_the_cap_then_it_stays_a_training_failure(running):
+    ec2, s3, state = running
+    with_spend_cap(state, 0.01)
+    put_marker(s3, layout.COMPLETED_KEY, **written_by(state), exit_code=2, failed_phase="exec", reason="exit")
+
+    assert poll(ec2, s3, state)["spend_cap_reached"] is False

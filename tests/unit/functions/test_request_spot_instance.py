@@ -6,6 +6,7 @@ from spottrain.functions.shared import runtime
 import base64
 import json
 import datetime as dt
+import json
 
 import pytest
 from botocore.exceptions import ClientError
@@ -539,3 +540,28 @@ def test_given_a_launch_then_the_new_instance_and_no_other_is_admitted_to_its_jo
     assert allowed_instances(policy) == [launch["instance"]["instance_id"]]
     deny = next(s for s in policy["Statement"] if s["Sid"] == "DenyInstancesOfOtherJobs")
     assert deny["Condition"]["StringNotLike"]["aws:userid"] == [f"AROAEXAMPLE:{launch['instance']['instance_id']}"]
+
+
+def test_given_a_spend_cap_when_launched_then_budget_json_tells_this_instance_when_the_cap_runs_out(aws):
+    # Given a job capped at $1 with nothing spent yet
+    ec2, s3 = aws
+    state = job_state()
+    state["job"]["limits"]["max_cost_usd"] = 1
+
+    # When its first instance launches
+    launch = rsi.request_instance(ec2, s3, make_settings(launch_template_id=launch_template(ec2)), state)
+
+    # Then its agent finds the cap's end: launch + $1 at the launch price (and the volume's)
+    instance = launch["instance"]
+    budget = json.loads(s3.get_object(Bucket=BUCKET, Key=layout.budget_key(1))["Body"].read())
+    assert (budget["attempt"], budget["instance_id"], budget["execution"]) == (
+        1, instance["instance_id"], state["execution"]["id"])
+    per_hour = instance["price_per_hour"] + (instance["volume_gb"] or 0) * 0.08 / 730
+    expected = dt.datetime.fromisoformat(instance["launched_at"]) + dt.timedelta(hours=1 / per_hour)
+    assert abs((dt.datetime.fromisoformat(budget["stop_at"]) - expected).total_seconds()) <= 1
+
+
+def test_given_no_spend_cap_when_launched_then_no_budget_is_written(aws):
+    ec2, s3 = aws
+    rsi.request_instance(ec2, s3, make_settings(launch_template_id=launch_template(ec2)), job_state())
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix=layout.budget_key(1))

@@ -284,7 +284,11 @@ def test_given_a_failed_bid_then_it_launches_again_without_notifying(sfn):
 
 
 @pytest.mark.parametrize("last_poll, error", [
-    (polled("FAILED"), "TrainingFailed"), (polled("INTERRUPTED", retry_allowed=False), "AttemptsExhausted")])
+    (polled("FAILED"), "TrainingFailed"), (polled("INTERRUPTED", retry_allowed=False), "AttemptsExhausted"),
+    # limits.max_cost_usd: the agent stopped at the cap, or an interruption came with the cap already spent
+    (polled("FAILED", spend_cap_reached=True), "SpendCapReached"),
+    (polled("INTERRUPTED", retry_allowed=False, spend_cap_reached=True), "SpendCapReached"),
+    (polled("FAILED", spend_cap_reached=False), "TrainingFailed")])
 def test_given_the_training_fails_or_runs_out_of_attempts_then_terminated_and_failed(sfn, last_poll, error):
     script = Script(**happy(poll_completion=last_poll))
 
@@ -350,7 +354,7 @@ def test_given_an_invalid_spec_then_the_execution_fails_with_invalid_job_spec_an
     assert set(script.calls) == {"validate_job"}
 
 
-@pytest.mark.parametrize("error", ["InstanceLost", "TrainingFailed", "DiskFull", "AgentError"])
+@pytest.mark.parametrize("error", ["InstanceLost", "TrainingFailed", "DiskFull", "AgentError", "SpendCap"])
 def test_given_the_wait_fails_with_a_callback_error_then_poll_completion_judges_it(sfn, error):
     script = Script(**happy(await_training=answered(error=error), poll_completion=polled("FAILED")))
 
