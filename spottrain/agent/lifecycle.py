@@ -377,7 +377,7 @@ class Agent:
         if self.spend_stop is not None:
             return
         try:
-            found = self.store.find_json(layout.budget_key(self.options.attempt), retry=False)
+            found = self.store.find_json(layout.budget_key(self.options.attempt))
         except (ValueError, *RETRYABLE) as error:  # the next heartbeat tries again
             log.warning("spend budget unreadable: %s", error)
             return

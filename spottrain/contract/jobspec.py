@@ -322,7 +322,8 @@ def _on_demand_after_problems(spec: dict, settings: Settings) -> Iterator[str]:
     if not settings.on_demand_fallback:
         yield ("on_demand_after: this stack does not allow on-demand instances. "
                "Remove the field (the stack's onDemandFallback setting enables it).")
-    minutes, window = policy.get("capacity_wait_minutes"), spec.get("capacity_wait_minutes")
+    minutes: Any = policy.get("capacity_wait_minutes")
+    window: Any = spec.get("capacity_wait_minutes")
     window = settings.capacity_wait_minutes if window is None else window
     if _is_whole(minutes) and _is_whole(window) and minutes > window:
         yield (f"on_demand_after.capacity_wait_minutes: {minutes} is longer than the job's wait for capacity "
@@ -346,8 +347,9 @@ def _limit_problems(spec: dict, settings: Settings) -> Iterator[str]:
 
 def _spend_cap_problems(spec: dict, settings: Settings) -> Iterator[str]:
     cap = settings.max_cost_usd
-    value = (spec.get("limits") if isinstance(spec.get("limits"), dict) else {}).get("max_cost_usd")
-    if cap is not None and _is_type(value, "number") and value > cap:
+    limits: dict = spec["limits"] if isinstance(spec.get("limits"), dict) else {}
+    value = limits.get("max_cost_usd")
+    if cap is not None and isinstance(value, (int, float)) and not isinstance(value, bool) and value > cap:
         yield (f"limits.max_cost_usd: {value:g} is over this stack's cap of {cap:g} USD. "
                f"Use at most {cap:g}, or leave it out to get {cap:g} (the stack's maxCostUsd setting raises the cap).")
 

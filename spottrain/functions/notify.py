@@ -150,8 +150,8 @@ def subject_for(event: NotifyEvent, state: dict, details: ReportAndLogs, now: dt
         text = f"{job} interrupted on {_instance_phrase(instance)}, attempt {attempts}; resuming"
     elif event is NotifyEvent.COMPLETED:
         text = f"{job} completed{took} on {_instance_phrase(instance)}"
-    elif event is NotifyEvent.FAILED and spend.email_subject(job, poll):
-        text = spend.email_subject(job, poll)
+    elif event is NotifyEvent.FAILED and (spend_subject := spend.email_subject(job, poll)):
+        text = spend_subject
     elif event is NotifyEvent.FAILED:
         if poll.get("status") == JobStatus.INTERRUPTED.value:
             text = f"{job} failed: interrupted on its last attempt ({attempts})"

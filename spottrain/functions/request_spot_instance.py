@@ -80,6 +80,7 @@ def request_instance(ec2: Any, s3: Any, settings: Settings, state: dict, now: dt
         if waited_enough:
             reason, launched = waited_enough, on_demand_launch(waited_enough)
     if launched is None:
+        assert wait is not None  # started_or_kept above, whenever nothing launched
         seconds = capacity.seconds_until_retry(pools, wait, now, minute)
         if seconds is not None:
             return _waiting(s3, state, attempt, pools, {**wait, "waits": wait["waits"] + 1}, seconds)
