@@ -106,6 +106,12 @@ BAD_SPECS = [
     ("attempts over stack cap", spec_with(limits={"max_attempts": 4}), "limits.max_attempts", "cap of 3", False),
     ("negative keep alive", spec_with(keep_alive_minutes=-5), "keep_alive_minutes", "at least 0", True),
     ("keep alive over stack cap", spec_with(keep_alive_minutes=45), "keep_alive_minutes", "cap of 30", False),
+    ("negative debug door", spec_with(on_failure={"keep_alive_minutes": -1}), "on_failure.keep_alive_minutes",
+     "at least 0", True),
+    ("debug door over stack cap", spec_with(on_failure={"keep_alive_minutes": 31}), "on_failure.keep_alive_minutes",
+     "cap of 30", False),
+    ("unknown on_failure key", spec_with(on_failure={"keep_alive": 5}), "on_failure.keep_alive",
+     "Did you mean \"keep_alive_minutes\"", True),
     ("negative capacity wait", spec_with(capacity_wait_minutes=-1), "capacity_wait_minutes", "at least 0", True),
     ("capacity wait over stack cap", spec_with(capacity_wait_minutes=241), "capacity_wait_minutes", "cap of 240", False),
     ("zero interruptions", spec_with(on_demand_after={"interruptions": 0}), "on_demand_after.interruptions",
@@ -336,3 +342,22 @@ def test_given_control_characters_in_a_name_when_refused_then_each_problem_is_on
 ])
 def test_given_a_schema_pattern_then_dollar_means_the_end_of_the_value_as_in_json_schema(pattern, value, matches):
     assert bool(jobspec.ecma_pattern(pattern).search(value)) is matches
+
+
+def test_given_a_stack_without_a_debug_door_when_a_spec_asks_for_one_then_the_problem_says_how_to_open_it():
+    # Given a stack deployed with maxFailureKeepAliveMinutes=0 (no door, no Session Manager permissions)
+    settings = make_settings(max_failure_keep_alive_minutes=0)
+
+    problems = jobspec.spec_problems(spec_with(on_failure={"keep_alive_minutes": 5}), settings)
+
+    # Then the field, the rule and the fix are named
+    assert problems == ["on_failure.keep_alive_minutes: this stack has no debug door (its maxFailureKeepAliveMinutes "
+                        "is 0). Remove the field, or deploy the stack with -c maxFailureKeepAliveMinutes=30."]
+
+
+def test_given_a_bad_debug_door_value_then_the_schema_problem_carries_its_hint():
+    hint = SCHEMA["properties"]["on_failure"]["properties"]["keep_alive_minutes"]["x-hint"]
+
+    problems = schema_problems(spec_with(on_failure={"keep_alive_minutes": "15"}))
+
+    assert problems == [f"on_failure.keep_alive_minutes: must be a whole number, not \"15\". {hint}"]
