@@ -288,7 +288,7 @@ class Agent:
             log.info("completed: exit code %d, reason %s", outcome.exit_code, outcome.reason)
             self._answer(outcome)
             self._enter(markers.DONE)
-            self._keep_alive()
+            self._keep_alive(outcome)
         self._shutdown()
 
     def _answer(self, outcome: Outcome) -> None:
@@ -429,10 +429,17 @@ class Agent:
         self.phase = phase
         self._heartbeats.poke()  # the workflow learns of a new phase at once, not a tick later
 
-    def _keep_alive(self) -> None:
-        seconds = self.job.keep_alive_minutes * self.options.seconds_per_minute if self.job else 0
+    def _keep_alive(self, outcome: Outcome) -> None:
+        """Stay up after the answer: keep_alive_minutes after a success, the debug door's
+        on_failure.keep_alive_minutes after a failure, so a session can still reach the instance."""
+        if not self.job:
+            return
+        failed = outcome.exit_code != 0
+        minutes = self.job.failure_keep_alive_minutes if failed else self.job.keep_alive_minutes
+        seconds = minutes * self.options.seconds_per_minute
         if seconds > 0:
-            log.info("keeping the instance alive for %.0fs (keep_alive_minutes)", seconds)
+            field = "on_failure.keep_alive_minutes" if failed else "keep_alive_minutes"
+            log.info("keeping the instance alive for %.0fs (%s)", seconds, field)
             time.sleep(seconds)
 
     def _shutdown(self) -> None:

@@ -291,6 +291,22 @@ def test_given_keep_alive_when_training_ends_then_shutdown_waits_for_it(agent, t
     assert agent.json("status/heartbeat.json")["phase"] == "done"
 
 
+def test_given_the_debug_door_when_training_fails_then_the_instance_stays_up_before_shutting_down(
+        agent, training_repo):
+    # Given a failing command with on_failure.keep_alive_minutes=2 (2 s here) and no keep-alive for successes
+    agent.put_job(job_document(training_repo, agent.marks, exec_command=train("fail"),
+                               on_failure={"keep_alive_minutes": 2}))
+
+    agent.start()
+    agent.wait_for_key(COMPLETED)
+    shutdown_early = agent.shutdown_flag.exists()
+    agent.wait()
+
+    # Then the failure is reported first, the shutdown waits for the door, and still comes
+    assert agent.json(COMPLETED)["exit_code"] != 0
+    assert not shutdown_early and agent.shutdown_flag.exists()
+
+
 def test_given_no_job_json_when_the_agent_starts_then_it_reports_and_still_shuts_down(agent):
     agent.start().wait()
 
