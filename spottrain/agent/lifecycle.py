@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
 import os
 import subprocess
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Union
 
 
-from spottrain.contract import layout, markers
+from spottrain.contract import debug_door, layout, markers
 from spottrain.contract.names import redact_credentials
 from spottrain.contract.status import CallbackError
 
@@ -440,7 +441,17 @@ class Agent:
         if seconds > 0:
             field = "on_failure.keep_alive_minutes" if failed else "keep_alive_minutes"
             log.info("keeping the instance alive for %.0fs (%s)", seconds, field)
+            if failed:
+                self._leave_door_note(seconds)
             time.sleep(seconds)
+
+    def _leave_door_note(self, seconds: float) -> None:
+        until = _iso(_now() + dt.timedelta(seconds=seconds))
+        note = {"exec_name": self.job.exec_name if self.job else None, "instance_id": self.instance_id, "until": until}
+        try:
+            (self.options.workdir / debug_door.DOOR_FILE).write_text(json.dumps(note))
+        except OSError as error:  # a note for people: the door stays open without it
+            log.warning("could not write %s: %s", debug_door.DOOR_FILE, error)
 
     def _shutdown(self) -> None:
         command = self.options.shutdown_command
