@@ -10,6 +10,7 @@ import time
 from agent_support import EXECUTION_ID, REPO_ROOT, job_document, train
 
 from spottrain.agent import runner
+from spottrain.contract import debug_door
 
 COMPLETED = "status/completed.json"
 INTERRUPTED = "status/interrupted.json"
@@ -305,6 +306,9 @@ def test_given_the_debug_door_when_training_fails_then_the_instance_stays_up_bef
     # Then the failure is reported first, the shutdown waits for the door, and still comes
     assert agent.json(COMPLETED)["exit_code"] != 0
     assert not shutdown_early and agent.shutdown_flag.exists()
+    # And the note for whoever opens a session says whose instance it is and until when
+    note = json.loads((agent.workdir / debug_door.DOOR_FILE).read_text())
+    assert note["exec_name"] == agent.json("job.json")["job"]["exec_name"] and note["until"].endswith("+00:00")
 
 
 def test_given_no_job_json_when_the_agent_starts_then_it_reports_and_still_shuts_down(agent):
