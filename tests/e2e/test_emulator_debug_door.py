@@ -17,6 +17,8 @@ from spottrain.local import shell
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KEPT_MINUTES = 20  # 20 s in the emulator: time for a session, and a wait the test sees end
+# A door far longer than any test (300 s here), under the stack's raised cap: only a cancel ends it early.
+LONG_DOOR_MINUTES = 300
 
 
 def shell_session(workdir: Path, exec_name: str, commands: str) -> subprocess.CompletedProcess:
@@ -28,7 +30,7 @@ def shell_session(workdir: Path, exec_name: str, commands: str) -> subprocess.Co
 
 @pytest.fixture(scope="module")
 def emulator(emulator_workdir) -> Iterator[Emulator]:
-    with Emulator(emulator_workdir) as running:
+    with Emulator(emulator_workdir, context={"maxFailureKeepAliveMinutes": LONG_DOOR_MINUTES}) as running:
         yield running
         gaps = running.permission_gaps()  # a kept instance makes no call its role does not allow
         assert gaps == [], "\n".join(str(gap) for gap in gaps)
@@ -82,8 +84,8 @@ def test_given_a_failing_job_with_the_debug_door_then_kept_reachable_announced_a
 @pytest.mark.timeout(300)
 def test_given_a_kept_instance_when_the_job_is_cancelled_then_it_is_terminated_at_once(
         emulator, emulator_workdir, demo_job):
-    # Given a failed job whose instance the door keeps for 10 minutes (600 s here, longer than this test)
-    arn = emulator.start_job(failing_job(demo_job, "debug-door-cancel", 600))
+    # Given a failed job whose instance the door keeps for longer than this test
+    arn = emulator.start_job(failing_job(demo_job, "debug-door-cancel", LONG_DOOR_MINUTES))
     folder = wait_until(lambda: _kept(emulator_workdir, "debug-door-cancel"), timeout=180, what="the door note")
 
     # When the user cancels the job
