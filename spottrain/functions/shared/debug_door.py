@@ -20,7 +20,9 @@ def debug_door_lines(state: dict, now: dt.datetime) -> list[str]:
     poll = state.get("poll") or {}
     seconds = poll.get("terminate_after_seconds") or 0
     instance_id = (((state.get("launch") or {}).get("instance")) or {}).get("instance_id")
-    if poll.get("status") != JobStatus.FAILED.value or seconds <= 0 or not instance_id:
+    # A silent agent's instance may be gone already (the heartbeat loss is judged a failure too): no door to announce.
+    gone = (poll.get("detail") or {}).get("instance_state") in ("shutting-down", "terminated", "stopping", "stopped")
+    if poll.get("status") != JobStatus.FAILED.value or seconds <= 0 or not instance_id or gone:
         return []
     stops_at = (now + dt.timedelta(seconds=seconds)).astimezone(dt.timezone.utc).isoformat(timespec="seconds")
     return [f"The instance is kept for debugging (on_failure.keep_alive_minutes) until {stops_at}; "

@@ -91,12 +91,15 @@ def test_given_failed_training_when_notified_then_exit_code_and_last_20_log_line
     assert "old " not in body
 
 
-@pytest.mark.parametrize("kept_seconds, shown", [(600, True), (0, False)], ids=["debug door", "terminated at once"])
+@pytest.mark.parametrize("kept_seconds, instance_state, shown", [
+    (600, "running", True), (0, "running", False), (600, "terminated", False)],
+    ids=["debug door", "terminated at once", "instance already gone"])
 def test_given_a_failed_training_when_notified_then_the_debug_door_gives_the_session_command_and_stop_time(
-        running_job, kept_seconds, shown):
+        running_job, kept_seconds, instance_state, shown):
     # Given a failed training whose instance the workflow keeps for on_failure.keep_alive_minutes (10 min)
     state, _, inbox = running_job
-    state["poll"] = {"status": "FAILED", "terminate_after_seconds": kept_seconds, "detail": {"exit_code": 2}}
+    state["poll"] = {"status": "FAILED", "terminate_after_seconds": kept_seconds,
+                     "detail": {"exit_code": 2, "instance_state": instance_state}}
 
     publish(NotifyEvent.FAILED, state)
 
