@@ -254,6 +254,19 @@ def cmd_cancel(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_shell(args: argparse.Namespace, console: Console) -> int:
+    from spottrain.local.shell import NoKeptInstance, kept_instance, open_shell, shell_folder
+
+    try:
+        instance = kept_instance(Path(args.workdir).resolve(), args.name)
+    except NoKeptInstance as missing:
+        console.error(str(missing))
+        return 1
+    console.say(f"shell on {instance.name} in {shell_folder(instance)} (the emulator's start-session); "
+                "exit to leave, the instance is terminated when its keep-alive ends")
+    return open_shell(instance)
+
+
 def cmd_cost(args: argparse.Namespace, console: Console) -> int:
     from spottrain import cost
 
@@ -421,6 +434,11 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("name")
 
     add("list", cmd_list, "list the jobs of the stack")
+
+    shell = add("shell", cmd_shell, "emulator only: open a shell in a failed job's simulated instance while "
+                "on_failure.keep_alive_minutes keeps it (on AWS: the email's aws ssm start-session)", aws=False)
+    shell.add_argument("name")
+    shell.add_argument("--workdir", default=".spottrain", help="the emulator's state (default: .spottrain)")
 
     cost = add("cost", cmd_cost, "a job's cost per attempt and in total, against on-demand")
     cost.add_argument("name")

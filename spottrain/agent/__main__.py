@@ -38,7 +38,8 @@ what it does, in order:
      then writes {layout.COMPLETED_KEY} or {layout.INTERRUPTED_KEY}, then answers the workflow's wait
      (SendTaskSuccess, or SendTaskFailure with TrainingFailed|CloneFailed|JobInvalid|RuntimeLimit|
      SpendCap|DiskFull|AgentError and a short cause)
-  7. after keep_alive_minutes (completion only), runs --shutdown-command and exits
+  7. after keep_alive_minutes (success) or on_failure.keep_alive_minutes (failure), runs --shutdown-command
+     and exits
 
 while it runs:
   every SPOTTRAIN_SYNC_SECONDS (15)      uploads the logs, syncs output_dir and checkpoint_dir

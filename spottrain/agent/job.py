@@ -37,6 +37,7 @@ class Job:
     repository_auth: Optional[Dict[str, str]]  # {"token_secret", "username"}: a private https repository
     max_runtime_minutes: Optional[float]
     keep_alive_minutes: float
+    failure_keep_alive_minutes: float  # the debug door: on_failure.keep_alive_minutes, validated within the stack's cap
 
     @classmethod
     def from_document(cls, document: Mapping) -> "Job":
@@ -59,6 +60,7 @@ class Job:
             repository_auth=_repository_auth(spec.get("repository_auth")),
             max_runtime_minutes=limits.get("max_runtime_minutes"),
             keep_alive_minutes=float(spec.get("keep_alive_minutes") or 0),
+            failure_keep_alive_minutes=float((spec.get("on_failure") or {}).get("keep_alive_minutes") or 0),
         )
 
 

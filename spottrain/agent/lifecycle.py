@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
 import os
 import subprocess
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Union
 
 
-from spottrain.contract import layout, markers, spendcap
+from spottrain.contract import debug_door, layout, markers, spendcap
 from spottrain.contract.names import redact_credentials
 from spottrain.contract.status import CallbackError
 
@@ -294,7 +295,7 @@ class Agent:
             log.info("completed: exit code %d, reason %s", outcome.exit_code, outcome.reason)
             self._answer(outcome)
             self._enter(markers.DONE)
-            self._keep_alive()
+            self._keep_alive(outcome)
         self._shutdown()
 
     def _answer(self, outcome: Outcome) -> None:
@@ -455,11 +456,28 @@ class Agent:
         self.phase = phase
         self._heartbeats.poke()  # the workflow learns of a new phase at once, not a tick later
 
-    def _keep_alive(self) -> None:
-        seconds = self.job.keep_alive_minutes * self.options.seconds_per_minute if self.job else 0
+    def _keep_alive(self, outcome: Outcome) -> None:
+        """Stay up after the answer: keep_alive_minutes after a success, the debug door's
+        on_failure.keep_alive_minutes after a failure, so a session can still reach the instance."""
+        if not self.job:
+            return
+        failed = outcome.exit_code != 0
+        minutes = self.job.failure_keep_alive_minutes if failed else self.job.keep_alive_minutes
+        seconds = minutes * self.options.seconds_per_minute
         if seconds > 0:
-            log.info("keeping the instance alive for %.0fs (keep_alive_minutes)", seconds)
+            field = "on_failure.keep_alive_minutes" if failed else "keep_alive_minutes"
+            log.info("keeping the instance alive for %.0fs (%s)", seconds, field)
+            if failed:
+                self._leave_door_note(seconds)
             time.sleep(seconds)
+
+    def _leave_door_note(self, seconds: float) -> None:
+        until = _iso(_now() + dt.timedelta(seconds=seconds))
+        note = {"exec_name": self.job.exec_name if self.job else None, "instance_id": self.instance_id, "until": until}
+        try:
+            (self.options.workdir / debug_door.DOOR_FILE).write_text(json.dumps(note))
+        except OSError as error:  # a note for people: the door stays open without it
+            log.warning("could not write %s: %s", debug_door.DOOR_FILE, error)
 
     def _shutdown(self) -> None:
         command = self.options.shutdown_command

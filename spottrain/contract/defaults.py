@@ -27,6 +27,8 @@ STACK_DEFAULTS: Dict[str, Any] = {
     "maxAttempts": 3,
     "defaultKeepAliveMinutes": 0,
     "maxKeepAliveMinutes": 60,
+    # the debug door: the most a job's on_failure.keep_alive_minutes may ask for; 0 = no door, no SSM permissions
+    "maxFailureKeepAliveMinutes": 30,
     "onDemandFallback": True,
     "capacityWaitMinutes": 30,  # how long a job waits for spot capacity before giving up (or going on-demand)
     "maxCapacityWaitMinutes": 240,  # the most a job's capacity_wait_minutes may ask for

@@ -234,7 +234,7 @@ def _unknown_field(path: str, name: str, properties: dict) -> str:
 def semantic_problems(spec: dict, settings: Settings) -> list[str]:
     """Rules that depend on the stack's settings or span fields; tolerant of fields the schema rejected."""
     checks = (_bucket_name_problems, _instance_problems, _limit_problems, _on_demand_after_problems,
-              _sweep_cap_problems, _spend_cap_problems)
+              _sweep_cap_problems, _spend_cap_problems, _failure_keep_alive_problems)
     return stack_free_problems(spec) + [problem for check in checks for problem in check(spec, settings)]
 
 
@@ -352,6 +352,21 @@ def _spend_cap_problems(spec: dict, settings: Settings) -> Iterator[str]:
     if cap is not None and isinstance(value, (int, float)) and not isinstance(value, bool) and value > cap:
         yield (f"limits.max_cost_usd: {value:g} is over this stack's cap of {cap:g} USD. "
                f"Use at most {cap:g}, or leave it out to get {cap:g} (the stack's maxCostUsd setting raises the cap).")
+
+
+def _failure_keep_alive_problems(spec: dict, settings: Settings) -> Iterator[str]:
+    """The debug door's keep-alive within the stack's maxFailureKeepAliveMinutes (0: the stack has no door)."""
+    on_failure = spec.get("on_failure")
+    minutes = on_failure.get("keep_alive_minutes") if isinstance(on_failure, dict) else None
+    cap = settings.max_failure_keep_alive_minutes
+    if not _is_whole(minutes) or minutes <= cap:
+        return
+    if cap == 0:
+        yield ("on_failure.keep_alive_minutes: this stack has no debug door (its maxFailureKeepAliveMinutes is 0). "
+               "Remove the field, or deploy the stack with -c maxFailureKeepAliveMinutes=30.")
+    else:
+        yield (f"on_failure.keep_alive_minutes: {minutes} is over this stack's cap of {cap}. Use at most {cap} "
+               "(the stack's maxFailureKeepAliveMinutes setting raises the cap).")
 
 
 def _env_problems(spec: dict) -> Iterator[str]:

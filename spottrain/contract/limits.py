@@ -21,6 +21,13 @@ def keep_alive_minutes(job: dict, settings: Settings) -> int:
     return int(settings.default_keep_alive_minutes if minutes is None else minutes)
 
 
+def failure_keep_alive_minutes(job: dict, settings: Settings) -> int:
+    """How long the debug door keeps a failed instance: the job's on_failure.keep_alive_minutes (default 0),
+    never over the stack's maxFailureKeepAliveMinutes (a spec validated against an older stack may ask more)."""
+    minutes = (job.get("on_failure") or {}).get("keep_alive_minutes") or 0
+    return min(int(minutes), settings.max_failure_keep_alive_minutes)
+
+
 def capacity_wait_seconds(job: dict, settings: Settings) -> int:
     """How long a launch may wait for spot capacity: the job's capacity_wait_minutes, else the stack's default."""
     minutes = job.get("capacity_wait_minutes")
@@ -28,10 +35,14 @@ def capacity_wait_seconds(job: dict, settings: Settings) -> int:
 
 
 def wait_timeout_seconds(job: dict, settings: Settings) -> int:
-    """TimeoutSeconds of an attempt's callback wait: max runtime + keep-alive + the bootstrap margin.
+    """TimeoutSeconds of an attempt's callback wait: max runtime + the longer keep-alive + the bootstrap margin.
+
+    The agent answers the callback before it keeps the instance (on success or through the debug door), so
+    the keep-alive only lengthens the wait for the previous attempt's instance; counted to stay on the safe side.
 
     Step Functions refuses a HeartbeatSeconds that is not below TimeoutSeconds, which shrunk minutes could cause.
     """
     minutes = (job_limit(job, "max_runtime_minutes", settings.max_runtime_minutes)
-               + keep_alive_minutes(job, settings) + BOOTSTRAP_MARGIN_MINUTES)
+               + max(keep_alive_minutes(job, settings), failure_keep_alive_minutes(job, settings))
+               + BOOTSTRAP_MARGIN_MINUTES)
     return max(minutes * settings.seconds_per_minute, settings.heartbeat_lost_seconds + 1)

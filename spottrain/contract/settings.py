@@ -76,6 +76,8 @@ class Settings(BaseModel):
     default_keep_alive_minutes: NonNegativeInt = Field(_DEFAULT["defaultKeepAliveMinutes"],
                                                        alias="DEFAULT_KEEP_ALIVE_MINUTES")
     max_keep_alive_minutes: NonNegativeInt = Field(_DEFAULT["maxKeepAliveMinutes"], alias="MAX_KEEP_ALIVE_MINUTES")
+    max_failure_keep_alive_minutes: NonNegativeInt = Field(_DEFAULT["maxFailureKeepAliveMinutes"],
+                                                           alias="MAX_FAILURE_KEEP_ALIVE_MINUTES")
     on_demand_fallback: bool = Field(_DEFAULT["onDemandFallback"], alias="ON_DEMAND_FALLBACK")
     # Emulator-only, the agent's knob of the same name: the stack never sets it (a minute is 60 s on AWS);
     # spottrain/local shrinks minutes for the Lambdas it hosts as for the agents it starts.

@@ -17,6 +17,7 @@ from spottrain.contract import layout
 from spottrain.contract.names import redact_credentials
 from spottrain.functions.shared import report, spend
 from spottrain.functions.shared.awserrors import error_code, transient_errors
+from spottrain.functions.shared.debug_door import debug_door_lines
 from spottrain.functions.shared import runtime
 from spottrain.contract.settings import Settings
 from spottrain.functions.shared.logtext import readable_lines
@@ -289,6 +290,7 @@ def body_for(event: NotifyEvent, state: dict, details: ReportAndLogs, now: dt.da
         _instance_lines(state) + ([f"Running time: {format_duration(elapsed)} since the first launch"] if elapsed is not None else []),
         _cost_lines(details, now),
         _event_lines(event, state),
+        debug_door_lines(state, now) if event is NotifyEvent.FAILED else [],
         _location_lines(state),
     ]
     if details.log_tail:

@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 
 from spottrain.contract import layout, markers, spendcap
 from spottrain.contract.instances import LIVE_INSTANCE_STATES, UNTERMINATED_INSTANCE_STATES
-from spottrain.contract.limits import job_limit, keep_alive_minutes
+from spottrain.contract.limits import failure_keep_alive_minutes, job_limit, keep_alive_minutes
 from spottrain.contract.settings import Settings
 from spottrain.contract.status import JobStatus
 from spottrain.functions.shared import report, runtime, spend
@@ -76,7 +76,8 @@ def poll_completion(ec2: Any, s3: Any, settings: Settings, state: dict, now: dt.
         "retry_allowed": cap is None and attempt < job_limit(state["job"], "max_attempts", settings.max_attempts),
         "spend_cap_reached": cap is not None,
         "spend_cap": cap,
-        "terminate_after_seconds": keep_alive_minutes(state["job"], settings) * settings.seconds_per_minute,
+        # a job stopped at its spend cap is not kept for debugging: the door would spend past the cap
+        "terminate_after_seconds": 0 if cap else kept_minutes(status, state["job"], settings) * settings.seconds_per_minute,
         "detail": detail | {"wait": wait_summary(state.get("wait"))},
     }
     logger.info("judged", extra={"status": result["status"], "attempt": attempt, "wait": result["detail"]["wait"]})
@@ -89,6 +90,14 @@ def _spend_cap(job: dict, status: JobStatus, detail: dict, doc: dict, now: dt.da
     if detail.get("reason") == spendcap.REASON:
         return {"cap_usd": spend.cap_usd(job), "spent_usd": round(spend.spent_usd(doc, now), 4)}
     return spend.reached(job, doc, now) if status is JobStatus.INTERRUPTED else None
+
+
+def kept_minutes(status: JobStatus, job: dict, settings: Settings) -> int:
+    """Minutes the workflow waits before terminating: keep_alive_minutes after a success, the debug door's
+    on_failure.keep_alive_minutes after a failed training (an interrupted instance is gone already)."""
+    if status is JobStatus.SUCCEEDED:
+        return keep_alive_minutes(job, settings)
+    return failure_keep_alive_minutes(job, settings) if status is JobStatus.FAILED else 0
 
 
 def _work_redone(s3: Any, state: dict, noticed_at: str | None, now: dt.datetime) -> dict:

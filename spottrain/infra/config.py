@@ -100,6 +100,9 @@ class StackConfig(BaseModel):
     default_keep_alive_minutes: int = Field(
         alias="defaultKeepAliveMinutes", ge=0, description="must be a whole number >= 0")
     max_keep_alive_minutes: int = Field(alias="maxKeepAliveMinutes", ge=0, description="must be a whole number >= 0")
+    # the debug door: 0 = none, and the instance role gets no Session Manager permissions
+    max_failure_keep_alive_minutes: int = Field(
+        alias="maxFailureKeepAliveMinutes", ge=0, description="must be a whole number >= 0")
     on_demand_fallback: bool = Field(alias="onDemandFallback", description="must be true or false")
     # 0: give up at once when no pool has room
     capacity_wait_minutes: int = Field(alias="capacityWaitMinutes", ge=0, description="must be a whole number >= 0")
@@ -164,6 +167,7 @@ class StackConfig(BaseModel):
             "MAX_ATTEMPTS": str(self.max_attempts),
             "DEFAULT_KEEP_ALIVE_MINUTES": str(self.default_keep_alive_minutes),
             "MAX_KEEP_ALIVE_MINUTES": str(self.max_keep_alive_minutes),
+            "MAX_FAILURE_KEEP_ALIVE_MINUTES": str(self.max_failure_keep_alive_minutes),
             "ON_DEMAND_FALLBACK": "true" if self.on_demand_fallback else "false",
             "CAPACITY_WAIT_MINUTES": str(self.capacity_wait_minutes),
             "MAX_CAPACITY_WAIT_MINUTES": str(self.max_capacity_wait_minutes),

@@ -10,6 +10,7 @@ from constructs import Construct
 from spottrain.contract.layout import TAG_STACK
 from spottrain.contract.limits import BOOTSTRAP_MARGIN_MINUTES
 from spottrain.infra import nag
+from spottrain.infra.debug_door import open_debug_door
 from spottrain.infra.config import StackConfig
 from spottrain.infra.functions import EVENT_HANDLERS, SWEEP_TASKS, TaskFunctions
 from spottrain.infra.instance_launch import InstanceLaunch
@@ -42,6 +43,8 @@ class SpotTrainStack(Stack):
             subnet_ids=config.subnet_ids,
             root_volume_gb=config.root_volume_gb,
         )
+        if config.max_failure_keep_alive_minutes > 0:
+            open_debug_door(launch.role)
         functions = TaskFunctions(
             self,
             "Tasks",
@@ -112,13 +115,14 @@ class SpotTrainStack(Stack):
     def _warn_if_timeout_cuts_training(self, config: StackConfig) -> None:
         # One execution watches every attempt of a job, each bounded by its callback wait's timeout.
         longest_job_seconds = config.max_attempts * (
-            config.max_runtime_minutes + config.max_keep_alive_minutes + BOOTSTRAP_MARGIN_MINUTES
+            config.max_runtime_minutes + max(config.max_keep_alive_minutes, config.max_failure_keep_alive_minutes)
+            + BOOTSTRAP_MARGIN_MINUTES
         ) * 60
         if config.job_timeout_hours * 3600 < longest_job_seconds:
             Annotations.of(self).add_warning_v2(
                 "spottrain:JobTimeoutShorterThanRuntime",
                 f"jobTimeoutHours={config.job_timeout_hours:g} is shorter than maxAttempts x (maxRuntimeMinutes + "
-                f"maxKeepAliveMinutes + {BOOTSTRAP_MARGIN_MINUTES} min): long jobs would be stopped by the execution "
+                f"the longer of maxKeepAliveMinutes and maxFailureKeepAliveMinutes + {BOOTSTRAP_MARGIN_MINUTES} min): long jobs would be stopped by the execution "
                 "timeout. Raise jobTimeoutHours.",
             )
 

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from spottrain.contract import layout
 from spottrain.contract.instances import LIVE_INSTANCE_STATES
-from spottrain.local import aws_shim, interruptions, processes
+from spottrain.local import aws_shim, interruptions, processes, shell
 from spottrain.local.faults import Faults, Interruption
 from spottrain.local.imds import InstanceMetadata
 from spottrain.local.instance_iam import InstanceIam
@@ -260,3 +260,4 @@ class Ec2Simulator:
         if not instance.killed:
             instance.killed = True
             instance.imds.stop()
+            (instance.sandbox / shell.ENDED_FILE).touch()  # `spottrain shell` no longer finds it

@@ -26,6 +26,7 @@ CUSTOM_CONTEXT = {
     "rootVolumeGb": "150",
     "maxSpotPrice": "0.75",
     "onDemandFallback": "false",
+    "maxFailureKeepAliveMinutes": "0",  # no debug door
 }
 
 

@@ -6,6 +6,7 @@ import re
 
 from spottrain.contract.layout import TAG_STACK
 from spottrain.infra.functions import TASKS
+from spottrain.infra.debug_door import AGENT_MESSAGE_ACTIONS, REGISTER_ACTIONS, SESSION_ACTIONS
 from infra_synth import job_machines
 
 # A task token is the capability: SendTask* take no resource.
@@ -17,7 +18,7 @@ NO_RESOURCE_LEVEL = {
     "logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
     "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
     "xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules", "xray:GetSamplingTargets",
-    *CALLBACK_ACTIONS,
+    *CALLBACK_ACTIONS, *SESSION_ACTIONS, *AGENT_MESSAGE_ACTIONS,
 }
 MUTATING_EC2 = {"ec2:TerminateInstances", "ec2:CancelSpotInstanceRequests"}
 INSTANCE_READS = {"ec2:GetConsoleOutput"}  # resource-level: only this stack's instances
@@ -178,7 +179,8 @@ def test_instance_role_reads_and_writes_job_buckets_reads_only_the_agent_zip_and
     role_id = profile["Properties"]["Roles"][0]["Ref"]
     assert _actions_of_role(default_synth, role_id) == {
         "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket", *CALLBACK_ACTIONS,
-        "ssm:GetParameter", "secretsmanager:GetSecretValue"}
+        "ssm:GetParameter", "secretsmanager:GetSecretValue", *REGISTER_ACTIONS, *SESSION_ACTIONS,
+        *AGENT_MESSAGE_ACTIONS}  # the debug door: the default stack allows one
     # Then the secrets it reads are only those under the prefix the job spec allows
     secrets = [s for _, roles, s in _statements(default_synth) if role_id in roles and s.get("Sid", "").startswith("JobSecret")]
     assert sorted(json.dumps(s["Resource"]).split(":")[-1] for s in secrets) == ['/spottrain/*"]]}', 'parameter/spottrain/*"]]}']
@@ -188,6 +190,22 @@ def test_instance_role_reads_and_writes_job_buckets_reads_only_the_agent_zip_and
     agent = [s for _, roles, s in _statements(default_synth) if role_id in roles and s.get("Sid") == "AgentAsset"]
     (statement,) = agent
     assert json.dumps(statement["Resource"]).endswith('.zip"]]}')
+
+
+def _instance_role_actions(synth) -> set[str]:
+    (profile,) = synth.resources("AWS::IAM::InstanceProfile").values()
+    return _actions_of_role(synth, profile["Properties"]["Roles"][0]["Ref"])
+
+
+def test_given_the_debug_door_then_the_instance_role_gets_only_session_managers_calls(default_synth, custom_synth):
+    door = {*REGISTER_ACTIONS, *SESSION_ACTIONS, *AGENT_MESSAGE_ACTIONS}
+    # Given the default stack (maxFailureKeepAliveMinutes=30): SSM Agent may register and open sessions, no more
+    ssm = {a for a in _instance_role_actions(default_synth) if a.split(":")[0] in ("ssm", "ssmmessages", "ec2messages")}
+    assert ssm == door | {"ssm:GetParameter"}  # GetParameter: the job's secrets, scoped to /spottrain/
+    (register,) = [s for _, _, s in _statements(default_synth) if s.get("Sid") == "DebugDoorRegister"]
+    assert json.dumps(register["Resource"]).endswith(':instance/*"]]}')
+    # Given a stack with maxFailureKeepAliveMinutes=0: no door, none of these permissions
+    assert not door & _instance_role_actions(custom_synth)
 
 
 def test_state_machine_invokes_only_its_functions_and_starts_no_execution(any_synth):

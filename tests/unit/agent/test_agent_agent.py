@@ -10,6 +10,7 @@ import time
 from agent_support import EXECUTION_ID, REPO_ROOT, job_document, train
 
 from spottrain.agent import runner
+from spottrain.contract import debug_door
 
 COMPLETED = "status/completed.json"
 INTERRUPTED = "status/interrupted.json"
@@ -289,6 +290,25 @@ def test_given_keep_alive_when_training_ends_then_shutdown_waits_for_it(agent, t
 
     assert not shutdown_early and agent.shutdown_flag.exists()
     assert agent.json("status/heartbeat.json")["phase"] == "done"
+
+
+def test_given_the_debug_door_when_training_fails_then_the_instance_stays_up_before_shutting_down(
+        agent, training_repo):
+    # Given a failing command with on_failure.keep_alive_minutes=2 (2 s here) and no keep-alive for successes
+    agent.put_job(job_document(training_repo, agent.marks, exec_command=train("fail"),
+                               on_failure={"keep_alive_minutes": 2}))
+
+    agent.start()
+    agent.wait_for_key(COMPLETED)
+    shutdown_early = agent.shutdown_flag.exists()
+    agent.wait()
+
+    # Then the failure is reported first, the shutdown waits for the door, and still comes
+    assert agent.json(COMPLETED)["exit_code"] != 0
+    assert not shutdown_early and agent.shutdown_flag.exists()
+    # And the note for whoever opens a session says whose instance it is and until when
+    note = json.loads((agent.workdir / debug_door.DOOR_FILE).read_text())
+    assert note["exec_name"] == agent.json("job.json")["job"]["exec_name"] and note["until"].endswith("+00:00")
 
 
 def test_given_no_job_json_when_the_agent_starts_then_it_reports_and_still_shuts_down(agent):

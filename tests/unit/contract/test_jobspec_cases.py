@@ -109,6 +109,12 @@ BAD_SPECS = [
     ("spend cap as text", spec_with(limits={"max_cost_usd": "5"}), "limits.max_cost_usd", "a number", True),
     ("negative keep alive", spec_with(keep_alive_minutes=-5), "keep_alive_minutes", "at least 0", True),
     ("keep alive over stack cap", spec_with(keep_alive_minutes=45), "keep_alive_minutes", "cap of 30", False),
+    ("negative debug door", spec_with(on_failure={"keep_alive_minutes": -1}), "on_failure.keep_alive_minutes",
+     "at least 0", True),
+    ("debug door over stack cap", spec_with(on_failure={"keep_alive_minutes": 31}), "on_failure.keep_alive_minutes",
+     "cap of 30", False),
+    ("unknown on_failure key", spec_with(on_failure={"keep_alive": 5}), "on_failure.keep_alive",
+     "Did you mean \"keep_alive_minutes\"", True),
     ("negative capacity wait", spec_with(capacity_wait_minutes=-1), "capacity_wait_minutes", "at least 0", True),
     ("capacity wait over stack cap", spec_with(capacity_wait_minutes=241), "capacity_wait_minutes", "cap of 240", False),
     ("zero interruptions", spec_with(on_demand_after={"interruptions": 0}), "on_demand_after.interruptions",
@@ -354,3 +360,22 @@ def test_given_a_stack_spend_cap_when_validating_then_it_is_the_default_and_the_
                                      "it out to get 2 (the stack's maxCostUsd setting raises the cap)."]
     # And a stack without a cap leaves a job without one uncapped
     assert "max_cost_usd" not in validate_spec(spec_with(), make_settings())["limits"]
+
+
+def test_given_a_stack_without_a_debug_door_when_a_spec_asks_for_one_then_the_problem_says_how_to_open_it():
+    # Given a stack deployed with maxFailureKeepAliveMinutes=0 (no door, no Session Manager permissions)
+    settings = make_settings(max_failure_keep_alive_minutes=0)
+
+    problems = jobspec.spec_problems(spec_with(on_failure={"keep_alive_minutes": 5}), settings)
+
+    # Then the field, the rule and the fix are named
+    assert problems == ["on_failure.keep_alive_minutes: this stack has no debug door (its maxFailureKeepAliveMinutes "
+                        "is 0). Remove the field, or deploy the stack with -c maxFailureKeepAliveMinutes=30."]
+
+
+def test_given_a_bad_debug_door_value_then_the_schema_problem_carries_its_hint():
+    hint = SCHEMA["properties"]["on_failure"]["properties"]["keep_alive_minutes"]["x-hint"]
+
+    problems = schema_problems(spec_with(on_failure={"keep_alive_minutes": "15"}))
+
+    assert problems == [f"on_failure.keep_alive_minutes: must be a whole number, not \"15\". {hint}"]

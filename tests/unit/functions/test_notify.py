@@ -91,6 +91,24 @@ def test_given_failed_training_when_notified_then_exit_code_and_last_20_log_line
     assert "old " not in body
 
 
+@pytest.mark.parametrize("kept_seconds, instance_state, shown", [
+    (600, "running", True), (0, "running", False), (600, "terminated", False)],
+    ids=["debug door", "terminated at once", "instance already gone"])
+def test_given_a_failed_training_when_notified_then_the_debug_door_gives_the_session_command_and_stop_time(
+        running_job, kept_seconds, instance_state, shown):
+    # Given a failed training whose instance the workflow keeps for on_failure.keep_alive_minutes (10 min)
+    state, _, inbox = running_job
+    state["poll"] = {"status": "FAILED", "terminate_after_seconds": kept_seconds,
+                     "detail": {"exit_code": 2, "instance_state": instance_state}}
+
+    publish(NotifyEvent.FAILED, state)
+
+    # Then the email says how to reach it and when it stops, and says nothing of a door that is not open
+    body = received(inbox)[0]["Message"]
+    assert ("Open a shell on it: aws ssm start-session --target i-0abc" in body) is shown
+    assert ("kept for debugging (on_failure.keep_alive_minutes) until 2026-01-01T00:13:12+00:00" in body) is shown
+
+
 def test_given_newest_log_part_is_short_when_tailing_then_previous_part_fills_in(running_job):
     state, s3, _ = running_job
     bucket = state["storage"]["bucket"]

@@ -63,6 +63,20 @@ def test_given_completed_with_exit_0_then_succeeded_recorded_and_keep_alive_conv
     assert read_report(s3)["attempts"][0]["ended_at"] == NOW.isoformat()
 
 
+@pytest.mark.parametrize("on_failure, cap, kept_seconds", [
+    ({"keep_alive_minutes": 5}, 30, 300), ({}, 30, 0), ({"keep_alive_minutes": 5}, 0, 0)],
+    ids=["debug door", "default 0", "stack without a door"])
+def test_given_a_failed_training_then_the_debug_door_decides_how_long_the_instance_is_kept(
+        running, on_failure, cap, kept_seconds):
+    ec2, s3, state = running
+    state["job"]["on_failure"] = on_failure  # keep_alive_minutes=2 is for successes only
+    put_marker(s3, layout.COMPLETED_KEY, **written_by(state), exit_code=2, failed_phase="exec", reason="exit")
+
+    result = poll(ec2, s3, state, seconds_per_minute=60, max_failure_keep_alive_minutes=cap)
+
+    assert (result["status"], result["terminate_after_seconds"]) == ("FAILED", kept_seconds)
+
+
 def test_given_completed_with_a_non_zero_exit_then_failed_with_the_phase(running):
     ec2, s3, state = running
     put_marker(s3, layout.COMPLETED_KEY, **written_by(state), exit_code=2, failed_phase="exec", reason="exit")

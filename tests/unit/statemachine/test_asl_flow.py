@@ -295,7 +295,27 @@ def test_given_the_training_fails_or_runs_out_of_attempts_then_terminated_and_fa
     status, got_error, _, visited = sfn(script, SPEC)
 
     assert (status, got_error) == ("FAILED", error)
-    assert visited[-4:] == ["NotifyTaskFailed", "TerminateAfterFailure", "FailureKind", error]
+    assert visited[-5:] == ["NotifyTaskFailed", "WaitBeforeTerminateAfterFailure", "TerminateAfterFailure",
+                            "FailureKind", error]
+
+
+def test_given_a_failed_training_with_the_debug_door_then_it_waits_the_kept_seconds_before_terminating(sfn):
+    # Given poll_completion's verdict for a job with on_failure.keep_alive_minutes (already in seconds)
+    script = Script(**happy(poll_completion=polled("FAILED", terminate_after_seconds=1)))
+
+    run = sfn(script, SPEC)
+
+    # Then the instance is terminated only after the wait, and the job still fails
+    assert (run.status, run.error) == ("FAILED", "TrainingFailed")
+    events = sfn.client.get_execution_history(executionArn=_only_execution(sfn), maxResults=1000)["events"]
+    entered = {e["stateEnteredEventDetails"]["name"]: e["timestamp"] for e in events if "stateEnteredEventDetails" in e}
+    waited = entered["TerminateAfterFailure"] - entered["WaitBeforeTerminateAfterFailure"]
+    assert waited.total_seconds() >= 1
+    assert len(script.calls["terminate_instance"]) == 1
+
+
+def _only_execution(sfn) -> str:
+    return sfn.client.list_executions(stateMachineArn=sfn.machine)["executions"][0]["executionArn"]
 
 
 def test_given_no_pool_with_room_twice_then_it_emails_once_waits_each_time_and_launches_when_one_has(sfn):
