@@ -257,15 +257,33 @@ def cmd_cancel(args: argparse.Namespace, console: Console) -> int:
 def cmd_cost(args: argparse.Namespace, console: Console) -> int:
     from spottrain import cost
 
-    report = cost.local_report(Path(args.runs), args.name)
-    if report is None:  # not downloaded: ask the deployed stack's job bucket
-        session, stack = _aws(args)
-        try:
-            report = cost.bucket_report(session.client("s3"), stack.job_bucket(args.name))
-        except cost.ReportNotFound as exc:
-            raise UsageError(str(exc)) from None
-    cost.show(report)
+    local = Path(args.runs) / args.name / "report.json"
+    try:
+        report = cost.local_report(Path(args.runs), args.name)
+        where = str(local)
+        if report is None:  # not downloaded: ask the deployed stack's job bucket
+            report, where = _bucket_cost_report(args, local)
+        cost.show(report, where)
+    except (cost.ReportNotFound, cost.ReportUnreadable) as exc:
+        raise UsageError(str(exc)) from None
     return 0
+
+
+def _bucket_cost_report(args: argparse.Namespace, local: Path) -> tuple[dict, str]:
+    from spottrain import cost
+
+    try:
+        session, stack = _aws(args)
+        bucket = stack.job_bucket(args.name)
+        return cost.bucket_report(session.client("s3"), bucket), f"s3://{bucket}/report.json"
+    except jobs.JobNotFound as exc:
+        raise UsageError(f"no {local}, and {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - an AWS set-up problem: say that neither place was reachable
+        line = aws_problem(exc)
+        if line is None:
+            raise
+        raise UsageError(f"no {local} (download the results, or pass --runs), and the job's bucket cannot be "
+                         f"read: {line}") from None
 
 
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
