@@ -168,8 +168,21 @@ def _report_end(console: Console, execution: dict) -> int:
     if status == "SUCCEEDED":
         console.say(f"✓ {execution['name']} succeeded")
         return 0
-    console.say(f"✗ {execution['name']} {status.lower()}: {execution.get('error', '')} {execution.get('cause', '')}".rstrip())
+    console.say(f"✗ {execution['name']} {status.lower()}: {failure_text(execution.get('error'), execution.get('cause'))}")
     return 1
+
+
+def failure_text(error: str | None, cause: str | None) -> str:
+    """A failed execution's error and cause on one line. A Lambda's unhandled error reaches Step Functions
+    as its JSON payload (errorType, errorMessage, stackTrace): only the type and message are shown
+    (https://docs.aws.amazon.com/lambda/latest/dg/python-exceptions.html)."""
+    try:
+        payload = json.loads(cause or "")
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict) and "errorMessage" in payload:
+        error, cause = payload.get("errorType") or error, str(payload["errorMessage"])
+    return f"{error or ''} {cause or ''}".strip()
 
 
 def cmd_submit(args: argparse.Namespace, console: Console) -> int:
@@ -199,7 +212,13 @@ def _offline(spec: dict) -> dict:
     from spottrain.demo import demo_spec
 
     own = load_spec(str(DEMO_SPEC))["repository_url"]
-    return demo_spec(REPO_ROOT, spec) if spec.get("repository_url") == own else spec
+    if spec.get("repository_url") != own:
+        return spec
+    if "repository_auth" in spec:  # the rewritten file:// URL takes no token: the agent's clone would fail
+        raise UsageError(f"repository_auth: --local clones this checkout instead of {own}, and a token needs an "
+                         "https server: remove repository_auth for --local (tests/e2e/test_emulator_secrets.py "
+                         "runs a private https repository against the emulator)")
+    return demo_spec(REPO_ROOT, spec)
 
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:

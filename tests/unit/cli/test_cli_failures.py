@@ -1,0 +1,46 @@
+"""How a failed job ends on the CLI: one line a user reads, not a Lambda's stack trace; and a --local run
+that could not work is refused before the emulator starts."""
+from __future__ import annotations
+
+import io
+import json
+
+from spottrain import cli
+from spottrain.console import Console
+
+
+def test_given_a_lambda_failure_when_the_job_ends_then_the_error_and_message_show_without_the_stack_trace():
+    # Given an execution failed by a Lambda's unhandled error: Step Functions keeps its payload as the cause
+    cause = json.dumps({"errorMessage": "could not read /spottrain/github-token", "errorType": "ValueError",
+                        "requestId": "r-1", "stackTrace": ['  File "/var/task/launch.py", line 3, in handler\n']})
+    execution = {"name": "job-1", "status": "FAILED", "error": "ValueError", "cause": cause}
+    out = io.StringIO()
+
+    # When the CLI reports the end
+    code = cli._report_end(Console(out), execution)
+
+    # Then one line: the error type and the message only
+    assert code == 1
+    assert out.getvalue().strip() == "✗ job-1 failed: ValueError could not read /spottrain/github-token"
+
+
+def test_given_a_plain_cause_then_it_shows_as_it_is():
+    assert cli.failure_text("TrainingFailed", "exit code 1") == "TrainingFailed exit code 1"
+    assert cli.failure_text(None, None) == ""
+
+
+def test_given_repository_auth_on_the_projects_own_url_when_submitted_local_then_refused_before_deploying(
+    tmp_path, capsys
+):
+    # Given the demo's spec (this project's URL, which --local rewrites to this checkout) with a token
+    spec = {**json.loads(cli.DEMO_SPEC.read_text()), "repository_auth": {"token_secret": "/spottrain/github-token"}}
+    (tmp_path / "job.json").write_text(json.dumps(spec))
+
+    # When submitted to the emulator
+    code = cli.main(["submit", "--local", str(tmp_path / "job.json"), "--workdir", str(tmp_path / "work")])
+
+    # Then refused in one line naming the field and where a private repository is exercised, nothing started
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("spottrain: repository_auth: --local clones this checkout") and "test_emulator_secrets.py" in err, err
+    assert not (tmp_path / "work").exists()
