@@ -332,17 +332,20 @@ def _on_demand_after_problems(spec: dict, settings: Settings) -> Iterator[str]:
 
 def _limit_problems(spec: dict, settings: Settings) -> Iterator[str]:
     limits: dict = spec["limits"] if isinstance(spec.get("limits"), dict) else {}
-    caps = (
-        ("limits.max_runtime_minutes", limits.get("max_runtime_minutes"), settings.max_runtime_minutes, "maxRuntimeMinutes"),
-        ("limits.max_attempts", limits.get("max_attempts"), settings.max_attempts, "maxAttempts"),
-        ("keep_alive_minutes", spec.get("keep_alive_minutes"), settings.max_keep_alive_minutes, "maxKeepAliveMinutes"),
+    caps = (  # path, value, cap, the default a job gets when it leaves the field out, the cap's stack setting
+        ("limits.max_runtime_minutes", limits.get("max_runtime_minutes"), settings.max_runtime_minutes,
+         settings.max_runtime_minutes, "maxRuntimeMinutes"),
+        ("limits.max_attempts", limits.get("max_attempts"), settings.max_attempts, settings.max_attempts, "maxAttempts"),
+        ("keep_alive_minutes", spec.get("keep_alive_minutes"), settings.max_keep_alive_minutes,
+         settings.default_keep_alive_minutes, "maxKeepAliveMinutes"),
         ("capacity_wait_minutes", spec.get("capacity_wait_minutes"), settings.max_capacity_wait_minutes,
-         "maxCapacityWaitMinutes"),
+         settings.capacity_wait_minutes, "maxCapacityWaitMinutes"),
     )
-    for path, value, cap, setting in caps:
+    for path, value, cap, default, setting in caps:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > cap:
             yield (f"{path}: {value} is over this stack's cap of {cap}. "
-                   f"Use at most {cap}, or leave it out to get {cap} (the stack's {setting} setting raises the cap).")
+                   f"Use at most {cap}, or leave it out to get the stack's default of {default} "
+                   f"(the stack's {setting} setting raises the cap).")
 
 
 def _spend_cap_problems(spec: dict, settings: Settings) -> Iterator[str]:

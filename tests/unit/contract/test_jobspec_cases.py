@@ -354,3 +354,19 @@ def test_given_a_stack_spend_cap_when_validating_then_it_is_the_default_and_the_
                                      "it out to get 2 (the stack's maxCostUsd setting raises the cap)."]
     # And a stack without a cap leaves a job without one uncapped
     assert "max_cost_usd" not in validate_spec(spec_with(), make_settings())["limits"]
+
+
+@pytest.mark.parametrize("field,value,says", [
+    ("capacity_wait_minutes", 241, "Use at most 240, or leave it out to get the stack's default of 30 "),
+    ("keep_alive_minutes", 31, "Use at most 30, or leave it out to get the stack's default of 0 "),
+    ("limits", {"max_attempts": 4}, "Use at most 3, or leave it out to get the stack's default of 3 "),
+])
+def test_given_a_value_over_a_cap_then_the_fix_names_what_leaving_it_out_gives(field, value, says):
+    # Given a stack whose default for the field differs from its cap (capacity wait: 30 by default, 240 at most)
+    settings = make_settings(capacity_wait_minutes=30, max_capacity_wait_minutes=240, default_keep_alive_minutes=0)
+
+    # When the spec asks for more than the cap
+    problems = jobspec.spec_problems({**ORIGINAL_2017_SPEC, field: value}, settings)
+
+    # Then the fix says what leaving the field out really gives: the default, not the cap
+    assert any(says in problem for problem in problems), problems
