@@ -44,3 +44,26 @@ def test_given_repository_auth_on_the_projects_own_url_when_submitted_local_then
     assert code == 2
     assert err.startswith("spottrain: repository_auth: --local clones this checkout") and "test_emulator_secrets.py" in err, err
     assert not (tmp_path / "work").exists()
+
+
+def test_given_an_outage_longer_than_the_emulators_capacity_wait_when_the_demo_starts_then_refused_with_why(
+    tmp_path, capsys
+):
+    # When the demo is asked for an outage no job in the emulator can outwait (its wait: 60 minutes of 1 s)
+    code = cli.main(["demo", "--inject", "capacity-outage=99999999999", "--workdir", str(tmp_path / "work"),
+                     "--runs", str(tmp_path / "runs")])
+
+    # Then refused before the emulator starts, saying how long the job waits and what to do instead
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "capacity-outage=1e+11: the job waits for capacity for only 60s in the emulator" in err, err
+    assert "no-capacity=<type>" in err
+    assert not (tmp_path / "work").exists()
+
+
+def test_given_a_job_with_its_own_capacity_wait_then_the_outage_may_last_up_to_it():
+    from spottrain.local import Faults, capacity_wait_seconds
+
+    # Given a job waiting 200 emulator minutes (200 s) for capacity, an outage of 150 s can end inside it
+    Faults.parse(["capacity-outage=150"]).check_outage(capacity_wait_seconds({"capacity_wait_minutes": 200}))
+    assert capacity_wait_seconds({}) == 60.0  # the emulator stack's capacityWaitMinutes, a second each
