@@ -66,8 +66,9 @@ def capacity_wait_seconds(spec: dict) -> float:
     """Seconds a job of this spec waits for spot capacity in the emulator: its capacity_wait_minutes,
     else the emulator stack's, at the emulator's one second a minute."""
     minutes = spec.get("capacity_wait_minutes")
-    minutes = FAST_CONTEXT["capacityWaitMinutes"] if minutes is None else minutes
-    return float(minutes) * float(AGENT_TIMINGS["SPOTTRAIN_SECONDS_PER_MINUTE"])
+    default = FAST_CONTEXT["capacityWaitMinutes"]
+    assert isinstance(default, int)  # FAST_CONTEXT mixes types; this one is a number of minutes
+    return float(default if minutes is None else minutes) * float(AGENT_TIMINGS["SPOTTRAIN_SECONDS_PER_MINUTE"])
 
 INSTANCE_STATE_CHANGE = "EC2 Instance State-change Notification"
 # moto logs every request and every caught task error at length; the emulator reports what matters
