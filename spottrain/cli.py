@@ -163,13 +163,25 @@ def _follow(console: Console, sfn: Any, s3: Any, stack: jobs.Stack, arn: str, ti
         console.end_progress()
 
 
-def _report_end(console: Console, execution: dict) -> int:
+def _report_end(console: Console, execution: dict, detail: dict | None = None) -> int:
+    """Prints the job's last line; detail: the failed attempt's (`_failure_detail`), read while the
+    stack is reachable."""
     status = execution["status"]
     if status == "SUCCEEDED":
         console.say(f"✓ {execution['name']} succeeded")
         return 0
-    console.say(f"✗ {execution['name']} {status.lower()}: {failure_text(execution.get('error'), execution.get('cause'))}")
+    text = failure_text(execution.get("error"), execution.get("cause"))
+    if (detail or {}).get("reason") == "secret_unreadable":  # the generic cause would send the user to the logs
+        text = f"a secret could not be read: {(detail or {}).get('message')}"
+    console.say(f"✗ {execution['name']} {status.lower()}: {text}")
     return 1
+
+
+def _failure_detail(sfn: Any, execution: dict) -> dict:
+    """The agent's reason for a TrainingFailed end (the Fail state's cause is generic); {} otherwise."""
+    if execution.get("error") != "TrainingFailed":
+        return {}
+    return jobs.last_poll_detail(sfn, execution["executionArn"])
 
 
 def failure_text(error: str | None, cause: str | None) -> str:
@@ -204,7 +216,8 @@ def cmd_submit(args: argparse.Namespace, console: Console) -> int:
     if not args.wait:
         console.say(f"follow it with: spottrain status {spec['exec_name']}  |  spottrain logs {spec['exec_name']} --follow")
         return 0
-    return _report_end(console, _follow(console, sfn, s3, stack, arn, args.timeout or float("inf"), AWS_POLL_SECONDS))
+    execution = _follow(console, sfn, s3, stack, arn, args.timeout or float("inf"), AWS_POLL_SECONDS)
+    return _report_end(console, execution, _failure_detail(sfn, execution))
 
 
 def _offline(spec: dict) -> dict:
@@ -357,12 +370,13 @@ def _run_local(args: argparse.Namespace, console: Console, spec: dict, download_
         arn = jobs.start(sfn, stack, spec)
         execution = _follow(console, sfn, s3, stack, arn, args.timeout or LOCAL_TIMEOUT_SECONDS, interval=1.0)
         emulator.wait_for_emails(len(emulator.emails) + 1, timeout=0.5)
+        detail = _failure_detail(sfn, execution)
         if download_to is not None:
             bucket = stack.job_bucket(spec["exec_name"])
             jobs.download(s3, bucket, download_to)
             _describe_results(console, download_to)
     console.say(f"total {time.monotonic() - started:.1f}s")
-    code = _report_end(console, execution)
+    code = _report_end(console, execution, detail)
     return _report_faults(console, faults) or code
 
 

@@ -67,3 +67,42 @@ def test_given_a_job_with_its_own_capacity_wait_then_the_outage_may_last_up_to_i
     # Given a job waiting 200 emulator minutes (200 s) for capacity, an outage of 150 s can end inside it
     Faults.parse(["capacity-outage=150"]).check_outage(capacity_wait_seconds({"capacity_wait_minutes": 200}))
     assert capacity_wait_seconds({}) == 60.0  # the emulator stack's capacityWaitMinutes, a second each
+
+
+class _History:
+    """Step Functions' GetExecutionHistory answering with the states' outputs given (ids in order)."""
+
+    def __init__(self, outputs):
+        self.events = [{"id": i, "stateExitedEventDetails": {"name": f"S{i}", "output": output}}
+                       for i, output in enumerate(outputs, start=1)]
+
+    def get_execution_history(self, **_):
+        return {"events": list(reversed(self.events))}
+
+
+def test_given_a_job_failed_by_an_unreadable_secret_when_it_ends_then_the_last_line_says_so_naming_the_variable():
+    # Given a TrainingFailed end whose last poll judged the agent's secret_unreadable failure
+    message = "secrets.HF_TOKEN: /spottrain/hf-token is neither an SSM parameter nor a Secrets Manager secret"
+    sfn = _History([json.dumps({"poll": {"status": "RUNNING", "detail": {}}}), "{cut",
+                    json.dumps({"poll": {"status": "FAILED", "detail": {"reason": "secret_unreadable", "exit_code": 1,
+                                                                        "message": message}}})])
+    execution = {"name": "job-1", "status": "FAILED", "executionArn": "arn:x", "error": "TrainingFailed",
+                 "cause": "The job failed: its command exited with a non-zero code, ..."}
+    out = io.StringIO()
+
+    # When the CLI reports the end
+    cli._report_end(Console(out), execution, cli._failure_detail(sfn, execution))
+
+    # Then the line names the variable and the fix, not the generic TrainingFailed cause
+    assert out.getvalue().strip() == f"✗ job-1 failed: a secret could not be read: {message}"
+
+
+def test_given_a_job_failed_by_its_command_then_the_last_line_keeps_the_workflows_cause():
+    sfn = _History([json.dumps({"poll": {"status": "FAILED", "detail": {"reason": "exit", "exit_code": 2}}})])
+    execution = {"name": "job-1", "status": "FAILED", "executionArn": "arn:x", "error": "TrainingFailed",
+                 "cause": "The job failed."}
+    out = io.StringIO()
+
+    cli._report_end(Console(out), execution, cli._failure_detail(sfn, execution))
+
+    assert out.getvalue().strip() == "✗ job-1 failed: TrainingFailed The job failed."
