@@ -18,7 +18,7 @@ import jsonschema
 from jsonschema import ValidationError
 
 from spottrain.contract import names, schema, sweep
-from spottrain.contract.secrets import SECRET_NAME, SECRETS_PREFIX
+from spottrain.contract.secrets import SECRET_NAME, SECRETS_PREFIX, name_path_problem
 from spottrain.contract.settings import Settings
 
 SCHEMA_PATH = schema.SCHEMA_PATH
@@ -53,6 +53,9 @@ RESERVED_ENV_NAMES = {
     **dict.fromkeys(("IFS", "ENV", "BASH_ENV", "SHELLOPTS", "BASHOPTS", "CDPATH", "GLOBIGNORE", "PS4",
                      "PROMPT_COMMAND"), "it changes how bash reads and runs every command"),
     "GLIBC_TUNABLES": "the dynamic loader reads it for every program on the instance",
+    # ssh (git's transport for git@ URLs) runs the program SSH_ASKPASS names and uses SSH_AUTH_SOCK's agent
+    **dict.fromkeys(("SSH_ASKPASS", "SSH_ASKPASS_REQUIRE", "SSH_AUTH_SOCK", "DISPLAY"),
+                    "ssh reads it during the agent's git clone"),
 }
 
 _JSON_TYPES = {
@@ -492,10 +495,11 @@ def _secrets_problems(spec: dict) -> Iterator[str]:
         if isinstance(env, dict) and name in env:
             yield (f"secrets.{name}: is also set in env, which would be stored in job.json in the clear. "
                    f"Remove env.{name}; the secret alone sets the variable.")
-        if isinstance(secret, str) and not SECRET_NAME.match(secret):
-            yield (f"secrets.{name}: \"{secret}\" is not a parameter or secret name under {SECRETS_PREFIX} (the only "
-                   f"prefix the instance role may read). Store the value as \"{SECRETS_PREFIX}<name>\" with "
-                   f"`spottrain secret put {SECRETS_PREFIX}<name>` and give that name.")
+        # A name off the prefix or with other characters is the schema's pattern problem (one message, its x-hint)
+        path_problem = name_path_problem(secret) if isinstance(secret, str) and SECRET_NAME.match(secret) else None
+        if path_problem:
+            yield (f"secrets.{name}: \"{secret}\" {path_problem}. Give a name like \"{SECRETS_PREFIX}team/hf-token\": "
+                   "levels of letters, digits, '.', '-' and '_' joined by single '/'.")
 
 
 def _reserved_env_reason(name: str) -> str | None:

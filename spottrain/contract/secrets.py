@@ -14,6 +14,19 @@ SECRETS_PREFIX = "/spottrain/"  # the instance role may read SSM parameters and 
 # (https://docs.aws.amazon.com/systems-manager/latest/userguide/sysman-paramstore-su-create.html)
 SECRET_NAME = re.compile(r"^/spottrain/[A-Za-z0-9_.\-/]{1,200}$")
 MASK = b"********"
+
+
+def name_path_problem(name: str) -> "str | None":
+    """Why a name matching SECRET_NAME is still no usable hierarchy path (SSM refuses empty levels, and
+    `..` would look like leaving the prefix the instance role is scoped to), or None."""
+    rest = name[len(SECRETS_PREFIX):]
+    if ".." in rest.split("/"):
+        return "has a '..' level"
+    if "//" in name:
+        return "has an empty level ('//')"
+    if name.endswith("/"):
+        return "ends with '/'"
+    return None
 MIN_MASKED_CHARS = 4  # a shorter value would blank out ordinary text; such a value protects nothing anyway
 
 

@@ -78,3 +78,28 @@ def test_given_a_secret_printed_quoted_by_a_command_then_no_line_of_its_output_s
 
 def test_given_a_short_value_then_it_is_left_alone_even_quoted_as_masking_it_would_blank_ordinary_output():
     assert mask(b"+ : 'a'\\''b'\n", [b"a'b"]) == b"+ : 'a'\\''b'\n"
+
+
+@pytest.mark.parametrize("secret,says", [
+    ("/spottrain/../x", "has a '..' level"),
+    ("/spottrain/team//x", "has an empty level ('//')"),
+    ("/spottrain/team/", "ends with '/'"),
+])
+def test_given_a_secret_name_with_an_empty_or_parent_level_then_refused_naming_the_rule(secret, says):
+    problems = spec_problems(_spec(secrets={"HF_TOKEN": secret}), make_settings())
+
+    assert any(p.startswith(f"secrets.HF_TOKEN: \"{secret}\" {says}") for p in problems), problems
+
+
+def test_given_a_name_off_the_prefix_then_one_problem_says_so_not_two():
+    problems = spec_problems(_spec(secrets={"HF_TOKEN": "/prod/hf-token"}), make_settings())
+
+    assert len([p for p in problems if p.startswith("secrets.HF_TOKEN")]) == 1, problems
+
+
+@pytest.mark.parametrize("variable", ["SSH_ASKPASS", "SSH_AUTH_SOCK", "GIT_ASKPASS", "GIT_SSH_COMMAND"])
+def test_given_a_variable_git_or_ssh_reads_then_refused_as_secret_and_as_env(variable):
+    problems = spec_problems(_spec(secrets={variable: "/spottrain/x-token"}, env={variable: "x"}), make_settings())
+
+    assert any(p.startswith(f"secrets.{variable}: is reserved") for p in problems), problems
+    assert any(p.startswith(f"env.{variable}: is reserved") for p in problems), problems
