@@ -320,8 +320,13 @@ def _is_whole(value: Any) -> bool:
 
 def _on_demand_after_problems(spec: dict, settings: Settings) -> Iterator[str]:
     policy = spec.get("on_demand_after")
-    if not isinstance(policy, dict) or not policy:
+    if not isinstance(policy, dict):
         return
+    if not policy:
+        yield ("on_demand_after: is empty, so the job would never switch to on-demand. Give interruptions, "
+               "capacity_wait_minutes or both, e.g. {\"interruptions\": 2}, or remove the field.")
+        return
+    yield from _interruptions_problems(spec, policy, settings)
     if not settings.on_demand_fallback:
         yield ("on_demand_after: this stack does not allow on-demand instances. "
                "Remove the field (the stack's onDemandFallback setting enables it).")
@@ -331,6 +336,18 @@ def _on_demand_after_problems(spec: dict, settings: Settings) -> Iterator[str]:
     if _is_whole(minutes) and _is_whole(window) and minutes > window:
         yield (f"on_demand_after.capacity_wait_minutes: {minutes} is longer than the job's wait for capacity "
                f"({window} minutes), so it would never switch. Use at most {window}, or raise capacity_wait_minutes.")
+
+
+def _interruptions_problems(spec: dict, policy: dict, settings: Settings) -> Iterator[str]:
+    # Attempt n follows n - 1 interruptions (spottrain/functions/shared/ondemand.py): the switch needs attempt N + 1
+    limits: dict = spec["limits"] if isinstance(spec.get("limits"), dict) else {}
+    attempts: Any = limits.get("max_attempts")
+    attempts = settings.max_attempts if attempts is None else attempts
+    count: Any = policy.get("interruptions")
+    if _is_whole(count) and _is_whole(attempts) and count >= attempts:
+        yield (f"on_demand_after.interruptions: {count} can never switch: the job has at most {attempts} attempts "
+               f"(limits.max_attempts), so no attempt follows its {count}th interruption. "
+               f"Use at most {attempts - 1}, or raise limits.max_attempts.")
 
 
 def _limit_problems(spec: dict, settings: Settings) -> Iterator[str]:
