@@ -345,9 +345,10 @@ def _interruptions_problems(spec: dict, policy: dict, settings: Settings) -> Ite
     attempts = settings.max_attempts if attempts is None else attempts
     count: Any = policy.get("interruptions")
     if _is_whole(count) and _is_whole(attempts) and count >= attempts:
+        fix = f"Use at most {attempts - 1}, or raise" if attempts > 1 else "Raise"
         yield (f"on_demand_after.interruptions: {count} can never switch: the job has at most {attempts} attempts "
-               f"(limits.max_attempts), so no attempt follows its {count}th interruption. "
-               f"Use at most {attempts - 1}, or raise limits.max_attempts.")
+               f"(limits.max_attempts), so no attempt follows its interruption number {count}. "
+               f"{fix} limits.max_attempts.")
 
 
 def _limit_problems(spec: dict, settings: Settings) -> Iterator[str]:

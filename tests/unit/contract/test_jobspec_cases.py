@@ -378,7 +378,7 @@ def test_given_an_empty_on_demand_after_then_refused_as_it_would_never_switch():
     assert any(p.startswith("on_demand_after: is empty") and "interruptions" in p for p in problems), problems
 
 
-@pytest.mark.parametrize("interruptions,max_attempts,refused", [(3, 3, True), (4, 3, True), (2, 3, False)])
+@pytest.mark.parametrize("interruptions,max_attempts,refused", [(3, 3, True), (4, 3, True), (2, 3, False), (1, 1, True)])
 def test_given_interruptions_not_below_max_attempts_then_refused_saying_no_attempt_would_follow(
     interruptions, max_attempts, refused
 ):
@@ -391,4 +391,4 @@ def test_given_interruptions_not_below_max_attempts_then_refused_saying_no_attem
     # Then refused only when no attempt would be left to run on-demand
     hits = [p for p in problems if p.startswith("on_demand_after.interruptions:")]
     assert bool(hits) is refused, problems
-    assert not hits or "can never switch" in hits[0] and "limits.max_attempts" in hits[0]
+    assert not hits or "can never switch" in hits[0] and "limits.max_attempts" in hits[0] and "at most 0" not in hits[0]
