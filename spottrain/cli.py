@@ -163,13 +163,38 @@ def _follow(console: Console, sfn: Any, s3: Any, stack: jobs.Stack, arn: str, ti
         console.end_progress()
 
 
-def _report_end(console: Console, execution: dict) -> int:
+def _report_end(console: Console, execution: dict, detail: dict | None = None) -> int:
+    """Prints the job's last line; detail: the failed attempt's (`_failure_detail`), read while the
+    stack is reachable."""
     status = execution["status"]
     if status == "SUCCEEDED":
         console.say(f"✓ {execution['name']} succeeded")
         return 0
-    console.say(f"✗ {execution['name']} {status.lower()}: {execution.get('error', '')} {execution.get('cause', '')}".rstrip())
+    text = failure_text(execution.get("error"), execution.get("cause"))
+    if (detail or {}).get("reason") == "secret_unreadable":  # the generic cause would send the user to the logs
+        text = f"a secret could not be read: {(detail or {}).get('message')}"
+    console.say(f"✗ {execution['name']} {status.lower()}: {text}")
     return 1
+
+
+def _failure_detail(sfn: Any, execution: dict) -> dict:
+    """The agent's reason for a TrainingFailed end (the Fail state's cause is generic); {} otherwise."""
+    if execution.get("error") != "TrainingFailed":
+        return {}
+    return jobs.last_poll_detail(sfn, execution["executionArn"])
+
+
+def failure_text(error: str | None, cause: str | None) -> str:
+    """A failed execution's error and cause on one line. A Lambda's unhandled error reaches Step Functions
+    as its JSON payload (errorType, errorMessage, stackTrace): only the type and message are shown
+    (https://docs.aws.amazon.com/lambda/latest/dg/python-exceptions.html)."""
+    try:
+        payload = json.loads(cause or "")
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict) and "errorMessage" in payload:
+        error, cause = payload.get("errorType") or error, str(payload["errorMessage"])
+    return f"{error or ''} {cause or ''}".strip()
 
 
 def cmd_submit(args: argparse.Namespace, console: Console) -> int:
@@ -191,7 +216,8 @@ def cmd_submit(args: argparse.Namespace, console: Console) -> int:
     if not args.wait:
         console.say(f"follow it with: spottrain status {spec['exec_name']}  |  spottrain logs {spec['exec_name']} --follow")
         return 0
-    return _report_end(console, _follow(console, sfn, s3, stack, arn, args.timeout or float("inf"), AWS_POLL_SECONDS))
+    execution = _follow(console, sfn, s3, stack, arn, args.timeout or float("inf"), AWS_POLL_SECONDS)
+    return _report_end(console, execution, _failure_detail(sfn, execution))
 
 
 def _offline(spec: dict) -> dict:
@@ -199,7 +225,13 @@ def _offline(spec: dict) -> dict:
     from spottrain.demo import demo_spec
 
     own = load_spec(str(DEMO_SPEC))["repository_url"]
-    return demo_spec(REPO_ROOT, spec) if spec.get("repository_url") == own else spec
+    if spec.get("repository_url") != own:
+        return spec
+    if "repository_auth" in spec:  # the rewritten file:// URL takes no token: the agent's clone would fail
+        raise UsageError(f"repository_auth: --local clones this checkout instead of {own}, and a token needs an "
+                         "https server: remove repository_auth for --local (tests/e2e/test_emulator_secrets.py "
+                         "runs a private https repository against the emulator)")
+    return demo_spec(REPO_ROOT, spec)
 
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
@@ -270,15 +302,33 @@ def cmd_shell(args: argparse.Namespace, console: Console) -> int:
 def cmd_cost(args: argparse.Namespace, console: Console) -> int:
     from spottrain import cost
 
-    report = cost.local_report(Path(args.runs), args.name)
-    if report is None:  # not downloaded: ask the deployed stack's job bucket
-        session, stack = _aws(args)
-        try:
-            report = cost.bucket_report(session.client("s3"), stack.job_bucket(args.name))
-        except cost.ReportNotFound as exc:
-            raise UsageError(str(exc)) from None
-    cost.show(report)
+    local = Path(args.runs) / args.name / "report.json"
+    try:
+        report = cost.local_report(Path(args.runs), args.name)
+        where = str(local)
+        if report is None:  # not downloaded: ask the deployed stack's job bucket
+            report, where = _bucket_cost_report(args, local)
+        cost.show(report, where)
+    except (cost.ReportNotFound, cost.ReportUnreadable) as exc:
+        raise UsageError(str(exc)) from None
     return 0
+
+
+def _bucket_cost_report(args: argparse.Namespace, local: Path) -> tuple[dict, str]:
+    from spottrain import cost
+
+    try:
+        session, stack = _aws(args)
+        bucket = stack.job_bucket(args.name)
+        return cost.bucket_report(session.client("s3"), bucket), f"s3://{bucket}/report.json"
+    except jobs.JobNotFound as exc:
+        raise UsageError(f"no {local}, and {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - an AWS set-up problem: say that neither place was reachable
+        line = aws_problem(exc)
+        if line is None:
+            raise
+        raise UsageError(f"no {local} (download the results, or pass --runs), and the job's bucket cannot be "
+                         f"read: {line}") from None
 
 
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
@@ -302,11 +352,12 @@ def cmd_secret_put(args: argparse.Namespace, console: Console) -> int:
 
 
 def _run_local(args: argparse.Namespace, console: Console, spec: dict, download_to: Path | None) -> int:
-    from spottrain.local import Emulator, FaultError, Faults
+    from spottrain.local import Emulator, FaultError, Faults, capacity_wait_seconds
     from spottrain.secret_store import SecretUsageError, parse_local_secrets, put_secret
 
     try:  # every --inject and --local-secret is checked, against the stack's allow-list too, before anything starts
         faults = Faults.parse(args.inject)
+        faults.check_outage(capacity_wait_seconds(spec))
         local_secrets = parse_local_secrets(args.local_secret)
         emulator = Emulator(Path(args.workdir), faults=faults, on_email=console.email)
     except (FaultError, SecretUsageError) as exc:
@@ -332,12 +383,13 @@ def _run_local(args: argparse.Namespace, console: Console, spec: dict, download_
         arn = jobs.start(sfn, stack, spec)
         execution = _follow(console, sfn, s3, stack, arn, args.timeout or LOCAL_TIMEOUT_SECONDS, interval=1.0)
         emulator.wait_for_emails(len(emulator.emails) + 1, timeout=0.5)
+        detail = _failure_detail(sfn, execution)
         if download_to is not None:
             bucket = stack.job_bucket(spec["exec_name"])
             jobs.download(s3, bucket, download_to)
             _describe_results(console, download_to)
     console.say(f"total {time.monotonic() - started:.1f}s")
-    code = _report_end(console, execution)
+    code = _report_end(console, execution, detail)
     return _report_faults(console, faults) or code
 
 

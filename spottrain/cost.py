@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,45 @@ from rich.table import Table
 from spottrain.functions.shared.report import attempt_cost, attempt_seconds, parse_time, summarize
 
 
+PIPE_WIDTH = 1000  # columns for a table that is not on a terminal: wider than any row, so nothing is cut
+
+
 class ReportNotFound(LookupError):
     """Neither a downloaded report nor the job's bucket has one."""
 
 
+class ReportUnreadable(ValueError):
+    """A report.json that is not a report: one line naming where it is and what is wrong."""
+
+
 def local_report(runs: Path, job: str) -> dict | None:
+    """runs/<job>/report.json parsed; None when absent. Raises ReportUnreadable when it is not a report."""
     path = runs / job / "report.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return parse_report(path.read_bytes(), str(path)) if path.is_file() else None
+
+
+def parse_report(body: bytes, where: str) -> dict:
+    """The report in body, checked for the shapes the table reads (an object; attempts and capacity_waits
+    lists of objects). Raises ReportUnreadable naming `where` (a path or an s3:// URL)."""
+    try:
+        report = json.loads(body)
+    except ValueError as exc:  # also an empty file, and bytes that are not UTF-8
+        raise ReportUnreadable(f"{where} is not JSON ({exc}): download the job's results again or delete it "
+                               "to read the job's bucket") from None
+    problem = _shape_problem(report)
+    if problem:
+        raise ReportUnreadable(f"{where} is not a spottrain report: {problem}")
+    return report
+
+
+def _shape_problem(report: Any) -> str | None:
+    if not isinstance(report, dict):
+        return f"a JSON {type(report).__name__}, not an object"
+    for key in ("attempts", "capacity_waits"):
+        entries = report.get(key, [])
+        if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+            return f"{key} is {json.dumps(entries)[:40]}, not a list of objects"
+    return None
 
 
 def bucket_report(s3: Any, bucket: str) -> dict:
@@ -36,7 +69,7 @@ def bucket_report(s3: Any, bucket: str) -> dict:
         raise ReportNotFound(f"no report.json in s3://{bucket}: the job has not launched an instance yet") from None
     except s3.exceptions.NoSuchBucket:
         raise ReportNotFound(f"no bucket {bucket}: check the job name and --stack-name") from None
-    return json.loads(body)
+    return parse_report(body, f"s3://{bucket}/report.json")
 
 
 def attempt_rows(report: dict, now: dt.datetime | None = None) -> list[dict]:
@@ -78,11 +111,24 @@ def wait_lines(report: dict) -> list[str]:
     return lines
 
 
-def show(report: dict, console: RichConsole | None = None) -> None:
-    console = console or RichConsole()
-    console.print(cost_table(report))
-    for line in wait_lines(report) + source_lines(report):
+def show(report: dict, where: str, console: RichConsole | None = None) -> None:
+    """Prints the table, the capacity waits and the price sources. Raises ReportUnreadable (naming `where`)
+    on a value of the wrong type (a price that is not a number, a time that is not ISO 8601)."""
+    console = console or _console()
+    try:
+        table, lines = cost_table(report), wait_lines(report) + source_lines(report)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ReportUnreadable(f"{where} is not a spottrain report: {type(exc).__name__}: {exc}") from None
+    console.print(table)
+    for line in lines:
         console.print(line)
+
+
+def _console() -> RichConsole:
+    # A pipe or a file gets the whole table: rich would otherwise fit it into 80 columns, cutting "$0.0…"
+    if sys.stdout.isatty():
+        return RichConsole()
+    return RichConsole(width=PIPE_WIDTH, markup=False, emoji=False, highlight=False)
 
 
 def source_lines(report: dict) -> list[str]:

@@ -162,6 +162,22 @@ def _last_state_entered(sfn: Any, execution_arn: str) -> str:
     return max(entered, key=lambda e: e["id"])["stateEnteredEventDetails"]["name"]
 
 
+def last_poll_detail(sfn: Any, execution_arn: str) -> dict:
+    """The newest `poll.detail` a state passed on (the agent's reason and message for a failed attempt:
+    spottrain/functions/poll_completion.py); {} when none. Read from the execution history, since a
+    Fail state's cause is fixed text."""
+    events = sfn.get_execution_history(executionArn=execution_arn, reverseOrder=True, maxResults=100)["events"]
+    for event in sorted(events, key=lambda e: e["id"], reverse=True):  # the emulator ignores reverseOrder
+        try:
+            output = json.loads((event.get("stateExitedEventDetails") or {}).get("output") or "")
+        except ValueError:  # output over the history's size limit is cut
+            continue
+        detail = (output.get("poll") or {}).get("detail") if isinstance(output, dict) else None
+        if isinstance(detail, dict):
+            return detail
+    return {}
+
+
 def _read_json(s3: Any, bucket: str, key: str) -> dict | None:
     try:
         return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())

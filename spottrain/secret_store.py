@@ -9,7 +9,7 @@ from __future__ import annotations
 import getpass
 from typing import IO, Any, Iterable
 
-from spottrain.contract.secrets import SECRET_NAME, SECRETS_PREFIX
+from spottrain.contract.secrets import SECRET_NAME, SECRETS_PREFIX, name_path_problem
 
 ENV_NAME_HINT = "letters, digits and '_'"
 
@@ -19,9 +19,11 @@ class SecretUsageError(ValueError):
 
 
 def check_name(name: str) -> str:
-    if not SECRET_NAME.match(name):
-        raise SecretUsageError(f"secret name \"{name}\": must be under {SECRETS_PREFIX} (the only prefix the instance "
-                               f"role may read), with letters, digits, '.', '-', '_' and '/', e.g. {SECRETS_PREFIX}hf-token")
+    problem = None if SECRET_NAME.match(name) else "must be under " + SECRETS_PREFIX
+    problem = problem or name_path_problem(name)
+    if problem:
+        raise SecretUsageError(f"secret name \"{name}\": {problem} (the only prefix the instance role may read), with "
+                               f"letters, digits, '.', '-', '_' and single '/', e.g. {SECRETS_PREFIX}hf-token")
     return name
 
 
@@ -45,7 +47,10 @@ def parse_local_secrets(items: Iterable[str]) -> dict[str, str]:
     secrets: dict[str, str] = {}
     for item in items:
         name, sep, value = item.partition("=")
-        if not sep or not value:
+        if not sep:
             raise SecretUsageError(f"--local-secret {name}: give NAME=VALUE, e.g. --local-secret {SECRETS_PREFIX}hf-token=...")
+        if not value:
+            raise SecretUsageError(f"--local-secret {name}=: the value is empty; give it after '=' (quote it for the "
+                                   f"shell, e.g. --local-secret {name}=\"$HF_TOKEN\")")
         secrets[check_name(name)] = value
     return secrets

@@ -18,7 +18,7 @@ import jsonschema
 from jsonschema import ValidationError
 
 from spottrain.contract import names, schema, sweep
-from spottrain.contract.secrets import SECRET_NAME, SECRETS_PREFIX
+from spottrain.contract.secrets import SECRET_NAME, SECRETS_PREFIX, name_path_problem
 from spottrain.contract.settings import Settings
 
 SCHEMA_PATH = schema.SCHEMA_PATH
@@ -53,6 +53,9 @@ RESERVED_ENV_NAMES = {
     **dict.fromkeys(("IFS", "ENV", "BASH_ENV", "SHELLOPTS", "BASHOPTS", "CDPATH", "GLOBIGNORE", "PS4",
                      "PROMPT_COMMAND"), "it changes how bash reads and runs every command"),
     "GLIBC_TUNABLES": "the dynamic loader reads it for every program on the instance",
+    # ssh (git's transport for git@ URLs) runs the program SSH_ASKPASS names and uses SSH_AUTH_SOCK's agent
+    **dict.fromkeys(("SSH_ASKPASS", "SSH_ASKPASS_REQUIRE", "SSH_AUTH_SOCK", "DISPLAY"),
+                    "ssh reads it during the agent's git clone"),
 }
 
 _JSON_TYPES = {
@@ -317,8 +320,13 @@ def _is_whole(value: Any) -> bool:
 
 def _on_demand_after_problems(spec: dict, settings: Settings) -> Iterator[str]:
     policy = spec.get("on_demand_after")
-    if not isinstance(policy, dict) or not policy:
+    if not isinstance(policy, dict):
         return
+    if not policy:
+        yield ("on_demand_after: is empty, so the job would never switch to on-demand. Give interruptions, "
+               "capacity_wait_minutes or both, e.g. {\"interruptions\": 2}, or remove the field.")
+        return
+    yield from _interruptions_problems(spec, policy, settings)
     if not settings.on_demand_fallback:
         yield ("on_demand_after: this stack does not allow on-demand instances. "
                "Remove the field (the stack's onDemandFallback setting enables it).")
@@ -330,19 +338,35 @@ def _on_demand_after_problems(spec: dict, settings: Settings) -> Iterator[str]:
                f"({window} minutes), so it would never switch. Use at most {window}, or raise capacity_wait_minutes.")
 
 
+def _interruptions_problems(spec: dict, policy: dict, settings: Settings) -> Iterator[str]:
+    # Attempt n follows n - 1 interruptions (spottrain/functions/shared/ondemand.py): the switch needs attempt N + 1
+    limits: dict = spec["limits"] if isinstance(spec.get("limits"), dict) else {}
+    attempts: Any = limits.get("max_attempts")
+    attempts = settings.max_attempts if attempts is None else attempts
+    count: Any = policy.get("interruptions")
+    if _is_whole(count) and _is_whole(attempts) and count >= attempts:
+        fix = f"Use at most {attempts - 1}, or raise" if attempts > 1 else "Raise"
+        yield (f"on_demand_after.interruptions: {count} can never switch: the job has at most {attempts} attempts "
+               f"(limits.max_attempts), so no attempt follows its interruption number {count}. "
+               f"{fix} limits.max_attempts.")
+
+
 def _limit_problems(spec: dict, settings: Settings) -> Iterator[str]:
     limits: dict = spec["limits"] if isinstance(spec.get("limits"), dict) else {}
-    caps = (
-        ("limits.max_runtime_minutes", limits.get("max_runtime_minutes"), settings.max_runtime_minutes, "maxRuntimeMinutes"),
-        ("limits.max_attempts", limits.get("max_attempts"), settings.max_attempts, "maxAttempts"),
-        ("keep_alive_minutes", spec.get("keep_alive_minutes"), settings.max_keep_alive_minutes, "maxKeepAliveMinutes"),
+    caps = (  # path, value, cap, the default a job gets when it leaves the field out, the cap's stack setting
+        ("limits.max_runtime_minutes", limits.get("max_runtime_minutes"), settings.max_runtime_minutes,
+         settings.max_runtime_minutes, "maxRuntimeMinutes"),
+        ("limits.max_attempts", limits.get("max_attempts"), settings.max_attempts, settings.max_attempts, "maxAttempts"),
+        ("keep_alive_minutes", spec.get("keep_alive_minutes"), settings.max_keep_alive_minutes,
+         settings.default_keep_alive_minutes, "maxKeepAliveMinutes"),
         ("capacity_wait_minutes", spec.get("capacity_wait_minutes"), settings.max_capacity_wait_minutes,
-         "maxCapacityWaitMinutes"),
+         settings.capacity_wait_minutes, "maxCapacityWaitMinutes"),
     )
-    for path, value, cap, setting in caps:
+    for path, value, cap, default, setting in caps:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > cap:
             yield (f"{path}: {value} is over this stack's cap of {cap}. "
-                   f"Use at most {cap}, or leave it out to get {cap} (the stack's {setting} setting raises the cap).")
+                   f"Use at most {cap}, or leave it out to get the stack's default of {default} "
+                   f"(the stack's {setting} setting raises the cap).")
 
 
 def _spend_cap_problems(spec: dict, settings: Settings) -> Iterator[str]:
@@ -504,10 +528,11 @@ def _secrets_problems(spec: dict) -> Iterator[str]:
         if isinstance(env, dict) and name in env:
             yield (f"secrets.{name}: is also set in env, which would be stored in job.json in the clear. "
                    f"Remove env.{name}; the secret alone sets the variable.")
-        if isinstance(secret, str) and not SECRET_NAME.match(secret):
-            yield (f"secrets.{name}: \"{secret}\" is not a parameter or secret name under {SECRETS_PREFIX} (the only "
-                   f"prefix the instance role may read). Store the value as \"{SECRETS_PREFIX}<name>\" with "
-                   f"`spottrain secret put {SECRETS_PREFIX}<name>` and give that name.")
+        # A name off the prefix or with other characters is the schema's pattern problem (one message, its x-hint)
+        path_problem = name_path_problem(secret) if isinstance(secret, str) and SECRET_NAME.match(secret) else None
+        if path_problem:
+            yield (f"secrets.{name}: \"{secret}\" {path_problem}. Give a name like \"{SECRETS_PREFIX}team/hf-token\": "
+                   "levels of letters, digits, '.', '-' and '_' joined by single '/'.")
 
 
 def _reserved_env_reason(name: str) -> str | None:

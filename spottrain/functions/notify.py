@@ -125,9 +125,21 @@ def _instance_phrase(instance: dict) -> str:
 
 
 def _exit_phrase(detail: dict) -> str:
+    variable = _unreadable_secret(detail)
+    if variable:  # the agent's exit code 1 would hide that the commands never ran
+        return f"secret {variable} could not be read"
     if detail.get("exit_code") is not None:
         return f"exit code {detail['exit_code']}"
     return str(detail.get("reason") or "no exit code")
+
+
+def _unreadable_secret(detail: dict) -> str | None:
+    """The variable of a secret the agent could not read (its message starts "secrets.VAR: ..."; it
+    never holds the value, see spottrain/agent/secrets.py), or None."""
+    if detail.get("reason") != "secret_unreadable":
+        return None
+    field = str(detail.get("message") or "").split(":", 1)[0]
+    return field.split(".", 1)[1] if field.startswith("secrets.") else "(unknown variable)"
 
 
 def subject_for(event: NotifyEvent, state: dict, details: ReportAndLogs, now: dt.datetime) -> str:

@@ -41,7 +41,7 @@ from spottrain.local.instance_iam import InstanceCall, InstanceIam
 from spottrain.local.lambda_host import ApiCall, LambdaHost
 from spottrain.local.server import ACCOUNT_ID, LOOPBACK_NO_PROXY, REGION, MotoServer
 
-__all__ = ["Emulator", "Faults", "FaultError", "DEFAULT_WORKDIR"]
+__all__ = ["Emulator", "Faults", "FaultError", "DEFAULT_WORKDIR", "capacity_wait_seconds"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,16 @@ FAST_CONTEXT = {
     "powertoolsLayerArn": "",
 }
 STATUS_CHANGE = "Step Functions Execution Status Change"
+
+
+def capacity_wait_seconds(spec: dict) -> float:
+    """Seconds a job of this spec waits for spot capacity in the emulator: its capacity_wait_minutes,
+    else the emulator stack's, at the emulator's one second a minute."""
+    minutes = spec.get("capacity_wait_minutes")
+    default = FAST_CONTEXT["capacityWaitMinutes"]
+    assert isinstance(default, int)  # FAST_CONTEXT mixes types; this one is a number of minutes
+    return float(default if minutes is None else minutes) * float(AGENT_TIMINGS["SPOTTRAIN_SECONDS_PER_MINUTE"])
+
 INSTANCE_STATE_CHANGE = "EC2 Instance State-change Notification"
 # moto logs every request and every caught task error at length; the emulator reports what matters
 _QUIET_LOGGERS = {

@@ -106,6 +106,17 @@ class Faults:
         parts.extend(f"lambda-error={name}:{count}" for name, count in self.lambda_errors.items() if count > 0)
         return " ".join(parts)
 
+    def check_outage(self, window_seconds: float) -> None:
+        """Raises FaultError when capacity-outage cannot end inside the job's wait for capacity
+        (window_seconds of emulator time): the job would fail with no capacity and the outage would
+        never be seen to end, which is what the fault is for."""
+        if self.capacity_outage is not None and self.capacity_outage >= window_seconds:
+            raise FaultError(
+                f"--inject capacity-outage={self.capacity_outage:g}: the job waits for capacity for only "
+                f"{window_seconds:g}s in the emulator (capacity_wait_minutes; a minute lasts a second there), "
+                f"so the outage could never end inside it. Use less than {window_seconds:g} seconds, or raise "
+                "the job's capacity_wait_minutes; to watch a job fail for want of capacity, use no-capacity=<type>.")
+
     def load(self, other: "Faults") -> None:
         """Inject `other`'s faults instead of these, forgetting what fired (the emulator's parts hold this object)."""
         with self._lock:

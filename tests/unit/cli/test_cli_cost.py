@@ -72,3 +72,57 @@ def test_given_no_downloaded_report_then_the_jobs_bucket_is_read(monkeypatch):
             cost.bucket_report(s3, "spottrain-1-other")
         with pytest.raises(cost.ReportNotFound, match="check the job name and --stack-name"):
             cost.bucket_report(s3, "spottrain-1-nothing")
+
+
+@pytest.mark.parametrize("body,says", [
+    ("{", "is not JSON"),
+    ("", "is not JSON"),
+    ('{"attempts": "x"}', 'attempts is "x", not a list of objects'),
+    ("[1]", "a JSON list, not an object"),
+    ('{"attempts": [{"attempt": 1, "price_per_hour": "x", "launched_at": "2026-01-01T00:00:00+00:00"}]}',
+     "ValueError"),
+])
+def test_given_a_malformed_downloaded_report_when_cost_runs_then_one_line_names_the_file(tmp_path, capsys, body, says):
+    # Given a report.json truncated or edited by hand
+    (tmp_path / "multihead-demo").mkdir()
+    (tmp_path / "multihead-demo" / "report.json").write_text(body)
+
+    # When the user asks what it cost
+    code = cli.main(["cost", "multihead-demo", "--runs", str(tmp_path)])
+
+    # Then one line (no traceback) names the file and what is wrong with it
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert str(tmp_path / "multihead-demo" / "report.json") in err and says in err, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+
+
+def test_given_neither_a_downloaded_report_nor_a_region_then_the_error_says_both(tmp_path, capsys, monkeypatch):
+    # Given no runs/<job>/report.json and no AWS region anywhere
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+
+    # When the user asks what it cost
+    code = cli.main(["cost", "multihead-demo", "--runs", str(tmp_path)])
+
+    # Then the one line says the downloaded report is missing and why the bucket could not be asked
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"no {tmp_path / 'multihead-demo' / 'report.json'}" in err and "no AWS region configured" in err, err
+
+
+def test_given_output_piped_when_cost_runs_then_the_table_is_printed_whole(tmp_path, capsys, monkeypatch):
+    # Given a narrow terminal setting and stdout a pipe (capsys: not a TTY), as in `spottrain cost job | cat`
+    monkeypatch.setenv("COLUMNS", "60")
+    (tmp_path / "multihead-demo").mkdir()
+    (tmp_path / "multihead-demo" / "report.json").write_text(json.dumps(REPORT))
+
+    # When the table prints
+    assert cli.main(["cost", "multihead-demo", "--runs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+
+    # Then no cell is cut or wrapped: every figure is whole on its row
+    assert "…" not in out
+    total = next(line for line in out.splitlines() if "total" in line)
+    assert "$0.5000" in total and "$1.4000" in total and "$0.9000 (64%)" in total

@@ -379,3 +379,41 @@ def test_given_a_bad_debug_door_value_then_the_schema_problem_carries_its_hint()
     problems = schema_problems(spec_with(on_failure={"keep_alive_minutes": "15"}))
 
     assert problems == [f"on_failure.keep_alive_minutes: must be a whole number, not \"15\". {hint}"]
+
+
+@pytest.mark.parametrize("field,value,says", [
+    ("capacity_wait_minutes", 241, "Use at most 240, or leave it out to get the stack's default of 30 "),
+    ("keep_alive_minutes", 31, "Use at most 30, or leave it out to get the stack's default of 0 "),
+    ("limits", {"max_attempts": 4}, "Use at most 3, or leave it out to get the stack's default of 3 "),
+])
+def test_given_a_value_over_a_cap_then_the_fix_names_what_leaving_it_out_gives(field, value, says):
+    # Given a stack whose default for the field differs from its cap (capacity wait: 30 by default, 240 at most)
+    settings = make_settings(capacity_wait_minutes=30, max_capacity_wait_minutes=240, default_keep_alive_minutes=0)
+
+    # When the spec asks for more than the cap
+    problems = jobspec.spec_problems({**ORIGINAL_2017_SPEC, field: value}, settings)
+
+    # Then the fix says what leaving the field out really gives: the default, not the cap
+    assert any(says in problem for problem in problems), problems
+
+
+def test_given_an_empty_on_demand_after_then_refused_as_it_would_never_switch():
+    problems = jobspec.spec_problems({**ORIGINAL_2017_SPEC, "on_demand_after": {}}, make_settings(on_demand_fallback=True))
+
+    assert any(p.startswith("on_demand_after: is empty") and "interruptions" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("interruptions,max_attempts,refused", [(3, 3, True), (4, 3, True), (2, 3, False), (1, 1, True)])
+def test_given_interruptions_not_below_max_attempts_then_refused_saying_no_attempt_would_follow(
+    interruptions, max_attempts, refused
+):
+    # Given a job of max_attempts attempts asking for on-demand after `interruptions` interruptions
+    spec = {**ORIGINAL_2017_SPEC, "on_demand_after": {"interruptions": interruptions},
+            "limits": {**ORIGINAL_2017_SPEC.get("limits", {}), "max_attempts": max_attempts}}
+
+    problems = jobspec.spec_problems(spec, make_settings(on_demand_fallback=True))
+
+    # Then refused only when no attempt would be left to run on-demand
+    hits = [p for p in problems if p.startswith("on_demand_after.interruptions:")]
+    assert bool(hits) is refused, problems
+    assert not hits or "can never switch" in hits[0] and "limits.max_attempts" in hits[0] and "at most 0" not in hits[0]

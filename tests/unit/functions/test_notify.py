@@ -368,3 +368,20 @@ def test_given_the_job_stopped_at_its_spend_cap_when_notified_then_cap_spent_and
     bucket = state["storage"]["bucket"]
     assert "Spend cap: limits.max_cost_usd = $0.02; spent $0.0213" in email["Message"]
     assert f"Kept: s3://{bucket}/checkpoints/, s3://{bucket}/output/" in email["Message"]
+
+
+def test_given_a_secret_that_could_not_be_read_when_failed_then_the_subject_names_the_variable_not_exit_code_1(
+    running_job
+):
+    # Given the agent failed at start: the secret behind HF_TOKEN could not be read (its exit code is 1)
+    state, s3, inbox = running_job
+    state["poll"] = {"status": "FAILED", "detail": {
+        "exit_code": 1, "failed_phase": "start", "reason": "secret_unreadable",
+        "message": "secrets.HF_TOKEN: /spottrain/hf-token is neither an SSM parameter nor a Secrets Manager secret"}}
+
+    # When the failure is notified
+    publish(NotifyEvent.FAILED, state)
+
+    # Then the subject says which secret could not be read
+    subject = received(inbox)[0]["Subject"]
+    assert subject.startswith("[spottrain] pix2pix-facade failed (secret HF_TOKEN could not be read)"), subject

@@ -1,0 +1,108 @@
+"""How a failed job ends on the CLI: one line a user reads, not a Lambda's stack trace; and a --local run
+that could not work is refused before the emulator starts."""
+from __future__ import annotations
+
+import io
+import json
+
+from spottrain import cli
+from spottrain.console import Console
+
+
+def test_given_a_lambda_failure_when_the_job_ends_then_the_error_and_message_show_without_the_stack_trace():
+    # Given an execution failed by a Lambda's unhandled error: Step Functions keeps its payload as the cause
+    cause = json.dumps({"errorMessage": "could not read /spottrain/github-token", "errorType": "ValueError",
+                        "requestId": "r-1", "stackTrace": ['  File "/var/task/launch.py", line 3, in handler\n']})
+    execution = {"name": "job-1", "status": "FAILED", "error": "ValueError", "cause": cause}
+    out = io.StringIO()
+
+    # When the CLI reports the end
+    code = cli._report_end(Console(out), execution)
+
+    # Then one line: the error type and the message only
+    assert code == 1
+    assert out.getvalue().strip() == "✗ job-1 failed: ValueError could not read /spottrain/github-token"
+
+
+def test_given_a_plain_cause_then_it_shows_as_it_is():
+    assert cli.failure_text("TrainingFailed", "exit code 1") == "TrainingFailed exit code 1"
+    assert cli.failure_text(None, None) == ""
+
+
+def test_given_repository_auth_on_the_projects_own_url_when_submitted_local_then_refused_before_deploying(
+    tmp_path, capsys
+):
+    # Given the demo's spec (this project's URL, which --local rewrites to this checkout) with a token
+    spec = {**json.loads(cli.DEMO_SPEC.read_text()), "repository_auth": {"token_secret": "/spottrain/github-token"}}
+    (tmp_path / "job.json").write_text(json.dumps(spec))
+
+    # When submitted to the emulator
+    code = cli.main(["submit", "--local", str(tmp_path / "job.json"), "--workdir", str(tmp_path / "work")])
+
+    # Then refused in one line naming the field and where a private repository is exercised, nothing started
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("spottrain: repository_auth: --local clones this checkout") and "test_emulator_secrets.py" in err, err
+    assert not (tmp_path / "work").exists()
+
+
+def test_given_an_outage_longer_than_the_emulators_capacity_wait_when_the_demo_starts_then_refused_with_why(
+    tmp_path, capsys
+):
+    # When the demo is asked for an outage no job in the emulator can outwait (its wait: 60 minutes of 1 s)
+    code = cli.main(["demo", "--inject", "capacity-outage=99999999999", "--workdir", str(tmp_path / "work"),
+                     "--runs", str(tmp_path / "runs")])
+
+    # Then refused before the emulator starts, saying how long the job waits and what to do instead
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "capacity-outage=1e+11: the job waits for capacity for only 60s in the emulator" in err, err
+    assert "no-capacity=<type>" in err
+    assert not (tmp_path / "work").exists()
+
+
+def test_given_a_job_with_its_own_capacity_wait_then_the_outage_may_last_up_to_it():
+    from spottrain.local import Faults, capacity_wait_seconds
+
+    # Given a job waiting 200 emulator minutes (200 s) for capacity, an outage of 150 s can end inside it
+    Faults.parse(["capacity-outage=150"]).check_outage(capacity_wait_seconds({"capacity_wait_minutes": 200}))
+    assert capacity_wait_seconds({}) == 60.0  # the emulator stack's capacityWaitMinutes, a second each
+
+
+class _History:
+    """Step Functions' GetExecutionHistory answering with the states' outputs given (ids in order)."""
+
+    def __init__(self, outputs):
+        self.events = [{"id": i, "stateExitedEventDetails": {"name": f"S{i}", "output": output}}
+                       for i, output in enumerate(outputs, start=1)]
+
+    def get_execution_history(self, **_):
+        return {"events": list(reversed(self.events))}
+
+
+def test_given_a_job_failed_by_an_unreadable_secret_when_it_ends_then_the_last_line_says_so_naming_the_variable():
+    # Given a TrainingFailed end whose last poll judged the agent's secret_unreadable failure
+    message = "secrets.HF_TOKEN: /spottrain/hf-token is neither an SSM parameter nor a Secrets Manager secret"
+    sfn = _History([json.dumps({"poll": {"status": "RUNNING", "detail": {}}}), "{cut",
+                    json.dumps({"poll": {"status": "FAILED", "detail": {"reason": "secret_unreadable", "exit_code": 1,
+                                                                        "message": message}}})])
+    execution = {"name": "job-1", "status": "FAILED", "executionArn": "arn:x", "error": "TrainingFailed",
+                 "cause": "The job failed: its command exited with a non-zero code, ..."}
+    out = io.StringIO()
+
+    # When the CLI reports the end
+    cli._report_end(Console(out), execution, cli._failure_detail(sfn, execution))
+
+    # Then the line names the variable and the fix, not the generic TrainingFailed cause
+    assert out.getvalue().strip() == f"✗ job-1 failed: a secret could not be read: {message}"
+
+
+def test_given_a_job_failed_by_its_command_then_the_last_line_keeps_the_workflows_cause():
+    sfn = _History([json.dumps({"poll": {"status": "FAILED", "detail": {"reason": "exit", "exit_code": 2}}})])
+    execution = {"name": "job-1", "status": "FAILED", "executionArn": "arn:x", "error": "TrainingFailed",
+                 "cause": "The job failed."}
+    out = io.StringIO()
+
+    cli._report_end(Console(out), execution, cli._failure_detail(sfn, execution))
+
+    assert out.getvalue().strip() == "✗ job-1 failed: TrainingFailed The job failed."
