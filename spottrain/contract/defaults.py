@@ -16,6 +16,7 @@ STACK_DEFAULTS: Dict[str, Any] = {
     "instanceUser": "ubuntu",
     "vpcId": "",
     "subnetIds": [],
+    "dataBuckets": [],  # S3 buckets every job's instance may read (its data_get_command's sources)
     "bucketPrefix": "",
     "maxSpotPrice": "",
     "maxCostUsd": "",  # the most a job's limits.max_cost_usd may be, and its default; "" = no cap

@@ -381,7 +381,7 @@ def _spend_cap_problems(spec: dict, settings: Settings) -> Iterator[str]:
 def _failure_keep_alive_problems(spec: dict, settings: Settings) -> Iterator[str]:
     """The debug door's keep-alive within the stack's maxFailureKeepAliveMinutes (0: the stack has no door)."""
     on_failure = spec.get("on_failure")
-    minutes = on_failure.get("keep_alive_minutes") if isinstance(on_failure, dict) else None
+    minutes: Any = on_failure.get("keep_alive_minutes") if isinstance(on_failure, dict) else None
     cap = settings.max_failure_keep_alive_minutes
     if not _is_whole(minutes) or minutes <= cap:
         return

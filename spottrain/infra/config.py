@@ -20,6 +20,8 @@ _EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 _SSM_NAME = r"^/\S+$"
 _VPC_ID = r"^vpc-[0-9a-f]+$"
 _SUBNET_ID = r"^subnet-[0-9a-f]+$"
+# S3 general purpose bucket names (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html)
+_DATA_BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 
 
 class ConfigError(ValueError):
@@ -65,6 +67,7 @@ _VpcId = Annotated[str, BeforeValidator(_text), _text_rule(_VPC_ID)]
 _BucketPrefix = Annotated[str, BeforeValidator(_text), _text_rule(_BUCKET_PREFIX)]
 _InstanceTypes = Annotated[tuple[Annotated[str, StringConstraints(pattern=_INSTANCE_TYPE)], ...], BeforeValidator(_items)]
 _SubnetIds = Annotated[tuple[Annotated[str, StringConstraints(pattern=_SUBNET_ID)], ...], BeforeValidator(_items)]
+_BucketNames = Annotated[tuple[Annotated[str, StringConstraints(pattern=_DATA_BUCKET)], ...], BeforeValidator(_items)]
 
 
 class StackConfig(BaseModel):
@@ -83,6 +86,8 @@ class StackConfig(BaseModel):
     vpc_id: _VpcId = Field(
         alias="vpcId", description="must be a VPC id like vpc-0abc123, or empty for the default VPC")
     subnet_ids: _SubnetIds = Field(alias="subnetIds", description="is not a subnet id like subnet-0abc123")
+    # read-only for every job's instance: where data_get_command fetches from (the 2017 job's s3://pix2pixfacade)
+    data_buckets: _BucketNames = Field(alias="dataBuckets", description="is not an S3 bucket name like my-datasets")
     bucket_prefix: _BucketPrefix = Field(  # "" = spottrain-<account>
         alias="bucketPrefix", description="must be 3-40 lowercase letters, digits or hyphens (job bucket names)")
     max_spot_price: Annotated[PositiveFloat | None, BeforeValidator(_empty_is_none)] = Field(

@@ -75,6 +75,18 @@ class InstanceLaunch(Construct):
             ],
         )
 
+    def allow_reading(self, buckets: tuple[str, ...]) -> None:
+        """Every job's instance may read these buckets (list and get, nothing else): its data's sources.
+
+        Job buckets are reachable by their own job's instances only; a dataset bucket the user names at
+        deploy time is shared read-only by every job of the stack, as the 2017 job read s3://pix2pixfacade.
+        """
+        arns = [f"arn:{Aws.PARTITION}:s3:::{bucket}" for bucket in buckets]
+        self.role.add_to_principal_policy(iam.PolicyStatement(sid="ListDataBuckets", actions=["s3:ListBucket"],
+                                                              resources=arns))
+        self.role.add_to_principal_policy(iam.PolicyStatement(sid="ReadDataBuckets", actions=["s3:GetObject"],
+                                                              resources=[f"{arn}/*" for arn in arns]))
+
     def _grant_job_storage(self, storage: JobStorage) -> None:
         self.role.add_to_principal_policy(
             iam.PolicyStatement(

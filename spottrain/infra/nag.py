@@ -75,11 +75,21 @@ _SECRETS = "Resource::arn:<AWS::Partition>:{service}:<AWS::Region>:<AWS::Account
 SECRETS = [_SECRETS.format(service="ssm", kind="parameter"), _SECRETS.format(service="secretsmanager", kind="secret:")]
 
 
+DATA_BUCKETS_REASON = (
+    "The deployer names these dataset buckets (context dataBuckets) for every job's data_get_command to read; "
+    "the instance role may list them and get their objects (bucket/*), nothing else."
+)
+
+
 def suppress(
-    *, bucket_prefix: str, storage: JobStorage, launch: InstanceLaunch, functions: TaskFunctions, workflow: Workflow
+    *, bucket_prefix: str, storage: JobStorage, launch: InstanceLaunch, functions: TaskFunctions, workflow: Workflow,
+    data_buckets: tuple[str, ...] = (),
 ) -> None:
     job_buckets = _job_bucket_findings(bucket_prefix)
-    _iam5(launch.role, {JOB_BUCKETS_REASON: job_buckets, TASK_TOKEN_REASON: [ANY_RESOURCE], SECRETS_REASON: SECRETS})
+    instance_findings = {JOB_BUCKETS_REASON: job_buckets, TASK_TOKEN_REASON: [ANY_RESOURCE], SECRETS_REASON: SECRETS}
+    if data_buckets:
+        instance_findings[DATA_BUCKETS_REASON] = [f"Resource::arn:<AWS::Partition>:s3:::{b}/*" for b in data_buckets]
+    _iam5(launch.role, instance_findings)
     for task, findings in _task_findings(job_buckets, subnets_configured=bool(launch.subnet_ids)).items():
         _iam5(functions.by_task[task].role, findings)
     _iam5(workflow.state_machine.role, {STATE_MACHINE_REASON: [ANY_RESOURCE]})

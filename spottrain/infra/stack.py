@@ -43,6 +43,8 @@ class SpotTrainStack(Stack):
             subnet_ids=config.subnet_ids,
             root_volume_gb=config.root_volume_gb,
         )
+        if config.data_buckets:
+            launch.allow_reading(config.data_buckets)
         if config.max_failure_keep_alive_minutes > 0:
             open_debug_door(launch.role)
         functions = TaskFunctions(
@@ -76,7 +78,8 @@ class SpotTrainStack(Stack):
         CfnOutput(self, "MaxSweepParallel", value=str(config.max_sweep_parallel))
         self._warn_if_timeout_cuts_training(config)
         nag.suppress(
-            bucket_prefix=config.bucket_prefix, storage=storage, launch=launch, functions=functions, workflow=workflow
+            bucket_prefix=config.bucket_prefix, storage=storage, launch=launch, functions=functions, workflow=workflow,
+            data_buckets=config.data_buckets,
         )
         nag.suppress_sweep(sweeps)
 

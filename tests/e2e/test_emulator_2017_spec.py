@@ -60,7 +60,8 @@ def test_given_the_published_2017_spec_when_it_runs_in_the_emulator_then_it_trai
 ):
     real_home = files_under(Path("/home"))
     # Given the emulator, with the 2017 data bucket
-    with Emulator(emulator_workdir) as emulator:
+    # the 2017 job reads its data from s3://pix2pixfacade: the stack grants it as a data bucket
+    with Emulator(emulator_workdir, context={"dataBuckets": ["pix2pixfacade"]}) as emulator:
         s3 = emulator.client("s3")
         s3.create_bucket(Bucket="pix2pixfacade")
         for key, body in FACADES.items():

@@ -27,6 +27,7 @@ CUSTOM_CONTEXT = {
     "maxSpotPrice": "0.75",
     "onDemandFallback": "false",
     "maxFailureKeepAliveMinutes": "0",  # no debug door
+    "dataBuckets": "acme-datasets",  # read-only for every job's instance
 }
 
 

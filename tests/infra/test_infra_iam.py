@@ -171,7 +171,26 @@ def test_s3_access_only_within_the_job_bucket_prefix_or_the_agent_asset(custom_s
             continue
         for resource in _as_list(statement["Resource"]):
             text = json.dumps(resource)
+            if statement.get("Sid") in ("ListDataBuckets", "ReadDataBuckets"):  # dataBuckets, read-only
+                assert set(_as_list(statement["Action"])) <= {"s3:ListBucket", "s3:GetObject"}
+                assert ":s3:::acme-datasets" in text, statement
+                continue
             assert ":s3:::acme-train-*" in text or "cdk-hnb659fds-assets" in text, (logical_id, statement)
+
+
+def test_given_data_buckets_then_the_instance_role_may_list_and_read_them_and_nothing_more(default_synth, custom_synth):
+    # Given a stack deployed with -c dataBuckets=acme-datasets (the custom one) and one without (the default)
+    (profile,) = custom_synth.resources("AWS::IAM::InstanceProfile").values()
+    role_id = profile["Properties"]["Roles"][0]["Ref"]
+    data = {s["Sid"]: s for _, roles, s in _statements(custom_synth) if role_id in roles and "DataBuckets" in s.get("Sid", "")}
+
+    # Then its instances may list that bucket and read its objects, and write nothing there
+    assert _as_list(data["ListDataBuckets"]["Action"]) == ["s3:ListBucket"]
+    assert json.dumps(data["ListDataBuckets"]["Resource"]).endswith(':s3:::acme-datasets"]]}')
+    assert _as_list(data["ReadDataBuckets"]["Action"]) == ["s3:GetObject"]
+    assert json.dumps(data["ReadDataBuckets"]["Resource"]).endswith(':s3:::acme-datasets/*"]]}')
+    # And without dataBuckets no statement names another bucket
+    assert not [s for _, _, s in _statements(default_synth) if "DataBuckets" in s.get("Sid", "")]
 
 
 def test_instance_role_reads_and_writes_job_buckets_reads_only_the_agent_zip_and_answers_task_tokens(default_synth):
