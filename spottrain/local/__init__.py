@@ -52,8 +52,10 @@ FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "te
 # Stack timings shrunk through context (never by patching) so a job's story takes seconds.
 FAST_CONTEXT = {
     "bidWaitSeconds": 1,
-    # 15 of the simulated agent's 1 s heartbeats: a frozen agent is caught in seconds, a busy machine is not
-    "heartbeatLostSeconds": 15,
+    # 45 of the simulated agent's 1 s heartbeats: a frozen agent is caught in under a minute, a busy machine is
+    # not. The wait's first heartbeat is due that long after the task starts, boot included: several simulated
+    # instances booting at once on 2 busy cores (a sweep's 4) took 10-20 s to their first heartbeat.
+    "heartbeatLostSeconds": 45,
     # a minute's wait for capacity: `--inject capacity-outage=20` ends well inside it on a busy machine
     "capacityWaitMinutes": 60,
     # moto rejects the public Powertools layer (not in its account); handlers use the venv's copy
