@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """CDK entry point (`cdk.json` runs it): settings come from context, see docs/CONFIGURATION.md."""
+
 import os
 from pathlib import Path
 

@@ -26,8 +26,7 @@ from training_payload.updater import backward_per_head, head_losses, weighted_to
 
 def make_batch(xp, heads: int, classes: int, batch_size: int, image_size: int, rng):
     x = xp.asarray(rng.rand(batch_size, 3, image_size, image_size).astype(np.float32))
-    labels = [xp.asarray(rng.randint(0, classes, batch_size).astype(np.int32))
-              for _ in range(heads)]
+    labels = [xp.asarray(rng.randint(0, classes, batch_size).astype(np.int32)) for _ in range(heads)]
     return x, labels
 
 
@@ -73,10 +72,8 @@ def main(argv=None) -> int:
     heads = build_heads({f"head{i}": args.classes for i in range(args.heads)})
     for link in (base, *heads.values()):
         link.to_device(device)
-    optimizers = {name: chainer.optimizers.Adam().setup(link)
-                  for name, link in {"base": base, **heads}.items()}
-    x, labels = make_batch(device.xp, args.heads, args.classes, args.batch_size,
-                           args.image_size, rng)
+    optimizers = {name: chainer.optimizers.Adam().setup(link) for name, link in {"base": base, **heads}.items()}
+    x, labels = make_batch(device.xp, args.heads, args.classes, args.batch_size, args.image_size, rng)
     weights = dict.fromkeys(heads, 1.0)
     one_head = dict(list(heads.items())[:1])
     all_optimizers = list(optimizers.values())
@@ -89,21 +86,21 @@ def main(argv=None) -> int:
     times = {name: [] for name in variants}
     for repeat in range(args.repeats + 3):  # the first rounds warm caches and allocators
         for name, (step, step_heads, step_labels, step_optimizers) in variants.items():
-            seconds = timed(step, device, base, step_heads, step_optimizers, x, step_labels,
-                            weights)
+            seconds = timed(step, device, base, step_heads, step_optimizers, x, step_labels, weights)
             if repeat >= 3:
                 times[name].append(seconds)
     median = {name: statistics.median(values) for name, values in times.items()}
 
-    print(f"device {device}, batch {args.batch_size}x3x{args.image_size}x{args.image_size}, "
-          f"K={args.heads}, median of {args.repeats} steps each")
+    print(
+        f"device {device}, batch {args.batch_size}x3x{args.image_size}x{args.image_size}, "
+        f"K={args.heads}, median of {args.repeats} steps each"
+    )
     for name, seconds in median.items():
         print(f"  {name:28s} {seconds * 1000:8.2f} ms/step")
     heads_ratio = median["summed, K heads"] / median["summed, 1 head"]
     backward_ratio = median["per-head backward, K heads"] / median["summed, K heads"]
     verdict = "ok" if heads_ratio <= 1.15 else "ABOVE TARGET"
-    print(f"K={args.heads} heads / 1 head step time: {heads_ratio:.3f}x "
-          f"(target <= 1.15x: {verdict})")
+    print(f"K={args.heads} heads / 1 head step time: {heads_ratio:.3f}x (target <= 1.15x: {verdict})")
     print(f"per-head backward / summed backward step time: {backward_ratio:.3f}x")
     return 0
 

@@ -15,6 +15,7 @@ Timestamps come from the records themselves: the training prints its exit time, 
 SNS's publish time, the execution history its state entries; the notice and the termination are
 posted by this script. Takes about five minutes on two cores.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,12 +37,18 @@ from spottrain.local import Emulator  # noqa: E402
 
 # What `cdk deploy` uses: the stack's defaults, then cdk.json's context over them (spottrain/infra/app.py).
 PRODUCTION = {**STACK_DEFAULTS, **json.loads((REPO_ROOT / "cdk.json").read_text())["context"]}
-STACK_TIMINGS = {key: PRODUCTION[key] for key in ("bidWaitSeconds", "bidMaxChecks", "heartbeatLostSeconds",
-                                                  "secondsPerMinute")}
+STACK_TIMINGS = {
+    key: PRODUCTION[key] for key in ("bidWaitSeconds", "bidMaxChecks", "heartbeatLostSeconds", "secondsPerMinute")
+}
 # spottrain/agent/options.py's defaults: what an agent on AWS runs with.
-AGENT_TIMINGS = {"SPOTTRAIN_SYNC_SECONDS": "15", "SPOTTRAIN_HEARTBEAT_SECONDS": "30",
-                 "SPOTTRAIN_NOTICE_POLL_SECONDS": "5", "SPOTTRAIN_SECONDS_PER_MINUTE": "60",
-                 "SPOTTRAIN_KILL_GRACE_SECONDS": "30", "SPOTTRAIN_SYNC_RESERVE_SECONDS": "30"}
+AGENT_TIMINGS = {
+    "SPOTTRAIN_SYNC_SECONDS": "15",
+    "SPOTTRAIN_HEARTBEAT_SECONDS": "30",
+    "SPOTTRAIN_NOTICE_POLL_SECONDS": "5",
+    "SPOTTRAIN_SECONDS_PER_MINUTE": "60",
+    "SPOTTRAIN_KILL_GRACE_SECONDS": "30",
+    "SPOTTRAIN_SYNC_RESERVE_SECONDS": "30",
+}
 HEARTBEAT_SECONDS = 30
 ACCELERATION = 600  # training clock seconds per wall second for (d): a 30 s heartbeat every 0.05 s
 TARGET_SECONDS = 10.0
@@ -67,9 +74,17 @@ def job_repository(folder: Path) -> str:
 
 
 def spec(repository: str, name: str, args: str, attempts: int = 2) -> dict:
-    return {"exec_name": name, "repository_url": repository, "repository_name": "bench-repo",
-            "repository_ref": "main", "data_dir": "data", "output_dir": "result", "data_get_command": "true",
-            "exec_command": f"sh train.sh {args}", "limits": {"max_attempts": attempts}}
+    return {
+        "exec_name": name,
+        "repository_url": repository,
+        "repository_name": "bench-repo",
+        "repository_ref": "main",
+        "data_dir": "data",
+        "output_dir": "result",
+        "data_get_command": "true",
+        "exec_command": f"sh train.sh {args}",
+        "limits": {"max_attempts": attempts},
+    }
 
 
 def history(emulator: Emulator, arn: str) -> list[dict]:
@@ -78,8 +93,11 @@ def history(emulator: Emulator, arn: str) -> list[dict]:
 
 
 def entered(emulator: Emulator, arn: str, state: str) -> list[float]:
-    return [e["timestamp"].timestamp() for e in history(emulator, arn)
-            if e.get("stateEnteredEventDetails", {}).get("name") == state]
+    return [
+        e["timestamp"].timestamp()
+        for e in history(emulator, arn)
+        if e.get("stateEnteredEventDetails", {}).get("name") == state
+    ]
 
 
 def wait_for(condition, timeout: float, what: str):
@@ -108,24 +126,39 @@ def training(emulator: Emulator, name: str) -> str | None:
 def exit_time(emulator: Emulator, name: str, attempt: int) -> float:
     s3, bucket = emulator.client("s3"), emulator.stack.job_bucket(name)
     prefix = layout.attempt_logs_prefix(attempt) + "output-"
-    text = "".join(s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read().decode()
-                   for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []))
+    text = "".join(
+        s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read().decode()
+        for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+    )
     return float(next(line.split()[1] for line in text.splitlines() if line.startswith("EXIT_AT")))
 
 
 def completion_to_email(emulator: Emulator, repository: str) -> tuple[float, str]:
     name = "bench-completed"
     # Longer than the bid checks before the wait is armed, as any real training is.
-    final = emulator.wait(emulator.start_job(spec(repository, name, f"quick {PRODUCTION['bidWaitSeconds'] * 3}")),
-                          timeout=600)
+    final = emulator.wait(
+        emulator.start_job(spec(repository, name, f"quick {PRODUCTION['bidWaitSeconds'] * 3}")), timeout=600
+    )
     assert final["status"] == "SUCCEEDED", final
-    email = wait_for(lambda: next((e for e in emulator.emails if e["subject"].startswith(f"[spottrain] {name} ")
-                                   and " completed" in e["subject"]), None), 60, "the completed email")
+    email = wait_for(
+        lambda: next(
+            (
+                e
+                for e in emulator.emails
+                if e["subject"].startswith(f"[spottrain] {name} ") and " completed" in e["subject"]
+            ),
+            None,
+        ),
+        60,
+        "the completed email",
+    )
     sent = dt.datetime.fromisoformat(email["timestamp"].replace("Z", "+00:00")).timestamp()
     exited, arn = exit_time(emulator, name, 1), final["executionArn"]
     judged, notified = entered(emulator, arn, "PollCompletion")[0], entered(emulator, arn, "NotifyTaskCompleted")[0]
-    return sent - exited, (f"exit -> wait answered {judged - exited:.1f} s, -> judged and notifying "
-                           f"{notified - judged:.1f} s, -> email sent {sent - notified:.1f} s")
+    return sent - exited, (
+        f"exit -> wait answered {judged - exited:.1f} s, -> judged and notifying "
+        f"{notified - judged:.1f} s, -> email sent {sent - notified:.1f} s"
+    )
 
 
 def notice_to_relaunch(emulator: Emulator, repository: str) -> float:
@@ -137,7 +170,10 @@ def notice_to_relaunch(emulator: Emulator, repository: str) -> float:
     final = emulator.wait(arn, timeout=900)
     assert final["status"] == "SUCCEEDED", final
     judged, relaunched = entered(emulator, arn, "PollCompletion")[0], entered(emulator, arn, "RequestSpotInstance")[1]
-    return relaunched - noticed, f"notice -> wait answered {judged - noticed:.1f} s, -> relaunch {relaunched - judged:.1f} s"
+    return (
+        relaunched - noticed,
+        f"notice -> wait answered {judged - noticed:.1f} s, -> relaunch {relaunched - judged:.1f} s",
+    )
 
 
 def termination_to_judgement(emulator: Emulator, repository: str) -> float:
@@ -148,7 +184,9 @@ def termination_to_judgement(emulator: Emulator, repository: str) -> float:
     emulator.client("ec2").terminate_instances(InstanceIds=[instance_id])  # no notice, no agent answer
     final = emulator.wait(arn, timeout=900)
     assert final["status"] == "FAILED", final
-    return entered(emulator, arn, "PollCompletion")[0] - terminated, "EC2 event -> instance_state_change -> InstanceLost"
+    return entered(emulator, arn, "PollCompletion")[
+        0
+    ] - terminated, "EC2 event -> instance_state_change -> InstanceLost"
 
 
 def history_events(emulator: Emulator, repository: str, hours: int) -> int:
@@ -163,8 +201,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", type=Path, default=REPO_ROOT / ".spottrain")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch, \
-            Emulator(args.workdir, context=STACK_TIMINGS, agent_env=AGENT_TIMINGS) as emulator:
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        Emulator(args.workdir, context=STACK_TIMINGS, agent_env=AGENT_TIMINGS) as emulator,
+    ):
         repository = job_repository(Path(scratch))
         a = completion_to_email(emulator, repository)
         b = notice_to_relaunch(emulator, repository)
@@ -172,14 +212,21 @@ def main() -> int:
         emulator.agent_env["SPOTTRAIN_HEARTBEAT_SECONDS"] = f"{HEARTBEAT_SECONDS / ACCELERATION:g}"
         one, ten = history_events(emulator, repository, 1), history_events(emulator, repository, 10)
     print(f"stack timings: {STACK_TIMINGS}; agent heartbeat {HEARTBEAT_SECONDS} s")
-    rows = [("(a) training exit -> completed email", a), ("(b) spot notice -> replacement requested", b),
-            ("(c) instance terminated without notice -> noticed", c)]
+    rows = [
+        ("(a) training exit -> completed email", a),
+        ("(b) spot notice -> replacement requested", b),
+        ("(c) instance terminated without notice -> noticed", c),
+    ]
     for label, (seconds, parts) in rows:
-        print(f"{label:55s} {seconds:6.1f} s   {'ok' if seconds <= TARGET_SECONDS else 'OVER'} (<= {TARGET_SECONDS:g} s)")
+        print(
+            f"{label:55s} {seconds:6.1f} s   {'ok' if seconds <= TARGET_SECONDS else 'OVER'} (<= {TARGET_SECONDS:g} s)"
+        )
         print(f"    {parts}")
     ratio = ten / one
-    print(f"(d) history events: 1 h training {one}, 10 h training {ten}: ratio {ratio:.2f}   "
-          f"{'ok' if ratio <= 1.1 else 'OVER'} (<= 1.1)")
+    print(
+        f"(d) history events: 1 h training {one}, 10 h training {ten}: ratio {ratio:.2f}   "
+        f"{'ok' if ratio <= 1.1 else 'OVER'} (<= 1.1)"
+    )
     return 0 if all(s <= TARGET_SECONDS for _, (s, _) in rows) and ratio <= 1.1 else 1
 
 

@@ -3,6 +3,7 @@
 Against AWS it uses your normal credentials and the deployed stack's outputs (`--stack-name`);
 `demo` and `submit --local` run the same stack in the embedded emulator instead.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,17 +42,25 @@ def load_spec(path: str) -> dict:
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
     except RecursionError:
-        raise UsageError(f"{path} nests JSON too deeply to read; a job spec nests three levels (see examples/jobs/)") from None
+        raise UsageError(
+            f"{path} nests JSON too deeply to read; a job spec nests three levels (see examples/jobs/)"
+        ) from None
     except ValueError:  # Python refuses to convert integers longer than sys.get_int_max_str_digits()
-        raise UsageError(f"{path} holds a number with more than {sys.get_int_max_str_digits()} digits; "
-                         "no job spec field takes one: fix that number") from None
+        raise UsageError(
+            f"{path} holds a number with more than {sys.get_int_max_str_digits()} digits; "
+            "no job spec field takes one: fix that number"
+        ) from None
     if not isinstance(spec, dict):
         raise UsageError(f"{path} must hold a JSON object (the job spec), not {type(spec).__name__}")
     return spec
 
 
-_WIDE_BOMS = {codecs.BOM_UTF32_LE: "UTF-32", codecs.BOM_UTF32_BE: "UTF-32",  # before UTF-16: FF FE starts both
-              codecs.BOM_UTF16_LE: "UTF-16", codecs.BOM_UTF16_BE: "UTF-16"}
+_WIDE_BOMS = {
+    codecs.BOM_UTF32_LE: "UTF-32",
+    codecs.BOM_UTF32_BE: "UTF-32",  # before UTF-16: FF FE starts both
+    codecs.BOM_UTF16_LE: "UTF-16",
+    codecs.BOM_UTF16_BE: "UTF-16",
+}
 _SAVE_AS_UTF8 = "save it as UTF-8 (with or without a BOM), as JSON requires"
 
 
@@ -62,7 +71,9 @@ def _utf8_text(path: str, data: bytes) -> str:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise UsageError(f"{path} is not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}): {_SAVE_AS_UTF8}") from None
+        raise UsageError(
+            f"{path} is not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}): {_SAVE_AS_UTF8}"
+        ) from None
     if "\x00" in text:  # UTF-16 without a BOM: every other byte of ASCII text is NUL
         raise UsageError(f"{path} holds NUL bytes, as UTF-16 text does: {_SAVE_AS_UTF8}")
     return text
@@ -75,7 +86,9 @@ def checked_spec(path: str, settings: Settings | None) -> dict:
     spec = load_spec(path)
     problems = spec_problems(spec, settings)
     if problems:
-        raise UsageError(f"{path} is not a valid job spec (`spottrain validate {path}` explains): " + " | ".join(problems))
+        raise UsageError(
+            f"{path} is not a valid job spec (`spottrain validate {path}` explains): " + " | ".join(problems)
+        )
     return spec
 
 
@@ -104,8 +117,10 @@ def _check_endpoint_url(url: str | None) -> None:
     except ValueError as exc:
         raise UsageError(f"AWS_ENDPOINT_URL={url}: {exc}; give e.g. http://127.0.0.1:5000") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"AWS_ENDPOINT_URL={url}: not an http(s) URL; give e.g. http://127.0.0.1:5000 "
-                         "(what `spottrain submit --local` prints for other shells)")
+        raise UsageError(
+            f"AWS_ENDPOINT_URL={url}: not an http(s) URL; give e.g. http://127.0.0.1:5000 "
+            "(what `spottrain submit --local` prints for other shells)"
+        )
 
 
 def _clients(session: Any) -> tuple[Any, Any]:
@@ -214,7 +229,9 @@ def cmd_submit(args: argparse.Namespace, console: Console) -> int:
     arn = jobs.start(sfn, stack, spec)
     console.say(f"started {arn}")
     if not args.wait:
-        console.say(f"follow it with: spottrain status {spec['exec_name']}  |  spottrain logs {spec['exec_name']} --follow")
+        console.say(
+            f"follow it with: spottrain status {spec['exec_name']}  |  spottrain logs {spec['exec_name']} --follow"
+        )
         return 0
     execution = _follow(console, sfn, s3, stack, arn, args.timeout or float("inf"), AWS_POLL_SECONDS)
     return _report_end(console, execution, _failure_detail(sfn, execution))
@@ -228,9 +245,11 @@ def _offline(spec: dict) -> dict:
     if spec.get("repository_url") != own:
         return spec
     if "repository_auth" in spec:  # the rewritten file:// URL takes no token: the agent's clone would fail
-        raise UsageError(f"repository_auth: --local clones this checkout instead of {own}, and a token needs an "
-                         "https server: remove repository_auth for --local (tests/e2e/test_emulator_secrets.py "
-                         "runs a private https repository against the emulator)")
+        raise UsageError(
+            f"repository_auth: --local clones this checkout instead of {own}, and a token needs an "
+            "https server: remove repository_auth for --local (tests/e2e/test_emulator_secrets.py "
+            "runs a private https repository against the emulator)"
+        )
     return demo_spec(REPO_ROOT, spec)
 
 
@@ -255,8 +274,13 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     if not executions:
         console.say("no jobs yet: spottrain submit <spec.json>")
         return 0
-    console.table(("job", "status", "started", "execution"), [
-        (jobs.job_of(e["name"]), e["status"], e["startDate"].strftime("%Y-%m-%d %H:%M"), e["name"]) for e in executions])
+    console.table(
+        ("job", "status", "started", "execution"),
+        [
+            (jobs.job_of(e["name"]), e["status"], e["startDate"].strftime("%Y-%m-%d %H:%M"), e["name"])
+            for e in executions
+        ],
+    )
     return 0
 
 
@@ -282,7 +306,9 @@ def cmd_cancel(args: argparse.Namespace, console: Console) -> int:
     sfn, lambda_ = session.client("stepfunctions"), session.client("lambda")
     cancel = sweeps.cancel if sweeps.current(sfn, stack, args.name) else jobs.cancel
     stopped = cancel(sfn, lambda_, stack, args.name)
-    console.say(f"cancelled {args.name}: stopped {', '.join(stopped) or 'no running execution'}; its instances are terminated")
+    console.say(
+        f"cancelled {args.name}: stopped {', '.join(stopped) or 'no running execution'}; its instances are terminated"
+    )
     return 0
 
 
@@ -294,8 +320,10 @@ def cmd_shell(args: argparse.Namespace, console: Console) -> int:
     except NoKeptInstance as missing:
         console.error(str(missing))
         return 1
-    console.say(f"shell on {instance.name} in {shell_folder(instance)} (the emulator's start-session); "
-                "exit to leave, the instance is terminated when its keep-alive ends")
+    console.say(
+        f"shell on {instance.name} in {shell_folder(instance)} (the emulator's start-session); "
+        "exit to leave, the instance is terminated when its keep-alive ends"
+    )
     return open_shell(instance)
 
 
@@ -327,8 +355,9 @@ def _bucket_cost_report(args: argparse.Namespace, local: Path) -> tuple[dict, st
         line = aws_problem(exc)
         if line is None:
             raise
-        raise UsageError(f"no {local} (download the results, or pass --runs), and the job's bucket cannot be "
-                         f"read: {line}") from None
+        raise UsageError(
+            f"no {local} (download the results, or pass --runs), and the job's bucket cannot be read: {line}"
+        ) from None
 
 
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
@@ -347,7 +376,7 @@ def cmd_secret_put(args: argparse.Namespace, console: Console) -> int:
         version = put_secret(session.client("ssm"), name, read_value(name, sys.stdin))
     except SecretUsageError as exc:
         raise UsageError(str(exc)) from None
-    console.say(f"stored {name} (SecureString, version {version}); a job reads it with \"secrets\": {{\"VAR\": \"{name}\"}}")
+    console.say(f'stored {name} (SecureString, version {version}); a job reads it with "secrets": {{"VAR": "{name}"}}')
     return 0
 
 
@@ -375,8 +404,16 @@ def _run_local(args: argparse.Namespace, console: Console, spec: dict, download_
         if "sweep" in spec:
             from spottrain import sweep_commands
 
-            code = sweep_commands.submit(console, sfn, s3, stack, spec, wait=True, interval=1.0,
-                                         timeout=args.timeout or sweep_commands.LOCAL_TIMEOUT_SECONDS)
+            code = sweep_commands.submit(
+                console,
+                sfn,
+                s3,
+                stack,
+                spec,
+                wait=True,
+                interval=1.0,
+                timeout=args.timeout or sweep_commands.LOCAL_TIMEOUT_SECONDS,
+            )
             emulator.wait_for_emails(len(emulator.emails) + 1, timeout=0.5)
             console.say(f"total {time.monotonic() - started:.1f}s")
             return _report_faults(console, faults) or code
@@ -403,7 +440,12 @@ def _report_faults(console: Console, faults: Faults) -> int:
 
 def _describe_results(console: Console, folder: Path) -> None:
     console.say(f"results downloaded to {folder}/")
-    for pattern, what in (("output/*.png", "plot"), ("output/*.npz", "model"), ("output/metrics.json", "metrics"), ("report.json", "report")):
+    for pattern, what in (
+        ("output/*.png", "plot"),
+        ("output/*.npz", "model"),
+        ("output/metrics.json", "metrics"),
+        ("report.json", "report"),
+    ):
         for path in sorted(folder.glob(pattern)):
             console.say(f"  {what:<8} {path}")
     metrics = _read_json_file(folder / "output" / "metrics.json")
@@ -419,8 +461,10 @@ def _describe_results(console: Console, folder: Path) -> None:
             f"estimated ${report['estimated_cost_usd']:.4f} (on-demand ${report['on_demand_cost_usd']:.4f})"
         )
     for wait in report.get("capacity_waits", []):
-        console.say(f"attempt {wait['attempt']} waited for spot capacity from {wait['started_at']} to "
-                    f"{wait.get('ended_at') or 'now'} ({wait['waits']} waits): {wait['outcome']}")
+        console.say(
+            f"attempt {wait['attempt']} waited for spot capacity from {wait['started_at']} to "
+            f"{wait.get('ended_at') or 'now'} ({wait['waits']} waits): {wait['outcome']}"
+        )
 
 
 def _read_json_file(path: Path) -> dict:
@@ -445,28 +489,48 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--profile", help="AWS profile (default: your default credentials)")
             sub.add_argument("--region", help="AWS region (default: your default region)")
         if local:
-            sub.add_argument("--workdir", default=".spottrain", help="where the emulator keeps its state (default: .spottrain)")
-            sub.add_argument("--inject", action="append", default=[], metavar="NAME=VALUE",
-                             help="fault (repeatable): no-capacity=<type>[,<type>] (no room for those types), "
-                                  "capacity-outage=<seconds> (no room anywhere for that long), "
-                                  "interrupt-at=checkpoint[:<n>] (spot notice once the n-th checkpoint is in S3), "
-                                  "interrupt-after=<seconds into training>[:<instances>], "
-                                  "lambda-error=<task>:<count> (transient failures); a fault that never fired "
-                                  "makes the run exit 1")
-            sub.add_argument("--local-secret", action="append", default=[], metavar="NAME=VALUE",
-                             help="seed the emulator's SSM with a SecureString (repeatable), e.g. "
-                                  "/spottrain/hf-token=... for a job whose secrets name it")
-            sub.add_argument("--timeout", type=float, help="give up waiting after this many seconds "
-                             "(default: never on AWS, 900 in the emulator)")
+            sub.add_argument(
+                "--workdir", default=".spottrain", help="where the emulator keeps its state (default: .spottrain)"
+            )
+            sub.add_argument(
+                "--inject",
+                action="append",
+                default=[],
+                metavar="NAME=VALUE",
+                help="fault (repeatable): no-capacity=<type>[,<type>] (no room for those types), "
+                "capacity-outage=<seconds> (no room anywhere for that long), "
+                "interrupt-at=checkpoint[:<n>] (spot notice once the n-th checkpoint is in S3), "
+                "interrupt-after=<seconds into training>[:<instances>], "
+                "lambda-error=<task>:<count> (transient failures); a fault that never fired "
+                "makes the run exit 1",
+            )
+            sub.add_argument(
+                "--local-secret",
+                action="append",
+                default=[],
+                metavar="NAME=VALUE",
+                help="seed the emulator's SSM with a SecureString (repeatable), e.g. "
+                "/spottrain/hf-token=... for a job whose secrets name it",
+            )
+            sub.add_argument(
+                "--timeout",
+                type=float,
+                help="give up waiting after this many seconds (default: never on AWS, 900 in the emulator)",
+            )
         return sub
 
-    demo = add("demo", cmd_demo, "run the bundled multi-head job end to end in the embedded emulator", aws=False, local=True)
+    demo = add(
+        "demo", cmd_demo, "run the bundled multi-head job end to end in the embedded emulator", aws=False, local=True
+    )
     demo.add_argument("--runs", default="runs", help="where results are downloaded (default: runs/)")
 
     validate = add("validate", cmd_validate, "check a job spec exactly as the workflow's ValidateJob does", aws=False)
     validate.add_argument("spec")
-    validate.add_argument("--stack-name", help="check against this deployed stack's settings "
-                          "(default: offline, against the defaults in spottrain/contract/defaults.py and cdk.json)")
+    validate.add_argument(
+        "--stack-name",
+        help="check against this deployed stack's settings "
+        "(default: offline, against the defaults in spottrain/contract/defaults.py and cdk.json)",
+    )
     validate.add_argument("--profile", help="AWS profile, with --stack-name (default: your default credentials)")
     validate.add_argument("--region", help="AWS region, with --stack-name (default: your default region)")
 
@@ -487,8 +551,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("list", cmd_list, "list the jobs of the stack")
 
-    shell = add("shell", cmd_shell, "emulator only: open a shell in a failed job's simulated instance while "
-                "on_failure.keep_alive_minutes keeps it (on AWS: the email's aws ssm start-session)", aws=False)
+    shell = add(
+        "shell",
+        cmd_shell,
+        "emulator only: open a shell in a failed job's simulated instance while "
+        "on_failure.keep_alive_minutes keeps it (on AWS: the email's aws ssm start-session)",
+        aws=False,
+    )
     shell.add_argument("name")
     shell.add_argument("--workdir", default=".spottrain", help="the emulator's state (default: .spottrain)")
 
@@ -500,8 +569,11 @@ def build_parser() -> argparse.ArgumentParser:
     put = secret_commands.add_parser("put", help="store NAME's value, read from stdin or a prompt that does not echo")
     put.set_defaults(handler=cmd_secret_put)
     put.add_argument("name", help="e.g. /spottrain/hf-token")
-    for flag, help_ in (("--stack-name", "deployed stack (default: SpotTrain)"), ("--profile", "AWS profile"),
-                        ("--region", "AWS region (default: your default region)")):
+    for flag, help_ in (
+        ("--stack-name", "deployed stack (default: SpotTrain)"),
+        ("--profile", "AWS profile"),
+        ("--region", "AWS region (default: your default region)"),
+    ):
         put.add_argument(flag, default="SpotTrain" if flag == "--stack-name" else None, help=help_)
     return parser
 
@@ -532,9 +604,11 @@ def local_commands_hint(endpoint: str, stack_name: str, exec_name: str) -> str:
     """How another shell reaches this emulator while it runs (its credentials are moto's placeholders)."""
     from spottrain.local.server import REGION
 
-    return (f"from another shell, while this runs: AWS_ENDPOINT_URL={endpoint} AWS_REGION={REGION} "
-            f"AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing spottrain status|cancel {exec_name} "
-            f"--stack-name {stack_name}")
+    return (
+        f"from another shell, while this runs: AWS_ENDPOINT_URL={endpoint} AWS_REGION={REGION} "
+        f"AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing spottrain status|cancel {exec_name} "
+        f"--stack-name {stack_name}"
+    )
 
 
 def aws_problem(exc: Exception) -> str | None:
@@ -549,8 +623,10 @@ def aws_problem(exc: Exception) -> str | None:
         return f"{exc}: pass an existing --profile (see ~/.aws/config)"
     if isinstance(exc, (aws.ConnectionError, aws.HTTPClientError)):
         if os.environ.get("AWS_ENDPOINT_URL"):
-            return (f"nothing answers at AWS_ENDPOINT_URL={os.environ['AWS_ENDPOINT_URL']} ({exc}): is the "
-                    "`spottrain submit --local` that printed it still running? Unset AWS_ENDPOINT_URL to reach AWS.")
+            return (
+                f"nothing answers at AWS_ENDPOINT_URL={os.environ['AWS_ENDPOINT_URL']} ({exc}): is the "
+                "`spottrain submit --local` that printed it still running? Unset AWS_ENDPOINT_URL to reach AWS."
+            )
         return f"cannot reach AWS ({exc}): check your network, proxy and --region"
     if isinstance(exc, aws.ClientError):
         error = exc.response.get("Error", {})

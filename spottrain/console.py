@@ -3,6 +3,7 @@
 Where no terminal reads it (a pipe, a file, CI), every message is one plain line and progress is one
 line per change of the job's state, so `--wait > log` stays readable and greppable.
 """
+
 from __future__ import annotations
 
 import sys
@@ -24,8 +25,7 @@ class Console:
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
         # markup, emoji codes and highlighting off: job names, logs and errors print as they are
-        self._rich = RichConsole(file=self.stream, force_terminal=self.tty, markup=False, emoji=False,
-                                 highlight=False)
+        self._rich = RichConsole(file=self.stream, force_terminal=self.tty, markup=False, emoji=False, highlight=False)
         self._live: Live | None = None
         self._logged: jobs.Progress | None = None  # the newest snapshot written as a plain line
 
@@ -77,8 +77,13 @@ class Console:
             self._rich.print(Panel(Text(message["body"]), title=Text(f"✉  {message['subject']}"), title_align="left"))
             return
         rule = "─" * 72
-        for line in (f"┌{rule}", f"│ ✉  {message['subject']}", f"├{rule}",
-                     *(f"│ {line}" for line in message["body"].splitlines()), f"└{rule}"):
+        for line in (
+            f"┌{rule}",
+            f"│ ✉  {message['subject']}",
+            f"├{rule}",
+            *(f"│ {line}" for line in message["body"].splitlines()),
+            f"└{rule}",
+        ):
             self._plain(line)
 
     def _plain(self, line: str) -> None:

@@ -7,6 +7,7 @@ interruption destroyed (`redone`, see spottrain/functions/shared/redone.py), and
 of its type (the Price List API's, or the bundled table's: the last line says which); capacity
 waits cost nothing and are listed.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -44,8 +45,9 @@ def parse_report(body: bytes, where: str) -> dict:
     try:
         report = json.loads(body)
     except ValueError as exc:  # also an empty file, and bytes that are not UTF-8
-        raise ReportUnreadable(f"{where} is not JSON ({exc}): download the job's results again or delete it "
-                               "to read the job's bucket") from None
+        raise ReportUnreadable(
+            f"{where} is not JSON ({exc}): download the job's results again or delete it to read the job's bucket"
+        ) from None
     problem = _shape_problem(report)
     if problem:
         raise ReportUnreadable(f"{where} is not a spottrain report: {problem}")
@@ -78,8 +80,14 @@ def attempt_rows(report: dict, now: dt.datetime | None = None) -> list[dict]:
     for entry in report.get("attempts", []):
         seconds = attempt_seconds(entry, now)
         on_demand = float(entry.get("on_demand_price_per_hour") or 0)
-        rows.append({**entry, "seconds": round(seconds), "cost_usd": round(attempt_cost(entry, now), 4),
-                     "on_demand_cost_usd": round(seconds / 3600 * on_demand, 4)})
+        rows.append(
+            {
+                **entry,
+                "seconds": round(seconds),
+                "cost_usd": round(attempt_cost(entry, now), 4),
+                "on_demand_cost_usd": round(seconds / 3600 * on_demand, 4),
+            }
+        )
     return rows
 
 
@@ -89,15 +97,33 @@ def cost_table(report: dict, now: dt.datetime | None = None) -> Table:
     for column in ("attempt", "instance", "pool", "outcome") + numbers:
         table.add_column(column, justify="right" if column in numbers else "left")
     for row in attempt_rows(report, now):
-        table.add_row(str(row["attempt"]), f"{row.get('instance_type', '?')} ({row.get('lifecycle', 'spot')})",
-                      f"{row.get('az', '?')} {row.get('subnet_id', '')}", row.get("outcome", "?"), f"{row['seconds']}s",
-                      _minutes(row.get("redone_minutes")), _money(row.get("price_per_hour")), _money(row["cost_usd"]), _money(row["on_demand_cost_usd"]),
-                      _money(row["on_demand_cost_usd"] - row["cost_usd"]))
+        table.add_row(
+            str(row["attempt"]),
+            f"{row.get('instance_type', '?')} ({row.get('lifecycle', 'spot')})",
+            f"{row.get('az', '?')} {row.get('subnet_id', '')}",
+            row.get("outcome", "?"),
+            f"{row['seconds']}s",
+            _minutes(row.get("redone_minutes")),
+            _money(row.get("price_per_hour")),
+            _money(row["cost_usd"]),
+            _money(row["on_demand_cost_usd"]),
+            _money(row["on_demand_cost_usd"] - row["cost_usd"]),
+        )
     total = summarize(report, now)
     table.add_section()
     redone = sum(float(a.get("redone_minutes") or 0) for a in report.get("attempts", []))
-    table.add_row("total", "", "", "", f"{total['billable_seconds']}s", _minutes(redone), "", _money(total["estimated_cost_usd"]),
-                  _money(total["on_demand_cost_usd"]), _saving(total))
+    table.add_row(
+        "total",
+        "",
+        "",
+        "",
+        f"{total['billable_seconds']}s",
+        _minutes(redone),
+        "",
+        _money(total["estimated_cost_usd"]),
+        _money(total["on_demand_cost_usd"]),
+        _saving(total),
+    )
     return table
 
 
@@ -106,8 +132,10 @@ def wait_lines(report: dict) -> list[str]:
     for wait in report.get("capacity_waits", []):
         ended = wait.get("ended_at")
         took = f"{(parse_time(ended) - parse_time(wait['started_at'])).total_seconds():.0f}s" if ended else "so far"
-        lines.append(f"attempt {wait['attempt']} waited {took} for spot capacity ({wait['waits']} waits, "
-                     f"{len(wait.get('pools_refused', []))} pools refused): {wait['outcome']}")
+        lines.append(
+            f"attempt {wait['attempt']} waited {took} for spot capacity ({wait['waits']} waits, "
+            f"{len(wait.get('pools_refused', []))} pools refused): {wait['outcome']}"
+        )
     return lines
 
 
@@ -137,10 +165,14 @@ def source_lines(report: dict) -> list[str]:
     if not attempts:
         return []
     sources = sorted({a.get("on_demand_price_source") or "bundled table" for a in attempts})
-    spot = sorted({a.get("spot_cost_source") or "launch-price" for a in attempts if a.get("lifecycle", "spot") == "spot"})
+    spot = sorted(
+        {a.get("spot_cost_source") or "launch-price" for a in attempts if a.get("lifecycle", "spot") == "spot"}
+    )
     ebs = summarize(report).get("ebs_cost_usd", 0)
-    return [f"on-demand prices: {', '.join(sources)}; spot cost from: {', '.join(spot) or '-'}",
-            f"root volumes (gp3, not in the table: the same on-demand): {_money(ebs)}"]
+    return [
+        f"on-demand prices: {', '.join(sources)}; spot cost from: {', '.join(spot) or '-'}",
+        f"root volumes (gp3, not in the table: the same on-demand): {_money(ebs)}",
+    ]
 
 
 def _minutes(value: Any) -> str:

@@ -1,4 +1,5 @@
 """The bundled demo job, pointed at this checkout so the emulator's instance clones it locally."""
+
 from __future__ import annotations
 
 import subprocess
@@ -9,7 +10,9 @@ def current_branch(repo: Path) -> str | None:
     """The checked-out branch, or None when HEAD is detached (then the clone takes the default)."""
     result = subprocess.run(
         ["git", "-C", str(repo), "symbolic-ref", "--quiet", "--short", "HEAD"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return result.stdout.strip() or None
 

@@ -1,8 +1,9 @@
 """The state machine as a Mermaid flowchart, generated from the ASL so the README's picture cannot drift.
 
-    python -m spottrain.diagram            # print the diagram
-    python -m spottrain.diagram --check    # exit 1 if README.md's copy is stale
+python -m spottrain.diagram            # print the diagram
+python -m spottrain.diagram --check    # exit 1 if README.md's copy is stale
 """
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,14 @@ BEGIN, END = "<!-- state-machine:begin -->", "<!-- state-machine:end -->"
 # The clean-up chain every state after the launch can fall into; drawn once, not from every state.
 CATCH_TARGET = "TerminateOnError"
 
-_SHAPES = {"Task": "[{}]", "Wait": "([{}])", "Choice": "{{{{{}}}}}", "Pass": "[/{}/]", "Succeed": "(({}))", "Fail": "(({}))"}
+_SHAPES = {
+    "Task": "[{}]",
+    "Wait": "([{}])",
+    "Choice": "{{{{{}}}}}",
+    "Pass": "[/{}/]",
+    "Succeed": "(({}))",
+    "Fail": "(({}))",
+}
 
 
 def _choice_label(rule: dict) -> str:
@@ -43,8 +51,11 @@ def _edges(name: str, state: dict) -> list[tuple[str, str, str]]:
 
 def _caught(name: str, state: dict) -> list[tuple[str, str, str]]:
     """Errors a state routes somewhere else than the clean-up (the callback wait's answers and timeouts)."""
-    return [(name, clause["Next"], ", ".join(error.replace("States.", "") for error in clause["ErrorEquals"]))
-            for clause in state.get("Catch", []) if clause["Next"] != CATCH_TARGET]
+    return [
+        (name, clause["Next"], ", ".join(error.replace("States.", "") for error in clause["ErrorEquals"]))
+        for clause in state.get("Catch", [])
+        if clause["Next"] != CATCH_TARGET
+    ]
 
 
 def mermaid(definition: dict) -> str:
@@ -53,7 +64,11 @@ def mermaid(definition: dict) -> str:
         shape = _SHAPES.get(state["Type"], "[{}]").format(name)
         style = ":::fail" if state["Type"] == "Fail" else ":::ok" if state["Type"] == "Succeed" else ""
         lines.append(f"    {name}{shape}{style}")
-    caught = [name for name, state in definition["States"].items() if any(c["Next"] == CATCH_TARGET for c in state.get("Catch", []))]
+    caught = [
+        name
+        for name, state in definition["States"].items()
+        if any(c["Next"] == CATCH_TARGET for c in state.get("Catch", []))
+    ]
     for name, state in definition["States"].items():
         for source, target, label in _edges(name, state):
             arrow = f"-->|{label}|" if label else "-->"

@@ -3,6 +3,7 @@
 The same code runs against AWS (the user's credentials, the stack's outputs) and against the
 embedded emulator (its session and outputs): a job is a Step Functions execution plus its bucket.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -253,8 +254,12 @@ def cancel(sfn: Any, lambda_: Any, stack: Stack, exec_name: str) -> list[str]:
             sfn.stop_execution(executionArn=execution["executionArn"], error="Cancelled", cause="spottrain cancel")
             _until_stopped(sfn, execution["executionArn"])
             stopped.append(execution["name"])
-    payload = {"exec_name": exec_name, "reason": "cancelled", "execution": latest["name"],
-               **({"emails": False} if emails is False else {})}
+    payload = {
+        "exec_name": exec_name,
+        "reason": "cancelled",
+        "execution": latest["name"],
+        **({"emails": False} if emails is False else {}),
+    }
     response = lambda_.invoke(FunctionName=stack.terminate_function_name, Payload=json.dumps(payload).encode())
     if response.get("FunctionError"):
         raise RuntimeError(f"terminating {exec_name}'s instances failed: {response['Payload'].read().decode()}")
@@ -283,14 +288,16 @@ def log_keys(s3: Any, bucket: str) -> list[str]:
     return sorted(keys, key=order)
 
 
-def follow_logs(s3: Any, bucket: str, follow: bool, still_running: Callable[[], bool], interval: float = 2.0) -> Iterator[str]:
+def follow_logs(
+    s3: Any, bucket: str, follow: bool, still_running: Callable[[], bool], interval: float = 2.0
+) -> Iterator[str]:
     """Yield new log text as it lands in S3; with follow, until the job ends."""
     seen: dict[str, int] = {}
     while True:
         for key in log_keys(s3, bucket):
             body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
             if len(body) > seen.get(key, 0):
-                yield body[seen.get(key, 0):].decode(errors="replace")
+                yield body[seen.get(key, 0) :].decode(errors="replace")
                 seen[key] = len(body)
         if not follow or not still_running():
             return
@@ -312,7 +319,12 @@ def readable_stream(chunks: Iterable[str]) -> Iterator[str]:
         yield readable(pending)
 
 
-def download(s3: Any, bucket: str, destination: Path, prefixes: tuple[str, ...] = (layout.OUTPUT_PREFIX, layout.LOGS_PREFIX, layout.REPORT_KEY, layout.STATUS_PREFIX)) -> list[Path]:
+def download(
+    s3: Any,
+    bucket: str,
+    destination: Path,
+    prefixes: tuple[str, ...] = (layout.OUTPUT_PREFIX, layout.LOGS_PREFIX, layout.REPORT_KEY, layout.STATUS_PREFIX),
+) -> list[Path]:
     """Replace destination with the job's results (output, logs, report, status markers).
 
     Files go to a fresh sibling folder that then takes destination's place whole: an earlier run's

@@ -4,6 +4,7 @@ Values are stored as SecureString parameters (encrypted with the account's AWS m
 under the prefix the instance role may read, /spottrain/
 (https://docs.aws.amazon.com/systems-manager/latest/userguide/sysman-paramstore-securestring.html).
 """
+
 from __future__ import annotations
 
 import getpass
@@ -22,8 +23,10 @@ def check_name(name: str) -> str:
     problem = None if SECRET_NAME.match(name) else "must be under " + SECRETS_PREFIX
     problem = problem or name_path_problem(name)
     if problem:
-        raise SecretUsageError(f"secret name \"{name}\": {problem} (the only prefix the instance role may read), with "
-                               f"letters, digits, '.', '-', '_' and single '/', e.g. {SECRETS_PREFIX}hf-token")
+        raise SecretUsageError(
+            f'secret name "{name}": {problem} (the only prefix the instance role may read), with '
+            f"letters, digits, '.', '-', '_' and single '/', e.g. {SECRETS_PREFIX}hf-token"
+        )
     return name
 
 
@@ -48,9 +51,13 @@ def parse_local_secrets(items: Iterable[str]) -> dict[str, str]:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep:
-            raise SecretUsageError(f"--local-secret {name}: give NAME=VALUE, e.g. --local-secret {SECRETS_PREFIX}hf-token=...")
+            raise SecretUsageError(
+                f"--local-secret {name}: give NAME=VALUE, e.g. --local-secret {SECRETS_PREFIX}hf-token=..."
+            )
         if not value:
-            raise SecretUsageError(f"--local-secret {name}=: the value is empty; give it after '=' (quote it for the "
-                                   f"shell, e.g. --local-secret {name}=\"$HF_TOKEN\")")
+            raise SecretUsageError(
+                f"--local-secret {name}=: the value is empty; give it after '=' (quote it for the "
+                f'shell, e.g. --local-secret {name}="$HF_TOKEN")'
+            )
         secrets[check_name(name)] = value
     return secrets

@@ -1,4 +1,5 @@
 """The Lambda settings a spec is checked against before it is submitted: a default stack's, or a deployed one's."""
+
 from __future__ import annotations
 
 import json
@@ -42,6 +43,7 @@ def deployed_settings(cloudformation: Any, lambda_client: Any, stack_name: str) 
     if VALIDATE_FUNCTION_OUTPUT not in outputs:
         raise StackSettingsUnknown(
             f"stack {stack_name!r} has no {VALIDATE_FUNCTION_OUTPUT} output (deployed before spottrain "
-            "exported it): redeploy it with `npx cdk deploy`, or validate without --stack-name against the defaults")
+            "exported it): redeploy it with `npx cdk deploy`, or validate without --stack-name against the defaults"
+        )
     function = lambda_client.get_function_configuration(FunctionName=outputs[VALIDATE_FUNCTION_OUTPUT])
     return settings_from_env(function.get("Environment", {}).get("Variables", {}))

@@ -4,6 +4,7 @@ A sweep is one execution of the stack's sweep state machine (named `<exec_name>-
 whose Map state runs each variant as an execution of the job state machine named `<variant>-<time>`,
 so every variant is also an ordinary job for `spottrain status|logs|cancel <variant>`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,24 +32,30 @@ class VariantState:
 
 def variant_lines(spec: dict) -> list[str]:
     """`spottrain validate`'s listing: each variant's name and its env overrides."""
-    return [f"{child.name}: " + (sweep.describe_overrides(child.overrides) or "(no overrides)")
-            for child in sweep.variants(spec)]
+    return [
+        f"{child.name}: " + (sweep.describe_overrides(child.overrides) or "(no overrides)")
+        for child in sweep.variants(spec)
+    ]
 
 
 def _require_sweeps(stack: jobs.Stack) -> str:
     if not stack.sweep_state_machine_arn:
-        raise jobs.JobNotFound("this stack has no sweep state machine (deployed before sweeps existed): "
-                               "redeploy it with `npx cdk deploy`")
+        raise jobs.JobNotFound(
+            "this stack has no sweep state machine (deployed before sweeps existed): redeploy it with `npx cdk deploy`"
+        )
     return stack.sweep_state_machine_arn
 
 
 def start(sfn: Any, stack: jobs.Stack, spec: dict, now: dt.datetime | None = None) -> str:
     """Start the sweep; each variant's execution name ends with the sweep's own time stamp."""
     name = jobs.execution_name(spec["exec_name"], now)
-    suffix = name[len(spec["exec_name"]) + 1:]
+    suffix = name[len(spec["exec_name"]) + 1 :]
     refuse_if_running(sfn, stack, spec["exec_name"], {child.name for child in sweep.variants(spec)})
-    response = sfn.start_execution(stateMachineArn=_require_sweeps(stack), name=name,
-                                   input=json.dumps(sweep.map_input(spec, suffix, stack.max_sweep_parallel)))
+    response = sfn.start_execution(
+        stateMachineArn=_require_sweeps(stack),
+        name=name,
+        input=json.dumps(sweep.map_input(spec, suffix, stack.max_sweep_parallel)),
+    )
     return response["executionArn"]
 
 
@@ -59,15 +66,20 @@ def refuse_if_running(sfn: Any, stack: jobs.Stack, exec_name: str, variant_names
     """
     running_sweep = current(sfn, stack, exec_name)
     if running_sweep and running_sweep["status"] == "RUNNING":
-        raise jobs.JobAlreadyRunning(f"sweep {exec_name!r} is already running as {running_sweep['name']}; wait for it "
-                                     f"to end (spottrain status {exec_name}) or stop it (spottrain cancel {exec_name}).")
-    pages = sfn.get_paginator("list_executions").paginate(stateMachineArn=stack.state_machine_arn, statusFilter="RUNNING")
+        raise jobs.JobAlreadyRunning(
+            f"sweep {exec_name!r} is already running as {running_sweep['name']}; wait for it "
+            f"to end (spottrain status {exec_name}) or stop it (spottrain cancel {exec_name})."
+        )
+    pages = sfn.get_paginator("list_executions").paginate(
+        stateMachineArn=stack.state_machine_arn, statusFilter="RUNNING"
+    )
     for execution in (item for page in pages for item in page["executions"]):
         job = runs.job_of_input(sfn.describe_execution(executionArn=execution["executionArn"]).get("input"))
         if job in variant_names:
             raise jobs.JobAlreadyRunning(
                 f"job {job!r}, a variant of sweep {exec_name!r}, is already running as {execution['name']}: the variant "
-                f"would share its bucket and instances. Wait for it to end, or stop it with `spottrain cancel {job}`.")
+                f"would share its bucket and instances. Wait for it to end, or stop it with `spottrain cancel {job}`."
+            )
 
 
 def current(sfn: Any, stack: jobs.Stack, exec_name: str) -> dict | None:
@@ -103,8 +115,9 @@ def final_states(rows: list[VariantState]) -> list[VariantState]:
     return [dataclasses.replace(row, status=NOT_STARTED) if row.status == PENDING else row for row in rows]
 
 
-def settled_states(sfn: Any, stack: jobs.Stack, sweep_arn: str, timeout: float = 60.0,
-                   interval: float = 1.0) -> list[VariantState]:
+def settled_states(
+    sfn: Any, stack: jobs.Stack, sweep_arn: str, timeout: float = 60.0, interval: float = 1.0
+) -> list[VariantState]:
     """The variants of an ended sweep once none still runs: stopping a sweep stops its `.sync` children
     asynchronously, so right after the sweep ends a child can still read RUNNING. After `timeout`
     seconds, the states as they are."""
@@ -116,8 +129,14 @@ def settled_states(sfn: Any, stack: jobs.Stack, sweep_arn: str, timeout: float =
         time.sleep(interval)
 
 
-def wait(sfn: Any, stack: jobs.Stack, sweep_arn: str, timeout: float,
-         on_change: Callable[[list[VariantState]], None] | None = None, interval: float = 1.0) -> dict:
+def wait(
+    sfn: Any,
+    stack: jobs.Stack,
+    sweep_arn: str,
+    timeout: float,
+    on_change: Callable[[list[VariantState]], None] | None = None,
+    interval: float = 1.0,
+) -> dict:
     """Follow the sweep to its end; `on_change` sees the variants whenever one of them moved."""
     deadline, last = time.monotonic() + timeout, None
     while True:
@@ -192,14 +211,22 @@ def report_table(report: dict) -> Any:
     """The comparison table (rich): one row per variant, the best one marked."""
     from rich.table import Table
 
-    table = Table(title=f"sweep {report['sweep']}" + (f" — {report['metric']} ({report['goal']})" if report["metric"] else ""))
+    table = Table(
+        title=f"sweep {report['sweep']}" + (f" — {report['metric']} ({report['goal']})" if report["metric"] else "")
+    )
     for column in ("variant", "parameters", "status", "metric", "attempts", "cost", "reason"):
         table.add_column(column, justify="right" if column in ("metric", "attempts", "cost") else "left")
     for row in report["variants"]:
         best = " ★" if row["name"] == report["best"] else ""
-        table.add_row(row["name"] + best, sweep.describe_overrides(row["parameters"]), row["status"],
-                      "-" if row["metric"] is None else f"{row['metric']:.4g}", str(row["attempts"]),
-                      "-" if row["cost_usd"] is None else f"${row['cost_usd']:.4f}", row.get("reason") or "")
+        table.add_row(
+            row["name"] + best,
+            sweep.describe_overrides(row["parameters"]),
+            row["status"],
+            "-" if row["metric"] is None else f"{row['metric']:.4g}",
+            str(row["attempts"]),
+            "-" if row["cost_usd"] is None else f"${row['cost_usd']:.4f}",
+            row.get("reason") or "",
+        )
     return table
 
 

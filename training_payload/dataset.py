@@ -26,8 +26,7 @@ FILENAME_COLUMN = "filename"
 HEAD_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 RESERVED_HEAD_NAMES = {"base", "main", "validation", "epoch", "iteration", "elapsed_time", "loss"}
 # Modes Pillow converts to RGB by itself, with the right values (colour spaces, palettes, alpha).
-EIGHT_BIT_MODES = {"1", "L", "P", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV",
-                   "LA", "La", "PA"}
+EIGHT_BIT_MODES = {"1", "L", "P", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV", "LA", "La", "PA"}
 UNPREMULTIPLIED = {"La": "LA", "RGBa": "RGBA"}
 GREY_16_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}  # Pillow opens 16-bit PGMs as "I"
 LINE_BREAK = re.compile(r"\r\n|\r|\n")  # the line ends `csv` counts in `line_num`
@@ -49,8 +48,7 @@ class LabelVocabulary:
 
     def __init__(self, classes: dict):
         self.classes = {head: list(names) for head, names in classes.items()}
-        self._ids = {head: {name: i for i, name in enumerate(names)}
-                     for head, names in self.classes.items()}
+        self._ids = {head: {name: i for i, name in enumerate(names)} for head, names in self.classes.items()}
 
     @property
     def heads(self) -> list:
@@ -111,7 +109,8 @@ class MultiHeadImageDataset(chainer.dataset.DatasetMixin):
                 raise DatasetError(
                     f"{self.tsv_path} line {row.line}: unknown label {label!r} for head {head!r}; "
                     f"the training data only has [{known}]. Fix: relabel the row or add examples "
-                    f"of {label!r} to the training TSV.")
+                    f"of {label!r} to the training TSV."
+                )
             ids.append(np.int32(class_id))
         return tuple(ids)
 
@@ -119,18 +118,24 @@ class MultiHeadImageDataset(chainer.dataset.DatasetMixin):
 def read_tsv(tsv_path: str):
     """Parse and check every row; image paths are relative to the TSV's folder."""
     if not os.path.isfile(tsv_path):
-        raise DatasetError(f"{tsv_path}: TSV file not found. Fix: pass the folder holding "
-                           f"train.tsv and val.tsv (as written by make_data.py).")
+        raise DatasetError(
+            f"{tsv_path}: TSV file not found. Fix: pass the folder holding "
+            f"train.tsv and val.tsv (as written by make_data.py)."
+        )
     records = list(tsv_records(tsv_path, read_text(tsv_path)))
     if not records:
-        raise DatasetError(f"{tsv_path}: the TSV is empty. Fix: write a header row "
-                           f"'{FILENAME_COLUMN}<TAB><head>...' followed by one row per image.")
+        raise DatasetError(
+            f"{tsv_path}: the TSV is empty. Fix: write a header row "
+            f"'{FILENAME_COLUMN}<TAB><head>...' followed by one row per image."
+        )
     first = parse_header(tsv_path, *records[0])
-    heads = records[0][1][first + 1:]
+    heads = records[0][1][first + 1 :]
     rows = [parse_row(tsv_path, line, fields[first:], heads) for line, fields in records[1:]]
     if not rows:
-        raise DatasetError(f"{tsv_path}: the TSV has a header but no rows. Fix: add one row per "
-                           f"image: filename then one label per head ({', '.join(heads)}).")
+        raise DatasetError(
+            f"{tsv_path}: the TSV has a header but no rows. Fix: add one row per "
+            f"image: filename then one label per head ({', '.join(heads)})."
+        )
     return heads, rows
 
 
@@ -143,15 +148,18 @@ def read_text(tsv_path: str) -> str:
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as error:
-        line = line_number(raw[:error.start].decode(encoding, errors="replace"))
+        line = line_number(raw[: error.start].decode(encoding, errors="replace"))
         raise DatasetError(
             f"{tsv_path} line {line}: not valid {'UTF-16' if utf16 else 'UTF-8'} ({error.reason} "
             f"at byte {error.start}). Fix: save the file as UTF-8 (Excel: 'Unicode Text' is read "
-            f"too; pandas: to_csv(..., encoding='utf-8')).") from None
+            f"too; pandas: to_csv(..., encoding='utf-8'))."
+        ) from None
     nul = text.find("\0")
     if nul >= 0:  # UTF-16 without a BOM "decodes" as UTF-8 with a NUL in every other byte
-        raise DatasetError(f"{tsv_path} line {line_number(text[:nul])}: NUL character; is it "
-                           f"UTF-16 without a byte-order mark? Fix: save the file as UTF-8.")
+        raise DatasetError(
+            f"{tsv_path} line {line_number(text[:nul])}: NUL character; is it "
+            f"UTF-16 without a byte-order mark? Fix: save the file as UTF-8."
+        )
     return text
 
 
@@ -178,7 +186,8 @@ def tsv_records(tsv_path: str, text: str):
     except csv.Error as error:
         raise DatasetError(
             f"{tsv_path} line {start}: bad quoting ({error}). Fix: a field that starts with '\"' "
-            f"must end with '\"' before the next tab, with '\"\"' for a quote inside it.") from None
+            f"must end with '\"' before the next tab, with '\"\"' for a quote inside it."
+        ) from None
 
 
 def parse_header(tsv_path: str, line: int, columns: list) -> int:
@@ -189,15 +198,16 @@ def parse_header(tsv_path: str, line: int, columns: list) -> int:
         raise DatasetError(
             f"{tsv_path} line {line}: header must be '{FILENAME_COLUMN}' then one column per head, "
             f"tab-separated; got {columns!r}{missing_header_hint(tsv_path, columns[0])}. "
-            f"Fix: write e.g. 'filename<TAB>shape<TAB>colour'.")
-    heads = columns[first + 1:]
+            f"Fix: write e.g. 'filename<TAB>shape<TAB>colour'."
+        )
+    heads = columns[first + 1 :]
     for head in heads:
-        if (not HEAD_NAME_PATTERN.match(head) or head in RESERVED_HEAD_NAMES
-                or heads.count(head) > 1):
+        if not HEAD_NAME_PATTERN.match(head) or head in RESERVED_HEAD_NAMES or heads.count(head) > 1:
             raise DatasetError(
                 f"{tsv_path} line {line}: head name {head!r} must be unique, start with a letter, use "
                 f"only letters, digits or '_', and not be one of "
-                f"{sorted(RESERVED_HEAD_NAMES)}. Fix: rename the column.")
+                f"{sorted(RESERVED_HEAD_NAMES)}. Fix: rename the column."
+            )
     return first
 
 
@@ -212,22 +222,26 @@ def parse_row(tsv_path: str, line: int, columns: list, heads: list) -> Row:
         raise DatasetError(
             f"{tsv_path} line {line}: {len(columns)} tab-separated columns, expected "
             f"{len(heads) + 1} ({FILENAME_COLUMN} + {', '.join(heads)}). Fix: give every row a "
-            f"filename and one label per head, separated by tabs.")
+            f"filename and one label per head, separated by tabs."
+        )
     for name, value in zip([FILENAME_COLUMN, *heads], columns):
         if not value:
-            raise DatasetError(f"{tsv_path} line {line}: empty {name!r} column. Fix: fill it in, "
-                               f"or drop the row.")
+            raise DatasetError(f"{tsv_path} line {line}: empty {name!r} column. Fix: fill it in, or drop the row.")
     path = os.path.join(os.path.dirname(os.path.abspath(tsv_path)), columns[0])
     if not os.path.isfile(path):
-        raise DatasetError(f"{tsv_path} line {line}: image file {columns[0]!r} not found at "
-                           f"{path}. Fix: paths are relative to the TSV's folder.")
+        raise DatasetError(
+            f"{tsv_path} line {line}: image file {columns[0]!r} not found at "
+            f"{path}. Fix: paths are relative to the TSV's folder."
+        )
     return Row(line=line, path=path, labels=tuple(columns[1:]))
 
 
 def check_heads_match(tsv_path: str, heads: list, expected: list) -> None:
     if heads != expected:
-        raise DatasetError(f"{tsv_path} line 1: heads {heads} differ from the training data's "
-                           f"{expected}. Fix: use the same label columns, in the same order.")
+        raise DatasetError(
+            f"{tsv_path} line 1: heads {heads} differ from the training data's "
+            f"{expected}. Fix: use the same label columns, in the same order."
+        )
 
 
 def load_image(path: str, size: int, where: str) -> np.ndarray:
@@ -237,8 +251,9 @@ def load_image(path: str, size: int, where: str) -> np.ndarray:
             image.load()
             rgb = to_rgb(image, f"{where}: image {path}")
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
-        raise DatasetError(f"{where}: cannot read image {path}: {error}. Fix: replace the file "
-                           f"with a PNG or JPEG, or drop the row.") from error
+        raise DatasetError(
+            f"{where}: cannot read image {path}: {error}. Fix: replace the file with a PNG or JPEG, or drop the row."
+        ) from error
     rgb = rgb.resize((size, size), Image.BILINEAR)
     return (np.asarray(rgb, dtype=np.float32) / 255.0).transpose(2, 0, 1)
 
@@ -252,7 +267,8 @@ def to_rgb(image: Image.Image, where: str) -> Image.Image:
     if image.mode not in EIGHT_BIT_MODES:
         raise DatasetError(
             f"{where}: PIL mode {image.mode!r} has no faithful conversion to RGB. Fix: save the "
-            f"image as 8-bit RGB, RGBA or greyscale (PNG or JPEG), or 16-bit greyscale PNG.")
+            f"image as 8-bit RGB, RGBA or greyscale (PNG or JPEG), or 16-bit greyscale PNG."
+        )
     if not image.has_transparency_data:
         return image.convert("RGB")
     # Pillow converts premultiplied modes to RGBA only through their straight-alpha twin.
@@ -268,7 +284,8 @@ def grey_16_bit_to_8(image: Image.Image, where: str) -> np.ndarray:
     if low < 0 or high > 65535:  # mode "I" is 32-bit: beyond 16 bits there is no known white
         raise DatasetError(
             f"{where}: PIL mode {image.mode!r} with values from {low} to {high}; only 0..65535 "
-            f"(16-bit) can be scaled to 8 bits faithfully. Fix: save it as a 16-bit or 8-bit PNG.")
+            f"(16-bit) can be scaled to 8 bits faithfully. Fix: save it as a 16-bit or 8-bit PNG."
+        )
     grey = np.rint(values / 257.0).astype(np.uint8)
     transparent = image.info.get("transparency")  # a 16-bit PNG's tRNS names one grey value
     if isinstance(transparent, int):
@@ -283,5 +300,6 @@ def grey_float_to_8(image: Image.Image, where: str) -> np.ndarray:
         raise DatasetError(
             f"{where}: PIL mode 'F' (32-bit float) with values from {np.nanmin(values):g} to "
             f"{np.nanmax(values):g}; only floats in [0, 1] have a known black and white. Fix: "
-            f"scale the image to [0, 1], or save it as an 8- or 16-bit PNG.")
+            f"scale the image to [0, 1], or save it as an 8- or 16-bit PNG."
+        )
     return np.rint(values * 255.0).astype(np.uint8)

@@ -22,8 +22,12 @@ LABELS = {
 }
 BASE_COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230)}
 RADIUS_FRACTION = {"small": 0.12, "large": 0.22}
-CENTRE_FRACTION = {"top-left": (0.27, 0.27), "top-right": (0.73, 0.27),
-                   "bottom-left": (0.27, 0.73), "bottom-right": (0.73, 0.73)}
+CENTRE_FRACTION = {
+    "top-left": (0.27, 0.27),
+    "top-right": (0.73, 0.27),
+    "bottom-left": (0.27, 0.73),
+    "bottom-right": (0.73, 0.73),
+}
 
 logger = logging.getLogger("training_payload.make_data")
 
@@ -33,8 +37,7 @@ def draw_example(rng: np.random.RandomState, size: int):
     labels = {head: names[rng.randint(len(names))] for head, names in LABELS.items()}
     pixels = rng.randint(0, 70, size=(size, size, 3)).astype(np.uint8)
     image = Image.fromarray(pixels)
-    colour = tuple(int(np.clip(c + rng.randint(-30, 31), 0, 255))
-                   for c in BASE_COLOURS[labels["colour"]])
+    colour = tuple(int(np.clip(c + rng.randint(-30, 31), 0, 255)) for c in BASE_COLOURS[labels["colour"]])
     radius = size * RADIUS_FRACTION[labels["size"]] * rng.uniform(0.85, 1.15)
     fx, fy = CENTRE_FRACTION[labels["position"]]
     cx, cy = (f * size + rng.uniform(-0.05, 0.05) * size for f in (fx, fy))
@@ -63,8 +66,7 @@ def write_split(out_dir: str, split: str, count: int, size: int, rng: np.random.
         f.write("\n".join(lines) + "\n")
 
 
-def make_dataset(out_dir: str, seed: int = 0, n_train: int = 1000, n_val: int = 200,
-                 size: int = 32) -> None:
+def make_dataset(out_dir: str, seed: int = 0, n_train: int = 1000, n_val: int = 200, size: int = 32) -> None:
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
     # One stream per split: changing --n-train leaves the validation images unchanged.
     write_split(out_dir, "train", n_train, size, np.random.RandomState([seed, 0]))
@@ -89,8 +91,15 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     args = parse_args(argv)
     make_dataset(args.out, args.seed, args.n_train, args.n_val, args.size)
-    logger.info("wrote %d train and %d validation images (%dx%d, seed %d) to %s",
-                args.n_train, args.n_val, args.size, args.size, args.seed, args.out)
+    logger.info(
+        "wrote %d train and %d validation images (%dx%d, seed %d) to %s",
+        args.n_train,
+        args.n_val,
+        args.size,
+        args.size,
+        args.seed,
+        args.out,
+    )
     return 0
 
 

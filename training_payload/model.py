@@ -54,5 +54,4 @@ class MultiHeadNet(chainer.Chain):
 
     def forward(self, x):
         features = self.base(x)
-        return {name: self.heads[name](features)
-                for name in self.head_names}
+        return {name: self.heads[name](features) for name in self.head_names}

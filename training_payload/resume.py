@@ -46,8 +46,9 @@ def snapshot_iterations(directory: str) -> list:
     """Iterations that have a snapshot file in `directory`, ascending."""
     if not os.path.isdir(directory):
         return []
-    found = (SNAPSHOT_PATTERN.match(name) for name in os.listdir(directory)
-             if os.path.isfile(os.path.join(directory, name)))
+    found = (
+        SNAPSHOT_PATTERN.match(name) for name in os.listdir(directory) if os.path.isfile(os.path.join(directory, name))
+    )
     return sorted(int(match.group(1)) for match in found if match)
 
 
@@ -67,17 +68,14 @@ def snapshot_candidates(directory: str) -> list:
         elif not name.startswith(SNAPSHOT_PREFIX):
             unrelated.append(name)
         elif not SNAPSHOT_PATTERN.match(name):
-            logger.warning("resume: skipped %s: not named %s<N> (a temporary or renamed copy?)",
-                           path, SNAPSHOT_PREFIX)
+            logger.warning("resume: skipped %s: not named %s<N> (a temporary or renamed copy?)", path, SNAPSHOT_PREFIX)
         elif not os.path.isfile(path):
             logger.warning("resume: skipped %s: not a file (a directory or a broken link)", path)
     if unrelated:
         more = len(unrelated) - 5
         shown = ", ".join(unrelated[:5]) + (f" and {more} more" if more > 0 else "")
-        logger.info("resume: ignored what is not a snapshot (%s<N>) in %s: %s",
-                    SNAPSHOT_PREFIX, directory, shown)
-    return [os.path.join(directory, snapshot_name(i))
-            for i in reversed(snapshot_iterations(directory))]
+        logger.info("resume: ignored what is not a snapshot (%s<N>) in %s: %s", SNAPSHOT_PREFIX, directory, shown)
+    return [os.path.join(directory, snapshot_name(i)) for i in reversed(snapshot_iterations(directory))]
 
 
 def remove_leftover(path: str) -> None:
@@ -85,8 +83,7 @@ def remove_leftover(path: str) -> None:
         os.remove(path)
         logger.info("resume: removed %s, left by a save that was killed", path)
     except OSError as error:
-        logger.warning("resume: skipped %s, left by a killed save, and could not remove it: %s",
-                       path, error)
+        logger.warning("resume: skipped %s, left by a killed save, and could not remove it: %s", path, error)
 
 
 def load_snapshot(path: str, trainer) -> int:
@@ -104,8 +101,7 @@ def load_snapshot(path: str, trainer) -> int:
     except MissingEntry as error:
         raise SnapshotError(error.args[0]) from error
     except Exception as error:  # whatever a foreign archive makes Chainer raise: not resumable
-        raise SnapshotError(f"does not load into this trainer ({type(error).__name__}: "
-                            f"{error})") from error
+        raise SnapshotError(f"does not load into this trainer ({type(error).__name__}: {error})") from error
     return trainer.updater.iteration
 
 
@@ -120,8 +116,7 @@ def read_snapshot(path: str) -> dict:
         raise SnapshotError(f"unreadable ({type(error).__name__}: {error})") from error
     if not size:
         raise SnapshotError("empty file (0 bytes), left by a save that was killed")
-    raise SnapshotError("not a complete npz archive: cut short by a killed save or copy, or not "
-                        "a snapshot at all")
+    raise SnapshotError("not a complete npz archive: cut short by a killed save or copy, or not a snapshot at all")
 
 
 class NamingDeserializer(NpzDeserializer):
@@ -136,8 +131,10 @@ class NamingDeserializer(NpzDeserializer):
             raise MissingEntry(f"it has no {name!r}: written by another model or trainer set-up")
         stored = self.npz[name]
         if hasattr(value, "shape") and tuple(value.shape) != stored.shape:
-            raise SnapshotError(f"{name!r} has shape {stored.shape} there, {tuple(value.shape)} "
-                                f"in this model: a snapshot of a different model")
+            raise SnapshotError(
+                f"{name!r} has shape {stored.shape} there, {tuple(value.shape)} "
+                f"in this model: a snapshot of a different model"
+            )
         return super().__call__(key, value)
 
 
@@ -162,8 +159,11 @@ class Checkpointer(training.Extension):
         path = os.path.join(self.directory, snapshot_name(iteration))
         for taken in (path, path + TEMP_SUFFIX):
             if os.path.lexists(taken) and not os.path.isfile(taken):
-                logger.warning("checkpoint: not saved: %s is taken by a directory or link. Fix: "
-                               "move it out of the checkpoint folder.", taken)
+                logger.warning(
+                    "checkpoint: not saved: %s is taken by a directory or link. Fix: "
+                    "move it out of the checkpoint folder.",
+                    taken,
+                )
                 return None
         # A kill during the write leaves only a .partial file, never a truncated snapshot.
         serializers.save_npz(path + TEMP_SUFFIX, trainer)
@@ -176,7 +176,7 @@ class Checkpointer(training.Extension):
         # Snapshots past this one were skipped as unusable when resuming (training overwrites
         # them on reaching them); counting them as the newest would delete the good ones.
         kept = [i for i in snapshot_iterations(self.directory) if i <= saved_iteration]
-        for iteration in kept[:-self.keep]:
+        for iteration in kept[: -self.keep]:
             os.remove(os.path.join(self.directory, snapshot_name(iteration)))
 
 

@@ -31,8 +31,14 @@ from training_payload.model import ConvBase, MultiHeadNet, build_heads  # noqa: 
 from training_payload.plots import HeadPlots  # noqa: E402
 from training_payload.progress import progress_extensions  # noqa: E402
 from training_payload.resume import (  # noqa: E402
-    Checkpointer, ResumableSerialIterator, SnapshotError, StopOnSignal, TrainingInterrupted,
-    load_snapshot, snapshot_candidates)
+    Checkpointer,
+    ResumableSerialIterator,
+    SnapshotError,
+    StopOnSignal,
+    TrainingInterrupted,
+    load_snapshot,
+    snapshot_candidates,
+)
 from training_payload.updater import MultiHeadEvaluator, MultiHeadUpdater  # noqa: E402
 
 logger = logging.getLogger("training_payload.train")
@@ -74,13 +80,20 @@ def parse_args(argv=None, env=None):
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--gpu", type=int, default=-1, help="-1: CPU; N >= 0: CUDA device N")
-    parser.add_argument("--loss-weights", default=env.get(LOSS_WEIGHTS_ENV, ""),
-                        help=f"per-head loss weights, e.g. shape=2,colour=1 (unnamed heads: 1; default: ${LOSS_WEIGHTS_ENV})")
+    parser.add_argument(
+        "--loss-weights",
+        default=env.get(LOSS_WEIGHTS_ENV, ""),
+        help=f"per-head loss weights, e.g. shape=2,colour=1 (unnamed heads: 1; default: ${LOSS_WEIGHTS_ENV})",
+    )
     parser.add_argument("--snapshot-interval", type=int, default=20, help="in iterations")
     parser.add_argument("--image-size", type=int, default=32, help="images are resized to this")
     parser.add_argument("--width", type=int, default=16, help="channels of the first conv layer")
-    parser.add_argument("--learning-rate", type=float, default=_env_learning_rate(parser, env),
-                        help=f"Adam's alpha (default: ${LEARNING_RATE_ENV}, else 0.002)")
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=_env_learning_rate(parser, env),
+        help=f"Adam's alpha (default: ${LEARNING_RATE_ENV}, else 0.002)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="weights init and shuffling")
     args = parser.parse_args(argv)
     for flag in ("epochs", "batch_size", "snapshot_interval", "image_size", "width"):
@@ -96,13 +109,16 @@ def parse_loss_weights(text: str, heads: list) -> dict:
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, _, value = item.partition("=")
         if name not in weights:
-            raise UsageError(f"--loss-weights: unknown head {name!r}; the data's heads are "
-                             f"{heads}. Fix: use e.g. --loss-weights {heads[0]}=1")
+            raise UsageError(
+                f"--loss-weights: unknown head {name!r}; the data's heads are "
+                f"{heads}. Fix: use e.g. --loss-weights {heads[0]}=1"
+            )
         try:
             weights[name] = float(value)
         except ValueError:
-            raise UsageError(f"--loss-weights: {item!r} is not head=number. "
-                             f"Fix: e.g. --loss-weights {name}=0.5") from None
+            raise UsageError(
+                f"--loss-weights: {item!r} is not head=number. Fix: e.g. --loss-weights {name}=0.5"
+            ) from None
         if not weights[name] >= 0:
             raise UsageError(f"--loss-weights: {name}={value} is negative; weights must be >= 0")
     return weights
@@ -116,8 +132,10 @@ def load_datasets(data_dir: str, image_size: int):
 
 def select_device(gpu: int):
     if gpu >= 0 and not chainer.backends.cuda.available:
-        raise UsageError(f"--gpu {gpu}: CUDA is not available here (CuPy missing or no GPU). "
-                         f"Fix: install the cupy package for this CUDA version, or pass --gpu -1.")
+        raise UsageError(
+            f"--gpu {gpu}: CUDA is not available here (CuPy missing or no GPU). "
+            f"Fix: install the cupy package for this CUDA version, or pass --gpu -1."
+        )
     device = chainer.get_device(f"@cupy:{gpu}" if gpu >= 0 else "@numpy")
     device.use()
     return device
@@ -125,6 +143,7 @@ def select_device(gpu: int):
 
 class Training(NamedTuple):
     """The trainer and the parts `main` needs afterwards."""
+
     trainer: training.Trainer
     model: MultiHeadNet
     evaluator: MultiHeadEvaluator
@@ -138,8 +157,7 @@ def build_trainer(args, train, val, device) -> Training:
     model = MultiHeadNet(ConvBase(args.image_size, args.width), heads)
     model.to_device(device)
     links = {"base": model.base, **heads}
-    optimizers = {name: chainer.optimizers.Adam(alpha=args.learning_rate).setup(link)
-                  for name, link in links.items()}
+    optimizers = {name: chainer.optimizers.Adam(alpha=args.learning_rate).setup(link) for name, link in links.items()}
     weights = parse_loss_weights(args.loss_weights, train.vocabulary.heads)
     train_iter = ResumableSerialIterator(train, args.batch_size, seed=args.seed)
     updater = MultiHeadUpdater(train_iter, model.base, heads, optimizers, weights, device=device)
@@ -181,8 +199,7 @@ def add_extensions(trainer, args, train, evaluator, checkpointer):
     trainer.extend(HeadPlots(heads))
     total_iterations = -(-args.epochs * len(train) // args.batch_size)
     interval = max(1, min(10, total_iterations // 20))
-    for extension in progress_extensions(heads, sys.stdout.isatty(), interval, total_iterations,
-                                         args.batch_size):
+    for extension in progress_extensions(heads, sys.stdout.isatty(), interval, total_iterations, args.batch_size):
         trainer.extend(extension)
     trainer.extend(checkpointer, trigger=(args.snapshot_interval, "iteration"))
     trainer.extend(StopOnSignal(checkpointer), trigger=(1, "iteration"))
@@ -208,10 +225,14 @@ def write_outputs(args, trainer, model, train, evaluator, facts: dict) -> dict:
     chainer.serializers.save_npz(os.path.join(args.out, "model.npz"), model)
     train.vocabulary.save(os.path.join(args.out, "labels.json"))
     validation = evaluator()
-    heads = {head: {"accuracy": float(validation[f"validation/{head}/accuracy"]),
-                    "loss": float(validation[f"validation/{head}/loss"]),
-                    "classes": classes}
-             for head, classes in train.vocabulary.classes.items()}
+    heads = {
+        head: {
+            "accuracy": float(validation[f"validation/{head}/accuracy"]),
+            "loss": float(validation[f"validation/{head}/loss"]),
+            "classes": classes,
+        }
+        for head, classes in train.vocabulary.classes.items()
+    }
     images = facts["trained_iterations"] * args.batch_size
     metrics = {
         "iterations": int(facts["iterations"]),
@@ -235,8 +256,7 @@ def main(argv=None) -> int:
     try:
         device = select_device(args.gpu)
         train, val = load_datasets(args.data, args.image_size)
-        built, resumed_from = build_resumed(lambda: build_trainer(args, train, val, device),
-                                            args.checkpoint_dir)
+        built, resumed_from = build_resumed(lambda: build_trainer(args, train, val, device), args.checkpoint_dir)
     except (DatasetError, UsageError) as error:
         logger.error("error: %s", error)
         return EXIT_BAD_INPUT
@@ -249,12 +269,12 @@ def main(argv=None) -> int:
     except DatasetError as error:  # images are decoded lazily, so a bad one surfaces here
         logger.error("error: %s", error)
         return EXIT_BAD_INPUT
-    facts.update(iterations=trainer.updater.iteration, epochs=trainer.updater.epoch,
-                 resumed_from_iteration=resumed_from)
+    facts.update(
+        iterations=trainer.updater.iteration, epochs=trainer.updater.epoch, resumed_from_iteration=resumed_from
+    )
     metrics = write_outputs(args, trainer, built.model, train, built.evaluator, facts)
     summary = " ".join(f"{h}={m['accuracy']:.3f}" for h, m in metrics["heads"].items())
-    logger.info("done: %d iterations, validation accuracy %s; outputs in %s",
-                metrics["iterations"], summary, args.out)
+    logger.info("done: %d iterations, validation accuracy %s; outputs in %s", metrics["iterations"], summary, args.out)
     return 0
 
 

@@ -42,8 +42,16 @@ class MultiHeadUpdater(training.updaters.StandardUpdater):
     of `FailOnNonNumber`.
     """
 
-    def __init__(self, iterator, base, heads: dict, optimizers: dict, loss_weights: dict = None,
-                 converter=convert.concat_examples, device=None):
+    def __init__(
+        self,
+        iterator,
+        base,
+        heads: dict,
+        optimizers: dict,
+        loss_weights: dict = None,
+        converter=convert.concat_examples,
+        device=None,
+    ):
         self.base = base
         self.heads = dict(heads)
         check_optimizers(base, self.heads, optimizers)
@@ -70,12 +78,15 @@ class MultiHeadUpdater(training.updaters.StandardUpdater):
 def check_optimizers(base, heads: dict, optimizers: dict) -> None:
     expected = {"base": base, **heads}
     if set(optimizers) != set(expected):
-        raise ValueError(f"optimizers must be keyed {sorted(expected)} (one per link: 'base' and "
-                         f"each head), got {sorted(optimizers)}")
+        raise ValueError(
+            f"optimizers must be keyed {sorted(expected)} (one per link: 'base' and "
+            f"each head), got {sorted(optimizers)}"
+        )
     for name, link in expected.items():
         if optimizers[name].target is not link:
-            raise ValueError(f"optimizers[{name!r}] is set up on another link; "
-                             f"call optimizer.setup() with the {name!r} link")
+            raise ValueError(
+                f"optimizers[{name!r}] is set up on another link; call optimizer.setup() with the {name!r} link"
+            )
 
 
 def backward_per_head(base, heads: dict, x, labels, weights: dict) -> None:
@@ -88,12 +99,12 @@ def backward_per_head(base, heads: dict, x, labels, weights: dict) -> None:
 class MultiHeadEvaluator(extensions.Evaluator):
     """Reports `validation/<head>/loss` and `validation/<head>/accuracy` for every head."""
 
-    def __init__(self, iterator, base, heads: dict, converter=convert.concat_examples,
-                 device=None):
+    def __init__(self, iterator, base, heads: dict, converter=convert.concat_examples, device=None):
         self.base = base
         self.heads = dict(heads)
-        super().__init__(iterator, {"base": base, **self.heads}, converter=converter,
-                         device=device, eval_func=self._evaluate_batch)
+        super().__init__(
+            iterator, {"base": base, **self.heads}, converter=converter, device=device, eval_func=self._evaluate_batch
+        )
 
     def _evaluate_batch(self, x, *labels):
         report_head_metrics(self.heads, head_losses(self.base, self.heads, x, labels))

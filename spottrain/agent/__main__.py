@@ -1,4 +1,5 @@
 """`python -m spottrain.agent`: run one attempt of the job in --bucket, then shut the instance down."""
+
 from __future__ import annotations
 
 import argparse
@@ -97,13 +98,19 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument("--attempt", required=True, type=_attempt, help="1 for the first instance, +1 per relaunch")
     cli.add_argument("--region", help="AWS region of the bucket (default: the SDK's usual lookup)")
     cli.add_argument("--workdir", default="/opt/spottrain/work", help="where the clone and local logs go")
-    cli.add_argument("--run-as", metavar="USER",
-                     help="run the commands as USER (the AMI's default user; needs root), in ~USER/<repository_name> "
-                          "(default: the agent's own account, in $HOME)")
+    cli.add_argument(
+        "--run-as",
+        metavar="USER",
+        help="run the commands as USER (the AMI's default user; needs root), in ~USER/<repository_name> "
+        "(default: the agent's own account, in $HOME)",
+    )
     cli.add_argument("--home", metavar="DIR", help="USER's home instead of the password database's")
-    cli.add_argument("--shutdown-command", default=agent_options.DEFAULT_SHUTDOWN_COMMAND,
-                     help="run via bash -c when done (default: %(default)s; the launch template makes "
-                          "an instance-initiated shutdown a termination)")
+    cli.add_argument(
+        "--shutdown-command",
+        default=agent_options.DEFAULT_SHUTDOWN_COMMAND,
+        help="run via bash -c when done (default: %(default)s; the launch template makes "
+        "an instance-initiated shutdown a termination)",
+    )
     return cli
 
 

@@ -5,6 +5,7 @@ The workflow waits on a Step Functions task token that it drops into the job buc
 capability the instance needs: whoever holds it may answer the wait. The answer only makes the
 workflow look now rather than at a timeout; the S3 markers stay what the workflow judges.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,14 @@ class TaskCallback:
     Thread-safe: the heartbeat, the spot-notice watcher and the main thread all use it.
     """
 
-    def __init__(self, states, read_token: Callable[[], Optional[Mapping]], attempt: int, instance_id: str,
-                 retry_delay: float = 1.0):
+    def __init__(
+        self,
+        states,
+        read_token: Callable[[], Optional[Mapping]],
+        attempt: int,
+        instance_id: str,
+        retry_delay: float = 1.0,
+    ):
         self.states = states
         self.read_token = read_token
         self.attempt = attempt
@@ -83,13 +90,17 @@ class TaskCallback:
 
     def succeed(self, output: Mapping) -> bool:
         document = json.dumps(dict(output))
-        return self._answer("SendTaskSuccess", lambda: self.states.send_task_success(taskToken=self.token,
-                                                                                      output=document))
+        return self._answer(
+            "SendTaskSuccess", lambda: self.states.send_task_success(taskToken=self.token, output=document)
+        )
 
     def fail(self, error: CallbackError, cause: str, tries: int = ANSWER_ATTEMPTS) -> bool:
         cause = _short(cause)
-        return self._answer(f"SendTaskFailure({error.value}, {cause!r})", lambda: self.states.send_task_failure(
-            taskToken=self.token, error=error.value, cause=cause), tries=tries)
+        return self._answer(
+            f"SendTaskFailure({error.value}, {cause!r})",
+            lambda: self.states.send_task_failure(taskToken=self.token, error=error.value, cause=cause),
+            tries=tries,
+        )
 
     # --- internals -------------------------------------------------------------------------------
 
@@ -120,8 +131,12 @@ class TaskCallback:
                 code = error.response.get("Error", {}).get("Code", "")
                 if code in TASK_OVER_CODES:
                     self.over = True
-                    log.info("%s answered %s: the workflow is done waiting for attempt %d; no more calls",
-                             what, code, self.attempt)
+                    log.info(
+                        "%s answered %s: the workflow is done waiting for attempt %d; no more calls",
+                        what,
+                        code,
+                        self.attempt,
+                    )
                     return False
                 failure = error
             except BotoCoreError as error:
@@ -129,8 +144,12 @@ class TaskCallback:
             if attempt < tries:
                 log.warning("%s failed (%s); retry %d/%d", what, failure, attempt, tries - 1)
                 time.sleep(self.retry_delay * 2 ** (attempt - 1))
-        log.error("%s failed after %d tries (%s); the workflow's heartbeat timeout or EC2 event ends the wait",
-                  what, tries, failure)
+        log.error(
+            "%s failed after %d tries (%s); the workflow's heartbeat timeout or EC2 event ends the wait",
+            what,
+            tries,
+            failure,
+        )
         return False
 
     def _read(self) -> None:
@@ -168,4 +187,4 @@ def token_reader(store, attempt: int) -> Callable[[], Optional[Mapping]]:
 
 def _short(cause: str) -> str:
     cause = " ".join(str(cause).split())
-    return cause if len(cause) <= CALLBACK_CAUSE_MAX_CHARS else cause[:CALLBACK_CAUSE_MAX_CHARS - 3] + "..."
+    return cause if len(cause) <= CALLBACK_CAUSE_MAX_CHARS else cause[: CALLBACK_CAUSE_MAX_CHARS - 3] + "..."

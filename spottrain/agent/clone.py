@@ -3,6 +3,7 @@
 A ref names a branch or tag first (`git clone --branch`, shallow) and a commit only when the
 repository has no branch or tag of that name: `deadbeef` or `20240115` are branch names too.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,8 +25,10 @@ NO_MATCHING_REF = 2  # `git ls-remote --exit-code`: the repository answered, and
 # git asks its credential helpers (https://git-scm.com/docs/gitcredentials) for a user and password; this one
 # answers from its environment, so the token is in no command line (`ps`), config file or log. The empty
 # helper first drops any helper the AMI configured.
-CREDENTIAL_HELPER = ('!f() { if [ "$1" = get ]; then printf "username=%s\\npassword=%s\\n" '
-                     '"$SPOTTRAIN_GIT_USERNAME" "$SPOTTRAIN_GIT_TOKEN"; fi; }; f')
+CREDENTIAL_HELPER = (
+    '!f() { if [ "$1" = get ]; then printf "username=%s\\npassword=%s\\n" '
+    '"$SPOTTRAIN_GIT_USERNAME" "$SPOTTRAIN_GIT_TOKEN"; fi; }; f'
+)
 
 
 def clone(

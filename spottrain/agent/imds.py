@@ -7,6 +7,7 @@ the training, it only means no notice can be seen.
 Hand-written, not botocore's IMDSFetcher: that one is private API, reads no spot notice, and retries
 for seconds where a poll every few seconds wants one short try.
 """
+
 from __future__ import annotations
 
 import json

@@ -4,6 +4,7 @@ The 2017 layout: the commands run as the AMI's default user (the stack's instanc
 shell, in a clone at ~<user>/<repository_name>; data_dir, output_dir and checkpoint_dir are inside
 the clone when relative, or where they say when absolute (/home/ubuntu/data).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -84,11 +85,15 @@ class Account:
         try:
             user = pwd.getpwnam(run_as)
         except KeyError:
-            raise InvalidJob(f"--run-as {run_as}: this machine has no such user. Set the stack's instanceUser "
-                             "(cdk.json, or -c instanceUser=...) to the AMI's default user, e.g. ubuntu or ec2-user") from None
+            raise InvalidJob(
+                f"--run-as {run_as}: this machine has no such user. Set the stack's instanceUser "
+                "(cdk.json, or -c instanceUser=...) to the AMI's default user, e.g. ubuntu or ec2-user"
+            ) from None
         if os.geteuid() != 0:
-            raise InvalidJob(f"--run-as {run_as}: the agent runs as uid {os.geteuid()}, and only root can run commands "
-                             "as another user. Start the agent as root (the user data does), or leave out --run-as")
+            raise InvalidJob(
+                f"--run-as {run_as}: the agent runs as uid {os.geteuid()}, and only root can run commands "
+                "as another user. Start the agent as root (the user data does), or leave out --run-as"
+            )
         return cls(user.pw_name, user.pw_uid, user.pw_gid, home or Path(user.pw_dir), switch=True)
 
     def login_command(self, command: str) -> List[str]:
@@ -133,8 +138,10 @@ class Paths:
         paths = cls(clone, place("data_dir", job.data_dir), place("output_dir", job.output_dir), checkpoint)
         if paths.checkpoint == paths.output:
             # The Lambda cannot compare a relative folder with an absolute one: it does not know the clone's place.
-            raise InvalidJob(f"checkpoint_dir={job.checkpoint_dir!r} is output_dir={job.output_dir!r} ({paths.output}); "
-                             "give checkpoints a folder of their own, or leave checkpoint_dir out")
+            raise InvalidJob(
+                f"checkpoint_dir={job.checkpoint_dir!r} is output_dir={job.output_dir!r} ({paths.output}); "
+                "give checkpoints a folder of their own, or leave checkpoint_dir out"
+            )
         return paths
 
     def created(self) -> List[Path]:
@@ -150,22 +157,29 @@ class Paths:
         return made
 
 
-def command_env(job: Job, paths: Paths, options: Options, inherited: Mapping[str, str],
-                secret_values: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+def command_env(
+    job: Job,
+    paths: Paths,
+    options: Options,
+    inherited: Mapping[str, str],
+    secret_values: Optional[Mapping[str, str]] = None,
+) -> Dict[str, str]:
     """The agent's environment, then the job's env and secrets, then the SPOTTRAIN_* contract (which wins)."""
     env = dict(inherited)
     env.update(job.env)
     env.update(secret_values or {})
     # Unset rather than "0" on a first attempt: `if os.environ.get("SPOTTRAIN_RESUME")` must be false.
     env.pop("SPOTTRAIN_RESUME", None)
-    env.update({
-        "SPOTTRAIN_JOB": job.exec_name,
-        "SPOTTRAIN_BUCKET": options.bucket,
-        "SPOTTRAIN_ATTEMPT": str(options.attempt),
-        "SPOTTRAIN_DATA_DIR": str(paths.data),
-        "SPOTTRAIN_OUTPUT_DIR": str(paths.output),
-        "SPOTTRAIN_CHECKPOINT_DIR": str(paths.checkpoint or paths.output),
-    })
+    env.update(
+        {
+            "SPOTTRAIN_JOB": job.exec_name,
+            "SPOTTRAIN_BUCKET": options.bucket,
+            "SPOTTRAIN_ATTEMPT": str(options.attempt),
+            "SPOTTRAIN_DATA_DIR": str(paths.data),
+            "SPOTTRAIN_OUTPUT_DIR": str(paths.output),
+            "SPOTTRAIN_CHECKPOINT_DIR": str(paths.checkpoint or paths.output),
+        }
+    )
     return env
 
 
@@ -192,11 +206,15 @@ def _own_user() -> Optional[pwd.struct_passwd]:
 
 def _absolute(field: str, folder: str, refused: Optional[str]) -> Path:
     if refused:
-        raise InvalidJob(f"{field}={folder!r} is absolute, and {refused}. "
-                         f"Use a folder inside the clone instead, e.g. {posixpath.basename(folder)!r}")
+        raise InvalidJob(
+            f"{field}={folder!r} is absolute, and {refused}. "
+            f"Use a folder inside the clone instead, e.g. {posixpath.basename(folder)!r}"
+        )
     # normpath keeps a leading "//" (POSIX leaves its meaning to the system): refuse it too.
     if posixpath.normpath(folder) != folder or folder.startswith("//"):
-        raise InvalidJob(f"{field}={folder!r} is not a normalised absolute path; write it as {posixpath.normpath(folder)!r}")
+        raise InvalidJob(
+            f"{field}={folder!r} is not a normalised absolute path; write it as {posixpath.normpath(folder)!r}"
+        )
     return Path(folder)
 
 
@@ -205,5 +223,7 @@ def _inside_clone(clone: Path, field: str, relative: str) -> Path:
     try:
         path.relative_to(clone)
     except ValueError:
-        raise InvalidJob(f"{field}={relative!r} leaves the cloned repository; use a path relative to its root") from None
+        raise InvalidJob(
+            f"{field}={relative!r} leaves the cloned repository; use a path relative to its root"
+        ) from None
     return path

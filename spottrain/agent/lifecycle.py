@@ -6,6 +6,7 @@ workflow may terminate the instance as soon as it reads a marker. The one except
 notice: interrupted.json (final_sync_done false) and SpotInterrupted go out at once, so that the
 replacement boots while this instance still saves; nobody terminates an instance AWS reclaims.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -54,18 +55,30 @@ class Outcome:
 
 
 class Agent:
-    def __init__(self, options: Options, store: Store, imds: Imds, inherited_env: Mapping[str, str] = os.environ,
-                 states=None, secret_clients: Callable[[Optional[str]], tuple] = secrets_clients):
+    def __init__(
+        self,
+        options: Options,
+        store: Store,
+        imds: Imds,
+        inherited_env: Mapping[str, str] = os.environ,
+        states=None,
+        secret_clients: Callable[[Optional[str]], tuple] = secrets_clients,
+    ):
         self.options = options
         self.store = store
         self.imds = imds
         self.inherited_env = dict(inherited_env)
-        self.output = OutputLog(options.workdir / "logs" / f"attempt-{options.attempt}", options.attempt,
-                                options.log_part_bytes)
+        self.output = OutputLog(
+            options.workdir / "logs" / f"attempt-{options.attempt}", options.attempt, options.log_part_bytes
+        )
         self.agent_log_path = self.output.directory / "agent.log"
         self.instance_id = imds.instance_id()
-        self.callback = TaskCallback(states or states_client(options.region),
-                                     token_reader(store, options.attempt), options.attempt, self.instance_id)
+        self.callback = TaskCallback(
+            states or states_client(options.region),
+            token_reader(store, options.attempt),
+            options.attempt,
+            self.instance_id,
+        )
         self.job: Optional[Job] = None
         self.paths: Optional[Paths] = None
         self.execution: Optional[str] = None  # the execution id from job.json: every marker names it
@@ -97,7 +110,9 @@ class Agent:
 
     def run(self) -> int:
         """Do the attempt and shut down; 0 unless the agent itself broke."""
-        log.info("attempt %d of job bucket %s on instance %s", self.options.attempt, self.options.bucket, self.instance_id)
+        log.info(
+            "attempt %d of job bucket %s on instance %s", self.options.attempt, self.options.bucket, self.instance_id
+        )
         try:
             # job.json first: the first heartbeat must already name the execution.
             outcome = self._load_job()
@@ -158,12 +173,20 @@ class Agent:
             return outcome
         made = paths.make()
         # A checkpoint_dir inside output_dir goes to checkpoints/ only, or output/ would keep every snapshot.
-        self._syncs = [DirSync(self.store, paths.output, layout.OUTPUT_PREFIX, skip_dir=paths.checkpoint,
-                               execution=self.execution)]
+        self._syncs = [
+            DirSync(self.store, paths.output, layout.OUTPUT_PREFIX, skip_dir=paths.checkpoint, execution=self.execution)
+        ]
         if paths.checkpoint:
             # A mirror: the payload rotates snapshots away, and S3 (and the next restore) must follow.
-            self._syncs.append(DirSync(self.store, paths.checkpoint, layout.CHECKPOINTS_PREFIX, mirror_deletions=True,
-                                       execution=self.execution))
+            self._syncs.append(
+                DirSync(
+                    self.store,
+                    paths.checkpoint,
+                    layout.CHECKPOINTS_PREFIX,
+                    mirror_deletions=True,
+                    execution=self.execution,
+                )
+            )
         self._wait_for_previous_sync()
         # Whatever the attempt number: a rerun of a finished job resumes from its checkpoints too.
         restored = self._restore()
@@ -182,20 +205,33 @@ class Agent:
         self._enter(markers.CLONE)
         # The agent's own environment, never the job's: its env may hold PATH, LD_PRELOAD or GIT_*
         # values meant for the training that would change what git runs and fetches.
-        credentials = (job.repository_auth["username"], self.git_token) if job.repository_auth and self.git_token else None
-        result = clone.clone(job.repository_url, job.repository_ref, paths.clone, env=self.inherited_env,
-                             output=self.output, should_stop=self._should_stop, credentials=credentials)
+        credentials = (
+            (job.repository_auth["username"], self.git_token) if job.repository_auth and self.git_token else None
+        )
+        result = clone.clone(
+            job.repository_url,
+            job.repository_ref,
+            paths.clone,
+            env=self.inherited_env,
+            output=self.output,
+            should_stop=self._should_stop,
+            credentials=credentials,
+        )
         self.phase_seconds[markers.CLONE] = round(result.seconds, 3)
         if result.stop or result.exit_code == 0:
             return self._stopped(result, markers.CLONE)
         said = clone.failure_line(self.output.tail())
         fix = "check repository_url and repository_ref, and that the repository is public or reachable"
         if job.repository_auth and clone.refused_credentials(said):
-            fix = (f"the server refused the token in {job.repository_auth['token_secret']} "
-                   f"(repository_auth.token_secret) for user {job.repository_auth['username']}: store a token with read "
-                   f"access with `spottrain secret put {job.repository_auth['token_secret']}`, or fix repository_auth.username")
-        message = (f"git clone of {redact_credentials(job.repository_url)} (ref {job.repository_ref or 'default branch'}) "
-                   f"failed with exit code {result.exit_code}: {said}; {fix}")
+            fix = (
+                f"the server refused the token in {job.repository_auth['token_secret']} "
+                f"(repository_auth.token_secret) for user {job.repository_auth['username']}: store a token with read "
+                f"access with `spottrain secret put {job.repository_auth['token_secret']}`, or fix repository_auth.username"
+            )
+        message = (
+            f"git clone of {redact_credentials(job.repository_url)} (ref {job.repository_ref or 'default branch'}) "
+            f"failed with exit code {result.exit_code}: {said}; {fix}"
+        )
         return Outcome(exit_code=result.exit_code, failed_phase=markers.CLONE, reason="clone_failed", message=message)
 
     def _wait_for_previous_sync(self) -> None:
@@ -204,22 +240,37 @@ class Agent:
             return
         self._enter(markers.WAIT_PREVIOUS_SYNC)
         waited = overlap.wait_for_previous_sync(
-            lambda: self.store.find_json(layout.INTERRUPTED_KEY), self.options.attempt, self.execution,
-            self.options.previous_sync_wait_seconds, self._noticed.wait)
+            lambda: self.store.find_json(layout.INTERRUPTED_KEY),
+            self.options.attempt,
+            self.execution,
+            self.options.previous_sync_wait_seconds,
+            self._noticed.wait,
+        )
         if not waited.needed:
             return
         self.phase_seconds[markers.WAIT_PREVIOUS_SYNC] = round(waited.seconds, 3)
         if self._noticed.is_set():
-            log.warning("stopped waiting for attempt %d's final sync after %.1fs: this instance got a spot notice too",
-                        self.options.attempt - 1, waited.seconds)
+            log.warning(
+                "stopped waiting for attempt %d's final sync after %.1fs: this instance got a spot notice too",
+                self.options.attempt - 1,
+                waited.seconds,
+            )
         elif waited.done:
-            log.info("waited %.1fs for attempt %d's final sync (%s final_sync_done true); restoring now",
-                     waited.seconds, self.options.attempt - 1, layout.INTERRUPTED_KEY)
+            log.info(
+                "waited %.1fs for attempt %d's final sync (%s final_sync_done true); restoring now",
+                waited.seconds,
+                self.options.attempt - 1,
+                layout.INTERRUPTED_KEY,
+            )
         else:
-            log.warning("gave up after %.1fs waiting for attempt %d's final sync (%s still says final_sync_done "
-                        "false; SPOTTRAIN_PREVIOUS_SYNC_WAIT_SECONDS=%.0f): restoring what reached S3",
-                        waited.seconds, self.options.attempt - 1, layout.INTERRUPTED_KEY,
-                        self.options.previous_sync_wait_seconds)
+            log.warning(
+                "gave up after %.1fs waiting for attempt %d's final sync (%s still says final_sync_done "
+                "false; SPOTTRAIN_PREVIOUS_SYNC_WAIT_SECONDS=%.0f): restoring what reached S3",
+                waited.seconds,
+                self.options.attempt - 1,
+                layout.INTERRUPTED_KEY,
+                self.options.previous_sync_wait_seconds,
+            )
 
     def _restore(self) -> Union[List[Path], Outcome]:
         """Put back what earlier attempts or runs saved (mtimes included: resumers pick the newest)."""
@@ -229,8 +280,10 @@ class Agent:
         try:
             restored = sync.restore()
         except RETRYABLE + (OSError,) as error:  # OSError: e.g. the disk is too small for them
-            message = (f"cannot restore s3://{self.options.bucket}/{sync.prefix} into {sync.local_dir}: {error}; "
-                       "if the disk is full, raise instance.volume_gb")
+            message = (
+                f"cannot restore s3://{self.options.bucket}/{sync.prefix} into {sync.local_dir}: {error}; "
+                "if the disk is full, raise instance.volume_gb"
+            )
             return Outcome(exit_code=1, failed_phase=markers.RESTORE, reason="restore_failed", message=message)
         self.phase_seconds[markers.RESTORE] = round(time.monotonic() - started, 3)
         self.output.note(f"restored {len(restored)} files from s3://{self.options.bucket}/{sync.prefix}")
@@ -242,8 +295,13 @@ class Agent:
             return self._stopped(runner.Result(0, 0.0, stop), phase)
         self._enter(phase)
         self.output.note(f"phase {phase}: {command}")
-        result = runner.run(self._job_account().login_command(command), cwd=cwd, env=env, output=self.output,
-                            should_stop=self._should_stop)
+        result = runner.run(
+            self._job_account().login_command(command),
+            cwd=cwd,
+            env=env,
+            output=self.output,
+            should_stop=self._should_stop,
+        )
         self.phase_seconds[phase] = round(result.seconds, 3)
         self.output.note(f"phase {phase} ended with exit code {result.exit_code} after {result.seconds:.1f}s")
         if result.stop:
@@ -257,24 +315,46 @@ class Agent:
         if result.stop is None:
             return None
         if result.stop.reason == "interrupted":
-            return Outcome(interrupted=True, exit_code=result.exit_code, failed_phase=phase, reason="interrupted",
-                           killed=result.killed)
+            return Outcome(
+                interrupted=True,
+                exit_code=result.exit_code,
+                failed_phase=phase,
+                reason="interrupted",
+                killed=result.killed,
+            )
         if result.stop.reason == "disk_full":
             error = self.output.write_error
-            message = (f"disk full: the {phase} command's output could not be written "
-                       f"({error.strerror if error else 'no space left'}), so the command was stopped; "
-                       "raise instance.volume_gb, or keep fewer snapshots and less output on the instance")
+            message = (
+                f"disk full: the {phase} command's output could not be written "
+                f"({error.strerror if error else 'no space left'}), so the command was stopped; "
+                "raise instance.volume_gb, or keep fewer snapshots and less output on the instance"
+            )
             # A command that exits 0 on SIGTERM still did not finish: never let that read as success.
-            return Outcome(exit_code=result.exit_code or 1, failed_phase=phase, reason="disk_full",
-                           message=message, killed=result.killed)
+            return Outcome(
+                exit_code=result.exit_code or 1,
+                failed_phase=phase,
+                reason="disk_full",
+                message=message,
+                killed=result.killed,
+            )
         if result.stop.reason == spendcap.REASON:
-            return Outcome(exit_code=result.exit_code or 124, failed_phase=phase, reason=spendcap.REASON,
-                           killed=result.killed, message=spendcap.stop_message(self.budget or {}, phase))
+            return Outcome(
+                exit_code=result.exit_code or 124,
+                failed_phase=phase,
+                reason=spendcap.REASON,
+                killed=result.killed,
+                message=spendcap.stop_message(self.budget or {}, phase),
+            )
         limit = self.job.max_runtime_minutes if self.job else None
         return Outcome(
-            exit_code=result.exit_code or 124, failed_phase=phase, reason="max_runtime", killed=result.killed,
-            message=(f"limits.max_runtime_minutes={limit} reached during {phase}: the command was stopped; "
-                     "raise the limit if the job needs longer, or make it resume from checkpoints"),
+            exit_code=result.exit_code or 124,
+            failed_phase=phase,
+            reason="max_runtime",
+            killed=result.killed,
+            message=(
+                f"limits.max_runtime_minutes={limit} reached during {phase}: the command was stopped; "
+                "raise the limit if the job needs longer, or make it resume from checkpoints"
+            ),
         )
 
     def _finish(self, outcome: Outcome) -> None:
@@ -307,8 +387,10 @@ class Agent:
 
     def _notice_cause(self) -> str:
         notice = self.notice or {}
-        return (f"spot interruption notice on {self.instance_id} (attempt {self.options.attempt}): "
-                f"{notice.get('action')} at {notice.get('time')}")
+        return (
+            f"spot interruption notice on {self.instance_id} (attempt {self.options.attempt}): "
+            f"{notice.get('action')} at {notice.get('time')}"
+        )
 
     # --- markers ---------------------------------------------------------------------------------
 
@@ -359,13 +441,16 @@ class Agent:
 
     def _heartbeat(self) -> None:
         last = self.output.last_line_time
-        self.store.put_json(layout.HEARTBEAT_KEY, {
-            **self._marker(),
-            "phase": self.phase,
-            "time": _iso(_now()),
-            "last_log_time": _iso(dt.datetime.fromtimestamp(last, dt.timezone.utc)) if last else None,
-            "last_log_line": self.output.last_line,
-        })
+        self.store.put_json(
+            layout.HEARTBEAT_KEY,
+            {
+                **self._marker(),
+                "phase": self.phase,
+                "time": _iso(_now()),
+                "last_log_time": _iso(dt.datetime.fromtimestamp(last, dt.timezone.utc)) if last else None,
+                "last_log_line": self.output.last_line,
+            },
+        )
         self._load_budget()
         self.callback.heartbeat()  # after S3: the file is for people, the call keeps the workflow's wait open
 
@@ -397,8 +482,7 @@ class Agent:
             # relaunches at once. Both before SIGTERM: the final marker must never be overwritten by this one.
             self.store.put_json(layout.INTERRUPTED_KEY, self._notice_marker())
             self._notice_marked = True
-            self.callback.fail(CallbackError.SPOT_INTERRUPTED, self._notice_cause() + "; final sync under way",
-                               tries=1)
+            self.callback.fail(CallbackError.SPOT_INTERRUPTED, self._notice_cause() + "; final sync under way", tries=1)
             self._noticed.set()
 
     def _upload_logs(self) -> None:
@@ -420,11 +504,17 @@ class Agent:
         if not self._syncs:
             log.warning("final sync: nothing to sync, the attempt ended before its folders existed")
         elif report.ok:
-            log.info("final sync: everything is in S3 (%d files uploaded now, %d deleted)",
-                     len(report.uploaded), len(report.deleted))
+            log.info(
+                "final sync: everything is in S3 (%d files uploaded now, %d deleted)",
+                len(report.uploaded),
+                len(report.deleted),
+            )
         else:
-            log.error("final sync incomplete: %d objects did not reach S3, e.g. %s",
-                      len(report.failed), ", ".join(report.failed[:5]))
+            log.error(
+                "final sync incomplete: %d objects did not reach S3, e.g. %s",
+                len(report.failed),
+                ", ".join(report.failed[:5]),
+            )
         if outcome.killed:
             log.error("the command was SIGKILLed when its grace ran out: a checkpoint it was writing may be cut")
         return report

@@ -4,6 +4,7 @@ Memory stays bounded whatever the training prints: lines go straight to disk, on
 are kept for the heartbeat and completed.json, and an upload streams the current part from disk.
 Disk stays bounded too: parts already in S3 are deleted locally beyond keep_bytes, oldest first.
 """
+
 from __future__ import annotations
 
 import collections
@@ -32,8 +33,14 @@ def open_part(path: Path) -> BinaryIO:
 
 
 class OutputLog:
-    def __init__(self, directory: Path, attempt: int, part_bytes: int, keep_bytes: int = LOCAL_KEEP_BYTES,
-                 opener: Callable[[Path], BinaryIO] = open_part):
+    def __init__(
+        self,
+        directory: Path,
+        attempt: int,
+        part_bytes: int,
+        keep_bytes: int = LOCAL_KEEP_BYTES,
+        opener: Callable[[Path], BinaryIO] = open_part,
+    ):
         self.directory = directory
         self.attempt = attempt
         self.part_bytes = part_bytes
@@ -79,8 +86,12 @@ class OutputLog:
                 self._rotate()
         except OSError as error:
             self.write_error = error
-            log.error("cannot write the command's output to %s (%s): from now on only its last %d lines are "
-                      "kept, in memory", self.part_path(self._part), error, TAIL_LINES)
+            log.error(
+                "cannot write the command's output to %s (%s): from now on only its last %d lines are kept, in memory",
+                self.part_path(self._part),
+                error,
+                TAIL_LINES,
+            )
 
     def note(self, message: str) -> None:
         """A line from the agent itself, e.g. where a phase starts, so the log reads as a story."""

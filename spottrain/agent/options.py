@@ -3,6 +3,7 @@
 Timings are environment variables so the emulator can shrink a 15-minute story into seconds
 without a different code path.
 """
+
 from __future__ import annotations
 
 import dataclasses

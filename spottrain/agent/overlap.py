@@ -5,6 +5,7 @@ attempt n-1 is still uploading its last checkpoint. Its `status/interrupted.json
 `"final_sync_done": false` until that upload is over; restoring earlier would resume from an
 older snapshot.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,16 +41,26 @@ def previous_sync_pending(marker: Optional[Mapping], attempt: int, execution: Op
     return marker.get(markers.FINAL_SYNC_DONE) is False
 
 
-def wait_for_previous_sync(read_marker: Callable[[], Optional[Mapping]], attempt: int, execution: Optional[str],
-                           bound_seconds: float, pause: Callable[[float], bool],
-                           poll_seconds: float = POLL_SECONDS) -> Waited:
+def wait_for_previous_sync(
+    read_marker: Callable[[], Optional[Mapping]],
+    attempt: int,
+    execution: Optional[str],
+    bound_seconds: float,
+    pause: Callable[[float], bool],
+    poll_seconds: float = POLL_SECONDS,
+) -> Waited:
     """Poll the marker until its final sync is done, the bound passes, or pause() says stop (it returns True)."""
     readable, marker = _read(read_marker)
     if not readable or not previous_sync_pending(marker, attempt, execution):
         return Waited()
     started = time.monotonic()
-    log.info("attempt %d is still syncing after its spot notice: waiting up to %.0fs for %s to say "
-             "final_sync_done before restoring", attempt - 1, bound_seconds, layout.INTERRUPTED_KEY)
+    log.info(
+        "attempt %d is still syncing after its spot notice: waiting up to %.0fs for %s to say "
+        "final_sync_done before restoring",
+        attempt - 1,
+        bound_seconds,
+        layout.INTERRUPTED_KEY,
+    )
     while True:
         left = bound_seconds - (time.monotonic() - started)
         if left <= 0 or pause(min(poll_seconds, left)):

@@ -1,4 +1,5 @@
 """A daemon thread that calls one action every interval, and never dies of the action's errors."""
+
 from __future__ import annotations
 
 import logging

@@ -3,6 +3,7 @@
 A process group, because a training command is often a shell that starts python that starts data
 loader workers: SIGTERM must reach all of them, not only the shell.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,8 +54,13 @@ def run(
     argv = ["bash", "-c", command] if isinstance(command, str) else command
     started = time.monotonic()
     process = subprocess.Popen(
-        argv, cwd=str(cwd), env=dict(env), stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        argv,
+        cwd=str(cwd),
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     reader = threading.Thread(target=_copy_output, args=(process, output), name="output-reader", daemon=True)
     reader.start()
@@ -84,8 +90,9 @@ def _terminate(process: subprocess.Popen, stop: StopRequest) -> bool:
     The whole group, not only the command's own process: `python train.py && echo done` is a bash
     that dies at once on SIGTERM while its python child is still writing the snapshot.
     """
-    log.warning("stopping the command (%s): SIGTERM to its process group, SIGKILL after %.0fs",
-                stop.reason, stop.grace_seconds)
+    log.warning(
+        "stopping the command (%s): SIGTERM to its process group, SIGKILL after %.0fs", stop.reason, stop.grace_seconds
+    )
     _signal_group(process, signal.SIGTERM)
     deadline = time.monotonic() + stop.grace_seconds
     while True:
@@ -96,8 +103,10 @@ def _terminate(process: subprocess.Popen, stop: StopRequest) -> bool:
         if time.monotonic() >= deadline:
             break
         time.sleep(WAIT_STEP_SECONDS)
-    log.warning("the command's process group still ran %.0fs after SIGTERM: SIGKILL; a checkpoint it was "
-                "writing may be cut", stop.grace_seconds)
+    log.warning(
+        "the command's process group still ran %.0fs after SIGTERM: SIGKILL; a checkpoint it was writing may be cut",
+        stop.grace_seconds,
+    )
     _signal_group(process, signal.SIGKILL)
     process.wait()
     return True

@@ -6,6 +6,7 @@ effort by design: a caller gets False (and a log line) after the retries, never 
 failed upload must never kill hours of training. AWS_ENDPOINT_URL is honoured
 by boto3 itself, which is how the emulator's S3 is reached.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,8 +40,7 @@ S3_ATTEMPTS = 8
 
 
 def s3_client(region: Optional[str]):
-    config = Config(retries={"mode": "standard", "total_max_attempts": S3_ATTEMPTS}, connect_timeout=5,
-                    read_timeout=60)
+    config = Config(retries={"mode": "standard", "total_max_attempts": S3_ATTEMPTS}, connect_timeout=5, read_timeout=60)
     return boto3.session.Session(region_name=region).client("s3", config=config)
 
 
@@ -88,6 +88,7 @@ class Store:
 
     def list_keys(self, prefix: str):
         """(key, last_modified) under prefix, all pages."""
+
         def collect():
             found = []
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
@@ -106,11 +107,15 @@ class Store:
         """Best-effort delete; False when any key is still there."""
         ok = True
         for start in range(0, len(keys), DELETE_BATCH):
-            objects = [{"Key": key} for key in keys[start:start + DELETE_BATCH]]
+            objects = [{"Key": key} for key in keys[start : start + DELETE_BATCH]]
             batch = {"Objects": objects, "Quiet": True}
             what = f"delete {len(objects)} keys from s3://{self.bucket}"
-            ok = self.best_effort(what, lambda: _raise_errors(
-                self.client.delete_objects(Bucket=self.bucket, Delete=batch))) and ok
+            ok = (
+                self.best_effort(
+                    what, lambda: _raise_errors(self.client.delete_objects(Bucket=self.bucket, Delete=batch))
+                )
+                and ok
+            )
         return ok
 
 
@@ -145,8 +150,15 @@ class DirSync:
     a `rm -rf` of the folder or a partial restore must not be able to wipe the only good copy.
     """
 
-    def __init__(self, store: Store, local_dir: Path, prefix: str, mirror_deletions: bool = False,
-                 skip_dir: Optional[Path] = None, execution: Optional[str] = None):
+    def __init__(
+        self,
+        store: Store,
+        local_dir: Path,
+        prefix: str,
+        mirror_deletions: bool = False,
+        skip_dir: Optional[Path] = None,
+        execution: Optional[str] = None,
+    ):
         self.store = store
         self.execution = execution  # stamped on every upload; None: nothing restored counts as ours
         self.local_dir = local_dir
@@ -211,7 +223,7 @@ class DirSync:
         with self._lock:
             restored = []
             for key, last_modified in self.store.list_keys(self.prefix):
-                relative = key[len(self.prefix):]
+                relative = key[len(self.prefix) :]
                 target = (self.local_dir / relative).resolve()
                 if not relative or not _inside(target, self.local_dir.resolve()):
                     log.warning("skipping s3://%s/%s: it would land outside %s", self.store.bucket, key, self.local_dir)
@@ -249,8 +261,9 @@ def _raise_errors(response: dict) -> None:
     errors = response.get("Errors") or []
     if errors:
         first = errors[0]
-        raise ClientError({"Error": {"Code": first.get("Code", ""), "Message": first.get("Message", "")}},
-                          "DeleteObjects")
+        raise ClientError(
+            {"Error": {"Code": first.get("Code", ""), "Message": first.get("Message", "")}}, "DeleteObjects"
+        )
 
 
 def _mtime_ns(metadata: Dict[str, str], fallback: int) -> int:

@@ -3,6 +3,7 @@
 Values go to the commands' environment and to the output log's mask, nowhere else: never a log line,
 a marker or an error message (those name the variable and the secret's name only).
 """
+
 from __future__ import annotations
 
 from typing import Callable, Dict, Mapping
@@ -43,9 +44,13 @@ def _read(variable: str, name: str, ssm, secretsmanager) -> str:
             code = error.response.get("Error", {}).get("Code", "")
             if code in NOT_FOUND:
                 continue
-            raise SecretUnreadable(f"secrets.{variable}: reading {name} failed with {code}. The instance role reads "
-                                   "only names under /spottrain/; check the name and the region.") from None
+            raise SecretUnreadable(
+                f"secrets.{variable}: reading {name} failed with {code}. The instance role reads "
+                "only names under /spottrain/; check the name and the region."
+            ) from None
         except BotoCoreError as error:
             raise SecretUnreadable(f"secrets.{variable}: reading {name} failed: {type(error).__name__}") from None
-    raise SecretUnreadable(f"secrets.{variable}: {name} is neither an SSM parameter nor a Secrets Manager secret in "
-                           f"this region. Store it with `spottrain secret put {name}` and submit again.")
+    raise SecretUnreadable(
+        f"secrets.{variable}: {name} is neither an SSM parameter nor a Secrets Manager secret in "
+        f"this region. Store it with `spottrain secret put {name}` and submit again."
+    )

@@ -4,6 +4,7 @@ in the emulator, which finds the kept instance by it.
 
 {"exec_name": str, "instance_id": str | null, "until": ISO 8601 UTC, when the agent shuts the instance down}
 """
+
 from __future__ import annotations
 
 DOOR_FILE = "debug-door.json"  # in the agent's --workdir (/opt/spottrain/work on an instance)

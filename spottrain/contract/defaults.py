@@ -4,6 +4,7 @@ The CDK app starts from these (`cdk.json`'s context, then `-c key=value`, overri
 settings' defaults are these, and the CLI checks a spec against them before anything is deployed.
 docs/CONFIGURATION.md explains each key.
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict

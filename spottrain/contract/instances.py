@@ -4,6 +4,7 @@ Two sets, because two questions: can the instance still be running the training 
 CheckBid, the simulated EC2), and must it still be terminated (TerminateInstance: a stopped instance
 runs nothing, yet keeps its volume and must go).
 """
+
 from __future__ import annotations
 
 ALL_INSTANCE_STATES = frozenset({"pending", "running", "shutting-down", "terminated", "stopping", "stopped"})

@@ -4,6 +4,7 @@
 never imports this module). Every problem reads `<field path>: <rule>. <fix>`; the fix comes from the
 failing property's `x-hint`.
 """
+
 from __future__ import annotations
 
 import copy
@@ -50,12 +51,15 @@ RESERVED_ENV_NAMES = {
     "PATH": "the AMI user's login profile puts the frameworks' folders on it",
     "HOME": "the clone lives in $HOME, the AMI user's home",
     "SHELL": "the AMI user's login shell sets it",
-    **dict.fromkeys(("IFS", "ENV", "BASH_ENV", "SHELLOPTS", "BASHOPTS", "CDPATH", "GLOBIGNORE", "PS4",
-                     "PROMPT_COMMAND"), "it changes how bash reads and runs every command"),
+    **dict.fromkeys(
+        ("IFS", "ENV", "BASH_ENV", "SHELLOPTS", "BASHOPTS", "CDPATH", "GLOBIGNORE", "PS4", "PROMPT_COMMAND"),
+        "it changes how bash reads and runs every command",
+    ),
     "GLIBC_TUNABLES": "the dynamic loader reads it for every program on the instance",
     # ssh (git's transport for git@ URLs) runs the program SSH_ASKPASS names and uses SSH_AUTH_SOCK's agent
-    **dict.fromkeys(("SSH_ASKPASS", "SSH_ASKPASS_REQUIRE", "SSH_AUTH_SOCK", "DISPLAY"),
-                    "ssh reads it during the agent's git clone"),
+    **dict.fromkeys(
+        ("SSH_ASKPASS", "SSH_ASKPASS_REQUIRE", "SSH_AUTH_SOCK", "DISPLAY"), "ssh reads it during the agent's git clone"
+    ),
 }
 
 _JSON_TYPES = {
@@ -201,7 +205,11 @@ def _rule(error: ValidationError) -> str:
     if keyword == "maxLength":
         return f"must be at most {value} characters, not {len(instance)}"
     if keyword == "pattern":
-        return "must not be blank" if value == r"\S" else f"{_shown(instance)} has characters or a form that is not allowed"
+        return (
+            "must not be blank"
+            if value == r"\S"
+            else f"{_shown(instance)} has characters or a form that is not allowed"
+        )
     if keyword in ("minimum", "maximum"):
         return f"must be at {'least' if keyword == 'minimum' else 'most'} {value}, not {_shown(instance)}"
     if keyword in ("minItems", "maxItems"):
@@ -227,7 +235,7 @@ def _shown(value: Any) -> str:
 
 def _unknown_field(path: str, name: str, properties: dict) -> str:
     guess = difflib.get_close_matches(name.lower().replace("-", "_"), list(properties), n=1, cutoff=0.6)
-    fix = f"Did you mean \"{guess[0]}\"?" if guess else f"Known fields here: {', '.join(properties)}."
+    fix = f'Did you mean "{guess[0]}"?' if guess else f"Known fields here: {', '.join(properties)}."
     return f"{path}: is not a known field. {fix}"
 
 
@@ -236,15 +244,29 @@ def _unknown_field(path: str, name: str, properties: dict) -> str:
 
 def semantic_problems(spec: dict, settings: Settings) -> list[str]:
     """Rules that depend on the stack's settings or span fields; tolerant of fields the schema rejected."""
-    checks = (_bucket_name_problems, _instance_problems, _limit_problems, _on_demand_after_problems,
-              _sweep_cap_problems, _spend_cap_problems, _failure_keep_alive_problems)
+    checks = (
+        _bucket_name_problems,
+        _instance_problems,
+        _limit_problems,
+        _on_demand_after_problems,
+        _sweep_cap_problems,
+        _spend_cap_problems,
+        _failure_keep_alive_problems,
+    )
     return stack_free_problems(spec) + [problem for check in checks for problem in check(spec, settings)]
 
 
 def stack_free_problems(spec: dict) -> list[str]:
     """The rules that hold for every stack: what `spottrain submit` checks before it calls AWS."""
-    checks = (_repository_problems, _directory_problems, _env_problems, _secrets_problems, _nul_problems,
-              _size_problems, _sweep_problems)
+    checks = (
+        _repository_problems,
+        _directory_problems,
+        _env_problems,
+        _secrets_problems,
+        _nul_problems,
+        _size_problems,
+        _sweep_problems,
+    )
     return [problem for check in checks for problem in check(spec)]
 
 
@@ -255,11 +277,15 @@ def _bucket_name_problems(spec: dict, settings: Settings) -> Iterator[str]:
     bucket = names.bucket_name(settings.bucket_prefix, name)
     room = S3_BUCKET_NAME_MAX - len(settings.bucket_prefix) - 1
     if len(bucket) > S3_BUCKET_NAME_MAX:
-        yield (f"exec_name: the job bucket \"{bucket}\" would be {len(bucket)} characters, over S3's {S3_BUCKET_NAME_MAX}. "
-               f"Shorten exec_name to at most {room} characters for this stack's bucket prefix.")
+        yield (
+            f'exec_name: the job bucket "{bucket}" would be {len(bucket)} characters, over S3\'s {S3_BUCKET_NAME_MAX}. '
+            f"Shorten exec_name to at most {room} characters for this stack's bucket prefix."
+        )
     if bucket.endswith(RESERVED_BUCKET_SUFFIXES):
-        yield (f"exec_name: must not end with {' / '.join(s.lstrip('-.') for s in RESERVED_BUCKET_SUFFIXES)} (S3 reserves those bucket names). "
-               "Choose another ending.")
+        yield (
+            f"exec_name: must not end with {' / '.join(s.lstrip('-.') for s in RESERVED_BUCKET_SUFFIXES)} (S3 reserves those bucket names). "
+            "Choose another ending."
+        )
 
 
 def _repository_problems(spec: dict) -> Iterator[str]:
@@ -269,13 +295,17 @@ def _repository_problems(spec: dict) -> Iterator[str]:
     userinfo = names.URL_USERINFO.match(url)
     # ssh://git@host names the ssh user, which is no secret; before '@' in https, git reads a user or token.
     if userinfo and (":" in userinfo["userinfo"] or userinfo["scheme"] != "ssh"):
-        yield ("repository_url: must not hold a user name, password or token before '@' (it would be stored in "
-               "job.json, logs and emails, and git cannot type a password on the instance). "
-               "Use the plain https URL, with the token in a secret named by repository_auth "
-               "(\"repository_auth\": {\"token_secret\": \"/spottrain/<name>\"}) for a private repository.")
+        yield (
+            "repository_url: must not hold a user name, password or token before '@' (it would be stored in "
+            "job.json, logs and emails, and git cannot type a password on the instance). "
+            "Use the plain https URL, with the token in a secret named by repository_auth "
+            '("repository_auth": {"token_secret": "/spottrain/<name>"}) for a private repository.'
+        )
     if isinstance(spec.get("repository_auth"), dict) and url and not url.startswith("https://"):
-        yield ("repository_auth: authenticates https clones only (a token through git's credential helper). "
-               "Use the repository's https:// URL, or remove repository_auth for a public repository.")
+        yield (
+            "repository_auth: authenticates https clones only (a token through git's credential helper). "
+            "Use the repository's https:// URL, or remove repository_auth for a public repository."
+        )
     if "repository_name" not in spec and url and not names.REPOSITORY_NAME.match(names.repository_name(url)):
         yield "repository_name: cannot be derived from repository_url. Set repository_name to the folder name to clone into."
 
@@ -285,8 +315,10 @@ def _directory_problems(spec: dict) -> Iterator[str]:
     # "./result", "result/" and "result" are one folder.
     if isinstance(checkpoints, str) and isinstance(output, str) and _same_folder(checkpoints, output):
         # checkpoints/ mirrors its folder (old snapshots deleted) while output/ keeps everything.
-        yield ("checkpoint_dir: must differ from output_dir, or every snapshot would also be kept forever in output/. "
-               "Use a folder of its own (e.g. \"checkpoints\"), or omit checkpoint_dir to resume from output_dir.")
+        yield (
+            "checkpoint_dir: must differ from output_dir, or every snapshot would also be kept forever in output/. "
+            'Use a folder of its own (e.g. "checkpoints"), or omit checkpoint_dir to resume from output_dir.'
+        )
 
 
 def _same_folder(first: str, second: str) -> bool:
@@ -305,11 +337,15 @@ def _instance_problems(spec: dict, settings: Settings) -> Iterator[str]:
         allowed = ", ".join(settings.allowed_instance_types)
         for index, name in enumerate(types):
             if isinstance(name, str) and name not in settings.allowed_instance_types:
-                yield (f"instance.types[{index}]: \"{name}\" is not in this stack's allowed instance types. "
-                       f"Choose from: {allowed} (the stack's allowedInstanceTypes setting widens the list).")
+                yield (
+                    f'instance.types[{index}]: "{name}" is not in this stack\'s allowed instance types. '
+                    f"Choose from: {allowed} (the stack's allowedInstanceTypes setting widens the list)."
+                )
     if instance.get("on_demand_fallback") is True and not settings.on_demand_fallback:
-        yield ("instance.on_demand_fallback: this stack does not allow on-demand instances. "
-               "Remove the field or set it to false (the stack's onDemandFallback setting enables it).")
+        yield (
+            "instance.on_demand_fallback: this stack does not allow on-demand instances. "
+            "Remove the field or set it to false (the stack's onDemandFallback setting enables it)."
+        )
 
 
 def _is_whole(value: Any) -> bool:
@@ -323,19 +359,25 @@ def _on_demand_after_problems(spec: dict, settings: Settings) -> Iterator[str]:
     if not isinstance(policy, dict):
         return
     if not policy:
-        yield ("on_demand_after: is empty, so the job would never switch to on-demand. Give interruptions, "
-               "capacity_wait_minutes or both, e.g. {\"interruptions\": 2}, or remove the field.")
+        yield (
+            "on_demand_after: is empty, so the job would never switch to on-demand. Give interruptions, "
+            'capacity_wait_minutes or both, e.g. {"interruptions": 2}, or remove the field.'
+        )
         return
     yield from _interruptions_problems(spec, policy, settings)
     if not settings.on_demand_fallback:
-        yield ("on_demand_after: this stack does not allow on-demand instances. "
-               "Remove the field (the stack's onDemandFallback setting enables it).")
+        yield (
+            "on_demand_after: this stack does not allow on-demand instances. "
+            "Remove the field (the stack's onDemandFallback setting enables it)."
+        )
     minutes: Any = policy.get("capacity_wait_minutes")
     window: Any = spec.get("capacity_wait_minutes")
     window = settings.capacity_wait_minutes if window is None else window
     if _is_whole(minutes) and _is_whole(window) and minutes > window:
-        yield (f"on_demand_after.capacity_wait_minutes: {minutes} is longer than the job's wait for capacity "
-               f"({window} minutes), so it would never switch. Use at most {window}, or raise capacity_wait_minutes.")
+        yield (
+            f"on_demand_after.capacity_wait_minutes: {minutes} is longer than the job's wait for capacity "
+            f"({window} minutes), so it would never switch. Use at most {window}, or raise capacity_wait_minutes."
+        )
 
 
 def _interruptions_problems(spec: dict, policy: dict, settings: Settings) -> Iterator[str]:
@@ -346,27 +388,52 @@ def _interruptions_problems(spec: dict, policy: dict, settings: Settings) -> Ite
     count: Any = policy.get("interruptions")
     if _is_whole(count) and _is_whole(attempts) and count >= attempts:
         fix = f"Use at most {attempts - 1}, or raise" if attempts > 1 else "Raise"
-        yield (f"on_demand_after.interruptions: {count} can never switch: the job has at most {attempts} attempts "
-               f"(limits.max_attempts), so no attempt follows its interruption number {count}. "
-               f"{fix} limits.max_attempts.")
+        yield (
+            f"on_demand_after.interruptions: {count} can never switch: the job has at most {attempts} attempts "
+            f"(limits.max_attempts), so no attempt follows its interruption number {count}. "
+            f"{fix} limits.max_attempts."
+        )
 
 
 def _limit_problems(spec: dict, settings: Settings) -> Iterator[str]:
     limits: dict = spec["limits"] if isinstance(spec.get("limits"), dict) else {}
     caps = (  # path, value, cap, the default a job gets when it leaves the field out, the cap's stack setting
-        ("limits.max_runtime_minutes", limits.get("max_runtime_minutes"), settings.max_runtime_minutes,
-         settings.max_runtime_minutes, "maxRuntimeMinutes"),
-        ("limits.max_attempts", limits.get("max_attempts"), settings.max_attempts, settings.max_attempts, "maxAttempts"),
-        ("keep_alive_minutes", spec.get("keep_alive_minutes"), settings.max_keep_alive_minutes,
-         settings.default_keep_alive_minutes, "maxKeepAliveMinutes"),
-        ("capacity_wait_minutes", spec.get("capacity_wait_minutes"), settings.max_capacity_wait_minutes,
-         settings.capacity_wait_minutes, "maxCapacityWaitMinutes"),
+        (
+            "limits.max_runtime_minutes",
+            limits.get("max_runtime_minutes"),
+            settings.max_runtime_minutes,
+            settings.max_runtime_minutes,
+            "maxRuntimeMinutes",
+        ),
+        (
+            "limits.max_attempts",
+            limits.get("max_attempts"),
+            settings.max_attempts,
+            settings.max_attempts,
+            "maxAttempts",
+        ),
+        (
+            "keep_alive_minutes",
+            spec.get("keep_alive_minutes"),
+            settings.max_keep_alive_minutes,
+            settings.default_keep_alive_minutes,
+            "maxKeepAliveMinutes",
+        ),
+        (
+            "capacity_wait_minutes",
+            spec.get("capacity_wait_minutes"),
+            settings.max_capacity_wait_minutes,
+            settings.capacity_wait_minutes,
+            "maxCapacityWaitMinutes",
+        ),
     )
     for path, value, cap, default, setting in caps:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > cap:
-            yield (f"{path}: {value} is over this stack's cap of {cap}. "
-                   f"Use at most {cap}, or leave it out to get the stack's default of {default} "
-                   f"(the stack's {setting} setting raises the cap).")
+            yield (
+                f"{path}: {value} is over this stack's cap of {cap}. "
+                f"Use at most {cap}, or leave it out to get the stack's default of {default} "
+                f"(the stack's {setting} setting raises the cap)."
+            )
 
 
 def _spend_cap_problems(spec: dict, settings: Settings) -> Iterator[str]:
@@ -374,8 +441,10 @@ def _spend_cap_problems(spec: dict, settings: Settings) -> Iterator[str]:
     limits: dict = spec["limits"] if isinstance(spec.get("limits"), dict) else {}
     value = limits.get("max_cost_usd")
     if cap is not None and isinstance(value, (int, float)) and not isinstance(value, bool) and value > cap:
-        yield (f"limits.max_cost_usd: {value:g} is over this stack's cap of {cap:g} USD. "
-               f"Use at most {cap:g}, or leave it out to get {cap:g} (the stack's maxCostUsd setting raises the cap).")
+        yield (
+            f"limits.max_cost_usd: {value:g} is over this stack's cap of {cap:g} USD. "
+            f"Use at most {cap:g}, or leave it out to get {cap:g} (the stack's maxCostUsd setting raises the cap)."
+        )
 
 
 def _failure_keep_alive_problems(spec: dict, settings: Settings) -> Iterator[str]:
@@ -386,11 +455,15 @@ def _failure_keep_alive_problems(spec: dict, settings: Settings) -> Iterator[str
     if not _is_whole(minutes) or minutes <= cap:
         return
     if cap == 0:
-        yield ("on_failure.keep_alive_minutes: this stack has no debug door (its maxFailureKeepAliveMinutes is 0). "
-               "Remove the field, or deploy the stack with -c maxFailureKeepAliveMinutes=30.")
+        yield (
+            "on_failure.keep_alive_minutes: this stack has no debug door (its maxFailureKeepAliveMinutes is 0). "
+            "Remove the field, or deploy the stack with -c maxFailureKeepAliveMinutes=30."
+        )
     else:
-        yield (f"on_failure.keep_alive_minutes: {minutes} is over this stack's cap of {cap}. Use at most {cap} "
-               "(the stack's maxFailureKeepAliveMinutes setting raises the cap).")
+        yield (
+            f"on_failure.keep_alive_minutes: {minutes} is over this stack's cap of {cap}. Use at most {cap} "
+            "(the stack's maxFailureKeepAliveMinutes setting raises the cap)."
+        )
 
 
 def _env_problems(spec: dict) -> Iterator[str]:
@@ -400,16 +473,22 @@ def _env_problems(spec: dict) -> Iterator[str]:
     for name, value in env.items():
         reserved = _reserved_env_reason(name)  # bash, ld.so and git read names case-sensitively
         if reserved:
-            yield (f"env.{name}: is reserved: {reserved}. "
-                   "Rename the variable; to extend PATH or similar, do it in the command itself "
-                   "(e.g. \"export PATH=$PWD/bin:$PATH; python train.py\").")
+            yield (
+                f"env.{name}: is reserved: {reserved}. "
+                "Rename the variable; to extend PATH or similar, do it in the command itself "
+                '(e.g. "export PATH=$PWD/bin:$PATH; python train.py").'
+            )
         elif any(part in name.upper() for part in SECRET_NAME_PARTS):
-            yield (f"env.{name}: looks like a secret, and env is stored in job.json and shown in logs. "
-                   f"Store the value with `spottrain secret put {SECRETS_PREFIX}<name>` and map the variable to it under "
-                   f"\"secrets\" (e.g. \"secrets\": {{\"{name}\": \"{SECRETS_PREFIX}<name>\"}}).")
+            yield (
+                f"env.{name}: looks like a secret, and env is stored in job.json and shown in logs. "
+                f"Store the value with `spottrain secret put {SECRETS_PREFIX}<name>` and map the variable to it under "
+                f'"secrets" (e.g. "secrets": {{"{name}": "{SECRETS_PREFIX}<name>"}}).'
+            )
         if isinstance(value, str) and names.AWS_ACCESS_KEY_ID.search(value):
-            yield (f"env.{name}: the value looks like an AWS access key id. "
-                   "Never pass AWS keys to a job: the instance role already grants access to the job's bucket.")
+            yield (
+                f"env.{name}: the value looks like an AWS access key id. "
+                "Never pass AWS keys to a job: the instance role already grants access to the job's bucket."
+            )
 
 
 def _sweep_problems(spec: dict) -> Iterator[str]:
@@ -418,11 +497,15 @@ def _sweep_problems(spec: dict) -> Iterator[str]:
         return
     block = spec["sweep"]
     if "grid" not in block and "variants" not in block:
-        yield ("sweep: must give grid or variants (or both). "
-               "Add e.g. \"grid\": {\"LR\": [\"0.1\", \"0.01\"]} or \"variants\": [{\"LR\": \"0.1\"}].")
+        yield (
+            "sweep: must give grid or variants (or both). "
+            'Add e.g. "grid": {"LR": ["0.1", "0.01"]} or "variants": [{"LR": "0.1"}].'
+        )
     elif not sweep.overrides(block):
-        yield ("sweep: gives no variants (grid has no values to combine and there is no variants list). "
-               "Add e.g. \"grid\": {\"LR\": [\"0.1\", \"0.01\"]}.")
+        yield (
+            "sweep: gives no variants (grid has no values to combine and there is no variants list). "
+            'Add e.g. "grid": {"LR": ["0.1", "0.01"]}.'
+        )
     yield from _sweep_env_problems(block)
     yield from _sweep_duplicate_problems(spec)
     yield from _sweep_setting_problems(spec)
@@ -432,8 +515,8 @@ def _sweep_env_problems(block: dict) -> Iterator[str]:
     """env's rules on each override, reported once where it is written (a grid name, not once per variant)."""
     grid, listed = block.get("grid"), block.get("variants")
     found: dict[str, None] = {}  # ordered and without repeats
-    for name, values in (grid.items() if isinstance(grid, dict) else []):
-        for value in (values if isinstance(values, list) else []):
+    for name, values in grid.items() if isinstance(grid, dict) else []:
+        for value in values if isinstance(values, list) else []:
             for problem in _env_problems({"env": {name: value}}):
                 found[problem.replace("env.", "sweep.grid.", 1)] = None
     for index, item in enumerate(listed if isinstance(listed, list) else []):
@@ -450,8 +533,10 @@ def _sweep_duplicate_problems(spec: dict) -> Iterator[str]:
     for number, extra in enumerate(sweep.overrides(spec["sweep"]), start=1):
         key = json.dumps({**base, **extra}, sort_keys=True)
         if key in seen:
-            yield (f"sweep (variant {number}): has the same env as variant {seen[key]} "
-                   f"({sweep.describe_overrides(extra) or 'no overrides'}). Drop it from variants or the grid.")
+            yield (
+                f"sweep (variant {number}): has the same env as variant {seen[key]} "
+                f"({sweep.describe_overrides(extra) or 'no overrides'}). Drop it from variants or the grid."
+            )
         seen.setdefault(key, number)
 
 
@@ -464,11 +549,15 @@ def _sweep_setting_problems(spec: dict) -> Iterator[str]:
         yield f"sweep.max_parallel: {parallel} must be a whole number. Write {int(parallel)}."
     metric = block.get("metric")
     if isinstance(metric, str) and metric and "" in metric.split("/"):
-        yield (f"sweep.metric: \"{metric}\" has an empty part between '/'. Name a key of metrics.json, "
-               "or a path into it without leading, trailing or doubled '/', e.g. \"heads/color/accuracy\".")
+        yield (
+            f"sweep.metric: \"{metric}\" has an empty part between '/'. Name a key of metrics.json, "
+            "or a path into it without leading, trailing or doubled '/', e.g. \"heads/color/accuracy\"."
+        )
     if spec.get("emails") is False and block.get("emails") == "each":
-        yield ("sweep.emails: \"each\" asks every variant to email, but the job's emails is false. "
-               "Remove one: drop sweep.emails (only the summary is sent), or set the job's emails to true.")
+        yield (
+            'sweep.emails: "each" asks every variant to email, but the job\'s emails is false. '
+            "Remove one: drop sweep.emails (only the summary is sent), or set the job's emails to true."
+        )
 
 
 def _sweep_cap_problems(spec: dict, settings: Settings) -> Iterator[str]:
@@ -477,13 +566,17 @@ def _sweep_cap_problems(spec: dict, settings: Settings) -> Iterator[str]:
         return
     count = len(sweep.overrides(spec["sweep"]))
     if count > settings.max_sweep_variants:
-        yield (f"sweep: {count} variants is over this stack's cap of {settings.max_sweep_variants}. "
-               "Drop grid values or variants (the stack's maxSweepVariants setting raises the cap).")
+        yield (
+            f"sweep: {count} variants is over this stack's cap of {settings.max_sweep_variants}. "
+            "Drop grid values or variants (the stack's maxSweepVariants setting raises the cap)."
+        )
     parallel = spec["sweep"].get("max_parallel")
     # Above the schema's maximum (an inline Map's 40) the schema's error is the one to read.
     if _is_whole(parallel) and settings.max_sweep_parallel < parallel <= INLINE_MAP_MAX:
-        yield (f"sweep.max_parallel: {parallel} is over this stack's cap of {settings.max_sweep_parallel}. "
-               f"Use at most {settings.max_sweep_parallel} (the stack's maxSweepParallel setting raises the cap).")
+        yield (
+            f"sweep.max_parallel: {parallel} is over this stack's cap of {settings.max_sweep_parallel}. "
+            f"Use at most {settings.max_sweep_parallel} (the stack's maxSweepParallel setting raises the cap)."
+        )
     yield from _variant_name_problems(spec["exec_name"], count, settings)
     yield from _sweep_size_problems(spec, count)
 
@@ -495,9 +588,11 @@ def _sweep_size_problems(spec: dict, count: int) -> Iterator[str]:
         return
     size = len(json.dumps(sweep.map_input(spec, "20000101T000000"), separators=(",", ":")).encode())
     if size > SWEEP_INPUT_MAX_BYTES:
-        yield (f"sweep: the {count} variants' specs make a {size}-byte execution input, over Step Functions' "
-               f"{SWEEP_INPUT_MAX_BYTES}-byte limit. Drop variants, or shorten the spec (move long commands into "
-               "scripts in the repository).")
+        yield (
+            f"sweep: the {count} variants' specs make a {size}-byte execution input, over Step Functions' "
+            f"{SWEEP_INPUT_MAX_BYTES}-byte limit. Drop variants, or shorten the spec (move long commands into "
+            "scripts in the repository)."
+        )
 
 
 def _variant_name_problems(exec_name: str, count: int, settings: Settings) -> Iterator[str]:
@@ -506,14 +601,18 @@ def _variant_name_problems(exec_name: str, count: int, settings: Settings) -> It
     longest = sweep.variant_name(exec_name, count)
     room = EXEC_NAME_MAX - len(str(count)) - 1
     if len(longest) > EXEC_NAME_MAX:
-        yield (f"exec_name: the sweep's last variant \"{longest}\" would be {len(longest)} characters, over {EXEC_NAME_MAX}. "
-               f"Shorten exec_name to at most {room} characters for {count} variants.")
+        yield (
+            f'exec_name: the sweep\'s last variant "{longest}" would be {len(longest)} characters, over {EXEC_NAME_MAX}. '
+            f"Shorten exec_name to at most {room} characters for {count} variants."
+        )
     bucket = names.bucket_name(settings.bucket_prefix, longest)
     if len(bucket) > S3_BUCKET_NAME_MAX:
         room = S3_BUCKET_NAME_MAX - len(settings.bucket_prefix) - 1 - len(str(count)) - 1
-        yield (f"exec_name: the sweep's last variant's bucket \"{bucket}\" would be {len(bucket)} characters, over S3's "
-               f"{S3_BUCKET_NAME_MAX}. Shorten exec_name to at most {room} characters for {count} variants and this "
-               "stack's bucket prefix.")
+        yield (
+            f"exec_name: the sweep's last variant's bucket \"{bucket}\" would be {len(bucket)} characters, over S3's "
+            f"{S3_BUCKET_NAME_MAX}. Shorten exec_name to at most {room} characters for {count} variants and this "
+            "stack's bucket prefix."
+        )
 
 
 def _secrets_problems(spec: dict) -> Iterator[str]:
@@ -524,15 +623,19 @@ def _secrets_problems(spec: dict) -> Iterator[str]:
     for name, secret in secrets.items():
         reserved = _reserved_env_reason(name)
         if reserved:
-            yield f"secrets.{name}: is reserved: {reserved}. Rename the variable, e.g. \"{name.split('_')[-1] or 'MY'}_TOKEN\"."
+            yield f'secrets.{name}: is reserved: {reserved}. Rename the variable, e.g. "{name.split("_")[-1] or "MY"}_TOKEN".'
         if isinstance(env, dict) and name in env:
-            yield (f"secrets.{name}: is also set in env, which would be stored in job.json in the clear. "
-                   f"Remove env.{name}; the secret alone sets the variable.")
+            yield (
+                f"secrets.{name}: is also set in env, which would be stored in job.json in the clear. "
+                f"Remove env.{name}; the secret alone sets the variable."
+            )
         # A name off the prefix or with other characters is the schema's pattern problem (one message, its x-hint)
         path_problem = name_path_problem(secret) if isinstance(secret, str) and SECRET_NAME.match(secret) else None
         if path_problem:
-            yield (f"secrets.{name}: \"{secret}\" {path_problem}. Give a name like \"{SECRETS_PREFIX}team/hf-token\": "
-                   "levels of letters, digits, '.', '-' and '_' joined by single '/'.")
+            yield (
+                f'secrets.{name}: "{secret}" {path_problem}. Give a name like "{SECRETS_PREFIX}team/hf-token": '
+                "levels of letters, digits, '.', '-' and '_' joined by single '/'."
+            )
 
 
 def _reserved_env_reason(name: str) -> str | None:
@@ -545,8 +648,10 @@ def _nul_problems(spec: dict) -> Iterator[str]:
     """No command, path or environment variable can hold NUL: the agent could not pass it on."""
     for path, text in _strings(spec, ""):
         if "\x00" in text:
-            yield (f"{path or 'spec'}: must not contain a NUL character (\\u0000). "
-                   "Remove it; a command, path or variable cannot carry one.")
+            yield (
+                f"{path or 'spec'}: must not contain a NUL character (\\u0000). "
+                "Remove it; a command, path or variable cannot carry one."
+            )
 
 
 def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
@@ -566,8 +671,10 @@ def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
 def _size_problems(spec: dict) -> Iterator[str]:
     size = len(json.dumps(spec, separators=(",", ":")).encode())
     if size > MAX_SPEC_BYTES:
-        yield (f"spec: is {size} bytes serialized, over the {MAX_SPEC_BYTES}-byte limit. "
-               "Move long commands into scripts inside the repository.")
+        yield (
+            f"spec: is {size} bytes serialized, over the {MAX_SPEC_BYTES}-byte limit. "
+            "Move long commands into scripts inside the repository."
+        )
 
 
 # ----- defaults and the public entry point ----------------------------------------------------
@@ -609,8 +716,10 @@ def with_defaults(spec: dict, settings: Settings) -> dict:
 def spec_problems(spec: Any, settings: Settings | None) -> list[str]:
     """Every problem with the spec; without settings, only the rules that hold for any stack."""
     if _nesting(spec) > MAX_NESTING:
-        return [f"spec: is nested more than {MAX_NESTING} levels deep; a job spec nests three "
-                "(spec > instance > types). Give one object like the files in examples/jobs/."]
+        return [
+            f"spec: is nested more than {MAX_NESTING} levels deep; a job spec nests three "
+            "(spec > instance > types). Give one object like the files in examples/jobs/."
+        ]
     problems = schema_problems(spec)
     if isinstance(spec, dict):
         problems += semantic_problems(spec, settings) if settings else stack_free_problems(spec)

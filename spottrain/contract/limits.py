@@ -3,6 +3,7 @@
 PollCompletion and RequestSpotInstance apply them; the stack's execution-timeout warning counts the same
 bootstrap margin per attempt.
 """
+
 from __future__ import annotations
 
 from spottrain.contract.settings import Settings
@@ -42,7 +43,9 @@ def wait_timeout_seconds(job: dict, settings: Settings) -> int:
 
     Step Functions refuses a HeartbeatSeconds that is not below TimeoutSeconds, which shrunk minutes could cause.
     """
-    minutes = (job_limit(job, "max_runtime_minutes", settings.max_runtime_minutes)
-               + max(keep_alive_minutes(job, settings), failure_keep_alive_minutes(job, settings))
-               + BOOTSTRAP_MARGIN_MINUTES)
+    minutes = (
+        job_limit(job, "max_runtime_minutes", settings.max_runtime_minutes)
+        + max(keep_alive_minutes(job, settings), failure_keep_alive_minutes(job, settings))
+        + BOOTSTRAP_MARGIN_MINUTES
+    )
     return max(minutes * settings.seconds_per_minute, settings.heartbeat_lost_seconds + 1)

@@ -6,6 +6,7 @@ Every marker names the attempt, the instance and the execution it belongs to; a 
 marker only when all three are the ones it asks about, so a marker another run or instance wrote
 into the same bucket never decides this one.
 """
+
 from __future__ import annotations
 
 from typing import Mapping, Optional

@@ -4,6 +4,7 @@ The job's bucket, the folder its repository is cloned into (the Lambdas fill `re
 job.json; the agent derives it the same way from a job.json written without it), the Linux account its
 commands run as, and what a credential looks like (refused in a spec, redacted from logs and emails).
 """
+
 from __future__ import annotations
 
 import re
@@ -19,7 +20,8 @@ AWS_ACCESS_KEY_ID = re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b")
 # A user, password or token before '@' in a URL: `https://user:token@host/...`.
 URL_USERINFO = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*)://(?P<userinfo>[^/@]*)@")
 SECRET_ASSIGNMENT = re.compile(
-    r"(?i)\b(aws_secret_access_key|aws_session_token|secret_access_key|session_token)(\s*[=:]\s*)\S+")
+    r"(?i)\b(aws_secret_access_key|aws_session_token|secret_access_key|session_token)(\s*[=:]\s*)\S+"
+)
 
 
 def bucket_name(prefix: str, exec_name: str) -> str:

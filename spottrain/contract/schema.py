@@ -3,6 +3,7 @@
 jobspec.py validates against it (for the Lambdas and the CLI); the agent reads only what it needs
 from it (the required fields), without the validator.
 """
+
 from __future__ import annotations
 
 import functools

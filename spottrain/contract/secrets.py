@@ -4,6 +4,7 @@ The spec maps the commands' environment variables to names (`"secrets": {"HF_TOK
 only the names travel (job.json, the execution input); the agent reads the values with the instance role
 and hands them to the commands' environment only, masking them in the output it writes. Python 3.8, stdlib.
 """
+
 import functools
 import json
 import re
@@ -19,7 +20,7 @@ MASK = b"********"
 def name_path_problem(name: str) -> "str | None":
     """Why a name matching SECRET_NAME is still no usable hierarchy path (SSM refuses empty levels, and
     `..` would look like leaving the prefix the instance role is scoped to), or None."""
-    rest = name[len(SECRETS_PREFIX):]
+    rest = name[len(SECRETS_PREFIX) :]
     if ".." in rest.split("/"):
         return "has a '..' level"
     if "//" in name:
@@ -27,6 +28,8 @@ def name_path_problem(name: str) -> "str | None":
     if name.endswith("/"):
         return "ends with '/'"
     return None
+
+
 MIN_MASKED_CHARS = 4  # a shorter value would blank out ordinary text; such a value protects nothing anyway
 
 
@@ -44,8 +47,12 @@ def mask(line: bytes, values: Iterable[bytes]) -> bytes:
 
 @functools.lru_cache(maxsize=8)  # the agent masks every output line with the same few values
 def _mask_pattern(values: Tuple[bytes, ...]) -> Optional[Pattern[bytes]]:
-    parts = {part for value in values for part in [value, *value.splitlines()]
-             if b"\n" not in part and b"\r" not in part and len(part.strip()) >= MIN_MASKED_CHARS}
+    parts = {
+        part
+        for value in values
+        for part in [value, *value.splitlines()]
+        if b"\n" not in part and b"\r" not in part and len(part.strip()) >= MIN_MASKED_CHARS
+    }
     literals = {encoded for part in parts for encoded in _encodings(part)}
     # A backslash may precede any character (printf '%q', shell escaping): one pattern per part covers them all
     backslashed = [b"".join(b"\\\\?" + re.escape(bytes([byte])) for byte in part) for part in parts]
@@ -66,11 +73,22 @@ def _encodings(part: bytes) -> List[bytes]:
     return [part, repr(part)[2:-1].encode()] + [item.encode("utf-8", "surrogateescape") for item in encoded]
 
 
-_ANSI_C = {"\a": "\\a", "\b": "\\b", "\x1b": "\\E", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
-           "\v": "\\v", "\\": "\\\\", "'": "\\'"}
+_ANSI_C = {
+    "\a": "\\a",
+    "\b": "\\b",
+    "\x1b": "\\E",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+    "\\": "\\\\",
+    "'": "\\'",
+}
 
 
 def _ansi_c(text: str) -> str:
     """Inside bash's $'...': its escapes, octal for other control characters (bash's lib/sh/strtrans.c)."""
-    return "".join(_ANSI_C.get(char) or (char if char.isprintable() or ord(char) > 127 else "\\%03o" % ord(char))
-                   for char in text)
+    return "".join(
+        _ANSI_C.get(char) or (char if char.isprintable() or ord(char) > 127 else "\\%03o" % ord(char)) for char in text
+    )

@@ -4,11 +4,21 @@ The stack sets every variable (see docs/ARCHITECTURE.md); a missing or malformed
 bug, so it fails loudly, naming every bad variable at once rather than the first. The CLI checks a
 spec against the defaults before anything is deployed, so these settings are part of the contract.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Tuple
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+)
 from pydantic import ValidationError
 from typing_extensions import Annotated
 
@@ -56,10 +66,12 @@ class Settings(BaseModel):
     allowed_instance_types: _Csv = Field(tuple(_DEFAULT["allowedInstanceTypes"]), alias="ALLOWED_INSTANCE_TYPES")
     default_instance_types: _Csv = Field(tuple(_DEFAULT["defaultInstanceTypes"]), alias="DEFAULT_INSTANCE_TYPES")
     max_spot_price: Annotated[Optional[PositiveFloat], BeforeValidator(_empty_is_none)] = Field(
-        float(_DEFAULT["maxSpotPrice"]) if _DEFAULT["maxSpotPrice"] else None, alias="MAX_SPOT_PRICE")
+        float(_DEFAULT["maxSpotPrice"]) if _DEFAULT["maxSpotPrice"] else None, alias="MAX_SPOT_PRICE"
+    )
     # a job's spend cap at most, and by default (limits.max_cost_usd); None: no cap
     max_cost_usd: Annotated[Optional[PositiveFloat], BeforeValidator(_empty_is_none)] = Field(
-        float(_DEFAULT["maxCostUsd"]) if _DEFAULT["maxCostUsd"] else None, alias="MAX_COST_USD")
+        float(_DEFAULT["maxCostUsd"]) if _DEFAULT["maxCostUsd"] else None, alias="MAX_COST_USD"
+    )
     agent_bucket: str = Field("", alias="AGENT_BUCKET")
     records_bucket: str = Field("", alias="RECORDS_BUCKET")  # receives the job buckets' access logs
     agent_key: str = Field("", alias="AGENT_KEY")
@@ -73,11 +85,13 @@ class Settings(BaseModel):
     heartbeat_lost_seconds: PositiveInt = Field(_DEFAULT["heartbeatLostSeconds"], alias="HEARTBEAT_LOST_SECONDS")
     max_runtime_minutes: PositiveInt = Field(_DEFAULT["maxRuntimeMinutes"], alias="MAX_RUNTIME_MINUTES")
     max_attempts: PositiveInt = Field(_DEFAULT["maxAttempts"], alias="MAX_ATTEMPTS")
-    default_keep_alive_minutes: NonNegativeInt = Field(_DEFAULT["defaultKeepAliveMinutes"],
-                                                       alias="DEFAULT_KEEP_ALIVE_MINUTES")
+    default_keep_alive_minutes: NonNegativeInt = Field(
+        _DEFAULT["defaultKeepAliveMinutes"], alias="DEFAULT_KEEP_ALIVE_MINUTES"
+    )
     max_keep_alive_minutes: NonNegativeInt = Field(_DEFAULT["maxKeepAliveMinutes"], alias="MAX_KEEP_ALIVE_MINUTES")
-    max_failure_keep_alive_minutes: NonNegativeInt = Field(_DEFAULT["maxFailureKeepAliveMinutes"],
-                                                           alias="MAX_FAILURE_KEEP_ALIVE_MINUTES")
+    max_failure_keep_alive_minutes: NonNegativeInt = Field(
+        _DEFAULT["maxFailureKeepAliveMinutes"], alias="MAX_FAILURE_KEEP_ALIVE_MINUTES"
+    )
     on_demand_fallback: bool = Field(_DEFAULT["onDemandFallback"], alias="ON_DEMAND_FALLBACK")
     # Emulator-only, the agent's knob of the same name: the stack never sets it (a minute is 60 s on AWS);
     # spottrain/local shrinks minutes for the Lambdas it hosts as for the agents it starts.
@@ -85,16 +99,20 @@ class Settings(BaseModel):
     instance_user: str = Field(_DEFAULT["instanceUser"], alias="INSTANCE_USER")
     # 0: give up at once when no pool has room
     capacity_wait_minutes: NonNegativeInt = Field(_DEFAULT["capacityWaitMinutes"], alias="CAPACITY_WAIT_MINUTES")
-    max_capacity_wait_minutes: NonNegativeInt = Field(_DEFAULT["maxCapacityWaitMinutes"],
-                                                      alias="MAX_CAPACITY_WAIT_MINUTES")
+    max_capacity_wait_minutes: NonNegativeInt = Field(
+        _DEFAULT["maxCapacityWaitMinutes"], alias="MAX_CAPACITY_WAIT_MINUTES"
+    )
     max_sweep_variants: PositiveInt = Field(_DEFAULT["maxSweepVariants"], alias="MAX_SWEEP_VARIANTS")
     max_sweep_parallel: PositiveInt = Field(_DEFAULT["maxSweepParallel"], alias="MAX_SWEEP_PARALLEL")
 
 
 EMULATOR_ONLY_VARIABLES = ("SPOTTRAIN_SECONDS_PER_MINUTE",)
 # What the stack sets for every function (docs/ARCHITECTURE.md "Lambda environment").
-ENVIRONMENT_VARIABLES = tuple(field.alias for field in Settings.model_fields.values()
-                              if field.alias and field.alias not in EMULATOR_ONLY_VARIABLES)
+ENVIRONMENT_VARIABLES = tuple(
+    field.alias
+    for field in Settings.model_fields.values()
+    if field.alias and field.alias not in EMULATOR_ONLY_VARIABLES
+)
 
 
 def settings_from_env(env: Mapping[str, str]) -> Settings:

@@ -6,6 +6,7 @@ moment the cap is reached at that price. The agent stops the training there as i
 runtime (SIGTERM, grace, final sync, checkpoints kept) and reports `REASON`. Stdlib only: the agent
 imports it.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -17,8 +18,13 @@ STOP_AT = "stop_at"
 
 def record(identity: Mapping, cap_usd: float, spent_usd: float, usd_per_hour: float, stop_at: dt.datetime) -> dict:
     """budget.json: {attempt, instance_id, execution, cap_usd, spent_before_usd, usd_per_hour, stop_at (ISO UTC)}."""
-    return {**identity, "cap_usd": cap_usd, "spent_before_usd": round(spent_usd, 4),
-            "usd_per_hour": usd_per_hour, STOP_AT: stop_at.astimezone(dt.timezone.utc).isoformat(timespec="seconds")}
+    return {
+        **identity,
+        "cap_usd": cap_usd,
+        "spent_before_usd": round(spent_usd, 4),
+        "usd_per_hour": usd_per_hour,
+        STOP_AT: stop_at.astimezone(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def stop_time(budget: Optional[Mapping]) -> Optional[dt.datetime]:
@@ -31,6 +37,8 @@ def stop_time(budget: Optional[Mapping]) -> Optional[dt.datetime]:
 
 def stop_message(budget: Mapping, phase: str) -> str:
     """completed.json's message: the cap, the estimate, the fix."""
-    return (f"limits.max_cost_usd={budget.get('cap_usd')} reached during {phase} (earlier attempts "
-            f"USD {budget.get('spent_before_usd')}, this one USD {budget.get('usd_per_hour')}/h until "
-            f"{budget.get(STOP_AT)}): the command was stopped and its checkpoints kept; raise the cap to go on")
+    return (
+        f"limits.max_cost_usd={budget.get('cap_usd')} reached during {phase} (earlier attempts "
+        f"USD {budget.get('spent_before_usd')}, this one USD {budget.get('usd_per_hour')}/h until "
+        f"{budget.get(STOP_AT)}): the command was stopped and its checkpoints kept; raise the cap to go on"
+    )

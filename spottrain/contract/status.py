@@ -4,6 +4,7 @@ One source of truth: every Lambda returns these, `statemachine/*.asl.json` compa
 and `tests/unit/contract/test_contract.py` fails if the two drift apart (the classic bug: the Lambda says
 COMPLETED, the Choice waits for COMPLETE, the loop spins until the execution times out).
 """
+
 from enum import Enum
 
 

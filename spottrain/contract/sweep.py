@@ -4,6 +4,7 @@ The CLI expands a spec to list the variants (`spottrain validate`) and to start 
 machine, whose Map state runs each variant as a child execution of the job state machine; the
 rules that bound a sweep live in `jobspec._sweep_problems`. Stdlib only (the Lambdas import it).
 """
+
 from __future__ import annotations
 
 import copy
@@ -48,9 +49,14 @@ def overrides(sweep: dict) -> list[dict[str, str]]:
     variant contributes nothing.
     """
     grid = sweep.get("grid")
-    axes = [(name, values) for name, values in grid.items() if isinstance(values, list)] if isinstance(grid, dict) else []
-    combined = [dict(zip([name for name, _ in axes], values))
-                for values in itertools.product(*(values for _, values in axes))] if axes else []
+    axes = (
+        [(name, values) for name, values in grid.items() if isinstance(values, list)] if isinstance(grid, dict) else []
+    )
+    combined = (
+        [dict(zip([name for name, _ in axes], values)) for values in itertools.product(*(values for _, values in axes))]
+        if axes
+        else []
+    )
     listed = sweep.get("variants")
     explicit = [dict(item) for item in listed if isinstance(item, dict)] if isinstance(listed, list) else []
     return combined + explicit
@@ -132,6 +138,13 @@ def map_input(spec: dict, run_suffix: str, cap: int = DEFAULT_PARALLEL) -> dict:
         "max_parallel": parallelism(block, len(children), cap),
         "metric": block.get("metric"),
         "goal": block.get("goal", DEFAULT_GOAL),
-        "variants": [{"name": child.name, "execution_name": f"{child.name}-{run_suffix}",
-                      "overrides": child.overrides, "spec": child.spec} for child in children],
+        "variants": [
+            {
+                "name": child.name,
+                "execution_name": f"{child.name}-{run_suffix}",
+                "overrides": child.overrides,
+                "spec": child.spec,
+            }
+            for child in children
+        ],
     }

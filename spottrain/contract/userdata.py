@@ -5,6 +5,7 @@ Imported by the request_spot_instance Lambda and the tests, so stdlib only. User
 no spec values and no secrets; the values it does carry are validated here and shell-quoted anyway,
 because user data runs as root.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,8 +26,7 @@ _OBJECT_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,1023}")
 PLACEHOLDERS = frozenset({"bucket", "attempt", "region", "agent_bucket", "agent_key", "run_as"})
 
 
-def render_user_data(*, bucket: str, attempt: int, region: str, agent_bucket: str, agent_key: str,
-                     run_as: str) -> str:
+def render_user_data(*, bucket: str, attempt: int, region: str, agent_bucket: str, agent_key: str, run_as: str) -> str:
     """The bootstrap script for one attempt; ValueError names the first unsafe value and the rule."""
     values = {
         "bucket": _checked("bucket", bucket, _BUCKET, "an S3 bucket name: 3-63 of a-z, 0-9, '-'"),
@@ -34,12 +34,16 @@ def render_user_data(*, bucket: str, attempt: int, region: str, agent_bucket: st
         "region": _checked("region", region, _REGION, "an AWS region such as us-east-1"),
         "agent_bucket": _checked("agent_bucket", agent_bucket, _BUCKET, "an S3 bucket name: 3-63 of a-z, 0-9, '-'"),
         "agent_key": _checked_key(agent_key),
-        "run_as": _checked("run_as", run_as, LINUX_USER_NAME, "a Linux user name such as ubuntu (the stack's instanceUser)"),
+        "run_as": _checked(
+            "run_as", run_as, LINUX_USER_NAME, "a Linux user name such as ubuntu (the stack's instanceUser)"
+        ),
     }
     user_data = _PLACEHOLDER.sub(lambda match: shlex.quote(values[match.group(1)]), _template())
     size = len(user_data.encode())
     if size > USER_DATA_LIMIT:
-        raise ValueError(f"user data is {size} bytes, over EC2's {USER_DATA_LIMIT}: shorten spottrain/contract/bootstrap.sh")
+        raise ValueError(
+            f"user data is {size} bytes, over EC2's {USER_DATA_LIMIT}: shorten spottrain/contract/bootstrap.sh"
+        )
     return user_data
 
 

@@ -7,6 +7,7 @@ token existed would otherwise go unanswered until the heartbeat timeout, so once
 this answers it itself when the agent already finished (a completed or interrupted marker of this
 attempt) or the instance is already gone.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -37,12 +38,14 @@ def arm(s3: Any, ec2: Any, sfn: Any, token: str, state: dict) -> dict:
     """Write the token for the attempt's instance; answer it at once if the attempt is already over."""
     attempt = Attempt.of(state)
     bucket = state["storage"]["bucket"]
-    callbacks.write_token(s3, bucket, markers.token_record(token, attempt.number, attempt.instance_id,
-                                                           attempt.execution_id))
+    callbacks.write_token(
+        s3, bucket, markers.token_record(token, attempt.number, attempt.instance_id, attempt.execution_id)
+    )
     # Read after the write: an agent or EC2 event arriving from now on finds the token itself.
     answered = _answer_if_over(s3, ec2, sfn, token, bucket, attempt)
-    logger.info("wait armed", extra={"attempt": attempt.number, "instance_id": attempt.instance_id,
-                                     "answered": answered})
+    logger.info(
+        "wait armed", extra={"attempt": attempt.number, "instance_id": attempt.instance_id, "answered": answered}
+    )
     return {"attempt": attempt.number, "instance_id": attempt.instance_id, "answered": answered}
 
 

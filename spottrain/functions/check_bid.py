@@ -6,6 +6,7 @@ the same attempt replaces it; if none follows, the report does not bill a withdr
 An instance that already ran and shut down (its bootstrap failed within seconds) was fulfilled: the
 pool had room, and PollCompletion judges what happened on it rather than another pool repeating it.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -78,7 +79,11 @@ def bid_status(request: dict | None, instance: dict | None) -> tuple[BidStatus, 
         # The request's own code says why (e.g. instance-terminated-no-capacity) once it has moved on.
         if request_code and request_code not in WAITING_CODES:
             return BidStatus.FAILED, request_code, request_message
-        return BidStatus.FAILED, reason.get("Code", instance_state), reason.get("Message") or f"instance {instance_state}"
+        return (
+            BidStatus.FAILED,
+            reason.get("Code", instance_state),
+            reason.get("Message") or f"instance {instance_state}",
+        )
     if request and (request.get("State") not in OPEN_REQUEST_STATES or request_code not in WAITING_CODES):
         return BidStatus.FAILED, request_code or request.get("State", "unknown"), request_message or "request closed"
     if instance_state is None:
@@ -89,9 +94,7 @@ def bid_status(request: dict | None, instance: dict | None) -> tuple[BidStatus, 
 def withdraw(ec2: Any, instance: dict) -> None:
     """Cancel the request first (cancelling does not stop its instance), then terminate the instance."""
     if instance.get("spot_request_id"):
-        _ignore_not_found(
-            ec2.cancel_spot_instance_requests, SpotInstanceRequestIds=[instance["spot_request_id"]]
-        )
+        _ignore_not_found(ec2.cancel_spot_instance_requests, SpotInstanceRequestIds=[instance["spot_request_id"]])
     _ignore_not_found(ec2.terminate_instances, InstanceIds=[instance["instance_id"]])
 
 

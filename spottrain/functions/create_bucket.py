@@ -5,6 +5,7 @@ from them), while the last run's status markers and report go, so they cannot de
 A bucket of that name that spottrain did not create for this job (no `spottrain:job` tag naming it,
 or another stack's) is never adopted: its tags, policy and objects stay as they are.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,7 @@ class BucketNameTaken(Exception):
 
 def _taken(bucket: str, whose: str) -> BucketNameTaken:
     return BucketNameTaken(
-        f"job.bucket: \"{bucket}\" is already owned by {whose}. "
+        f'job.bucket: "{bucket}" is already owned by {whose}. '
         "Choose another exec_name, or deploy the stack with another bucketPrefix."
     )
 
@@ -81,10 +82,10 @@ def _claim(s3: Any, settings: Settings, bucket: str, exec_name: str) -> None:
         return
     tags = _tags(s3, bucket)
     if tags.get(layout.TAG_STACK) not in (None, settings.stack_name):
-        raise _taken(bucket, f"spottrain stack \"{tags[layout.TAG_STACK]}\" in this account")
+        raise _taken(bucket, f'spottrain stack "{tags[layout.TAG_STACK]}" in this account')
     if tags.get(layout.TAG_JOB) != exec_name or tags.get(layout.TAG_STACK) != settings.stack_name:
         raise BucketNameTaken(
-            f"job.bucket: \"{bucket}\" already exists in this account but is not this job's: it lacks the tags "
+            f'job.bucket: "{bucket}" already exists in this account but is not this job\'s: it lacks the tags '
             f"{layout.TAG_STACK}={settings.stack_name} and {layout.TAG_JOB}={exec_name}, so spottrain left it untouched. "
             "Choose another exec_name, or delete or rename that bucket if you no longer need it."
         )
@@ -96,23 +97,39 @@ def _log_access(s3: Any, bucket: str, records_bucket: str) -> None:
     https://docs.aws.amazon.com/AmazonS3/latest/userguide/enable-server-access-logging.html; the records
     bucket's policy lets logging.s3.amazonaws.com write under layout.ACCESS_LOGS_PREFIX (infra/job_storage.py).
     """
-    s3.put_bucket_logging(Bucket=bucket, BucketLoggingStatus={"LoggingEnabled": {
-        "TargetBucket": records_bucket,
-        "TargetPrefix": layout.ACCESS_LOGS_PREFIX,
-        "TargetObjectKeyFormat": {"PartitionedPrefix": {"PartitionDateSource": "EventTime"}},
-    }})
+    s3.put_bucket_logging(
+        Bucket=bucket,
+        BucketLoggingStatus={
+            "LoggingEnabled": {
+                "TargetBucket": records_bucket,
+                "TargetPrefix": layout.ACCESS_LOGS_PREFIX,
+                "TargetObjectKeyFormat": {"PartitionedPrefix": {"PartitionDateSource": "EventTime"}},
+            }
+        },
+    )
 
 
 def _secure(s3: Any, settings: Settings, bucket: str, tags: dict[str, str]) -> None:
     # Tags first: a retry after a failure further down must recognise the bucket as this job's.
     s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]})
-    s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
-        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True,
-    })
-    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
-        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}],
-    })
-    s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]})
+    s3.put_public_access_block(
+        Bucket=bucket,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}],
+        },
+    )
+    s3.put_bucket_ownership_controls(
+        Bucket=bucket, OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    )
     # No instance of this run yet: a rerun's earlier instances lose the bucket here.
     policy = job_bucket_policy(bucket, settings.instance_role_arn, settings.instance_role_id, [])
     s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
@@ -136,11 +153,16 @@ def claim_bucket(s3: Any, settings: Settings, bucket: str, exec_name: str, execu
     Raises BucketNameTaken for a bucket of that name that is not this job's. Also what a sweep's own bucket uses.
     """
     _claim(s3, settings, bucket, exec_name)
-    _secure(s3, settings, bucket, {
-        layout.TAG_STACK: settings.stack_name,
-        layout.TAG_JOB: exec_name,
-        layout.TAG_EXECUTION: execution_name,
-    })
+    _secure(
+        s3,
+        settings,
+        bucket,
+        {
+            layout.TAG_STACK: settings.stack_name,
+            layout.TAG_JOB: exec_name,
+            layout.TAG_EXECUTION: execution_name,
+        },
+    )
     if settings.records_bucket:  # the stack always sets it; a Settings built by hand may not
         _log_access(s3, bucket, settings.records_bucket)
 

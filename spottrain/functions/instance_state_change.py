@@ -6,6 +6,7 @@ attempt, whose token record (status/attempt-<n>/task-token.json) says which inst
 The instance's own end after a normal finish, a workflow termination or a replaced attempt reaches a
 wait that is already over, or a token of another instance: nothing to do.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -27,8 +28,14 @@ logger = Logger(service="spottrain-instance-state-change")
 def handler(event: dict, context: Any) -> dict:
     detail = event.get("detail") or {}
     with transient_errors():
-        return report_loss(runtime.client("ec2"), runtime.client("s3"), runtime.client("stepfunctions"),
-                           runtime.settings(), detail["instance-id"], detail["state"])
+        return report_loss(
+            runtime.client("ec2"),
+            runtime.client("s3"),
+            runtime.client("stepfunctions"),
+            runtime.settings(),
+            detail["instance-id"],
+            detail["state"],
+        )
 
 
 def report_loss(ec2: Any, s3: Any, sfn: Any, settings: Settings, instance_id: str, new_state: str) -> dict:
@@ -46,8 +53,10 @@ def report_loss(ec2: Any, s3: Any, sfn: Any, settings: Settings, instance_id: st
     cause = f"instance {instance_id} {new_state}"
     if not callbacks.fail(sfn, record[markers.TOKEN], CallbackError.INSTANCE_LOST.value, cause):
         return _ignored(instance_id, "its wait is already over")
-    logger.warning("instance lost: its wait failed", extra={"instance_id": instance_id, "state": new_state,
-                                                             "job": tags[layout.TAG_JOB], "attempt": attempt})
+    logger.warning(
+        "instance lost: its wait failed",
+        extra={"instance_id": instance_id, "state": new_state, "job": tags[layout.TAG_JOB], "attempt": attempt},
+    )
     return {"instance_id": instance_id, "reported": True}
 
 

@@ -3,6 +3,7 @@
 The 2017 original published in one branch only, so most outcomes went unannounced; here every
 NotifyEvent renders a subject and body from whatever the state holds at that point of the flow.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -203,7 +204,9 @@ def _cost_lines(details: ReportAndLogs, now: dt.datetime) -> list[str]:
     if not details.report or not details.report.get("attempts"):
         return []
     summary = report.summarize(details.report, now)
-    lines = [f"Billable time: {format_duration(summary['billable_seconds'])} over {len(details.report['attempts'])} attempt(s)"]
+    lines = [
+        f"Billable time: {format_duration(summary['billable_seconds'])} over {len(details.report['attempts'])} attempt(s)"
+    ]
     cost, on_demand = summary["estimated_cost_usd"], summary["on_demand_cost_usd"]
     lines.append(f"Estimated cost: {_money(cost)}")
     if on_demand > 0:
@@ -211,8 +214,11 @@ def _cost_lines(details: ReportAndLogs, now: dt.datetime) -> list[str]:
         lines.append(f"On-demand would cost: {_money(on_demand)}; saved {_money(saved)} ({saved / on_demand:.0%})")
     if summary.get("ebs_cost_usd"):
         lines.append(f"Root volumes (gp3, the same either way): {_money(summary['ebs_cost_usd'])}")
-    redone = [f"attempt {a['attempt']}: {a['redone_minutes']:g} min" for a in details.report["attempts"]
-              if a.get("redone_minutes") is not None]
+    redone = [
+        f"attempt {a['attempt']}: {a['redone_minutes']:g} min"
+        for a in details.report["attempts"]
+        if a.get("redone_minutes") is not None
+    ]
     if redone:
         lines.append(f"Training redone after interruptions: {', '.join(redone)}")
     return lines
@@ -229,7 +235,9 @@ def _instance_lines(state: dict) -> list[str]:
             f"Instance: {instance.get('instance_id', '?')} {_instance_phrase(instance)} in {instance.get('az', '?')}{priced}"
         )
     if launch:
-        lines.append(f"Attempt: {_attempt(state)} of {(state.get('job') or {}).get('limits', {}).get('max_attempts', '?')}")
+        lines.append(
+            f"Attempt: {_attempt(state)} of {(state.get('job') or {}).get('limits', {}).get('max_attempts', '?')}"
+        )
     return lines
 
 
@@ -243,8 +251,10 @@ def _event_lines(event: NotifyEvent, state: dict) -> list[str]:
             lines.append(f"Pools without capacity: {', '.join(launch['pools_failed'])}")
         wait = launch.get("capacity_wait") or {}
         if wait.get("waits"):
-            lines.append(f"Waited for capacity from {wait['started_at']} to {wait.get('ended_at', '?')} "
-                         f"({wait['waits']} waits; capacity_wait_minutes sets how long)")
+            lines.append(
+                f"Waited for capacity from {wait['started_at']} to {wait.get('ended_at', '?')} "
+                f"({wait['waits']} waits; capacity_wait_minutes sets how long)"
+            )
         if bid.get("code") or bid.get("message"):
             lines.append(f"Last spot answer: {bid.get('code', '')} {bid.get('message', '')}".rstrip())
     if event is NotifyEvent.CAPACITY_WAIT:
@@ -255,8 +265,11 @@ def _event_lines(event: NotifyEvent, state: dict) -> list[str]:
         lines += spend.email_lines(state)
     detail = poll.get("detail") or {}
     if event in (NotifyEvent.FAILED, NotifyEvent.INTERRUPTED, NotifyEvent.COMPLETED) and detail:
-        shown = ", ".join(f"{k}={v}" for k, v in sorted(detail.items())
-                          if k != "message" and v is not None and not isinstance(v, (dict, list)))
+        shown = ", ".join(
+            f"{k}={v}"
+            for k, v in sorted(detail.items())
+            if k != "message" and v is not None and not isinstance(v, (dict, list))
+        )
         lines.append(f"Details: {shown}")
         if detail.get("message"):
             lines.append(f"Message: {detail['message']}")
@@ -274,8 +287,10 @@ def _capacity_wait_lines(launch: dict) -> list[str]:
     refused = launch.get("pools") or {}
     pools = ", ".join(f"{key} ({record.get('code', '?')})" for key, record in sorted(refused.items()))
     lines = [f"Pools without capacity: {pools or '?'}"]
-    lines.append(f"Retrying each pool after its back-off (next try in {format_duration(launch.get('wait_seconds') or 0)}) "
-                 f"until {wait.get('deadline', '?')} (capacity_wait_minutes); you get one email when capacity is found.")
+    lines.append(
+        f"Retrying each pool after its back-off (next try in {format_duration(launch.get('wait_seconds') or 0)}) "
+        f"until {wait.get('deadline', '?')} (capacity_wait_minutes); you get one email when capacity is found."
+    )
     return lines
 
 
@@ -297,21 +312,28 @@ def body_for(event: NotifyEvent, state: dict, details: ReportAndLogs, now: dt.da
     execution = state.get("execution") or {}
     elapsed = _elapsed(details, now)
     sections = [
-        [f"Job: {job.get('exec_name', '?')}", f"Event: {event.value.replace('_', ' ').lower()}",
-         f"Execution: {execution.get('name') or execution.get('id') or '?'}"],
-        _instance_lines(state) + ([f"Running time: {format_duration(elapsed)} since the first launch"] if elapsed is not None else []),
+        [
+            f"Job: {job.get('exec_name', '?')}",
+            f"Event: {event.value.replace('_', ' ').lower()}",
+            f"Execution: {execution.get('name') or execution.get('id') or '?'}",
+        ],
+        _instance_lines(state)
+        + ([f"Running time: {format_duration(elapsed)} since the first launch"] if elapsed is not None else []),
         _cost_lines(details, now),
         _event_lines(event, state),
         debug_door_lines(state, now) if event is NotifyEvent.FAILED else [],
         _location_lines(state),
     ]
     if details.log_tail:
-        sections.append([f"Last {len(details.log_tail)} lines of {details.log_key}:", *("  " + line for line in details.log_tail)])
+        sections.append(
+            [f"Last {len(details.log_tail)} lines of {details.log_key}:", *("  " + line for line in details.log_tail)]
+        )
     console = ((state.get("poll") or {}).get("detail") or {}).get("console_tail")
     if console:  # a bootstrap that failed leaves no log in the bucket: the console is all there is
         instance_id = ((state.get("launch") or {}).get("instance") or {}).get("instance_id", "the instance")
-        sections.append([f"Last {len(console)} lines of the console output of {instance_id}:",
-                         *("  " + line for line in console)])
+        sections.append(
+            [f"Last {len(console)} lines of the console output of {instance_id}:", *("  " + line for line in console)]
+        )
     if details.unavailable:
         sections.append([f"Not available: {', '.join(details.unavailable)}"])
     text = "\n\n".join("\n".join(lines) for lines in sections if lines)
@@ -322,8 +344,9 @@ def body_for(event: NotifyEvent, state: dict, details: ReportAndLogs, now: dt.da
 # ----- publishing ------------------------------------------------------------------------------
 
 
-def publish_event(sns: Any, s3: Any, settings: Settings, event: NotifyEvent, state: dict,
-                  now: dt.datetime | None = None) -> dict:
+def publish_event(
+    sns: Any, s3: Any, settings: Settings, event: NotifyEvent, state: dict, now: dt.datetime | None = None
+) -> dict:
     """Render and publish exactly one message for `event`; returns {"message_id": ...} (None: the job asked for no email)."""
     if (state.get("job") or {}).get("emails") is False:  # a sweep's variant whose sweep sends one summary instead
         logger.info("notification skipped: the job asked for no email", extra={"event": event.value})
@@ -332,8 +355,12 @@ def publish_event(sns: Any, s3: Any, settings: Settings, event: NotifyEvent, sta
     details = read_report_and_logs(s3, event, state)
     subject = subject_for(event, state, details, moment)
     with transient_errors():
-        answer = sns.publish(TopicArn=settings.topic_arn, Subject=subject, Message=body_for(event, state, details, moment))
-    logger.info("notification sent", extra={"event": event.value, "subject": subject, "message_id": answer["MessageId"]})
+        answer = sns.publish(
+            TopicArn=settings.topic_arn, Subject=subject, Message=body_for(event, state, details, moment)
+        )
+    logger.info(
+        "notification sent", extra={"event": event.value, "subject": subject, "message_id": answer["MessageId"]}
+    )
     return {"message_id": answer["MessageId"]}
 
 

@@ -14,6 +14,7 @@ console's last lines, unless EC2 itself reclaimed the instance. An instance stil
 wait ended without a marker is silent (a hung or frozen agent): it is terminated here, so neither a
 relaunch nor the end of the job leaves it running (and billing).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -77,7 +78,9 @@ def poll_completion(ec2: Any, s3: Any, settings: Settings, state: dict, now: dt.
         "spend_cap_reached": cap is not None,
         "spend_cap": cap,
         # a job stopped at its spend cap is not kept for debugging: the door would spend past the cap
-        "terminate_after_seconds": 0 if cap else kept_minutes(status, state["job"], settings) * settings.seconds_per_minute,
+        "terminate_after_seconds": 0
+        if cap
+        else kept_minutes(status, state["job"], settings) * settings.seconds_per_minute,
         "detail": detail | {"wait": wait_summary(state.get("wait"))},
     }
     logger.info("judged", extra={"status": result["status"], "attempt": attempt, "wait": result["detail"]["wait"]})
@@ -122,16 +125,23 @@ def training_status(ec2: Any, s3: Any, state: dict, now: dt.datetime) -> tuple[J
     completed = marker(s3, bucket, layout.COMPLETED_KEY, attempt)
     if completed:
         status = JobStatus.SUCCEEDED if completed.get("exit_code") == 0 else JobStatus.FAILED
-        return status, {"reason": completed.get("reason", "exit"), "exit_code": completed.get("exit_code"),
-                        "failed_phase": completed.get("failed_phase"), "instance_state": current,
-                        "message": readable(str(completed.get("message") or ""))[:MESSAGE_CHARS] or None}
+        return status, {
+            "reason": completed.get("reason", "exit"),
+            "exit_code": completed.get("exit_code"),
+            "failed_phase": completed.get("failed_phase"),
+            "instance_state": current,
+            "message": readable(str(completed.get("message") or ""))[:MESSAGE_CHARS] or None,
+        }
     interrupted = marker(s3, bucket, layout.INTERRUPTED_KEY, attempt)
     if interrupted:
         # Judged at the notice: the instance is finishing its final sync and shuts itself down; the next
         # attempt's agent waits for final_sync_done before it restores.
-        return JobStatus.INTERRUPTED, {"reason": "spot-interruption", "instance_state": current,
-                                       markers.FINAL_SYNC_DONE: bool(interrupted.get(markers.FINAL_SYNC_DONE, True)),
-                                       "noticed_at": interrupted.get("noticed_at")}
+        return JobStatus.INTERRUPTED, {
+            "reason": "spot-interruption",
+            "instance_state": current,
+            markers.FINAL_SYNC_DONE: bool(interrupted.get(markers.FINAL_SYNC_DONE, True)),
+            "noticed_at": interrupted.get("noticed_at"),
+        }
     heartbeat = marker(s3, bucket, layout.HEARTBEAT_KEY, attempt)
     if current not in LIVE_INSTANCE_STATES:
         state_reason = (described or {}).get("StateReason", {}).get("Code", "")
@@ -139,8 +149,11 @@ def training_status(ec2: Any, s3: Any, state: dict, now: dt.datetime) -> tuple[J
             _terminate(ec2, instance["instance_id"])  # stopped is not gone: it would wait, billing its volume
         if heartbeat is None and not state_reason.startswith(RECLAIMED_BY_EC2):
             return _bootstrap_failed(ec2, instance["instance_id"], current, state_reason or "gone")
-        return JobStatus.INTERRUPTED, {"reason": "instance-gone", "instance_state": current,
-                                       "state_reason": state_reason or None}
+        return JobStatus.INTERRUPTED, {
+            "reason": "instance-gone",
+            "instance_state": current,
+            "state_reason": state_reason or None,
+        }
     return _silent(ec2, instance, heartbeat, state.get("wait"), now)
 
 
@@ -148,19 +161,29 @@ def _silent(ec2: Any, instance: dict, heartbeat: dict | None, wait: Any, now: dt
     """The wait ended, the instance still runs, and no marker says why: its agent is hung, frozen or gone."""
     instance_id = instance["instance_id"]
     last_sign = report.parse_time(heartbeat["time"] if heartbeat else instance["launched_at"])
-    detail = {"instance_state": "running", "phase": (heartbeat or {}).get("phase"),
-              "heartbeat_age_seconds": max(0, round((now - last_sign).total_seconds())),
-              "last_log_line": _last_line((heartbeat or {}).get("last_log_line"))}
-    logger.warning("instance silent when its wait ended: terminating it",
-                   extra={"instance_id": instance_id, "wait": wait_summary(wait)})
+    detail = {
+        "instance_state": "running",
+        "phase": (heartbeat or {}).get("phase"),
+        "heartbeat_age_seconds": max(0, round((now - last_sign).total_seconds())),
+        "last_log_line": _last_line((heartbeat or {}).get("last_log_line")),
+    }
+    logger.warning(
+        "instance silent when its wait ended: terminating it",
+        extra={"instance_id": instance_id, "wait": wait_summary(wait)},
+    )
     _terminate(ec2, instance_id)
     if heartbeat is None:
-        return _bootstrap_failed(ec2, instance_id, "running", f"no heartbeat {detail['heartbeat_age_seconds']} s "
-                                 "after launch, terminated")
+        return _bootstrap_failed(
+            ec2, instance_id, "running", f"no heartbeat {detail['heartbeat_age_seconds']} s after launch, terminated"
+        )
     if wait_summary(wait)["error"] == WAIT_TIMED_OUT:
         message = "the attempt outran limits.max_runtime_minutes (plus keep-alive) and its agent did not stop it"
-        return JobStatus.FAILED, detail | {"reason": "max_runtime", "exit_code": None, "failed_phase": detail["phase"],
-                                           "message": message}
+        return JobStatus.FAILED, detail | {
+            "reason": "max_runtime",
+            "exit_code": None,
+            "failed_phase": detail["phase"],
+            "message": message,
+        }
     return JobStatus.INTERRUPTED, detail | {"reason": "lost", "stale": True}
 
 
@@ -168,9 +191,13 @@ def _bootstrap_failed(ec2: Any, instance_id: str, instance_state: str, why: str)
     logger.warning("bootstrap failed: no heartbeat from the instance", extra={"instance_id": instance_id, "why": why})
     tail, unavailable = console_tail(ec2, instance_id)
     return JobStatus.FAILED, {
-        "reason": BOOTSTRAP_FAILED, "exit_code": None, "failed_phase": "bootstrap", "instance_state": instance_state,
+        "reason": BOOTSTRAP_FAILED,
+        "exit_code": None,
+        "failed_phase": "bootstrap",
+        "instance_state": instance_state,
         "message": f"instance {instance_id} never started its agent ({why}); see the console output below",
-        "console_tail": tail, "console_unavailable": unavailable,
+        "console_tail": tail,
+        "console_unavailable": unavailable,
     }
 
 

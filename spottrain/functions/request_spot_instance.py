@@ -8,6 +8,7 @@ is skipped until its back-off expires (`shared/capacity.py`). When no pool launc
 once that window is over the job may fall back to on-demand (if both the job and the stack allow it),
 otherwise the state machine stops with NoSpotCapacity.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -30,15 +31,17 @@ from spottrain.functions.shared.bucket_policy import admit_instance
 logger = Logger(service="spottrain-request-spot-instance")
 
 # EC2 answers these when a pool cannot take the instance now; another pool may.
-POOL_FAILURE_CODES = frozenset({
-    "InsufficientInstanceCapacity",
-    "SpotMaxPriceTooLow",
-    "MaxSpotInstanceCountExceeded",
-    "InsufficientFreeAddressesInSubnet",
-    "Unsupported",
-    "InstanceLimitExceeded",
-    "VcpuLimitExceeded",
-})
+POOL_FAILURE_CODES = frozenset(
+    {
+        "InsufficientInstanceCapacity",
+        "SpotMaxPriceTooLow",
+        "MaxSpotInstanceCountExceeded",
+        "InsufficientFreeAddressesInSubnet",
+        "Unsupported",
+        "InstanceLimitExceeded",
+        "VcpuLimitExceeded",
+    }
+)
 
 
 class NoSubnetToLaunchInto(RuntimeError):
@@ -49,12 +52,14 @@ class NoSubnetToLaunchInto(RuntimeError):
 def handler(event: dict, context: Any) -> dict:
     logger.append_keys(job=event["job"]["exec_name"], execution=event["execution"]["name"])
     with transient_errors():
-        return request_instance(runtime.client("ec2"), runtime.client("s3"), runtime.settings(), event,
-                                pricing_api=runtime.pricing_client())
+        return request_instance(
+            runtime.client("ec2"), runtime.client("s3"), runtime.settings(), event, pricing_api=runtime.pricing_client()
+        )
 
 
-def request_instance(ec2: Any, s3: Any, settings: Settings, state: dict, now: dt.datetime | None = None,
-                     pricing_api: Any = None) -> dict:
+def request_instance(
+    ec2: Any, s3: Any, settings: Settings, state: dict, now: dt.datetime | None = None, pricing_api: Any = None
+) -> dict:
     """Launch (or wait for, or give up on) this attempt's instance; returns the state's `launch` value.
 
     `launch.status`: LAUNCHED (`instance`, `wait_seconds` before the bid check), WAITING (no pool had
@@ -92,7 +97,10 @@ def request_instance(ec2: Any, s3: Any, settings: Settings, state: dict, now: dt
     chosen = next(entry for entry in ranked if entry.pool == launched[1])
     list_price = pricing.list_price(pricing_api, ec2.meta.region_name, chosen.pool.instance_type)
     result = _launched(s3, settings, state, attempt, pools, wait, launched[0], chosen, list_price, demoted, now)
-    return result | {"demoted": demoted, "on_demand_reason": None if result["instance"]["lifecycle"] == "spot" else reason}
+    return result | {
+        "demoted": demoted,
+        "on_demand_reason": None if result["instance"]["lifecycle"] == "spot" else reason,
+    }
 
 
 def _demoted(state: dict) -> str | None:
@@ -107,10 +115,17 @@ def _demoted(state: dict) -> str | None:
 def _waiting(s3: Any, state: dict, attempt: int, pools: dict, wait: dict, seconds: int) -> dict:
     logger.warning("no pool has capacity, waiting", extra={"wait_seconds": seconds, "capacity_wait": wait})
     report.record_capacity_wait(s3, state["storage"]["bucket"], attempt, wait, sorted(pools))
-    return {"status": LaunchStatus.WAITING.value, "attempt": attempt, "instance": None, "pools": pools,
-            "demoted": _demoted(state),
-            "pools_failed": sorted(pools), "capacity_wait": wait, "wait_seconds": seconds,
-            "capacity_wait_begins": wait["waits"] == 1}  # the one email of this wait goes out now
+    return {
+        "status": LaunchStatus.WAITING.value,
+        "attempt": attempt,
+        "instance": None,
+        "pools": pools,
+        "demoted": _demoted(state),
+        "pools_failed": sorted(pools),
+        "capacity_wait": wait,
+        "wait_seconds": seconds,
+        "capacity_wait_begins": wait["waits"] == 1,
+    }  # the one email of this wait goes out now
 
 
 def _exhausted(s3: Any, state: dict, attempt: int, pools: dict, wait: dict | None, now: dt.datetime) -> dict:
@@ -118,18 +133,39 @@ def _exhausted(s3: Any, state: dict, attempt: int, pools: dict, wait: dict | Non
     if wait and wait["waits"]:
         wait = {**wait, "outcome": capacity.GAVE_UP, "ended_at": report.isoformat(now)}
         report.record_capacity_wait(s3, state["storage"]["bucket"], attempt, wait, sorted(pools))
-    return {"status": LaunchStatus.EXHAUSTED.value, "attempt": attempt, "instance": None, "pools": pools,
-            "pools_failed": sorted(pools), "capacity_wait": wait, "wait_seconds": 0, "capacity_wait_begins": False}
+    return {
+        "status": LaunchStatus.EXHAUSTED.value,
+        "attempt": attempt,
+        "instance": None,
+        "pools": pools,
+        "pools_failed": sorted(pools),
+        "capacity_wait": wait,
+        "wait_seconds": 0,
+        "capacity_wait_begins": False,
+    }
 
 
-def _launched(s3: Any, settings: Settings, state: dict, attempt: int, pools: dict, wait: dict | None,
-              launched: dict, chosen: Ranked, on_demand: pricing.OnDemandPrice, demoted: str | None,
-              now: dt.datetime) -> dict:
+def _launched(
+    s3: Any,
+    settings: Settings,
+    state: dict,
+    attempt: int,
+    pools: dict,
+    wait: dict | None,
+    launched: dict,
+    chosen: Ranked,
+    on_demand: pricing.OnDemandPrice,
+    demoted: str | None,
+    now: dt.datetime,
+) -> dict:
     bucket = state["storage"]["bucket"]
     # First, before anything slower: until then the bucket's policy shuts the new instance out.
     admit_instance(s3, bucket, settings.instance_role_arn, settings.instance_role_id, launched["InstanceId"])
     volume_gb = (state["job"].get("instance") or {}).get("volume_gb")
-    instance = _instance_record(settings, launched, chosen, on_demand) | {"demoted_pool": demoted, "volume_gb": volume_gb}
+    instance = _instance_record(settings, launched, chosen, on_demand) | {
+        "demoted_pool": demoted,
+        "volume_gb": volume_gb,
+    }
     doc = report.record_launch(s3, bucket, state["job"]["exec_name"], attempt, instance)
     spend.write_budget(s3, bucket, state["job"], doc, attempt, instance, state["execution"]["id"])
     result = {
@@ -180,7 +216,9 @@ def candidate_pools(ec2: Any, settings: Settings, job: dict) -> list[Pool]:
     """Instance types in the job's (or the stack's) order, each across every subnet (ranked later)."""
     types = (job.get("instance") or {}).get("types") or settings.default_instance_types
     subnets = _subnets(ec2, settings)
-    return [Pool(t, s["SubnetId"], s["AvailabilityZone"], s.get("AvailabilityZoneId", "")) for t in types for s in subnets]
+    return [
+        Pool(t, s["SubnetId"], s["AvailabilityZone"], s.get("AvailabilityZoneId", "")) for t in types for s in subnets
+    ]
 
 
 def _subnets(ec2: Any, settings: Settings) -> list[dict]:
@@ -249,10 +287,12 @@ def launch_parameters(settings: Settings, state: dict, attempt: int, pool: Pool,
         params["InstanceMarketOptions"] = _spot_options(settings)
     volume_gb = (job.get("instance") or {}).get("volume_gb")
     if volume_gb:
-        params["BlockDeviceMappings"] = [{
-            "DeviceName": "/dev/sda1",
-            "Ebs": {"VolumeSize": volume_gb, "VolumeType": "gp3", "Encrypted": True, "DeleteOnTermination": True},
-        }]
+        params["BlockDeviceMappings"] = [
+            {
+                "DeviceName": "/dev/sda1",
+                "Ebs": {"VolumeSize": volume_gb, "VolumeType": "gp3", "Encrypted": True, "DeleteOnTermination": True},
+            }
+        ]
     return params
 
 

@@ -7,6 +7,7 @@ gives its metrics (`output/metrics.json`), its cost and attempts (`report.json`)
 (`status/completed.json`'s message, else the child's error and cause); a variant that
 never got that far simply has none. Returns `{"variants", "succeeded", "failed", "best", "bucket", "key"}`.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -80,7 +81,9 @@ def failure_reason(completed: dict | None, result: dict) -> str | None:
     if "status" in result:
         return None
     if completed and completed.get("exit_code"):
-        return str(completed.get("message") or f"{completed.get('failed_phase')} ended with exit code {completed['exit_code']}")
+        return str(
+            completed.get("message") or f"{completed.get('failed_phase')} ended with exit code {completed['exit_code']}"
+        )
     described = _child_description(result)
     own = [str(described[key]) for key in ("Error", "Cause") if described.get(key)]
     if own:
@@ -111,7 +114,9 @@ def variant_row(s3: Any, settings: Settings, variant: dict, result: dict, metric
         "parameters": variant.get("overrides", {}),
         "status": child_status(result),
         "reason": failure_reason(_read_json(s3, bucket, layout.COMPLETED_KEY), result),
-        "seconds": _seconds_between(_child_description(result).get("StartDate"), _child_description(result).get("StopDate")),
+        "seconds": _seconds_between(
+            _child_description(result).get("StartDate"), _child_description(result).get("StopDate")
+        ),
         "metric": sweep.metric_value(metrics, metric),
         "metrics": _strict(metrics),
         "cost_usd": report.get("estimated_cost_usd"),
@@ -121,16 +126,25 @@ def variant_row(s3: Any, settings: Settings, variant: dict, result: dict, metric
     }
 
 
-def build_report(s3: Any, settings: Settings, state: dict, started_at: Any = None, now: dt.datetime | None = None) -> dict:
+def build_report(
+    s3: Any, settings: Settings, state: dict, started_at: Any = None, now: dt.datetime | None = None
+) -> dict:
     """The report; `wall_seconds` (sweep start to now) against `variant_seconds` (the children's own times summed)."""
     metric, goal = state.get("metric"), state.get("goal") or sweep.DEFAULT_GOAL
-    rows = [variant_row(s3, settings, variant, result, metric)
-            for variant, result in zip(state["variants"], state["results"])]
+    rows = [
+        variant_row(s3, settings, variant, result, metric)
+        for variant, result in zip(state["variants"], state["results"])
+    ]
     best = sweep.best_variant([row for row in rows if row["status"] == "SUCCEEDED"], goal)
-    return {"sweep": state["exec_name"], "metric": metric, "goal": goal,
-            "best": best["name"] if best else None, "variants": rows,
-            "wall_seconds": _seconds_between(started_at, (now or dt.datetime.now(dt.timezone.utc)).isoformat()),
-            "variant_seconds": round(sum(row["seconds"] or 0 for row in rows), 1)}
+    return {
+        "sweep": state["exec_name"],
+        "metric": metric,
+        "goal": goal,
+        "best": best["name"] if best else None,
+        "variants": rows,
+        "wall_seconds": _seconds_between(started_at, (now or dt.datetime.now(dt.timezone.utc)).isoformat()),
+        "variant_seconds": round(sum(row["seconds"] or 0 for row in rows), 1),
+    }
 
 
 def summary_email(report: dict) -> tuple[str, str]:
@@ -146,7 +160,9 @@ def summary_email(report: dict) -> tuple[str, str]:
         value = "-" if row["metric"] is None else f"{row['metric']:.4g}"
         cost = "-" if row["cost_usd"] is None else f"${row['cost_usd']:.4f}"
         parameters = sweep.describe_overrides(row["parameters"])
-        lines.append(f"{row['name']:<44} {row['status']:<10} {value:>10} {cost:>10}  {row['attempts']} attempt(s)  {parameters}")
+        lines.append(
+            f"{row['name']:<44} {row['status']:<10} {value:>10} {cost:>10}  {row['attempts']} attempt(s)  {parameters}"
+        )
         if row.get("reason"):
             lines.append(f"    why: {row['reason']}")
     return subject, "\n".join(lines) + "\n"
@@ -158,14 +174,24 @@ def summarize(s3: Any, sns: Any, settings: Settings, event: dict) -> dict:
     bucket = sweep.sweep_bucket(settings.bucket_prefix, state["exec_name"])
     with transient_errors():
         claim_bucket(s3, settings, bucket, state["exec_name"], execution.get("name") or "")
-        s3.put_object(Bucket=bucket, Key=sweep.REPORT_KEY, ContentType="application/json",
-                      Body=json.dumps({**report, "execution": execution}, indent=2, sort_keys=True, allow_nan=False).encode())
+        s3.put_object(
+            Bucket=bucket,
+            Key=sweep.REPORT_KEY,
+            ContentType="application/json",
+            Body=json.dumps({**report, "execution": execution}, indent=2, sort_keys=True, allow_nan=False).encode(),
+        )
         subject, body = summary_email(report)
         sns.publish(TopicArn=settings.topic_arn, Subject=subject, Message=body)
     succeeded = sum(row["status"] == "SUCCEEDED" for row in report["variants"])
     logger.info("sweep summarized", extra={"bucket": bucket, "succeeded": succeeded, "best": report["best"]})
-    return {"variants": len(report["variants"]), "succeeded": succeeded, "failed": len(report["variants"]) - succeeded,
-            "best": report["best"], "bucket": bucket, "key": sweep.REPORT_KEY}
+    return {
+        "variants": len(report["variants"]),
+        "succeeded": succeeded,
+        "failed": len(report["variants"]) - succeeded,
+        "best": report["best"],
+        "bucket": bucket,
+        "key": sweep.REPORT_KEY,
+    }
 
 
 @logger.inject_lambda_context

@@ -6,6 +6,7 @@ state) and the EventBridge rule for aborted/timed-out executions stop only what 
 launched, never another run's instance; `spottrain cancel` stops the whole job. Running it twice
 changes nothing.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,8 +60,10 @@ def _status_from_state(state: dict) -> str:
 def _syncing_instance(state: dict) -> str | None:
     """The interrupted attempt's instance while its final sync runs: terminating it would lose checkpoints."""
     poll = state.get("poll") or {}
-    syncing = poll.get("status") == JobStatus.INTERRUPTED.value and (poll.get("detail") or {}).get(
-        markers.FINAL_SYNC_DONE) is False
+    syncing = (
+        poll.get("status") == JobStatus.INTERRUPTED.value
+        and (poll.get("detail") or {}).get(markers.FINAL_SYNC_DONE) is False
+    )
     return ((state.get("launch") or {}).get("instance") or {}).get("instance_id") if syncing else None
 
 
@@ -97,15 +100,23 @@ def parse_event(event: dict, settings: Settings) -> StopOrder | None:
         return _from_execution_event(event, settings)
     if isinstance(event.get("job"), dict):
         execution = (event.get("execution") or {}).get("name")
-        return StopOrder(event["job"]["exec_name"], execution, event, _status_from_state(event), announce=False,
-                         spare=_syncing_instance(event))
+        return StopOrder(
+            event["job"]["exec_name"],
+            execution,
+            event,
+            _status_from_state(event),
+            announce=False,
+            spare=_syncing_instance(event),
+        )
     if event.get("exec_name"):
         reason = event.get("reason") or "cancelled"
         state = _minimal_state(event["exec_name"], settings, event.get("execution"), emails=event.get("emails"))
         return StopOrder(event["exec_name"], None, state, "CANCELLED", announce=True, reason=reason)
-    raise ValueError("event: expected the workflow state, an EventBridge execution status change, "
-                     "or {\"exec_name\": ..., \"reason\": \"cancelled\"} (optionally \"execution\": its run's name, "
-                     "\"emails\": false).")
+    raise ValueError(
+        "event: expected the workflow state, an EventBridge execution status change, "
+        'or {"exec_name": ..., "reason": "cancelled"} (optionally "execution": its run\'s name, '
+        '"emails": false).'
+    )
 
 
 # ----- stopping things -------------------------------------------------------------------------
@@ -121,13 +132,20 @@ def _job_filters(settings: Settings, exec_name: str, execution: str | None) -> l
     return filters
 
 
-def terminate_job_instances(ec2: Any, settings: Settings, exec_name: str, execution: str | None,
-                            spare: str | None = None) -> list[str]:
+def terminate_job_instances(
+    ec2: Any, settings: Settings, exec_name: str, execution: str | None, spare: str | None = None
+) -> list[str]:
     filters = _job_filters(settings, exec_name, execution) + [
-        {"Name": "instance-state-name", "Values": sorted(UNTERMINATED_INSTANCE_STATES)}]
+        {"Name": "instance-state-name", "Values": sorted(UNTERMINATED_INSTANCE_STATES)}
+    ]
     pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
-    ids = sorted(i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"]
-                 if i["InstanceId"] != spare)
+    ids = sorted(
+        i["InstanceId"]
+        for page in pages
+        for r in page["Reservations"]
+        for i in r["Instances"]
+        if i["InstanceId"] != spare
+    )
     if ids:
         ec2.terminate_instances(InstanceIds=ids)
     return ids
@@ -137,7 +155,8 @@ def _open_request_ids(ec2: Any, filters: list[dict], request_ids: list[str] | No
     options = {"SpotInstanceRequestIds": request_ids} if request_ids else {}
     try:
         answer = ec2.describe_spot_instance_requests(
-            Filters=filters + [{"Name": "state", "Values": OPEN_REQUEST_STATES}], **options)
+            Filters=filters + [{"Name": "state", "Values": OPEN_REQUEST_STATES}], **options
+        )
     except ClientError as exc:
         if error_code(exc) == "InvalidSpotInstanceRequestID.NotFound":
             return []
@@ -145,8 +164,9 @@ def _open_request_ids(ec2: Any, filters: list[dict], request_ids: list[str] | No
     return [r["SpotInstanceRequestId"] for r in answer["SpotInstanceRequests"]]
 
 
-def cancel_job_requests(ec2: Any, settings: Settings, exec_name: str, execution: str | None,
-                        known_request_id: str | None) -> list[str]:
+def cancel_job_requests(
+    ec2: Any, settings: Settings, exec_name: str, execution: str | None, known_request_id: str | None
+) -> list[str]:
     """Open/active requests tagged for the job (and execution), plus the one the state names (its tags may lag)."""
     ids = set(_open_request_ids(ec2, _job_filters(settings, exec_name, execution)))
     if known_request_id:
@@ -173,18 +193,29 @@ def stop_job(ec2: Any, s3: Any, sns: Any, settings: Settings, stop: StopOrder) -
     launch_instance = (stop.state.get("launch") or {}).get("instance") or {}
     with transient_errors():
         terminated = terminate_job_instances(ec2, settings, stop.exec_name, stop.execution, stop.spare)
-        cancelled = cancel_job_requests(ec2, settings, stop.exec_name, stop.execution,
-                                        launch_instance.get("spot_request_id"))
+        cancelled = cancel_job_requests(
+            ec2, settings, stop.exec_name, stop.execution, launch_instance.get("spot_request_id")
+        )
         bucket = (stop.state.get("storage") or {}).get("bucket") or stop.state["job"]["bucket"]
         closed_now = close_report(s3, bucket, stop.status)
     if stop.spare:
         logger.info("spared: finishing its final sync, then it shuts itself down", extra={"instance_id": stop.spare})
     elif launch_instance.get("instance_id") and launch_instance["instance_id"] not in terminated:
         # Either it is already gone, or it lacks this stack's tags and is not ours to terminate.
-        logger.info("state's instance not found live with the job's tags", extra={"instance_id": launch_instance["instance_id"]})
-    logger.info("job stopped", extra={"job": stop.exec_name, "execution": stop.execution, "status": stop.status,
-                                      "terminated": terminated,
-                                      "cancelled_requests": cancelled, "report_closed": closed_now})
+        logger.info(
+            "state's instance not found live with the job's tags", extra={"instance_id": launch_instance["instance_id"]}
+        )
+    logger.info(
+        "job stopped",
+        extra={
+            "job": stop.exec_name,
+            "execution": stop.execution,
+            "status": stop.status,
+            "terminated": terminated,
+            "cancelled_requests": cancelled,
+            "report_closed": closed_now,
+        },
+    )
     # A second caller for the same end (cancel, then the ABORTED event) finds the report closed: one email.
     if stop.announce and (closed_now or not _bucket_exists(s3, bucket)):
         state = {**stop.state, "cancellation": {"reason": stop.reason, "status": stop.status}}

@@ -3,6 +3,7 @@
 No Catch in the workflow: an InvalidJobSpec or JobAlreadyRunning fails the execution before anything
 is created.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,8 +30,12 @@ def build_state(event: dict, settings: Settings) -> dict:
     spec = event.get("spec")
     if isinstance(spec, dict) and "sweep" in spec:
         # Run as one job, a sweep would silently train only the base spec, once.
-        raise InvalidJobSpec(["sweep: the job state machine runs one job, not a sweep. Start the spec with "
-                              "`spottrain submit` (it starts the stack's sweep state machine), or remove sweep."])
+        raise InvalidJobSpec(
+            [
+                "sweep: the job state machine runs one job, not a sweep. Start the spec with "
+                "`spottrain submit` (it starts the stack's sweep state machine), or remove sweep."
+            ]
+        )
     job = validate_spec(spec, settings)
     return {
         "job": job,
@@ -46,12 +51,13 @@ def refuse_second_run(sfn: Any, state_machine_arn: str, state: dict) -> None:
     """Raise JobAlreadyRunning when an execution that started first runs the same job."""
     exec_name, execution = state["job"]["exec_name"], state["execution"]
     with transient_errors():
-        holders = runs.active_before(runs.running(sfn, state_machine_arn, exec_name), execution["id"],
-                                     report.parse_time(execution["started_at"]))
+        holders = runs.active_before(
+            runs.running(sfn, state_machine_arn, exec_name), execution["id"], report.parse_time(execution["started_at"])
+        )
     if holders:
         holder = holders[0]
         raise JobAlreadyRunning(
-            f"exec_name: job \"{exec_name}\" is already running as execution {holder.name} "
+            f'exec_name: job "{exec_name}" is already running as execution {holder.name} '
             f"(started {report.isoformat(holder.started)}); two runs would share its bucket, markers and instances. "
             f"Wait for it to end, stop it with `spottrain cancel {exec_name}`, or choose another exec_name."
         )

@@ -1,4 +1,5 @@
 """Builds the CDK app the same way for `python app.py`, `npx cdk synth`, the tests and the local emulator."""
+
 from __future__ import annotations
 
 import copy

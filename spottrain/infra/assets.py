@@ -5,6 +5,7 @@ Nothing else of the repository (payload, tests, virtualenv, node_modules, the CL
 CDK app) reaches AWS. The stack, the emulator (through the synthesized assets) and the tests all ship
 these lists, so they cannot drift apart.
 """
+
 from __future__ import annotations
 
 import zipfile

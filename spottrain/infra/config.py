@@ -4,6 +4,7 @@ Values from `cdk.json` or build_app arrive as JSON; values from `-c` arrive as s
 both to the same `StackConfig`, and bad values fail synthesis naming every key, its rule and the fix,
 rather than deploying a stack whose Lambdas reject their own environment at the first job.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,10 @@ class ConfigError(ValueError):
     """Context values break their rules; the message names each key, its rule and the fix."""
 
 
-_USER_RULE = ("must be the AMI's default Linux user, e.g. ubuntu (Deep Learning AMIs on Ubuntu) or ec2-user "
-              "(Amazon Linux): lowercase letters, digits, '_' and '-'")
+_USER_RULE = (
+    "must be the AMI's default Linux user, e.g. ubuntu (Deep Learning AMIs on Ubuntu) or ec2-user "
+    "(Amazon Linux): lowercase letters, digits, '_' and '-'"
+)
 _INSTANCE_TYPE_RULE = "is not an EC2 instance type (family.size, e.g. g5.xlarge)"
 
 
@@ -48,7 +51,9 @@ def _items(value: Any) -> Any:
     if isinstance(value, str):
         stripped = value.strip()
         value = json.loads(stripped) if stripped.startswith("[") else stripped.split(",")
-    return tuple(str(item).strip() for item in value if str(item).strip()) if isinstance(value, (list, tuple)) else value
+    return (
+        tuple(str(item).strip() for item in value if str(item).strip()) if isinstance(value, (list, tuple)) else value
+    )
 
 
 def _empty_is_none(value: Any) -> Any:
@@ -65,7 +70,9 @@ _SsmName = Annotated[str, BeforeValidator(_text), _text_rule(_SSM_NAME)]
 _LinuxUser = Annotated[str, BeforeValidator(_text), _text_rule(LINUX_USER_NAME.pattern)]
 _VpcId = Annotated[str, BeforeValidator(_text), _text_rule(_VPC_ID)]
 _BucketPrefix = Annotated[str, BeforeValidator(_text), _text_rule(_BUCKET_PREFIX)]
-_InstanceTypes = Annotated[tuple[Annotated[str, StringConstraints(pattern=_INSTANCE_TYPE)], ...], BeforeValidator(_items)]
+_InstanceTypes = Annotated[
+    tuple[Annotated[str, StringConstraints(pattern=_INSTANCE_TYPE)], ...], BeforeValidator(_items)
+]
 _SubnetIds = Annotated[tuple[Annotated[str, StringConstraints(pattern=_SUBNET_ID)], ...], BeforeValidator(_items)]
 _BucketNames = Annotated[tuple[Annotated[str, StringConstraints(pattern=_DATA_BUCKET)], ...], BeforeValidator(_items)]
 
@@ -80,21 +87,24 @@ class StackConfig(BaseModel):
     allowed_instance_types: _InstanceTypes = Field(alias="allowedInstanceTypes", description=_INSTANCE_TYPE_RULE)
     default_instance_types: _InstanceTypes = Field(alias="defaultInstanceTypes", description=_INSTANCE_TYPE_RULE)
     ami_ssm_parameter: _SsmName = Field(
-        alias="amiSsmParameter", description="must be an SSM parameter name starting with /")
+        alias="amiSsmParameter", description="must be an SSM parameter name starting with /"
+    )
     # the AMI's default user: the job's commands run as it, in its home, as in 2017
     instance_user: _LinuxUser = Field(alias="instanceUser", description=_USER_RULE)
-    vpc_id: _VpcId = Field(
-        alias="vpcId", description="must be a VPC id like vpc-0abc123, or empty for the default VPC")
+    vpc_id: _VpcId = Field(alias="vpcId", description="must be a VPC id like vpc-0abc123, or empty for the default VPC")
     subnet_ids: _SubnetIds = Field(alias="subnetIds", description="is not a subnet id like subnet-0abc123")
     # read-only for every job's instance: where data_get_command fetches from (the 2017 job's s3://pix2pixfacade)
     data_buckets: _BucketNames = Field(alias="dataBuckets", description="is not an S3 bucket name like my-datasets")
     bucket_prefix: _BucketPrefix = Field(  # "" = spottrain-<account>
-        alias="bucketPrefix", description="must be 3-40 lowercase letters, digits or hyphens (job bucket names)")
+        alias="bucketPrefix", description="must be 3-40 lowercase letters, digits or hyphens (job bucket names)"
+    )
     max_spot_price: Annotated[PositiveFloat | None, BeforeValidator(_empty_is_none)] = Field(
-        alias="maxSpotPrice", description="must be a number > 0, or empty for the on-demand price")
+        alias="maxSpotPrice", description="must be a number > 0, or empty for the on-demand price"
+    )
     # a job's spend cap at most, and by default (limits.max_cost_usd)
     max_cost_usd: Annotated[PositiveFloat | None, BeforeValidator(_empty_is_none)] = Field(
-        alias="maxCostUsd", description="must be a number > 0, or empty for no spend cap")
+        alias="maxCostUsd", description="must be a number > 0, or empty for no spend cap"
+    )
     root_volume_gb: int = Field(alias="rootVolumeGb", ge=8, description="must be a whole number >= 8")
     bid_wait_seconds: int = Field(alias="bidWaitSeconds", ge=0, description="must be a whole number >= 0")
     bid_max_checks: int = Field(alias="bidMaxChecks", ge=1, description="must be a whole number >= 1")
@@ -103,16 +113,19 @@ class StackConfig(BaseModel):
     max_runtime_minutes: int = Field(alias="maxRuntimeMinutes", ge=1, description="must be a whole number >= 1")
     max_attempts: int = Field(alias="maxAttempts", ge=1, description="must be a whole number >= 1")
     default_keep_alive_minutes: int = Field(
-        alias="defaultKeepAliveMinutes", ge=0, description="must be a whole number >= 0")
+        alias="defaultKeepAliveMinutes", ge=0, description="must be a whole number >= 0"
+    )
     max_keep_alive_minutes: int = Field(alias="maxKeepAliveMinutes", ge=0, description="must be a whole number >= 0")
     # the debug door: 0 = none, and the instance role gets no Session Manager permissions
     max_failure_keep_alive_minutes: int = Field(
-        alias="maxFailureKeepAliveMinutes", ge=0, description="must be a whole number >= 0")
+        alias="maxFailureKeepAliveMinutes", ge=0, description="must be a whole number >= 0"
+    )
     on_demand_fallback: bool = Field(alias="onDemandFallback", description="must be true or false")
     # 0: give up at once when no pool has room
     capacity_wait_minutes: int = Field(alias="capacityWaitMinutes", ge=0, description="must be a whole number >= 0")
     max_capacity_wait_minutes: int = Field(
-        alias="maxCapacityWaitMinutes", ge=0, description="must be a whole number >= 0")
+        alias="maxCapacityWaitMinutes", ge=0, description="must be a whole number >= 0"
+    )
     job_timeout_hours: float = Field(alias="jobTimeoutHours", gt=0, description="must be a number > 0")
     log_retention_days: int = Field(alias="logRetentionDays", ge=1, description="must be a whole number >= 1")
     # a sweep's variants (child executions) and how many run at once (its Map state's MaxConcurrency)
@@ -137,11 +150,15 @@ class StackConfig(BaseModel):
 
     def _check_consistency(self) -> None:
         if not self.allowed_instance_types:
-            raise ConfigError(_error("allowedInstanceTypes", [], "must name at least one EC2 instance type, e.g. g5.xlarge"))
+            raise ConfigError(
+                _error("allowedInstanceTypes", [], "must name at least one EC2 instance type, e.g. g5.xlarge")
+            )
         if not self.instance_user:
             raise ConfigError(_error("instanceUser", "", _USER_RULE))
         if not self.default_instance_types:
-            raise ConfigError(_error("defaultInstanceTypes", [], "must name at least one EC2 instance type, e.g. g5.xlarge"))
+            raise ConfigError(
+                _error("defaultInstanceTypes", [], "must name at least one EC2 instance type, e.g. g5.xlarge")
+            )
         outside = [name for name in self.default_instance_types if name not in self.allowed_instance_types]
         if outside:
             defaults = list(self.default_instance_types)

@@ -7,6 +7,7 @@ https://docs.aws.amazon.com/systems-manager/latest/userguide/getting-started-cre
 ec2messages is the channel older SSM Agents still poll:
 https://docs.aws.amazon.com/systems-manager/latest/userguide/systems-manager-setting-up-messageAPIs.html
 """
+
 from __future__ import annotations
 
 from aws_cdk import Aws
@@ -42,10 +43,18 @@ def open_debug_door(role: iam.Role) -> None:
     """Give the instance role what SSM Agent needs for Session Manager (no SSH key, no inbound port)."""
     instances = f"arn:{Aws.PARTITION}:ec2:{Aws.REGION}:{Aws.ACCOUNT_ID}:instance/*"
     role.add_to_principal_policy(
-        iam.PolicyStatement(sid="DebugDoorRegister", actions=REGISTER_ACTIONS, resources=[instances]))
+        iam.PolicyStatement(sid="DebugDoorRegister", actions=REGISTER_ACTIONS, resources=[instances])
+    )
     role.add_to_principal_policy(iam.PolicyStatement(sid="DebugDoorSessions", actions=SESSION_ACTIONS, resources=["*"]))
     role.add_to_principal_policy(
-        iam.PolicyStatement(sid="DebugDoorAgentMessages", actions=AGENT_MESSAGE_ACTIONS, resources=["*"]))
+        iam.PolicyStatement(sid="DebugDoorAgentMessages", actions=AGENT_MESSAGE_ACTIONS, resources=["*"])
+    )
     NagSuppressions.add_resource_suppressions(
-        role, [NagPackSuppression(id="AwsSolutions-IAM5", reason=SESSION_MANAGER_REASON, applies_to=["Resource::*", INSTANCES_FINDING])],
-        apply_to_children=True)
+        role,
+        [
+            NagPackSuppression(
+                id="AwsSolutions-IAM5", reason=SESSION_MANAGER_REASON, applies_to=["Resource::*", INSTANCES_FINDING]
+            )
+        ],
+        apply_to_children=True,
+    )

@@ -4,6 +4,7 @@ Each function gets its own role so that the stack can grant it exactly its own c
 (infra/permissions.py); the log group is explicit (not `log_retention=`, which needs a custom
 resource) so the template stays plain enough for the local emulator to deploy.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

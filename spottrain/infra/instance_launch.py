@@ -5,6 +5,7 @@ touch only this stack's job buckets (and each job bucket's policy narrows that t
 instances: spottrain/functions/shared/bucket_policy.py), read only secrets under /spottrain/, and
 terminates itself when its OS shuts down.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -82,10 +83,12 @@ class InstanceLaunch(Construct):
         deploy time is shared read-only by every job of the stack, as the 2017 job read s3://pix2pixfacade.
         """
         arns = [f"arn:{Aws.PARTITION}:s3:::{bucket}" for bucket in buckets]
-        self.role.add_to_principal_policy(iam.PolicyStatement(sid="ListDataBuckets", actions=["s3:ListBucket"],
-                                                              resources=arns))
-        self.role.add_to_principal_policy(iam.PolicyStatement(sid="ReadDataBuckets", actions=["s3:GetObject"],
-                                                              resources=[f"{arn}/*" for arn in arns]))
+        self.role.add_to_principal_policy(
+            iam.PolicyStatement(sid="ListDataBuckets", actions=["s3:ListBucket"], resources=arns)
+        )
+        self.role.add_to_principal_policy(
+            iam.PolicyStatement(sid="ReadDataBuckets", actions=["s3:GetObject"], resources=[f"{arn}/*" for arn in arns])
+        )
 
     def _grant_job_storage(self, storage: JobStorage) -> None:
         self.role.add_to_principal_policy(
@@ -120,7 +123,9 @@ class InstanceLaunch(Construct):
             iam.PolicyStatement(
                 sid="JobSecretsManagerSecrets",
                 actions=["secretsmanager:GetSecretValue"],
-                resources=[f"arn:{Aws.PARTITION}:secretsmanager:{Aws.REGION}:{Aws.ACCOUNT_ID}:secret:{SECRETS_PREFIX}*"],
+                resources=[
+                    f"arn:{Aws.PARTITION}:secretsmanager:{Aws.REGION}:{Aws.ACCOUNT_ID}:secret:{SECRETS_PREFIX}*"
+                ],
             )
         )
         # Only the one zip, not the whole (shared) CDK assets bucket.

@@ -3,6 +3,7 @@
 Job buckets themselves are created at run time by the create_bucket Lambda (one per job, named
 `<prefix>-<exec_name>`), so this unit also owns the naming of that prefix and its IAM ARNs.
 """
+
 from __future__ import annotations
 
 from aws_cdk import Aws, Fn

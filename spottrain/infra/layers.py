@@ -7,6 +7,7 @@ requirements file's content, so pip reaches the package index once per clone and
 later synth (tests, emulator) only copies. Layer contents go under `python/`, which Lambda puts on
 sys.path: https://docs.aws.amazon.com/lambda/latest/dg/packaging-layers.html#packaging-layers-paths
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,8 +27,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = Path(__file__).with_name("jsonschema_layer") / "requirements.txt"
 CACHE_ROOT = REPO_ROOT / ".cache" / "lambda-layers"
 # Wheels for the Lambda runtime, whatever machine synthesizes; never an sdist built for this one.
-PIP_TARGET_PLATFORM = ("--platform", "manylinux2014_x86_64", "--python-version", "3.12",
-                       "--implementation", "cp", "--only-binary=:all:")
+PIP_TARGET_PLATFORM = (
+    "--platform",
+    "manylinux2014_x86_64",
+    "--python-version",
+    "3.12",
+    "--implementation",
+    "cp",
+    "--only-binary=:all:",
+)
 
 
 class LayerBuildError(RuntimeError):
@@ -47,14 +55,27 @@ def _pip_install(requirements: Path, built: Path) -> None:
     built.parent.mkdir(parents=True, exist_ok=True)
     # Built aside and renamed: a synth that stops halfway, or two at once, never leave half a layer.
     staging = Path(tempfile.mkdtemp(dir=built.parent, prefix=".building-"))
-    command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
-               "--target", str(staging / "python"), *PIP_TARGET_PLATFORM, "-r", str(requirements)]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-compile",
+        "--target",
+        str(staging / "python"),
+        *PIP_TARGET_PLATFORM,
+        "-r",
+        str(requirements),
+    ]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
         raise LayerBuildError(
             f"building the JsonSchema layer failed (pip exit {result.returncode}); it needs the package index "
-            f"once per clone. Command: {' '.join(command)}\n{result.stderr[-2000:]}")
+            f"once per clone. Command: {' '.join(command)}\n{result.stderr[-2000:]}"
+        )
     shutil.rmtree(staging / "python" / "bin", ignore_errors=True)  # console scripts: nothing runs them
     try:
         staging.rename(built)
@@ -75,8 +96,9 @@ def jsonschema_layer(scope: Construct, construct_id: str) -> lambda_.LayerVersio
         # The pins decide the content: an unchanged requirements file reuses the staged asset.
         asset_hash_type=AssetHashType.SOURCE,
         # cast: jsii passes the options positionally, which the protocol's keyword-only signature cannot say
-        bundling=BundlingOptions(image=lambda_.Runtime.PYTHON_3_12.bundling_image,
-                                 local=cast(ILocalBundling, _CachedPipInstall())),
+        bundling=BundlingOptions(
+            image=lambda_.Runtime.PYTHON_3_12.bundling_image, local=cast(ILocalBundling, _CachedPipInstall())
+        ),
     )
     return lambda_.LayerVersion(
         scope,

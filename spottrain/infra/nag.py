@@ -4,6 +4,7 @@ The wildcards accepted are the ones IAM cannot avoid: job buckets named at run t
 stack's prefix, EC2 ids that exist only after launch (always tag-conditioned), and APIs without
 resource-level permissions. Anything else cdk-nag reports fails `tests/infra`.
 """
+
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -82,7 +83,12 @@ DATA_BUCKETS_REASON = (
 
 
 def suppress(
-    *, bucket_prefix: str, storage: JobStorage, launch: InstanceLaunch, functions: TaskFunctions, workflow: Workflow,
+    *,
+    bucket_prefix: str,
+    storage: JobStorage,
+    launch: InstanceLaunch,
+    functions: TaskFunctions,
+    workflow: Workflow,
     data_buckets: tuple[str, ...] = (),
 ) -> None:
     job_buckets = _job_bucket_findings(bucket_prefix)

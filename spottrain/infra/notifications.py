@@ -1,4 +1,5 @@
 """The SNS topic every job email goes through, with the optional email subscription."""
+
 from __future__ import annotations
 
 from aws_cdk import aws_kms as kms

@@ -7,6 +7,7 @@ Resource "*" appears only for EC2 Describe* calls and Step Functions' SendTask* 
 resource level (a task token is the capability).
 The full list per role is in docs/CONFIGURATION.md ("Permissions").
 """
+
 from __future__ import annotations
 
 from aws_cdk import ArnFormat, Aws, Stack
@@ -67,17 +68,26 @@ class TaskPermissions:
         self._add(fn, "RunWithStackTemplate", ["ec2:RunInstances"], self.launch.run_instances_resource_arns)
         at_launch = {"StringEquals": {"ec2:CreateAction": "RunInstances"}}
         self._add(fn, "TagAtLaunch", ["ec2:CreateTags"], created, at_launch)
-        self._add(fn, "DescribeCapacity",
-                  ["ec2:DescribeSubnets", "ec2:DescribeSpotPriceHistory", "ec2:GetSpotPlacementScores",
-                   "pricing:GetProducts"], ["*"])
+        self._add(
+            fn,
+            "DescribeCapacity",
+            [
+                "ec2:DescribeSubnets",
+                "ec2:DescribeSpotPriceHistory",
+                "ec2:GetSpotPlacementScores",
+                "pricing:GetProducts",
+            ],
+            ["*"],
+        )
         spot_service = {"StringEquals": {"iam:AWSServiceName": "spot.amazonaws.com"}}
         spot_role = [self._spot_service_role_arn()]
         self._add(fn, "CreateSpotServiceRole", ["iam:CreateServiceLinkedRole"], spot_role, spot_service)
         self.launch.role.grant_pass_role(fn.grant_principal)
         self._grant_job_report(fn)
         # Each attempt's instance joins its job bucket's policy (spottrain/functions/shared/bucket_policy.py).
-        self._add(fn, "AdmitInstanceToJobBucket", ["s3:GetBucketPolicy", "s3:PutBucketPolicy"],
-                  [self.storage.job_buckets_arn])
+        self._add(
+            fn, "AdmitInstanceToJobBucket", ["s3:GetBucketPolicy", "s3:PutBucketPolicy"], [self.storage.job_buckets_arn]
+        )
 
     def check_bid(self, fn: lambda_.Function) -> None:
         self._add(fn, "DescribeLaunch", ["ec2:DescribeInstances", "ec2:DescribeSpotInstanceRequests"], ["*"])
@@ -133,16 +143,27 @@ class TaskPermissions:
         function depends on its default policy, so naming the state machine there would be a cycle.
         """
         executions = Stack.of(scope).format_arn(
-            service="states", resource="execution", resource_name=f"{state_machine.state_machine_name}:*",
+            service="states",
+            resource="execution",
+            resource_name=f"{state_machine.state_machine_name}:*",
             arn_format=ArnFormat.COLON_RESOURCE_NAME,
         )
         assert fn.role is not None  # every task function is made with its own role (infra/functions.py)
-        iam.Policy(scope, "ValidateJobSeesOwnExecutions", roles=[fn.role], statements=[
-            iam.PolicyStatement(sid="ListOwnExecutions", actions=["states:ListExecutions"],
-                                resources=[state_machine.state_machine_arn]),
-            iam.PolicyStatement(sid="DescribeOwnExecutions", actions=["states:DescribeExecution"],
-                                resources=[executions]),
-        ])
+        iam.Policy(
+            scope,
+            "ValidateJobSeesOwnExecutions",
+            roles=[fn.role],
+            statements=[
+                iam.PolicyStatement(
+                    sid="ListOwnExecutions",
+                    actions=["states:ListExecutions"],
+                    resources=[state_machine.state_machine_arn],
+                ),
+                iam.PolicyStatement(
+                    sid="DescribeOwnExecutions", actions=["states:DescribeExecution"], resources=[executions]
+                ),
+            ],
+        )
 
     def _grant_job_report(self, fn: lambda_.Function) -> None:
         # ListBucket makes a missing report.json read as NoSuchKey instead of AccessDenied.
@@ -162,9 +183,7 @@ class TaskPermissions:
 
     @staticmethod
     def _add(fn: lambda_.Function, sid: str, actions: list[str], resources: list[str], conditions: dict | None = None):
-        fn.add_to_role_policy(
-            iam.PolicyStatement(sid=sid, actions=actions, resources=resources, conditions=conditions)
-        )
+        fn.add_to_role_policy(iam.PolicyStatement(sid=sid, actions=actions, resources=resources, conditions=conditions))
 
     def _ec2(self, resource: str) -> str:
         return self.launch.ec2_arn(resource)

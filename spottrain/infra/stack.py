@@ -1,4 +1,5 @@
 """The one spottrain stack: composes the units, grants permissions, exports what the CLI needs."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -69,8 +70,14 @@ class SpotTrainStack(Stack):
             log_retention=retention,
         )
         permissions.see_own_executions(workflow, functions.by_task["validate_job"], workflow.state_machine)
-        sweeps = SweepWorkflow(self, "SweepWorkflow", asl_path=SWEEP_ASL, job_state_machine=workflow.state_machine,
-                               summarize=functions.by_task["summarize_sweep"], log_retention=retention)
+        sweeps = SweepWorkflow(
+            self,
+            "SweepWorkflow",
+            asl_path=SWEEP_ASL,
+            job_state_machine=workflow.state_machine,
+            summarize=functions.by_task["summarize_sweep"],
+            log_retention=retention,
+        )
         Tags.of(self).add(TAG_STACK, self.stack_name)
         self._outputs(notifications, storage, functions, workflow)
         CfnOutput(self, "SweepStateMachineArn", value=sweeps.state_machine.state_machine_arn)
@@ -78,7 +85,11 @@ class SpotTrainStack(Stack):
         CfnOutput(self, "MaxSweepParallel", value=str(config.max_sweep_parallel))
         self._warn_if_timeout_cuts_training(config)
         nag.suppress(
-            bucket_prefix=config.bucket_prefix, storage=storage, launch=launch, functions=functions, workflow=workflow,
+            bucket_prefix=config.bucket_prefix,
+            storage=storage,
+            launch=launch,
+            functions=functions,
+            workflow=workflow,
             data_buckets=config.data_buckets,
         )
         nag.suppress_sweep(sweeps)
@@ -112,15 +123,21 @@ class SpotTrainStack(Stack):
         # `spottrain validate --stack-name` checks a spec with the settings this function runs with.
         CfnOutput(self, "ValidateJobFunctionName", value=functions.by_task["validate_job"].function_name)
         # The emulator delivers EC2 state changes to it, as the stack's EventBridge rule does on AWS.
-        CfnOutput(self, "InstanceStateChangeFunctionName",
-                  value=functions.by_task["instance_state_change"].function_name)
+        CfnOutput(
+            self, "InstanceStateChangeFunctionName", value=functions.by_task["instance_state_change"].function_name
+        )
 
     def _warn_if_timeout_cuts_training(self, config: StackConfig) -> None:
         # One execution watches every attempt of a job, each bounded by its callback wait's timeout.
-        longest_job_seconds = config.max_attempts * (
-            config.max_runtime_minutes + max(config.max_keep_alive_minutes, config.max_failure_keep_alive_minutes)
-            + BOOTSTRAP_MARGIN_MINUTES
-        ) * 60
+        longest_job_seconds = (
+            config.max_attempts
+            * (
+                config.max_runtime_minutes
+                + max(config.max_keep_alive_minutes, config.max_failure_keep_alive_minutes)
+                + BOOTSTRAP_MARGIN_MINUTES
+            )
+            * 60
+        )
         if config.job_timeout_hours * 3600 < longest_job_seconds:
             Annotations.of(self).add_warning_v2(
                 "spottrain:JobTimeoutShorterThanRuntime",
@@ -132,7 +149,28 @@ class SpotTrainStack(Stack):
 
 # CloudWatch accepts only these periods (days), in the order logs.RetentionDays lists them.
 _RETENTION_PERIODS = (
-    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
 )
 
 

@@ -6,6 +6,7 @@ for `startExecution.sync` (https://docs.aws.amazon.com/step-functions/latest/dg/
 No TimeoutSeconds: each child is bounded by the job state machine's own timeout, and the sweep ends when
 its last child does.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -47,18 +48,28 @@ class SweepWorkflow(Construct):
         )
         stack = Stack.of(self)
         self.child_executions_arn = stack.format_arn(
-            service="states", resource="execution", resource_name=f"{job_state_machine.state_machine_name}:*",
+            service="states",
+            resource="execution",
+            resource_name=f"{job_state_machine.state_machine_name}:*",
             arn_format=ArnFormat.COLON_RESOURCE_NAME,
         )
         self.sync_rule_arn = stack.format_arn(service="events", resource="rule", resource_name=SYNC_EVENTS_RULE)
         for statement in (
-            iam.PolicyStatement(sid="StartVariants", actions=["states:StartExecution"],
-                                resources=[job_state_machine.state_machine_arn]),
-            iam.PolicyStatement(sid="WatchAndStopVariants", actions=["states:DescribeExecution", "states:StopExecution"],
-                                resources=[self.child_executions_arn]),
-            iam.PolicyStatement(sid="SyncEventsRule", actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
-                                resources=[self.sync_rule_arn]),
-            iam.PolicyStatement(sid="InvokeSummarize", actions=["lambda:InvokeFunction"],
-                                resources=[summarize.function_arn]),
+            iam.PolicyStatement(
+                sid="StartVariants", actions=["states:StartExecution"], resources=[job_state_machine.state_machine_arn]
+            ),
+            iam.PolicyStatement(
+                sid="WatchAndStopVariants",
+                actions=["states:DescribeExecution", "states:StopExecution"],
+                resources=[self.child_executions_arn],
+            ),
+            iam.PolicyStatement(
+                sid="SyncEventsRule",
+                actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+                resources=[self.sync_rule_arn],
+            ),
+            iam.PolicyStatement(
+                sid="InvokeSummarize", actions=["lambda:InvokeFunction"], resources=[summarize.function_arn]
+            ),
         ):
             self.state_machine.add_to_role_policy(statement)

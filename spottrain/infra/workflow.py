@@ -6,6 +6,7 @@ that stops or ends without its agent reporting would leave its attempt's callbac
 heartbeat timeout, so a rule on EC2 state changes hands those to instance_state_change, which fails
 the wait within seconds.
 """
+
 from __future__ import annotations
 
 import json

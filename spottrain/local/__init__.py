@@ -13,6 +13,7 @@ bridged. Everything the emulator writes stays under its workdir:
     runs/<time>/lambda/         each function's unpacked code and functions.log (their output)
     runs/<time>/instances/<id>/ a simulated instance: user-data.sh, console.log, the agent's work/
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -72,6 +73,7 @@ def capacity_wait_seconds(spec: dict) -> float:
     assert isinstance(default, int)  # FAST_CONTEXT mixes types; this one is a number of minutes
     return float(default if minutes is None else minutes) * float(AGENT_TIMINGS["SPOTTRAIN_SECONDS_PER_MINUTE"])
 
+
 INSTANCE_STATE_CHANGE = "EC2 Instance State-change Notification"
 # moto logs every request and every caught task error at length; the emulator reports what matters
 _QUIET_LOGGERS = {
@@ -100,9 +102,15 @@ class EmulatorSession(boto3.Session):
 class Emulator:
     """Starts moto, deploys the stack, simulates EC2 and shows the emails; stops it all on exit."""
 
-    def __init__(self, workdir: Path = DEFAULT_WORKDIR, faults: Faults | None = None,
-                 on_email: Callable[[dict], None] | None = None, context: dict | None = None,
-                 stack_name: str = STACK_NAME, agent_env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        workdir: Path = DEFAULT_WORKDIR,
+        faults: Faults | None = None,
+        on_email: Callable[[dict], None] | None = None,
+        context: dict | None = None,
+        stack_name: str = STACK_NAME,
+        agent_env: dict[str, str] | None = None,
+    ):
         self.workdir = Path(workdir).resolve()
         self.faults = faults or Faults()
         self.on_email = on_email
@@ -182,11 +190,20 @@ class Emulator:
         self._emails = EmailWatcher(self.client("sqs"), self.client("sns"), self.outputs["TopicArn"], self.on_email)
         self._emails.start()
         self._stack.callback(self._emails.stop)
-        self.ec2 = Ec2Simulator(self.client("ec2"), self.run_dir, self._base_env(), self.faults,
-                                s3=self.client("s3"), agent_env=self.agent_env, iam=self.instance_iam).start()
+        self.ec2 = Ec2Simulator(
+            self.client("ec2"),
+            self.run_dir,
+            self._base_env(),
+            self.faults,
+            s3=self.client("s3"),
+            agent_env=self.agent_env,
+            iam=self.instance_iam,
+        ).start()
         self._stack.callback(self.ec2.stop)
-        for target, name in ((self._watch_status_changes, "status-changes"),
-                             (self._watch_instance_states, "instance-state-changes")):
+        for target, name in (
+            (self._watch_status_changes, "status-changes"),
+            (self._watch_instance_states, "instance-state-changes"),
+        ):
             watcher = threading.Thread(target=target, name=name, daemon=True)
             watcher.start()
             self._stack.callback(watcher.join, timeout=5)
@@ -194,8 +211,13 @@ class Emulator:
 
     def _base_env(self) -> dict[str, str]:
         """What every Lambda and simulated instance gets: the region, the endpoint, fake credentials."""
-        return {**FAKE_CREDENTIALS, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION,
-                "AWS_ENDPOINT_URL": self.endpoint, **LOOPBACK_NO_PROXY}
+        return {
+            **FAKE_CREDENTIALS,
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            **LOOPBACK_NO_PROXY,
+        }
 
     def _network_context(self) -> dict:
         """Where instances launch: an AMI moto knows behind the SSM parameter, and the default VPC.
@@ -205,8 +227,9 @@ class Emulator:
         make every such run re-synthesize the app.
         """
         # a fresh image is far cheaper than listing moto's thousands of public ones
-        image = self.client("ec2").register_image(Name="spottrain-local-gpu", Architecture="x86_64",
-                                                  RootDeviceName="/dev/sda1", VirtualizationType="hvm")["ImageId"]
+        image = self.client("ec2").register_image(
+            Name="spottrain-local-gpu", Architecture="x86_64", RootDeviceName="/dev/sda1", VirtualizationType="hvm"
+        )["ImageId"]
         self.client("ssm").put_parameter(Name=AMI_PARAMETER, Value=image, Type="String", Overwrite=True)
         return {"vpcId": "", "subnetIds": [], "amiSsmParameter": AMI_PARAMETER}
 
@@ -259,10 +282,19 @@ class Emulator:
         """Start the workflow with the spec as its input, as `spottrain submit` does on AWS."""
         return jobs.start(self.client("stepfunctions"), self.stack, spec)
 
-    def wait(self, execution_arn: str, timeout: float, on_progress: Callable[[jobs.Progress], None] | None = None) -> dict:
+    def wait(
+        self, execution_arn: str, timeout: float, on_progress: Callable[[jobs.Progress], None] | None = None
+    ) -> dict:
         """Follow the execution until it ends."""
-        return jobs.wait(self.client("stepfunctions"), self.client("s3"), self.stack, execution_arn,
-                         timeout=timeout, on_progress=on_progress, interval=0.5)
+        return jobs.wait(
+            self.client("stepfunctions"),
+            self.client("s3"),
+            self.stack,
+            execution_arn,
+            timeout=timeout,
+            on_progress=on_progress,
+            interval=0.5,
+        )
 
     def cancel(self, exec_name: str) -> list[str]:
         """Stop the job and terminate what it launched, exactly as `spottrain cancel` does on AWS."""
@@ -289,7 +321,8 @@ class Emulator:
         while not self._stop.wait(0.25):
             try:
                 pages = ec2.get_paginator("describe_instances").paginate(
-                    Filters=[{"Name": f"tag:{TAG_STACK}", "Values": [self.stack_name]}])
+                    Filters=[{"Name": f"tag:{TAG_STACK}", "Values": [self.stack_name]}]
+                )
                 for instance in (i for page in pages for r in page["Reservations"] for i in r["Instances"]):
                     self._raise_instance_state_change(lambda_, instance["InstanceId"], instance["State"]["Name"])
             except Exception:  # noqa: BLE001 - keep watching; the next round retries
@@ -301,8 +334,10 @@ class Emulator:
         self._instance_states[instance_id] = state
         if state not in ENDED_INSTANCE_STATES:  # what the stack's rule on EC2 state changes matches
             return
-        response = lambda_.invoke(FunctionName=self.outputs["InstanceStateChangeFunctionName"],
-                                  Payload=json.dumps(instance_state_change_event(instance_id, state)))
+        response = lambda_.invoke(
+            FunctionName=self.outputs["InstanceStateChangeFunctionName"],
+            Payload=json.dumps(instance_state_change_event(instance_id, state)),
+        )
         if response.get("FunctionError"):
             log.error("instance_state_change failed for %s: %s", instance_id, response["Payload"].read())
 
@@ -333,6 +368,7 @@ def instance_state_change_event(instance_id: str, state: str) -> dict:
 
 def status_change_event(described: dict) -> dict:
     """The EventBridge event AWS sends when an execution's status changes."""
+
     def millis(moment: Any) -> int | None:
         return int(moment.timestamp() * 1000) if isinstance(moment, dt.datetime) else None
 

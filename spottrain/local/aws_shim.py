@@ -7,6 +7,7 @@
 it then talks to the emulator through AWS_ENDPOINT_URL like any AWS SDK. Stdlib and boto3 only: the
 instance has nothing else of spottrain's.
 """
+
 from __future__ import annotations
 
 import sys
@@ -14,8 +15,7 @@ from pathlib import Path
 from typing import Iterator, List, Tuple
 
 QUIET_FLAGS = ("--only-show-errors", "--quiet", "--no-progress")
-USAGE = ("emulator aws shim: only 'aws s3 cp SRC DEST [--recursive]' with one side s3://bucket/key "
-         "is available, got: ")
+USAGE = "emulator aws shim: only 'aws s3 cp SRC DEST [--recursive]' with one side s3://bucket/key is available, got: "
 
 
 def install(bin_dir: Path, python: str = sys.executable) -> Path:
@@ -50,7 +50,7 @@ def main(argv: List[str]) -> int:
 
 
 def _split(url: str) -> Tuple[str, str]:
-    bucket, _, key = url[len("s3://"):].partition("/")
+    bucket, _, key = url[len("s3://") :].partition("/")
     return bucket, key
 
 
@@ -66,7 +66,7 @@ def _download(s3, src: str, dest: str, recursive: bool) -> Iterator[Tuple[str, s
     root = Path(dest).resolve()
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
-            relative = item["Key"][len(prefix):]
+            relative = item["Key"][len(prefix) :]
             if not relative or relative.endswith("/"):
                 continue  # a console-made "folder" marker, not a file
             target = (root / relative).resolve()

@@ -48,6 +48,7 @@ the emulator is up, and restores them on exit:
    when its own execution is stopped (hence states:StopExecution in the IAM policy AWS documents for it:
    https://docs.aws.amazon.com/step-functions/latest/dg/stepfunctions-iam.html); the bridge does the same.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -161,8 +162,8 @@ class CallbackBridge(Patches):
     def _keep_failure_cause(self) -> None:  # (a)
         def send_task_failure(response: StepFunctionResponse) -> EmptyResult:
             response.stepfunction_backend.send_task_failure(
-                response._get_param("taskToken"), error=response._get_param("error"),
-                cause=response._get_param("cause"))
+                response._get_param("taskToken"), error=response._get_param("error"), cause=response._get_param("cause")
+            )
             return EmptyResult()
 
         self._patch(StepFunctionResponse, "send_task_failure", send_task_failure)
@@ -174,10 +175,17 @@ class CallbackBridge(Patches):
         def from_error(task: StateTaskServiceCallback, env: Environment, ex: Exception) -> FailureEvent:
             if not isinstance(ex, HeartbeatTimeoutError):
                 return original_from_error(task, env, ex)
-            details = TaskTimedOutEventDetails(resourceType=task._get_sfn_resource_type(),
-                                               resource=task._get_sfn_resource(), error=HEARTBEAT_TIMEOUT.error_name)
-            return FailureEvent(env=env, error_name=HEARTBEAT_TIMEOUT, event_type=HistoryEventType.TaskTimedOut,
-                                event_details=EventDetails(taskTimedOutEventDetails=details))
+            details = TaskTimedOutEventDetails(
+                resourceType=task._get_sfn_resource_type(),
+                resource=task._get_sfn_resource(),
+                error=HEARTBEAT_TIMEOUT.error_name,
+            )
+            return FailureEvent(
+                env=env,
+                error_name=HEARTBEAT_TIMEOUT,
+                event_type=HistoryEventType.TaskTimedOut,
+                event_details=EventDetails(taskTimedOutEventDetails=details),
+            )
 
         def equals(decl: ErrorEqualsDecl, env: Environment) -> None:
             # As on AWS, a catcher of States.Timeout also catches a heartbeat timeout.
@@ -218,7 +226,9 @@ class CallbackBridge(Patches):
 
         self._patch(CallbackEndpoint, "interrupt_all", interrupt_all)
         for name in ("send_task_heartbeat", "send_task_success", "send_task_failure"):
-            self._patch(StepFunctionsParserBackend, name, _refusing_ended_waits(StepFunctionsParserBackend.__dict__[name]))
+            self._patch(
+                StepFunctionsParserBackend, name, _refusing_ended_waits(StepFunctionsParserBackend.__dict__[name])
+            )
 
     def _wake_waits_on_stop(self) -> None:  # (e)
         original_stop = ParserExecution.stop
@@ -332,6 +342,8 @@ def stop_child(execution_arn: str | None) -> None:
             log.info("stopped %s with its stopped parent", execution_arn)
     except ExecutionDoesNotExist:
         pass
+
+
 class SpotMarket(Patches):
     """Spot prices and placement scores for moto's EC2 (see 5. above); restored on exit."""
 
@@ -356,9 +368,14 @@ def get_spot_placement_scores(response: SpotInstances) -> ActionResult:
     if not response._get_bool_param("SingleAvailabilityZone", False):
         return ActionResult({"SpotPlacementScores": [{"Region": region, "Score": PLACEMENT_SCORE_BEST}]})
     zones = sorted(response.ec2_backend.describe_availability_zones(), key=lambda zone: zone.name)
-    return ActionResult({"SpotPlacementScores": [
-        {"Region": region, "AvailabilityZoneId": zone.zone_id, "Score": max(1, PLACEMENT_SCORE_BEST - index)}
-        for index, zone in enumerate(zones)]})
+    return ActionResult(
+        {
+            "SpotPlacementScores": [
+                {"Region": region, "AvailabilityZoneId": zone.zone_id, "Score": max(1, PLACEMENT_SCORE_BEST - index)}
+                for index, zone in enumerate(zones)
+            ]
+        }
+    )
 
 
 class Bridge(Patches):
@@ -451,10 +468,13 @@ class Bridge(Patches):
         event = json.loads(body) if body else {}
         if self.faults.take_lambda_error(function.function_name):
             log.info("fault lambda-error: failing %s once", function.function_name)
-            payload, errored = error_payload(
-                RuntimeError(f"injected fault: {function.function_name} is unavailable"),
-                error_type=TRANSIENT_LAMBDA_ERROR,
-            ), True
+            payload, errored = (
+                error_payload(
+                    RuntimeError(f"injected fault: {function.function_name} is unavailable"),
+                    error_type=TRANSIENT_LAMBDA_ERROR,
+                ),
+                True,
+            )
         else:
             payload, errored = self.host.invoke(function_spec(function), event)
         if errored:
@@ -483,8 +503,10 @@ def price_list_answer(body: Any) -> dict:
     if price is None:
         return {"FormatVersion": "aws_v1", "PriceList": []}
     dimension = {"unit": "Hrs", "pricePerUnit": {"USD": f"{price:.10f}"}, "description": "bridged by the emulator"}
-    document = {"product": {"attributes": filters},
-                "terms": {"OnDemand": {"EMULATOR.TERM": {"priceDimensions": {"EMULATOR.TERM.HRS": dimension}}}}}
+    document = {
+        "product": {"attributes": filters},
+        "terms": {"OnDemand": {"EMULATOR.TERM": {"priceDimensions": {"EMULATOR.TERM.HRS": dimension}}}},
+    }
     return {"FormatVersion": "aws_v1", "PriceList": [json.dumps(document)]}
 
 

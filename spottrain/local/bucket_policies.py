@@ -6,6 +6,7 @@ AWS does). So after the stack exists, each policy of the template is resolved ag
 physical ids and put on its bucket, unchanged. Only the intrinsics CDK writes into these policies are
 resolved (Ref, Fn::GetAtt Arn of a bucket, Fn::Join); anything else stops the deployment, named.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,18 +24,27 @@ def apply_bucket_policies(session: Any, template: dict, stack_name: str, account
     resources = session.client("cloudformation").describe_stack_resources(StackName=stack_name)["StackResources"]
     context = {
         # moto lists a skipped resource without its ids
-        "physical": {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources
-                     if "LogicalResourceId" in r and "PhysicalResourceId" in r},
+        "physical": {
+            r["LogicalResourceId"]: r["PhysicalResourceId"]
+            for r in resources
+            if "LogicalResourceId" in r and "PhysicalResourceId" in r
+        },
         "types": {name: resource["Type"] for name, resource in template.get("Resources", {}).items()},
-        "pseudo": {"AWS::Partition": "aws", "AWS::AccountId": account, "AWS::Region": region,
-                   "AWS::StackName": stack_name, "AWS::URLSuffix": "amazonaws.com"},
+        "pseudo": {
+            "AWS::Partition": "aws",
+            "AWS::AccountId": account,
+            "AWS::Region": region,
+            "AWS::StackName": stack_name,
+            "AWS::URLSuffix": "amazonaws.com",
+        },
     }
     s3, buckets = session.client("s3"), []
     for resource in template.get("Resources", {}).values():
         if resource["Type"] == POLICY_TYPE:
             bucket = resolve(resource["Properties"]["Bucket"], context)
-            s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(resolve(resource["Properties"]["PolicyDocument"],
-                                                                          context)))
+            s3.put_bucket_policy(
+                Bucket=bucket, Policy=json.dumps(resolve(resource["Properties"]["PolicyDocument"], context))
+            )
             buckets.append(bucket)
     return buckets
 

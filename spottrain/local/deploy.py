@@ -3,6 +3,7 @@
 This is what `cdk deploy` does, minus the bootstrap stack: upload every file asset from the asset
 manifest to its destination bucket, then create the stack from the synthesized template.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,8 +26,16 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Everything the synthesized template depends on; a change to any of these invalidates the cache.
-SYNTH_INPUTS = ("app.py", "cdk.json", "spottrain/__init__.py", "spottrain/contract", "spottrain/functions",
-                "spottrain/agent", "spottrain/infra", "statemachine")
+SYNTH_INPUTS = (
+    "app.py",
+    "cdk.json",
+    "spottrain/__init__.py",
+    "spottrain/contract",
+    "spottrain/functions",
+    "spottrain/agent",
+    "spottrain/infra",
+    "statemachine",
+)
 # The default synthesizer's template asks SSM for the bootstrap stack's version.
 BOOTSTRAP_VERSION_PARAMETER = "/cdk-bootstrap/hnb659fds/version"
 BOOTSTRAP_VERSION = "21"
@@ -65,7 +74,11 @@ def synthesize(context: dict, stack_name: str, cache_dir: Path) -> Path:
     }
     result = subprocess.run(
         [sys.executable, "-c", SYNTH_SCRIPT, json.dumps(context), str(staging), stack_name],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
@@ -79,8 +92,11 @@ def synthesize(context: dict, stack_name: str, cache_dir: Path) -> Path:
 
 def _prune(cache_dir: Path, keep: int) -> None:
     """Drop all but the newest synths: every source edit adds one, and each carries the assets."""
-    synths = sorted((p for p in cache_dir.iterdir() if (p / "manifest.json").exists()),
-                    key=lambda p: p.stat().st_mtime, reverse=True)
+    synths = sorted(
+        (p for p in cache_dir.iterdir() if (p / "manifest.json").exists()),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
     for stale in synths[keep:]:
         shutil.rmtree(stale, ignore_errors=True)
 
@@ -164,9 +180,7 @@ def _asset_bytes(source: Path, packaging: str, workdir: Path) -> bytes:
 
 def _fill(text: str, account: str, region: str) -> str:
     return (
-        text.replace("${AWS::AccountId}", account)
-        .replace("${AWS::Region}", region)
-        .replace("${AWS::Partition}", "aws")
+        text.replace("${AWS::AccountId}", account).replace("${AWS::Region}", region).replace("${AWS::Partition}", "aws")
     )
 
 

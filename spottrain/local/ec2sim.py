@@ -6,6 +6,7 @@ when the process ends the instance terminates (instance-initiated shutdown = ter
 template says), and when the workflow terminates the instance every process it started ends, daemons
 included (see processes.py), as pulling the plug on a machine would.
 """
+
 from __future__ import annotations
 
 import base64
@@ -75,10 +76,20 @@ class SimulatedInstance:
 class Ec2Simulator:
     """Watches moto for new instances of the stack and runs each one until it ends."""
 
-    def __init__(self, ec2: Any, workdir: Path, base_env: dict[str, str], faults: Faults, *,
-                 s3: Any, poll_seconds: float = 0.25, on_event: Callable[[str], None] | None = None,
-                 interrupt_grace_seconds: float = INTERRUPT_GRACE_SECONDS, agent_env: dict[str, str] | None = None,
-                 iam: InstanceIam | None = None):
+    def __init__(
+        self,
+        ec2: Any,
+        workdir: Path,
+        base_env: dict[str, str],
+        faults: Faults,
+        *,
+        s3: Any,
+        poll_seconds: float = 0.25,
+        on_event: Callable[[str], None] | None = None,
+        interrupt_grace_seconds: float = INTERRUPT_GRACE_SECONDS,
+        agent_env: dict[str, str] | None = None,
+        iam: InstanceIam | None = None,
+    ):
         self.ec2 = ec2
         self.workdir = workdir
         self.base_env = base_env
@@ -169,12 +180,16 @@ class Ec2Simulator:
         booted_ns = time.time_ns()
         with open(sandbox / "console.log", "ab") as console:
             process = subprocess.Popen(
-                tracked.command(argv), cwd=sandbox, env={**env, **tracked.environment},
-                stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, start_new_session=True,
+                tracked.command(argv),
+                cwd=sandbox,
+                env={**env, **tracked.environment},
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.on_event(f"instance {instance_id} ({described['InstanceType']}) booted: {sandbox}")
-        instance = SimulatedInstance(instance_id, described["InstanceType"], sandbox, imds, tracked, process,
-                                     booted_ns)
+        instance = SimulatedInstance(instance_id, described["InstanceType"], sandbox, imds, tracked, process, booted_ns)
         trigger = self.faults.take_interrupt(instance_id)
         if trigger is not None:
             self._start_interrupter(instance, trigger)
@@ -183,8 +198,9 @@ class Ec2Simulator:
     def _environment(self, sandbox: Path, imds: InstanceMetadata) -> dict[str, str]:
         venv_bin = str(Path(sys.executable).parent)
         # The SDKs prefer environment credentials to the IMDS's: an instance with a role has none.
-        base = {name: value for name, value in self.base_env.items()
-                if self.iam is None or name not in CREDENTIAL_VARIABLES}
+        base = {
+            name: value for name, value in self.base_env.items() if self.iam is None or name not in CREDENTIAL_VARIABLES
+        }
         return {
             **base,
             # EC2's metadata service answers in milliseconds; this one shares a busy laptop's cores with the
@@ -207,15 +223,17 @@ class Ec2Simulator:
         }
 
     def _start_interrupter(self, instance: SimulatedInstance, trigger: Interruption) -> None:
-        thread = threading.Thread(target=self._interrupt, args=(instance, trigger),
-                                  name=f"interrupt-{instance.instance_id}", daemon=True)
+        thread = threading.Thread(
+            target=self._interrupt, args=(instance, trigger), name=f"interrupt-{instance.instance_id}", daemon=True
+        )
         self._interrupters.append(thread)
         thread.start()
 
     def _interrupt(self, instance: SimulatedInstance, trigger: Interruption) -> None:
         try:
-            interruptions.interrupt(instance, trigger, s3=self.s3, grace_seconds=self.interrupt_grace_seconds,
-                                    on_event=self.on_event)
+            interruptions.interrupt(
+                instance, trigger, s3=self.s3, grace_seconds=self.interrupt_grace_seconds, on_event=self.on_event
+            )
         except interruptions.NeverFired as missed:
             self.faults.interrupt_missed(instance.instance_id, str(missed))
             self.on_event(f"fault {trigger} never fired on {instance.instance_id}: {missed}")

@@ -3,6 +3,7 @@
 moto's CloudFormation skips SNS subscriptions, but SNS -> SQS delivery is real, so a queue stands in
 for the user's inbox.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,9 @@ class EmailWatcher:
 
     def start(self) -> "EmailWatcher":
         self._queue_url = self.sqs.create_queue(QueueName=INBOX_QUEUE)["QueueUrl"]
-        queue_arn = self.sqs.get_queue_attributes(QueueUrl=self._queue_url, AttributeNames=["QueueArn"])[
-            "Attributes"]["QueueArn"]
+        queue_arn = self.sqs.get_queue_attributes(QueueUrl=self._queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
         self.sns.subscribe(TopicArn=self.topic_arn, Protocol="sqs", Endpoint=queue_arn)
         self._thread.start()
         return self

@@ -6,6 +6,7 @@ reclaimed instance, a Lambda service hiccup. A fault
 that was asked for and never happened would make a run look like a pass it is not: each records
 when it fires, and `never_fired()` names every one that did not, and why.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -92,7 +93,8 @@ class Faults:
         if unknown:
             raise FaultError(
                 f"--inject no-capacity={','.join(unknown)}: not in the stack's allowedInstanceTypes "
-                f"({', '.join(sorted(allowed))}), so no job could ask for it; {FAULT_HELP}")
+                f"({', '.join(sorted(allowed))}), so no job could ask for it; {FAULT_HELP}"
+            )
 
     def describe(self) -> str:
         """The active faults in the syntax `parse` reads ("" when none)."""
@@ -115,7 +117,8 @@ class Faults:
                 f"--inject capacity-outage={self.capacity_outage:g}: the job waits for capacity for only "
                 f"{window_seconds:g}s in the emulator (capacity_wait_minutes; a minute lasts a second there), "
                 f"so the outage could never end inside it. Use less than {window_seconds:g} seconds, or raise "
-                "the job's capacity_wait_minutes; to watch a job fail for want of capacity, use no-capacity=<type>.")
+                "the job's capacity_wait_minutes; to watch a job fail for want of capacity, use no-capacity=<type>."
+            )
 
     def load(self, other: "Faults") -> None:
         """Inject `other`'s faults instead of these, forgetting what fired (the emulator's parts hold this object)."""
@@ -181,8 +184,10 @@ class Faults:
     def never_fired(self) -> list[str]:
         """`injected fault <name>=<value> never fired: <why>`, for each fault that did not take effect."""
         with self._lock:
-            missed = [(f"no-capacity={name}", f"no launch asked for {name}")
-                      for name in sorted(self.no_capacity - self._refused_types)]
+            missed = [
+                (f"no-capacity={name}", f"no launch asked for {name}")
+                for name in sorted(self.no_capacity - self._refused_types)
+            ]
             if self.capacity_outage is not None and self._outage_refusals == 0:
                 missed.append((f"capacity-outage={self.capacity_outage:g}", "no launch was requested during it"))
             missed += self._missed_interrupts()
@@ -194,12 +199,17 @@ class Faults:
             return []
         armed = len(self._interrupted)
         spec = self.interruption.describe(self.interrupt_count + armed)
-        missed = [(spec, why or f"{instance} was still waiting for it when the run ended")
-                  for instance, why in self._interrupted.items() if why != ""]
+        missed = [
+            (spec, why or f"{instance} was still waiting for it when the run ended")
+            for instance, why in self._interrupted.items()
+            if why != ""
+        ]
         if self.interrupt_count > 0 and armed == 0:
             missed.append((spec, "no instance was launched"))
         elif self.interrupt_count > 0:
-            missed.append((spec, f"only {armed} of the {armed + self.interrupt_count} instances to interrupt were launched"))
+            missed.append(
+                (spec, f"only {armed} of the {armed + self.interrupt_count} instances to interrupt were launched")
+            )
         return missed
 
     def _missed_lambda_errors(self) -> list[tuple[str, str]]:
@@ -219,7 +229,9 @@ class Faults:
 def _parse_no_capacity(faults: Faults, spec: str, value: str) -> None:
     types = frozenset(t.strip() for t in value.split(",") if t.strip())
     if not types:
-        raise FaultError(f"--inject {spec!r}: no-capacity needs instance types, e.g. no-capacity=g5.xlarge; {FAULT_HELP}")
+        raise FaultError(
+            f"--inject {spec!r}: no-capacity needs instance types, e.g. no-capacity=g5.xlarge; {FAULT_HELP}"
+        )
     faults.no_capacity = faults.no_capacity | types
 
 
@@ -229,8 +241,10 @@ def _parse_capacity_outage(faults: Faults, spec: str, value: str) -> None:
     except ValueError:
         seconds = math.nan
     if not (math.isfinite(seconds) and seconds > 0):
-        raise FaultError(f"--inject {spec!r}: capacity-outage needs a finite number of seconds > 0, "
-                         f"e.g. capacity-outage=20; {FAULT_HELP}")
+        raise FaultError(
+            f"--inject {spec!r}: capacity-outage needs a finite number of seconds > 0, "
+            f"e.g. capacity-outage=20; {FAULT_HELP}"
+        )
     faults.capacity_outage = seconds
 
 
@@ -243,7 +257,8 @@ def _parse_interrupt_after(faults: Faults, spec: str, value: str) -> None:
     if not (math.isfinite(seconds) and seconds >= 0 and count >= 1):
         raise FaultError(
             f"--inject {spec!r}: interrupt-after needs a finite number of seconds >= 0 and an optional count >= 1, "
-            f"e.g. interrupt-after=8 or interrupt-after=8:2; {FAULT_HELP}")
+            f"e.g. interrupt-after=8 or interrupt-after=8:2; {FAULT_HELP}"
+        )
     _set_interruption(faults, spec, Interruption(seconds=seconds), count)
 
 
@@ -252,7 +267,8 @@ def _parse_interrupt_at(faults: Faults, spec: str, value: str) -> None:
     if event != "checkpoint" or not (nth_text or "1").isdigit() or int(nth_text or "1") < 1:
         raise FaultError(
             f"--inject {spec!r}: interrupt-at needs checkpoint[:<n>] with n >= 1, "
-            f"e.g. interrupt-at=checkpoint or interrupt-at=checkpoint:3; {FAULT_HELP}")
+            f"e.g. interrupt-at=checkpoint or interrupt-at=checkpoint:3; {FAULT_HELP}"
+        )
     _set_interruption(faults, spec, Interruption(checkpoint=int(nth_text or "1")), 1)
 
 
@@ -267,12 +283,14 @@ def _parse_lambda_error(faults: Faults, spec: str, value: str) -> None:
     if not function or not count.isdigit() or int(count) < 1:
         raise FaultError(
             f"--inject {spec!r}: lambda-error needs <function>:<count> with count >= 1, "
-            f"e.g. lambda-error=PollCompletion:1; {FAULT_HELP}")
+            f"e.g. lambda-error=PollCompletion:1; {FAULT_HELP}"
+        )
     tasks = lambda_tasks()
     if _normalised(function) not in {_normalised(task) for task in tasks}:
         raise FaultError(
             f"--inject {spec!r}: no task function {function!r} (the tasks: {', '.join(tasks)}, "
-            f"or their state names, e.g. PollCompletion); {FAULT_HELP}")
+            f"or their state names, e.g. PollCompletion); {FAULT_HELP}"
+        )
     faults.lambda_errors[function] = faults.lambda_errors.get(function, 0) + int(count)
     faults._asked_errors[function] = faults._asked_errors.get(function, 0) + int(count)
 

@@ -10,6 +10,7 @@ calls are authorized as they happen, resources and conditions included: instance
 NotAction and AWS managed policies (ARNs whose documents the template does not hold) are not
 evaluated, nor actions a call needs only for some parameters (iam:PassRole, ec2:CreateTags at launch).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -100,8 +101,11 @@ def missing_permissions(template: Mapping[str, Any], calls: Iterable[ApiCall]) -
                 "check the template against the stack that ran"
             )
         function, patterns = allowed[call.handler]
-        missing += [MissingPermission(function, call, action)
-                    for action in iam_actions(call.service, call.operation) if not action_allowed(action, patterns)]
+        missing += [
+            MissingPermission(function, call, action)
+            for action in iam_actions(call.service, call.operation)
+            if not action_allowed(action, patterns)
+        ]
     return missing
 
 
@@ -120,8 +124,10 @@ def allowed_actions_by_handler(template: Mapping[str, Any]) -> dict[str, tuple[s
             continue
         handler = resource["Properties"].get("Handler", "")
         if handler in functions:
-            raise ValueError(f"functions {functions[handler][0]} and {logical_id} share handler {handler!r}; "
-                             "recorded calls name only the handler, so they cannot be told apart")
+            raise ValueError(
+                f"functions {functions[handler][0]} and {logical_id} share handler {handler!r}; "
+                "recorded calls name only the handler, so they cannot be told apart"
+            )
         functions[handler] = (logical_id, by_role.get(_role_id(logical_id, resource), set()))
     return functions
 
@@ -130,8 +136,10 @@ def _role_id(function_id: str, function: Mapping[str, Any]) -> str:
     role = function["Properties"].get("Role")
     if isinstance(role, dict) and "Fn::GetAtt" in role:
         return role["Fn::GetAtt"][0]
-    raise ValueError(f"{function_id}.Role is {role!r}: only a role defined in the same template (Fn::GetAtt) "
-                     "can be checked; define the role in the stack")
+    raise ValueError(
+        f"{function_id}.Role is {role!r}: only a role defined in the same template (Fn::GetAtt) "
+        "can be checked; define the role in the stack"
+    )
 
 
 def _allowed_actions_by_role(resources: Mapping[str, Any]) -> dict[str, set[str]]:
@@ -149,8 +157,12 @@ def _allowed_actions_by_role(resources: Mapping[str, Any]) -> dict[str, set[str]
 
 
 def _allow_actions(document: Mapping[str, Any]) -> set[str]:
-    return {action for statement in _as_list(document.get("Statement", []))
-            if statement.get("Effect") == "Allow" for action in _as_list(statement.get("Action", []))}
+    return {
+        action
+        for statement in _as_list(document.get("Statement", []))
+        if statement.get("Effect") == "Allow"
+        for action in _as_list(statement.get("Action", []))
+    }
 
 
 def _as_list(value: Any) -> list:

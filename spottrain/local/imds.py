@@ -1,4 +1,5 @@
 """A local IMDSv2 for one simulated instance: identity, placement, its role's credentials, the spot notice."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -48,8 +49,13 @@ class InstanceMetadata:
         """Serve the instance profile role's credentials where the SDKs look for them, as EC2 does
         (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/instance-metadata-security-credentials.html)."""
         expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=6)
-        document = {"Code": "Success", "Type": "AWS-HMAC", "LastUpdated": _iso(dt.datetime.now(dt.timezone.utc)),
-                    "Expiration": _iso(expires), **credentials}
+        document = {
+            "Code": "Success",
+            "Type": "AWS-HMAC",
+            "LastUpdated": _iso(dt.datetime.now(dt.timezone.utc)),
+            "Expiration": _iso(expires),
+            **credentials,
+        }
         with self._lock:
             self.values["/latest/meta-data/iam/security-credentials/"] = role_name
             self.values[f"/latest/meta-data/iam/security-credentials/{role_name}"] = json.dumps(document)

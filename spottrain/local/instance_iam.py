@@ -15,6 +15,7 @@ Context keys set, as AWS sets them for a role assigned to an EC2 instance
 (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/iam-roles-for-amazon-ec2.html) and
 `aws:SecureTransport` = true: the SDKs speak HTTPS to AWS; the emulator's loopback HTTP stands in for it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -107,8 +108,10 @@ class InstanceIam:
                 return app(environ, start_response)  # the account's own callers: Lambdas, CLI, emulator
             service = found.group(3)
             environ.update({"spottrain.region": identity.region, "spottrain.account": identity.account})
-            calls = [self._decide(identity, action, resource, service)
-                     for action, resource in request_actions(environ, service)]
+            calls = [
+                self._decide(identity, action, resource, service)
+                for action, resource in request_actions(environ, service)
+            ]
             self.calls.extend(calls)
             refused = next((call for call in calls if not call.verdict.allowed), None)
             if refused is None:
@@ -118,13 +121,18 @@ class InstanceIam:
         return authorized
 
     def _decide(self, identity: _Identity, action: str, resource: str, service: str) -> InstanceCall:
-        request = Request(action, resource, identity.role.arn, {
-            "aws:userid": f"{identity.role.role_id}:{identity.instance_id}",
-            "aws:PrincipalArn": identity.role.arn,
-            "aws:PrincipalAccount": identity.account,
-            "ec2:SourceInstanceARN": f"arn:aws:ec2:{identity.region}:{identity.account}:instance/{identity.instance_id}",
-            "aws:SecureTransport": "true",
-        })
+        request = Request(
+            action,
+            resource,
+            identity.role.arn,
+            {
+                "aws:userid": f"{identity.role.role_id}:{identity.instance_id}",
+                "aws:PrincipalArn": identity.role.arn,
+                "aws:PrincipalAccount": identity.account,
+                "ec2:SourceInstanceARN": f"arn:aws:ec2:{identity.region}:{identity.account}:instance/{identity.instance_id}",
+                "aws:SecureTransport": "true",
+            },
+        )
         resource_policies = self._bucket_policies(resource) if service == "s3" else []
         verdict = evaluate(request, self._identity_policies_of(identity.role), resource_policies)
         return InstanceCall(identity.instance_id, action, resource, verdict)
@@ -140,8 +148,10 @@ class InstanceIam:
         tags = {tag["Key"]: tag["Value"] for tag in described.get("Tags", [])}
         template_id = tags.get("aws:ec2launchtemplate:id")
         if not template_id:
-            raise ValueError(f"instance {described['InstanceId']} was not launched from a launch template: "
-                             "the emulator finds an instance's role through its template's instance profile")
+            raise ValueError(
+                f"instance {described['InstanceId']} was not launched from a launch template: "
+                "the emulator finds an instance's role through its template's instance profile"
+            )
         version = self._client("ec2").describe_launch_template_versions(
             LaunchTemplateId=template_id, Versions=[tags.get("aws:ec2launchtemplate:version", "$Latest")]
         )["LaunchTemplateVersions"][0]
@@ -156,10 +166,14 @@ class InstanceIam:
         # Read once per role: the stack's policies do not change while the emulator runs.
         if role.name not in self._identity_policies:
             iam = self._client("iam")
-            inline = [_document(iam.get_role_policy(RoleName=role.name, PolicyName=name)["PolicyDocument"])
-                      for name in iam.list_role_policies(RoleName=role.name)["PolicyNames"]]
-            attached = [_managed_document(iam, policy["PolicyArn"])
-                        for policy in iam.list_attached_role_policies(RoleName=role.name)["AttachedPolicies"]]
+            inline = [
+                _document(iam.get_role_policy(RoleName=role.name, PolicyName=name)["PolicyDocument"])
+                for name in iam.list_role_policies(RoleName=role.name)["PolicyNames"]
+            ]
+            attached = [
+                _managed_document(iam, policy["PolicyArn"])
+                for policy in iam.list_attached_role_policies(RoleName=role.name)["AttachedPolicies"]
+            ]
             self._identity_policies[role.name] = inline + attached
         return self._identity_policies[role.name]
 
@@ -188,9 +202,15 @@ def _managed_document(iam: Any, arn: str) -> dict:
 # --- which IAM actions a request needs --------------------------------------------------------------
 
 # Bucket subresources (the query's first key) and their actions (IAM service authorization reference for S3).
-_BUCKET_READS = {"location": "s3:GetBucketLocation", "policy": "s3:GetBucketPolicy", "tagging": "s3:GetBucketTagging",
-                 "uploads": "s3:ListBucketMultipartUploads", "versions": "s3:ListBucketVersions",
-                 "encryption": "s3:GetEncryptionConfiguration", "acl": "s3:GetBucketAcl"}
+_BUCKET_READS = {
+    "location": "s3:GetBucketLocation",
+    "policy": "s3:GetBucketPolicy",
+    "tagging": "s3:GetBucketTagging",
+    "uploads": "s3:ListBucketMultipartUploads",
+    "versions": "s3:ListBucketVersions",
+    "encryption": "s3:GetEncryptionConfiguration",
+    "acl": "s3:GetBucketAcl",
+}
 _OBJECT_READS = {"tagging": "s3:GetObjectTagging", "acl": "s3:GetObjectAcl", "uploadId": "s3:ListMultipartUploadParts"}
 _OBJECT_WRITES = {"tagging": "s3:PutObjectTagging", "acl": "s3:PutObjectAcl"}
 
@@ -211,7 +231,9 @@ def request_actions(environ: dict, service: str) -> list[tuple[str, str]]:
 
 def _json_resource(environ: dict, service: str, operation: str) -> str:
     """The ARN IAM checks for the secret reads the agent makes; "*" for actions without resource level."""
-    region_account = f"{environ.get('spottrain.region', 'us-east-1')}:{environ.get('spottrain.account', '123456789012')}"
+    region_account = (
+        f"{environ.get('spottrain.region', 'us-east-1')}:{environ.get('spottrain.account', '123456789012')}"
+    )
     if (service, operation) == ("ssm", "GetParameter"):
         name = json.loads(_body(environ) or b"{}").get("Name", "")
         return f"arn:aws:ssm:{region_account}:parameter{name if name.startswith('/') else '/' + name}"
@@ -269,8 +291,10 @@ def _form(environ: dict) -> dict[str, list[str]]:
 def _access_denied(environ: dict, start_response: Callable, service: str, call: InstanceCall) -> list[bytes]:
     message = f"{call.action} on {call.resource} {call.verdict.decision.value} ({call.verdict.statement or 'no Allow'})"
     if service == "s3":
-        body = (f"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code>"
-                f"<Message>{message}</Message></Error>").encode()
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+            f"<Message>{message}</Message></Error>"
+        ).encode()
         content_type, status = "application/xml", "403 Forbidden"
     else:
         body = json.dumps({"__type": "AccessDeniedException", "message": message}).encode()

@@ -10,6 +10,7 @@ bucket, and lets the commands go on (SIGCONT) only when the agent has acted on i
 pending, or the command is gone. The notice lands mid-training on any machine; a training that ended
 before its trigger is a fault that never fired, and says so.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -152,9 +153,11 @@ class Watcher:
         iid = self.instance.instance_id
         self.wait(lambda: training_started(self.instance, self.s3), lambda: f"{iid} never started its training")
         due = time.monotonic() + seconds
-        self.wait(lambda: time.monotonic() >= due,
-                  lambda: f"{iid} ended {seconds - (due - time.monotonic()):.1f}s into its training, "
-                          f"before the notice was due at {seconds:g}s")
+        self.wait(
+            lambda: time.monotonic() >= due,
+            lambda: f"{iid} ended {seconds - (due - time.monotonic()):.1f}s into its training, "
+            f"before the notice was due at {seconds:g}s",
+        )
         hold = Hold.take(self.instance.command_pids)
         if not hold.pids:
             raise NeverFired(f"the training on {iid} had ended before {seconds:g}s into it")
@@ -170,8 +173,12 @@ class Watcher:
             return list(written.values())[nth - 1] if len(written) >= nth else None
 
         iid = self.instance.instance_id
-        checkpoint = self.wait(nth_written, lambda: (
-            f"the training on {iid} ended after writing {len(written)} checkpoint file(s) in this attempt, not {nth}"))
+        checkpoint = self.wait(
+            nth_written,
+            lambda: (
+                f"the training on {iid} ended after writing {len(written)} checkpoint file(s) in this attempt, not {nth}"
+            ),
+        )
         hold = Hold.take(self.instance.command_pids)
         if not hold.pids:
             raise NeverFired(f"the training on {iid} ended right after writing {checkpoint.key}")
@@ -220,8 +227,9 @@ def uploaded(s3: Any, checkpoint: Checkpoint) -> bool:
 # --- the whole interruption --------------------------------------------------------------------
 
 
-def interrupt(instance: Instance, trigger: Interruption, *, s3: Any, grace_seconds: float,
-              on_event: Callable[[str], None]) -> None:
+def interrupt(
+    instance: Instance, trigger: Interruption, *, s3: Any, grace_seconds: float, on_event: Callable[[str], None]
+) -> None:
     """Post the spot notice on the instance when `trigger` fires, mid-training; NeverFired if it cannot."""
     watcher = Watcher(instance, s3)
     if trigger.checkpoint is not None:
@@ -232,7 +240,9 @@ def interrupt(instance: Instance, trigger: Interruption, *, s3: Any, grace_secon
         if checkpoint is not None:
             _await_upload(watcher, s3, checkpoint, hold)
         notice = instance.imds.post_spot_notice(in_seconds=grace_seconds)
-        when = f"{checkpoint.key} is in s3://{checkpoint.bucket}" if checkpoint else f"{trigger.seconds:g}s into training"
+        when = (
+            f"{checkpoint.key} is in s3://{checkpoint.bucket}" if checkpoint else f"{trigger.seconds:g}s into training"
+        )
         on_event(f"fault {trigger}: spot notice for {instance.instance_id} ({when}): {notice}")
         # AWS reclaims at the notice's time whether or not the agent acted; so does the simulator.
         deadline = time.monotonic() + grace_seconds
@@ -245,9 +255,14 @@ def interrupt(instance: Instance, trigger: Interruption, *, s3: Any, grace_secon
 def _await_upload(watcher: Watcher, s3: Any, checkpoint: Checkpoint, hold: Hold) -> None:
     iid = watcher.instance.instance_id
     deadline = time.monotonic() + CHECKPOINT_UPLOAD_TIMEOUT
-    watcher.wait(lambda: uploaded(s3, checkpoint) or hold.acted_on() or time.monotonic() > deadline,
-                 lambda: f"{iid} ended before {checkpoint.key} reached s3://{checkpoint.bucket}")
+    watcher.wait(
+        lambda: uploaded(s3, checkpoint) or hold.acted_on() or time.monotonic() > deadline,
+        lambda: f"{iid} ended before {checkpoint.key} reached s3://{checkpoint.bucket}",
+    )
     if not uploaded(s3, checkpoint):
-        reason = "the agent stopped the training first" if hold.acted_on() else \
-            f"the agent did not upload it within {CHECKPOINT_UPLOAD_TIMEOUT:.0f}s"
+        reason = (
+            "the agent stopped the training first"
+            if hold.acted_on()
+            else f"the agent did not upload it within {CHECKPOINT_UPLOAD_TIMEOUT:.0f}s"
+        )
         raise NeverFired(f"{checkpoint.key} of {iid} never reached s3://{checkpoint.bucket}: {reason}")

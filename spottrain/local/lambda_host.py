@@ -11,6 +11,7 @@ own packages are never swapped. Invocations are serialized because they also swa
 The host also records every AWS API call a handler makes (`calls`): moto enforces no IAM, so these
 are what tests compare with the deployed roles' policies (see spottrain/local/iam_check.py).
 """
+
 from __future__ import annotations
 
 import collections

@@ -9,6 +9,7 @@ Resource/NotResource, Principal (resource policies) and the condition operators 
 An operator outside that list raises UnsupportedCondition rather than guessing: a check that silently
 ignored a condition would pass what AWS denies, or the reverse.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,8 +48,11 @@ class Verdict:
         return self.decision is Decision.ALLOWED
 
 
-def evaluate(request: Request, identity_policies: Iterable[Mapping[str, Any]],
-             resource_policies: Iterable[Mapping[str, Any]] = ()) -> Verdict:
+def evaluate(
+    request: Request,
+    identity_policies: Iterable[Mapping[str, Any]],
+    resource_policies: Iterable[Mapping[str, Any]] = (),
+) -> Verdict:
     """Deny wins; then any Allow (identity, or a resource policy naming this principal); else implicit deny."""
     matching: list[tuple[str, str]] = []
     for policy, is_resource_policy in [(p, False) for p in identity_policies] + [(p, True) for p in resource_policies]:
@@ -67,9 +71,11 @@ def evaluate(request: Request, identity_policies: Iterable[Mapping[str, Any]],
 def _applies(statement: Mapping[str, Any], request: Request, is_resource_policy: bool) -> bool:
     if is_resource_policy and not _principal_matches(statement.get("Principal"), request.principal_arn):
         return False
-    return (_matches_element(statement, "Action", request.action, case_sensitive=False)
-            and _matches_element(statement, "Resource", request.resource, case_sensitive=True)
-            and conditions_hold(statement.get("Condition") or {}, request.context))
+    return (
+        _matches_element(statement, "Action", request.action, case_sensitive=False)
+        and _matches_element(statement, "Resource", request.resource, case_sensitive=True)
+        and conditions_hold(statement.get("Condition") or {}, request.context)
+    )
 
 
 def _matches_element(statement: Mapping[str, Any], element: str, value: str, *, case_sensitive: bool) -> bool:
@@ -139,8 +145,10 @@ def _operator_holds(operator: str, keys: Mapping[str, Any], context: Mapping[str
     if_exists = operator.endswith("IfExists")
     base = operator[: -len("IfExists")] if if_exists else operator
     if base not in OPERATORS:
-        raise UnsupportedCondition(f"condition operator {operator!r} is not evaluated by spottrain/local/policy_eval.py; "
-                                   f"implement it there (supported: {', '.join(OPERATORS)})")
+        raise UnsupportedCondition(
+            f"condition operator {operator!r} is not evaluated by spottrain/local/policy_eval.py; "
+            f"implement it there (supported: {', '.join(OPERATORS)})"
+        )
     test, negated = OPERATORS[base]
     for key, expected in keys.items():
         actual = context.get(key.lower())

@@ -7,6 +7,7 @@ own where one can be made (root, or a delegated subtree): membership is inherite
 cannot be left by an unprivileged process. Elsewhere a marker in the instance's environment, which
 every descendant inherits, finds them in `/proc/<pid>/environ`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -115,10 +116,17 @@ def track(name: str) -> InstanceProcesses:
 @functools.lru_cache(maxsize=1)
 def _cgroup_parent() -> Path | None:
     """This process's own cgroup v2 folder, if a child group can be made there and joined."""
-    mount = next((line.split()[4] for line in _read_bytes("/proc/self/mountinfo").decode().splitlines()
-                  if " - cgroup2 " in line), None)
-    own = next((line[3:] for line in _read_bytes("/proc/self/cgroup").decode().splitlines()
-                if line.startswith("0::")), None)
+    mount = next(
+        (
+            line.split()[4]
+            for line in _read_bytes("/proc/self/mountinfo").decode().splitlines()
+            if " - cgroup2 " in line
+        ),
+        None,
+    )
+    own = next(
+        (line[3:] for line in _read_bytes("/proc/self/cgroup").decode().splitlines() if line.startswith("0::")), None
+    )
     if mount is None or own is None:
         return None
     parent = Path(mount) / own.lstrip("/")
@@ -128,8 +136,14 @@ def _cgroup_parent() -> Path | None:
     except OSError:
         return None
     try:
-        joined = subprocess.run(["sh", "-c", 'echo $$ > "$0"', str(probe / "cgroup.procs")],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+        joined = (
+            subprocess.run(
+                ["sh", "-c", 'echo $$ > "$0"', str(probe / "cgroup.procs")],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ).returncode
+            == 0
+        )
     finally:
         CgroupProcesses("probe", probe).end_all()
     return parent if joined else None
@@ -151,9 +165,10 @@ def state(pid: int) -> ProcessState | None:
     text = _read_bytes(f"/proc/{pid}/stat").decode(errors="replace")
     if not text:
         return None
-    fields = text[text.rindex(")") + 2:].split()  # the command name in parentheses may hold spaces
-    return ProcessState(session=int(fields[3]), started=int(fields[19]),
-                        stopped=fields[0] in ("T", "t"), zombie=fields[0] in ("Z", "X"))
+    fields = text[text.rindex(")") + 2 :].split()  # the command name in parentheses may hold spaces
+    return ProcessState(
+        session=int(fields[3]), started=int(fields[19]), stopped=fields[0] in ("T", "t"), zombie=fields[0] in ("Z", "X")
+    )
 
 
 def sigterm_pending(pid: int) -> bool:

@@ -15,6 +15,7 @@ HOME=/home/ubuntu (the bootstrap's SPOTTRAIN_RUN_AS and SPOTTRAIN_RUN_AS_HOME).
 The instance runs this file as a script before its user data (`python -I sandbox.py HOME -- bash
 user-data.sh`), so it uses the standard library only.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -33,8 +34,10 @@ CLONE_NEWUSER = 0x10000000
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
-REFUSAL = ("this emulator cannot map absolute paths into its sandbox ({why}); run it as root, or where "
-           "unprivileged user namespaces are allowed (e.g. sysctl kernel.apparmor_restrict_unprivileged_userns=0)")
+REFUSAL = (
+    "this emulator cannot map absolute paths into its sandbox ({why}); run it as root, or where "
+    "unprivileged user namespaces are allowed (e.g. sysctl kernel.apparmor_restrict_unprivileged_userns=0)"
+)
 
 
 class SandboxError(OSError):
@@ -70,8 +73,9 @@ def main(argv: List[str]) -> None:
         _enter_namespace()
     except OSError as error:
         print(f"sandbox: /home is not mapped: {error}", file=sys.stderr)
-        env.update(SPOTTRAIN_RUN_AS_HOME=str(home / SIMULATED_USER),
-                   SPOTTRAIN_ABSOLUTE_PATHS_REFUSED=REFUSAL.format(why=error))
+        env.update(
+            SPOTTRAIN_RUN_AS_HOME=str(home / SIMULATED_USER), SPOTTRAIN_ABSOLUTE_PATHS_REFUSED=REFUSAL.format(why=error)
+        )
     else:
         _mount_home(home)
         print(f"sandbox: /home is {home} (private mount namespace)", file=sys.stderr)
@@ -92,8 +96,10 @@ def _outside_simulated_home(home: Path) -> str:
     needed = {home, Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve(), Path(__file__).resolve()}
     inside = sorted(str(path) for path in needed if path == hidden or hidden in path.resolve().parents)
     if inside:
-        return (f"{', '.join(inside)} would be hidden by the simulated {hidden}; keep the emulator's folder and "
-                f"virtualenv outside {hidden}")
+        return (
+            f"{', '.join(inside)} would be hidden by the simulated {hidden}; keep the emulator's folder and "
+            f"virtualenv outside {hidden}"
+        )
     return ""
 
 

@@ -1,4 +1,5 @@
 """moto's server on a free loopback port, with its Step Functions executor on."""
+
 from __future__ import annotations
 
 import json

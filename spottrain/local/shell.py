@@ -5,6 +5,7 @@ a simulated instance is a folder and its processes, so its "session" is $SHELL (
 the instance's home (the clone is there). An instance is kept while its agent's door note
 (spottrain/contract/debug_door.py) is there, its time not up, and the simulator has not ended it.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -32,13 +33,18 @@ def kept_instance(workdir: Path, exec_name: str, now: Optional[dt.datetime] = No
     now = now or dt.datetime.now(dt.timezone.utc)
     for folder in _instances_newest_first(workdir):
         note = _door_note(folder)
-        if note and note.get("exec_name") == exec_name and not (folder / ENDED_FILE).exists() \
-                and dt.datetime.fromisoformat(note["until"]) > now:
+        if (
+            note
+            and note.get("exec_name") == exec_name
+            and not (folder / ENDED_FILE).exists()
+            and dt.datetime.fromisoformat(note["until"]) > now
+        ):
             return folder
     raise NoKeptInstance(
         f"no kept instance of {exec_name} in {workdir}: a failed job's instance is kept only while "
         "on_failure.keep_alive_minutes runs (run it with `spottrain submit --local` and a spec with "
-        "\"on_failure\": {\"keep_alive_minutes\": N}, then open the shell from another terminal)")
+        '"on_failure": {"keep_alive_minutes": N}, then open the shell from another terminal)'
+    )
 
 
 def shell_folder(instance: Path) -> Path:

@@ -1,4 +1,5 @@
 """Shared set-up for emulator runs: one work folder per session, so the synthesized stack is cached."""
+
 from __future__ import annotations
 
 import json
@@ -50,6 +51,13 @@ SLOW_TRAINING = "import time\nfor step in range(600):\n    print('step', step, f
 def slow_job(tmp_path) -> dict:
     """A job training for ten minutes, from a throwaway repository, for tests that cancel it."""
     repo = git_repository(tmp_path / "slow-repo", {"train.py": SLOW_TRAINING})
-    return {"exec_name": "slow-job", "repository_url": repo.as_uri(), "repository_name": "slow-repo",
-            "repository_ref": "main", "data_dir": "data", "output_dir": "result",
-            "data_get_command": "true", "exec_command": "python train.py"}
+    return {
+        "exec_name": "slow-job",
+        "repository_url": repo.as_uri(),
+        "repository_name": "slow-repo",
+        "repository_ref": "main",
+        "data_dir": "data",
+        "output_dir": "result",
+        "data_get_command": "true",
+        "exec_command": "python train.py",
+    }

@@ -1,4 +1,5 @@
 """Helpers the emulator scenarios share."""
+
 from __future__ import annotations
 
 import os

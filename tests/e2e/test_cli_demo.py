@@ -1,5 +1,6 @@
 """`spottrain demo` and `submit --local`, as a user runs them: the job's story on screen, its results on
 disk, a fault that never fired called out, nothing left running after Ctrl-C."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,9 @@ def test_given_a_fresh_checkout_when_the_demo_is_interrupted_at_its_first_checkp
 ):
     # When the user runs the demo with a spot interruption (sharing the session's synthesized stack)
     runs = tmp_path / "runs"
-    code = cli.main(["demo", "--workdir", str(emulator_workdir), "--runs", str(runs),
-                     "--inject", "interrupt-at=checkpoint"])
+    code = cli.main(
+        ["demo", "--workdir", str(emulator_workdir), "--runs", str(runs), "--inject", "interrupt-at=checkpoint"]
+    )
     out = capsys.readouterr().out
 
     # Then it succeeds, and the emails it sent were shown as they arrived
@@ -57,8 +59,7 @@ def test_given_a_capacity_outage_when_the_demo_runs_then_it_waits_for_capacity_a
 ):
     # When the user runs the demo while every pool refuses for 20 s (the demo stack waits 60 s: a minute is 1 s)
     runs = tmp_path / "runs"
-    code = cli.main(["demo", "--workdir", str(emulator_workdir), "--runs", str(runs),
-                     "--inject", "capacity-outage=20"])
+    code = cli.main(["demo", "--workdir", str(emulator_workdir), "--runs", str(runs), "--inject", "capacity-outage=20"])
     out = capsys.readouterr().out
 
     # Then it succeeds after one "waiting" email and a "started" one that says it waited
@@ -79,15 +80,27 @@ def test_given_a_fault_due_after_the_training_has_ended_when_the_demo_runs_then_
     emulator_workdir, tmp_path, capsys
 ):
     # When the demo runs with an interruption due 10 minutes into its few seconds of training
-    code = cli.main(["demo", "--workdir", str(emulator_workdir), "--runs", str(tmp_path / "runs"),
-                     "--inject", "interrupt-after=600"])
+    code = cli.main(
+        [
+            "demo",
+            "--workdir",
+            str(emulator_workdir),
+            "--runs",
+            str(tmp_path / "runs"),
+            "--inject",
+            "interrupt-after=600",
+        ]
+    )
     out, err = capsys.readouterr()
 
     # Then the job itself succeeded, but the run fails, saying which fault never happened and why
     assert "✓ multihead-demo" in out and "succeeded" in out
     assert code == 1
-    assert re.fullmatch(r"spottrain: injected fault interrupt-after=600 never fired: i-\w+ ended \d+\.\ds into "
-                        r"its training, before the notice was due at 600s\n", err), err
+    assert re.fullmatch(
+        r"spottrain: injected fault interrupt-after=600 never fired: i-\w+ ended \d+\.\ds into "
+        r"its training, before the notice was due at 600s\n",
+        err,
+    ), err
 
 
 @pytest.mark.timeout(300)
@@ -96,15 +109,29 @@ def test_given_a_local_job_training_when_the_user_presses_ctrl_c_then_no_process
 ):
     # Given `spottrain submit --local` of a job whose training daemonised a process out of its session
     spec = tmp_path / "slow.json"
-    spec.write_text(json.dumps({**slow_job, "exec_command": "setsid nohup sleep 600 >/dev/null 2>&1 & python train.py"}))
+    spec.write_text(
+        json.dumps({**slow_job, "exec_command": "setsid nohup sleep 600 >/dev/null 2>&1 & python train.py"})
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    command = [sys.executable, "-m", "spottrain.cli", "submit", "--local", str(spec), "--workdir", str(emulator_workdir)]
+    command = [
+        sys.executable,
+        "-m",
+        "spottrain.cli",
+        "submit",
+        "--local",
+        str(spec),
+        "--workdir",
+        str(emulator_workdir),
+    ]
     user = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     instances = emulator_workdir / "runs"
     try:
-        wait_until(lambda: [p for p in processes_under(instances) if p.endswith("sleep 600")]
-                   and [p for p in processes_under(instances) if p.endswith("python train.py")],
-                   timeout=180, what="the daemon and the training running")
+        wait_until(
+            lambda: [p for p in processes_under(instances) if p.endswith("sleep 600")]
+            and [p for p in processes_under(instances) if p.endswith("python train.py")],
+            timeout=180,
+            what="the daemon and the training running",
+        )
 
         # When the user presses Ctrl-C
         user.send_signal(signal.SIGINT)

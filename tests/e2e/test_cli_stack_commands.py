@@ -3,6 +3,7 @@
 They find the stack by name through CloudFormation and use the default credential chain, exactly as
 against AWS; only AWS_ENDPOINT_URL points the SDK at the emulator.
 """
+
 from __future__ import annotations
 
 import json
@@ -68,8 +69,12 @@ def test_given_a_running_job_when_cancelled_from_the_cli_then_nothing_is_left_ru
 
     assert code == 0 and "cancelled slow-job" in out, out
     ec2 = stack_endpoint.client("ec2")
-    live = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
-            if i["State"]["Name"] in ("pending", "running")]
+    live = [
+        i
+        for r in ec2.describe_instances()["Reservations"]
+        for i in r["Instances"]
+        if i["State"]["Name"] in ("pending", "running")
+    ]
     assert live == []
     code, out, _ = _run(capsys, "status", "slow-job")
     assert code == 0 and "ABORTED" in out

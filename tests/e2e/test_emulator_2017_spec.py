@@ -3,6 +3,7 @@
 Only repository_url and the two interpreter paths change: the repository is a local stand-in for
 chainer-pix2pix, and /home/ubuntu/.pyenv/shims/{aws,python} become the emulator's aws shim and Python.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "jobs" / "pix2pix.j
 FACADES = {"base/cmp_b0001.jpg": b"jpg-1", "base/cmp_b0001.png": b"png-1", "base/cmp_b0002.jpg": b"jpg-2"}
 
 # Stands in for chainer-pix2pix's train_facade.py: the same options, no real training.
-TRAIN_FACADE = r'''
+TRAIN_FACADE = r"""
 import argparse, json, os, pathlib
 parser = argparse.ArgumentParser()
 parser.add_argument("-g", "--gpu", type=int)
@@ -34,7 +35,7 @@ out.mkdir(parents=True, exist_ok=True)
     "seen": sorted(path.relative_to(data).as_posix() for path in data.rglob("*") if path.is_file()),
     "cwd": os.getcwd(), "home": os.environ["HOME"], "script": os.path.abspath(__file__), "epochs": args.epoch,
 }))
-'''
+"""
 
 
 def files_under(folder: Path) -> set:
@@ -50,7 +51,11 @@ def as_run_here(published: dict, repository: Path, aws: Path) -> dict:
     spec = dict(published, repository_url=repository.as_uri())
     spec["data_get_command"] = published["data_get_command"].replace("/home/ubuntu/.pyenv/shims/aws", str(aws))
     spec["exec_command"] = published["exec_command"].replace("/home/ubuntu/.pyenv/shims/python", sys.executable)
-    assert {key for key in spec if spec[key] != published[key]} == {"repository_url", "data_get_command", "exec_command"}
+    assert {key for key in spec if spec[key] != published[key]} == {
+        "repository_url",
+        "data_get_command",
+        "exec_command",
+    }
     return spec
 
 

@@ -1,4 +1,5 @@
 """Cancelling a running job in the emulator: the execution stops and no instance outlives it."""
+
 from __future__ import annotations
 
 
@@ -6,8 +7,6 @@ import pytest
 
 from e2e_support import wait_until
 from spottrain.local import Emulator
-
-
 
 
 @pytest.mark.timeout(300)
@@ -21,8 +20,11 @@ def test_given_a_training_job_when_cancelled_then_aborted_instance_terminated_an
         final = emulator.wait(arn, timeout=30)
         assert final["status"] == "ABORTED"
         ec2 = emulator.client("ec2")
-        wait_until(lambda: {i["State"]["Name"] for r in ec2.describe_instances()["Reservations"]
-                             for i in r["Instances"]} == {"terminated"}, timeout=30)
+        wait_until(
+            lambda: {i["State"]["Name"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
+            == {"terminated"},
+            timeout=30,
+        )
         wait_until(lambda: not any(instance.alive for instance in emulator.ec2.instances.values()), timeout=15)
         emails = emulator.wait_for_emails(2, timeout=15)
         assert any("cancelled" in email["subject"] for email in emails), [e["subject"] for e in emails]

@@ -1,5 +1,6 @@
 """The debug door end to end in the emulator: a failed job's instance is kept, reachable by
 `spottrain shell`, announced with the start-session command, and terminated when its time is up."""
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,15 @@ LONG_DOOR_MINUTES = 300
 def shell_session(workdir: Path, exec_name: str, commands: str) -> subprocess.CompletedProcess:
     """`spottrain shell` as a user runs it from a second terminal, its commands fed on stdin."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "SHELL": "/bin/sh"}
-    return subprocess.run([sys.executable, "-m", "spottrain.cli", "shell", exec_name, "--workdir", str(workdir)],
-                          input=commands, capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "spottrain.cli", "shell", exec_name, "--workdir", str(workdir)],
+        input=commands,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +47,18 @@ def emulator(emulator_workdir) -> Iterator[Emulator]:
 def failing_job(demo_job: dict, exec_name: str, kept_minutes: int) -> dict:
     """A job whose command leaves a clue in its clone and fails, with on_failure.keep_alive_minutes."""
     spec = {key: value for key, value in demo_job.items() if key not in ("setup_command", "checkpoint_dir")}
-    return spec | {"exec_name": exec_name, "data_get_command": "true",
-                   "exec_command": "echo 'loss went NaN' > clue.txt; exit 3",
-                   "on_failure": {"keep_alive_minutes": kept_minutes}}
+    return spec | {
+        "exec_name": exec_name,
+        "data_get_command": "true",
+        "exec_command": "echo 'loss went NaN' > clue.txt; exit 3",
+        "on_failure": {"keep_alive_minutes": kept_minutes},
+    }
 
 
 @pytest.mark.timeout(300)
 def test_given_a_failing_job_with_the_debug_door_then_kept_reachable_announced_and_terminated_after(
-        emulator, emulator_workdir, demo_job):
+    emulator, emulator_workdir, demo_job
+):
     # Given a job whose command leaves a clue and fails, with on_failure.keep_alive_minutes
     spec = failing_job(demo_job, "debug-door", KEPT_MINUTES)
     # When it runs
@@ -56,9 +68,11 @@ def test_given_a_failing_job_with_the_debug_door_then_kept_reachable_announced_a
     def failure_email() -> dict | None:
         emulator.wait_for_emails(len(emulator.emails) + 1, timeout=0.5)
         return next((e for e in emulator.emails if e["subject"].startswith("[spottrain] debug-door failed")), None)
+
     email = wait_until(failure_email, timeout=180, what="the failure email")
     (instance,) = emulator.client("ec2").describe_instances(
-        Filters=[{"Name": f"tag:{layout.TAG_JOB}", "Values": ["debug-door"]}])["Reservations"][0]["Instances"]
+        Filters=[{"Name": f"tag:{layout.TAG_JOB}", "Values": ["debug-door"]}]
+    )["Reservations"][0]["Instances"]
     assert f"aws ssm start-session --target {instance['InstanceId']}" in email["body"], email["body"]
     assert "kept for debugging (on_failure.keep_alive_minutes) until " in email["body"]
 
@@ -73,8 +87,14 @@ def test_given_a_failing_job_with_the_debug_door_then_kept_reachable_announced_a
     final = emulator.wait(arn, timeout=120)
     assert (final["status"], final.get("error")) == ("FAILED", "TrainingFailed"), final
     ec2 = emulator.client("ec2")
-    wait_until(lambda: ec2.describe_instances(InstanceIds=[instance["InstanceId"]])["Reservations"][0][
-        "Instances"][0]["State"]["Name"] == "terminated", timeout=30, what="the kept instance terminated")
+    wait_until(
+        lambda: ec2.describe_instances(InstanceIds=[instance["InstanceId"]])["Reservations"][0]["Instances"][0][
+            "State"
+        ]["Name"]
+        == "terminated",
+        timeout=30,
+        what="the kept instance terminated",
+    )
     wait_until(lambda: not processes_under(emulator.run_dir / "instances"), timeout=30, what="no process left")
     # And the door is closed
     closed = shell_session(emulator_workdir, "debug-door", "pwd\n")
@@ -83,7 +103,8 @@ def test_given_a_failing_job_with_the_debug_door_then_kept_reachable_announced_a
 
 @pytest.mark.timeout(300)
 def test_given_a_kept_instance_when_the_job_is_cancelled_then_it_is_terminated_at_once(
-        emulator, emulator_workdir, demo_job):
+    emulator, emulator_workdir, demo_job
+):
     # Given a failed job whose instance the door keeps for longer than this test
     arn = emulator.start_job(failing_job(demo_job, "debug-door-cancel", LONG_DOOR_MINUTES))
     folder = wait_until(lambda: _kept(emulator_workdir, "debug-door-cancel"), timeout=180, what="the door note")
@@ -94,8 +115,12 @@ def test_given_a_kept_instance_when_the_job_is_cancelled_then_it_is_terminated_a
     # Then the execution stops and the kept instance is terminated now, not after the keep-alive
     assert emulator.wait(arn, timeout=30)["status"] == "ABORTED"
     ec2 = emulator.client("ec2")
-    wait_until(lambda: ec2.describe_instances(InstanceIds=[folder.name])["Reservations"][0]["Instances"][0][
-        "State"]["Name"] == "terminated", timeout=30, what="the kept instance terminated")
+    wait_until(
+        lambda: ec2.describe_instances(InstanceIds=[folder.name])["Reservations"][0]["Instances"][0]["State"]["Name"]
+        == "terminated",
+        timeout=30,
+        what="the kept instance terminated",
+    )
     wait_until(lambda: (folder / shell.ENDED_FILE).exists(), timeout=30, what="its processes ended")
     assert _kept(emulator_workdir, "debug-door-cancel") is None
 

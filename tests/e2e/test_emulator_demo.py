@@ -1,4 +1,5 @@
 """The bundled demo job, end to end in the embedded emulator: the real stack on moto, a real training run."""
+
 from __future__ import annotations
 
 import json
@@ -43,19 +44,25 @@ def test_given_the_demo_job_when_it_runs_in_the_emulator_then_model_metrics_emai
         instances = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
         assert instances, "the workflow never launched an instance"
         assert {i["State"]["Name"] for i in instances} == {"terminated"}
-        open_requests = ec2.describe_spot_instance_requests(
-            Filters=[{"Name": "state", "Values": ["open", "active"]}]
-        )["SpotInstanceRequests"]
+        open_requests = ec2.describe_spot_instance_requests(Filters=[{"Name": "state", "Values": ["open", "active"]}])[
+            "SpotInstanceRequests"
+        ]
         assert open_requests == []
         assert not any(instance.alive for instance in emulator.ec2.instances.values())
 
         # Measured, not asserted: where the demo's wall time goes (pytest -rA or --junitxml shows them)
         completed = json.loads(s3.get_object(Bucket=bucket, Key="status/completed.json")["Body"].read())
         training = sum((completed.get("phase_seconds") or {}).values())
-        timings = {**{k: round(v, 1) for k, v in emulator.timings.items()},
-                   "job": round(orchestration, 1), "training": round(training, 1),
-                   "history_events": len(emulator.client("stepfunctions").get_execution_history(
-                       executionArn=final["executionArn"], maxResults=1000)["events"])}
+        timings = {
+            **{k: round(v, 1) for k, v in emulator.timings.items()},
+            "job": round(orchestration, 1),
+            "training": round(training, 1),
+            "history_events": len(
+                emulator.client("stepfunctions").get_execution_history(
+                    executionArn=final["executionArn"], maxResults=1000
+                )["events"]
+            ),
+        }
         for name, value in timings.items():
             record_property(name, value)
         log.info("demo timings: %s", timings)

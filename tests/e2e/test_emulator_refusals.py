@@ -2,6 +2,7 @@
 
 One emulator for both stories; each job has its own exec_name, so its own bucket and emails.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,10 +31,12 @@ def _emails_of(emulator: Emulator, exec_name: str) -> list[dict]:
 
 @pytest.mark.timeout(300)
 def test_given_a_bootstrap_that_cannot_fetch_its_agent_then_the_job_fails_once_with_the_console_in_the_email(
-        emulator, slow_job):
+    emulator, slow_job
+):
     # Given an agent asset that the instance's bootstrap cannot download (as with no route to S3)
     environment = emulator.client("lambda").get_function_configuration(
-        FunctionName=emulator.outputs["TerminateFunctionName"])["Environment"]["Variables"]
+        FunctionName=emulator.outputs["TerminateFunctionName"]
+    )["Environment"]["Variables"]
     s3 = emulator.client("s3")
     agent = s3.get_object(Bucket=environment["AGENT_BUCKET"], Key=environment["AGENT_KEY"])["Body"].read()
     s3.delete_object(Bucket=environment["AGENT_BUCKET"], Key=environment["AGENT_KEY"])
@@ -48,12 +51,16 @@ def test_given_a_bootstrap_that_cannot_fetch_its_agent_then_the_job_fails_once_w
     # Then it failed after one launch, not as an interruption, and no pool was blamed
     assert (final["status"], final.get("error")) == ("FAILED", "TrainingFailed"), final.get("cause")
     assert emulator.lambda_host.invocations[LAUNCH] == launches + 1
-    report = json.loads(s3.get_object(Bucket=emulator.stack.job_bucket(job["exec_name"]), Key=layout.REPORT_KEY)[
-        "Body"].read())
+    report = json.loads(
+        s3.get_object(Bucket=emulator.stack.job_bucket(job["exec_name"]), Key=layout.REPORT_KEY)["Body"].read()
+    )
     assert [attempt["outcome"] for attempt in report["attempts"]] == ["FAILED"]
     # And the failure email says "bootstrap failed" with the console's last lines (the bootstrap's own error)
-    emails = wait_until(lambda: [e for e in _emails_of(emulator, "no-agent-job") if " failed " in e["subject"]],
-                        timeout=20, what="the failure email")
+    emails = wait_until(
+        lambda: [e for e in _emails_of(emulator, "no-agent-job") if " failed " in e["subject"]],
+        timeout=20,
+        what="the failure email",
+    )
     assert emails[0]["subject"].startswith("[spottrain] no-agent-job failed (bootstrap failed)")
     assert "Last " in emails[0]["body"] and "lines of the console output of i-" in emails[0]["body"]
     assert "spottrain bootstrap: FAILED" in emails[0]["body"]
@@ -67,8 +74,13 @@ def test_given_a_running_job_when_the_same_exec_name_starts_again_then_the_secon
     first = emulator.start_job(job)
     bucket = emulator.stack.job_bucket(job["exec_name"])
     s3 = emulator.client("s3")
-    wait_until(lambda: s3.list_objects_v2(Bucket=bucket, Prefix=layout.attempt_logs_prefix(1)).get("KeyCount", 0)
-               if bucket in [b["Name"] for b in s3.list_buckets()["Buckets"]] else 0, timeout=120, what="training logs")
+    wait_until(
+        lambda: s3.list_objects_v2(Bucket=bucket, Prefix=layout.attempt_logs_prefix(1)).get("KeyCount", 0)
+        if bucket in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+        else 0,
+        timeout=120,
+        what="training logs",
+    )
     try:
         # When a second execution of the same job starts
         second = emulator.wait(emulator.start_job(job), timeout=60)

@@ -7,6 +7,7 @@ the real training payload; the others prove their point with a one-line command.
 scenario injects must have fired, and every scenario ends with nothing left running: no instance,
 no spot request, no process of a simulated instance on this machine.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,9 +47,11 @@ def emulator(emulator_workdir) -> Iterator[Emulator]:
 @pytest.fixture
 def quick_job(demo_job) -> Callable[..., dict]:
     """A job that clones the local repo like the demo but runs a one-line command instead of training."""
+
     def make(exec_name: str, exec_command: str = "echo hi; sleep 1") -> dict:
         spec = {key: value for key, value in demo_job.items() if key not in ("setup_command", "checkpoint_dir")}
         return {**spec, "exec_name": exec_name, "data_get_command": "true", "exec_command": exec_command}
+
     return make
 
 
@@ -78,10 +81,12 @@ def timed(record_property: Callable[[str, Any], None], name: str) -> Iterator[No
 
 def job_emails(emulator: Emulator, exec_name: str, count: int, timeout: float = 15) -> list[dict]:
     """The job's emails (subjects start with "[spottrain] <exec_name> "), once `count` have arrived."""
+
     def arrived() -> list[dict]:
         emulator.wait_for_emails(len(emulator.emails) + 1, timeout=0.5)
         mine = [e for e in emulator.emails if e["subject"].startswith(f"[spottrain] {exec_name} ")]
         return mine if len(mine) >= count else []
+
     return wait_until(arrived, timeout, f"{count} emails for {exec_name}")
 
 
@@ -95,16 +100,27 @@ def job_instances(emulator: Emulator, exec_name: str) -> list[dict]:
 def assert_nothing_left_running(emulator: Emulator) -> None:
     """No instance pending or running, no spot request open or active, no process of a simulated instance."""
     ec2 = emulator.client("ec2")
-    wait_until(lambda: not ec2.describe_instances(
-        Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])["Reservations"],
-        timeout=30, what="every instance terminated")
-    open_requests = ec2.describe_spot_instance_requests(
-        Filters=[{"Name": "state", "Values": ["open", "active"]}])["SpotInstanceRequests"]
+    wait_until(
+        lambda: not ec2.describe_instances(Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])[
+            "Reservations"
+        ],
+        timeout=30,
+        what="every instance terminated",
+    )
+    open_requests = ec2.describe_spot_instance_requests(Filters=[{"Name": "state", "Values": ["open", "active"]}])[
+        "SpotInstanceRequests"
+    ]
     assert open_requests == []
-    wait_until(lambda: not any(instance.alive for instance in emulator.ec2.instances.values()),
-                timeout=15, what="every simulated instance's process ended")
-    wait_until(lambda: not processes_under(emulator.run_dir / "instances"), timeout=15,
-               what=f"every process the instances started ended: {processes_under(emulator.run_dir / 'instances')}")
+    wait_until(
+        lambda: not any(instance.alive for instance in emulator.ec2.instances.values()),
+        timeout=15,
+        what="every simulated instance's process ended",
+    )
+    wait_until(
+        lambda: not processes_under(emulator.run_dir / "instances"),
+        timeout=15,
+        what=f"every process the instances started ended: {processes_under(emulator.run_dir / 'instances')}",
+    )
 
 
 def read_json(emulator: Emulator, bucket: str, key: str) -> dict:
@@ -187,14 +203,14 @@ def test_given_a_spot_interruption_mid_training_when_the_job_runs_then_it_resume
         bucket = json.loads(final["output"])["storage"]["bucket"]
         report = read_json(emulator, bucket, layout.REPORT_KEY)
         outcomes = [(a["attempt"], a["outcome"]) for a in report["attempts"]]
-        assert outcomes == [(1, "INTERRUPTED"), (2, "SUCCEEDED")], (
-            f"{outcomes}: the notice did not stop attempt 1")
+        assert outcomes == [(1, "INTERRUPTED"), (2, "SUCCEEDED")], f"{outcomes}: the notice did not stop attempt 1"
         assert len(job_instances(emulator, "scenario-interrupted")) == 2
         # And the second attempt resumed the first one's checkpoint
         metrics = read_json(emulator, bucket, "output/metrics.json")
         assert (metrics["resumed_from_iteration"] or 0) > 0, (
             "attempt 2 did not resume; attempt 1's output ended with:\n"
-            + "\n".join(output_tail(emulator, bucket, attempt=1)))
+            + "\n".join(output_tail(emulator, bucket, attempt=1))
+        )
         # And trained exactly as many iterations as an uninterrupted run: nothing lost, nothing repeated
         uninterrupted = math.ceil(DEMO_EPOCHS * metrics["train_examples"] / metrics["batch_size"])
         assert (metrics["epochs"], metrics["iterations"]) == (DEMO_EPOCHS, uninterrupted), metrics
@@ -241,8 +257,11 @@ def test_given_a_workflow_error_during_training_when_the_job_fails_then_no_proce
 
         # Then the job failed through its error path, which terminated the instance and all it ran
         assert final["status"] == "FAILED", final
-        entered = [e["stateEnteredEventDetails"]["name"] for e in history(emulator, final["executionArn"])
-                   if e.get("stateEnteredEventDetails")]
+        entered = [
+            e["stateEnteredEventDetails"]["name"]
+            for e in history(emulator, final["executionArn"])
+            if e.get("stateEnteredEventDetails")
+        ]
         assert "TerminateOnError" in entered, entered
         assert_nothing_left_running(emulator)
 
@@ -285,8 +304,11 @@ def test_given_an_invalid_spec_when_submitted_then_it_fails_at_validation_and_cr
         assert (final["status"], final.get("error")) == ("FAILED", "InvalidJobSpec"), final
         assert "instance.types[0]" in final.get("cause", ""), final.get("cause")
         # And it failed at validation: no other task ran, no bucket, no instance
-        entered = [e["stateEnteredEventDetails"]["name"] for e in history(emulator, final["executionArn"])
-                   if e.get("stateEnteredEventDetails")]
+        entered = [
+            e["stateEnteredEventDetails"]["name"]
+            for e in history(emulator, final["executionArn"])
+            if e.get("stateEnteredEventDetails")
+        ]
         assert entered[-1] == "ValidateJob", entered
         buckets = {b["Name"] for b in emulator.client("s3").list_buckets()["Buckets"]}
         assert emulator.stack.job_bucket("scenario-invalid") not in buckets
@@ -325,8 +347,9 @@ def test_given_a_transient_lambda_error_when_the_job_runs_then_the_task_is_retri
 # --- an agent that dies or hangs: the callback wait notices without polling -----------------------
 
 # Attempt 1 trains "forever" (until its agent is killed or frozen); attempt 2 finishes at once.
-FIRST_ATTEMPT_HANGS = ('if [ "$SPOTTRAIN_ATTEMPT" = 1 ]; then echo training started; sleep 600; '
-                       'else echo resumed and done; fi')
+FIRST_ATTEMPT_HANGS = (
+    'if [ "$SPOTTRAIN_ATTEMPT" = 1 ]; then echo training started; sleep 600; else echo resumed and done; fi'
+)
 
 
 def training_started(emulator: Emulator, exec_name: str) -> bool:
@@ -335,7 +358,10 @@ def training_started(emulator: Emulator, exec_name: str) -> bool:
     except emulator.client("s3").exceptions.ClientError:
         return False
     return (heartbeat.get("attempt"), heartbeat.get("phase"), heartbeat.get("last_log_line")) == (
-        1, "exec", "training started")
+        1,
+        "exec",
+        "training started",
+    )
 
 
 def agent_pid(emulator: Emulator, exec_name: str) -> int:
@@ -353,15 +379,20 @@ def agent_pid(emulator: Emulator, exec_name: str) -> int:
 
 def judged_waits(emulator: Emulator, execution_arn: str) -> list[dict]:
     """How each attempt's wait ended, as PollCompletion received it ($.wait)."""
-    return [json.loads(e["stateEnteredEventDetails"]["input"]).get("wait")
-            for e in history(emulator, execution_arn)
-            if e["type"] == "TaskStateEntered" and e["stateEnteredEventDetails"]["name"] == "PollCompletion"]
+    return [
+        json.loads(e["stateEnteredEventDetails"]["input"]).get("wait")
+        for e in history(emulator, execution_arn)
+        if e["type"] == "TaskStateEntered" and e["stateEnteredEventDetails"]["name"] == "PollCompletion"
+    ]
 
 
 def waited_seconds(emulator: Emulator, execution_arn: str, since: float) -> float:
     """Seconds from `since` (epoch) to the end of attempt 1's wait (PollCompletion entered)."""
-    entered = next(e for e in history(emulator, execution_arn) if e["type"] == "TaskStateEntered"
-                   and e["stateEnteredEventDetails"]["name"] == "PollCompletion")
+    entered = next(
+        e
+        for e in history(emulator, execution_arn)
+        if e["type"] == "TaskStateEntered" and e["stateEnteredEventDetails"]["name"] == "PollCompletion"
+    )
     return entered["timestamp"].timestamp() - since
 
 

@@ -7,6 +7,7 @@ the run left is searched: every object in the job's bucket (logs, output, marker
 email, the execution's input and history, and every file in the emulator's run folder (the instances'
 sandboxes and consoles, the Lambdas' logs).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,12 +25,14 @@ from spottrain.secret_store import put_secret
 TOKEN_SECRET = "/spottrain/e2e/git-token"
 
 # Uses the value (its hash goes to output/) and prints it, which the agent must mask.
-TRAIN = ("import hashlib, os, pathlib\n"
-         "token = os.environ['DATASET_TOKEN']\n"
-         "print('using token', token, flush=True)\n"
-         "out = pathlib.Path(os.environ['SPOTTRAIN_OUTPUT_DIR'])\n"
-         "out.mkdir(parents=True, exist_ok=True)\n"
-         "(out / 'token.sha256').write_text(hashlib.sha256(token.encode()).hexdigest())\n")
+TRAIN = (
+    "import hashlib, os, pathlib\n"
+    "token = os.environ['DATASET_TOKEN']\n"
+    "print('using token', token, flush=True)\n"
+    "out = pathlib.Path(os.environ['SPOTTRAIN_OUTPUT_DIR'])\n"
+    "out.mkdir(parents=True, exist_ok=True)\n"
+    "(out / 'token.sha256').write_text(hashlib.sha256(token.encode()).hexdigest())\n"
+)
 
 
 def _everything_in_bucket(s3, bucket: str) -> dict[str, bytes]:
@@ -60,10 +63,18 @@ def emulator(emulator_workdir, private_host):
 
 
 def _spec(server: PrivateGitServer, exec_name: str, token_secret: str = TOKEN_SECRET) -> dict:
-    return {"exec_name": exec_name, "repository_url": server.url("secret-repo"), "repository_name": "secret-repo",
-            "repository_auth": {"token_secret": token_secret}, "repository_ref": "main", "data_dir": "data",
-            "output_dir": "result", "data_get_command": "true", "exec_command": "python train.py",
-            "secrets": {"DATASET_TOKEN": "/spottrain/e2e/dataset-token"}}
+    return {
+        "exec_name": exec_name,
+        "repository_url": server.url("secret-repo"),
+        "repository_name": "secret-repo",
+        "repository_auth": {"token_secret": token_secret},
+        "repository_ref": "main",
+        "data_dir": "data",
+        "output_dir": "result",
+        "data_get_command": "true",
+        "exec_command": "python train.py",
+        "secrets": {"DATASET_TOKEN": "/spottrain/e2e/dataset-token"},
+    }
 
 
 @pytest.mark.timeout(300)

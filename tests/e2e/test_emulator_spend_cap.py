@@ -7,6 +7,7 @@ number of real seconds (`secondsPerMinute` shortens minutes-based limits, not th
 here buys about 40 s: far more than the simulated instance needs to boot, clone and start training,
 so the stop lands in the training, which the test waits for as events (the checkpoint, the end).
 """
+
 from __future__ import annotations
 
 import pytest
@@ -48,12 +49,22 @@ def emulator(emulator_workdir):
 
 @pytest.mark.timeout(300)
 def test_given_a_spend_cap_reached_mid_training_then_stopped_checkpoints_kept_failed_and_emailed(
-        emulator, tmp_path, record_property):
+    emulator, tmp_path, record_property
+):
     # Given a job whose cap buys about CAP_SECONDS of its instance (the emulator's fixed price for its first type)
     repo = git_repository(tmp_path / "capped-repo", {"train.py": TRAINING})
-    spec = {"exec_name": "scenario-spend-cap", "repository_url": repo.as_uri(), "repository_name": "capped-repo",
-            "repository_ref": "main", "data_dir": "data", "output_dir": "result", "checkpoint_dir": "result/ckpt",
-            "data_get_command": "true", "exec_command": "python train.py", "instance": {"types": ["g5.xlarge"], "volume_gb": 100}}
+    spec = {
+        "exec_name": "scenario-spend-cap",
+        "repository_url": repo.as_uri(),
+        "repository_name": "capped-repo",
+        "repository_ref": "main",
+        "data_dir": "data",
+        "output_dir": "result",
+        "checkpoint_dir": "result/ckpt",
+        "data_get_command": "true",
+        "exec_command": "python train.py",
+        "instance": {"types": ["g5.xlarge"], "volume_gb": 100},
+    }
     price = emulator_price()
     spec["limits"] = {"max_cost_usd": round(price * CAP_SECONDS / 3600, 6)}
 
@@ -74,8 +85,10 @@ def test_given_a_spend_cap_reached_mid_training_then_stopped_checkpoints_kept_fa
     spent = report["estimated_cost_usd"] + report["ebs_cost_usd"]
     record_property("cap_usd", spec["limits"]["max_cost_usd"])
     record_property("spent_usd", spent)
-    print(f"\nmeasured: cap ${budget['cap_usd']} at ${budget['usd_per_hour']}/h, report.json spent ${spent:.6f} "
-          f"over {report['billable_seconds']} s (stop_at {budget['stop_at']})")
+    print(
+        f"\nmeasured: cap ${budget['cap_usd']} at ${budget['usd_per_hour']}/h, report.json spent ${spent:.6f} "
+        f"over {report['billable_seconds']} s (stop_at {budget['stop_at']})"
+    )
     assert spent >= budget["cap_usd"] * 0.9, (spent, budget)
     # And the email says so: cap, spend, what was kept
     failed = [e for e in job_emails(emulator, "scenario-spend-cap", 2) if "spend cap" in e["subject"]]
@@ -89,5 +102,7 @@ def test_given_a_spend_cap_reached_mid_training_then_stopped_checkpoints_kept_fa
 
 def emulator_price() -> float:
     """USD/h a g5.xlarge attempt with 100 GiB pays in the emulator: its fixed spot price plus the volume's gp3 rate."""
-    return (round(on_demand_price("g5.xlarge") * SPOT_FRACTION_OF_ON_DEMAND, 4)
-            + 100 * GP3_USD_PER_GB_MONTH / HOURS_PER_MONTH)
+    return (
+        round(on_demand_price("g5.xlarge") * SPOT_FRACTION_OF_ON_DEMAND, 4)
+        + 100 * GP3_USD_PER_GB_MONTH / HOURS_PER_MONTH
+    )

@@ -5,6 +5,7 @@ the report lists all 16, and nothing is left (no instance, no process). And a sw
 StopExecution alone stops its running children (whose own clean-up terminates their instances) and never
 starts the rest.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,14 +17,22 @@ from spottrain import jobs, sweeps
 from spottrain.contract import sweep
 from spottrain.local import Emulator
 
-QUICK = "echo variant $VARIANT; mkdir -p result; echo \"{\\\"score\\\": $VARIANT}\" > result/metrics.json"
+QUICK = 'echo variant $VARIANT; mkdir -p result; echo "{\\"score\\": $VARIANT}" > result/metrics.json'
 
 
 def sweep_spec(repo_url: str, exec_name: str, exec_command: str, grid: dict, max_parallel: int) -> dict:
-    return {"exec_name": exec_name, "repository_url": repo_url, "repository_name": "sweep-repo",
-            "repository_ref": "main", "data_dir": "data", "output_dir": "result", "data_get_command": "true",
-            "exec_command": exec_command, "limits": {"max_attempts": 1},
-            "sweep": {"grid": grid, "max_parallel": max_parallel, "metric": "score", "goal": "max"}}
+    return {
+        "exec_name": exec_name,
+        "repository_url": repo_url,
+        "repository_name": "sweep-repo",
+        "repository_ref": "main",
+        "data_dir": "data",
+        "output_dir": "result",
+        "data_get_command": "true",
+        "exec_command": exec_command,
+        "limits": {"max_attempts": 1},
+        "sweep": {"grid": grid, "max_parallel": max_parallel, "metric": "score", "goal": "max"},
+    }
 
 
 @pytest.fixture
@@ -33,17 +42,28 @@ def sweep_repo(tmp_path):
 
 def nothing_left(emulator: Emulator) -> None:
     ec2 = emulator.client("ec2")
-    wait_until(lambda: {i["State"]["Name"] for r in ec2.describe_instances()["Reservations"]
-                        for i in r["Instances"]} <= {"terminated"}, timeout=60, what="every instance terminated")
-    wait_until(lambda: not any(instance.alive for instance in emulator.ec2.instances.values()), timeout=30,
-               what="every simulated instance's process ended")
-    wait_until(lambda: not processes_under(emulator.run_dir / "instances"), timeout=30,
-               what=f"every process the instances started ended: {processes_under(emulator.run_dir / 'instances')}")
+    wait_until(
+        lambda: {i["State"]["Name"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
+        <= {"terminated"},
+        timeout=60,
+        what="every instance terminated",
+    )
+    wait_until(
+        lambda: not any(instance.alive for instance in emulator.ec2.instances.values()),
+        timeout=30,
+        what="every simulated instance's process ended",
+    )
+    wait_until(
+        lambda: not processes_under(emulator.run_dir / "instances"),
+        timeout=30,
+        what=f"every process the instances started ended: {processes_under(emulator.run_dir / 'instances')}",
+    )
 
 
 @pytest.mark.timeout(1500)
 def test_given_16_variants_4_at_a_time_when_the_sweep_runs_then_all_end_never_over_4_and_nothing_is_left(
-        emulator_workdir, sweep_repo):
+    emulator_workdir, sweep_repo
+):
     spec = sweep_spec(sweep_repo, "wide", QUICK, {"VARIANT": [str(n) for n in range(16)]}, max_parallel=4)
     with Emulator(emulator_workdir) as emulator:
         sfn, s3 = emulator.client("stepfunctions"), emulator.client("s3")
@@ -61,32 +81,48 @@ def test_given_16_variants_4_at_a_time_when_the_sweep_runs_then_all_end_never_ov
         rows = sweeps.variant_states(sfn, stack, arn)
         assert [row.status for row in rows] == ["SUCCEEDED"] * 16
         assert 1 <= most_at_once <= 4
-        report = json.loads(s3.get_object(Bucket=sweep.sweep_bucket(stack.job_bucket_prefix, "wide"),
-                                          Key=sweep.REPORT_KEY)["Body"].read())
+        report = json.loads(
+            s3.get_object(Bucket=sweep.sweep_bucket(stack.job_bucket_prefix, "wide"), Key=sweep.REPORT_KEY)[
+                "Body"
+            ].read()
+        )
         assert [row["name"] for row in report["variants"]] == [f"wide-{n}" for n in range(1, 17)]
         assert report["best"] == "wide-16" and report["variants"][15]["metric"] == 15
-        assert any(email["subject"].startswith("spottrain sweep wide: 16/16 succeeded")
-                   for email in emulator.wait_for_emails(1, timeout=15))
+        assert any(
+            email["subject"].startswith("spottrain sweep wide: 16/16 succeeded")
+            for email in emulator.wait_for_emails(1, timeout=15)
+        )
         nothing_left(emulator)
         assert emulator.permission_gaps() == []
 
 
 @pytest.mark.timeout(600)
 def test_given_a_running_sweep_when_stopped_then_children_stop_instances_end_and_the_rest_never_start(
-        emulator_workdir, sweep_repo):
+    emulator_workdir, sweep_repo
+):
     spec = sweep_spec(sweep_repo, "halted", "sleep 600", {"VARIANT": ["1", "2", "3"]}, max_parallel=2)
     with Emulator(emulator_workdir) as emulator:
         sfn = emulator.client("stepfunctions")
         stack = jobs.Stack.from_outputs(emulator.outputs)
         arn = sweeps.start(sfn, stack, spec)
-        wait_until(lambda: sum(instance.alive for instance in emulator.ec2.instances.values()) == 2, timeout=300,
-                   what="two variants' instances running")
+        wait_until(
+            lambda: sum(instance.alive for instance in emulator.ec2.instances.values()) == 2,
+            timeout=300,
+            what="two variants' instances running",
+        )
 
         # When the sweep execution alone is stopped, as the console or `aws stepfunctions stop-execution` would
         sfn.stop_execution(executionArn=arn, error="Cancelled", cause="test")
 
-        wait_until(lambda: sfn.describe_execution(executionArn=arn)["status"] == "ABORTED", timeout=30,
-                   what="the sweep ABORTED")
-        wait_until(lambda: [row.status for row in sweeps.variant_states(sfn, stack, arn)]
-                   == ["ABORTED", "ABORTED", sweeps.PENDING], timeout=60, what="both children stopped, the third unstarted")
+        wait_until(
+            lambda: sfn.describe_execution(executionArn=arn)["status"] == "ABORTED",
+            timeout=30,
+            what="the sweep ABORTED",
+        )
+        wait_until(
+            lambda: [row.status for row in sweeps.variant_states(sfn, stack, arn)]
+            == ["ABORTED", "ABORTED", sweeps.PENDING],
+            timeout=60,
+            what="both children stopped, the third unstarted",
+        )
         nothing_left(emulator)

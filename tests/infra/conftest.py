@@ -1,4 +1,5 @@
 """Synthesize the app once per session (jsii is slow) and share the assembly with every infra test."""
+
 from __future__ import annotations
 
 import pytest

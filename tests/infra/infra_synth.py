@@ -1,4 +1,5 @@
 """Synthesizes the app for the infra tests and gives typed access to the assembly."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -58,5 +59,8 @@ def synthesize(outdir: Path, stack_name: str, context: dict | None) -> Synth:
 
 def job_machines(synth: Synth) -> dict:
     """The job state machine by logical id (the sweep's has its own tests: test_infra_sweep.py)."""
-    return {mid: m for mid, m in synth.resources("AWS::StepFunctions::StateMachine").items()
-            if not mid.startswith("SweepWorkflow")}
+    return {
+        mid: m
+        for mid, m in synth.resources("AWS::StepFunctions::StateMachine").items()
+        if not mid.startswith("SweepWorkflow")
+    }

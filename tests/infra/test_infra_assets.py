@@ -3,6 +3,7 @@
 The Lambda asset is `spottrain/__init__.py` + `spottrain/contract/` + `spottrain/functions/`; the agent
 asset is `spottrain/__init__.py` + `spottrain/contract/` + `spottrain/agent/`: whole package folders.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -72,8 +73,11 @@ def test_jsonschema_layer_asset_holds_the_pinned_wheels_for_the_lambda_runtime_u
     layer_dir = _staged_dir_for_key(default_synth, layer["Properties"]["Content"]["S3Key"])
     # Then everything sits under python/ (Lambda's sys.path entry for layers), one dist-info per pin,
     assert {p.name for p in layer_dir.iterdir()} == {"python"}
-    pins = {line.split("==")[0].lower().replace("-", "_") + "-" + line.split("==")[1]
-            for line in REQUIREMENTS.read_text().splitlines() if line and not line.startswith("#")}
+    pins = {
+        line.split("==")[0].lower().replace("-", "_") + "-" + line.split("==")[1]
+        for line in REQUIREMENTS.read_text().splitlines()
+        if line and not line.startswith("#")
+    }
     assert {p.name.removesuffix(".dist-info").lower() for p in (layer_dir / "python").glob("*.dist-info")} == pins
     # rpds-py compiled for CPython 3.12 on x86_64 Linux (not for the synthesizing machine), and no scripts or caches
     assert [p.name for p in (layer_dir / "python" / "rpds").glob("*.so")] == ["rpds.cpython-312-x86_64-linux-gnu.so"]

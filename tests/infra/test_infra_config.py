@@ -1,4 +1,5 @@
 """Context values (JSON from the defaults, cdk.json or build_app; strings from `-c`) parse alike; bad ones name key, rule and fix."""
+
 from __future__ import annotations
 
 import pytest
@@ -18,19 +19,45 @@ def test_the_stack_defaults_reach_the_lambdas_as_their_own_settings_defaults():
     # it parses to exactly the defaults a function falls back to, and that the CLI checks specs against.
     env = _config().lambda_environment()
 
-    assert settings_from_env({"STACK_NAME": "s", "BUCKET_PREFIX": "p", **env}) == Settings(stack_name="s", bucket_prefix="p")
-    assert set(env) | {"STACK_NAME", "BUCKET_PREFIX", "RECORDS_BUCKET", "TOPIC_ARN", "LAUNCH_TEMPLATE_ID", "AGENT_BUCKET",
-                       "AGENT_KEY", "INSTANCE_ROLE_ARN", "INSTANCE_ROLE_ID"} \
-        == set(ENVIRONMENT_VARIABLES)
+    assert settings_from_env({"STACK_NAME": "s", "BUCKET_PREFIX": "p", **env}) == Settings(
+        stack_name="s", bucket_prefix="p"
+    )
+    assert set(env) | {
+        "STACK_NAME",
+        "BUCKET_PREFIX",
+        "RECORDS_BUCKET",
+        "TOPIC_ARN",
+        "LAUNCH_TEMPLATE_ID",
+        "AGENT_BUCKET",
+        "AGENT_KEY",
+        "INSTANCE_ROLE_ARN",
+        "INSTANCE_ROLE_ID",
+    } == set(ENVIRONMENT_VARIABLES)
 
 
 def test_given_cli_strings_then_they_parse_like_json_values():
-    from_strings = _config(allowedInstanceTypes="g5.xlarge, g6.xlarge", defaultInstanceTypes='["g6.xlarge"]',
-                           heartbeatLostSeconds="120", bidMaxChecks="4", onDemandFallback="false", maxSpotPrice="0.5",
-                           subnetIds="subnet-01,subnet-02", vpcId="vpc-01", jobTimeoutHours="0.5")
-    from_json = _config(allowedInstanceTypes=["g5.xlarge", "g6.xlarge"], defaultInstanceTypes=["g6.xlarge"],
-                        heartbeatLostSeconds=120, bidMaxChecks=4, onDemandFallback=False, maxSpotPrice=0.5,
-                        subnetIds=["subnet-01", "subnet-02"], vpcId="vpc-01", jobTimeoutHours=0.5)
+    from_strings = _config(
+        allowedInstanceTypes="g5.xlarge, g6.xlarge",
+        defaultInstanceTypes='["g6.xlarge"]',
+        heartbeatLostSeconds="120",
+        bidMaxChecks="4",
+        onDemandFallback="false",
+        maxSpotPrice="0.5",
+        subnetIds="subnet-01,subnet-02",
+        vpcId="vpc-01",
+        jobTimeoutHours="0.5",
+    )
+    from_json = _config(
+        allowedInstanceTypes=["g5.xlarge", "g6.xlarge"],
+        defaultInstanceTypes=["g6.xlarge"],
+        heartbeatLostSeconds=120,
+        bidMaxChecks=4,
+        onDemandFallback=False,
+        maxSpotPrice=0.5,
+        subnetIds=["subnet-01", "subnet-02"],
+        vpcId="vpc-01",
+        jobTimeoutHours=0.5,
+    )
     assert from_strings == from_json
     assert from_strings.subnet_ids == ("subnet-01", "subnet-02") and from_strings.max_spot_price == 0.5
 

@@ -1,4 +1,5 @@
 """instanceUser: the AMI's default user, whom the job's commands run as (2017: ubuntu), reaches the Lambdas."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Least privilege: each role gets exactly its calls, scoped to this stack's resources."""
+
 from __future__ import annotations
 
 import json
@@ -13,12 +14,27 @@ from infra_synth import job_machines
 CALLBACK_ACTIONS = {"states:SendTaskHeartbeat", "states:SendTaskSuccess", "states:SendTaskFailure"}
 # IAM service authorization reference: these actions support no resource-level permissions.
 NO_RESOURCE_LEVEL = {
-    "ec2:DescribeInstances", "ec2:DescribeSpotInstanceRequests", "ec2:DescribeSubnets", "ec2:DescribeSpotPriceHistory",
-    "ec2:GetSpotPlacementScores", "pricing:GetProducts",
-    "logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
-    "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
-    "xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules", "xray:GetSamplingTargets",
-    *CALLBACK_ACTIONS, *SESSION_ACTIONS, *AGENT_MESSAGE_ACTIONS,
+    "ec2:DescribeInstances",
+    "ec2:DescribeSpotInstanceRequests",
+    "ec2:DescribeSubnets",
+    "ec2:DescribeSpotPriceHistory",
+    "ec2:GetSpotPlacementScores",
+    "pricing:GetProducts",
+    "logs:CreateLogDelivery",
+    "logs:GetLogDelivery",
+    "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies",
+    "logs:DescribeLogGroups",
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+    "xray:GetSamplingRules",
+    "xray:GetSamplingTargets",
+    *CALLBACK_ACTIONS,
+    *SESSION_ACTIONS,
+    *AGENT_MESSAGE_ACTIONS,
 }
 MUTATING_EC2 = {"ec2:TerminateInstances", "ec2:CancelSpotInstanceRequests"}
 INSTANCE_READS = {"ec2:GetConsoleOutput"}  # resource-level: only this stack's instances
@@ -27,27 +43,70 @@ INSTANCE_READS = {"ec2:GetConsoleOutput"}  # resource-level: only this stack's i
 EXPECTED_TASK_ACTIONS = {
     "validate_job": {"states:ListExecutions", "states:DescribeExecution"},
     "create_bucket": {
-        "s3:CreateBucket", "s3:PutBucketPublicAccessBlock", "s3:PutEncryptionConfiguration", "s3:PutBucketPolicy",
-        "s3:GetBucketTagging", "s3:PutBucketTagging", "s3:PutBucketOwnershipControls", "s3:PutBucketLogging",
-        "s3:ListBucket", "s3:GetBucketLocation",
-        "s3:PutObject", "s3:DeleteObject"},
+        "s3:CreateBucket",
+        "s3:PutBucketPublicAccessBlock",
+        "s3:PutEncryptionConfiguration",
+        "s3:PutBucketPolicy",
+        "s3:GetBucketTagging",
+        "s3:PutBucketTagging",
+        "s3:PutBucketOwnershipControls",
+        "s3:PutBucketLogging",
+        "s3:ListBucket",
+        "s3:GetBucketLocation",
+        "s3:PutObject",
+        "s3:DeleteObject",
+    },
     "request_spot_instance": {
-        "ec2:RunInstances", "ec2:CreateTags", "ec2:DescribeSubnets", "ec2:DescribeSpotPriceHistory",
-        "ec2:GetSpotPlacementScores", "pricing:GetProducts", "iam:PassRole", "iam:CreateServiceLinkedRole",
-        "s3:GetObject", "s3:PutObject", "s3:ListBucket",
-        "s3:GetBucketPolicy", "s3:PutBucketPolicy"},  # admits each attempt's instance to its job bucket
+        "ec2:RunInstances",
+        "ec2:CreateTags",
+        "ec2:DescribeSubnets",
+        "ec2:DescribeSpotPriceHistory",
+        "ec2:GetSpotPlacementScores",
+        "pricing:GetProducts",
+        "iam:PassRole",
+        "iam:CreateServiceLinkedRole",
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:ListBucket",
+        "s3:GetBucketPolicy",
+        "s3:PutBucketPolicy",
+    },  # admits each attempt's instance to its job bucket
     "check_bid": {
-        "ec2:DescribeInstances", "ec2:DescribeSpotInstanceRequests", *MUTATING_EC2,
-        "s3:GetObject", "s3:PutObject", "s3:ListBucket"},
-    "poll_completion": {"s3:GetObject", "s3:PutObject", "s3:ListBucket", "ec2:DescribeInstances", "ec2:TerminateInstances",
-                        "ec2:GetConsoleOutput", "ec2:DescribeSpotPriceHistory"},
-    "await_training": {"s3:GetObject", "s3:PutObject", "s3:ListBucket", "ec2:DescribeInstances",
-                       "states:SendTaskSuccess", "states:SendTaskFailure"},
+        "ec2:DescribeInstances",
+        "ec2:DescribeSpotInstanceRequests",
+        *MUTATING_EC2,
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:ListBucket",
+    },
+    "poll_completion": {
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:ListBucket",
+        "ec2:DescribeInstances",
+        "ec2:TerminateInstances",
+        "ec2:GetConsoleOutput",
+        "ec2:DescribeSpotPriceHistory",
+    },
+    "await_training": {
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:ListBucket",
+        "ec2:DescribeInstances",
+        "states:SendTaskSuccess",
+        "states:SendTaskFailure",
+    },
     "instance_state_change": {"s3:GetObject", "s3:ListBucket", "ec2:DescribeInstances", "states:SendTaskFailure"},
     "notify": {"sns:Publish", "s3:GetObject", "s3:ListBucket"},
     "terminate_instance": {
-        "ec2:DescribeInstances", "ec2:DescribeSpotInstanceRequests", *MUTATING_EC2, "s3:GetObject", "s3:PutObject",
-        "s3:ListBucket", "sns:Publish"},
+        "ec2:DescribeInstances",
+        "ec2:DescribeSpotInstanceRequests",
+        *MUTATING_EC2,
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:ListBucket",
+        "sns:Publish",
+    },
 }
 LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 
@@ -65,8 +124,11 @@ def _statements(synth):
 
 
 def _role_of_task(synth, task):
-    (fn,) = [f for f in synth.resources("AWS::Lambda::Function").values()
-             if f["Properties"]["Handler"] == f"spottrain.functions.{task}.handler"]
+    (fn,) = [
+        f
+        for f in synth.resources("AWS::Lambda::Function").values()
+        if f["Properties"]["Handler"] == f"spottrain.functions.{task}.handler"
+    ]
     return fn["Properties"]["Role"]["Fn::GetAtt"][0]
 
 
@@ -92,15 +154,25 @@ def test_resource_star_only_for_actions_without_resource_level_permissions(any_s
 def test_each_task_role_has_exactly_its_actions(any_synth):
     for task, expected in EXPECTED_TASK_ACTIONS.items():
         actions = _actions_of_role(any_synth, _role_of_task(any_synth, task))
-        assert actions == expected | LOG_ACTIONS, f"{task}: extra {actions - expected - LOG_ACTIONS}, missing {expected - actions}"
+        assert actions == expected | LOG_ACTIONS, (
+            f"{task}: extra {actions - expected - LOG_ACTIONS}, missing {expected - actions}"
+        )
 
 
 def test_each_function_writes_only_to_its_own_log_group(default_synth):
     for task in EXPECTED_TASK_ACTIONS:
         role_id = _role_of_task(default_synth, task)
-        (fn,) = [f for f in default_synth.resources("AWS::Lambda::Function").values() if f["Properties"]["Role"]["Fn::GetAtt"][0] == role_id]
+        (fn,) = [
+            f
+            for f in default_synth.resources("AWS::Lambda::Function").values()
+            if f["Properties"]["Role"]["Fn::GetAtt"][0] == role_id
+        ]
         log_group = fn["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
-        log_statements = [s for _, roles, s in _statements(default_synth) if role_id in roles and set(_as_list(s["Action"])) & LOG_ACTIONS]
+        log_statements = [
+            s
+            for _, roles, s in _statements(default_synth)
+            if role_id in roles and set(_as_list(s["Action"])) & LOG_ACTIONS
+        ]
         assert [s["Resource"] for s in log_statements] == [{"Fn::GetAtt": [log_group, "Arn"]}]
 
 
@@ -128,8 +200,11 @@ def test_validate_job_reads_only_its_own_state_machines_executions(any_synth):
     # Given validate_job's statements, Then it lists this stack's state machine and describes only its executions
     (machine_id,) = job_machines(any_synth)
     role_id = _role_of_task(any_synth, "validate_job")
-    states = {s.get("Sid"): s for _, roles, s in _statements(any_synth)
-              if role_id in roles and any(a.startswith("states:") for a in _as_list(s["Action"]))}
+    states = {
+        s.get("Sid"): s
+        for _, roles, s in _statements(any_synth)
+        if role_id in roles and any(a.startswith("states:") for a in _as_list(s["Action"]))
+    }
     assert states["ListOwnExecutions"]["Resource"] == {"Ref": machine_id}
     described = json.dumps(states["DescribeOwnExecutions"]["Resource"])
     assert ":execution:" in described and f'"{machine_id}", "Name"' in described and described.endswith(':*"]]}')
@@ -149,7 +224,9 @@ def test_run_instances_creates_only_resources_tagged_with_this_stack(default_syn
 
 
 def test_given_subnet_ids_then_run_instances_is_limited_to_those_subnets(custom_synth):
-    text = json.dumps([s["Resource"] for _, _, s in _statements(custom_synth) if "ec2:RunInstances" in _as_list(s["Action"])])
+    text = json.dumps(
+        [s["Resource"] for _, _, s in _statements(custom_synth) if "ec2:RunInstances" in _as_list(s["Action"])]
+    )
     assert "subnet/subnet-0aaa1111" in text and "subnet/subnet-0bbb2222" in text and "subnet/*" not in text
 
 
@@ -182,7 +259,11 @@ def test_given_data_buckets_then_the_instance_role_may_list_and_read_them_and_no
     # Given a stack deployed with -c dataBuckets=acme-datasets (the custom one) and one without (the default)
     (profile,) = custom_synth.resources("AWS::IAM::InstanceProfile").values()
     role_id = profile["Properties"]["Roles"][0]["Ref"]
-    data = {s["Sid"]: s for _, roles, s in _statements(custom_synth) if role_id in roles and "DataBuckets" in s.get("Sid", "")}
+    data = {
+        s["Sid"]: s
+        for _, roles, s in _statements(custom_synth)
+        if role_id in roles and "DataBuckets" in s.get("Sid", "")
+    }
 
     # Then its instances may list that bucket and read its objects, and write nothing there
     assert _as_list(data["ListDataBuckets"]["Action"]) == ["s3:ListBucket"]
@@ -197,14 +278,29 @@ def test_instance_role_reads_and_writes_job_buckets_reads_only_the_agent_zip_and
     (profile,) = default_synth.resources("AWS::IAM::InstanceProfile").values()
     role_id = profile["Properties"]["Roles"][0]["Ref"]
     assert _actions_of_role(default_synth, role_id) == {
-        "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket", *CALLBACK_ACTIONS,
-        "ssm:GetParameter", "secretsmanager:GetSecretValue", *REGISTER_ACTIONS, *SESSION_ACTIONS,
-        *AGENT_MESSAGE_ACTIONS}  # the debug door: the default stack allows one
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:DeleteObject",
+        "s3:ListBucket",
+        *CALLBACK_ACTIONS,
+        "ssm:GetParameter",
+        "secretsmanager:GetSecretValue",
+        *REGISTER_ACTIONS,
+        *SESSION_ACTIONS,
+        *AGENT_MESSAGE_ACTIONS,
+    }  # the debug door: the default stack allows one
     # Then the secrets it reads are only those under the prefix the job spec allows
-    secrets = [s for _, roles, s in _statements(default_synth) if role_id in roles and s.get("Sid", "").startswith("JobSecret")]
-    assert sorted(json.dumps(s["Resource"]).split(":")[-1] for s in secrets) == ['/spottrain/*"]]}', 'parameter/spottrain/*"]]}']
+    secrets = [
+        s for _, roles, s in _statements(default_synth) if role_id in roles and s.get("Sid", "").startswith("JobSecret")
+    ]
+    assert sorted(json.dumps(s["Resource"]).split(":")[-1] for s in secrets) == [
+        '/spottrain/*"]]}',
+        'parameter/spottrain/*"]]}',
+    ]
     # Then the token answers come with nothing else: no states:* action that could start or stop executions
-    (answers,) = [s for _, roles, s in _statements(default_synth) if role_id in roles and s.get("Sid") == "AnswerTrainingWait"]
+    (answers,) = [
+        s for _, roles, s in _statements(default_synth) if role_id in roles and s.get("Sid") == "AnswerTrainingWait"
+    ]
     assert set(_as_list(answers["Action"])) == CALLBACK_ACTIONS
     agent = [s for _, roles, s in _statements(default_synth) if role_id in roles and s.get("Sid") == "AgentAsset"]
     (statement,) = agent
@@ -228,11 +324,14 @@ def test_given_the_debug_door_then_the_instance_role_gets_only_session_managers_
 
 
 def test_state_machine_invokes_only_its_functions_and_starts_no_execution(any_synth):
-    (machine_id, machine), = job_machines(any_synth).items()
+    ((machine_id, machine),) = job_machines(any_synth).items()
     role_id = machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]
-    functions = {fid for fid, f in any_synth.resources("AWS::Lambda::Function").items()  # EventBridge's and the sweep's, not ours
-                 if f["Properties"]["Handler"] not in ("spottrain.functions.instance_state_change.handler",
-                                                       "spottrain.functions.summarize_sweep.handler")}
+    functions = {
+        fid
+        for fid, f in any_synth.resources("AWS::Lambda::Function").items()  # EventBridge's and the sweep's, not ours
+        if f["Properties"]["Handler"]
+        not in ("spottrain.functions.instance_state_change.handler", "spottrain.functions.summarize_sweep.handler")
+    }
     invoked, started = [], []
     for _, roles, statement in _statements(any_synth):
         if role_id not in roles:

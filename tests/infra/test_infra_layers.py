@@ -1,4 +1,5 @@
 """The JsonSchema layer is built by pip once per requirements content, then only copied (offline-safe)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -38,19 +39,28 @@ def test_given_a_cached_build_when_the_layer_is_asked_for_again_then_pip_is_not_
 
 def test_given_changed_pins_when_the_layer_is_asked_for_then_it_is_built_anew(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
-    monkeypatch.setattr(layers.subprocess, "run", lambda command, **_: (
-        layers.Path(command[command.index("--target") + 1]).mkdir(parents=True),
-        subprocess.CompletedProcess(command, 0, "", ""))[1])
+    monkeypatch.setattr(
+        layers.subprocess,
+        "run",
+        lambda command, **_: (
+            layers.Path(command[command.index("--target") + 1]).mkdir(parents=True),
+            subprocess.CompletedProcess(command, 0, "", ""),
+        )[1],
+    )
     old = layers.layer_dir(_requirements(tmp_path), cache)
     new = layers.layer_dir(_requirements(tmp_path, "jsonschema==4.25.0\n"), cache)
     assert old != new and new.is_dir()
 
 
 def test_given_no_package_index_and_no_cache_when_building_then_error_names_the_command_and_leaves_nothing(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     cache = tmp_path / "cache"
-    monkeypatch.setattr(layers.subprocess, "run",
-                        lambda command, **_: subprocess.CompletedProcess(command, 1, "", "No matching distribution"))
+    monkeypatch.setattr(
+        layers.subprocess,
+        "run",
+        lambda command, **_: subprocess.CompletedProcess(command, 1, "", "No matching distribution"),
+    )
     with pytest.raises(layers.LayerBuildError, match="(?s)once per clone.*pip install.*No matching distribution"):
         layers.layer_dir(_requirements(tmp_path), cache)
     assert list(cache.iterdir()) == []  # no half-built layer for the next synth to trust

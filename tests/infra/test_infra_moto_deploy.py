@@ -1,4 +1,5 @@
 """The synthesized template deploys through moto's CloudFormation, as the local emulator does."""
+
 from __future__ import annotations
 
 import copy
@@ -19,8 +20,12 @@ EMULATOR_AMI_PARAMETER = "/spottrain/local/ami"  # /aws/... names are reserved, 
 
 @pytest.fixture
 def aws_credentials(monkeypatch):
-    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                        ("AWS_SESSION_TOKEN", "testing"), ("AWS_DEFAULT_REGION", REGION)):
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_SESSION_TOKEN", "testing"),
+        ("AWS_DEFAULT_REGION", REGION),
+    ):
         monkeypatch.setenv(name, value)
 
 
@@ -61,14 +66,19 @@ def test_given_published_assets_when_template_is_deployed_to_moto_then_stack_com
         cfn = boto3.client("cloudformation")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # moto skips policy resources it cannot model; the rest must deploy
-            cfn.create_stack(StackName=default_synth.stack_name, TemplateBody=json.dumps(template),
-                             Capabilities=["CAPABILITY_IAM"])
+            cfn.create_stack(
+                StackName=default_synth.stack_name, TemplateBody=json.dumps(template), Capabilities=["CAPABILITY_IAM"]
+            )
         stack = cfn.describe_stacks(StackName=default_synth.stack_name)["Stacks"][0]
         assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
         outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
         assert outputs["JobBucketPrefix"] == f"spottrain-{account}"
         assert outputs["StateMachineArn"].startswith(f"arn:aws:states:{REGION}:{account}:stateMachine:")
         functions = boto3.client("lambda").list_functions()["Functions"]
-        assert sorted(f["Handler"] for f in functions) == sorted(f"spottrain.functions.{task}.handler" for task in TASKS)
-        (template_id,) = [t["LaunchTemplateId"] for t in boto3.client("ec2").describe_launch_templates()["LaunchTemplates"]]
+        assert sorted(f["Handler"] for f in functions) == sorted(
+            f"spottrain.functions.{task}.handler" for task in TASKS
+        )
+        (template_id,) = [
+            t["LaunchTemplateId"] for t in boto3.client("ec2").describe_launch_templates()["LaunchTemplates"]
+        ]
         assert {f["Environment"]["Variables"]["LAUNCH_TEMPLATE_ID"] for f in functions} == {template_id}

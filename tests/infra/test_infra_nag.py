@@ -1,4 +1,5 @@
 """cdk-nag AwsSolutions and CDK's CloudFormation validation pass, with every suppression explained."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """The stack's resources and the properties users and the other parts rely on."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,13 @@ def test_given_defaults_then_topic_is_encrypted_tls_only_and_has_no_subscription
     assert json.dumps(topic["Properties"]["KmsMasterKeyId"]).endswith(':alias/aws/sns"]]}')
     t.has_resource_properties(
         "AWS::SNS::TopicPolicy",
-        {"PolicyDocument": {"Statement": Match.array_with([Match.object_like({
-            "Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})])}},
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [Match.object_like({"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})]
+                )
+            }
+        },
     )
     t.resource_count_is("AWS::SNS::Subscription", 0)
 
@@ -52,30 +58,68 @@ def test_stack_bucket_is_private_encrypted_and_tls_only(default_synth):
         "AWS::S3::Bucket",
         {
             "BucketName": Match.absent(),
-            "BucketEncryption": {"ServerSideEncryptionConfiguration": [
-                {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]},
+            "BucketEncryption": {
+                "ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+            },
             "PublicAccessBlockConfiguration": {
-                "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True},
+                "BlockPublicAcls": True,
+                "BlockPublicPolicy": True,
+                "IgnorePublicAcls": True,
+                "RestrictPublicBuckets": True,
+            },
             "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
         },
     )
     t.has_resource_properties(
         "AWS::S3::BucketPolicy",
-        {"PolicyDocument": {"Statement": Match.array_with([Match.object_like({
-            "Effect": "Deny", "Action": "s3:*", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})])}},
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Effect": "Deny",
+                                "Action": "s3:*",
+                                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                            }
+                        )
+                    ]
+                )
+            }
+        },
     )
 
 
 def test_stack_bucket_accepts_access_logs_only_from_this_stacks_job_buckets(custom_synth):
     custom_synth.assertions.has_resource_properties(
         "AWS::S3::BucketPolicy",
-        {"PolicyDocument": {"Statement": Match.array_with([Match.object_like({
-            "Principal": {"Service": "logging.s3.amazonaws.com"},
-            "Action": "s3:PutObject",
-            "Resource": Match.object_like({"Fn::Join": ["", Match.array_with(["/access-logs/*"])]}),
-            "Condition": Match.object_like({"ArnLike": {"aws:SourceArn": {
-                "Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":s3:::acme-train-*"]]}}}),
-        })])}},
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Principal": {"Service": "logging.s3.amazonaws.com"},
+                                "Action": "s3:PutObject",
+                                "Resource": Match.object_like({"Fn::Join": ["", Match.array_with(["/access-logs/*"])]}),
+                                "Condition": Match.object_like(
+                                    {
+                                        "ArnLike": {
+                                            "aws:SourceArn": {
+                                                "Fn::Join": [
+                                                    "",
+                                                    ["arn:", {"Ref": "AWS::Partition"}, ":s3:::acme-train-*"],
+                                                ]
+                                            }
+                                        }
+                                    }
+                                ),
+                            }
+                        )
+                    ]
+                )
+            }
+        },
     )
 
 
@@ -85,18 +129,30 @@ def test_stack_bucket_accepts_access_logs_only_from_this_stacks_job_buckets(cust
 def test_launch_template_requires_imdsv2_encrypts_root_and_terminates_on_shutdown(default_synth):
     default_synth.assertions.has_resource_properties(
         "AWS::EC2::LaunchTemplate",
-        {"LaunchTemplateData": Match.object_like({
-            "MetadataOptions": {"HttpTokens": "required", "HttpPutResponseHopLimit": 2},
-            "InstanceInitiatedShutdownBehavior": "terminate",
-            "BlockDeviceMappings": [{"DeviceName": "/dev/sda1", "Ebs": Match.object_like({
-                "Encrypted": True, "VolumeSize": 100, "DeleteOnTermination": True})}],
-            "IamInstanceProfile": {"Arn": Match.any_value()},
-            "SecurityGroupIds": [Match.any_value()],
-            "TagSpecifications": Match.array_with([
-                {"ResourceType": "instance", "Tags": _stack_tag(default_synth)},
-                {"ResourceType": "volume", "Tags": _stack_tag(default_synth)},
-            ]),
-        })},
+        {
+            "LaunchTemplateData": Match.object_like(
+                {
+                    "MetadataOptions": {"HttpTokens": "required", "HttpPutResponseHopLimit": 2},
+                    "InstanceInitiatedShutdownBehavior": "terminate",
+                    "BlockDeviceMappings": [
+                        {
+                            "DeviceName": "/dev/sda1",
+                            "Ebs": Match.object_like(
+                                {"Encrypted": True, "VolumeSize": 100, "DeleteOnTermination": True}
+                            ),
+                        }
+                    ],
+                    "IamInstanceProfile": {"Arn": Match.any_value()},
+                    "SecurityGroupIds": [Match.any_value()],
+                    "TagSpecifications": Match.array_with(
+                        [
+                            {"ResourceType": "instance", "Tags": _stack_tag(default_synth)},
+                            {"ResourceType": "volume", "Tags": _stack_tag(default_synth)},
+                        ]
+                    ),
+                }
+            )
+        },
     )
 
 
@@ -109,8 +165,11 @@ def test_launch_template_has_no_key_pair_and_no_fixed_name(any_synth):
 def test_given_root_volume_gb_then_root_volume_has_that_size(custom_synth):
     custom_synth.assertions.has_resource_properties(
         "AWS::EC2::LaunchTemplate",
-        {"LaunchTemplateData": Match.object_like({"BlockDeviceMappings": [Match.object_like({
-            "Ebs": Match.object_like({"VolumeSize": 150})})]})},
+        {
+            "LaunchTemplateData": Match.object_like(
+                {"BlockDeviceMappings": [Match.object_like({"Ebs": Match.object_like({"VolumeSize": 150})})]}
+            )
+        },
     )
 
 
@@ -129,7 +188,9 @@ def test_instance_profile_carries_the_instance_role(default_synth):
     (profile,) = default_synth.resources("AWS::IAM::InstanceProfile").values()
     (role_ref,) = profile["Properties"]["Roles"]
     role = default_synth.template["Resources"][role_ref["Ref"]]
-    assert role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
+    assert role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
+        "Service": "ec2.amazonaws.com"
+    }
 
 
 def test_security_group_has_no_inbound_rules(any_synth):
@@ -191,7 +252,9 @@ def test_given_defaults_then_functions_use_the_jsonschema_layer_and_the_pinned_p
         ours, layer = props["Layers"]
         assert ours == _jsonschema_layer_ref(default_synth)
         joined = "".join(part if isinstance(part, str) else "<ref>" for part in layer["Fn::Join"][1])
-        assert re.fullmatch(r"arn:<ref>:lambda:<ref>:017000801446:layer:AWSLambdaPowertoolsPythonV3-python312-x86_64:\d+", joined)
+        assert re.fullmatch(
+            r"arn:<ref>:lambda:<ref>:017000801446:layer:AWSLambdaPowertoolsPythonV3-python312-x86_64:\d+", joined
+        )
 
 
 def test_given_empty_powertools_layer_arn_then_functions_have_only_the_jsonschema_layer(custom_synth):
@@ -224,7 +287,8 @@ def test_given_defaults_then_lambda_settings_parse_to_the_documented_defaults(de
         assert settings.max_spot_price is None and settings.on_demand_fallback is True
         assert settings.seconds_per_minute == 60
         assert props["Environment"]["Variables"]["BUCKET_PREFIX"] == {
-            "Fn::Join": ["-", ["spottrain", {"Ref": "AWS::AccountId"}]]}
+            "Fn::Join": ["-", ["spottrain", {"Ref": "AWS::AccountId"}]]
+        }
 
 
 def test_given_custom_context_then_lambda_settings_carry_it(custom_synth):
@@ -297,8 +361,11 @@ def test_state_machine_logs_all_events_and_traces(default_synth):
 
 
 def _rule(synth, source: str) -> dict:
-    (rule,) = [r for r in synth.resources("AWS::Events::Rule").values()
-               if r["Properties"]["EventPattern"]["source"] == [source]]
+    (rule,) = [
+        r
+        for r in synth.resources("AWS::Events::Rule").values()
+        if r["Properties"]["EventPattern"]["source"] == [source]
+    ]
     return rule
 
 
@@ -336,15 +403,31 @@ def test_instances_that_stop_or_end_invoke_instance_state_change(default_synth):
 
 def test_outputs_have_stable_logical_ids(default_synth):
     outputs = default_synth.template["Outputs"]
-    assert {"StateMachineArn", "TopicArn", "BucketName", "JobBucketPrefix", "TerminateFunctionName",
-            "ValidateJobFunctionName"} <= set(outputs)
+    assert {
+        "StateMachineArn",
+        "TopicArn",
+        "BucketName",
+        "JobBucketPrefix",
+        "TerminateFunctionName",
+        "ValidateJobFunctionName",
+    } <= set(outputs)
     (machine_id,) = job_machines(default_synth)
     assert outputs["StateMachineArn"]["Value"] == {"Ref": machine_id}
 
 
 def test_no_fixed_physical_names_so_two_stacks_deploy_side_by_side(any_synth):
-    name_properties = ("BucketName", "TopicName", "FunctionName", "RoleName", "StateMachineName",
-                       "LaunchTemplateName", "LogGroupName", "GroupName", "InstanceProfileName", "Name")
+    name_properties = (
+        "BucketName",
+        "TopicName",
+        "FunctionName",
+        "RoleName",
+        "StateMachineName",
+        "LaunchTemplateName",
+        "LogGroupName",
+        "GroupName",
+        "InstanceProfileName",
+        "Name",
+    )
     for logical_id, resource in any_synth.template["Resources"].items():
         # A reference (e.g. Lambda::Permission's FunctionName) is fine; a literal string is a fixed name.
         fixed = [p for p in name_properties if isinstance(resource.get("Properties", {}).get(p), str)]
@@ -352,7 +435,16 @@ def test_no_fixed_physical_names_so_two_stacks_deploy_side_by_side(any_synth):
 
 
 def test_taggable_resources_carry_the_stack_tag(default_synth):
-    for resource_type in ("AWS::SNS::Topic", "AWS::S3::Bucket", "AWS::IAM::Role", "AWS::Lambda::Function",
-                          "AWS::StepFunctions::StateMachine", "AWS::EC2::SecurityGroup", "AWS::Logs::LogGroup"):
+    for resource_type in (
+        "AWS::SNS::Topic",
+        "AWS::S3::Bucket",
+        "AWS::IAM::Role",
+        "AWS::Lambda::Function",
+        "AWS::StepFunctions::StateMachine",
+        "AWS::EC2::SecurityGroup",
+        "AWS::Logs::LogGroup",
+    ):
         for logical_id, resource in default_synth.resources(resource_type).items():
-            assert {"Key": TAG_STACK, "Value": default_synth.stack_name} in resource["Properties"].get("Tags", []), logical_id
+            assert {"Key": TAG_STACK, "Value": default_synth.stack_name} in resource["Properties"].get("Tags", []), (
+                logical_id
+            )

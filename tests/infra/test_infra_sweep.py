@@ -1,4 +1,5 @@
 """The sweep state machine in the template: its definition, its substitutions and exactly the IAM AWS documents for .sync."""
+
 from __future__ import annotations
 
 import json
@@ -11,18 +12,23 @@ from spottrain.infra.sweep_workflow import SYNC_EVENTS_RULE
 
 
 def _sweep_machine(synth) -> tuple[str, dict]:
-    (found,) = [(mid, m) for mid, m in synth.resources("AWS::StepFunctions::StateMachine").items()
-                if mid.startswith("SweepWorkflow")]
+    (found,) = [
+        (mid, m)
+        for mid, m in synth.resources("AWS::StepFunctions::StateMachine").items()
+        if mid.startswith("SweepWorkflow")
+    ]
     return found
 
 
 def _sweep_statements(synth) -> dict[str, dict]:
     _, machine = _sweep_machine(synth)
     role_id = machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]
-    return {statement.get("Sid"): statement
-            for policy in synth.resources("AWS::IAM::Policy").values()
-            if role_id in [ref["Ref"] for ref in policy["Properties"].get("Roles", [])]
-            for statement in policy["Properties"]["PolicyDocument"]["Statement"]}
+    return {
+        statement.get("Sid"): statement
+        for policy in synth.resources("AWS::IAM::Policy").values()
+        if role_id in [ref["Ref"] for ref in policy["Properties"].get("Roles", [])]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    }
 
 
 def test_given_the_stack_then_the_sweep_runs_the_asl_file_with_the_job_machine_and_summarize_filled_in(any_synth):

@@ -1,4 +1,5 @@
 """Fixtures and builders shared by the validate/create_bucket/notify/terminate tests (moto only)."""
+
 from __future__ import annotations
 
 import copy
@@ -46,17 +47,27 @@ class FakeLambdaContext:
 
 
 def make_settings(**overrides) -> Settings:
-    base = dict(stack_name=STACK, bucket_prefix=PREFIX, allowed_instance_types=("g5.xlarge", "g6.xlarge", "g4dn.xlarge"),
-                default_instance_types=("g5.xlarge", "g4dn.xlarge"), max_runtime_minutes=600, max_attempts=3,
-                max_keep_alive_minutes=30)
+    base = dict(
+        stack_name=STACK,
+        bucket_prefix=PREFIX,
+        allowed_instance_types=("g5.xlarge", "g6.xlarge", "g4dn.xlarge"),
+        default_instance_types=("g5.xlarge", "g4dn.xlarge"),
+        max_runtime_minutes=600,
+        max_attempts=3,
+        max_keep_alive_minutes=30,
+    )
     return Settings(**{**base, **overrides})
 
 
 @pytest.fixture
 def aws(monkeypatch):
     """Fake credentials and one moto account; nothing here can reach AWS."""
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION}.items():
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.delenv("MOTO_ACCOUNT_ID", raising=False)
@@ -90,8 +101,11 @@ def job_state(spec: dict | None = None, settings: Settings | None = None) -> dic
     job = validate_spec(copy.deepcopy(spec or ORIGINAL_2017_SPEC), settings or make_settings())
     return {
         "job": job,
-        "execution": {"id": "arn:aws:states:us-east-1:123456789012:execution:sm:run-1", "name": "run-1",
-                      "started_at": "2026-01-01T00:00:00+00:00"},
+        "execution": {
+            "id": "arn:aws:states:us-east-1:123456789012:execution:sm:run-1",
+            "name": "run-1",
+            "started_at": "2026-01-01T00:00:00+00:00",
+        },
     }
 
 

@@ -3,6 +3,7 @@
 Read from the source (ast), lazy and TYPE_CHECKING imports included: a wrong-way import fails here
 before it couples two sides that ship apart (the agent's asset has no functions, the Lambdas' no agent).
 """
+
 from __future__ import annotations
 
 import ast
@@ -19,9 +20,18 @@ LAYERS = {
     "functions": ("spottrain.functions",),
     "infra": ("spottrain.infra",),
     "local": ("spottrain.local",),
-    "cli": ("spottrain.cli", "spottrain.console", "spottrain.jobs", "spottrain.settings", "spottrain.demo",
-            "spottrain.diagram", "spottrain.sweeps", "spottrain.sweep_commands", "spottrain.cost",
-            "spottrain.secret_store"),
+    "cli": (
+        "spottrain.cli",
+        "spottrain.console",
+        "spottrain.jobs",
+        "spottrain.settings",
+        "spottrain.demo",
+        "spottrain.diagram",
+        "spottrain.sweeps",
+        "spottrain.sweep_commands",
+        "spottrain.cost",
+        "spottrain.secret_store",
+    ),
 }
 # layer -> the layers it must not import; the contract imports nothing of spottrain outside it
 FORBIDDEN = {
@@ -45,8 +55,14 @@ MODULES = {_module_name(path): path for path in sorted(PACKAGE_DIR.rglob("*.py")
 
 
 def _layer(name: str) -> str | None:
-    return next((layer for layer, prefixes in LAYERS.items()
-                 if any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)), None)
+    return next(
+        (
+            layer
+            for layer, prefixes in LAYERS.items()
+            if any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
+        ),
+        None,
+    )
 
 
 def _imports(module: str) -> set[str]:
@@ -71,17 +87,31 @@ def test_every_module_belongs_to_a_layer():
 
 
 def test_the_contract_imports_nothing_of_spottrain_outside_it():
-    wrong = [f"{module} imports {name}" for module in MODULES if _layer(module) == "contract"
-             for name in sorted(_imports(module)) if _layer(name) != "contract"]
-    assert not wrong, "the contract is the bottom layer; move what it needs into spottrain/contract:\n" + "\n".join(wrong)
+    wrong = [
+        f"{module} imports {name}"
+        for module in MODULES
+        if _layer(module) == "contract"
+        for name in sorted(_imports(module))
+        if _layer(name) != "contract"
+    ]
+    assert not wrong, "the contract is the bottom layer; move what it needs into spottrain/contract:\n" + "\n".join(
+        wrong
+    )
 
 
 @pytest.mark.parametrize("layer", sorted(FORBIDDEN))
 def test_no_layer_imports_a_layer_it_must_not(layer):
-    wrong = [f"{module} imports {name} ({_layer(name)})" for module in MODULES if _layer(module) == layer
-             for name in sorted(_imports(module)) if _layer(name) in FORBIDDEN[layer]]
-    assert not wrong, (f"{layer} may not import {', '.join(sorted(FORBIDDEN[layer]))}; "
-                       "share the fact through spottrain/contract instead:\n" + "\n".join(wrong))
+    wrong = [
+        f"{module} imports {name} ({_layer(name)})"
+        for module in MODULES
+        if _layer(module) == layer
+        for name in sorted(_imports(module))
+        if _layer(name) in FORBIDDEN[layer]
+    ]
+    assert not wrong, (
+        f"{layer} may not import {', '.join(sorted(FORBIDDEN[layer]))}; "
+        "share the fact through spottrain/contract instead:\n" + "\n".join(wrong)
+    )
 
 
 def _reached_from(start: str) -> set[str]:
@@ -98,10 +128,17 @@ def _reached_from(start: str) -> set[str]:
 
 
 def test_the_agent_never_loads_a_module_built_on_the_lambdas_libraries():
-    wrong = [f"{module} loads {name}" for module in MODULES if _layer(module) == "agent"
-             for name in sorted(_reached_from(module)) if name in LAMBDA_ONLY]
-    assert not wrong, ("the agent checks job.json itself (spottrain/agent/job.py) and reads its options from "
-                       "its own environment (spottrain/agent/options.py):\n" + "\n".join(wrong))
+    wrong = [
+        f"{module} loads {name}"
+        for module in MODULES
+        if _layer(module) == "agent"
+        for name in sorted(_reached_from(module))
+        if name in LAMBDA_ONLY
+    ]
+    assert not wrong, (
+        "the agent checks job.json itself (spottrain/agent/job.py) and reads its options from "
+        "its own environment (spottrain/agent/options.py):\n" + "\n".join(wrong)
+    )
 
 
 @pytest.mark.parametrize("module", [m for m in MODULES if _layer(m) in ("agent", "contract") and m not in LAMBDA_ONLY])

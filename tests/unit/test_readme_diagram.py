@@ -1,4 +1,5 @@
 """The README's state machine picture is generated from the ASL; a stale copy misleads every reader."""
+
 import json
 
 from spottrain import diagram

@@ -1,4 +1,5 @@
 """`spottrain secret put` and `--local-secret`: names and values refused before anything is stored."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,8 +13,15 @@ def test_given_a_local_secret_with_an_empty_value_then_the_error_says_the_value_
         parse_local_secrets(["/spottrain/x="])
 
 
-@pytest.mark.parametrize("name,says", [("/spottrain/../x", "'..'"), ("/spottrain/a//b", "'//'"),
-                                       ("/spottrain/a/", "ends with '/'"), ("/prod/x", "must be under /spottrain/")])
+@pytest.mark.parametrize(
+    "name,says",
+    [
+        ("/spottrain/../x", "'..'"),
+        ("/spottrain/a//b", "'//'"),
+        ("/spottrain/a/", "ends with '/'"),
+        ("/prod/x", "must be under /spottrain/"),
+    ],
+)
 def test_given_a_bad_secret_name_when_stored_then_refused_naming_the_rule(name, says):
     with pytest.raises(SecretUsageError, match=says):
         check_name(name)

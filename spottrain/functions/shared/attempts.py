@@ -4,6 +4,7 @@ A marker counts only when it names this attempt, this instance and this executio
 (`spottrain.contract.markers.written_by`): a marker another run or instance wrote into the same bucket
 never decides this one.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,5 @@
 """Turn AWS answers worth retrying into TransientError, which the state machine retries with backoff."""
+
 from __future__ import annotations
 
 import contextlib
@@ -8,10 +9,19 @@ from botocore.exceptions import ClientError, ConnectionError as BotocoreConnecti
 
 from spottrain.contract.status import TransientError
 
-THROTTLING_CODES = frozenset({
-    "Throttling", "ThrottlingException", "ThrottledException", "RequestLimitExceeded",
-    "TooManyRequestsException", "SlowDown", "RequestThrottled", "ServiceUnavailable", "InternalError",
-})
+THROTTLING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "SlowDown",
+        "RequestThrottled",
+        "ServiceUnavailable",
+        "InternalError",
+    }
+)
 
 
 def error_code(error: ClientError) -> str:

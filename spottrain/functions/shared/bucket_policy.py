@@ -12,6 +12,7 @@ as soon as RunInstances names it), and denies it, always, writes to what the wor
 what runs (job.json, the attempts' task tokens and spend budgets, report.json). An explicit Deny in a bucket policy
 wins over the role's Allow (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_evaluation-logic.html).
 """
+
 from __future__ import annotations
 
 import json
@@ -26,10 +27,20 @@ OTHER_INSTANCES_SID = "DenyInstancesOfOtherJobs"
 RECORDS_SID = "DenyInstancesWritingWorkflowRecords"
 # What the workflow reads to decide what runs: the spec, who may answer an attempt's wait, the attempts so far,
 # and when an attempt must stop for the spend cap (an instance must not extend its own budget).
-WORKFLOW_RECORDS = (layout.JOB_KEY, layout.REPORT_KEY, layout.task_token_key(1).replace("attempt-1", "attempt-*"),
-                    layout.budget_key(1).replace("attempt-1", "attempt-*"))
-INSTANCE_WRITES = ["s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectAcl",
-                   "s3:PutObjectTagging", "s3:RestoreObject"]
+WORKFLOW_RECORDS = (
+    layout.JOB_KEY,
+    layout.REPORT_KEY,
+    layout.task_token_key(1).replace("attempt-1", "attempt-*"),
+    layout.budget_key(1).replace("attempt-1", "attempt-*"),
+)
+INSTANCE_WRITES = [
+    "s3:PutObject",
+    "s3:DeleteObject",
+    "s3:DeleteObjectVersion",
+    "s3:PutObjectAcl",
+    "s3:PutObjectTagging",
+    "s3:RestoreObject",
+]
 
 
 def instance_session(role_id: str, instance_id: str) -> str:
@@ -47,17 +58,26 @@ def job_bucket_policy(bucket: str, role_arn: str, role_id: str, instance_ids: li
         "Version": "2012-10-17",
         "Statement": [
             {
-                "Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
                 "Resource": [bucket_arn, f"{bucket_arn}/*"],
                 "Condition": {"Bool": {"aws:SecureTransport": "false"}},
             },
             {
-                "Sid": OTHER_INSTANCES_SID, "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+                "Sid": OTHER_INSTANCES_SID,
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
                 "Resource": [bucket_arn, f"{bucket_arn}/*"],
                 "Condition": {**is_instance_role, "StringNotLike": {"aws:userid": sessions}},
             },
             {
-                "Sid": RECORDS_SID, "Effect": "Deny", "Principal": "*", "Action": INSTANCE_WRITES,
+                "Sid": RECORDS_SID,
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": INSTANCE_WRITES,
                 "Resource": [f"{bucket_arn}/{key}" for key in WORKFLOW_RECORDS],
                 "Condition": is_instance_role,
             },

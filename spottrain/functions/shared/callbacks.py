@@ -4,6 +4,7 @@ The token belongs to the attempt's WaitForTraining task. Once that wait is over 
 or its execution stopped), Step Functions refuses further answers; that only means someone answered
 first, so these helpers report it instead of raising.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,12 @@ from spottrain.functions.shared.awserrors import error_code
 
 
 def write_token(s3: Any, bucket: str, record: dict) -> None:
-    s3.put_object(Bucket=bucket, Key=layout.task_token_key(record["attempt"]), Body=json.dumps(record).encode(),
-                  ContentType="application/json")
+    s3.put_object(
+        Bucket=bucket,
+        Key=layout.task_token_key(record["attempt"]),
+        Body=json.dumps(record).encode(),
+        ContentType="application/json",
+    )
 
 
 def read_token(s3: Any, bucket: str, attempt: int) -> dict | None:

@@ -13,6 +13,7 @@ Shapes, as they travel in the state's `launch` value:
 - wait: {"started_at": iso, "deadline": iso, "waits": int (Wait states entered), "outcome": WAITING|FOUND|GAVE_UP}
 Minutes last `Settings.seconds_per_minute` seconds (the emulator's minute is one second).
 """
+
 from __future__ import annotations
 
 import datetime as dt

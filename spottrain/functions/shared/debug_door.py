@@ -4,6 +4,7 @@ The instance role holds Session Manager's managed-instance permissions only when
 (maxFailureKeepAliveMinutes > 0), so the command works without SSH keys or an open port:
 https://docs.aws.amazon.com/systems-manager/latest/userguide/session-manager-working-with-sessions-start.html
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -25,6 +26,8 @@ def debug_door_lines(state: dict, now: dt.datetime) -> list[str]:
     if poll.get("status") != JobStatus.FAILED.value or seconds <= 0 or not instance_id or gone:
         return []
     stops_at = (now + dt.timedelta(seconds=seconds)).astimezone(dt.timezone.utc).isoformat(timespec="seconds")
-    return [f"The instance is kept for debugging (on_failure.keep_alive_minutes) until {stops_at}; "
-            "then it is terminated (`spottrain cancel` terminates it at once).",
-            f"Open a shell on it: aws ssm start-session --target {instance_id}"]
+    return [
+        f"The instance is kept for debugging (on_failure.keep_alive_minutes) until {stops_at}; "
+        "then it is terminated (`spottrain cancel` terminates it at once).",
+        f"Open a shell on it: aws ssm start-session --target {instance_id}",
+    ]

@@ -7,6 +7,7 @@ shows what its terminal would have shown at the end, one row per line, with no e
 Raw logs in S3 are never rewritten; only what people read is.
 Stdlib only: the Lambdas and the CLI share it.
 """
+
 from __future__ import annotations
 
 import re
@@ -35,7 +36,7 @@ class _Screen:
         if self.redraw:
             line, self.redraw = "", False
         line = line.ljust(self.col)
-        self.rows[self.row] = line[: self.col] + chunk + line[self.col + len(chunk):]
+        self.rows[self.row] = line[: self.col] + chunk + line[self.col + len(chunk) :]
         self.col += len(chunk)
 
     def newline(self) -> None:
@@ -56,7 +57,7 @@ class _Screen:
             self.redraw = False
         elif final == "J" and params in ("", "0"):  # erase from the cursor to the end of the screen
             self.rows[self.row] = self.rows[self.row][: self.col]
-            del self.rows[self.row + 1:]
+            del self.rows[self.row + 1 :]
         elif final == "K" and params in ("", "0"):  # erase to the end of the line
             self.rows[self.row] = self.rows[self.row][: self.col]
         elif final == "K" and params == "2":

@@ -5,6 +5,7 @@ that follows the N-th spot interruption, and once the attempt has waited T minut
 the job launches on-demand instead. validate_job refuses the field when the stack's onDemandFallback
 is off. Each function returns the reason the email gives, or None.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -24,5 +25,6 @@ def after_waiting(job: dict, wait: dict, now: dt.datetime, seconds_per_minute: i
     limit = (job.get("on_demand_after") or {}).get("capacity_wait_minutes")
     if limit is None or waited_seconds(wait, now) < limit * seconds_per_minute:
         return None
-    return (f"waited {waited_seconds(wait, now)}s for spot capacity, "
-            f"reaching on_demand_after.capacity_wait_minutes={limit}")
+    return (
+        f"waited {waited_seconds(wait, now)}s for spot capacity, reaching on_demand_after.capacity_wait_minutes={limit}"
+    )

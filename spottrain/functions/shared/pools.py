@@ -16,6 +16,7 @@ spottrain ranks its candidates the same way, keeping the spec's type order as a 
   stack's subnet order.
 So a later type is chosen first only where EC2 rates its capacity higher than every earlier type's.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -82,8 +83,12 @@ def placement_scores(ec2: Any, types: Iterable[str], region: str) -> dict[tuple[
     for instance_type in types:
         try:
             answer = ec2.get_spot_placement_scores(
-                InstanceTypes=[instance_type], TargetCapacity=1, TargetCapacityUnitType="units",
-                SingleAvailabilityZone=True, RegionNames=[region])
+                InstanceTypes=[instance_type],
+                TargetCapacity=1,
+                TargetCapacityUnitType="units",
+                SingleAvailabilityZone=True,
+                RegionNames=[region],
+            )
         except ClientError as exc:
             logger.warning("no spot placement scores", extra={"instance_type": instance_type, "code": error_code(exc)})
             continue
@@ -96,7 +101,8 @@ def placement_scores(ec2: Any, types: Iterable[str], region: str) -> dict[tuple[
 def latest_spot_prices(ec2: Any, types: list[str]) -> dict[tuple[str, str], float]:
     """{(instance type, AZ name): latest Linux spot price in USD per hour}."""
     history = ec2.describe_spot_price_history(
-        InstanceTypes=types, ProductDescriptions=[LINUX], StartTime=dt.datetime.now(dt.timezone.utc))
+        InstanceTypes=types, ProductDescriptions=[LINUX], StartTime=dt.datetime.now(dt.timezone.utc)
+    )
     latest: dict[tuple[str, str], tuple[Any, float]] = {}
     for entry in history.get("SpotPriceHistory", []):
         if not entry.get("SpotPrice"):

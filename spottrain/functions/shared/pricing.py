@@ -8,6 +8,7 @@ table below stands in, and the price says so (`source`): us-east-1 list prices, 
 on https://aws.amazon.com/ec2/pricing/on-demand/ (checked 2025-06). A type in neither reports no
 savings rather than a guess.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -63,11 +64,20 @@ def list_price(pricing: Any, region: str, instance_type: str) -> OnDemandPrice:
 
 
 def _price_list_api(pricing: Any, region: str, instance_type: str) -> float | None:
-    filters = {"instanceType": instance_type, "regionCode": region, "operatingSystem": "Linux", "tenancy": "Shared",
-               "preInstalledSw": "NA", "capacitystatus": "Used", "licenseModel": "No License required"}
+    filters = {
+        "instanceType": instance_type,
+        "regionCode": region,
+        "operatingSystem": "Linux",
+        "tenancy": "Shared",
+        "preInstalledSw": "NA",
+        "capacitystatus": "Used",
+        "licenseModel": "No License required",
+    }
     answer = pricing.get_products(
-        ServiceCode="AmazonEC2", MaxResults=10,
-        Filters=[{"Type": "TERM_MATCH", "Field": field, "Value": value} for field, value in filters.items()])
+        ServiceCode="AmazonEC2",
+        MaxResults=10,
+        Filters=[{"Type": "TERM_MATCH", "Field": field, "Value": value} for field, value in filters.items()],
+    )
     for product in answer.get("PriceList", []):
         for term in json.loads(product).get("terms", {}).get("OnDemand", {}).values():
             for dimension in term.get("priceDimensions", {}).values():

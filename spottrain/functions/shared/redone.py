@@ -6,6 +6,7 @@ interruption time (the agent's `noticed_at`, when it stopped the training) minus
 checkpoint's S3 LastModified at or before it. It may under-count by up to one sync interval (the
 time a checkpoint file waited for its upload). Without any checkpoint the whole attempt is redone.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -30,6 +31,8 @@ def work_redone(s3: Any, bucket: str, interrupted_at: dt.datetime, launched_at: 
     """{"interrupted_at", "last_checkpoint_at" (None: none yet), "redone_minutes"} for report.json and the email."""
     checkpoint = last_durable_checkpoint(s3, bucket, interrupted_at)
     since = max(checkpoint, parse_time(launched_at)) if checkpoint else parse_time(launched_at)
-    return {"interrupted_at": isoformat(interrupted_at),
-            "last_checkpoint_at": isoformat(checkpoint) if checkpoint else None,
-            "redone_minutes": round(max(0.0, (interrupted_at - since).total_seconds()) / 60, 2)}
+    return {
+        "interrupted_at": isoformat(interrupted_at),
+        "last_checkpoint_at": isoformat(checkpoint) if checkpoint else None,
+        "redone_minutes": round(max(0.0, (interrupted_at - since).total_seconds()) / 60, 2),
+    }

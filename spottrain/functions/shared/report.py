@@ -3,6 +3,7 @@
 Written by the workflow as it goes (launch, end of each attempt, close) so that a job that dies
 half-way still leaves an honest account of what it used.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -59,8 +60,9 @@ def record_capacity_wait(s3: Any, bucket: str, attempt: int, wait: dict, pools_r
     return report
 
 
-def record_end(s3: Any, bucket: str, attempt: int, outcome: str, ended_at: dt.datetime | None = None,
-               details: dict | None = None) -> dict:
+def record_end(
+    s3: Any, bucket: str, attempt: int, outcome: str, ended_at: dt.datetime | None = None, details: dict | None = None
+) -> dict:
     """Mark how an attempt ended (SUCCEEDED, FAILED, INTERRUPTED, CANCELLED), with `details` (e.g. work redone); idempotent."""
     report = load(s3, bucket)
     for entry in report["attempts"]:

@@ -6,6 +6,7 @@ instance, so a second start is refused while one is active (ValidateJob, and `sp
 before it starts anything). What job an execution runs is read from its input (the spec), not from
 its name, which the console or another tool may choose freely.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -3,6 +3,7 @@
 Handlers call these; the pure functions below them take settings and clients as arguments, so tests
 pass their own and nothing here needs patching.
 """
+
 from __future__ import annotations
 
 import functools

@@ -11,6 +11,7 @@ shows the truth. The agent also needs its grace and final sync after `stop_at`, 
 Billing granularity (per second, 60 s minimum for Linux:
 https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-instance-lifecycle.html) is not counted.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -56,8 +57,9 @@ def reached(job: dict, doc: dict, now: dt.datetime) -> Optional[dict]:
     return {"cap_usd": cap, "spent_usd": round(spent, 4)} if spent >= cap else None
 
 
-def write_budget(s3: Any, bucket: str, job: dict, doc: dict, attempt: int, instance: dict,
-                 execution_id: str) -> Optional[dict]:
+def write_budget(
+    s3: Any, bucket: str, job: dict, doc: dict, attempt: int, instance: dict, execution_id: str
+) -> Optional[dict]:
     """Write the launched attempt's budget.json (`contract/spendcap.py`); None, and nothing written, without a cap."""
     cap = cap_usd(job)
     if cap is None:
@@ -70,8 +72,9 @@ def write_budget(s3: Any, bucket: str, job: dict, doc: dict, attempt: int, insta
         return None
     identity = markers.identity(attempt, instance["instance_id"], execution_id)
     budget = spendcap.record(identity, cap, spent, round(price, 6), launched + dt.timedelta(seconds=seconds))
-    s3.put_object(Bucket=bucket, Key=layout.budget_key(attempt), Body=json.dumps(budget).encode(),
-                  ContentType="application/json")
+    s3.put_object(
+        Bucket=bucket, Key=layout.budget_key(attempt), Body=json.dumps(budget).encode(), ContentType="application/json"
+    )
     return budget
 
 
@@ -90,11 +93,15 @@ def email_lines(state: dict) -> list[str]:
     if not cap:
         return []
     bucket = (state.get("storage") or {}).get("bucket", "?")
-    stopped = ("the training was stopped (SIGTERM, then its final sync)"
-               if (poll.get("detail") or {}).get("reason") == spendcap.REASON
-               else "no new instance was launched after the interruption")
-    lines = [f"Spend cap: limits.max_cost_usd = ${cap['cap_usd']:g}; spent ${cap['spent_usd']:.4f} "
-             f"(report.json's estimate: instances and volumes, all attempts): {stopped}."]
+    stopped = (
+        "the training was stopped (SIGTERM, then its final sync)"
+        if (poll.get("detail") or {}).get("reason") == spendcap.REASON
+        else "no new instance was launched after the interruption"
+    )
+    lines = [
+        f"Spend cap: limits.max_cost_usd = ${cap['cap_usd']:g}; spent ${cap['spent_usd']:.4f} "
+        f"(report.json's estimate: instances and volumes, all attempts): {stopped}."
+    ]
     kept = [f"s3://{bucket}/{layout.OUTPUT_PREFIX}"]
     if (state.get("job") or {}).get("checkpoint_dir"):
         kept.insert(0, f"s3://{bucket}/{layout.CHECKPOINTS_PREFIX}")

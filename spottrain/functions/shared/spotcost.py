@@ -8,6 +8,7 @@ the launch-time price stands in (`spot_cost_source` says which).
 EBS: gp3 at USD 0.08 per GiB-month in us-east-1 (https://aws.amazon.com/ebs/pricing/, checked 2025-06),
 a month being 730 hours; an estimate for other regions.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -24,12 +25,19 @@ def spot_cost(ec2: Any, entry: dict, ended_at: dt.datetime) -> dict:
     """{"spot_cost_usd", "spot_cost_source"} for a report attempt entry (instance_type, az, launched_at, price_per_hour)."""
     start = parse_time(entry["launched_at"])
     history = ec2.describe_spot_price_history(
-        InstanceTypes=[entry["instance_type"]], ProductDescriptions=["Linux/UNIX"],
-        AvailabilityZone=entry["az"], StartTime=start, EndTime=ended_at)["SpotPriceHistory"]
+        InstanceTypes=[entry["instance_type"]],
+        ProductDescriptions=["Linux/UNIX"],
+        AvailabilityZone=entry["az"],
+        StartTime=start,
+        EndTime=ended_at,
+    )["SpotPriceHistory"]
     changes = sorted((_aware(item["Timestamp"]), float(item["SpotPrice"])) for item in history if item.get("SpotPrice"))
     if not changes:
         hours = max(0.0, (ended_at - start).total_seconds()) / 3600
-        return {"spot_cost_usd": round(hours * float(entry.get("price_per_hour") or 0), 4), "spot_cost_source": LAUNCH_PRICE}
+        return {
+            "spot_cost_usd": round(hours * float(entry.get("price_per_hour") or 0), 4),
+            "spot_cost_source": LAUNCH_PRICE,
+        }
     return {"spot_cost_usd": round(integrate(changes, start, ended_at), 4), "spot_cost_source": HISTORY}
 
 

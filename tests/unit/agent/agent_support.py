@@ -1,6 +1,7 @@
 """Test bed for the instance agent: moto's S3 server, a fake IMDSv2, a local git repo, the agent as a process.
 
 Imported by name (`from agent_support import ...`); conftest.py hands its fixtures to pytest."""
+
 from __future__ import annotations
 
 import errno
@@ -50,7 +51,7 @@ FAST_TIMINGS = {
 EXECUTION_ID = "arn:aws:states:us-east-1:123456789012:execution:spottrain:exec-1"
 
 # The job's training script: one file, modes chosen by the command line.
-TRAIN_PY = r'''
+TRAIN_PY = r"""
 import json, os, signal, sys, time
 from pathlib import Path
 
@@ -135,7 +136,7 @@ if mode == "chatty":
     for i in range(400):
         print("chatty line %04d %s" % (i, "x" * 40), flush=True)
     exit_now(0)
-'''
+"""
 
 
 class FillingDisk(io.BytesIO):
@@ -244,8 +245,9 @@ def imds():
 
 
 def git(*args, cwd):
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-                   cwd=cwd, check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=cwd, check=True, capture_output=True
+    )
 
 
 @pytest.fixture
@@ -295,19 +297,38 @@ class AgentRun:
         self.marks = tmp_path / "marks"
         self.marks.mkdir()
         self.shutdown_flag = tmp_path / "shutdown-called"
-        self.env = {**os.environ, **aws_env, **FAST_TIMINGS, "PYTHONPATH": str(REPO_ROOT), "HOME": str(self.home),
-                    "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds_endpoint}
+        self.env = {
+            **os.environ,
+            **aws_env,
+            **FAST_TIMINGS,
+            "PYTHONPATH": str(REPO_ROOT),
+            "HOME": str(self.home),
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds_endpoint,
+        }
         self.process = None
 
     def put_job(self, document: dict) -> None:
         self.s3.put_object(Bucket=self.bucket, Key="job.json", Body=json.dumps(document).encode())
 
     def start(self, attempt: int = 1, **env) -> "AgentRun":
-        command = [AGENT_PYTHON, "-m", "spottrain.agent", "--bucket", self.bucket, "--attempt", str(attempt),
-                   "--region", "us-east-1", "--workdir", str(self.workdir),
-                   "--shutdown-command", f"touch {shlex.quote(str(self.shutdown_flag))}"]
-        self.process = subprocess.Popen(command, env={**self.env, **env}, cwd=REPO_ROOT,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        command = [
+            AGENT_PYTHON,
+            "-m",
+            "spottrain.agent",
+            "--bucket",
+            self.bucket,
+            "--attempt",
+            str(attempt),
+            "--region",
+            "us-east-1",
+            "--workdir",
+            str(self.workdir),
+            "--shutdown-command",
+            f"touch {shlex.quote(str(self.shutdown_flag))}",
+        ]
+        self.process = subprocess.Popen(
+            command, env={**self.env, **env}, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         return self
 
     def wait(self, timeout: float = 60) -> str:
@@ -378,13 +399,24 @@ class WaitingTask:
 
     def start(self, heartbeat_seconds: int = 300, timeout_seconds: int = 600) -> str:
         """Start the execution; returns its task token once the task waits for it."""
-        definition = {"StartAt": "WaitForTraining", "States": {"WaitForTraining": {
-            "Type": "Task", "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
-            "Parameters": {"QueueUrl": self.queue, "MessageBody": {"token.$": "$$.Task.Token"}},
-            "HeartbeatSeconds": heartbeat_seconds, "TimeoutSeconds": timeout_seconds, "End": True}}}
+        definition = {
+            "StartAt": "WaitForTraining",
+            "States": {
+                "WaitForTraining": {
+                    "Type": "Task",
+                    "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+                    "Parameters": {"QueueUrl": self.queue, "MessageBody": {"token.$": "$$.Task.Token"}},
+                    "HeartbeatSeconds": heartbeat_seconds,
+                    "TimeoutSeconds": timeout_seconds,
+                    "End": True,
+                }
+            },
+        }
         machine = self.sfn.create_state_machine(
-            name=f"wait-{uuid.uuid4().hex[:12]}", definition=json.dumps(definition),
-            roleArn="arn:aws:iam::123456789012:role/states")["stateMachineArn"]
+            name=f"wait-{uuid.uuid4().hex[:12]}",
+            definition=json.dumps(definition),
+            roleArn="arn:aws:iam::123456789012:role/states",
+        )["stateMachineArn"]
         self.arn = self.sfn.start_execution(stateMachineArn=machine, input="{}")["executionArn"]
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -447,8 +479,14 @@ def waiting_task(aws_env, moto_endpoint, step_functions_executor, monkeypatch):
     return WaitingTask(moto_endpoint)
 
 
-def put_token(s3, bucket: str, token: str, attempt: int = 1, instance_id: str = FakeImds.instance_id,
-              execution: str = EXECUTION_ID) -> None:
+def put_token(
+    s3,
+    bucket: str,
+    token: str,
+    attempt: int = 1,
+    instance_id: str = FakeImds.instance_id,
+    execution: str = EXECUTION_ID,
+) -> None:
     """What the workflow's await_training writes for the attempt's instance."""
     document = markers.token_record(token, attempt, instance_id, execution)
     s3.put_object(Bucket=bucket, Key=layout.task_token_key(attempt), Body=json.dumps(document).encode())

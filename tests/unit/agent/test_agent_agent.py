@@ -1,4 +1,5 @@
 """The agent end to end, as a process: moto's S3 server for the bucket, a fake IMDSv2, a local git repo."""
+
 from __future__ import annotations
 
 import json
@@ -61,7 +62,8 @@ def test_given_a_job_env_when_commands_run_then_they_see_it_and_the_spottrain_va
 
 
 def test_given_a_failing_exec_command_when_it_exits_then_exit_code_phase_and_last_lines_are_recorded(
-        agent, training_repo):
+    agent, training_repo
+):
     agent.put_job(job_document(training_repo, agent.marks, exec_command=train("fail")))
 
     agent.start().wait()
@@ -85,7 +87,8 @@ def test_given_a_failing_setup_command_when_it_exits_then_later_phases_never_run
 
 
 def test_given_a_spot_notice_mid_run_then_training_gets_sigterm_checkpoints_sync_and_interrupted_json_lands(
-        agent, training_repo, imds):
+    agent, training_repo, imds
+):
     agent.put_job(job_document(training_repo, agent.marks, exec_command=train("wait")))
     agent.start()
     agent.wait_for_file(agent.marks / "started")
@@ -108,12 +111,13 @@ def test_given_a_spot_notice_mid_run_then_training_gets_sigterm_checkpoints_sync
 
 
 def test_given_attempt_2_when_it_starts_then_checkpoints_are_restored_with_mtimes_before_the_command(
-        agent, training_repo, s3, bucket):
+    agent, training_repo, s3, bucket
+):
     old = 1_600_000_000_123_456_789
-    s3.put_object(Bucket=bucket, Key="checkpoints/snapshot_iter_500", Body=b"state",
-                  Metadata={"mtime-ns": str(old)})
-    s3.put_object(Bucket=bucket, Key="checkpoints/snapshot_iter_900", Body=b"state",
-                  Metadata={"mtime-ns": str(old + 10**9)})
+    s3.put_object(Bucket=bucket, Key="checkpoints/snapshot_iter_500", Body=b"state", Metadata={"mtime-ns": str(old)})
+    s3.put_object(
+        Bucket=bucket, Key="checkpoints/snapshot_iter_900", Body=b"state", Metadata={"mtime-ns": str(old + 10**9)}
+    )
     agent.put_job(job_document(training_repo, agent.marks, exec_command=train("resume")))
 
     agent.start(attempt=2).wait()
@@ -128,7 +132,8 @@ def test_given_attempt_2_when_it_starts_then_checkpoints_are_restored_with_mtime
 
 
 def test_given_no_checkpoint_dir_when_attempt_2_starts_then_output_is_restored_instead(
-        agent, training_repo, s3, bucket):
+    agent, training_repo, s3, bucket
+):
     s3.put_object(Bucket=bucket, Key="output/snapshot_iter_7", Body=b"old-style snapshot")
     agent.put_job(job_document(training_repo, agent.marks, checkpoint_dir=None, exec_command=train("resume")))
 
@@ -138,7 +143,8 @@ def test_given_no_checkpoint_dir_when_attempt_2_starts_then_output_is_restored_i
 
 
 def test_given_attempt_2_rotating_snapshots_then_checkpoints_mirror_it_and_attempt_1_outputs_stay(
-        agent, training_repo, s3, bucket):
+    agent, training_repo, s3, bucket
+):
     for key in ("checkpoints/snapshot_iter_1", "checkpoints/snapshot_iter_2", "output/attempt1-plot.png"):
         s3.put_object(Bucket=bucket, Key=key, Body=b"from attempt 1")
     agent.put_job(job_document(training_repo, agent.marks, exec_command=train("rotate")))
@@ -147,18 +153,26 @@ def test_given_attempt_2_rotating_snapshots_then_checkpoints_mirror_it_and_attem
 
     assert agent.json(COMPLETED)["exit_code"] == 0
     # snapshot_iter_1 went locally, but this run did not write it: only a run's own uploads are deleted.
-    assert agent.keys("checkpoints/") == ["checkpoints/snapshot_iter_1", "checkpoints/snapshot_iter_2",
-                                          "checkpoints/snapshot_iter_3"]
+    assert agent.keys("checkpoints/") == [
+        "checkpoints/snapshot_iter_1",
+        "checkpoints/snapshot_iter_2",
+        "checkpoints/snapshot_iter_3",
+    ]
     assert agent.keys("output/") == ["output/attempt1-plot.png", "output/model.txt"]
 
 
 def test_given_a_finished_run_when_the_job_is_run_again_at_attempt_1_then_it_resumes_and_deletes_nothing(
-        agent, training_repo, s3, bucket):
+    agent, training_repo, s3, bucket
+):
     # The first run used its only attempt (max_attempts: 1) and was interrupted; the user resubmits.
     old = 1_600_000_000_000_000_000
     for iteration in (10, 20):
-        s3.put_object(Bucket=bucket, Key=f"checkpoints/snapshot_iter_{iteration}", Body=b"state",
-                      Metadata={"mtime-ns": str(old + iteration)})
+        s3.put_object(
+            Bucket=bucket,
+            Key=f"checkpoints/snapshot_iter_{iteration}",
+            Body=b"state",
+            Metadata={"mtime-ns": str(old + iteration)},
+        )
     agent.put_job(job_document(training_repo, agent.marks, exec_command=train("resume")))
 
     agent.start(attempt=1).wait()
@@ -170,7 +184,8 @@ def test_given_a_finished_run_when_the_job_is_run_again_at_attempt_1_then_it_res
 
 
 def test_given_a_shell_wrapped_training_when_the_spot_notice_comes_then_its_slow_save_completes_and_is_synced(
-        agent, training_repo, imds):
+    agent, training_repo, imds
+):
     save_seconds = 1.5 * runner.PIPE_DRAIN_SECONDS  # the agent used to SIGKILL 2 s after bash died
     agent.put_job(job_document(training_repo, agent.marks, exec_command=train("slowsave") + " && echo done"))
     agent.start(SAVE_SECONDS=str(save_seconds))
@@ -186,7 +201,8 @@ def test_given_a_shell_wrapped_training_when_the_spot_notice_comes_then_its_slow
 
 
 def test_given_a_training_that_ignores_sigterm_when_the_notice_grace_ends_then_the_marker_says_it_was_killed(
-        agent, training_repo, imds):
+    agent, training_repo, imds
+):
     started = agent.marks / "started"
     agent.put_job(job_document(training_repo, agent.marks, exec_command=f"trap '' TERM; touch {started}; sleep 600"))
     agent.start()
@@ -202,8 +218,12 @@ def test_given_a_training_that_ignores_sigterm_when_the_notice_grace_ends_then_t
 
 def test_given_a_job_env_that_would_redirect_git_when_cloning_then_the_agents_git_ignores_it(agent, training_repo):
     # Validation refuses these names; an agent handed them anyway must still clone what the spec names.
-    redirect = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": f"url.{(agent.marks / 'nowhere').as_uri()}.insteadOf",
-                "GIT_CONFIG_VALUE_0": training_repo.as_uri(), "GIT_DIR": str(agent.marks / "not-a-repo")}
+    redirect = {
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": f"url.{(agent.marks / 'nowhere').as_uri()}.insteadOf",
+        "GIT_CONFIG_VALUE_0": training_repo.as_uri(),
+        "GIT_DIR": str(agent.marks / "not-a-repo"),
+    }
     document = job_document(training_repo, agent.marks)
     document["job"]["env"].update(redirect)
     agent.put_job(document)
@@ -216,7 +236,8 @@ def test_given_a_job_env_that_would_redirect_git_when_cloning_then_the_agents_gi
 
 
 def test_given_no_checkpoint_dir_when_attempt_2_rotates_snapshots_then_nothing_in_output_is_deleted(
-        agent, training_repo, s3, bucket):
+    agent, training_repo, s3, bucket
+):
     for key in ("output/snapshot_iter_1", "output/snapshot_iter_2"):
         s3.put_object(Bucket=bucket, Key=key, Body=b"from attempt 1")
     agent.put_job(job_document(training_repo, agent.marks, checkpoint_dir=None, exec_command=train("rotate")))
@@ -224,15 +245,21 @@ def test_given_no_checkpoint_dir_when_attempt_2_rotates_snapshots_then_nothing_i
     agent.start(attempt=2).wait()
 
     assert agent.json(COMPLETED)["exit_code"] == 0
-    assert agent.keys("output/") == ["output/model.txt", "output/snapshot_iter_1", "output/snapshot_iter_2",
-                                     "output/snapshot_iter_3"]
+    assert agent.keys("output/") == [
+        "output/model.txt",
+        "output/snapshot_iter_1",
+        "output/snapshot_iter_2",
+        "output/snapshot_iter_3",
+    ]
 
 
-def test_given_a_hanging_command_that_ignores_sigterm_when_max_runtime_passes_then_it_is_killed(
-        agent, training_repo):
+def test_given_a_hanging_command_that_ignores_sigterm_when_max_runtime_passes_then_it_is_killed(agent, training_repo):
     # 2 "minutes" of 1 s each; the command ignores SIGTERM, so only SIGKILL (after 1 s) ends it.
-    agent.put_job(job_document(training_repo, agent.marks, exec_command="trap '' TERM; sleep 600",
-                               limits={"max_runtime_minutes": 2}))
+    agent.put_job(
+        job_document(
+            training_repo, agent.marks, exec_command="trap '' TERM; sleep 600", limits={"max_runtime_minutes": 2}
+        )
+    )
     started = time.time()
 
     agent.start().wait(timeout=30)
@@ -258,8 +285,9 @@ def test_given_a_missing_repository_when_cloning_then_the_attempt_fails_clearly(
 
 
 def test_given_a_commit_id_as_ref_when_cloning_then_that_commit_is_checked_out(agent, training_repo):
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=training_repo, capture_output=True, text=True,
-                            check=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=training_repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
     agent.put_job(job_document(training_repo, agent.marks, repository_ref=commit))
 
     agent.start().wait()
@@ -292,11 +320,11 @@ def test_given_keep_alive_when_training_ends_then_shutdown_waits_for_it(agent, t
     assert agent.json("status/heartbeat.json")["phase"] == "done"
 
 
-def test_given_the_debug_door_when_training_fails_then_the_instance_stays_up_before_shutting_down(
-        agent, training_repo):
+def test_given_the_debug_door_when_training_fails_then_the_instance_stays_up_before_shutting_down(agent, training_repo):
     # Given a failing command with on_failure.keep_alive_minutes=2 (2 s here) and no keep-alive for successes
-    agent.put_job(job_document(training_repo, agent.marks, exec_command=train("fail"),
-                               on_failure={"keep_alive_minutes": 2}))
+    agent.put_job(
+        job_document(training_repo, agent.marks, exec_command=train("fail"), on_failure={"keep_alive_minutes": 2})
+    )
 
     agent.start()
     agent.wait_for_key(COMPLETED)
@@ -320,27 +348,58 @@ def test_given_no_job_json_when_the_agent_starts_then_it_reports_and_still_shuts
 
 
 def test_help_documents_the_contract():
-    result = subprocess.run([sys.executable, "-m", "spottrain.agent", "--help"], cwd=REPO_ROOT,
-                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    result = subprocess.run(
+        [sys.executable, "-m", "spottrain.agent", "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
     assert result.returncode == 0
-    for term in ("--bucket", "--attempt", "--workdir", "--shutdown-command", "status/completed.json",
-                 "status/interrupted.json", "status/heartbeat.json", "SPOTTRAIN_SYNC_SECONDS",
-                 "SPOTTRAIN_HEARTBEAT_SECONDS", "SPOTTRAIN_NOTICE_POLL_SECONDS", "SPOTTRAIN_SECONDS_PER_MINUTE",
-                 "AWS_ENDPOINT_URL", "AWS_EC2_METADATA_SERVICE_ENDPOINT", "SPOTTRAIN_RESUME",
-                 "checkpoints/ mirrors checkpoint_dir", "output/ only grows", ".partial", ".tmp",
-                 "status/attempt-<n>/task-token.json", "SendTaskHeartbeat", "SpotInterrupted", "final_sync_done",
-                 "SPOTTRAIN_PREVIOUS_SYNC_WAIT_SECONDS"):
+    for term in (
+        "--bucket",
+        "--attempt",
+        "--workdir",
+        "--shutdown-command",
+        "status/completed.json",
+        "status/interrupted.json",
+        "status/heartbeat.json",
+        "SPOTTRAIN_SYNC_SECONDS",
+        "SPOTTRAIN_HEARTBEAT_SECONDS",
+        "SPOTTRAIN_NOTICE_POLL_SECONDS",
+        "SPOTTRAIN_SECONDS_PER_MINUTE",
+        "AWS_ENDPOINT_URL",
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+        "SPOTTRAIN_RESUME",
+        "checkpoints/ mirrors checkpoint_dir",
+        "output/ only grows",
+        ".partial",
+        ".tmp",
+        "status/attempt-<n>/task-token.json",
+        "SendTaskHeartbeat",
+        "SpotInterrupted",
+        "final_sync_done",
+        "SPOTTRAIN_PREVIOUS_SYNC_WAIT_SECONDS",
+    ):
         assert term in result.stdout, term
 
 
 def test_given_the_spend_budget_runs_out_mid_training_then_sigterm_checkpoint_synced_and_completed_says_spend_cap(
-        agent, training_repo):
+    agent, training_repo
+):
     # Given training that saves a snapshot on SIGTERM, running when the workflow's budget says "stop now"
     agent.put_job(job_document(training_repo, agent.marks, exec_command=train("wait")))
     agent.start()
     agent.wait_for_file(agent.marks / "started")
-    budget = {"attempt": 1, "instance_id": "i-0123456789abcdef0", "execution": EXECUTION_ID, "cap_usd": 0.05,
-              "spent_before_usd": 0.01, "usd_per_hour": 1.2, "stop_at": "2026-01-01T00:02:00+00:00"}
+    budget = {
+        "attempt": 1,
+        "instance_id": "i-0123456789abcdef0",
+        "execution": EXECUTION_ID,
+        "cap_usd": 0.05,
+        "spent_before_usd": 0.01,
+        "usd_per_hour": 1.2,
+        "stop_at": "2026-01-01T00:02:00+00:00",
+    }
     agent.s3.put_object(Bucket=agent.bucket, Key="status/attempt-1/budget.json", Body=json.dumps(budget).encode())
 
     # When the agent reads it (next heartbeat) and stops the training

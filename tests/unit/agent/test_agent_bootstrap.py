@@ -1,4 +1,5 @@
 """The bootstrap (user data) run for real against moto: it fetches the agent asset and starts the agent."""
+
 from __future__ import annotations
 
 import json
@@ -44,14 +45,16 @@ def instance_env(tmp_path, aws_env, imds):
     aws.chmod(aws.stat().st_mode | stat.S_IEXEC)
     env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
     env.update(aws_env, **FAST_TIMINGS)
-    env.update({
-        "PATH": f"{shims}{os.pathsep}{os.environ['PATH']}",
-        "SPOTTRAIN_ROOT": str(tmp_path / "root"),
-        "SPOTTRAIN_PYTHON": AGENT_PYTHON,
-        "SPOTTRAIN_SHUTDOWN_COMMAND": f"touch {shlex.quote(str(tmp_path / 'shutdown-called'))}",
-        "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.endpoint,
-        "SPOTTRAIN_RUN_AS_HOME": str(tmp_path / "home"),
-    })
+    env.update(
+        {
+            "PATH": f"{shims}{os.pathsep}{os.environ['PATH']}",
+            "SPOTTRAIN_ROOT": str(tmp_path / "root"),
+            "SPOTTRAIN_PYTHON": AGENT_PYTHON,
+            "SPOTTRAIN_SHUTDOWN_COMMAND": f"touch {shlex.quote(str(tmp_path / 'shutdown-called'))}",
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.endpoint,
+            "SPOTTRAIN_RUN_AS_HOME": str(tmp_path / "home"),
+        }
+    )
     return env
 
 
@@ -61,16 +64,21 @@ def boot(user_data: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_given_an_agent_asset_when_the_bootstrap_runs_then_the_agent_carries_out_the_job(
-        tmp_path, instance_env, s3, bucket, training_repo):
+    tmp_path, instance_env, s3, bucket, training_repo
+):
     marks = tmp_path / "marks"
     marks.mkdir()
-    s3.put_object(Bucket=bucket, Key="job.json",
-                  Body=json.dumps(job_document(training_repo, marks)).encode())
+    s3.put_object(Bucket=bucket, Key="job.json", Body=json.dumps(job_document(training_repo, marks)).encode())
     s3.upload_file(str(build_zip(AGENT_ASSET, tmp_path / "agent.zip")), bucket, "assets/agent.zip")
 
     # The stack's instanceUser is this test's own account: no second account is needed to run it.
-    booted = boot(render_user_data(bucket=bucket, attempt=1, region="us-east-1", agent_bucket=bucket,
-                                   agent_key="assets/agent.zip", run_as=ME), instance_env, tmp_path)
+    booted = boot(
+        render_user_data(
+            bucket=bucket, attempt=1, region="us-east-1", agent_bucket=bucket, agent_key="assets/agent.zip", run_as=ME
+        ),
+        instance_env,
+        tmp_path,
+    )
 
     assert booted.returncode == 0, booted.stderr
     completed = json.loads(s3.get_object(Bucket=bucket, Key="status/completed.json")["Body"].read())
@@ -84,9 +92,15 @@ def test_given_an_agent_asset_when_the_bootstrap_runs_then_the_agent_carries_out
 
 
 def test_given_a_missing_agent_asset_when_the_bootstrap_runs_then_it_says_so_on_the_console_and_shuts_down(
-        tmp_path, instance_env, bucket):
-    booted = boot(render_user_data(bucket=bucket, attempt=2, region="us-east-1", agent_bucket=bucket,
-                                   agent_key="assets/missing.zip", run_as=ME), instance_env, tmp_path)
+    tmp_path, instance_env, bucket
+):
+    booted = boot(
+        render_user_data(
+            bucket=bucket, attempt=2, region="us-east-1", agent_bucket=bucket, agent_key="assets/missing.zip", run_as=ME
+        ),
+        instance_env,
+        tmp_path,
+    )
 
     assert booted.returncode != 0
     failure = [line for line in booted.stderr.splitlines() if line.startswith("spottrain bootstrap: FAILED")]

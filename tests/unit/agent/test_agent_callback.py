@@ -3,6 +3,7 @@
 Each test starts a one-state machine whose Task waits for a token (as WaitForTraining does), puts
 the token where await_training would, runs the agent as a process, and reads how the execution ended.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,8 @@ def wait_for(condition, what: str, timeout: float = 30):
 
 
 def test_given_a_token_that_appears_after_boot_when_training_outlasts_heartbeat_seconds_then_heartbeats_keep_the_wait_and_success_ends_it(
-        agent, training_repo, waiting_task, s3, bucket):
+    agent, training_repo, waiting_task, s3, bucket
+):
     heartbeat_seconds = 4  # the agent beats every 0.5 s: 8 chances per window
     token = waiting_task.start(heartbeat_seconds=heartbeat_seconds)
     agent.put_job(job_document(training_repo, agent.marks, exec_command=train("hold")))
@@ -60,8 +62,12 @@ def test_given_a_token_that_appears_after_boot_when_training_outlasts_heartbeat_
     print(f"\nmeasured: training exit -> execution SUCCEEDED (final sync, completed.json, callback): {reaction:.2f}s")
     assert still == "RUNNING"
     assert ended["status"] == "SUCCEEDED", ended
-    assert json.loads(ended["output"]) == {"attempt": 1, "instance_id": FakeImds.instance_id,
-                                           "execution": EXECUTION_ID, "outcome": "completed"}
+    assert json.loads(ended["output"]) == {
+        "attempt": 1,
+        "instance_id": FakeImds.instance_id,
+        "execution": EXECUTION_ID,
+        "outcome": "completed",
+    }
     assert agent.json(COMPLETED)["exit_code"] == 0
     # Heartbeats add no history events: the history grows with attempts, not with hours.
     assert waiting_task.history() == WAIT_HISTORY + ["TaskSucceeded", "TaskStateExited", "ExecutionSucceeded"]
@@ -69,7 +75,8 @@ def test_given_a_token_that_appears_after_boot_when_training_outlasts_heartbeat_
 
 
 def test_given_a_failing_training_when_it_exits_then_the_wait_fails_with_training_failed_and_a_short_cause(
-        agent, training_repo, waiting_task, s3, bucket):
+    agent, training_repo, waiting_task, s3, bucket
+):
     put_token(s3, bucket, waiting_task.start())
     agent.put_job(job_document(training_repo, agent.marks, exec_command=train("fail")))
 
@@ -84,7 +91,8 @@ def test_given_a_failing_training_when_it_exits_then_the_wait_fails_with_trainin
 
 
 def test_given_a_missing_repository_when_cloning_fails_then_the_wait_fails_with_clone_failed(
-        agent, training_repo, waiting_task, s3, bucket, tmp_path):
+    agent, training_repo, waiting_task, s3, bucket, tmp_path
+):
     put_token(s3, bucket, waiting_task.start())
     agent.put_job(job_document(training_repo, agent.marks, repository_url=(tmp_path / "nowhere").as_uri()))
 
@@ -97,7 +105,8 @@ def test_given_a_missing_repository_when_cloning_fails_then_the_wait_fails_with_
 
 
 def test_given_a_spot_notice_when_training_is_still_saving_then_spot_interrupted_has_already_failed_the_wait(
-        agent, training_repo, waiting_task, s3, bucket, imds):
+    agent, training_repo, waiting_task, s3, bucket, imds
+):
     put_token(s3, bucket, waiting_task.start())
     agent.put_job(job_document(training_repo, agent.marks, exec_command=train("holdsave")))
     agent.start()
@@ -128,7 +137,8 @@ def test_given_a_spot_notice_when_training_is_still_saving_then_spot_interrupted
 
 
 def test_given_a_token_already_used_when_the_agent_heartbeats_then_it_stops_calling_and_still_finishes(
-        agent, training_repo, waiting_task, s3, bucket):
+    agent, training_repo, waiting_task, s3, bucket
+):
     token = waiting_task.start()
     waiting_task.sfn.send_task_success(taskToken=token, output="{}")  # e.g. await_training answered it
     assert waiting_task.wait_until_over()["status"] == "SUCCEEDED"
@@ -227,16 +237,27 @@ def test_given_a_token_file_of_another_run_when_read_then_it_is_never_used(field
 def test_given_a_long_message_when_failing_then_the_cause_is_one_line_of_at_most_256_characters():
     callback, stub = callback_with(OURS)
     one_line = ("x " * 400).strip()
-    stub.add_response("send_task_failure", {}, {"taskToken": "t-1", "error": "AgentError",
-                                                "cause": one_line[:253] + "..."})
+    stub.add_response(
+        "send_task_failure", {}, {"taskToken": "t-1", "error": "AgentError", "cause": one_line[:253] + "..."}
+    )
     with stub:
         assert callback.fail(CallbackError.AGENT_ERROR, "x\n" * 400)
 
 
-@pytest.mark.parametrize("reason, error", [
-    ("exit", "TrainingFailed"), ("max_runtime", "RuntimeLimit"), ("spend_cap", "SpendCap"), ("disk_full", "DiskFull"),
-    ("clone_failed", "CloneFailed"), ("job_invalid", "JobInvalid"), ("job_unreadable", "JobInvalid"),
-    ("interrupted", "SpotInterrupted"), ("restore_failed", "AgentError"), ("agent_error", "AgentError"),
-])
+@pytest.mark.parametrize(
+    "reason, error",
+    [
+        ("exit", "TrainingFailed"),
+        ("max_runtime", "RuntimeLimit"),
+        ("spend_cap", "SpendCap"),
+        ("disk_full", "DiskFull"),
+        ("clone_failed", "CloneFailed"),
+        ("job_invalid", "JobInvalid"),
+        ("job_unreadable", "JobInvalid"),
+        ("interrupted", "SpotInterrupted"),
+        ("restore_failed", "AgentError"),
+        ("agent_error", "AgentError"),
+    ],
+)
 def test_each_outcome_reason_maps_to_its_contract_error(reason, error):
     assert error_for(reason) == error

@@ -3,6 +3,7 @@
 By hand means `git clone --branch REF` for a branch or tag (git's own order: branch, then tag),
 and `git clone` + `git checkout COMMIT` only for a commit no branch or tag is named after.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,9 @@ def commit(repo, text):
     (repo / "which.txt").write_text(text)
     git("add", ".", cwd=repo)
     git("commit", "-q", "-m", text, cwd=repo)
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +49,15 @@ def clone_at(repo, ref, dest):
     return result, output
 
 
-@pytest.mark.parametrize("ref, expected", [
-    (None, "main"),
-    ("deadbeef", "branch deadbeef"),
-    ("20240115", "branch 20240115"),
-    ("v2", "tag v2"),
-])
+@pytest.mark.parametrize(
+    "ref, expected",
+    [
+        (None, "main"),
+        ("deadbeef", "branch deadbeef"),
+        ("20240115", "branch 20240115"),
+        ("v2", "tag v2"),
+    ],
+)
 def test_given_a_branch_or_tag_when_cloning_then_the_tree_is_that_refs(hexy_repo, tmp_path, ref, expected):
     repo, _ = hexy_repo
 
@@ -63,7 +68,8 @@ def test_given_a_branch_or_tag_when_cloning_then_the_tree_is_that_refs(hexy_repo
 
 @pytest.mark.parametrize("length", [40, 8])
 def test_given_a_commit_id_that_no_ref_is_named_after_when_cloning_then_that_commit_is_checked_out(
-        hexy_repo, tmp_path, length):
+    hexy_repo, tmp_path, length
+):
     repo, old = hexy_repo
 
     result, _ = clone_at(repo, old[:length], tmp_path / "clone")
@@ -72,7 +78,8 @@ def test_given_a_commit_id_that_no_ref_is_named_after_when_cloning_then_that_com
 
 
 def test_given_a_branch_named_like_a_commit_id_when_cloning_then_the_branch_wins_as_with_git_clone_branch(
-        hexy_repo, tmp_path):
+    hexy_repo, tmp_path
+):
     repo, old = hexy_repo
 
     result, _ = clone_at(repo, old[:10], tmp_path / "clone")

@@ -1,4 +1,5 @@
 """Cloning a private https repository: the token reaches git through its credential helper, and nowhere else."""
+
 from __future__ import annotations
 
 import os
@@ -35,7 +36,9 @@ def _clone(url: str, dest, certificate, credentials):
     output = OutputLog(dest.parent / "logs", 1, 1 << 20)
     output.secret_values = [credentials[1].encode()] if credentials else []
     env = {**os.environ, "GIT_SSL_CAINFO": str(certificate)}
-    return clone.clone(url, "main", dest, env=env, output=output, should_stop=lambda: None, credentials=credentials), output
+    return clone.clone(
+        url, "main", dest, env=env, output=output, should_stop=lambda: None, credentials=credentials
+    ), output
 
 
 def test_given_the_right_token_when_cloning_then_git_gets_it_from_the_helper_and_no_command_line_holds_it(
@@ -43,8 +46,9 @@ def test_given_the_right_token_when_cloning_then_git_gets_it_from_the_helper_and
 ):
     server, url, token = private_repo
     # Given a process list watched while git runs (what `ps` would show any user on the instance)
-    watching = subprocess.Popen(["sh", "-c", "for i in $(seq 30); do ps -eo args; done"],
-                                stdout=subprocess.PIPE, text=True)
+    watching = subprocess.Popen(
+        ["sh", "-c", "for i in $(seq 30); do ps -eo args; done"], stdout=subprocess.PIPE, text=True
+    )
 
     result, output = _clone(url, tmp_path / "work" / "private", server.certificate, ("x-access-token", token))
     seen = watching.communicate()[0]
@@ -67,7 +71,9 @@ def test_given_a_wrong_token_when_cloning_then_git_fails_at_once_saying_authenti
     assert clone.refused_credentials(clone.failure_line(output.tail())), output.tail()
 
 
-def test_given_no_credentials_when_cloning_a_private_repository_then_git_does_not_hang_on_a_prompt(private_repo, tmp_path):
+def test_given_no_credentials_when_cloning_a_private_repository_then_git_does_not_hang_on_a_prompt(
+    private_repo, tmp_path
+):
     server, url, _ = private_repo
 
     result, output = _clone(url, tmp_path / "work" / "private", server.certificate, None)

@@ -1,4 +1,5 @@
 """IMDSv2 client: token handshake, spot notice, and a missing IMDS that must not hurt."""
+
 from __future__ import annotations
 
 import time
@@ -38,5 +39,8 @@ def test_given_no_imds_when_asking_then_unknown_and_no_notice_quickly():
 
 
 def test_given_the_sdk_variable_then_the_endpoint_follows_it():
-    assert Imds.from_env({"AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:1338/"}).endpoint == "http://127.0.0.1:1338"
+    assert (
+        Imds.from_env({"AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:1338/"}).endpoint
+        == "http://127.0.0.1:1338"
+    )
     assert Imds.from_env({}).endpoint == "http://169.254.169.254"

@@ -1,4 +1,5 @@
 """The agent in-process, for faults that must be injected into it: here a disk that fills up."""
+
 from __future__ import annotations
 
 import json
@@ -14,13 +15,20 @@ from spottrain.agent.s3sync import Store, s3_client
 
 
 def test_given_the_disk_fills_while_training_prints_when_the_agent_runs_then_it_fails_at_once_saying_disk_full(
-        s3, bucket, imds, training_repo, tmp_path):
+    s3, bucket, imds, training_repo, tmp_path
+):
     # Prints 200 kB, then would train for 10 minutes; 100 kB of disk are left for its log.
     command = "head -c 200000 /dev/zero | tr '\\0' x | fold -w 99; sleep 600"
     document = job_document(training_repo, tmp_path, exec_command=command, limits={"max_runtime_minutes": 600})
     s3.put_object(Bucket=bucket, Key="job.json", Body=json.dumps(document).encode())
-    options = agent_options.Options(bucket=bucket, attempt=1, workdir=tmp_path / "work", region="us-east-1",
-                                    shutdown_command="true", **agent_options.timings_from_env(FAST_TIMINGS))
+    options = agent_options.Options(
+        bucket=bucket,
+        attempt=1,
+        workdir=tmp_path / "work",
+        region="us-east-1",
+        shutdown_command="true",
+        **agent_options.timings_from_env(FAST_TIMINGS),
+    )
     agent = Agent(options, Store(s3_client("us-east-1"), bucket), Imds(imds.endpoint))
     agent.output = OutputLog(agent.output.directory, 1, 1 << 30, opener=lambda path: FillingDisk(room=100_000))
     started = time.monotonic()

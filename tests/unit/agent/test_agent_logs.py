@@ -1,4 +1,5 @@
 """The command's local log: a full disk never blocks the command, and the local copy stays bounded."""
+
 from __future__ import annotations
 
 import errno
@@ -39,8 +40,7 @@ def test_given_a_full_disk_when_the_command_keeps_printing_then_its_output_is_dr
     # 4 MiB: far more than a pipe holds, so an undrained pipe blocks the command for good.
     command = [sys.executable, "-c", "import sys\nfor i in range(65536): print('x' * 63)\nprint('last words')"]
 
-    result = run_in_thread(command=command, cwd=tmp_path, env=dict(os.environ), output=output,
-                           should_stop=lambda: None)
+    result = run_in_thread(command=command, cwd=tmp_path, env=dict(os.environ), output=output, should_stop=lambda: None)
 
     assert result.exit_code == 0
     assert output.disk_full and output.write_error.errno == errno.ENOSPC
@@ -51,8 +51,13 @@ def test_given_a_full_disk_when_a_stop_is_wired_to_it_then_the_command_is_stoppe
     output = OutputLog(tmp_path, 1, 1 << 30, opener=lambda path: FillingDisk(room=10))
     stop = runner.StopRequest("disk_full", 60)
 
-    result = run_in_thread(command="echo a long first line; sleep 600", cwd=tmp_path, env=dict(os.environ),
-                           output=output, should_stop=lambda: stop if output.disk_full else None)
+    result = run_in_thread(
+        command="echo a long first line; sleep 600",
+        cwd=tmp_path,
+        env=dict(os.environ),
+        output=output,
+        should_stop=lambda: stop if output.disk_full else None,
+    )
 
     assert result.stop is stop and result.exit_code == 128 + 15
 
@@ -119,4 +124,6 @@ def test_given_a_part_that_rotates_while_it_uploads_when_uploading_again_then_s3
 
     # Then S3's copy of the rotated part is the whole part, not what the first upload read
     first = output.part_path(1)
-    assert store.objects["logs/attempt-1/output-0001.log"] == first.read_bytes() == b"a" * 40 + b"\n" + b"b" * 40 + b"\n"
+    assert (
+        store.objects["logs/attempt-1/output-0001.log"] == first.read_bytes() == b"a" * 40 + b"\n" + b"b" * 40 + b"\n"
+    )

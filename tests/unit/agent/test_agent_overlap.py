@@ -1,4 +1,5 @@
 """The replacement boots while the reclaimed instance still syncs: it restores only after that sync."""
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,8 @@ def put_marker(s3, bucket, **fields) -> None:
 
 
 def test_given_attempt_1_still_syncing_when_attempt_2_starts_then_it_restores_only_what_the_final_sync_uploaded(
-        agent, training_repo, s3, bucket):
+    agent, training_repo, s3, bucket
+):
     s3.put_object(Bucket=bucket, Key="checkpoints/snapshot_iter_1", Body=b"periodic sync")
     put_marker(s3, bucket, final_sync_done=False)
     agent.put_job(job_document(training_repo, agent.marks, exec_command=train("resume")))
@@ -49,7 +51,8 @@ def test_given_attempt_1_still_syncing_when_attempt_2_starts_then_it_restores_on
 
 
 def test_given_attempt_1_never_finishes_its_sync_when_the_bound_passes_then_attempt_2_restores_what_is_there(
-        agent, training_repo, s3, bucket):
+    agent, training_repo, s3, bucket
+):
     s3.put_object(Bucket=bucket, Key="checkpoints/snapshot_iter_1", Body=b"periodic sync")
     put_marker(s3, bucket, final_sync_done=False)  # e.g. its instance was reclaimed mid-upload
     agent.put_job(job_document(training_repo, agent.marks, exec_command=train("resume")))
@@ -62,14 +65,17 @@ def test_given_attempt_1_never_finishes_its_sync_when_the_bound_passes_then_atte
     assert "gave up after" in log and "SPOTTRAIN_PREVIOUS_SYNC_WAIT_SECONDS=1" in log
 
 
-@pytest.mark.parametrize("marker, attempt, why", [
-    ({**SYNCING, "final_sync_done": True}, 2, "the sync is over"),
-    ({"attempt": 1, "execution": "exec-1"}, 2, "an older agent's marker has no final_sync_done"),
-    ({**SYNCING, "execution": "exec-0"}, 2, "a marker of another execution"),
-    (SYNCING, 3, "a marker of an attempt before the previous one"),
-    (SYNCING, 1, "the first attempt has no previous one"),
-    (None, 2, "no marker at all"),
-])
+@pytest.mark.parametrize(
+    "marker, attempt, why",
+    [
+        ({**SYNCING, "final_sync_done": True}, 2, "the sync is over"),
+        ({"attempt": 1, "execution": "exec-1"}, 2, "an older agent's marker has no final_sync_done"),
+        ({**SYNCING, "execution": "exec-0"}, 2, "a marker of another execution"),
+        (SYNCING, 3, "a marker of an attempt before the previous one"),
+        (SYNCING, 1, "the first attempt has no previous one"),
+        (None, 2, "no marker at all"),
+    ],
+)
 def test_given_nothing_to_wait_for_then_no_wait(marker, attempt, why):
     assert not previous_sync_pending(marker, attempt, "exec-1"), why
 

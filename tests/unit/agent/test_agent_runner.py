@@ -1,4 +1,5 @@
 """Running one phase: the whole process group stops, leftovers cannot hang it, output stays bounded."""
+
 from __future__ import annotations
 
 import os
@@ -46,8 +47,13 @@ def test_given_a_stop_when_the_command_has_children_then_the_whole_group_gets_si
     pid_file = tmp_path / "worker.pid"
     command = f"sleep 600 & echo $! > {pid_file}; wait"
 
-    result = runner.run(command, cwd=tmp_path, env=dict(os.environ), output=output,
-                        should_stop=after(0.5, runner.StopRequest("interrupted", 5)))
+    result = runner.run(
+        command,
+        cwd=tmp_path,
+        env=dict(os.environ),
+        output=output,
+        should_stop=after(0.5, runner.StopRequest("interrupted", 5)),
+    )
 
     assert result.stop.reason == "interrupted" and result.exit_code == 128 + 15
     assert gone_within(int(pid_file.read_text()), seconds=5)  # the data-loader-like child went too
@@ -55,7 +61,7 @@ def test_given_a_stop_when_the_command_has_children_then_the_whole_group_gets_si
 
 # A payload-like training: on SIGTERM it saves a snapshot that takes longer than the pipe drain (as a
 # real multi-GB save does), the way training_payload does: write .partial, then rename.
-SLOW_SAVE_PY = r'''
+SLOW_SAVE_PY = r"""
 import os, signal, sys, time
 from pathlib import Path
 
@@ -72,7 +78,7 @@ signal.signal(signal.SIGTERM, save)
 (here / "ready").write_text("1")
 while True:
     time.sleep(0.05)
-'''
+"""
 
 
 def when_ready(path, stop: runner.StopRequest):
@@ -80,16 +86,22 @@ def when_ready(path, stop: runner.StopRequest):
     return lambda: stop if path.exists() else None
 
 
-@pytest.mark.parametrize("wrap", ["{} && echo done", "{}; echo next", "{} | tee copy.log",
-                                  "echo start && {} 2>&1 | cat"])
+@pytest.mark.parametrize(
+    "wrap", ["{} && echo done", "{}; echo next", "{} | tee copy.log", "echo start && {} 2>&1 | cat"]
+)
 def test_given_a_shell_wrapped_training_when_stopped_then_it_gets_the_whole_grace_to_save(tmp_path, wrap):
     output = OutputLog(tmp_path / "logs", 1, 1 << 20)
     (tmp_path / "save.py").write_text(SLOW_SAVE_PY)
     save_seconds = 1.5 * runner.PIPE_DRAIN_SECONDS
     training = f"{shlex.quote(sys.executable)} save.py {shlex.quote(str(tmp_path))} {save_seconds}"
 
-    result = runner.run(wrap.format(training), cwd=tmp_path, env=dict(os.environ), output=output,
-                        should_stop=when_ready(tmp_path / "ready", runner.StopRequest("interrupted", 60)))
+    result = runner.run(
+        wrap.format(training),
+        cwd=tmp_path,
+        env=dict(os.environ),
+        output=output,
+        should_stop=when_ready(tmp_path / "ready", runner.StopRequest("interrupted", 60)),
+    )
 
     assert (tmp_path / "snapshot").read_text() == "state"  # the save completed before run() returned
     assert result.stop.reason == "interrupted" and result.killed is False
@@ -99,8 +111,13 @@ def test_given_a_training_that_ignores_sigterm_when_the_grace_ends_then_it_is_ki
     output = OutputLog(tmp_path / "logs", 1, 1 << 20)
     command = f"trap '' TERM; touch {shlex.quote(str(tmp_path / 'ready'))}; sleep 600"
 
-    result = runner.run(command, cwd=tmp_path, env=dict(os.environ), output=output,
-                        should_stop=when_ready(tmp_path / "ready", runner.StopRequest("max_runtime", 0.5)))
+    result = runner.run(
+        command,
+        cwd=tmp_path,
+        env=dict(os.environ),
+        output=output,
+        should_stop=when_ready(tmp_path / "ready", runner.StopRequest("max_runtime", 0.5)),
+    )
 
     assert result.killed is True and result.exit_code == 128 + 9
 
@@ -131,8 +148,9 @@ def test_given_output_without_newlines_when_logged_then_every_byte_lands_in_boun
     output = OutputLog(tmp_path / "logs", 1, 1 << 20)
     size = 5 * runner.MAX_LINE_BYTES + 123
 
-    runner.run(f"head -c {size} /dev/zero | tr '\\0' x", cwd=tmp_path, env=dict(os.environ), output=output,
-               should_stop=never)
+    runner.run(
+        f"head -c {size} /dev/zero | tr '\\0' x", cwd=tmp_path, env=dict(os.environ), output=output, should_stop=never
+    )
     output.close()
 
     assert output.part_path(1).read_bytes() == b"x" * size

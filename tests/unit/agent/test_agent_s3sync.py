@@ -1,4 +1,5 @@
 """S3 plumbing of the agent: changed-files-only sync, mtime-preserving restore, retries that never kill."""
+
 from __future__ import annotations
 
 import os
@@ -201,12 +202,16 @@ def test_given_checkpoints_of_an_earlier_run_when_a_new_run_syncs_an_empty_dir_t
     report = DirSync(store, tmp_path, "checkpoints/", mirror_deletions=True).sync()
 
     assert report.ok and report.deleted == []
-    assert keys_under(store, "checkpoints/") == ["checkpoints/snapshot_iter_1", "checkpoints/snapshot_iter_100",
-                                                 "checkpoints/snapshot_iter_200"]
+    assert keys_under(store, "checkpoints/") == [
+        "checkpoints/snapshot_iter_1",
+        "checkpoints/snapshot_iter_100",
+        "checkpoints/snapshot_iter_200",
+    ]
 
 
 def test_given_restored_snapshots_rotated_away_when_the_mirror_syncs_then_only_this_runs_own_are_deleted(
-        store, tmp_path):
+    store, tmp_path
+):
     store.client.put_object(Bucket="job", Key="checkpoints/snapshot_iter_100", Body=b"from the last attempt")
     sync = DirSync(store, tmp_path, "checkpoints/", mirror_deletions=True)
     sync.restore()
@@ -224,14 +229,16 @@ def test_given_restored_snapshots_rotated_away_when_the_mirror_syncs_then_only_t
 
 
 def test_given_an_earlier_attempt_of_the_same_execution_when_it_rotates_restored_snapshots_then_s3_follows(
-        store, tmp_path):
+    store, tmp_path
+):
     # Given attempt 1 of execution E uploaded 100, and an ended run (execution D) left 50
     first = tmp_path / "attempt-1"
     first.mkdir()
     snapshot(first, 100)
     DirSync(store, first, "checkpoints/", mirror_deletions=True, execution="E").sync()
-    store.client.put_object(Bucket="job", Key="checkpoints/snapshot_iter_50", Body=b"an ended run's",
-                            Metadata={"execution": "D"})
+    store.client.put_object(
+        Bucket="job", Key="checkpoints/snapshot_iter_50", Body=b"an ended run's", Metadata={"execution": "D"}
+    )
 
     # When attempt 2 of E restores, then rotates 100 away after writing 200
     second = tmp_path / "attempt-2"
@@ -302,7 +309,8 @@ def test_given_a_missing_local_dir_when_the_mirror_syncs_then_nothing_is_deleted
 
 
 def test_given_checkpoints_nested_in_output_when_output_syncs_then_they_are_left_to_the_checkpoint_mirror(
-        store, tmp_path):
+    store, tmp_path
+):
     checkpoints = tmp_path / "checkpoints"
     checkpoints.mkdir()
     snapshot(checkpoints, 100)

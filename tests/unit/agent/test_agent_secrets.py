@@ -1,4 +1,5 @@
 """The job's secrets on the instance: read with the role, in the commands' environment, masked everywhere it writes."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,8 +12,10 @@ from agent_support import job_document
 
 COMPLETED = "status/completed.json"
 # Prints the secret (the agent must mask it) and its hash (proof the command had the value).
-SHOW = ("python3 -c \"import hashlib, os; v = os.environ['API_TOKEN']; print('token is', v); "
-        "print('sha', hashlib.sha256(v.encode()).hexdigest())\"")
+SHOW = (
+    "python3 -c \"import hashlib, os; v = os.environ['API_TOKEN']; print('token is', v); "
+    "print('sha', hashlib.sha256(v.encode()).hexdigest())\""
+)
 
 
 def test_given_a_secret_in_ssm_when_the_job_runs_then_the_command_has_it_and_no_output_the_agent_wrote_shows_it(
@@ -21,9 +24,11 @@ def test_given_a_secret_in_ssm_when_the_job_runs_then_the_command_has_it_and_no_
     # Given an SSM SecureString under the prefix (a fresh value: nothing else could contain it)
     value = "tok-" + secrets.token_hex(12)
     boto3.client("ssm", region_name="us-east-1", endpoint_url=aws_env["AWS_ENDPOINT_URL"]).put_parameter(
-        Name=f"/spottrain/{agent.bucket}", Value=value, Type="SecureString", Overwrite=True)
-    agent.put_job(job_document(training_repo, agent.marks, exec_command=SHOW,
-                               secrets={"API_TOKEN": f"/spottrain/{agent.bucket}"}))
+        Name=f"/spottrain/{agent.bucket}", Value=value, Type="SecureString", Overwrite=True
+    )
+    agent.put_job(
+        job_document(training_repo, agent.marks, exec_command=SHOW, secrets={"API_TOKEN": f"/spottrain/{agent.bucket}"})
+    )
 
     # When the agent runs the job
     console = agent.start().wait()

@@ -3,6 +3,7 @@
 No test here reaches AWS: credentials are fake, the config files absent, instance metadata lookups
 disabled, and the endpoint is a loopback port nobody listens on.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,11 +14,26 @@ import pytest
 from spottrain import cli
 
 EXAMPLE = cli.REPO_ROOT / "examples" / "jobs" / "pix2pix.json"
-COMMANDS = [["submit", str(EXAMPLE)], ["status", "pix2pix-20161231"], ["logs", "pix2pix-20161231"],
-            ["cancel", "pix2pix-20161231"], ["list"]]
-AWS_VARIABLES = ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                 "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-                 "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN")
+COMMANDS = [
+    ["submit", str(EXAMPLE)],
+    ["status", "pix2pix-20161231"],
+    ["logs", "pix2pix-20161231"],
+    ["cancel", "pix2pix-20161231"],
+    ["list"],
+]
+AWS_VARIABLES = (
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_PROFILE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+)
 
 
 @pytest.fixture
@@ -88,7 +104,8 @@ def test_given_an_unreachable_endpoint_when_a_stack_command_runs_then_one_line_s
 @pytest.mark.parametrize("url", ["127.0.0.1:5000", "http://127.0.0.1:99999", "ftp://127.0.0.1:5000"])
 @pytest.mark.parametrize("argv", [["status", "lr"], ["cancel", "lr"]], ids=["status", "cancel"])
 def test_given_a_malformed_endpoint_url_when_a_stack_command_runs_then_one_line_shows_the_form(
-        bare_machine, capsys, argv, url):
+    bare_machine, capsys, argv, url
+):
     # Given AWS_ENDPOINT_URL typed without its scheme, with a port out of range, or not http(s)
     bare_machine.setenv("AWS_ACCESS_KEY_ID", "testing")
     bare_machine.setenv("AWS_SECRET_ACCESS_KEY", "testing")

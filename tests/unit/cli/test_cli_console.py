@@ -1,4 +1,5 @@
 """The CLI's output (spottrain/console.py): rich where a terminal reads it, plain lines everywhere else."""
+
 from __future__ import annotations
 
 import io

@@ -1,5 +1,6 @@
 """`spottrain cost <job>`: the per-attempt table a user reads to see what spot saved, from the downloaded
 report or the job's bucket."""
+
 from __future__ import annotations
 
 import json
@@ -11,18 +12,46 @@ from moto import mock_aws
 from spottrain import cli, cost
 
 REPORT = {
-    "job": "multihead-demo", "status": "SUCCEEDED",
+    "job": "multihead-demo",
+    "status": "SUCCEEDED",
     "attempts": [
-        {"attempt": 1, "instance_type": "g5.xlarge", "lifecycle": "spot", "az": "us-east-1a", "subnet_id": "subnet-a",
-         "outcome": "INTERRUPTED", "launched_at": "2026-01-01T00:00:00+00:00", "ended_at": "2026-01-01T01:00:00+00:00",
-         "price_per_hour": 0.35, "on_demand_price_per_hour": 1.0, "redone_minutes": 2.5,
-         "last_checkpoint_at": "2026-01-01T00:57:30+00:00"},
-        {"attempt": 2, "instance_type": "g6.xlarge", "lifecycle": "spot", "az": "us-east-1b", "subnet_id": "subnet-b",
-         "outcome": "SUCCEEDED", "launched_at": "2026-01-01T01:05:00+00:00", "ended_at": "2026-01-01T01:35:00+00:00",
-         "price_per_hour": 0.3, "on_demand_price_per_hour": 0.8},
+        {
+            "attempt": 1,
+            "instance_type": "g5.xlarge",
+            "lifecycle": "spot",
+            "az": "us-east-1a",
+            "subnet_id": "subnet-a",
+            "outcome": "INTERRUPTED",
+            "launched_at": "2026-01-01T00:00:00+00:00",
+            "ended_at": "2026-01-01T01:00:00+00:00",
+            "price_per_hour": 0.35,
+            "on_demand_price_per_hour": 1.0,
+            "redone_minutes": 2.5,
+            "last_checkpoint_at": "2026-01-01T00:57:30+00:00",
+        },
+        {
+            "attempt": 2,
+            "instance_type": "g6.xlarge",
+            "lifecycle": "spot",
+            "az": "us-east-1b",
+            "subnet_id": "subnet-b",
+            "outcome": "SUCCEEDED",
+            "launched_at": "2026-01-01T01:05:00+00:00",
+            "ended_at": "2026-01-01T01:35:00+00:00",
+            "price_per_hour": 0.3,
+            "on_demand_price_per_hour": 0.8,
+        },
     ],
-    "capacity_waits": [{"attempt": 2, "started_at": "2026-01-01T01:00:00+00:00", "ended_at": "2026-01-01T01:05:00+00:00",
-                        "waits": 3, "outcome": "FOUND", "pools_refused": ["g5.xlarge/subnet-a", "g5.xlarge/subnet-b"]}],
+    "capacity_waits": [
+        {
+            "attempt": 2,
+            "started_at": "2026-01-01T01:00:00+00:00",
+            "ended_at": "2026-01-01T01:05:00+00:00",
+            "waits": 3,
+            "outcome": "FOUND",
+            "pools_refused": ["g5.xlarge/subnet-a", "g5.xlarge/subnet-b"],
+        }
+    ],
 }
 
 
@@ -58,8 +87,11 @@ def test_given_a_downloaded_report_when_cost_runs_then_each_attempt_and_the_tota
 
 
 def test_given_no_downloaded_report_then_the_jobs_bucket_is_read(monkeypatch):
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(name, value)
     with mock_aws():
         s3 = boto3.client("s3")
@@ -74,14 +106,19 @@ def test_given_no_downloaded_report_then_the_jobs_bucket_is_read(monkeypatch):
             cost.bucket_report(s3, "spottrain-1-nothing")
 
 
-@pytest.mark.parametrize("body,says", [
-    ("{", "is not JSON"),
-    ("", "is not JSON"),
-    ('{"attempts": "x"}', 'attempts is "x", not a list of objects'),
-    ("[1]", "a JSON list, not an object"),
-    ('{"attempts": [{"attempt": 1, "price_per_hour": "x", "launched_at": "2026-01-01T00:00:00+00:00"}]}',
-     "ValueError"),
-])
+@pytest.mark.parametrize(
+    "body,says",
+    [
+        ("{", "is not JSON"),
+        ("", "is not JSON"),
+        ('{"attempts": "x"}', 'attempts is "x", not a list of objects'),
+        ("[1]", "a JSON list, not an object"),
+        (
+            '{"attempts": [{"attempt": 1, "price_per_hour": "x", "launched_at": "2026-01-01T00:00:00+00:00"}]}',
+            "ValueError",
+        ),
+    ],
+)
 def test_given_a_malformed_downloaded_report_when_cost_runs_then_one_line_names_the_file(tmp_path, capsys, body, says):
     # Given a report.json truncated or edited by hand
     (tmp_path / "multihead-demo").mkdir()

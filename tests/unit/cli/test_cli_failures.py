@@ -1,5 +1,6 @@
 """How a failed job ends on the CLI: one line a user reads, not a Lambda's stack trace; and a --local run
 that could not work is refused before the emulator starts."""
+
 from __future__ import annotations
 
 import io
@@ -11,8 +12,14 @@ from spottrain.console import Console
 
 def test_given_a_lambda_failure_when_the_job_ends_then_the_error_and_message_show_without_the_stack_trace():
     # Given an execution failed by a Lambda's unhandled error: Step Functions keeps its payload as the cause
-    cause = json.dumps({"errorMessage": "could not read /spottrain/github-token", "errorType": "ValueError",
-                        "requestId": "r-1", "stackTrace": ['  File "/var/task/launch.py", line 3, in handler\n']})
+    cause = json.dumps(
+        {
+            "errorMessage": "could not read /spottrain/github-token",
+            "errorType": "ValueError",
+            "requestId": "r-1",
+            "stackTrace": ['  File "/var/task/launch.py", line 3, in handler\n'],
+        }
+    )
     execution = {"name": "job-1", "status": "FAILED", "error": "ValueError", "cause": cause}
     out = io.StringIO()
 
@@ -42,7 +49,9 @@ def test_given_repository_auth_on_the_projects_own_url_when_submitted_local_then
     # Then refused in one line naming the field and where a private repository is exercised, nothing started
     err = capsys.readouterr().err
     assert code == 2
-    assert err.startswith("spottrain: repository_auth: --local clones this checkout") and "test_emulator_secrets.py" in err, err
+    assert (
+        err.startswith("spottrain: repository_auth: --local clones this checkout") and "test_emulator_secrets.py" in err
+    ), err
     assert not (tmp_path / "work").exists()
 
 
@@ -50,8 +59,17 @@ def test_given_an_outage_longer_than_the_emulators_capacity_wait_when_the_demo_s
     tmp_path, capsys
 ):
     # When the demo is asked for an outage no job in the emulator can outwait (its wait: 60 minutes of 1 s)
-    code = cli.main(["demo", "--inject", "capacity-outage=99999999999", "--workdir", str(tmp_path / "work"),
-                     "--runs", str(tmp_path / "runs")])
+    code = cli.main(
+        [
+            "demo",
+            "--inject",
+            "capacity-outage=99999999999",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--runs",
+            str(tmp_path / "runs"),
+        ]
+    )
 
     # Then refused before the emulator starts, saying how long the job waits and what to do instead
     err = capsys.readouterr().err
@@ -73,8 +91,10 @@ class _History:
     """Step Functions' GetExecutionHistory answering with the states' outputs given (ids in order)."""
 
     def __init__(self, outputs):
-        self.events = [{"id": i, "stateExitedEventDetails": {"name": f"S{i}", "output": output}}
-                       for i, output in enumerate(outputs, start=1)]
+        self.events = [
+            {"id": i, "stateExitedEventDetails": {"name": f"S{i}", "output": output}}
+            for i, output in enumerate(outputs, start=1)
+        ]
 
     def get_execution_history(self, **_):
         return {"events": list(reversed(self.events))}
@@ -83,11 +103,27 @@ class _History:
 def test_given_a_job_failed_by_an_unreadable_secret_when_it_ends_then_the_last_line_says_so_naming_the_variable():
     # Given a TrainingFailed end whose last poll judged the agent's secret_unreadable failure
     message = "secrets.HF_TOKEN: /spottrain/hf-token is neither an SSM parameter nor a Secrets Manager secret"
-    sfn = _History([json.dumps({"poll": {"status": "RUNNING", "detail": {}}}), "{cut",
-                    json.dumps({"poll": {"status": "FAILED", "detail": {"reason": "secret_unreadable", "exit_code": 1,
-                                                                        "message": message}}})])
-    execution = {"name": "job-1", "status": "FAILED", "executionArn": "arn:x", "error": "TrainingFailed",
-                 "cause": "The job failed: its command exited with a non-zero code, ..."}
+    sfn = _History(
+        [
+            json.dumps({"poll": {"status": "RUNNING", "detail": {}}}),
+            "{cut",
+            json.dumps(
+                {
+                    "poll": {
+                        "status": "FAILED",
+                        "detail": {"reason": "secret_unreadable", "exit_code": 1, "message": message},
+                    }
+                }
+            ),
+        ]
+    )
+    execution = {
+        "name": "job-1",
+        "status": "FAILED",
+        "executionArn": "arn:x",
+        "error": "TrainingFailed",
+        "cause": "The job failed: its command exited with a non-zero code, ...",
+    }
     out = io.StringIO()
 
     # When the CLI reports the end
@@ -99,8 +135,13 @@ def test_given_a_job_failed_by_an_unreadable_secret_when_it_ends_then_the_last_l
 
 def test_given_a_job_failed_by_its_command_then_the_last_line_keeps_the_workflows_cause():
     sfn = _History([json.dumps({"poll": {"status": "FAILED", "detail": {"reason": "exit", "exit_code": 2}}})])
-    execution = {"name": "job-1", "status": "FAILED", "executionArn": "arn:x", "error": "TrainingFailed",
-                 "cause": "The job failed."}
+    execution = {
+        "name": "job-1",
+        "status": "FAILED",
+        "executionArn": "arn:x",
+        "error": "TrainingFailed",
+        "cause": "The job failed.",
+    }
     out = io.StringIO()
 
     cli._report_end(Console(out), execution, cli._failure_detail(sfn, execution))

@@ -1,4 +1,5 @@
 """`--inject` as a user types it: a value the emulator cannot honour stops the run before anything starts."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,14 +8,17 @@ from spottrain import cli
 from spottrain.local.faults import FORMS
 
 
-@pytest.mark.parametrize("value", [
-    "bogus",
-    "interrupt-after=nan",
-    "interrupt-after=inf",
-    "interrupt-at=epoch",
-    "lambda-error=NoSuchFunction:1",
-    "no-capacity=g9.huge",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "bogus",
+        "interrupt-after=nan",
+        "interrupt-after=inf",
+        "interrupt-at=epoch",
+        "lambda-error=NoSuchFunction:1",
+        "no-capacity=g9.huge",
+    ],
+)
 def test_given_an_injection_the_emulator_cannot_honour_when_the_demo_starts_then_one_line_and_exit_2(
     value, tmp_path, capsys
 ):

@@ -1,4 +1,5 @@
 """`spottrain secret put` stores a SecureString the instance role may read; `--local-secret` is checked up front."""
+
 from __future__ import annotations
 
 import io
@@ -12,7 +13,9 @@ from spottrain import cli
 
 
 def test_given_a_value_on_stdin_when_put_then_a_securestring_under_the_prefix_holds_it_and_nothing_prints_it(
-    stack, monkeypatch, capsys  # noqa: F811
+    stack,
+    monkeypatch,
+    capsys,  # noqa: F811
 ):
     # Given a value piped in (as `printf %s "$TOKEN" | spottrain secret put ...`)
     value = "hf_" + secrets.token_hex(10)
@@ -31,7 +34,9 @@ def test_given_a_value_on_stdin_when_put_then_a_securestring_under_the_prefix_ho
 
 
 def test_given_a_name_outside_the_prefix_when_put_then_refused_with_the_fix_and_nothing_stored(
-    stack, monkeypatch, capsys  # noqa: F811
+    stack,
+    monkeypatch,
+    capsys,  # noqa: F811
 ):
     monkeypatch.setattr("sys.stdin", io.StringIO("value"))
 
@@ -41,8 +46,12 @@ def test_given_a_name_outside_the_prefix_when_put_then_refused_with_the_fix_and_
     assert boto3.client("ssm").describe_parameters()["Parameters"] == []
 
 
-@pytest.mark.parametrize("item,message", [("/spottrain/t", "give NAME=VALUE"), ("/other/t=v", "must be under /spottrain/")])
-def test_given_a_bad_local_secret_when_demo_starts_then_refused_before_the_emulator_starts(item, message, capsys, tmp_path):
+@pytest.mark.parametrize(
+    "item,message", [("/spottrain/t", "give NAME=VALUE"), ("/other/t=v", "must be under /spottrain/")]
+)
+def test_given_a_bad_local_secret_when_demo_starts_then_refused_before_the_emulator_starts(
+    item, message, capsys, tmp_path
+):
     assert cli.main(["demo", "--workdir", str(tmp_path / "emu"), "--local-secret", item]) == 2
 
     assert message in capsys.readouterr().err

@@ -3,6 +3,7 @@
 A stand-in stack in moto: a state machine whose executions stay RUNNING, and the CloudFormation
 outputs the CLI looks the stack up by.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,18 +23,28 @@ PASS = json.dumps({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}
 
 @pytest.fixture
 def stack(monkeypatch):
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(name, value)
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(name, raising=False)
     with mock_aws():
         sfn = boto3.client("stepfunctions")
         machine = sfn.create_state_machine(name="sm", definition=PASS, roleArn="arn:aws:iam::123456789012:role/sm")
-        outputs = {"StateMachineArn": machine["stateMachineArn"], "TopicArn": "arn:aws:sns:us-east-1:123456789012:t",
-                   "BucketName": "assets", "JobBucketPrefix": PREFIX, "TerminateFunctionName": "terminate"}
-        template = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
-                    "Outputs": {key: {"Value": value} for key, value in outputs.items()}}
+        outputs = {
+            "StateMachineArn": machine["stateMachineArn"],
+            "TopicArn": "arn:aws:sns:us-east-1:123456789012:t",
+            "BucketName": "assets",
+            "JobBucketPrefix": PREFIX,
+            "TerminateFunctionName": "terminate",
+        }
+        template = {
+            "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+            "Outputs": {key: {"Value": value} for key, value in outputs.items()},
+        }
         boto3.client("cloudformation").create_stack(StackName="SpotTrain", TemplateBody=json.dumps(template))
         yield sfn, jobs.Stack.from_outputs(outputs)
 
@@ -73,8 +84,11 @@ def test_given_a_log_drawn_for_a_terminal_when_printed_then_readable_rows_and_no
     s3 = boto3.client("s3")
     bucket = deployed.job_bucket(JOB)
     s3.create_bucket(Bucket=bucket)
-    s3.put_object(Bucket=bucket, Key=layout.output_log_key(1, 1),
-                  Body=b"\x1b[32mepoch 1\x1b[0m\n 10%|#\r 50%|#####\r100%|##########|\nepoch 2 sta")
+    s3.put_object(
+        Bucket=bucket,
+        Key=layout.output_log_key(1, 1),
+        Body=b"\x1b[32mepoch 1\x1b[0m\n 10%|#\r 50%|#####\r100%|##########|\nepoch 2 sta",
+    )
     s3.put_object(Bucket=bucket, Key=layout.output_log_key(1, 2), Body=b"rted\n\x1b[J  3 iter\n\x1b[1A\x1b[J  6 iter\n")
 
     # When its log is printed
@@ -91,14 +105,20 @@ def test_given_chunks_arriving_mid_line_when_streamed_then_lines_come_out_whole_
 
 
 def test_given_a_heartbeat_whose_last_line_was_drawn_for_a_terminal_when_status_is_shown_then_it_reads_plainly(
-        stack, capsys):
+    stack, capsys
+):
     # Given a running job whose agent reported a progress bar's redraws as its last log line
     sfn, deployed = stack
     jobs.start(sfn, deployed, EXAMPLE)
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=deployed.job_bucket(JOB))
-    s3.put_object(Bucket=deployed.job_bucket(JOB), Key=layout.HEARTBEAT_KEY, Body=json.dumps(
-        {"attempt": 1, "instance_id": "i-0abc", "last_log_line": "\x1b[32m 10%|#\r 80%|########\x1b[0m"}).encode())
+    s3.put_object(
+        Bucket=deployed.job_bucket(JOB),
+        Key=layout.HEARTBEAT_KEY,
+        Body=json.dumps(
+            {"attempt": 1, "instance_id": "i-0abc", "last_log_line": "\x1b[32m 10%|#\r 80%|########\x1b[0m"}
+        ).encode(),
+    )
 
     # When its status is shown
     assert cli.main(["status", JOB]) == 0

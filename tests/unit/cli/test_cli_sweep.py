@@ -1,4 +1,5 @@
 """The CLI's sweep side: validate lists the variants; the downloaded report becomes a table and a plot."""
+
 from __future__ import annotations
 
 import io
@@ -28,11 +29,39 @@ def test_given_a_sweep_over_the_stack_cap_when_validated_then_it_is_refused_nami
     assert "sweep.max_parallel: 11 is over this stack's cap of 10" in capsys.readouterr().out
 
 
-REPORT = {"sweep": "lr", "metric": "loss", "goal": "min", "best": "lr-2", "variants": [
-    {"name": "lr-1", "parameters": {"LR": "0.1"}, "status": "SUCCEEDED", "metric": 0.5, "attempts": 1, "cost_usd": 0.01},
-    {"name": "lr-2", "parameters": {"LR": "0.01"}, "status": "SUCCEEDED", "metric": 0.25, "attempts": 2, "cost_usd": 0.02},
-    {"name": "lr-3", "parameters": {"LR": "1"}, "status": "FAILED", "metric": None, "attempts": 1, "cost_usd": None,
-     "reason": "exit code 3"}]}
+REPORT = {
+    "sweep": "lr",
+    "metric": "loss",
+    "goal": "min",
+    "best": "lr-2",
+    "variants": [
+        {
+            "name": "lr-1",
+            "parameters": {"LR": "0.1"},
+            "status": "SUCCEEDED",
+            "metric": 0.5,
+            "attempts": 1,
+            "cost_usd": 0.01,
+        },
+        {
+            "name": "lr-2",
+            "parameters": {"LR": "0.01"},
+            "status": "SUCCEEDED",
+            "metric": 0.25,
+            "attempts": 2,
+            "cost_usd": 0.02,
+        },
+        {
+            "name": "lr-3",
+            "parameters": {"LR": "1"},
+            "status": "FAILED",
+            "metric": None,
+            "attempts": 1,
+            "cost_usd": None,
+            "reason": "exit code 3",
+        },
+    ],
+}
 
 
 def test_given_a_report_when_tabled_then_every_variant_shows_and_the_best_is_starred():

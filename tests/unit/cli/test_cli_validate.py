@@ -1,4 +1,5 @@
 """`spottrain validate` is the user's first contact: clear verdicts, the same rules as ValidateJob."""
+
 import json
 
 import pytest
@@ -60,12 +61,24 @@ def deployed_stack(monkeypatch):
     with mock_aws():
         role = boto3.client("iam").create_role(RoleName="r", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
         boto3.client("lambda").create_function(
-            FunctionName="validate-fn", Runtime="python3.12", Role=role, Handler="h.handler",
+            FunctionName="validate-fn",
+            Runtime="python3.12",
+            Role=role,
+            Handler="h.handler",
             Code={"ZipFile": b"PK\x05\x06" + b"\x00" * 18},
-            Environment={"Variables": {"STACK_NAME": "S", "BUCKET_PREFIX": "acme", "MAX_ATTEMPTS": "2"}})
-        outputs = {name: {"Value": value} for name, value in {
-            "StateMachineArn": "arn:sm", "TopicArn": "arn:topic", "BucketName": "records", "JobBucketPrefix": "acme",
-            "TerminateFunctionName": "terminate-fn", "ValidateJobFunctionName": "validate-fn"}.items()}
+            Environment={"Variables": {"STACK_NAME": "S", "BUCKET_PREFIX": "acme", "MAX_ATTEMPTS": "2"}},
+        )
+        outputs = {
+            name: {"Value": value}
+            for name, value in {
+                "StateMachineArn": "arn:sm",
+                "TopicArn": "arn:topic",
+                "BucketName": "records",
+                "JobBucketPrefix": "acme",
+                "TerminateFunctionName": "terminate-fn",
+                "ValidateJobFunctionName": "validate-fn",
+            }.items()
+        }
         template = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}, "Outputs": outputs}
         boto3.client("cloudformation").create_stack(StackName="S", TemplateBody=json.dumps(template))
         yield

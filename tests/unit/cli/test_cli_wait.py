@@ -1,4 +1,5 @@
 """Following a job (`--wait`, `demo`): what the progress output looks like where no terminal reads it."""
+
 from __future__ import annotations
 
 import io
@@ -7,7 +8,9 @@ from spottrain import cli
 from spottrain.jobs import Progress
 
 
-def _snapshot(seconds: float, state: str = "WaitForTraining", attempt: int | None = 1, log: str | None = None) -> Progress:
+def _snapshot(
+    seconds: float, state: str = "WaitForTraining", attempt: int | None = 1, log: str | None = None
+) -> Progress:
     return Progress("arn:exec", "RUNNING", state, attempt, "i-1", seconds, log)
 
 

@@ -1,4 +1,5 @@
 """Starting a sweep (spottrain/sweeps.py) against a stack's two state machines, in moto (which runs nothing)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -13,9 +14,15 @@ from spottrain.contract import sweep as sweep_contract
 
 ROLE = "arn:aws:iam::123456789012:role/r"
 WAIT = json.dumps({"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 3600, "End": True}}})
-SPEC = {"exec_name": "lr", "repository_url": "https://example.com/r.git", "data_dir": "d", "output_dir": "o",
-        "data_get_command": "true", "exec_command": "true",
-        "sweep": {"grid": {"LR": ["0.1", "0.01"]}, "max_parallel": 1}}
+SPEC = {
+    "exec_name": "lr",
+    "repository_url": "https://example.com/r.git",
+    "data_dir": "d",
+    "output_dir": "o",
+    "data_get_command": "true",
+    "exec_command": "true",
+    "sweep": {"grid": {"LR": ["0.1", "0.01"]}, "max_parallel": 1},
+}
 
 
 @pytest.fixture
@@ -44,8 +51,11 @@ def test_given_a_sweep_spec_when_started_then_the_sweep_machine_gets_each_varian
 
 def test_given_a_variant_already_running_as_a_job_when_the_sweep_starts_then_it_is_refused_and_nothing_starts(stack):
     sfn, found = stack
-    sfn.start_execution(stateMachineArn=found.state_machine_arn, name="lr-2-20261130T110000",
-                        input=json.dumps({**SPEC, "exec_name": "lr-2"}))
+    sfn.start_execution(
+        stateMachineArn=found.state_machine_arn,
+        name="lr-2-20261130T110000",
+        input=json.dumps({**SPEC, "exec_name": "lr-2"}),
+    )
     with pytest.raises(jobs.JobAlreadyRunning, match="'lr-2', a variant of sweep 'lr'"):
         sweeps.start(sfn, found, SPEC)
     assert sfn.list_executions(stateMachineArn=found.sweep_state_machine_arn)["executions"] == []
@@ -82,8 +92,11 @@ def test_given_a_sweep_with_one_variant_started_when_cancelled_then_the_sweep_an
     sfn, found = stack
     arn = sweeps.start(sfn, found, SPEC, now=dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.timezone.utc))
     # Given the Map state has started variant 1 only (max_parallel 1)
-    child = sfn.start_execution(stateMachineArn=found.state_machine_arn, name="lr-1-20261130T120000",
-                                input=json.dumps({**SPEC, "exec_name": "lr-1"}))["executionArn"]
+    child = sfn.start_execution(
+        stateMachineArn=found.state_machine_arn,
+        name="lr-1-20261130T120000",
+        input=json.dumps({**SPEC, "exec_name": "lr-1"}),
+    )["executionArn"]
     terminate = TerminateFunction()
 
     stopped = sweeps.cancel(sfn, terminate, found, "lr")
@@ -98,22 +111,25 @@ def test_given_a_sweep_with_one_variant_started_when_cancelled_then_the_sweep_an
 
 @pytest.mark.parametrize("already_stopped", [False, True], ids=["child-running", "child-already-aborted"])
 def test_given_a_summary_only_sweep_when_cancelled_then_the_variant_terminate_call_asks_for_no_email(
-        stack, already_stopped):
+    stack, already_stopped
+):
     sfn, found = stack
     spec = {**SPEC, "sweep": {**SPEC["sweep"], "emails": "summary"}}
     sweeps.start(sfn, found, spec, now=dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.timezone.utc))
     # Given the Map state started variant 1 with its child spec (emails false: the summary speaks for it)
     child_spec = next(v.spec for v in sweep_contract.variants(spec) if v.name == "lr-1")
-    child = sfn.start_execution(stateMachineArn=found.state_machine_arn, name="lr-1-20261130T120000",
-                                input=json.dumps(child_spec))["executionArn"]
+    child = sfn.start_execution(
+        stateMachineArn=found.state_machine_arn, name="lr-1-20261130T120000", input=json.dumps(child_spec)
+    )["executionArn"]
     if already_stopped:  # as AWS does: stopping the sweep stops its .sync children before the CLI reaches them
         sfn.stop_execution(executionArn=child)
     terminate = TerminateFunction()
 
     sweeps.cancel(sfn, terminate, found, "lr")
 
-    assert terminate.payloads == [{"exec_name": "lr-1", "reason": "cancelled", "execution": "lr-1-20261130T120000",
-                                   "emails": False}]
+    assert terminate.payloads == [
+        {"exec_name": "lr-1", "reason": "cancelled", "execution": "lr-1-20261130T120000", "emails": False}
+    ]
 
 
 def test_given_a_sweep_when_its_status_is_asked_then_a_table_lists_each_variant(stack):
@@ -151,7 +167,8 @@ class Printed:
 
 
 def test_given_a_cancelled_sweep_when_followed_then_it_says_cancelled_lists_final_states_and_leaves_no_stale_report(
-        stack, tmp_path):
+    stack, tmp_path
+):
     from spottrain import sweep_commands
 
     sfn, found = stack
@@ -160,14 +177,18 @@ def test_given_a_cancelled_sweep_when_followed_then_it_says_cancelled_lists_fina
     (tmp_path / "sweep-comparison.png").write_bytes(b"old")
     # And a sweep cancelled with variant 1 started and variant 2 never started (so no report was written)
     arn = sweeps.start(sfn, found, SPEC, now=dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.timezone.utc))
-    sfn.start_execution(stateMachineArn=found.state_machine_arn, name="lr-1-20261130T120000",
-                        input=json.dumps({**SPEC, "exec_name": "lr-1"}))
+    sfn.start_execution(
+        stateMachineArn=found.state_machine_arn,
+        name="lr-1-20261130T120000",
+        input=json.dumps({**SPEC, "exec_name": "lr-1"}),
+    )
     sweeps.cancel(sfn, TerminateFunction(), found, "lr")
     out = Printed()
 
     # When `submit --wait` follows it to its end
-    code = sweep_commands.follow(out, sfn, boto3.client("s3"), found, arn, "lr", timeout=5, interval=0.01,
-                                 destination=tmp_path)
+    code = sweep_commands.follow(
+        out, sfn, boto3.client("s3"), found, arn, "lr", timeout=5, interval=0.01, destination=tmp_path
+    )
 
     # Then it says plainly the sweep was cancelled, with each variant's final state, and no botocore error
     text = out.stream.getvalue()
@@ -180,9 +201,17 @@ def test_given_a_cancelled_sweep_when_followed_then_it_says_cancelled_lists_fina
 def test_given_a_stack_with_a_lower_cap_when_a_sweep_without_max_parallel_starts_then_the_map_runs_that_many(stack):
     # Given a stack deployed with maxSweepParallel 3 (its MaxSweepParallel output) and a 5-variant sweep
     sfn, found = stack
-    capped = jobs.Stack.from_outputs({"StateMachineArn": found.state_machine_arn, "TopicArn": "t", "BucketName": "b",
-                                      "JobBucketPrefix": "spottrain-1", "TerminateFunctionName": "f",
-                                      "SweepStateMachineArn": found.sweep_state_machine_arn, "MaxSweepParallel": "3"})
+    capped = jobs.Stack.from_outputs(
+        {
+            "StateMachineArn": found.state_machine_arn,
+            "TopicArn": "t",
+            "BucketName": "b",
+            "JobBucketPrefix": "spottrain-1",
+            "TerminateFunctionName": "f",
+            "SweepStateMachineArn": found.sweep_state_machine_arn,
+            "MaxSweepParallel": "3",
+        }
+    )
     spec = {**SPEC, "sweep": {"grid": {"LR": ["1", "2", "3", "4", "5"]}}}
     out = Printed()
     # When it is submitted without --wait
@@ -213,8 +242,11 @@ class LaggingChildren:
 def test_given_a_child_still_stopping_when_the_cancelled_sweep_is_reported_then_its_final_state_is_shown(stack):
     sfn, found = stack
     arn = sweeps.start(sfn, found, SPEC, now=dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.timezone.utc))
-    sfn.start_execution(stateMachineArn=found.state_machine_arn, name="lr-1-20261130T120000",
-                        input=json.dumps({**SPEC, "exec_name": "lr-1"}))
+    sfn.start_execution(
+        stateMachineArn=found.state_machine_arn,
+        name="lr-1-20261130T120000",
+        input=json.dumps({**SPEC, "exec_name": "lr-1"}),
+    )
     sweeps.cancel(sfn, TerminateFunction(), found, "lr")
     # When the ended sweep's variants are read while variant 1 still reads RUNNING for 3 more reads
     rows = sweeps.settled_states(LaggingChildren(sfn, lag=3), found, arn, timeout=60, interval=0)

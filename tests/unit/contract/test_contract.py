@@ -3,6 +3,7 @@
 The paths are checked against a state the real Lambdas built (validate_job, request_spot_instance,
 check_bid, poll_completion against moto), not against a list someone typed: a renamed field fails here.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -23,9 +24,16 @@ from spottrain.functions import check_bid, poll_completion, request_spot_instanc
 
 ROOT = Path(__file__).resolve().parents[3]
 ASL = json.loads((ROOT / "statemachine" / "spottrain.asl.json").read_text())
-PLACEHOLDERS = {"ValidateJobFunctionArn", "CreateBucketFunctionArn", "RequestSpotInstanceFunctionArn",
-                "CheckBidFunctionArn", "AwaitTrainingFunctionArn", "PollCompletionFunctionArn", "NotifyFunctionArn",
-                "TerminateInstanceFunctionArn"}
+PLACEHOLDERS = {
+    "ValidateJobFunctionArn",
+    "CreateBucketFunctionArn",
+    "RequestSpotInstanceFunctionArn",
+    "CheckBidFunctionArn",
+    "AwaitTrainingFunctionArn",
+    "PollCompletionFunctionArn",
+    "NotifyFunctionArn",
+    "TerminateInstanceFunctionArn",
+}
 ENUM_OF_VARIABLE = {"$.launch.status": LaunchStatus, "$.bid.status": BidStatus, "$.poll.status": JobStatus}
 STRING_COMPARISONS = ("StringEquals",)
 
@@ -63,12 +71,16 @@ def paths_read(node: Any, key: str = "") -> Iterator[str]:
     elif isinstance(node, list):
         for item in node:
             yield from paths_read(item, key)
-    elif isinstance(node, str) and node.startswith("$.") and (
-            key.endswith(".$") or key.endswith("Path") or key == "Variable"):
+    elif (
+        isinstance(node, str)
+        and node.startswith("$.")
+        and (key.endswith(".$") or key.endswith("Path") or key == "Variable")
+    ):
         yield node
 
 
 # ----- (a) Choice values are the shared enums, and every member is routed --------------------------
+
 
 def test_every_choice_string_value_is_a_member_of_its_variables_enum():
     for state, variable, (op, value) in comparisons():
@@ -79,8 +91,10 @@ def test_every_choice_string_value_is_a_member_of_its_variables_enum():
             assert op in ("BooleanEquals", "IsPresent") and isinstance(value, bool), (state, variable, op)
 
 
-@pytest.mark.parametrize("state_name, variable", [
-    ("LaunchResult", "$.launch.status"), ("BidResult", "$.bid.status"), ("TrainingResult", "$.poll.status")])
+@pytest.mark.parametrize(
+    "state_name, variable",
+    [("LaunchResult", "$.launch.status"), ("BidResult", "$.bid.status"), ("TrainingResult", "$.poll.status")],
+)
 def test_every_status_a_lambda_can_return_is_routed_by_its_choice(state_name, variable):
     handled = {value for name, var, (op, value) in comparisons() if name == state_name and var == variable}
     assert handled == {m.value for m in ENUM_OF_VARIABLE[variable]}
@@ -88,13 +102,13 @@ def test_every_status_a_lambda_can_return_is_routed_by_its_choice(state_name, va
 
 
 def test_notify_tasks_send_only_events_notify_knows():
-    events = {s["Parameters"]["event"] for s in states_of("Task").values()
-              if s["Resource"] == "${NotifyFunctionArn}"}
+    events = {s["Parameters"]["event"] for s in states_of("Task").values() if s["Resource"] == "${NotifyFunctionArn}"}
     assert events <= {e.value for e in NotifyEvent}
     assert events == {e.value for e in NotifyEvent} - {"CANCELLED"}  # CANCELLED comes from terminate_instance
 
 
 # ----- (b) error names --------------------------------------------------------------------------
+
 
 def test_every_retry_and_catch_error_name_is_shared_or_an_aws_name():
     ours = {e.value for e in ErrorName} | {e.value for e in CallbackError}
@@ -110,7 +124,10 @@ def test_every_callback_error_ends_the_wait_in_the_one_judgement_and_nothing_els
     judged, rest = wait["Catch"]
 
     # Then each goes to PollCompletion with the answer in $.wait; anything else is an error of the workflow
-    assert set(judged["ErrorEquals"]) == {e.value for e in CallbackError} | {"States.HeartbeatTimeout", "States.Timeout"}
+    assert set(judged["ErrorEquals"]) == {e.value for e in CallbackError} | {
+        "States.HeartbeatTimeout",
+        "States.Timeout",
+    }
     assert (judged["Next"], judged["ResultPath"]) == ("PollCompletion", "$.wait")
     assert rest == {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "TerminateOnError"}
 
@@ -122,11 +139,13 @@ def test_every_fail_state_raises_a_shared_error_name():
 
 def test_the_lambdas_transient_error_is_the_class_the_retry_names():
     from spottrain.contract.status import TransientError
+
     assert TransientError.__name__ == ErrorName.TRANSIENT.value
     assert validate_job.InvalidJobSpec.__name__ == ErrorName.INVALID_JOB_SPEC.value
 
 
 # ----- (c) every path the definition reads exists in a state the real Lambdas produced ------------
+
 
 @pytest.fixture(scope="module")
 def produced_state(tmp_path_factory) -> dict:
@@ -143,19 +162,32 @@ def produced_state(tmp_path_factory) -> dict:
         patch.setattr(FakeBucket, "get_permission", bucket_permission)
         ec2, s3 = boto3.client("ec2"), boto3.client("s3")
         template = ec2.create_launch_template(LaunchTemplateName="t", LaunchTemplateData={"ImageId": "ami-12c6146b"})
-        settings = Settings(stack_name="Contract", bucket_prefix="spottrain-123456789012",
-                            launch_template_id=template["LaunchTemplate"]["LaunchTemplateId"],
-                            agent_bucket="spottrain-assets", agent_key="agent.zip")
+        settings = Settings(
+            stack_name="Contract",
+            bucket_prefix="spottrain-123456789012",
+            launch_template_id=template["LaunchTemplate"]["LaunchTemplateId"],
+            agent_bucket="spottrain-assets",
+            agent_key="agent.zip",
+        )
         spec = json.loads((ROOT / "examples" / "jobs" / "pix2pix.json").read_text())
         state = validate_job.build_state(
-            {"spec": spec, "execution": {"id": "arn:exec:run-1", "name": "run-1", "started_at": "2026-01-01T00:00:00Z"}},
-            settings)
+            {
+                "spec": spec,
+                "execution": {"id": "arn:exec:run-1", "name": "run-1", "started_at": "2026-01-01T00:00:00Z"},
+            },
+            settings,
+        )
         s3.create_bucket(Bucket=state["job"]["bucket"])
         state["storage"] = {"bucket": state["job"]["bucket"], "job_key": layout.JOB_KEY}
         state["launch"] = request_spot_instance.request_instance(ec2, s3, settings, state)
         state["bid"] = check_bid.check_bid(ec2, s3, settings, state)
-        s3.put_object(Bucket=state["job"]["bucket"], Key=layout.HEARTBEAT_KEY, Body=json.dumps(
-            {"attempt": 1, "time": dt.datetime.now(dt.timezone.utc).isoformat(), "phase": "exec"}).encode())
+        s3.put_object(
+            Bucket=state["job"]["bucket"],
+            Key=layout.HEARTBEAT_KEY,
+            Body=json.dumps(
+                {"attempt": 1, "time": dt.datetime.now(dt.timezone.utc).isoformat(), "phase": "exec"}
+            ).encode(),
+        )
         state["poll"] = poll_completion.poll_completion(ec2, s3, settings, state)
     return state
 
@@ -172,8 +204,13 @@ def test_every_path_read_resolves_in_the_state_the_lambdas_produced(produced_sta
     # One key is not produced by a Lambda: the error a Catch writes.
     produced = produced_state | {"error": {"Error": "E", "Cause": "C"}}
     paths = set(paths_read(ASL))
-    assert {"$.launch.status", "$.bid.status", "$.poll.status", "$.launch.heartbeat_timeout_seconds",
-            "$.launch.wait_timeout_seconds"} <= paths
+    assert {
+        "$.launch.status",
+        "$.bid.status",
+        "$.poll.status",
+        "$.launch.heartbeat_timeout_seconds",
+        "$.launch.wait_timeout_seconds",
+    } <= paths
     for path in paths:
         resolve(produced, path)
 
@@ -195,21 +232,29 @@ def test_catch_writes_the_error_where_notify_and_the_fail_state_read_it():
         for clause in state.get("Catch", []):
             # The callback wait's answers go to PollCompletion (in $.wait), the one place that judges them.
             assert clause["ResultPath"] in ("$.error", None) or (name, clause["ResultPath"]) == (
-                "WaitForTraining", "$.wait"), name
+                "WaitForTraining",
+                "$.wait",
+            ), name
     unexpected = ASL["States"]["UnexpectedStatus"]
     assert unexpected["ResultPath"] == "$.error" and set(unexpected["Result"]) == {"Error", "Cause"}
 
 
 def test_each_task_writes_only_its_own_key_of_the_state():
-    owners = {"${CreateBucketFunctionArn}": "$.storage", "${RequestSpotInstanceFunctionArn}": "$.launch",
-              "${CheckBidFunctionArn}": "$.bid", "${PollCompletionFunctionArn}": "$.poll",
-              "${ValidateJobFunctionArn}": "$", "arn:aws:states:::lambda:invoke.waitForTaskToken": "$.wait"}
+    owners = {
+        "${CreateBucketFunctionArn}": "$.storage",
+        "${RequestSpotInstanceFunctionArn}": "$.launch",
+        "${CheckBidFunctionArn}": "$.bid",
+        "${PollCompletionFunctionArn}": "$.poll",
+        "${ValidateJobFunctionArn}": "$",
+        "arn:aws:states:::lambda:invoke.waitForTaskToken": "$.wait",
+    }
     for name, state in states_of("Task").items():
         expected = owners.get(state["Resource"])  # notify and terminate write nothing
         assert state["ResultPath"] == expected, name
 
 
 # ----- (d) placeholders ---------------------------------------------------------------------------
+
 
 def test_every_placeholder_is_one_the_stack_substitutes_and_all_are_used():
     text = (ROOT / "statemachine" / "spottrain.asl.json").read_text()

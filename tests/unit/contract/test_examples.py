@@ -1,4 +1,5 @@
 """The job specs users copy from examples/jobs/ are valid, for the Lambda's interpreter and for jsonschema."""
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,20 @@ from jobstate_support import make_settings
 from spottrain.contract import jobspec
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[3] / "examples" / "jobs").glob("*.json"))
-ORIGINAL_FIELDS = {"exec_name", "repository_url", "repository_name", "data_dir", "output_dir", "data_get_command", "exec_command"}
-DEFAULT_STACK = make_settings(allowed_instance_types=("g5.xlarge", "g6.xlarge", "g4dn.xlarge", "g5.2xlarge", "g6.2xlarge"),
-                              max_runtime_minutes=1440, max_keep_alive_minutes=60)
+ORIGINAL_FIELDS = {
+    "exec_name",
+    "repository_url",
+    "repository_name",
+    "data_dir",
+    "output_dir",
+    "data_get_command",
+    "exec_command",
+}
+DEFAULT_STACK = make_settings(
+    allowed_instance_types=("g5.xlarge", "g6.xlarge", "g4dn.xlarge", "g5.2xlarge", "g6.2xlarge"),
+    max_runtime_minutes=1440,
+    max_keep_alive_minutes=60,
+)
 
 
 def load(name: str) -> dict:
@@ -42,6 +54,10 @@ def test_given_pix2pix_example_then_it_is_the_2017_seven_field_format():
 def test_given_multihead_demo_then_it_runs_this_repositorys_payload_resumably():
     spec = load("multihead-demo.json")
     job = jobspec.validate_spec(spec, DEFAULT_STACK)
-    assert (job["repository_name"], job["repository_ref"], job["checkpoint_dir"]) == ("spottrain", "main", "checkpoints")
+    assert (job["repository_name"], job["repository_ref"], job["checkpoint_dir"]) == (
+        "spottrain",
+        "main",
+        "checkpoints",
+    )
     assert "training_payload/train.py" in spec["exec_command"] and "$SPOTTRAIN_CHECKPOINT_DIR" in spec["exec_command"]
     assert job["keep_alive_minutes"] == 0

@@ -1,8 +1,13 @@
 """Instance states: two honest sets for two questions, both drawn from EC2's six states."""
+
 from __future__ import annotations
 
-from spottrain.contract.instances import (ALL_INSTANCE_STATES, ENDED_INSTANCE_STATES, LIVE_INSTANCE_STATES,
-                                          UNTERMINATED_INSTANCE_STATES)
+from spottrain.contract.instances import (
+    ALL_INSTANCE_STATES,
+    ENDED_INSTANCE_STATES,
+    LIVE_INSTANCE_STATES,
+    UNTERMINATED_INSTANCE_STATES,
+)
 
 
 def test_every_state_is_either_live_or_ended():

@@ -1,5 +1,6 @@
 """data_dir, output_dir, checkpoint_dir: inside the clone, or absolute as in 2017 (normalised, outside
 system folders, no shell characters). The published 2017 spec passes unchanged."""
+
 from __future__ import annotations
 
 import copy
@@ -57,8 +58,10 @@ def test_given_the_bundled_pix2pix_example_then_it_is_the_published_2017_spec():
 
 
 @pytest.mark.parametrize("field", PATH_FIELDS)
-@pytest.mark.parametrize("folder", ["/home/ubuntu/data", "/data", "/mnt/scratch/facades_v2", "/opt/datasets/x.y",
-                                    "/home/ubuntu", "/tmp/run-1"])
+@pytest.mark.parametrize(
+    "folder",
+    ["/home/ubuntu/data", "/data", "/mnt/scratch/facades_v2", "/opt/datasets/x.y", "/home/ubuntu", "/tmp/run-1"],
+)
 def test_given_an_absolute_normalised_folder_when_validated_then_it_is_accepted_by_both_validators(field, folder):
     spec = spec_with(**{field: folder})
 
@@ -67,26 +70,30 @@ def test_given_an_absolute_normalised_folder_when_validated_then_it_is_accepted_
 
 
 @pytest.mark.parametrize("field", PATH_FIELDS)
-@pytest.mark.parametrize("folder, why", [
-    ("/home/ubuntu//data", "an empty part"),
-    ("/home/ubuntu/data/", "a trailing slash"),
-    ("/home/ubuntu/./data", "a '.' part"),
-    ("/home/ubuntu/../root", "a '..' part"),
-    ("/home/ubuntu/..", "a final '..'"),
-    ("/", "the root folder"),
-    ("/etc", "a system folder"),
-    ("/usr/local/data", "inside a system folder"),
-    ("/var/lib/docker", "inside a system folder"),
-    ("/root/data", "root's home"),
-    ("/opt/spottrain/work", "the agent's own folder"),
-    ("/home", "every user's home at once"),
-    ("/home/ubuntu/data; rm -rf ~", "shell characters"),
-    ("/home/ubuntu/$(whoami)", "command substitution"),
-    ("/home/ubuntu/my data", "a space"),
-    ("/home/ubuntu/data\n", "a trailing newline"),
-])
+@pytest.mark.parametrize(
+    "folder, why",
+    [
+        ("/home/ubuntu//data", "an empty part"),
+        ("/home/ubuntu/data/", "a trailing slash"),
+        ("/home/ubuntu/./data", "a '.' part"),
+        ("/home/ubuntu/../root", "a '..' part"),
+        ("/home/ubuntu/..", "a final '..'"),
+        ("/", "the root folder"),
+        ("/etc", "a system folder"),
+        ("/usr/local/data", "inside a system folder"),
+        ("/var/lib/docker", "inside a system folder"),
+        ("/root/data", "root's home"),
+        ("/opt/spottrain/work", "the agent's own folder"),
+        ("/home", "every user's home at once"),
+        ("/home/ubuntu/data; rm -rf ~", "shell characters"),
+        ("/home/ubuntu/$(whoami)", "command substitution"),
+        ("/home/ubuntu/my data", "a space"),
+        ("/home/ubuntu/data\n", "a trailing newline"),
+    ],
+)
 def test_given_an_unsafe_or_unnormalised_absolute_folder_when_validated_then_the_field_and_fix_are_named(
-        field, folder, why):
+    field, folder, why
+):
     spec = spec_with(**{field: folder})
 
     with pytest.raises(InvalidJobSpec) as caught:
@@ -103,11 +110,14 @@ def test_given_a_relative_folder_with_a_trailing_newline_then_it_is_refused_too(
         validate_spec(spec_with(data_dir="data\n"), make_settings())
 
 
-@pytest.mark.parametrize("checkpoints, output", [
-    ("/home/ubuntu/result", "/home/ubuntu/result"),
-    ("result/", "result"),
-    ("./result", "result"),
-])
+@pytest.mark.parametrize(
+    "checkpoints, output",
+    [
+        ("/home/ubuntu/result", "/home/ubuntu/result"),
+        ("result/", "result"),
+        ("./result", "result"),
+    ],
+)
 def test_given_checkpoint_dir_equal_to_output_dir_when_validated_then_it_is_refused(checkpoints, output):
     with pytest.raises(InvalidJobSpec, match="checkpoint_dir: must differ from output_dir"):
         validate_spec(spec_with(checkpoint_dir=checkpoints, output_dir=output), make_settings())

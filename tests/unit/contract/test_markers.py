@@ -1,5 +1,6 @@
 """Markers: what the agent writes is what PollCompletion counts, and the token file the workflow writes is what
 the agent takes, for that attempt, instance and execution only."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -32,8 +33,12 @@ class CapturingStore:
 def heartbeat(tmp_path) -> dict:
     """The heartbeat the agent writes on instance i-1 during attempt 2 of EXECUTION."""
     store = CapturingStore()
-    agent = Agent(Options(bucket="job-bucket", attempt=2, workdir=tmp_path), store,
-                  SimpleNamespace(instance_id=lambda: "i-1"), states=object())  # no token: never called
+    agent = Agent(
+        Options(bucket="job-bucket", attempt=2, workdir=tmp_path),
+        store,
+        SimpleNamespace(instance_id=lambda: "i-1"),
+        states=object(),
+    )  # no token: never called
     agent.execution = EXECUTION
     agent._heartbeat()
     (document,) = store.written.values()

@@ -1,4 +1,5 @@
 """Derived names and credential patterns: one copy each, and every side that derives one agrees."""
+
 from __future__ import annotations
 
 import copy
@@ -57,13 +58,19 @@ def test_given_the_linux_user_rule_then_it_takes_ubuntu_and_ec2_user_and_refuses
     assert not names.LINUX_USER_NAME.match("ubuntu; reboot") and not names.LINUX_USER_NAME.match("ubuntu\n")
 
 
-@pytest.mark.parametrize("text, shown", [
-    ("git clone https://user:ghp_secret@github.com/o/r.git", "git clone https://***@github.com/o/r.git"),
-    # AWS's documented example key id, assembled so no key-shaped literal sits in the source
-    ("key " + "AKIA" + "IOSFODNN7EXAMPLE" + " here", "key AKIA**************** here"),
-    ("aws_secret_access_key = abc/123+xyz", "aws_secret_access_key = [redacted]"),
-    ("ssh://git@github.com/o/r.git and https://github.com/o/r", "ssh://***@github.com/o/r.git and https://github.com/o/r"),
-])
+@pytest.mark.parametrize(
+    "text, shown",
+    [
+        ("git clone https://user:ghp_secret@github.com/o/r.git", "git clone https://***@github.com/o/r.git"),
+        # AWS's documented example key id, assembled so no key-shaped literal sits in the source
+        ("key " + "AKIA" + "IOSFODNN7EXAMPLE" + " here", "key AKIA**************** here"),
+        ("aws_secret_access_key = abc/123+xyz", "aws_secret_access_key = [redacted]"),
+        (
+            "ssh://git@github.com/o/r.git and https://github.com/o/r",
+            "ssh://***@github.com/o/r.git and https://github.com/o/r",
+        ),
+    ],
+)
 def test_given_credentials_in_text_then_redaction_masks_them_and_keeps_the_rest(text, shown):
     assert names.redact_credentials(text) == shown
 

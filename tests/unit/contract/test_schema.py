@@ -1,4 +1,5 @@
 """The job spec's required fields: one list, the schema's, which ValidateJob and the agent both enforce."""
+
 from __future__ import annotations
 
 import copy
@@ -13,7 +14,13 @@ from spottrain.contract.jobspec import InvalidJobSpec, validate_spec
 
 def test_the_required_fields_are_the_2017_ones_the_schema_lists():
     assert set(schema.required_fields()) == {
-        "exec_name", "repository_url", "data_dir", "output_dir", "data_get_command", "exec_command"}
+        "exec_name",
+        "repository_url",
+        "data_dir",
+        "output_dir",
+        "data_get_command",
+        "exec_command",
+    }
 
 
 @pytest.mark.parametrize("field", schema.required_fields())

@@ -1,4 +1,5 @@
 """A job's secrets: the spec names them under the stack's prefix, and the agent masks their values."""
+
 from __future__ import annotations
 
 import os
@@ -16,19 +17,23 @@ def _spec(**fields) -> dict:
 
 
 def test_given_secrets_under_the_prefix_then_the_spec_is_valid_and_job_json_holds_only_their_names():
-    job = validate_spec(_spec(secrets={"HF_TOKEN": "/spottrain/hf-token", "WANDB_API_KEY": "/spottrain/team/wandb"}),
-                        make_settings())
+    job = validate_spec(
+        _spec(secrets={"HF_TOKEN": "/spottrain/hf-token", "WANDB_API_KEY": "/spottrain/team/wandb"}), make_settings()
+    )
 
     assert job["secrets"] == {"HF_TOKEN": "/spottrain/hf-token", "WANDB_API_KEY": "/spottrain/team/wandb"}
 
 
-@pytest.mark.parametrize("secrets,field,fix", [
-    ({"HF_TOKEN": "/prod/hf-token"}, "secrets.HF_TOKEN", "/spottrain/"),
-    ({"HF_TOKEN": "hf-token"}, "secrets.HF_TOKEN", "spottrain secret put"),
-    ({"PATH": "/spottrain/p"}, "secrets.PATH", "Rename the variable"),
-    ({"AWS_SECRET_ACCESS_KEY": "/spottrain/k"}, "secrets.AWS_SECRET_ACCESS_KEY", "Rename the variable"),
-    ({"1TOKEN": "/spottrain/t"}, "secrets", "letters, digits"),
-])
+@pytest.mark.parametrize(
+    "secrets,field,fix",
+    [
+        ({"HF_TOKEN": "/prod/hf-token"}, "secrets.HF_TOKEN", "/spottrain/"),
+        ({"HF_TOKEN": "hf-token"}, "secrets.HF_TOKEN", "spottrain secret put"),
+        ({"PATH": "/spottrain/p"}, "secrets.PATH", "Rename the variable"),
+        ({"AWS_SECRET_ACCESS_KEY": "/spottrain/k"}, "secrets.AWS_SECRET_ACCESS_KEY", "Rename the variable"),
+        ({"1TOKEN": "/spottrain/t"}, "secrets", "letters, digits"),
+    ],
+)
 def test_given_a_bad_secret_then_the_problem_names_the_field_and_the_fix(secrets, field, fix):
     problems = spec_problems(_spec(secrets=secrets), make_settings())
 
@@ -58,8 +63,8 @@ LEAK_COMMANDS = {
     "python repr": "python3 -c 'import os; print(repr(os.environ[\"MY_SECRET\"]))'",
     "python repr of bytes": "python3 -c 'import os; print(repr(os.environb[b\"MY_SECRET\"]))'",
     "json.dumps": "python3 -c 'import json, os; print(json.dumps(os.environ[\"MY_SECRET\"]))'",
-    "json.dumps without ascii": "python3 -c 'import json, os; print(json.dumps(os.environ[\"MY_SECRET\"] + \"é\", "
-                                "ensure_ascii=False))'",
+    "json.dumps without ascii": 'python3 -c \'import json, os; print(json.dumps(os.environ["MY_SECRET"] + "é", '
+    "ensure_ascii=False))'",
 }
 
 
@@ -68,8 +73,9 @@ def test_given_a_secret_printed_quoted_by_a_command_then_no_line_of_its_output_s
     # Given the secret in a command's environment, as the agent hands it over
     env = {"PATH": os.environ["PATH"], "MY_SECRET": LEAKY_SECRET, "LANG": "C.UTF-8"}
     # When the command prints it in bash's or Python's quoting and the agent masks each line it writes
-    output = subprocess.run(["bash", "-c", command], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            check=True).stdout
+    output = subprocess.run(
+        ["bash", "-c", command], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=True
+    ).stdout
     masked = b"".join(mask(line, [LEAKY_SECRET.encode()]) for line in output.splitlines(keepends=True))
     # Then neither line of the value shows, in any of its encodings
     assert MASK in masked, output
@@ -80,15 +86,18 @@ def test_given_a_short_value_then_it_is_left_alone_even_quoted_as_masking_it_wou
     assert mask(b"+ : 'a'\\''b'\n", [b"a'b"]) == b"+ : 'a'\\''b'\n"
 
 
-@pytest.mark.parametrize("secret,says", [
-    ("/spottrain/../x", "has a '..' level"),
-    ("/spottrain/team//x", "has an empty level ('//')"),
-    ("/spottrain/team/", "ends with '/'"),
-])
+@pytest.mark.parametrize(
+    "secret,says",
+    [
+        ("/spottrain/../x", "has a '..' level"),
+        ("/spottrain/team//x", "has an empty level ('//')"),
+        ("/spottrain/team/", "ends with '/'"),
+    ],
+)
 def test_given_a_secret_name_with_an_empty_or_parent_level_then_refused_naming_the_rule(secret, says):
     problems = spec_problems(_spec(secrets={"HF_TOKEN": secret}), make_settings())
 
-    assert any(p.startswith(f"secrets.HF_TOKEN: \"{secret}\" {says}") for p in problems), problems
+    assert any(p.startswith(f'secrets.HF_TOKEN: "{secret}" {says}') for p in problems), problems
 
 
 def test_given_a_name_off_the_prefix_then_one_problem_says_so_not_two():

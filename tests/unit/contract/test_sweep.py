@@ -1,4 +1,5 @@
 """A sweep spec: its variants, their names, and the rules that bound them (spottrain/contract/sweep.py, jobspec)."""
+
 from __future__ import annotations
 
 import copy
@@ -26,8 +27,12 @@ def test_given_a_grid_and_variants_when_expanded_then_the_product_comes_first_th
     children = sweep.variants(spec)
     assert [child.name for child in children] == [f"lr-sweep-{n}" for n in range(1, 6)]
     assert [child.overrides for child in children] == [
-        {"LR": "0.1", "SEED": "0"}, {"LR": "0.1", "SEED": "1"}, {"LR": "0.01", "SEED": "0"},
-        {"LR": "0.01", "SEED": "1"}, {"LR": "1"}]
+        {"LR": "0.1", "SEED": "0"},
+        {"LR": "0.1", "SEED": "1"},
+        {"LR": "0.01", "SEED": "0"},
+        {"LR": "0.01", "SEED": "1"},
+        {"LR": "1"},
+    ]
 
 
 def test_given_a_variant_when_expanded_then_it_is_an_ordinary_job_spec_with_its_env_overridden():
@@ -68,14 +73,18 @@ def test_given_a_sweep_with_no_variants_when_validated_then_it_is_refused(block)
 
 def test_given_a_listed_variant_that_repeats_a_grid_one_when_validated_then_it_is_refused_naming_both():
     problems = jobspec.spec_problems(sweep_spec(grid={"LR": ["0.1", "0.01"]}, variants=[{"LR": "0.01"}]), SETTINGS)
-    assert problems == ["sweep (variant 3): has the same env as variant 2 (LR=0.01). Drop it from variants or the grid."]
+    assert problems == [
+        "sweep (variant 3): has the same env as variant 2 (LR=0.01). Drop it from variants or the grid."
+    ]
 
 
 def test_given_a_variant_that_only_restates_the_job_env_when_validated_then_it_duplicates_the_bare_variant():
     # Given the job's env already has LR=1: the override {"LR": "1"} runs the same job as {} would
     spec = sweep_spec(variants=[{}, {"LR": "1"}])
     spec["env"] = {**spec.get("env", {}), "LR": "1"}
-    assert any(p.startswith("sweep (variant 2): has the same env as variant 1") for p in jobspec.spec_problems(spec, SETTINGS))
+    assert any(
+        p.startswith("sweep (variant 2): has the same env as variant 1") for p in jobspec.spec_problems(spec, SETTINGS)
+    )
 
 
 def test_given_max_parallel_written_as_a_float_when_validated_then_a_whole_number_is_asked_for():
@@ -91,21 +100,24 @@ def test_given_max_parallel_far_over_every_limit_when_validated_then_one_problem
 @pytest.mark.parametrize("metric", ["/a//b/", "a/", "/a", "a//b", "/"])
 def test_given_a_metric_path_with_an_empty_part_when_validated_then_it_is_refused(metric):
     problems = jobspec.spec_problems(sweep_spec(grid={"LR": ["1"]}, metric=metric), SETTINGS)
-    assert len(problems) == 1 and problems[0].startswith(f"sweep.metric: \"{metric}\" has an empty part")
+    assert len(problems) == 1 and problems[0].startswith(f'sweep.metric: "{metric}" has an empty part')
 
 
 def test_given_a_job_without_emails_in_a_sweep_that_asks_each_variant_to_email_when_validated_then_it_is_refused():
     spec = {**sweep_spec(grid={"LR": ["1"]}, emails="each"), "emails": False}
     problems = jobspec.spec_problems(spec, SETTINGS)
-    assert len(problems) == 1 and problems[0].startswith("sweep.emails: \"each\" asks every variant to email")
+    assert len(problems) == 1 and problems[0].startswith('sweep.emails: "each" asks every variant to email')
     # And without sweep.emails the job's false stands (the summary still speaks): no problem
     assert jobspec.spec_problems({**sweep_spec(grid={"LR": ["1"]}), "emails": False}, SETTINGS) == []
 
 
-@pytest.mark.parametrize(("block", "count", "expected"), [
-    ({}, 100, 10), ({}, 3, 3), ({"max_parallel": 5}, 2, 2), ({"max_parallel": 4}, 16, 4)])
+@pytest.mark.parametrize(
+    ("block", "count", "expected"),
+    [({}, 100, 10), ({}, 3, 3), ({"max_parallel": 5}, 2, 2), ({"max_parallel": 4}, 16, 4)],
+)
 def test_given_a_sweep_when_its_parallelism_is_worked_out_then_it_stays_within_the_cap_and_the_variant_count(
-        block, count, expected):
+    block, count, expected
+):
     # Given no max_parallel the stack's default cap (10) applies, never the variant count above it
     assert sweep.parallelism(block, count) == expected
 
@@ -154,8 +166,17 @@ def test_given_a_sweep_when_made_map_input_then_each_item_carries_its_name_overr
     assert sweep.map_input(sweep_spec(grid={"LR": [str(n) for n in range(100)]}), "s")["max_parallel"] == 10
 
 
-@pytest.mark.parametrize("block", [{"variants": 5}, {"grid": "LR"}, {"grid": {"LR": "0.1"}}, {"variants": ["LR=1"]},
-                                   {"grid": {"LR": [1, 2]}}, {"max_parallel": "2", "variants": [{}]}])
+@pytest.mark.parametrize(
+    "block",
+    [
+        {"variants": 5},
+        {"grid": "LR"},
+        {"grid": {"LR": "0.1"}},
+        {"variants": ["LR=1"]},
+        {"grid": {"LR": [1, 2]}},
+        {"max_parallel": "2", "variants": [{}]},
+    ],
+)
 def test_given_a_malformed_sweep_when_validated_then_problems_are_listed_not_raised(block):
     problems = jobspec.spec_problems(sweep_spec(**block), SETTINGS)
     assert problems and all(isinstance(problem, str) for problem in problems)

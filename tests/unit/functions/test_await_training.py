@@ -1,4 +1,5 @@
 """await_training: the attempt's token reaches its instance (via the job bucket), and an attempt already over is answered."""
+
 from __future__ import annotations
 
 import json
@@ -38,13 +39,17 @@ def attempt(aws):
     """Attempt 2 of the job, its instance running."""
     ec2, s3 = aws
     instance_id = ec2.run_instances(ImageId="ami-12c6146b", InstanceType="g5.xlarge", MinCount=1, MaxCount=1)[
-        "Instances"][0]["InstanceId"]
+        "Instances"
+    ][0]["InstanceId"]
     return ec2, s3, with_launch(job_state(), instance_id, attempt=2)
 
 
 def identity(state: dict, **overrides) -> dict:
-    return {"attempt": state["launch"]["attempt"], "instance_id": state["launch"]["instance"]["instance_id"],
-            "execution": state["execution"]["id"]} | overrides
+    return {
+        "attempt": state["launch"]["attempt"],
+        "instance_id": state["launch"]["instance"]["instance_id"],
+        "execution": state["execution"]["id"],
+    } | overrides
 
 
 def test_given_a_running_attempt_when_armed_then_the_token_is_written_for_that_attempt_and_not_answered(attempt):

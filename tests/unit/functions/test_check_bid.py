@@ -1,4 +1,5 @@
 """check_bid: FULFILLED / PENDING (bounded) / FAILED with AWS's code, and FAILED leaves nothing open."""
+
 from __future__ import annotations
 
 from spottrain.functions.shared import runtime
@@ -9,7 +10,16 @@ from spottrain.functions import check_bid as cb
 from spottrain.functions.shared import report
 from spottrain.contract.status import BidStatus
 from spot_fixtures import (  # noqa: F401 (aws, clients, stubbed_ec2: fixtures)
-    BUCKET, LAMBDA_CONTEXT, aws, clients, job_state, make_settings, read_report, stubbed_ec2, with_launch)
+    BUCKET,
+    LAMBDA_CONTEXT,
+    aws,
+    clients,
+    job_state,
+    make_settings,
+    read_report,
+    stubbed_ec2,
+    with_launch,
+)
 
 SPOT_STATE = with_launch(job_state(), "i-0abc", spot_request_id="sir-123")
 
@@ -17,8 +27,11 @@ SPOT_STATE = with_launch(job_state(), "i-0abc", spot_request_id="sir-123")
 def expect_request(stubber, state: str, code: str, message: str = "status message"):
     stubber.add_response(
         "describe_spot_instance_requests",
-        {"SpotInstanceRequests": [{"SpotInstanceRequestId": "sir-123", "State": state,
-                                   "Status": {"Code": code, "Message": message}}]},
+        {
+            "SpotInstanceRequests": [
+                {"SpotInstanceRequestId": "sir-123", "State": state, "Status": {"Code": code, "Message": message}}
+            ]
+        },
         {"SpotInstanceRequestIds": ["sir-123"]},
     )
 
@@ -27,13 +40,15 @@ def expect_instance(stubber, state: str, reason: str | None = None):
     instance = {"InstanceId": "i-0abc", "State": {"Name": state}}
     if reason:
         instance["StateReason"] = {"Code": reason, "Message": reason}
-    stubber.add_response("describe_instances", {"Reservations": [{"Instances": [instance]}]},
-                         {"InstanceIds": ["i-0abc"]})
+    stubber.add_response(
+        "describe_instances", {"Reservations": [{"Instances": [instance]}]}, {"InstanceIds": ["i-0abc"]}
+    )
 
 
 def expect_withdrawal(stubber):
-    stubber.add_response("cancel_spot_instance_requests", {"CancelledSpotInstanceRequests": []},
-                         {"SpotInstanceRequestIds": ["sir-123"]})
+    stubber.add_response(
+        "cancel_spot_instance_requests", {"CancelledSpotInstanceRequests": []}, {"SpotInstanceRequestIds": ["sir-123"]}
+    )
     stubber.add_response("terminate_instances", {"TerminatingInstances": []}, {"InstanceIds": ["i-0abc"]})
 
 
@@ -117,8 +132,11 @@ def test_given_the_instance_is_not_visible_yet_then_pending(aws, stubbed_ec2):
     ec2, stubber = stubbed_ec2
     _, s3 = aws
     expect_request(stubber, "open", "pending-fulfillment")
-    stubber.add_client_error("describe_instances", service_error_code="InvalidInstanceID.NotFound",
-                             expected_params={"InstanceIds": ["i-0abc"]})
+    stubber.add_client_error(
+        "describe_instances",
+        service_error_code="InvalidInstanceID.NotFound",
+        expected_params={"InstanceIds": ["i-0abc"]},
+    )
 
     bid = cb.check_bid(ec2, s3, make_settings(), SPOT_STATE)
 
@@ -127,9 +145,11 @@ def test_given_the_instance_is_not_visible_yet_then_pending(aws, stubbed_ec2):
 
 # ----- against moto: instances with no spot request of their own (on-demand, or moto's spot) --------
 
+
 def run_instance(ec2) -> str:
-    return ec2.run_instances(ImageId="ami-12c6146b", InstanceType="g5.xlarge", MinCount=1, MaxCount=1)[
-        "Instances"][0]["InstanceId"]
+    return ec2.run_instances(ImageId="ami-12c6146b", InstanceType="g5.xlarge", MinCount=1, MaxCount=1)["Instances"][0][
+        "InstanceId"
+    ]
 
 
 def test_given_a_running_on_demand_instance_then_fulfilled(aws):
@@ -149,7 +169,9 @@ def test_given_the_launched_instance_already_ran_and_was_shut_down_then_fulfille
     assert (bid["status"], bid["code"]) == ("FULFILLED", "Client.UserInitiatedShutdown")
 
 
-def test_given_the_spot_instance_shut_itself_down_within_seconds_then_fulfilled_and_its_pool_not_blamed(aws, stubbed_ec2):
+def test_given_the_spot_instance_shut_itself_down_within_seconds_then_fulfilled_and_its_pool_not_blamed(
+    aws, stubbed_ec2
+):
     # Given a spot instance whose bootstrap failed at once: it ran, shut itself down, and closed its request
     ec2, stubber = stubbed_ec2
     _, s3 = aws

@@ -1,4 +1,5 @@
 """CreateBucket: the job bucket is private, encrypted, TLS-only, tagged, reusable, and never someone else's."""
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,12 @@ def test_given_new_job_when_handler_runs_then_bucket_is_locked_down_and_holds_jo
     assert storage == {"bucket": BUCKET, "job_key": "job.json"}
     s3 = boto3.client("s3")
     block = s3.get_public_access_block(Bucket=BUCKET)["PublicAccessBlockConfiguration"]
-    assert block == {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
+    assert block == {
+        "BlockPublicAcls": True,
+        "IgnorePublicAcls": True,
+        "BlockPublicPolicy": True,
+        "RestrictPublicBuckets": True,
+    }
     rule = s3.get_bucket_encryption(Bucket=BUCKET)["ServerSideEncryptionConfiguration"]["Rules"][0]
     assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
     ownership = s3.get_bucket_ownership_controls(Bucket=BUCKET)["OwnershipControls"]["Rules"]
@@ -46,7 +52,13 @@ def test_given_region_other_than_us_east_1_when_creating_then_bucket_lives_in_th
 def test_given_rerun_of_same_job_when_creating_then_stale_markers_go_and_results_stay(aws):
     s3 = boto3.client("s3")
     create_bucket.create_job_bucket(s3, make_settings(), job_state())
-    for key in ("status/completed.json", "status/heartbeat.json", "report.json", "output/model.npz", "checkpoints/snap_100"):
+    for key in (
+        "status/completed.json",
+        "status/heartbeat.json",
+        "report.json",
+        "output/model.npz",
+        "checkpoints/snap_100",
+    ):
         s3.put_object(Bucket=BUCKET, Key=key, Body=b"{}")
     rerun = job_state()
     rerun["execution"]["name"] = "run-2"
@@ -62,7 +74,9 @@ def test_given_rerun_of_same_job_when_creating_then_stale_markers_go_and_results
 
 
 @pytest.mark.parametrize("head_answer", ["403", "404"])
-def test_given_name_owned_by_another_account_when_creating_then_bucket_name_taken_with_fix(aws, monkeypatch, head_answer):
+def test_given_name_owned_by_another_account_when_creating_then_bucket_name_taken_with_fix(
+    aws, monkeypatch, head_answer
+):
     # Given a bucket of the job's name in another account. AWS answers HeadBucket for it with 403 (moto,
     # which shares one bucket namespace without access checks, with 200): "403" is what AWS says, "404"
     # the bucket appearing between HeadBucket and CreateBucket, which then answers BucketAlreadyExists.
@@ -72,8 +86,10 @@ def test_given_name_owned_by_another_account_when_creating_then_bucket_name_take
     s3 = boto3.client("s3")
 
     def head_bucket(**_):
-        raise ClientError({"Error": {"Code": head_answer, "Message": "no"},
-                           "ResponseMetadata": {"HTTPStatusCode": int(head_answer)}}, "HeadBucket")
+        raise ClientError(
+            {"Error": {"Code": head_answer, "Message": "no"}, "ResponseMetadata": {"HTTPStatusCode": int(head_answer)}},
+            "HeadBucket",
+        )
 
     monkeypatch.setattr(s3, "head_bucket", head_bucket)
 
@@ -91,7 +107,7 @@ def test_given_bucket_of_another_stack_in_same_account_when_creating_then_taken_
     s3.put_bucket_tagging(Bucket=BUCKET, Tagging={"TagSet": [{"Key": layout.TAG_STACK, "Value": "other-stack"}]})
     s3.put_object(Bucket=BUCKET, Key="status/completed.json", Body=b"{}")
 
-    with pytest.raises(create_bucket.BucketNameTaken, match="spottrain stack \"other-stack\""):
+    with pytest.raises(create_bucket.BucketNameTaken, match='spottrain stack "other-stack"'):
         create_bucket.create_job_bucket(s3, make_settings(), job_state())
 
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]] == ["status/completed.json"]
@@ -101,8 +117,13 @@ def test_given_s3_throttles_when_creating_then_transient_error_for_the_workflow_
     s3 = boto3.client("s3")
 
     def slow_down(**_):
-        raise ClientError({"Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."},
-                           "ResponseMetadata": {"HTTPStatusCode": 503}}, "CreateBucket")
+        raise ClientError(
+            {
+                "Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."},
+                "ResponseMetadata": {"HTTPStatusCode": 503},
+            },
+            "CreateBucket",
+        )
 
     monkeypatch.setattr(s3, "create_bucket", slow_down)
     with pytest.raises(TransientError, match="SlowDown"):
@@ -113,8 +134,10 @@ def test_given_access_denied_when_creating_then_error_is_not_retried_as_transien
     s3 = boto3.client("s3")
 
     def denied(**_):
-        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}, "ResponseMetadata": {"HTTPStatusCode": 403}},
-                          "CreateBucket")
+        raise ClientError(
+            {"Error": {"Code": "AccessDenied", "Message": "no"}, "ResponseMetadata": {"HTTPStatusCode": 403}},
+            "CreateBucket",
+        )
 
     monkeypatch.setattr(s3, "create_bucket", denied)
     with pytest.raises(ClientError) as caught:
@@ -125,8 +148,10 @@ def test_given_access_denied_when_creating_then_error_is_not_retried_as_transien
 def _bucket_as_left(s3) -> dict:
     """Everything a user would notice changed: tags, policy and objects."""
     tags = {t["Key"]: t["Value"] for t in s3.get_bucket_tagging(Bucket=BUCKET)["TagSet"]}
-    objects = {o["Key"]: s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read()
-               for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
+    objects = {
+        o["Key"]: s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read()
+        for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])
+    }
     return {"tags": tags, "policy": s3.get_bucket_policy(Bucket=BUCKET)["Policy"], "objects": objects}
 
 
@@ -137,9 +162,22 @@ def test_given_a_bucket_of_that_name_not_made_by_spottrain_when_creating_then_ta
     location = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
     s3.create_bucket(Bucket=BUCKET, **location)
     s3.put_bucket_tagging(Bucket=BUCKET, Tagging={"TagSet": [{"Key": "team", "Value": "vision"}]})
-    s3.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps({"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "s3:GetObject",
-        "Resource": f"arn:aws:s3:::{BUCKET}/*"}]}))
+    s3.put_bucket_policy(
+        Bucket=BUCKET,
+        Policy=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+                        "Action": "s3:GetObject",
+                        "Resource": f"arn:aws:s3:::{BUCKET}/*",
+                    }
+                ],
+            }
+        ),
+    )
     for key in ("job.json", "status/completed.json", "data/train.csv"):
         s3.put_object(Bucket=BUCKET, Key=key, Body=b"theirs")
     before = _bucket_as_left(s3)
@@ -150,7 +188,7 @@ def test_given_a_bucket_of_that_name_not_made_by_spottrain_when_creating_then_ta
 
     # Then it fails with BucketNameTaken naming the missing tags and the fix, and the bucket is as it was
     message = str(caught.value)
-    assert f"job.bucket: \"{BUCKET}\" already exists in this account but is not this job's" in message
+    assert f'job.bucket: "{BUCKET}" already exists in this account but is not this job\'s' in message
     assert f"{layout.TAG_JOB}=pix2pix-facade" in message and "Choose another exec_name" in message
     assert _bucket_as_left(s3) == before
 
@@ -173,10 +211,23 @@ RECORDS = "spottrain-records-bucket"
 def _records_bucket_accepting_access_logs(s3) -> None:
     # As the stack's records bucket: the logging service may write under access-logs/ for our job buckets
     s3.create_bucket(Bucket=RECORDS)
-    s3.put_bucket_policy(Bucket=RECORDS, Policy=json.dumps({"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"Service": "logging.s3.amazonaws.com"}, "Action": "s3:PutObject",
-        "Resource": f"arn:aws:s3:::{RECORDS}/{layout.ACCESS_LOGS_PREFIX}*",
-        "Condition": {"ArnLike": {"aws:SourceArn": "arn:aws:s3:::spottrain-123456789012-*"}}}]}))
+    s3.put_bucket_policy(
+        Bucket=RECORDS,
+        Policy=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "logging.s3.amazonaws.com"},
+                        "Action": "s3:PutObject",
+                        "Resource": f"arn:aws:s3:::{RECORDS}/{layout.ACCESS_LOGS_PREFIX}*",
+                        "Condition": {"ArnLike": {"aws:SourceArn": "arn:aws:s3:::spottrain-123456789012-*"}},
+                    }
+                ],
+            }
+        ),
+    )
 
 
 def test_given_the_stacks_records_bucket_when_creating_then_access_logs_go_there_partitioned_per_bucket(aws):
@@ -194,13 +245,16 @@ def test_given_the_stacks_records_bucket_when_creating_then_access_logs_go_there
     assert logging["TargetBucket"] == RECORDS and logging["TargetPrefix"] == layout.ACCESS_LOGS_PREFIX
     (params,) = sent
     assert params["BucketLoggingStatus"]["LoggingEnabled"]["TargetObjectKeyFormat"] == {
-        "PartitionedPrefix": {"PartitionDateSource": "EventTime"}}
+        "PartitionedPrefix": {"PartitionDateSource": "EventTime"}
+    }
 
 
 def test_given_a_rerun_when_creating_then_the_earlier_runs_instances_lose_the_bucket(aws):
     # Given a bucket whose last run admitted its instance
     s3 = boto3.client("s3")
-    settings = make_settings(instance_role_arn="arn:aws:iam::123456789012:role/instance", instance_role_id="AROAEXAMPLE")
+    settings = make_settings(
+        instance_role_arn="arn:aws:iam::123456789012:role/instance", instance_role_id="AROAEXAMPLE"
+    )
     create_bucket.create_job_bucket(s3, settings, job_state())
     admit_instance(s3, BUCKET, settings.instance_role_arn, settings.instance_role_id, "i-0earlier")
 

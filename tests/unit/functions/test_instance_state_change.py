@@ -1,4 +1,5 @@
 """instance_state_change: an instance of this stack that stops or ends fails its attempt's wait, and nothing else."""
+
 from __future__ import annotations
 
 import json
@@ -15,17 +16,28 @@ TOKEN = "AAAA-token"
 
 
 def launch(ec2, attempt: str | None = "1", stack: str = "SpotTrainTest") -> str:
-    tags = [{"Key": layout.TAG_STACK, "Value": stack}, {"Key": layout.TAG_JOB, "Value": EXEC_NAME},
-            {"Key": layout.TAG_EXECUTION, "Value": "run-1"}]
+    tags = [
+        {"Key": layout.TAG_STACK, "Value": stack},
+        {"Key": layout.TAG_JOB, "Value": EXEC_NAME},
+        {"Key": layout.TAG_EXECUTION, "Value": "run-1"},
+    ]
     if attempt is not None:
         tags.append({"Key": layout.TAG_ATTEMPT, "Value": attempt})
-    return ec2.run_instances(ImageId="ami-12c6146b", InstanceType="g5.xlarge", MinCount=1, MaxCount=1,
-                             TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])["Instances"][0]["InstanceId"]
+    return ec2.run_instances(
+        ImageId="ami-12c6146b",
+        InstanceType="g5.xlarge",
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+    )["Instances"][0]["InstanceId"]
 
 
 def arm(s3, instance_id: str, attempt: int = 1) -> None:
-    s3.put_object(Bucket=BUCKET, Key=layout.task_token_key(attempt),
-                  Body=json.dumps(token_record(TOKEN, attempt, instance_id, "arn:...:execution:sm:run-1")).encode())
+    s3.put_object(
+        Bucket=BUCKET,
+        Key=layout.task_token_key(attempt),
+        Body=json.dumps(token_record(TOKEN, attempt, instance_id, "arn:...:execution:sm:run-1")).encode(),
+    )
 
 
 def report(ec2, s3, answers, instance_id: str, state: str = "shutting-down") -> dict:
@@ -88,13 +100,18 @@ def test_given_the_eventbridge_event_then_the_handler_reads_instance_and_state_f
     ec2, s3 = aws
     instance_id = launch(ec2)
     answers = Answers()
-    monkeypatch.setattr(instance_state_change.runtime, "client",
-                        {"ec2": ec2, "s3": s3, "stepfunctions": answers}.__getitem__)
+    monkeypatch.setattr(
+        instance_state_change.runtime, "client", {"ec2": ec2, "s3": s3, "stepfunctions": answers}.__getitem__
+    )
     monkeypatch.setattr(instance_state_change.runtime, "settings", make_settings)
     arm(s3, instance_id)
-    event = {"detail-type": "EC2 Instance State-change Notification", "source": "aws.ec2",
-             "detail": {"instance-id": instance_id, "state": "stopping"}}
+    event = {
+        "detail-type": "EC2 Instance State-change Notification",
+        "source": "aws.ec2",
+        "detail": {"instance-id": instance_id, "state": "stopping"},
+    }
 
     from spot_fixtures import LAMBDA_CONTEXT
+
     assert instance_state_change.handler(event, LAMBDA_CONTEXT)["reported"] is True
     assert answers.calls[0][1]["cause"] == f"instance {instance_id} stopping"

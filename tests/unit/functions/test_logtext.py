@@ -1,4 +1,5 @@
 """Log text as a person reads it: no escape codes, one row per line, the last redraw of a progress bar."""
+
 from __future__ import annotations
 
 from spottrain.functions.shared.logtext import readable, readable_lines
@@ -6,22 +7,27 @@ from spottrain.functions.shared.logtext import readable, readable_lines
 # Byte for byte what Chainer 7.8.1 writes to a pipe with PrintReport(['epoch', 'main/loss']) and
 # ProgressBar(update_interval=2): each bar update erases below the cursor (ESC[J), draws four rows and
 # moves back up (ESC[4A); PrintReport erases and prints its row where the bar was.
-BAR_1 = ("     total [########..........................................] 16.67%\n"
-         "this epoch [#########################.........................] 50.00%\n"
-         "         2 iter, 0 epoch / 3 epochs\n"
-         "       inf iters/sec. Estimated time to finish: 0:00:00.\n")
-BAR_2 = ("     total [################..................................] 33.33%\n"
-         "this epoch [..................................................]  0.00%\n"
-         "         4 iter, 1 epoch / 3 epochs\n"
-         "     769.6 iters/sec. Estimated time to finish: 0:00:00.010395.\n")
-CHAINER_RUN = ("epoch       main/loss \n"
-               f"\x1b[J{BAR_1}\x1b[4A"
-               "\x1b[J1           0.696091    \n"
-               f"\x1b[J{BAR_2}\x1b[4A")
+BAR_1 = (
+    "     total [########..........................................] 16.67%\n"
+    "this epoch [#########################.........................] 50.00%\n"
+    "         2 iter, 0 epoch / 3 epochs\n"
+    "       inf iters/sec. Estimated time to finish: 0:00:00.\n"
+)
+BAR_2 = (
+    "     total [################..................................] 33.33%\n"
+    "this epoch [..................................................]  0.00%\n"
+    "         4 iter, 1 epoch / 3 epochs\n"
+    "     769.6 iters/sec. Estimated time to finish: 0:00:00.010395.\n"
+)
+CHAINER_RUN = f"epoch       main/loss \n\x1b[J{BAR_1}\x1b[4A\x1b[J1           0.696091    \n\x1b[J{BAR_2}\x1b[4A"
 
 
 def test_given_chainer_print_report_and_progress_bar_then_the_rows_and_only_the_latest_bar_remain():
-    assert readable_lines(CHAINER_RUN) == ["epoch       main/loss", "1           0.696091", *BAR_2.rstrip("\n").split("\n")]
+    assert readable_lines(CHAINER_RUN) == [
+        "epoch       main/loss",
+        "1           0.696091",
+        *BAR_2.rstrip("\n").split("\n"),
+    ]
 
 
 def test_given_a_finished_chainer_run_then_its_closing_erase_leaves_only_the_report():
@@ -31,7 +37,9 @@ def test_given_a_finished_chainer_run_then_its_closing_erase_leaves_only_the_rep
 
 
 def test_given_carriage_return_redraws_then_the_last_redraw_of_the_line_is_kept():
-    tqdm_like = "epoch 1:  10%|#         | 1/10\repoch 1:  50%|#####     | 5/10\repoch 1: 100%|##########| 10/10\nsaved\n"
+    tqdm_like = (
+        "epoch 1:  10%|#         | 1/10\repoch 1:  50%|#####     | 5/10\repoch 1: 100%|##########| 10/10\nsaved\n"
+    )
 
     assert readable_lines(tqdm_like) == ["epoch 1: 100%|##########| 10/10", "saved"]
 

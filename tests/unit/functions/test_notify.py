@@ -1,4 +1,5 @@
 """Notify: exactly one email per workflow event, with what a user needs to act on it and nothing secret."""
+
 from __future__ import annotations
 
 from spottrain.functions.shared import runtime
@@ -18,9 +19,17 @@ from spottrain.functions.shared import report
 from spottrain.contract.status import NotifyEvent, TransientError
 
 NOW = dt.datetime(2026, 1, 1, 0, 3, 12, tzinfo=dt.timezone.utc)
-INSTANCE = {"instance_id": "i-0abc", "instance_type": "g5.xlarge", "subnet_id": "subnet-1", "az": "us-east-1a",
-            "lifecycle": "spot", "spot_request_id": "sir-1", "launched_at": "2026-01-01T00:00:00+00:00",
-            "price_per_hour": 0.4, "on_demand_price_per_hour": 1.0}
+INSTANCE = {
+    "instance_id": "i-0abc",
+    "instance_type": "g5.xlarge",
+    "subnet_id": "subnet-1",
+    "az": "us-east-1a",
+    "lifecycle": "spot",
+    "spot_request_id": "sir-1",
+    "launched_at": "2026-01-01T00:00:00+00:00",
+    "price_per_hour": 0.4,
+    "on_demand_price_per_hour": 1.0,
+}
 
 
 @pytest.fixture
@@ -75,8 +84,12 @@ def test_given_completed_training_when_notified_then_duration_cost_savings_and_l
 def test_given_failed_training_when_notified_then_exit_code_and_last_20_log_lines_of_newest_part(running_job):
     state, s3, inbox = running_job
     bucket = state["storage"]["bucket"]
-    s3.put_object(Bucket=bucket, Key=layout.output_log_key(1, 1), Body="".join(f"old {i}\n" for i in range(100)).encode())
-    s3.put_object(Bucket=bucket, Key=layout.output_log_key(1, 2), Body="".join(f"new {i}\n" for i in range(30)).encode())
+    s3.put_object(
+        Bucket=bucket, Key=layout.output_log_key(1, 1), Body="".join(f"old {i}\n" for i in range(100)).encode()
+    )
+    s3.put_object(
+        Bucket=bucket, Key=layout.output_log_key(1, 2), Body="".join(f"new {i}\n" for i in range(30)).encode()
+    )
     state["poll"] = {"status": "FAILED", "detail": {"exit_code": 2, "failed_phase": "exec"}}
 
     publish(NotifyEvent.FAILED, state)
@@ -91,15 +104,21 @@ def test_given_failed_training_when_notified_then_exit_code_and_last_20_log_line
     assert "old " not in body
 
 
-@pytest.mark.parametrize("kept_seconds, instance_state, shown", [
-    (600, "running", True), (0, "running", False), (600, "terminated", False)],
-    ids=["debug door", "terminated at once", "instance already gone"])
+@pytest.mark.parametrize(
+    "kept_seconds, instance_state, shown",
+    [(600, "running", True), (0, "running", False), (600, "terminated", False)],
+    ids=["debug door", "terminated at once", "instance already gone"],
+)
 def test_given_a_failed_training_when_notified_then_the_debug_door_gives_the_session_command_and_stop_time(
-        running_job, kept_seconds, instance_state, shown):
+    running_job, kept_seconds, instance_state, shown
+):
     # Given a failed training whose instance the workflow keeps for on_failure.keep_alive_minutes (10 min)
     state, _, inbox = running_job
-    state["poll"] = {"status": "FAILED", "terminate_after_seconds": kept_seconds,
-                     "detail": {"exit_code": 2, "instance_state": instance_state}}
+    state["poll"] = {
+        "status": "FAILED",
+        "terminate_after_seconds": kept_seconds,
+        "detail": {"exit_code": 2, "instance_state": instance_state},
+    }
 
     publish(NotifyEvent.FAILED, state)
 
@@ -112,7 +131,9 @@ def test_given_a_failed_training_when_notified_then_the_debug_door_gives_the_ses
 def test_given_newest_log_part_is_short_when_tailing_then_previous_part_fills_in(running_job):
     state, s3, _ = running_job
     bucket = state["storage"]["bucket"]
-    s3.put_object(Bucket=bucket, Key=layout.output_log_key(1, 1), Body="".join(f"old {i}\n" for i in range(50)).encode())
+    s3.put_object(
+        Bucket=bucket, Key=layout.output_log_key(1, 1), Body="".join(f"old {i}\n" for i in range(50)).encode()
+    )
     s3.put_object(Bucket=bucket, Key=layout.output_log_key(1, 2), Body=b"new 0\nnew 1\n")
 
     key, tail = notify.read_log_tail(s3, bucket, 1)
@@ -127,13 +148,17 @@ def test_given_interrupted_spot_when_notified_then_subject_says_resuming_with_at
 
     publish(NotifyEvent.INTERRUPTED, state)
 
-    assert received(inbox)[0]["Subject"] == "[spottrain] pix2pix-facade interrupted on g5.xlarge (spot), attempt 1/3; resuming"
+    assert (
+        received(inbox)[0]["Subject"]
+        == "[spottrain] pix2pix-facade interrupted on g5.xlarge (spot), attempt 1/3; resuming"
+    )
 
 
 def test_given_workflow_error_when_notified_then_lambda_cause_is_readable(running_job):
     state, _, inbox = running_job
-    cause = json.dumps({"errorType": "ClientError", "errorMessage": "UnauthorizedOperation on RunInstances",
-                        "stackTrace": ["..."]})
+    cause = json.dumps(
+        {"errorType": "ClientError", "errorMessage": "UnauthorizedOperation on RunInstances", "stackTrace": ["..."]}
+    )
     state["error"] = {"Error": "ClientError", "Cause": cause}
 
     publish(NotifyEvent.ERROR, state)
@@ -157,7 +182,11 @@ def test_given_error_before_bucket_exists_when_notified_then_email_still_goes_ou
 
 def test_given_no_capacity_anywhere_when_notified_then_pools_and_spot_answer_listed(running_job):
     state, _, inbox = running_job
-    state["launch"] = {"status": "EXHAUSTED", "attempt": 1, "pools_failed": ["g5.xlarge/subnet-1", "g4dn.xlarge/subnet-1"]}
+    state["launch"] = {
+        "status": "EXHAUSTED",
+        "attempt": 1,
+        "pools_failed": ["g5.xlarge/subnet-1", "g4dn.xlarge/subnet-1"],
+    }
     state["bid"] = {"status": "FAILED", "code": "capacity-not-available", "message": "There is no capacity"}
 
     publish(NotifyEvent.REQUEST_FAILED, state)
@@ -204,8 +233,10 @@ def test_given_sns_throttles_when_publishing_then_transient_error(running_job, m
     sns = boto3.client("sns")
 
     def throttled(**_):
-        raise ClientError({"Error": {"Code": "Throttling", "Message": "Rate exceeded"},
-                           "ResponseMetadata": {"HTTPStatusCode": 400}}, "Publish")
+        raise ClientError(
+            {"Error": {"Code": "Throttling", "Message": "Rate exceeded"}, "ResponseMetadata": {"HTTPStatusCode": 400}},
+            "Publish",
+        )
 
     monkeypatch.setattr(sns, "publish", throttled)
     with pytest.raises(TransientError, match="Throttling"):
@@ -221,9 +252,11 @@ def test_given_terminal_drawing_in_the_log_when_notified_then_the_tail_is_plain_
     # Given training output as Chainer's PrintReport and ProgressBar write it, coloured error included
     state, s3, inbox = running_job
     bucket = state["storage"]["bucket"]
-    raw = ("epoch       main/loss \n\x1b[J     total [####......] 40.00%\n         4 iter\n\x1b[2A"
-           "\x1b[J1           0.696091    \n\x1b[J     total [########..] 80.00%\n         8 iter\n\x1b[2A"
-           "\x1b[1;31mRuntimeError\x1b[0m: CUDA out of memory\rRuntimeError: CUDA out of memory (retry 2)\n").encode()
+    raw = (
+        "epoch       main/loss \n\x1b[J     total [####......] 40.00%\n         4 iter\n\x1b[2A"
+        "\x1b[J1           0.696091    \n\x1b[J     total [########..] 80.00%\n         8 iter\n\x1b[2A"
+        "\x1b[1;31mRuntimeError\x1b[0m: CUDA out of memory\rRuntimeError: CUDA out of memory (retry 2)\n"
+    ).encode()
     s3.put_object(Bucket=bucket, Key=layout.output_log_key(1, 1), Body=raw)
     state["poll"] = {"status": "FAILED", "detail": {"exit_code": 1}}
 
@@ -233,13 +266,19 @@ def test_given_terminal_drawing_in_the_log_when_notified_then_the_tail_is_plain_
     # Then the email shows the rows a terminal would, with no escape codes; S3 keeps the bytes as written
     body = received(inbox)[0]["Message"]
     tail = body.split(f"Last 4 lines of {layout.output_log_key(1, 1)}:\n")[1].splitlines()[:4]
-    assert tail == ["  epoch       main/loss", "  1           0.696091",
-                    "  RuntimeError: CUDA out of memory (retry 2)", "           8 iter"]
+    assert tail == [
+        "  epoch       main/loss",
+        "  1           0.696091",
+        "  RuntimeError: CUDA out of memory (retry 2)",
+        "           8 iter",
+    ]
     assert "\x1b" not in body and "\r" not in body
     assert s3.get_object(Bucket=bucket, Key=layout.output_log_key(1, 1))["Body"].read() == raw
 
 
-def test_given_a_log_longer_than_the_tail_read_when_tailing_then_the_cut_first_line_is_dropped(running_job, monkeypatch):
+def test_given_a_log_longer_than_the_tail_read_when_tailing_then_the_cut_first_line_is_dropped(
+    running_job, monkeypatch
+):
     # Given a log whose last 64 KiB begin in the middle of a coloured line
     state, s3, _ = running_job
     bucket = state["storage"]["bucket"]
@@ -253,13 +292,23 @@ def test_given_a_log_longer_than_the_tail_read_when_tailing_then_the_cut_first_l
 def test_given_a_failed_bootstrap_when_notified_then_one_failure_email_with_the_console_tail(running_job):
     # Given the poll's verdict on an instance that shut down before its agent started
     state, _, inbox = running_job
-    state["poll"] = {"status": "FAILED", "retry_allowed": True, "detail": {
-        "reason": "bootstrap failed", "exit_code": None, "failed_phase": "bootstrap", "instance_state": "terminated",
-        "message": "instance i-0abc never started its agent (Client.InstanceInitiatedShutdown)",
-        "console_unavailable": None,
-        "console_tail": ["spottrain bootstrap: job s3://b attempt 1: fetching agent s3://assets/agent.zip",
-                         "fatal error: Could not connect to the endpoint URL: \"https://assets.s3.amazonaws.com/\"",
-                         "spottrain bootstrap: FAILED (exit 1) at line 32"]}}
+    state["poll"] = {
+        "status": "FAILED",
+        "retry_allowed": True,
+        "detail": {
+            "reason": "bootstrap failed",
+            "exit_code": None,
+            "failed_phase": "bootstrap",
+            "instance_state": "terminated",
+            "message": "instance i-0abc never started its agent (Client.InstanceInitiatedShutdown)",
+            "console_unavailable": None,
+            "console_tail": [
+                "spottrain bootstrap: job s3://b attempt 1: fetching agent s3://assets/agent.zip",
+                'fatal error: Could not connect to the endpoint URL: "https://assets.s3.amazonaws.com/"',
+                "spottrain bootstrap: FAILED (exit 1) at line 32",
+            ],
+        },
+    }
 
     # When the failure is announced
     publish(NotifyEvent.FAILED, state)
@@ -270,19 +319,39 @@ def test_given_a_failed_bootstrap_when_notified_then_one_failure_email_with_the_
     body = email["Message"]
     assert "Message: instance i-0abc never started its agent (Client.InstanceInitiatedShutdown)" in body
     assert "Details: failed_phase=bootstrap, instance_state=terminated, reason=bootstrap failed" in body
-    assert ("Last 3 lines of the console output of i-0abc:\n"
-            "  spottrain bootstrap: job s3://b attempt 1: fetching agent s3://assets/agent.zip\n") in body
+    assert (
+        "Last 3 lines of the console output of i-0abc:\n"
+        "  spottrain bootstrap: job s3://b attempt 1: fetching agent s3://assets/agent.zip\n"
+    ) in body
     assert "  spottrain bootstrap: FAILED (exit 1) at line 32" in body
     assert "interrupted" not in body.lower() and "resuming" not in body.lower()
 
 
 def waiting_launch() -> dict:
-    pools = {"g5.xlarge/subnet-1": {"failures": 1, "code": "InsufficientInstanceCapacity",
-                                    "failed_at": "2026-01-01T00:03:12+00:00", "retry_at": "2026-01-01T00:04:12+00:00"}}
-    wait = {"started_at": "2026-01-01T00:03:12+00:00", "deadline": "2026-01-01T00:33:12+00:00", "waits": 1,
-            "outcome": "WAITING"}
-    return {"status": "WAITING", "attempt": 1, "instance": None, "pools": pools, "pools_failed": list(pools),
-            "capacity_wait": wait, "capacity_wait_begins": True, "wait_seconds": 60}
+    pools = {
+        "g5.xlarge/subnet-1": {
+            "failures": 1,
+            "code": "InsufficientInstanceCapacity",
+            "failed_at": "2026-01-01T00:03:12+00:00",
+            "retry_at": "2026-01-01T00:04:12+00:00",
+        }
+    }
+    wait = {
+        "started_at": "2026-01-01T00:03:12+00:00",
+        "deadline": "2026-01-01T00:33:12+00:00",
+        "waits": 1,
+        "outcome": "WAITING",
+    }
+    return {
+        "status": "WAITING",
+        "attempt": 1,
+        "instance": None,
+        "pools": pools,
+        "pools_failed": list(pools),
+        "capacity_wait": wait,
+        "capacity_wait_begins": True,
+        "wait_seconds": 60,
+    }
 
 
 def test_given_no_pool_has_room_when_the_wait_begins_then_the_email_names_the_pools_and_the_deadline(running_job):
@@ -301,7 +370,7 @@ def test_given_no_pool_has_room_when_the_wait_begins_then_the_email_names_the_po
 
 
 def test_given_capacity_found_after_a_wait_when_the_instance_starts_then_the_subject_says_how_long_it_waited(
-    running_job
+    running_job,
 ):
     state, _, inbox = running_job
     state["launch"]["capacity_found_after_seconds"] = 95
@@ -331,8 +400,10 @@ def test_given_the_wait_ran_out_when_notified_then_the_email_says_how_long_it_wa
     publish(NotifyEvent.REQUEST_FAILED, state)
 
     body = received(inbox)[0]["Message"]
-    assert ("Waited for capacity from 2026-01-01T00:03:12+00:00 to 2026-01-01T00:33:12+00:00 (9 waits; "
-            "capacity_wait_minutes sets how long)") in body
+    assert (
+        "Waited for capacity from 2026-01-01T00:03:12+00:00 to 2026-01-01T00:33:12+00:00 (9 waits; "
+        "capacity_wait_minutes sets how long)"
+    ) in body
 
 
 def test_given_an_interrupted_then_resumed_job_when_completed_then_the_email_shows_redone_work_and_volumes(running_job):
@@ -356,8 +427,12 @@ def test_given_the_job_stopped_at_its_spend_cap_when_notified_then_cap_spent_and
     # Given the agent stopped the training at a $0.02 cap
     state, _, inbox = running_job
     state["job"]["checkpoint_dir"] = "checkpoints"
-    state["poll"] = {"status": "FAILED", "spend_cap_reached": True, "spend_cap": {"cap_usd": 0.02, "spent_usd": 0.0213},
-                     "detail": {"exit_code": 143, "reason": "spend_cap", "failed_phase": "exec"}}
+    state["poll"] = {
+        "status": "FAILED",
+        "spend_cap_reached": True,
+        "spend_cap": {"cap_usd": 0.02, "spent_usd": 0.0213},
+        "detail": {"exit_code": 143, "reason": "spend_cap", "failed_phase": "exec"},
+    }
 
     # When the failure is emailed
     publish(NotifyEvent.FAILED, state)
@@ -371,13 +446,19 @@ def test_given_the_job_stopped_at_its_spend_cap_when_notified_then_cap_spent_and
 
 
 def test_given_a_secret_that_could_not_be_read_when_failed_then_the_subject_names_the_variable_not_exit_code_1(
-    running_job
+    running_job,
 ):
     # Given the agent failed at start: the secret behind HF_TOKEN could not be read (its exit code is 1)
     state, s3, inbox = running_job
-    state["poll"] = {"status": "FAILED", "detail": {
-        "exit_code": 1, "failed_phase": "start", "reason": "secret_unreadable",
-        "message": "secrets.HF_TOKEN: /spottrain/hf-token is neither an SSM parameter nor a Secrets Manager secret"}}
+    state["poll"] = {
+        "status": "FAILED",
+        "detail": {
+            "exit_code": 1,
+            "failed_phase": "start",
+            "reason": "secret_unreadable",
+            "message": "secrets.HF_TOKEN: /spottrain/hf-token is neither an SSM parameter nor a Secrets Manager secret",
+        },
+    }
 
     # When the failure is notified
     publish(NotifyEvent.FAILED, state)

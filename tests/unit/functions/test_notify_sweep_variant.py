@@ -1,4 +1,5 @@
 """Notify for a sweep's variant whose sweep sends one summary email instead (`sweep.emails: "summary"`)."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,9 @@ from spottrain.contract import sweep
 from spottrain.contract.status import NotifyEvent
 from spottrain.functions import notify
 
-SWEEP_SPEC = json.loads((Path(__file__).resolve().parents[3] / "examples" / "jobs" / "multihead-sweep.json").read_text())
+SWEEP_SPEC = json.loads(
+    (Path(__file__).resolve().parents[3] / "examples" / "jobs" / "multihead-sweep.json").read_text()
+)
 
 
 def variant_state(emails: str) -> dict:

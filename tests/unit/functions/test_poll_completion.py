@@ -1,4 +1,5 @@
 """poll_completion: once the attempt's callback wait ends, markers + instance state -> SUCCEEDED / FAILED / INTERRUPTED."""
+
 from __future__ import annotations
 
 from spottrain.functions.shared import runtime
@@ -12,7 +13,16 @@ from spottrain.functions import poll_completion as pc
 from spottrain.contract import layout
 from spottrain.functions.shared import report
 from spot_fixtures import (  # noqa: F401 (aws, clients: fixtures)
-    BUCKET, LAMBDA_CONTEXT, aws, clients, job_state, make_settings, put_marker, read_report, with_launch)
+    BUCKET,
+    LAMBDA_CONTEXT,
+    aws,
+    clients,
+    job_state,
+    make_settings,
+    put_marker,
+    read_report,
+    with_launch,
+)
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
 LAUNCHED_AT = NOW - dt.timedelta(minutes=30)
@@ -24,22 +34,31 @@ def running(aws):
     """A running instance launched 30 minutes ago as attempt 1, recorded in report.json."""
     ec2, s3 = aws
     instance_id = ec2.run_instances(ImageId="ami-12c6146b", InstanceType="g5.xlarge", MinCount=1, MaxCount=1)[
-        "Instances"][0]["InstanceId"]
+        "Instances"
+    ][0]["InstanceId"]
     state = with_launch(job_state(keep_alive_minutes=2), instance_id, launched_at=LAUNCHED_AT.isoformat())
-    report.record_launch(s3, state["storage"]["bucket"], state["job"]["exec_name"], 1,
-                         state["launch"]["instance"])
+    report.record_launch(s3, state["storage"]["bucket"], state["job"]["exec_name"], 1, state["launch"]["instance"])
     return ec2, s3, state
 
 
 def written_by(state, **overrides) -> dict:
     """The identity every marker of the state's current attempt carries (attempt, instance, execution id)."""
-    return {"attempt": state["launch"]["attempt"], "instance_id": state["launch"]["instance"]["instance_id"],
-            "execution": state["execution"]["id"]} | overrides
+    return {
+        "attempt": state["launch"]["attempt"],
+        "instance_id": state["launch"]["instance"]["instance_id"],
+        "execution": state["execution"]["id"],
+    } | overrides
 
 
 def heartbeat(s3, state, age_seconds: int, phase: str = "exec", **identity):
-    put_marker(s3, layout.HEARTBEAT_KEY, **written_by(state, **identity), phase=phase,
-               time=(NOW - dt.timedelta(seconds=age_seconds)).isoformat(), last_log_line="epoch 3")
+    put_marker(
+        s3,
+        layout.HEARTBEAT_KEY,
+        **written_by(state, **identity),
+        phase=phase,
+        time=(NOW - dt.timedelta(seconds=age_seconds)).isoformat(),
+        last_log_line="epoch 3",
+    )
 
 
 def poll(ec2, s3, state, **settings):
@@ -63,11 +82,14 @@ def test_given_completed_with_exit_0_then_succeeded_recorded_and_keep_alive_conv
     assert read_report(s3)["attempts"][0]["ended_at"] == NOW.isoformat()
 
 
-@pytest.mark.parametrize("on_failure, cap, kept_seconds", [
-    ({"keep_alive_minutes": 5}, 30, 300), ({}, 30, 0), ({"keep_alive_minutes": 5}, 0, 0)],
-    ids=["debug door", "default 0", "stack without a door"])
+@pytest.mark.parametrize(
+    "on_failure, cap, kept_seconds",
+    [({"keep_alive_minutes": 5}, 30, 300), ({}, 30, 0), ({"keep_alive_minutes": 5}, 0, 0)],
+    ids=["debug door", "default 0", "stack without a door"],
+)
 def test_given_a_failed_training_then_the_debug_door_decides_how_long_the_instance_is_kept(
-        running, on_failure, cap, kept_seconds):
+    running, on_failure, cap, kept_seconds
+):
     ec2, s3, state = running
     state["job"]["on_failure"] = on_failure  # keep_alive_minutes=2 is for successes only
     put_marker(s3, layout.COMPLETED_KEY, **written_by(state), exit_code=2, failed_phase="exec", reason="exit")
@@ -102,7 +124,8 @@ def test_given_markers_from_an_earlier_attempt_then_they_do_not_decide_the_curre
 
 @pytest.mark.parametrize("attempt, retry_allowed", [(1, True), (3, False)])
 def test_given_an_interruption_marker_then_interrupted_and_retry_allowed_below_max_attempts(
-        running, attempt, retry_allowed):
+    running, attempt, retry_allowed
+):
     ec2, s3, state = running
     state["launch"]["attempt"] = attempt
     put_marker(s3, layout.INTERRUPTED_KEY, **written_by(state), action="terminate")
@@ -183,8 +206,14 @@ def test_given_the_instance_finished_and_shut_itself_down_then_the_marker_wins(r
     assert poll(ec2, s3, state)["status"] == "SUCCEEDED"
 
 
-@pytest.mark.parametrize("wait", [HEARTBEAT_TIMEOUT, {"Error": "InstanceLost", "Cause": "instance i-1 stopping"},
-                                  {"Error": "AgentError", "Cause": "boom"}])
+@pytest.mark.parametrize(
+    "wait",
+    [
+        HEARTBEAT_TIMEOUT,
+        {"Error": "InstanceLost", "Cause": "instance i-1 stopping"},
+        {"Error": "AgentError", "Cause": "boom"},
+    ],
+)
 def test_given_the_wait_ended_while_the_instance_runs_silent_then_it_is_terminated_and_interrupted(running, wait):
     # Given heartbeats from this attempt, then silence: the wait ended without a completed or interrupted marker
     ec2, s3, state = running
@@ -196,7 +225,10 @@ def test_given_the_wait_ended_while_the_instance_runs_silent_then_it_is_terminat
 
     # Then the silent instance is terminated (nothing left billing) and the attempt counts as interrupted
     assert (result["status"], result["detail"]["reason"], result["detail"]["heartbeat_age_seconds"]) == (
-        "INTERRUPTED", "lost", 300)
+        "INTERRUPTED",
+        "lost",
+        300,
+    )
     assert result["detail"]["wait"]["error"] == wait["Error"]
     assert instance_state(ec2, state) in ("shutting-down", "terminated")
     assert read_report(s3)["attempts"][0]["outcome"] == "INTERRUPTED"
@@ -230,8 +262,10 @@ def test_given_no_heartbeat_at_all_when_the_wait_ends_then_the_bootstrap_failed_
 
     result = poll(ec2, s3, state)
 
-    assert result["detail"]["reason"] == "bootstrap failed" and "no heartbeat 1800 s after launch" in \
-        result["detail"]["message"]
+    assert (
+        result["detail"]["reason"] == "bootstrap failed"
+        and "no heartbeat 1800 s after launch" in result["detail"]["message"]
+    )
     assert result["status"] == "FAILED" and instance_state(ec2, state) in ("shutting-down", "terminated")
 
 
@@ -266,8 +300,12 @@ def test_given_another_executions_completion_in_the_shared_bucket_then_it_does_n
     # Given this run training (heartbeats), and a completed.json another execution of the job wrote, same attempt number
     ec2, s3, state = running
     heartbeat(s3, state, age_seconds=5)
-    put_marker(s3, layout.COMPLETED_KEY, **written_by(state, execution="arn:aws:states:...:execution:sm:other-run"),
-               exit_code=0)
+    put_marker(
+        s3,
+        layout.COMPLETED_KEY,
+        **written_by(state, execution="arn:aws:states:...:execution:sm:other-run"),
+        exit_code=0,
+    )
     state["wait"] = HEARTBEAT_TIMEOUT
 
     # When judged, Then the other run's success is not this one's: this run's silent instance was lost
@@ -285,7 +323,8 @@ def test_given_a_marker_from_another_instance_of_the_same_attempt_then_it_does_n
 
 @pytest.mark.parametrize("code", ["Client.InstanceInitiatedShutdown", "Client.UserInitiatedShutdown"])
 def test_given_the_instance_ended_before_any_heartbeat_then_the_bootstrap_failed_once_with_the_console_tail(
-        running, code):
+    running, code
+):
     # Given an instance that shut down (or was shut down) before its agent ever sent a heartbeat of this attempt
     ec2, s3, state = running
     heartbeat(s3, state, age_seconds=5, attempt=0)  # the previous attempt's heartbeat is no sign of this one
@@ -296,9 +335,14 @@ def test_given_the_instance_ended_before_any_heartbeat_then_the_bootstrap_failed
 
     # Then the attempt failed (no relaunch), saying so, with the console's last lines for the email
     assert (result["status"], result["detail"]["reason"], result["detail"]["failed_phase"]) == (
-        "FAILED", "bootstrap failed", "bootstrap")
+        "FAILED",
+        "bootstrap failed",
+        "bootstrap",
+    )
     assert code in result["detail"]["message"]
-    assert result["detail"]["console_tail"][-1] == "Enabling fast FPU save and restore... done."  # moto's canned console
+    assert (
+        result["detail"]["console_tail"][-1] == "Enabling fast FPU save and restore... done."
+    )  # moto's canned console
     assert read_report(s3)["attempts"][0]["outcome"] == "FAILED"
 
 
@@ -327,8 +371,14 @@ def test_given_the_console_cannot_be_read_then_the_failure_says_why_instead(runn
 
 def test_given_terminal_codes_in_the_completion_message_then_the_detail_is_plain(running):
     ec2, s3, state = running
-    put_marker(s3, layout.COMPLETED_KEY, **written_by(state), exit_code=1, reason="disk_full",
-               message="\x1b[31mdisk full\x1b[0m on /home: 0 bytes left")
+    put_marker(
+        s3,
+        layout.COMPLETED_KEY,
+        **written_by(state),
+        exit_code=1,
+        reason="disk_full",
+        message="\x1b[31mdisk full\x1b[0m on /home: 0 bytes left",
+    )
 
     assert poll(ec2, s3, state)["detail"]["message"] == "disk full on /home: 0 bytes left"
 
@@ -350,7 +400,9 @@ def test_given_the_agent_stopped_at_the_spend_cap_then_failed_with_the_cap_and_s
     # Then the job fails for its cap (the state machine's FailureKind reads spend_cap_reached), no relaunch
     assert (result["status"], result["spend_cap_reached"], result["retry_allowed"]) == ("FAILED", True, False)
     assert result["spend_cap"]["cap_usd"] == 0.1
-    assert result["spend_cap"]["spent_usd"] == pytest.approx(report.summarize(read_report(s3), NOW)["estimated_cost_usd"])
+    assert result["spend_cap"]["spent_usd"] == pytest.approx(
+        report.summarize(read_report(s3), NOW)["estimated_cost_usd"]
+    )
 
 
 @pytest.mark.parametrize("cap, relaunch", [(0.1, False), (100.0, True)])

@@ -1,5 +1,6 @@
 """Ranking pools: capacity first (placement score), then the spec's type order, then the cheaper AZ;
 the pool that just reclaimed our instance last."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,12 +22,22 @@ class FakeEc2:
         assert SingleAvailabilityZone and len(InstanceTypes) == 1  # one type at a time, scored per AZ
         if self.scores_refused:
             raise ClientError({"Error": {"Code": "UnauthorizedOperation", "Message": "no"}}, "GetSpotPlacementScores")
-        return {"SpotPlacementScores": [{"AvailabilityZoneId": az_id, "Score": score}
-                                        for (t, az_id), score in self.scores.items() if t == InstanceTypes[0]]}
+        return {
+            "SpotPlacementScores": [
+                {"AvailabilityZoneId": az_id, "Score": score}
+                for (t, az_id), score in self.scores.items()
+                if t == InstanceTypes[0]
+            ]
+        }
 
     def describe_spot_price_history(self, InstanceTypes, **_):
-        return {"SpotPriceHistory": [{"InstanceType": t, "AvailabilityZone": az, "SpotPrice": price}
-                                     for (t, az), price in self.prices.items() if t in InstanceTypes]}
+        return {
+            "SpotPriceHistory": [
+                {"InstanceType": t, "AvailabilityZone": az, "SpotPrice": price}
+                for (t, az), price in self.prices.items()
+                if t in InstanceTypes
+            ]
+        }
 
 
 def pools(types=("g5.xlarge", "g6.xlarge")) -> list[Pool]:
@@ -39,18 +50,34 @@ def order(ranked) -> list[str]:
 
 def test_given_a_later_type_with_more_capacity_then_it_comes_first():
     # Given g6 scores 9 in 1b while every g5 pool scores 5 or less
-    ec2 = FakeEc2(scores={("g5.xlarge", "use1-az4"): 5, ("g5.xlarge", "use1-az6"): 3,
-                          ("g6.xlarge", "use1-az4"): 5, ("g6.xlarge", "use1-az6"): 9})
+    ec2 = FakeEc2(
+        scores={
+            ("g5.xlarge", "use1-az4"): 5,
+            ("g5.xlarge", "use1-az6"): 3,
+            ("g6.xlarge", "use1-az4"): 5,
+            ("g6.xlarge", "use1-az6"): 9,
+        }
+    )
 
     # When ranked, Then capacity wins, and at equal scores the spec's first type wins
     assert order(rank(ec2, pools(), "us-east-1")) == [
-        "g6.xlarge/subnet-b", "g5.xlarge/subnet-a", "g6.xlarge/subnet-a", "g5.xlarge/subnet-b"]
+        "g6.xlarge/subnet-b",
+        "g5.xlarge/subnet-a",
+        "g6.xlarge/subnet-a",
+        "g5.xlarge/subnet-b",
+    ]
 
 
 def test_given_equal_scores_then_the_spec_order_then_the_cheaper_az_decides():
-    ec2 = FakeEc2(scores={(t, az_id): 7 for t in ("g5.xlarge", "g6.xlarge") for az_id in AZ_IDS.values()},
-                  prices={("g5.xlarge", "us-east-1a"): "0.40", ("g5.xlarge", "us-east-1b"): "0.31",
-                          ("g6.xlarge", "us-east-1a"): "0.10", ("g6.xlarge", "us-east-1b"): "0.12"})
+    ec2 = FakeEc2(
+        scores={(t, az_id): 7 for t in ("g5.xlarge", "g6.xlarge") for az_id in AZ_IDS.values()},
+        prices={
+            ("g5.xlarge", "us-east-1a"): "0.40",
+            ("g5.xlarge", "us-east-1b"): "0.31",
+            ("g6.xlarge", "us-east-1a"): "0.10",
+            ("g6.xlarge", "us-east-1b"): "0.12",
+        },
+    )
 
     ranked = rank(ec2, pools(), "us-east-1")
 

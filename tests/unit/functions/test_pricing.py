@@ -1,5 +1,6 @@
 """On-demand prices: the Price List API's for the stack's region, cached; the bundled table only as a
 labelled stand-in."""
+
 from __future__ import annotations
 
 import json
@@ -13,16 +14,26 @@ from spottrain.functions.shared import pricing
 
 def product(usd: str, unit: str = "Hrs") -> str:
     """One PriceList entry as GetProducts returns it: a JSON document in a string."""
-    return json.dumps({"product": {"attributes": {"instanceType": "g5.xlarge"}},
-                       "terms": {"OnDemand": {"SKU.JRTCKXETXF": {"priceDimensions": {
-                           "SKU.JRTCKXETXF.6YS6EN2CT7": {"unit": unit, "pricePerUnit": {"USD": usd}}}}}}})
+    return json.dumps(
+        {
+            "product": {"attributes": {"instanceType": "g5.xlarge"}},
+            "terms": {
+                "OnDemand": {
+                    "SKU.JRTCKXETXF": {
+                        "priceDimensions": {"SKU.JRTCKXETXF.6YS6EN2CT7": {"unit": unit, "pricePerUnit": {"USD": usd}}}
+                    }
+                }
+            },
+        }
+    )
 
 
 @pytest.fixture
 def price_list(monkeypatch):
     monkeypatch.setattr(pricing, "_CACHE", {})
-    client = boto3.client("pricing", region_name="us-east-1", aws_access_key_id="testing",
-                          aws_secret_access_key="testing")
+    client = boto3.client(
+        "pricing", region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
     with Stubber(client) as stubber:
         yield client, stubber
         stubber.assert_no_pending_responses()
@@ -31,8 +42,11 @@ def price_list(monkeypatch):
 def test_given_the_price_list_api_answers_then_its_regional_price_is_used_and_cached(price_list):
     # Given the Price List API knows g5.xlarge in eu-west-1 (asked once, with the region's code)
     client, stubber = price_list
-    stubber.add_response("get_products", {"PriceList": [product("1.123")], "FormatVersion": "aws_v1"},
-                         {"ServiceCode": "AmazonEC2", "MaxResults": 10, "Filters": ANY})
+    stubber.add_response(
+        "get_products",
+        {"PriceList": [product("1.123")], "FormatVersion": "aws_v1"},
+        {"ServiceCode": "AmazonEC2", "MaxResults": 10, "Filters": ANY},
+    )
 
     # When the price is asked twice
     first = pricing.list_price(client, "eu-west-1", "g5.xlarge")
@@ -62,9 +76,14 @@ def test_given_the_filters_then_they_pin_linux_shared_tenancy_in_the_stacks_regi
     (asked,) = client.asked
     assert asked["ServiceCode"] == "AmazonEC2"
     assert {(f["Field"], f["Value"]) for f in asked["Filters"]} == {
-        ("instanceType", "g6.xlarge"), ("regionCode", "ap-northeast-1"), ("operatingSystem", "Linux"),
-        ("tenancy", "Shared"), ("preInstalledSw", "NA"), ("capacitystatus", "Used"),
-        ("licenseModel", "No License required")}
+        ("instanceType", "g6.xlarge"),
+        ("regionCode", "ap-northeast-1"),
+        ("operatingSystem", "Linux"),
+        ("tenancy", "Shared"),
+        ("preInstalledSw", "NA"),
+        ("capacitystatus", "Used"),
+        ("licenseModel", "No License required"),
+    }
     assert price.usd_per_hour == 1.2  # the hourly dimension, not another unit's
 
 

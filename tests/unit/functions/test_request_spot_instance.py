@@ -1,4 +1,5 @@
 """request_spot_instance: one spot instance from the launch template, first pool with room, honest report."""
+
 from __future__ import annotations
 
 from spottrain.functions.shared import runtime
@@ -17,8 +18,17 @@ from spottrain.functions.shared.bucket_policy import allowed_instances
 from spottrain.contract import layout
 from spottrain.contract.status import TransientError
 from spot_fixtures import (  # noqa: F401 (aws, clients, stubbed_ec2: fixtures)
-    BUCKET, EXEC_NAME, LAMBDA_CONTEXT, aws, clients, job_state, launch_template, make_settings, read_report,
-    stubbed_ec2)
+    BUCKET,
+    EXEC_NAME,
+    LAMBDA_CONTEXT,
+    aws,
+    clients,
+    job_state,
+    launch_template,
+    make_settings,
+    read_report,
+    stubbed_ec2,
+)
 
 SUBNETS = [("subnet-a", "us-east-1a"), ("subnet-b", "us-east-1b")]
 AZ_IDS = {"us-east-1a": "use1-az4", "us-east-1b": "use1-az6"}
@@ -31,6 +41,7 @@ def tags_of(resource: dict) -> dict:
 
 # ----- against moto: the real request, tags, user data, report ---------------------------------
 
+
 def test_given_a_fresh_job_when_requested_then_one_tagged_spot_instance_runs_from_the_template(aws):
     ec2, s3 = aws
     settings = make_settings(launch_template_id=launch_template(ec2))
@@ -39,12 +50,16 @@ def test_given_a_fresh_job_when_requested_then_one_tagged_spot_instance_runs_fro
 
     assert launch["status"] == "LAUNCHED" and launch["attempt"] == 1 and launch["pools_failed"] == []
     assert launch["wait_seconds"] == settings.bid_wait_seconds
-    instance = ec2.describe_instances(InstanceIds=[launch["instance"]["instance_id"]])["Reservations"][0]["Instances"][0]
+    instance = ec2.describe_instances(InstanceIds=[launch["instance"]["instance_id"]])["Reservations"][0]["Instances"][
+        0
+    ]
     assert instance["InstanceType"] == "g5.xlarge"  # the job's first choice
     assert instance["InstanceLifecycle"] == "spot" and launch["instance"]["lifecycle"] == "spot"
     assert {
-        layout.TAG_STACK: "SpotTrainTest", layout.TAG_JOB: EXEC_NAME,
-        layout.TAG_EXECUTION: "run-1", layout.TAG_ATTEMPT: "1",
+        layout.TAG_STACK: "SpotTrainTest",
+        layout.TAG_JOB: EXEC_NAME,
+        layout.TAG_EXECUTION: "run-1",
+        layout.TAG_ATTEMPT: "1",
         "aws:ec2launchtemplate:id": settings.launch_template_id,
     }.items() <= tags_of(instance).items()
     assert instance["SubnetId"] == launch["instance"]["subnet_id"]
@@ -54,8 +69,9 @@ def test_given_a_launch_then_the_root_volume_is_encrypted_sized_and_tagged(aws):
     ec2, s3 = aws
     launch = rsi.request_instance(ec2, s3, make_settings(launch_template_id=launch_template(ec2)), job_state())
 
-    volumes = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id",
-                                            "Values": [launch["instance"]["instance_id"]]}])["Volumes"]
+    volumes = ec2.describe_volumes(
+        Filters=[{"Name": "attachment.instance-id", "Values": [launch["instance"]["instance_id"]]}]
+    )["Volumes"]
     assert [(v["Size"], v["Encrypted"]) for v in volumes] == [(120, True)]
     assert tags_of(volumes[0])[layout.TAG_JOB] == EXEC_NAME
 
@@ -64,8 +80,9 @@ def test_given_a_launch_then_user_data_carries_bucket_attempt_and_agent_but_no_s
     ec2, s3 = aws
     launch = rsi.request_instance(ec2, s3, make_settings(launch_template_id=launch_template(ec2)), job_state())
 
-    encoded = ec2.describe_instance_attribute(InstanceId=launch["instance"]["instance_id"],
-                                             Attribute="userData")["UserData"]["Value"]
+    encoded = ec2.describe_instance_attribute(InstanceId=launch["instance"]["instance_id"], Attribute="userData")[
+        "UserData"
+    ]["Value"]
     user_data = base64.b64decode(encoded).decode()
     assert BUCKET in user_data and "agent/abc123.zip" in user_data and "spottrain-assets" in user_data
     for secret_marker in ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "testing", "python train.py"):
@@ -91,9 +108,11 @@ def test_given_a_launch_then_report_json_records_the_attempt_with_prices(aws):
     launch = rsi.request_instance(ec2, s3, make_settings(launch_template_id=launch_template(ec2)), job_state())
 
     entry = read_report(s3)["attempts"][0]
-    history = ec2.describe_spot_price_history(InstanceTypes=["g5.xlarge"], ProductDescriptions=["Linux/UNIX"],
-                                              Filters=[{"Name": "availability-zone",
-                                                        "Values": [launch["instance"]["az"]]}])["SpotPriceHistory"]
+    history = ec2.describe_spot_price_history(
+        InstanceTypes=["g5.xlarge"],
+        ProductDescriptions=["Linux/UNIX"],
+        Filters=[{"Name": "availability-zone", "Values": [launch["instance"]["az"]]}],
+    )["SpotPriceHistory"]
     assert entry["attempt"] == 1 and entry["outcome"] == "RUNNING"
     assert entry["instance_id"] == launch["instance"]["instance_id"]
     assert entry["price_per_hour"] == float(history[0]["SpotPrice"])
@@ -113,48 +132,80 @@ def test_given_the_handler_with_stack_environment_when_invoked_then_it_launches(
         launch = rsi.handler(job_state(), LAMBDA_CONTEXT)
     finally:
         runtime.settings.cache_clear()
-    instance = ec2.describe_instances(InstanceIds=[launch["instance"]["instance_id"]])["Reservations"][0]["Instances"][0]
+    instance = ec2.describe_instances(InstanceIds=[launch["instance"]["instance_id"]])["Reservations"][0]["Instances"][
+        0
+    ]
     assert tags_of(instance)[layout.TAG_STACK] == "SpotTrainEnv"
 
 
 # ----- per-pool answers moto cannot give: botocore Stubber ---------------------------------------
+
 
 def expect_subnets(stubber, types=("g5.xlarge", "g4dn.xlarge"), scores: dict | None = None, prices: dict | None = None):
     """The subnets, then what ranking reads: a placement score call per type, one spot price history.
 
     `scores`: {(type, az id): score}; `prices`: {(type, az): "USD/h"}; unset, every pool has neither.
     """
-    stubber.add_response("describe_subnets",
-                         {"Subnets": [{"SubnetId": s, "AvailabilityZone": az, "AvailabilityZoneId": AZ_IDS[az]}
-                                      for s, az in SUBNETS]},
-                         {"SubnetIds": [s for s, _ in SUBNETS]})
+    stubber.add_response(
+        "describe_subnets",
+        {"Subnets": [{"SubnetId": s, "AvailabilityZone": az, "AvailabilityZoneId": AZ_IDS[az]} for s, az in SUBNETS]},
+        {"SubnetIds": [s for s, _ in SUBNETS]},
+    )
     for instance_type in types:
-        answer = [{"AvailabilityZoneId": az_id, "Region": "us-east-1", "Score": score}
-                  for (scored, az_id), score in (scores or {}).items() if scored == instance_type]
-        stubber.add_response("get_spot_placement_scores", {"SpotPlacementScores": answer},
-                             {"InstanceTypes": [instance_type], "TargetCapacity": 1, "TargetCapacityUnitType": "units",
-                              "SingleAvailabilityZone": True, "RegionNames": ["us-east-1"]})
-    history = [{"InstanceType": t, "AvailabilityZone": az, "SpotPrice": price, "ProductDescription": "Linux/UNIX"}
-               for (t, az), price in (prices or {}).items()]
-    stubber.add_response("describe_spot_price_history", {"SpotPriceHistory": history},
-                         {"InstanceTypes": list(types), "ProductDescriptions": ["Linux/UNIX"], "StartTime": ANY})
+        answer = [
+            {"AvailabilityZoneId": az_id, "Region": "us-east-1", "Score": score}
+            for (scored, az_id), score in (scores or {}).items()
+            if scored == instance_type
+        ]
+        stubber.add_response(
+            "get_spot_placement_scores",
+            {"SpotPlacementScores": answer},
+            {
+                "InstanceTypes": [instance_type],
+                "TargetCapacity": 1,
+                "TargetCapacityUnitType": "units",
+                "SingleAvailabilityZone": True,
+                "RegionNames": ["us-east-1"],
+            },
+        )
+    history = [
+        {"InstanceType": t, "AvailabilityZone": az, "SpotPrice": price, "ProductDescription": "Linux/UNIX"}
+        for (t, az), price in (prices or {}).items()
+    ]
+    stubber.add_response(
+        "describe_spot_price_history",
+        {"SpotPriceHistory": history},
+        {"InstanceTypes": list(types), "ProductDescriptions": ["Linux/UNIX"], "StartTime": ANY},
+    )
 
 
 def run_params(instance_type: str, subnet: str, spot: bool = True) -> dict:
-    params = {"LaunchTemplate": {"LaunchTemplateId": "lt-0123456789abcdef0", "Version": "$Latest"},
-              "InstanceType": instance_type, "SubnetId": subnet, "MinCount": 1, "MaxCount": 1,
-              "UserData": ANY, "TagSpecifications": ANY, "BlockDeviceMappings": ANY}
+    params = {
+        "LaunchTemplate": {"LaunchTemplateId": "lt-0123456789abcdef0", "Version": "$Latest"},
+        "InstanceType": instance_type,
+        "SubnetId": subnet,
+        "MinCount": 1,
+        "MaxCount": 1,
+        "UserData": ANY,
+        "TagSpecifications": ANY,
+        "BlockDeviceMappings": ANY,
+    }
     if spot:
         params["InstanceMarketOptions"] = ANY
     return params
 
 
-def expect_no_capacity(stubber, instance_type: str, subnet: str, code: str = "InsufficientInstanceCapacity",
-                       spot: bool = True):
+def expect_no_capacity(
+    stubber, instance_type: str, subnet: str, code: str = "InsufficientInstanceCapacity", spot: bool = True
+):
     # EC2 answers capacity shortages with HTTP 500: they must still count as "this pool failed".
-    stubber.add_client_error("run_instances", service_error_code=code, service_message=f"no {instance_type}",
-                             http_status_code=500 if code == "InsufficientInstanceCapacity" else 400,
-                             expected_params=run_params(instance_type, subnet, spot))
+    stubber.add_client_error(
+        "run_instances",
+        service_error_code=code,
+        service_message=f"no {instance_type}",
+        http_status_code=500 if code == "InsufficientInstanceCapacity" else 400,
+        expected_params=run_params(instance_type, subnet, spot),
+    )
 
 
 def expect_launch(stubber, instance_type: str, subnet: str, spot: bool = True):
@@ -180,9 +231,15 @@ def test_given_no_capacity_in_the_first_pools_when_requested_then_the_next_pool_
 
     assert launch["status"] == "LAUNCHED"
     assert launch["pools_failed"] == ["g5.xlarge/subnet-a", "g5.xlarge/subnet-b"]
-    assert {"instance_type": "g4dn.xlarge", "subnet_id": "subnet-a", "az": "us-east-1a", "spot_request_id": "sir-123",
-            "price_per_hour": 0.312, "on_demand_price_per_hour": 0.526,
-            "launched_at": "2026-01-01T12:00:00+00:00"}.items() <= launch["instance"].items()
+    assert {
+        "instance_type": "g4dn.xlarge",
+        "subnet_id": "subnet-a",
+        "az": "us-east-1a",
+        "spot_request_id": "sir-123",
+        "price_per_hour": 0.312,
+        "on_demand_price_per_hour": 0.526,
+        "launched_at": "2026-01-01T12:00:00+00:00",
+    }.items() <= launch["instance"].items()
 
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
@@ -195,16 +252,24 @@ def later(seconds: float) -> dt.datetime:
 def relaunch_after_failed_bid(pools: dict) -> dict:
     """The state when g5.xlarge in subnet-b failed its bid, and `pools` had refused before."""
     state = job_state()
-    state["launch"] = {"status": "LAUNCHED", "attempt": 1, "pools": pools, "wait_seconds": 15,
-                       "instance": {"instance_id": "i-old", "instance_type": "g5.xlarge", "subnet_id": "subnet-b",
-                                    "az": "us-east-1b"}}
+    state["launch"] = {
+        "status": "LAUNCHED",
+        "attempt": 1,
+        "pools": pools,
+        "wait_seconds": 15,
+        "instance": {"instance_id": "i-old", "instance_type": "g5.xlarge", "subnet_id": "subnet-b", "az": "us-east-1b"},
+    }
     state["bid"] = {"status": "FAILED", "code": "capacity-not-available", "message": "", "checks": 1}
     return state
 
 
 def refused(at: dt.datetime, retry_after: float, failures: int = 1) -> dict:
-    return {"failures": failures, "code": "InsufficientInstanceCapacity", "failed_at": at.isoformat(),
-            "retry_at": (at + dt.timedelta(seconds=retry_after)).isoformat()}
+    return {
+        "failures": failures,
+        "code": "InsufficientInstanceCapacity",
+        "failed_at": at.isoformat(),
+        "retry_at": (at + dt.timedelta(seconds=retry_after)).isoformat(),
+    }
 
 
 def test_given_pools_in_their_back_off_when_relaunching_then_they_are_skipped(aws, stubbed_ec2):
@@ -268,8 +333,10 @@ def test_given_no_spot_capacity_and_job_and_stack_allow_on_demand_then_on_demand
     ec2, stubber = stubbed_ec2
     expect_every_pool_full(stubber)
     expect_launch(stubber, "g5.xlarge", "subnet-a", spot=False)  # run_params(spot=False): no market options
-    state = job_state(instance={"types": ["g5.xlarge", "g4dn.xlarge"], "on_demand_fallback": True, "volume_gb": 120},
-                      capacity_wait_minutes=0)  # the fallback comes once the wait for spot capacity is over
+    state = job_state(
+        instance={"types": ["g5.xlarge", "g4dn.xlarge"], "on_demand_fallback": True, "volume_gb": 120},
+        capacity_wait_minutes=0,
+    )  # the fallback comes once the wait for spot capacity is over
 
     launch = rsi.request_instance(ec2, s3, stub_settings(on_demand_fallback=True), state)
 
@@ -283,8 +350,10 @@ def test_given_the_job_asks_for_on_demand_but_the_stack_forbids_it_then_exhauste
     _, s3 = aws
     ec2, stubber = stubbed_ec2
     expect_every_pool_full(stubber)
-    state = job_state(instance={"types": ["g5.xlarge", "g4dn.xlarge"], "on_demand_fallback": True, "volume_gb": 120},
-                      capacity_wait_minutes=0)
+    state = job_state(
+        instance={"types": ["g5.xlarge", "g4dn.xlarge"], "on_demand_fallback": True, "volume_gb": 120},
+        capacity_wait_minutes=0,
+    )
 
     launch = rsi.request_instance(ec2, s3, stub_settings(on_demand_fallback=False), state)
 
@@ -303,8 +372,12 @@ def test_given_every_pool_full_when_the_job_may_wait_then_it_waits_a_minute_and_
     # Then it waits until the pools' one-minute back-off is over, with the window's deadline set
     assert launch["status"] == "WAITING" and launch["instance"] is None and launch["wait_seconds"] == 60
     assert launch["capacity_wait_begins"] is True  # the workflow emails once, now
-    assert launch["capacity_wait"] == {"started_at": NOW.isoformat(), "deadline": later(1800).isoformat(),
-                                       "waits": 1, "outcome": "WAITING"}
+    assert launch["capacity_wait"] == {
+        "started_at": NOW.isoformat(),
+        "deadline": later(1800).isoformat(),
+        "waits": 1,
+        "outcome": "WAITING",
+    }
     # And report.json shows the wait, with the pools that refused
     (entry,) = read_report(s3)["capacity_waits"]
     assert entry["outcome"] == "WAITING" and len(entry["pools_refused"]) == 4 and entry["attempt"] == 1
@@ -314,10 +387,20 @@ def waiting_state(started: dt.datetime, window_seconds: float, waits: int, retry
     """The state after `waits` waits that began at `started`: every pool refused, due `retry_after` s from then."""
     state = job_state(capacity_wait_minutes=30)
     pools = {f"{t}/{s}": refused(started, retry_after) for t in ("g5.xlarge", "g4dn.xlarge") for s, _ in SUBNETS}
-    wait = {"started_at": started.isoformat(), "deadline": (started + dt.timedelta(seconds=window_seconds)).isoformat(),
-            "waits": waits, "outcome": "WAITING"}
-    state["launch"] = {"status": "WAITING", "attempt": 1, "instance": None, "pools": pools,
-                       "capacity_wait": wait, "wait_seconds": retry_after}
+    wait = {
+        "started_at": started.isoformat(),
+        "deadline": (started + dt.timedelta(seconds=window_seconds)).isoformat(),
+        "waits": waits,
+        "outcome": "WAITING",
+    }
+    state["launch"] = {
+        "status": "WAITING",
+        "attempt": 1,
+        "instance": None,
+        "pools": pools,
+        "capacity_wait": wait,
+        "wait_seconds": retry_after,
+    }
     state["bid"] = {"status": "FAILED", "code": "stale", "checks": 1}  # from an earlier launch: not counted again
     return state
 
@@ -378,8 +461,11 @@ def test_given_an_interruption_after_a_wait_when_relaunching_then_the_next_attem
     _, s3 = aws
     ec2, stubber = stubbed_ec2
     state = waiting_state(later(-3600), 1800, waits=4, retry_after=0)
-    state["launch"] |= {"status": "LAUNCHED", "pools": {}, "instance": {
-        "instance_id": "i-old", "instance_type": "g5.xlarge", "subnet_id": "subnet-a", "az": "us-east-1a"}}
+    state["launch"] |= {
+        "status": "LAUNCHED",
+        "pools": {},
+        "instance": {"instance_id": "i-old", "instance_type": "g5.xlarge", "subnet_id": "subnet-a", "az": "us-east-1a"},
+    }
     state["poll"] = {"status": "INTERRUPTED", "attempt": 1}
     expect_every_pool_full(stubber, IN_SPEC_ORDER[1:] + IN_SPEC_ORDER[:1])  # the reclaimed pool is asked last
 
@@ -396,8 +482,18 @@ def test_given_two_interruptions_and_on_demand_after_two_then_the_third_attempt_
     _, s3 = aws
     ec2, stubber = stubbed_ec2
     state = job_state(on_demand_after={"interruptions": 2})
-    state["launch"] = {"status": "LAUNCHED", "attempt": 2, "pools": {}, "wait_seconds": 15, "instance": {
-        "instance_id": "i-old", "instance_type": "g4dn.xlarge", "subnet_id": "subnet-b", "az": "us-east-1b"}}
+    state["launch"] = {
+        "status": "LAUNCHED",
+        "attempt": 2,
+        "pools": {},
+        "wait_seconds": 15,
+        "instance": {
+            "instance_id": "i-old",
+            "instance_type": "g4dn.xlarge",
+            "subnet_id": "subnet-b",
+            "az": "us-east-1b",
+        },
+    }
     state["poll"] = {"status": "INTERRUPTED", "attempt": 2}
     expect_subnets(stubber)
     expect_launch(stubber, "g5.xlarge", "subnet-a", spot=False)  # no spot request is even tried
@@ -424,8 +520,9 @@ def test_given_a_wait_as_long_as_on_demand_after_allows_then_it_launches_on_dema
 
     # Then it goes on-demand now rather than waiting out the window, and the wait ends FOUND
     assert launch["status"] == "LAUNCHED" and launch["instance"]["lifecycle"] == "on-demand"
-    assert launch["on_demand_reason"] == ("waited 300s for spot capacity, reaching "
-                                          "on_demand_after.capacity_wait_minutes=5")
+    assert launch["on_demand_reason"] == (
+        "waited 300s for spot capacity, reaching on_demand_after.capacity_wait_minutes=5"
+    )
     assert launch["capacity_wait"]["outcome"] == "FOUND"
 
 
@@ -441,12 +538,22 @@ def test_given_no_spot_price_history_then_the_price_cap_is_the_estimate(aws, stu
 
 
 def test_given_a_price_cap_then_the_spot_request_carries_it_as_max_price():
-    params = rsi.launch_parameters(make_settings(max_spot_price=0.45), job_state(), 1,
-                                   rsi.Pool("g5.xlarge", "subnet-a", "us-east-1a"), spot=True, region="us-east-1")
+    params = rsi.launch_parameters(
+        make_settings(max_spot_price=0.45),
+        job_state(),
+        1,
+        rsi.Pool("g5.xlarge", "subnet-a", "us-east-1a"),
+        spot=True,
+        region="us-east-1",
+    )
 
     assert params["InstanceMarketOptions"] == {
         "MarketType": "spot",
-        "SpotOptions": {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate", "MaxPrice": "0.4500"},
+        "SpotOptions": {
+            "SpotInstanceType": "one-time",
+            "InstanceInterruptionBehavior": "terminate",
+            "MaxPrice": "0.4500",
+        },
     }
     kinds = {spec["ResourceType"] for spec in params["TagSpecifications"]}
     assert kinds == {"instance", "volume", "spot-instances-request"}
@@ -456,17 +563,26 @@ def test_given_an_interrupted_attempt_when_relaunching_then_the_next_attempt_is_
     _, s3 = aws
     ec2, stubber = stubbed_ec2
     state = job_state()
-    state["launch"] = {"status": "LAUNCHED", "attempt": 2, "pools_failed": [], "wait_seconds": 15,
-                       "instance": {"instance_id": "i-old", "instance_type": "g5.xlarge", "subnet_id": "subnet-a",
-                                    "az": "us-east-1a"}}
+    state["launch"] = {
+        "status": "LAUNCHED",
+        "attempt": 2,
+        "pools_failed": [],
+        "wait_seconds": 15,
+        "instance": {"instance_id": "i-old", "instance_type": "g5.xlarge", "subnet_id": "subnet-a", "az": "us-east-1a"},
+    }
     state["bid"] = {"status": "FULFILLED", "code": "fulfilled", "message": "", "checks": 1}
     state["poll"] = {"status": "INTERRUPTED", "attempt": 2}
     expect_subnets(stubber)
-    stubber.add_response("run_instances", {"Instances": [{"InstanceId": "i-new", "LaunchTime": LAUNCH_TIME,
-                                                          "InstanceLifecycle": "spot"}]},
-                         run_params("g5.xlarge", "subnet-b") | {"TagSpecifications": [
-                             {"ResourceType": kind, "Tags": ANY} for kind in ("instance", "volume", "spot-instances-request")
-                         ]})
+    stubber.add_response(
+        "run_instances",
+        {"Instances": [{"InstanceId": "i-new", "LaunchTime": LAUNCH_TIME, "InstanceLifecycle": "spot"}]},
+        run_params("g5.xlarge", "subnet-b")
+        | {
+            "TagSpecifications": [
+                {"ResourceType": kind, "Tags": ANY} for kind in ("instance", "volume", "spot-instances-request")
+            ]
+        },
+    )
 
     launch = rsi.request_instance(ec2, s3, stub_settings(), state)
 
@@ -475,8 +591,9 @@ def test_given_an_interrupted_attempt_when_relaunching_then_the_next_attempt_is_
     # but it is tried last for this attempt: the first choice type launches in the other subnet
     assert launch["demoted"] == "g5.xlarge/subnet-a" and launch["instance"]["subnet_id"] == "subnet-b"
     assert launch["instance"]["demoted_pool"] == "g5.xlarge/subnet-a"
-    params = rsi.launch_parameters(stub_settings(), state, 3, rsi.Pool("g5.xlarge", "subnet-a", "us-east-1a"),
-                                   spot=True, region="us-east-1")
+    params = rsi.launch_parameters(
+        stub_settings(), state, 3, rsi.Pool("g5.xlarge", "subnet-a", "us-east-1a"), spot=True, region="us-east-1"
+    )
     assert {"Key": layout.TAG_ATTEMPT, "Value": "3"} in params["TagSpecifications"][0]["Tags"]
     assert "\nATTEMPT=3\n" in params["UserData"]
 
@@ -485,20 +602,29 @@ def test_given_an_unexpected_ec2_error_then_it_is_raised_and_no_further_pool_is_
     _, s3 = aws
     ec2, stubber = stubbed_ec2
     expect_subnets(stubber)
-    stubber.add_client_error("run_instances", service_error_code="InvalidParameterValue",
-                             service_message="bad template", expected_params=run_params("g5.xlarge", "subnet-a"))
+    stubber.add_client_error(
+        "run_instances",
+        service_error_code="InvalidParameterValue",
+        service_message="bad template",
+        expected_params=run_params("g5.xlarge", "subnet-a"),
+    )
 
     with pytest.raises(ClientError, match="InvalidParameterValue"):
         rsi.request_instance(ec2, s3, stub_settings(), job_state())
 
 
 def test_given_ec2_throttles_when_the_handler_runs_then_transient_error_lets_the_workflow_retry(
-        aws, stubbed_ec2, monkeypatch):
+    aws, stubbed_ec2, monkeypatch
+):
     _, s3 = aws
     ec2, stubber = stubbed_ec2
     expect_subnets(stubber)
-    stubber.add_client_error("run_instances", service_error_code="RequestLimitExceeded",
-                             service_message="Request limit exceeded.", expected_params=run_params("g5.xlarge", "subnet-a"))
+    stubber.add_client_error(
+        "run_instances",
+        service_error_code="RequestLimitExceeded",
+        service_message="Request limit exceeded.",
+        expected_params=run_params("g5.xlarge", "subnet-a"),
+    )
     monkeypatch.setattr(runtime, "client", lambda service: {"ec2": ec2, "s3": s3}[service])
     monkeypatch.setattr(runtime, "settings", stub_settings)
 
@@ -529,8 +655,11 @@ def test_given_no_types_in_the_job_then_the_stack_defaults_are_tried_in_order(aw
 def test_given_a_launch_then_the_new_instance_and_no_other_is_admitted_to_its_job_bucket(aws):
     # Given the job bucket's policy, which admits no instance before the first launch
     ec2, s3 = aws
-    settings = make_settings(launch_template_id=launch_template(ec2), instance_role_arn="arn:aws:iam::123456789012:role/r",
-                             instance_role_id="AROAEXAMPLE")
+    settings = make_settings(
+        launch_template_id=launch_template(ec2),
+        instance_role_arn="arn:aws:iam::123456789012:role/r",
+        instance_role_id="AROAEXAMPLE",
+    )
 
     # When the attempt launches
     launch = rsi.request_instance(ec2, s3, settings, job_state())
@@ -555,7 +684,10 @@ def test_given_a_spend_cap_when_launched_then_budget_json_tells_this_instance_wh
     instance = launch["instance"]
     budget = json.loads(s3.get_object(Bucket=BUCKET, Key=layout.budget_key(1))["Body"].read())
     assert (budget["attempt"], budget["instance_id"], budget["execution"]) == (
-        1, instance["instance_id"], state["execution"]["id"])
+        1,
+        instance["instance_id"],
+        state["execution"]["id"],
+    )
     per_hour = instance["price_per_hour"] + (instance["volume_gb"] or 0) * 0.08 / 730
     expected = dt.datetime.fromisoformat(instance["launched_at"]) + dt.timedelta(hours=1 / per_hour)
     assert abs((dt.datetime.fromisoformat(budget["stop_at"]) - expected).total_seconds()) <= 1

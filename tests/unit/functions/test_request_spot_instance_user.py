@@ -1,4 +1,5 @@
 """request_spot_instance: the user data names the stack's instanceUser, whom the agent runs the commands as."""
+
 from __future__ import annotations
 
 import base64
@@ -13,6 +14,7 @@ def test_given_a_stack_for_amazon_linux_when_launching_then_user_data_runs_the_j
 
     launch = rsi.request_instance(ec2, s3, settings, job_state())
 
-    encoded = ec2.describe_instance_attribute(InstanceId=launch["instance"]["instance_id"],
-                                             Attribute="userData")["UserData"]["Value"]
+    encoded = ec2.describe_instance_attribute(InstanceId=launch["instance"]["instance_id"], Attribute="userData")[
+        "UserData"
+    ]["Value"]
     assert "\nRUN_AS=ec2-user\n" in base64.b64decode(encoded).decode()

@@ -1,4 +1,5 @@
 """The clients a handler gets retry as botocore's standard mode does, under the state machine's Retry."""
+
 from __future__ import annotations
 
 from spottrain.functions.shared import runtime

@@ -1,4 +1,5 @@
 """The spend cap's arithmetic: what a job spent (report.json's estimate) and what an attempt may still spend."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -12,17 +13,29 @@ from spottrain.contract import layout, spendcap
 from spottrain.functions.shared import spend
 
 LAUNCH = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
-INSTANCE = {"instance_id": "i-2", "instance_type": "g5.xlarge", "az": "us-east-1a", "lifecycle": "spot",
-            "launched_at": LAUNCH.isoformat(), "price_per_hour": 0.5, "on_demand_price_per_hour": 1.0,
-            "volume_gb": 730}  # 730 GiB of gp3 = $0.08/h, so the attempt costs $0.58/h
+INSTANCE = {
+    "instance_id": "i-2",
+    "instance_type": "g5.xlarge",
+    "az": "us-east-1a",
+    "lifecycle": "spot",
+    "launched_at": LAUNCH.isoformat(),
+    "price_per_hour": 0.5,
+    "on_demand_price_per_hour": 1.0,
+    "volume_gb": 730,
+}  # 730 GiB of gp3 = $0.08/h, so the attempt costs $0.58/h
 EXECUTION = "arn:aws:states:us-east-1:123456789012:execution:sm:run-1"
 
 
 def finished_attempt(cost: float) -> dict:
     """Attempt 1: one hour on a 730 GiB volume ($0.08), its spot cost from the price history."""
-    return {"attempt": 1, "launched_at": (LAUNCH - dt.timedelta(hours=2)).isoformat(),
-            "ended_at": (LAUNCH - dt.timedelta(hours=1)).isoformat(), "price_per_hour": 9.0,
-            "spot_cost_usd": cost, "volume_gb": 730}
+    return {
+        "attempt": 1,
+        "launched_at": (LAUNCH - dt.timedelta(hours=2)).isoformat(),
+        "ended_at": (LAUNCH - dt.timedelta(hours=1)).isoformat(),
+        "price_per_hour": 9.0,
+        "spot_cost_usd": cost,
+        "volume_gb": 730,
+    }
 
 
 def test_given_a_price_and_a_volume_then_the_hourly_spend_is_both():
@@ -30,12 +43,15 @@ def test_given_a_price_and_a_volume_then_the_hourly_spend_is_both():
     assert spend.hourly_usd({"price_per_hour": 0.5}) == 0.5
 
 
-@pytest.mark.parametrize("cap, spent, per_hour, seconds", [
-    (1.0, 0.42, 0.58, 3600.0),  # the rest buys exactly one hour
-    (1.0, 1.0, 0.58, 0.0),      # at the cap: nothing left
-    (1.0, 1.5, 0.58, 0.0),      # over it (an attempt ran past its stop): never negative
-    (1.0, 0.0, 0.0, None),      # a free instance: no time limit from the cap
-])
+@pytest.mark.parametrize(
+    "cap, spent, per_hour, seconds",
+    [
+        (1.0, 0.42, 0.58, 3600.0),  # the rest buys exactly one hour
+        (1.0, 1.0, 0.58, 0.0),  # at the cap: nothing left
+        (1.0, 1.5, 0.58, 0.0),  # over it (an attempt ran past its stop): never negative
+        (1.0, 0.0, 0.0, None),  # a free instance: no time limit from the cap
+    ],
+)
 def test_given_cap_spent_and_price_then_the_budget_is_the_rest_at_that_price(cap, spent, per_hour, seconds):
     result = spend.budget_seconds(cap, spent, per_hour)
     assert result == (seconds if seconds is None else pytest.approx(seconds))
@@ -83,9 +99,15 @@ def test_given_no_cap_then_no_budget_is_written(bucket):
 
 
 def test_given_a_spend_cap_stop_when_emailed_then_cap_spent_and_what_was_kept():
-    state = {"job": {"checkpoint_dir": "ckpt"}, "storage": {"bucket": "job-bucket"},
-             "poll": {"spend_cap_reached": True, "spend_cap": {"cap_usd": 0.5, "spent_usd": 0.5012},
-                      "detail": {"reason": spendcap.REASON}}}
+    state = {
+        "job": {"checkpoint_dir": "ckpt"},
+        "storage": {"bucket": "job-bucket"},
+        "poll": {
+            "spend_cap_reached": True,
+            "spend_cap": {"cap_usd": 0.5, "spent_usd": 0.5012},
+            "detail": {"reason": spendcap.REASON},
+        },
+    }
     assert spend.email_subject("pix", state["poll"]) == "pix stopped at its spend cap of $0.5 (spent $0.5012)"
     lines = spend.email_lines(state)
     assert lines[0].startswith("Spend cap: limits.max_cost_usd = $0.5; spent $0.5012")

@@ -1,4 +1,5 @@
 """An attempt's cost over the time it really ran: spot prices as they changed, and its volume."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -48,8 +49,13 @@ def test_given_a_100_gb_volume_for_730_hours_then_it_costs_a_gp3_month():
 
 
 def test_given_ended_attempts_then_the_summary_uses_their_history_cost_and_adds_the_volume():
-    ended = {**ENTRY, "ended_at": at(60).isoformat(), "spot_cost_usd": 0.6, "on_demand_price_per_hour": 1.006,
-             "volume_gb": 100}
+    ended = {
+        **ENTRY,
+        "ended_at": at(60).isoformat(),
+        "spot_cost_usd": 0.6,
+        "on_demand_price_per_hour": 1.006,
+        "volume_gb": 100,
+    }
 
     summary = report.summarize({"attempts": [ended]})
 

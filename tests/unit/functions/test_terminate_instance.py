@@ -1,5 +1,6 @@
 """TerminateInstance: whoever calls it, the job's instances and open spot requests are gone afterwards,
 nothing else is touched, the report is closed once, and a cancellation is announced once."""
+
 from __future__ import annotations
 
 import json
@@ -16,20 +17,34 @@ from spottrain.functions.shared import report
 AMI = "ami-12c6146b"  # one of moto's built-in images
 JOB = "pix2pix-facade"
 BUCKET = "spottrain-123456789012-pix2pix-facade"
-LAUNCH = {"instance_type": "g5.xlarge", "lifecycle": "spot", "launched_at": "2026-01-01T00:00:00+00:00",
-          "price_per_hour": 0.4, "on_demand_price_per_hour": 1.0}
+LAUNCH = {
+    "instance_type": "g5.xlarge",
+    "lifecycle": "spot",
+    "launched_at": "2026-01-01T00:00:00+00:00",
+    "price_per_hour": 0.4,
+    "on_demand_price_per_hour": 1.0,
+}
 
 
 def launch(ec2, tags: dict[str, str]) -> str:
     spec = [{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}] if tags else []
-    return ec2.run_instances(ImageId=AMI, InstanceType="g5.xlarge", MinCount=1, MaxCount=1,
-                             TagSpecifications=spec)["Instances"][0]["InstanceId"]
+    return ec2.run_instances(ImageId=AMI, InstanceType="g5.xlarge", MinCount=1, MaxCount=1, TagSpecifications=spec)[
+        "Instances"
+    ][0]["InstanceId"]
 
 
 def open_request(ec2, tags: dict[str, str]) -> str:
-    spec = [{"ResourceType": "spot-instances-request", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}] if tags else []
-    answer = ec2.request_spot_instances(SpotPrice="1", InstanceCount=1, TagSpecifications=spec,
-                                        LaunchSpecification={"ImageId": AMI, "InstanceType": "g5.xlarge"})
+    spec = (
+        [{"ResourceType": "spot-instances-request", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
+        if tags
+        else []
+    )
+    answer = ec2.request_spot_instances(
+        SpotPrice="1",
+        InstanceCount=1,
+        TagSpecifications=spec,
+        LaunchSpecification={"ImageId": AMI, "InstanceType": "g5.xlarge"},
+    )
     return answer["SpotInstanceRequests"][0]["SpotInstanceRequestId"]
 
 
@@ -49,12 +64,17 @@ def job_with_instances(lambda_env):
     ours = launch(ec2, OURS)
     report.record_launch(s3, BUCKET, JOB, 1, {**LAUNCH, "instance_id": ours})
     state["launch"] = {"status": "LAUNCHED", "attempt": 1, "instance": {**LAUNCH, "instance_id": ours}}
-    bystanders = [launch(ec2, {**OURS, layout.TAG_JOB: "other-job"}), launch(ec2, {**OURS, layout.TAG_STACK: "other-stack"}),
-                  launch(ec2, {})]
+    bystanders = [
+        launch(ec2, {**OURS, layout.TAG_JOB: "other-job"}),
+        launch(ec2, {**OURS, layout.TAG_STACK: "other-stack"}),
+        launch(ec2, {}),
+    ]
     return state, ours, bystanders, ec2, s3, subscribe_queue(lambda_env)
 
 
-def test_given_successful_workflow_when_terminating_then_only_the_jobs_instance_goes_and_report_closes(job_with_instances):
+def test_given_successful_workflow_when_terminating_then_only_the_jobs_instance_goes_and_report_closes(
+    job_with_instances,
+):
     state, ours, bystanders, ec2, s3, inbox = job_with_instances
     state["poll"] = {"status": "SUCCEEDED"}
 
@@ -98,14 +118,19 @@ def test_given_caught_error_when_terminating_then_report_says_error_and_open_req
 
 
 def execution_status_change(status: str, execution_input: dict) -> dict:
-    return {"detail-type": "Step Functions Execution Status Change", "source": "aws.states",
-            "detail": {"status": status, "name": "run-1", "input": json.dumps(execution_input)}}
+    return {
+        "detail-type": "Step Functions Execution Status Change",
+        "source": "aws.states",
+        "detail": {"status": status, "name": "run-1", "input": json.dumps(execution_input)},
+    }
 
 
 def test_given_aborted_execution_event_when_handled_then_instance_gone_and_one_cancelled_email(job_with_instances):
     state, ours, bystanders, ec2, s3, inbox = job_with_instances
-    raw_spec = {k: state["job"][k] for k in ("exec_name", "repository_url", "data_dir", "output_dir",
-                                             "data_get_command", "exec_command")}
+    raw_spec = {
+        k: state["job"][k]
+        for k in ("exec_name", "repository_url", "data_dir", "output_dir", "data_get_command", "exec_command")
+    }
 
     answer = terminate_instance.handler(execution_status_change("ABORTED", raw_spec), FakeLambdaContext())
 
@@ -130,11 +155,15 @@ def test_given_timed_out_execution_when_handled_then_report_says_timed_out(job_w
 
 @pytest.mark.parametrize("final_sync_done, spared", [(False, True), (True, False)])
 def test_given_the_last_attempt_interrupted_then_an_instance_still_in_its_final_sync_is_spared(
-        job_with_instances, final_sync_done, spared):
+    job_with_instances, final_sync_done, spared
+):
     # Given the workflow ending the job after an interruption with no attempt left
     state, ours, _, ec2, _, _ = job_with_instances
-    state = {**state, "launch": {**state.get("launch", {}), "instance": {"instance_id": ours}},
-             "poll": {"status": "INTERRUPTED", "detail": {"final_sync_done": final_sync_done}}}
+    state = {
+        **state,
+        "launch": {**state.get("launch", {}), "instance": {"instance_id": ours}},
+        "poll": {"status": "INTERRUPTED", "detail": {"final_sync_done": final_sync_done}},
+    }
 
     # When it terminates the job's instances
     answer = terminate_instance.handler(state, FakeLambdaContext())
@@ -167,19 +196,25 @@ def test_given_cancel_before_bucket_exists_when_handled_then_email_without_repor
 def test_given_cli_cancel_naming_its_run_when_handled_then_the_email_names_that_execution(lambda_env):
     inbox = subscribe_queue(lambda_env)
 
-    terminate_instance.handler({"exec_name": JOB, "reason": "cancelled", "execution": "pix2pix-facade-20261130T120000"},
-                               FakeLambdaContext())
+    terminate_instance.handler(
+        {"exec_name": JOB, "reason": "cancelled", "execution": "pix2pix-facade-20261130T120000"}, FakeLambdaContext()
+    )
 
     message = received(inbox)[0]["Message"]
     assert "Execution: pix2pix-facade-20261130T120000" in message and "Execution: ?" not in message
 
 
-@pytest.mark.parametrize("event", [
-    {"exec_name": JOB, "reason": "cancelled", "execution": "run-1", "emails": False},
-    execution_status_change("ABORTED", {"exec_name": JOB, "emails": False}),
-    execution_status_change("TIMED_OUT", {"exec_name": JOB, "emails": False})])
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"exec_name": JOB, "reason": "cancelled", "execution": "run-1", "emails": False},
+        execution_status_change("ABORTED", {"exec_name": JOB, "emails": False}),
+        execution_status_change("TIMED_OUT", {"exec_name": JOB, "emails": False}),
+    ],
+)
 def test_given_a_job_that_asked_for_no_email_when_cancelled_by_either_path_then_its_instances_go_and_no_email(
-        job_with_instances, event):
+    job_with_instances, event
+):
     # Given a summary-only sweep's variant (emails false) with a running instance
     _, ours, _, ec2, s3, inbox = job_with_instances
     # When the CLI's cancel or the ABORTED/TIMED_OUT event reaches TerminateInstance
@@ -189,11 +224,17 @@ def test_given_a_job_that_asked_for_no_email_when_cancelled_by_either_path_then_
     assert received(inbox) == []
 
 
-@pytest.mark.parametrize("event", [
-    execution_status_change("SUCCEEDED", {"exec_name": JOB}),  # the rule only forwards ABORTED/TIMED_OUT
-    execution_status_change("ABORTED", ["not", "a", "spec"]),
-    {"detail-type": "Step Functions Execution Status Change", "detail": {"status": "ABORTED", "input": "{not json"}},
-])
+@pytest.mark.parametrize(
+    "event",
+    [
+        execution_status_change("SUCCEEDED", {"exec_name": JOB}),  # the rule only forwards ABORTED/TIMED_OUT
+        execution_status_change("ABORTED", ["not", "a", "spec"]),
+        {
+            "detail-type": "Step Functions Execution Status Change",
+            "detail": {"status": "ABORTED", "input": "{not json"},
+        },
+    ],
+)
 def test_given_event_naming_no_job_when_handled_then_nothing_is_touched(lambda_env, event):
     ec2 = boto3.client("ec2")
     ours = launch(ec2, OURS)
@@ -209,7 +250,8 @@ def test_given_unrecognised_event_when_handled_then_error_lists_accepted_shapes(
 
 
 def test_given_an_instance_of_another_run_of_the_job_when_this_run_ends_then_only_this_runs_instance_goes(
-        job_with_instances):
+    job_with_instances,
+):
     # Given an instance the same job launched from another execution (another run sharing the name)
     state, ours, _, ec2, _, _ = job_with_instances
     other_run = launch(ec2, {**OURS, layout.TAG_EXECUTION: "run-0"})
@@ -222,8 +264,12 @@ def test_given_an_instance_of_another_run_of_the_job_when_this_run_ends_then_onl
     # Then the other run's instance and spot request are left alone
     assert answer == {"terminated": [ours], "cancelled_requests": []}
     assert state_of(ec2, other_run) == "running"
-    open_ids = [r["SpotInstanceRequestId"] for r in ec2.describe_spot_instance_requests(
-        Filters=[{"Name": "state", "Values": ["open", "active"]}])["SpotInstanceRequests"]]
+    open_ids = [
+        r["SpotInstanceRequestId"]
+        for r in ec2.describe_spot_instance_requests(Filters=[{"Name": "state", "Values": ["open", "active"]}])[
+            "SpotInstanceRequests"
+        ]
+    ]
     assert open_ids == [other_request]
 
 

@@ -1,4 +1,5 @@
 """ValidateJob handler: builds the initial state from the raw execution input, or fails the execution."""
+
 from __future__ import annotations
 
 import copy
@@ -13,8 +14,11 @@ from spottrain.functions.shared import report
 from spottrain.contract.settings import EnvironmentConfigError
 from spottrain.contract.status import ErrorName
 
-EXECUTION = {"id": "arn:aws:states:us-east-1:123456789012:execution:sm:run-7", "name": "run-7",
-             "started_at": "2026-01-01T00:00:00Z"}
+EXECUTION = {
+    "id": "arn:aws:states:us-east-1:123456789012:execution:sm:run-7",
+    "name": "run-7",
+    "started_at": "2026-01-01T00:00:00Z",
+}
 PASS = json.dumps({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}})
 
 
@@ -23,22 +27,34 @@ def machine(lambda_env):
     """A state machine whose executions stay RUNNING (moto's non-executing backend), and a way to start them."""
     sfn = boto3.client("stepfunctions")
     arn = sfn.create_state_machine(name="sm", definition=PASS, roleArn="arn:aws:iam::123456789012:role/sm")[
-        "stateMachineArn"]
+        "stateMachineArn"
+    ]
 
     def start(name: str, execution_input: dict) -> dict:
         """The ValidateJob event of a started execution, as the ASL builds it."""
         started = sfn.start_execution(stateMachineArn=arn, name=name, input=json.dumps(execution_input))
-        return {"spec": execution_input, "state_machine": arn,
-                "execution": {"id": started["executionArn"], "name": name,
-                              "started_at": report.isoformat(started["startDate"]).replace("+00:00", "Z")}}
+        return {
+            "spec": execution_input,
+            "state_machine": arn,
+            "execution": {
+                "id": started["executionArn"],
+                "name": name,
+                "started_at": report.isoformat(started["startDate"]).replace("+00:00", "Z"),
+            },
+        }
 
     return start
 
 
 def test_given_2017_spec_when_handler_runs_then_returns_whole_initial_state(lambda_env):
-    event = {"spec": copy.deepcopy(ORIGINAL_2017_SPEC), "execution": EXECUTION,
-             "state_machine": "arn:aws:states:us-east-1:123456789012:stateMachine:sm"}
-    boto3.client("stepfunctions").create_state_machine(name="sm", definition=PASS, roleArn="arn:aws:iam::123456789012:role/sm")
+    event = {
+        "spec": copy.deepcopy(ORIGINAL_2017_SPEC),
+        "execution": EXECUTION,
+        "state_machine": "arn:aws:states:us-east-1:123456789012:stateMachine:sm",
+    }
+    boto3.client("stepfunctions").create_state_machine(
+        name="sm", definition=PASS, roleArn="arn:aws:iam::123456789012:role/sm"
+    )
 
     state = validate_job.handler(event, FakeLambdaContext())
 
@@ -115,8 +131,6 @@ def test_given_two_starts_racing_when_both_validate_then_only_the_earlier_procee
     assert validate_job.handler(earlier, FakeLambdaContext())["execution"]["name"] == "earlier"
     with pytest.raises(validate_job.JobAlreadyRunning, match="as execution earlier"):
         validate_job.handler(later, FakeLambdaContext())
-
-
 
 
 def test_given_a_sweep_spec_started_on_the_job_machine_when_validated_then_refused_naming_the_sweep_path(lambda_env):

@@ -1,4 +1,5 @@
 """A moto server on loopback for the emulator's pieces; fake credentials so nothing can reach AWS."""
+
 from __future__ import annotations
 
 import os

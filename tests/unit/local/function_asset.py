@@ -1,4 +1,5 @@
 """A function's code asset as the stack ships it: the `spottrain` package holding one task module."""
+
 from __future__ import annotations
 
 import io
@@ -11,8 +12,12 @@ def handler_name(task: str) -> str:
 
 def function_zip(task: str, source: str, more: dict[str, str] | None = None) -> bytes:
     """The asset with `task`'s module, plus `more` (name in the zip -> text)."""
-    files = {"spottrain/__init__.py": "", "spottrain/functions/__init__.py": "",
-             f"spottrain/functions/{task}.py": source, **(more or {})}
+    files = {
+        "spottrain/__init__.py": "",
+        "spottrain/functions/__init__.py": "",
+        f"spottrain/functions/{task}.py": source,
+        **(more or {}),
+    }
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for name, text in files.items():

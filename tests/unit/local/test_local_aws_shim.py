@@ -1,4 +1,5 @@
 """The simulated instance's `aws`: `aws s3 cp`, one file or a whole prefix, as the 2017 data command uses it."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,13 @@ from spottrain.local import aws_shim
 def aws_cli(tmp_path, moto_endpoint):
     """Runs the installed shim as a job's command would, against the moto server."""
     shim = aws_shim.install(tmp_path / "bin")
-    env = {**os.environ, "AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     return lambda *args: subprocess.run([str(shim), *args], env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -22,13 +28,19 @@ def aws_cli(tmp_path, moto_endpoint):
 def facade_bucket(aws):
     s3 = aws("s3")
     s3.create_bucket(Bucket="pix2pixfacade")
-    for key, body in {"base/cmp_b0001.jpg": b"jpg-1", "base/cmp_b0001.png": b"png-1",
-                      "extended/cmp_x0001.jpg": b"jpg-x", "base/": b""}.items():
+    for key, body in {
+        "base/cmp_b0001.jpg": b"jpg-1",
+        "base/cmp_b0001.png": b"png-1",
+        "extended/cmp_x0001.jpg": b"jpg-x",
+        "base/": b"",
+    }.items():
         s3.put_object(Bucket="pix2pixfacade", Key=key, Body=body)
     return s3
 
 
-def test_given_the_2017_data_command_when_run_then_the_whole_bucket_lands_under_the_folder(aws_cli, facade_bucket, tmp_path):
+def test_given_the_2017_data_command_when_run_then_the_whole_bucket_lands_under_the_folder(
+    aws_cli, facade_bucket, tmp_path
+):
     data = tmp_path / "home" / "ubuntu" / "data"
 
     result = aws_cli("s3", "cp", "s3://pix2pixfacade/", str(data), "--recursive")
@@ -39,7 +51,9 @@ def test_given_the_2017_data_command_when_run_then_the_whole_bucket_lands_under_
     assert f"download: s3://pix2pixfacade/base/cmp_b0001.jpg to {data / 'base' / 'cmp_b0001.jpg'}" in result.stdout
 
 
-def test_given_a_prefix_without_slash_when_copied_recursively_then_only_that_folder_comes(aws_cli, facade_bucket, tmp_path):
+def test_given_a_prefix_without_slash_when_copied_recursively_then_only_that_folder_comes(
+    aws_cli, facade_bucket, tmp_path
+):
     result = aws_cli("s3", "cp", "s3://pix2pixfacade/base", str(tmp_path / "base"), "--recursive", "--only-show-errors")
 
     assert result.returncode == 0 and result.stdout == ""
@@ -64,8 +78,9 @@ def test_given_a_folder_when_uploaded_recursively_then_the_keys_mirror_it(aws_cl
     assert keys == ["run-1/log", "run-1/snapshots/iter_10"]
 
 
-@pytest.mark.parametrize("args", [("s3", "ls", "s3://pix2pixfacade/"), ("s3", "cp", "a", "b"),
-                                  ("s3", "cp", "s3://a/x", "s3://b/y")])
+@pytest.mark.parametrize(
+    "args", [("s3", "ls", "s3://pix2pixfacade/"), ("s3", "cp", "a", "b"), ("s3", "cp", "s3://a/x", "s3://b/y")]
+)
 def test_given_what_the_shim_cannot_do_then_it_says_what_it_can(aws_cli, args):
     result = aws_cli(*args)
 

@@ -1,4 +1,5 @@
 """The bridge: a hand-written stack (a Lambda and a state machine) deployed through moto's CloudFormation."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ from spottrain.local.lambda_host import LambdaHost
 from spottrain.local.server import REGION
 
 # A function bundling its own copy of `spottrain.functions`, like every spottrain function does.
-ECHO_MODULE = '''
+ECHO_MODULE = """
 import os
 import boto3
 
@@ -28,9 +29,12 @@ def handler(event, context):
         raise InvalidJobSpec("field exec_name: must be lowercase; rename the job")
     boto3.client("s3").list_buckets()  # proves AWS_ENDPOINT_URL points at the emulator
     return {**event, "greeting": os.environ["GREETING"], "function": context.function_name}
-'''
+"""
 RETRY = [{"ErrorEquals": ["Lambda.ServiceException"], "IntervalSeconds": 1, "MaxAttempts": 2}]
-DEFINITION = {"StartAt": "Echo", "States": {"Echo": {"Type": "Task", "Resource": "${EchoArn}", "Retry": RETRY, "End": True}}}
+DEFINITION = {
+    "StartAt": "Echo",
+    "States": {"Echo": {"Type": "Task", "Resource": "${EchoArn}", "Retry": RETRY, "End": True}},
+}
 
 
 def _code_zip() -> bytes:
@@ -38,18 +42,34 @@ def _code_zip() -> bytes:
 
 
 def _template() -> dict:
-    trust = {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ],
+    }
     role = {"Fn::GetAtt": ["Role", "Arn"]}
     return {
         "Resources": {
             "Role": {"Type": "AWS::IAM::Role", "Properties": {"AssumeRolePolicyDocument": trust}},
-            "Echo": {"Type": "AWS::Lambda::Function", "Properties": {
-                "Code": {"S3Bucket": "assets", "S3Key": "code.zip"}, "Handler": handler_name("echo"),
-                "Runtime": "python3.11", "Role": role, "Environment": {"Variables": {"GREETING": "hello"}}}},
-            "Machine": {"Type": "AWS::StepFunctions::StateMachine", "Properties": {
-                "RoleArn": role, "DefinitionString": json.dumps(DEFINITION),
-                "DefinitionSubstitutions": {"EchoArn": {"Fn::GetAtt": ["Echo", "Arn"]}}}},
+            "Echo": {
+                "Type": "AWS::Lambda::Function",
+                "Properties": {
+                    "Code": {"S3Bucket": "assets", "S3Key": "code.zip"},
+                    "Handler": handler_name("echo"),
+                    "Runtime": "python3.11",
+                    "Role": role,
+                    "Environment": {"Variables": {"GREETING": "hello"}},
+                },
+            },
+            "Machine": {
+                "Type": "AWS::StepFunctions::StateMachine",
+                "Properties": {
+                    "RoleArn": role,
+                    "DefinitionString": json.dumps(DEFINITION),
+                    "DefinitionSubstitutions": {"EchoArn": {"Fn::GetAtt": ["Echo", "Arn"]}},
+                },
+            },
         },
         "Outputs": {"MachineArn": {"Value": {"Ref": "Machine"}}},
     }
@@ -59,8 +79,12 @@ def _template() -> dict:
 def deployed(aws, moto_endpoint, tmp_path):
     """(state machine ARN, faults) with the toy stack deployed while the bridge is installed."""
     faults = Faults()
-    env = {"AWS_REGION": REGION, "AWS_ENDPOINT_URL": moto_endpoint,
-           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    env = {
+        "AWS_REGION": REGION,
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
     with Bridge(LambdaHost(tmp_path, env), faults):
         aws("s3").create_bucket(Bucket="assets")
         aws("s3").put_object(Bucket="assets", Key="code.zip", Body=_code_zip())
@@ -163,8 +187,9 @@ def test_given_the_bridge_then_the_price_list_api_answers_with_the_types_list_pr
 
 def test_given_the_bridge_then_placement_scores_rank_each_az_of_the_region(aws, tmp_path):
     with Bridge(LambdaHost(tmp_path, {}), Faults()):
-        scores = aws("ec2").get_spot_placement_scores(InstanceTypes=["g5.xlarge"], TargetCapacity=1,
-                                                      SingleAvailabilityZone=True, RegionNames=["us-east-1"])
+        scores = aws("ec2").get_spot_placement_scores(
+            InstanceTypes=["g5.xlarge"], TargetCapacity=1, SingleAvailabilityZone=True, RegionNames=["us-east-1"]
+        )
     zones = {z["ZoneId"]: z["ZoneName"] for z in aws("ec2").describe_availability_zones()["AvailabilityZones"]}
     by_name = sorted((zones[s["AvailabilityZoneId"]], s["Score"]) for s in scores["SpotPlacementScores"])
     assert by_name[:2] == [("us-east-1a", 10), ("us-east-1b", 9)] and len(by_name) == len(zones)
@@ -173,10 +198,18 @@ def test_given_the_bridge_then_placement_scores_rank_each_az_of_the_region(aws, 
 def test_given_a_tls_only_bucket_policy_then_loopback_requests_still_work(aws, tmp_path):
     s3 = aws("s3")
     s3.create_bucket(Bucket="job-bucket")
-    policy = {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Deny", "Principal": "*", "Action": "s3:*",
-        "Resource": ["arn:aws:s3:::job-bucket", "arn:aws:s3:::job-bucket/*"],
-        "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": ["arn:aws:s3:::job-bucket", "arn:aws:s3:::job-bucket/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        ],
+    }
     with Bridge(LambdaHost(tmp_path, {}), Faults()):
         s3.put_bucket_policy(Bucket="job-bucket", Policy=json.dumps(policy))
         s3.put_object(Bucket="job-bucket", Key="job.json", Body=b"{}")
@@ -187,26 +220,34 @@ def test_given_a_tls_only_bucket_policy_then_loopback_requests_still_work(aws, t
 def test_given_the_bridge_then_spot_prices_are_a_fraction_of_on_demand(aws, deployed):
     # Given moto's canned $0.00001/h, When a Lambda asks for the spot price of a GPU type
     history = aws("ec2").describe_spot_price_history(
-        InstanceTypes=["g5.xlarge"], ProductDescriptions=["Linux/UNIX"],
-        Filters=[{"Name": "availability-zone", "Values": ["us-east-1a"]}])["SpotPriceHistory"]
+        InstanceTypes=["g5.xlarge"],
+        ProductDescriptions=["Linux/UNIX"],
+        Filters=[{"Name": "availability-zone", "Values": ["us-east-1a"]}],
+    )["SpotPriceHistory"]
     # Then it sees a plausible spot price, so reports do not claim a 100% saving
     assert history
     price = float(history[0]["SpotPrice"])
     assert 0.1 < price < 1.006  # below g5.xlarge's on-demand list price, far above moto's canned value
 
 
-def test_given_a_simulated_instance_when_its_console_is_read_then_what_it_printed_comes_back(aws, moto_endpoint, tmp_path):
+def test_given_a_simulated_instance_when_its_console_is_read_then_what_it_printed_comes_back(
+    aws, moto_endpoint, tmp_path
+):
     # Given two instances in moto, one of which a simulated boot wrote a console log for
     ec2 = aws("ec2")
-    printed, silent = (ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
-                       for _ in range(2))
+    printed, silent = (
+        ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+        for _ in range(2)
+    )
     console = tmp_path / "instances" / printed / "console.log"
     console.parent.mkdir(parents=True)
     console.write_bytes(b"x" * 70_000 + "\nspottrain bootstrap: FAILED (exit 1) at line 32 — no route\n".encode())
 
     # When their console output is asked for while the bridge is installed
     with Bridge(LambdaHost(tmp_path, {}), Faults()):
-        answers = {instance: ec2.get_console_output(InstanceId=instance).get("Output", "") for instance in (printed, silent)}
+        answers = {
+            instance: ec2.get_console_output(InstanceId=instance).get("Output", "") for instance in (printed, silent)
+        }
 
     # Then the booted one answers its own console's last 64 KiB, and the other nothing (not moto's canned boot log)
     assert answers[printed].endswith("spottrain bootstrap: FAILED (exit 1) at line 32 — no route\n")
@@ -216,21 +257,37 @@ def test_given_a_simulated_instance_when_its_console_is_read_then_what_it_printe
 
 # ----- the callback wait (CallbackBridge): answers as AWS gives them ----------------------------------
 
+
 def _waiting_machine(aws, timing: dict, retry: list | None = None) -> tuple[str, str]:
     """(machine ARN, queue URL): one wait whose token goes to the queue, its end recorded by the state it ends in."""
     queue = aws("sqs").create_queue(QueueName="tokens")["QueueUrl"]
-    catch = [{"ErrorEquals": ["States.HeartbeatTimeout"], "ResultPath": "$.ended", "Next": "HeartbeatLost"},
-             {"ErrorEquals": ["States.ALL"], "ResultPath": "$.ended", "Next": "Failed"}]
-    wait = {"Type": "Task", "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
-            "Parameters": {"QueueUrl": queue, "MessageBody": {"token.$": "$$.Task.Token"}}, **timing,
-            "ResultPath": "$.ended", "Catch": catch, "Next": "Answered"}
+    catch = [
+        {"ErrorEquals": ["States.HeartbeatTimeout"], "ResultPath": "$.ended", "Next": "HeartbeatLost"},
+        {"ErrorEquals": ["States.ALL"], "ResultPath": "$.ended", "Next": "Failed"},
+    ]
+    wait = {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+        "Parameters": {"QueueUrl": queue, "MessageBody": {"token.$": "$$.Task.Token"}},
+        **timing,
+        "ResultPath": "$.ended",
+        "Catch": catch,
+        "Next": "Answered",
+    }
     if retry:
         wait["Retry"] = retry
-    definition = {"StartAt": "Wait", "States": {
-        "Wait": wait, "Answered": {"Type": "Succeed"}, "HeartbeatLost": {"Type": "Succeed"},
-        "Failed": {"Type": "Succeed"}}}
+    definition = {
+        "StartAt": "Wait",
+        "States": {
+            "Wait": wait,
+            "Answered": {"Type": "Succeed"},
+            "HeartbeatLost": {"Type": "Succeed"},
+            "Failed": {"Type": "Succeed"},
+        },
+    }
     machine = aws("stepfunctions").create_state_machine(
-        name="waits", definition=json.dumps(definition), roleArn="arn:aws:iam::123456789012:role/w")["stateMachineArn"]
+        name="waits", definition=json.dumps(definition), roleArn="arn:aws:iam::123456789012:role/w"
+    )["stateMachineArn"]
     return machine, queue
 
 
@@ -276,8 +333,9 @@ def test_given_a_silent_agent_then_the_wait_fails_as_a_heartbeat_timeout(callbac
 def test_given_a_failure_answer_then_its_error_and_cause_reach_the_state(callbacks):
     machine, queue = _waiting_machine(callbacks, {"HeartbeatSeconds": 30, "TimeoutSeconds": 60})
     arn = _start(callbacks, machine)
-    callbacks("stepfunctions").send_task_failure(taskToken=_token(callbacks, queue), error="InstanceLost",
-                                                 cause="instance i-1 shutting-down")
+    callbacks("stepfunctions").send_task_failure(
+        taskToken=_token(callbacks, queue), error="InstanceLost", cause="instance i-1 shutting-down"
+    )
 
     assert _ended_in(callbacks, arn) == ("Failed", {"Error": "InstanceLost", "Cause": "instance i-1 shutting-down"})
 
@@ -292,8 +350,10 @@ def test_given_the_wait_already_answered_then_late_and_duplicate_answers_are_ref
     assert _ended_in(callbacks, arn)[0] == "Answered"
 
     # When the EC2 handler's failure and a heartbeat arrive after it, Then AWS's TaskTimedOut, and nothing changes
-    for late in (lambda: sfn.send_task_failure(taskToken=token, error="InstanceLost", cause="late"),
-                 lambda: sfn.send_task_heartbeat(taskToken=token)):
+    for late in (
+        lambda: sfn.send_task_failure(taskToken=token, error="InstanceLost", cause="late"),
+        lambda: sfn.send_task_heartbeat(taskToken=token),
+    ):
         with pytest.raises(sfn.exceptions.ClientError) as refused:
             late()
         assert refused.value.response["Error"]["Code"] == "TaskTimedOut"
@@ -345,13 +405,28 @@ def handler(event, context):
 
 def test_given_the_invoked_function_answers_its_own_token_then_the_answer_is_not_lost(aws, moto_endpoint, tmp_path):
     # Given a deployed function that answers its wait's token before its invoke returns, HeartbeatSeconds set
-    env = {"AWS_REGION": REGION, "AWS_ENDPOINT_URL": moto_endpoint,
-           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    env = {
+        "AWS_REGION": REGION,
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
     template = _template()
-    template["Resources"]["Machine"]["Properties"]["DefinitionString"] = json.dumps({"StartAt": "Wait", "States": {
-        "Wait": {"Type": "Task", "Resource": "arn:aws:states:::lambda:invoke.waitForTaskToken",
-                 "Parameters": {"FunctionName": "${EchoArn}", "Payload": {"token.$": "$$.Task.Token"}},
-                 "HeartbeatSeconds": 5, "TimeoutSeconds": 30, "End": True}}})
+    template["Resources"]["Machine"]["Properties"]["DefinitionString"] = json.dumps(
+        {
+            "StartAt": "Wait",
+            "States": {
+                "Wait": {
+                    "Type": "Task",
+                    "Resource": "arn:aws:states:::lambda:invoke.waitForTaskToken",
+                    "Parameters": {"FunctionName": "${EchoArn}", "Payload": {"token.$": "$$.Task.Token"}},
+                    "HeartbeatSeconds": 5,
+                    "TimeoutSeconds": 30,
+                    "End": True,
+                }
+            },
+        }
+    )
     with Bridge(LambdaHost(tmp_path, env), Faults()):
         aws("s3").create_bucket(Bucket="assets")
         aws("s3").put_object(Bucket="assets", Key="code.zip", Body=function_zip("echo", ANSWERING_MODULE))

@@ -1,4 +1,5 @@
 """The emulator puts the template's bucket policies on its buckets (moto's CloudFormation skips them)."""
+
 from __future__ import annotations
 
 import json
@@ -10,15 +11,29 @@ from moto import mock_aws
 from spottrain.local.bucket_policies import UnresolvableIntrinsic, apply_bucket_policies, resolve
 
 # A records bucket and its access-log policy, written as CDK writes them
-TEMPLATE = {"Resources": {
-    "Records": {"Type": "AWS::S3::Bucket", "Properties": {}},
-    "RecordsPolicy": {"Type": "AWS::S3::BucketPolicy", "Properties": {
-        "Bucket": {"Ref": "Records"},
-        "PolicyDocument": {"Version": "2012-10-17", "Statement": [{
-            "Effect": "Allow", "Principal": {"Service": "logging.s3.amazonaws.com"}, "Action": "s3:PutObject",
-            "Resource": {"Fn::Join": ["", [{"Fn::GetAtt": ["Records", "Arn"]}, "/access-logs/*"]]},
-            "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}}]}}},
-}}
+TEMPLATE = {
+    "Resources": {
+        "Records": {"Type": "AWS::S3::Bucket", "Properties": {}},
+        "RecordsPolicy": {
+            "Type": "AWS::S3::BucketPolicy",
+            "Properties": {
+                "Bucket": {"Ref": "Records"},
+                "PolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "logging.s3.amazonaws.com"},
+                            "Action": "s3:PutObject",
+                            "Resource": {"Fn::Join": ["", [{"Fn::GetAtt": ["Records", "Arn"]}, "/access-logs/*"]]},
+                            "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}},
+                        }
+                    ],
+                },
+            },
+        },
+    }
+}
 
 
 @pytest.fixture
@@ -31,8 +46,11 @@ def session(monkeypatch):
 def test_given_a_deployed_stack_with_a_bucket_policy_when_applied_then_the_bucket_has_it_resolved(session):
     # Given the stack deployed by moto (which skips the BucketPolicy resource)
     session.client("cloudformation").create_stack(StackName="S", TemplateBody=json.dumps(TEMPLATE))
-    (bucket,) = [r["PhysicalResourceId"] for r in session.client("cloudformation")
-                 .describe_stack_resources(StackName="S")["StackResources"] if r.get("LogicalResourceId") == "Records"]
+    (bucket,) = [
+        r["PhysicalResourceId"]
+        for r in session.client("cloudformation").describe_stack_resources(StackName="S")["StackResources"]
+        if r.get("LogicalResourceId") == "Records"
+    ]
 
     # When the policies are applied
     assert apply_bucket_policies(session, TEMPLATE, "S", "123456789012", "us-east-1") == [bucket]

@@ -1,4 +1,5 @@
 """Deploying a cdk.out as `cdk deploy` would: assets to their buckets, the template to CloudFormation."""
+
 from __future__ import annotations
 
 import io
@@ -14,18 +15,32 @@ def _cdk_out(tmp_path):
     (out / "asset.abc" / "functions").mkdir(parents=True)
     (out / "asset.abc" / "functions" / "task.py").write_text("def handler(e, c): return e\n")
     (out / "asset.def.json").write_text('{"StartAt": "A"}')
-    template = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"},
-                              "Policy": {"Type": "AWS::SNS::TopicPolicy", "Properties": {}}}}
+    template = {
+        "Resources": {
+            "Topic": {"Type": "AWS::SNS::Topic"},
+            "Policy": {"Type": "AWS::SNS::TopicPolicy", "Properties": {}},
+        }
+    }
     (out / "Toy.template.json").write_text(json.dumps(template))
     bucket = "cdk-hnb659fds-assets-${AWS::AccountId}-${AWS::Region}"
-    manifest = {"version": "36.0.0", "files": {
-        "abc": {"source": {"path": "asset.abc", "packaging": "zip"},
-                "destinations": {"d": {"bucketName": bucket, "objectKey": "abc.zip"}}},
-        "def": {"source": {"path": "asset.def.json", "packaging": "file"},
-                "destinations": {"d": {"bucketName": bucket, "objectKey": "def.json"}}},
-        "tpl": {"source": {"path": "Toy.template.json", "packaging": "file"},
-                "destinations": {"d": {"bucketName": bucket, "objectKey": "tpl.json"}}},
-    }, "dockerImages": {}}
+    manifest = {
+        "version": "36.0.0",
+        "files": {
+            "abc": {
+                "source": {"path": "asset.abc", "packaging": "zip"},
+                "destinations": {"d": {"bucketName": bucket, "objectKey": "abc.zip"}},
+            },
+            "def": {
+                "source": {"path": "asset.def.json", "packaging": "file"},
+                "destinations": {"d": {"bucketName": bucket, "objectKey": "def.json"}},
+            },
+            "tpl": {
+                "source": {"path": "Toy.template.json", "packaging": "file"},
+                "destinations": {"d": {"bucketName": bucket, "objectKey": "tpl.json"}},
+            },
+        },
+        "dockerImages": {},
+    }
     (out / "Toy.assets.json").write_text(json.dumps(manifest))
     return out
 
@@ -52,6 +67,7 @@ def test_given_the_same_inputs_then_the_synth_cache_key_is_stable_and_context_ch
     context = {"bidWaitSeconds": 1}
 
     assert deploy.synth_cache_key(context, "SpotTrainLocal") == deploy.synth_cache_key(dict(context), "SpotTrainLocal")
-    assert deploy.synth_cache_key(context, "SpotTrainLocal") != deploy.synth_cache_key({"bidWaitSeconds": 2},
-                                                                                       "SpotTrainLocal")
+    assert deploy.synth_cache_key(context, "SpotTrainLocal") != deploy.synth_cache_key(
+        {"bidWaitSeconds": 2}, "SpotTrainLocal"
+    )
     assert deploy.synth_cache_key(context, "SpotTrainLocal") != deploy.synth_cache_key(context, "Other")

@@ -1,4 +1,5 @@
 """Simulated EC2: an instance's user data runs as a local process tied to moto's record of it."""
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ BUCKET = "job-bucket"
 NOTICE = "/latest/meta-data/spot/instance-action"
 
 # What a bootstrap needs from its machine: the aws CLI, the metadata service, its root folder.
-PROBE = r'''#!/bin/bash
+PROBE = r"""#!/bin/bash
 set -eu
 aws s3 cp --only-show-errors s3://agent-assets/agent.txt "$SPOTTRAIN_ROOT/agent.txt"
 "$SPOTTRAIN_PYTHON" - <<'PY'
@@ -32,7 +33,7 @@ ask = lambda path: urllib.request.urlopen(urllib.request.Request(
 facts = {"instance_id": ask("instance-id"), "gpu": os.environ["SPOTTRAIN_GPU"], "home": os.environ["HOME"]}
 open(os.path.join(os.environ["SPOTTRAIN_ROOT"], "facts.json"), "w").write(json.dumps(facts))
 PY
-'''
+"""
 SLEEPER = "#!/bin/bash\nsleep 120\n"
 
 # The agent, cut to what the interruption fault depends on: its heartbeat names the exec phase, it runs
@@ -91,7 +92,7 @@ PY
 '''
 # A training that writes `checkpoints` snapshots (write, then rename, as the payload does), then
 # trains on forever or ends; on SIGTERM it notes the iteration it stopped at and exits 143.
-TRAINING = r'''
+TRAINING = r"""
 import os, signal, sys, time
 from pathlib import Path
 ckpt = Path(os.environ["SPOTTRAIN_CHECKPOINT_DIR"])
@@ -107,15 +108,23 @@ for iteration in range(1, @CHECKPOINTS@ + 1):
     time.sleep(0.05)
 while @ENDLESS@:
     time.sleep(0.01)
-'''
+"""
 
 
 def fake_agent(checkpoints: int = 1, endless: bool = True, restored: bool = False, first_delay: float = 0) -> str:
-    training = (TRAINING.replace("@CHECKPOINTS@", str(checkpoints)).replace("@ENDLESS@", str(endless))
-                .replace("@FIRST_DELAY@", str(first_delay)))
-    return (FAKE_AGENT.replace("@TRAINING@", training).replace("@RESTORED@", str(restored))
-            .replace("@BUCKET@", BUCKET).replace("@NOTICE@", NOTICE).replace("@EXEC@", markers.EXEC)
-            .replace("@HEARTBEAT_KEY@", layout.HEARTBEAT_KEY))
+    training = (
+        TRAINING.replace("@CHECKPOINTS@", str(checkpoints))
+        .replace("@ENDLESS@", str(endless))
+        .replace("@FIRST_DELAY@", str(first_delay))
+    )
+    return (
+        FAKE_AGENT.replace("@TRAINING@", training)
+        .replace("@RESTORED@", str(restored))
+        .replace("@BUCKET@", BUCKET)
+        .replace("@NOTICE@", NOTICE)
+        .replace("@EXEC@", markers.EXEC)
+        .replace("@HEARTBEAT_KEY@", layout.HEARTBEAT_KEY)
+    )
 
 
 def _wait_until(condition, timeout: float = 30) -> None:
@@ -133,8 +142,10 @@ def launch(aws):
 
     def launch_instance(user_data: str, tagged: bool = True) -> str:
         tags = [{"ResourceType": "instance", "Tags": [{"Key": layout.TAG_STACK, "Value": "Test"}]}] if tagged else []
-        return ec2.run_instances(ImageId=image, InstanceType="g5.xlarge", MinCount=1, MaxCount=1,
-                                 UserData=user_data, TagSpecifications=tags)["Instances"][0]["InstanceId"]
+        return ec2.run_instances(
+            ImageId=image, InstanceType="g5.xlarge", MinCount=1, MaxCount=1, UserData=user_data, TagSpecifications=tags
+        )["Instances"][0]["InstanceId"]
+
     return launch_instance
 
 
@@ -143,12 +154,19 @@ def simulator(aws, moto_endpoint, tmp_path):
     aws("s3").create_bucket(Bucket=BUCKET)
 
     def start(faults: Faults | None = None) -> Ec2Simulator:
-        env = {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
-               "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-        sim = Ec2Simulator(aws("ec2"), tmp_path, env, faults or Faults(), s3=aws("s3"), poll_seconds=0.1,
-                           interrupt_grace_seconds=5)
+        env = {
+            "AWS_ENDPOINT_URL": moto_endpoint,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+        }
+        sim = Ec2Simulator(
+            aws("ec2"), tmp_path, env, faults or Faults(), s3=aws("s3"), poll_seconds=0.1, interrupt_grace_seconds=5
+        )
         started.append(sim.start())
         return sim
+
     started: list[Ec2Simulator] = []
     yield start
     for sim in started:
@@ -198,11 +216,13 @@ def test_given_an_instance_of_another_stack_then_it_is_not_booted(aws, launch, s
 
 def _daemons(tag: int, then: str) -> str:
     """User data whose commands escape their session: setsid, nohup, a double fork; then `then`."""
-    return (f"#!/bin/bash\nsetsid nohup sleep {tag}.1 >/dev/null 2>&1 &\n"
-            f"( ( exec sleep {tag}.2 ) & )\n"
-            f"bash -c 'setsid sleep {tag}.3 & disown' </dev/null >/dev/null 2>&1\n"
-            f'until [ "$(pgrep -fc "sleep {tag}\\.")" = 3 ]; do sleep 0.05; done\n'
-            f'touch "$SPOTTRAIN_ROOT/daemons-started"\n{then}\n')
+    return (
+        f"#!/bin/bash\nsetsid nohup sleep {tag}.1 >/dev/null 2>&1 &\n"
+        f"( ( exec sleep {tag}.2 ) & )\n"
+        f"bash -c 'setsid sleep {tag}.3 & disown' </dev/null >/dev/null 2>&1\n"
+        f'until [ "$(pgrep -fc "sleep {tag}\\.")" = 3 ]; do sleep 0.05; done\n'
+        f'touch "$SPOTTRAIN_ROOT/daemons-started"\n{then}\n'
+    )
 
 
 def _running(tag: int) -> list[str]:
@@ -293,12 +313,11 @@ def test_given_a_training_that_ends_before_its_nth_checkpoint_then_the_fault_nev
     assert NOTICE not in instance.imds.values
     assert faults.never_fired() == [
         f"injected fault interrupt-at=checkpoint:2 never fired: the training on {instance.instance_id} ended "
-        "after writing 1 checkpoint file(s) in this attempt, not 2"]
+        "after writing 1 checkpoint file(s) in this attempt, not 2"
+    ]
 
 
-def test_given_interrupt_after_then_the_notice_comes_that_long_into_the_training_which_is_held(
-    aws, launch, simulator
-):
+def test_given_interrupt_after_then_the_notice_comes_that_long_into_the_training_which_is_held(aws, launch, simulator):
     faults = Faults.parse(["interrupt-after=0.5"])
     instance = _booted(simulator(faults), launch(fake_agent()))
 
@@ -312,9 +331,7 @@ def test_given_interrupt_after_then_the_notice_comes_that_long_into_the_training
     assert faults.never_fired() == []
 
 
-def test_given_interrupt_after_longer_than_the_training_then_the_fault_never_fired_and_says_why(
-    aws, launch, simulator
-):
+def test_given_interrupt_after_longer_than_the_training_then_the_fault_never_fired_and_says_why(aws, launch, simulator):
     faults = Faults.parse(["interrupt-after=600"])
     instance = _booted(simulator(faults), launch(fake_agent(endless=False)))
 
@@ -335,18 +352,24 @@ def test_given_interrupt_after_and_no_training_yet_when_the_instance_ends_then_n
 
     assert NOTICE not in instance.imds.values
     assert faults.never_fired() == [
-        f"injected fault interrupt-after=0.1 never fired: {instance.instance_id} never started its training"]
+        f"injected fault interrupt-after=0.1 never fired: {instance.instance_id} never started its training"
+    ]
 
 
 def test_given_a_heartbeat_of_another_instance_or_phase_then_the_training_has_not_started(aws):
     s3 = aws("s3")
     s3.create_bucket(Bucket=BUCKET)
-    command = subprocess.Popen(["sleep", "60"], env={"SPOTTRAIN_BUCKET": BUCKET})  # a job command, as the agent starts it
+    command = subprocess.Popen(
+        ["sleep", "60"], env={"SPOTTRAIN_BUCKET": BUCKET}
+    )  # a job command, as the agent starts it
     instance = SimpleNamespace(instance_id="i-ours", command_pids=lambda: [command.pid])
 
     def heartbeat(instance_id: str, phase: str) -> bool:
-        s3.put_object(Bucket=BUCKET, Key=layout.HEARTBEAT_KEY,
-                      Body=json.dumps({"instance_id": instance_id, "phase": phase}).encode())
+        s3.put_object(
+            Bucket=BUCKET,
+            Key=layout.HEARTBEAT_KEY,
+            Body=json.dumps({"instance_id": instance_id, "phase": phase}).encode(),
+        )
         return interruptions.training_started(instance, s3)
 
     try:

@@ -1,4 +1,5 @@
 """Fault specs as a user types them on the command line, and the verdict on each after a run."""
+
 from __future__ import annotations
 
 import pytest
@@ -63,8 +64,15 @@ def test_given_any_task_by_its_module_or_state_name_then_it_is_accepted_and_matc
 
 
 def test_the_seven_workflow_tasks_are_the_known_functions():
-    assert set(lambda_tasks()) >= {"validate_job", "create_bucket", "request_spot_instance", "check_bid",
-                                   "poll_completion", "notify", "terminate_instance"}
+    assert set(lambda_tasks()) >= {
+        "validate_job",
+        "create_bucket",
+        "request_spot_instance",
+        "check_bid",
+        "poll_completion",
+        "notify",
+        "terminate_instance",
+    }
 
 
 @pytest.mark.parametrize(
@@ -144,12 +152,14 @@ def test_given_faults_that_never_took_effect_then_each_is_reported_with_why():
 
 def test_given_an_interruption_no_instance_reached_then_it_is_reported():
     assert Faults.parse(["interrupt-at=checkpoint"]).never_fired() == [
-        "injected fault interrupt-at=checkpoint never fired: no instance was launched"]
+        "injected fault interrupt-at=checkpoint never fired: no instance was launched"
+    ]
     faults = Faults.parse(["interrupt-after=4:2"])
     faults.take_interrupt("i-1")
     faults.interrupt_fired("i-1")
     assert faults.never_fired() == [
-        "injected fault interrupt-after=4:2 never fired: only 1 of the 2 instances to interrupt were launched"]
+        "injected fault interrupt-after=4:2 never fired: only 1 of the 2 instances to interrupt were launched"
+    ]
 
 
 def test_given_an_armed_interruption_still_waiting_then_it_is_pending_and_counts_as_missed():
@@ -158,7 +168,8 @@ def test_given_an_armed_interruption_still_waiting_then_it_is_pending_and_counts
 
     assert faults.pending() == ["i-1"]
     assert faults.never_fired() == [
-        "injected fault interrupt-at=checkpoint never fired: i-1 was still waiting for it when the run ended"]
+        "injected fault interrupt-at=checkpoint never fired: i-1 was still waiting for it when the run ended"
+    ]
 
 
 def test_given_new_faults_loaded_then_the_old_ones_and_their_verdicts_are_forgotten():
@@ -168,7 +179,8 @@ def test_given_new_faults_loaded_then_the_old_ones_and_their_verdicts_are_forgot
 
     assert faults.describe() == "lambda-error=Notify:1"
     assert faults.never_fired() == [
-        "injected fault lambda-error=Notify:1 never fired: Notify was never invoked, 1 failure(s) were asked for"]
+        "injected fault lambda-error=Notify:1 never fired: Notify was never invoked, 1 failure(s) were asked for"
+    ]
 
 
 class FakeClock:
@@ -206,7 +218,9 @@ def test_given_a_capacity_outage_and_no_launch_then_it_never_fired_and_says_why(
     assert faults.never_fired() == ["injected fault capacity-outage=20 never fired: no launch was requested during it"]
 
 
-@pytest.mark.parametrize("spec", ["capacity-outage=0", "capacity-outage=-3", "capacity-outage=soon", "capacity-outage=inf"])
+@pytest.mark.parametrize(
+    "spec", ["capacity-outage=0", "capacity-outage=-3", "capacity-outage=soon", "capacity-outage=inf"]
+)
 def test_given_a_capacity_outage_without_a_positive_duration_then_the_error_shows_an_example(spec):
     with pytest.raises(FaultError, match="capacity-outage=20"):
         Faults.parse([spec])

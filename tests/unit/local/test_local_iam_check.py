@@ -1,4 +1,5 @@
 """The IAM check: which calls a function made, which actions they need, and whether its role allows them."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,14 +14,23 @@ HANDLER = handler_name("notify")
 
 def _template(*statements: dict, handler: str = HANDLER) -> dict:
     """A function, its role, and one policy attached to the role, as CDK synthesizes them."""
-    return {"Resources": {
-        "NotifyRole": {"Type": "AWS::IAM::Role", "Properties": {"AssumeRolePolicyDocument": {}}},
-        "NotifyRoleDefaultPolicy": {"Type": "AWS::IAM::Policy", "Properties": {
-            "PolicyDocument": {"Statement": list(statements), "Version": "2012-10-17"},
-            "PolicyName": "NotifyRoleDefaultPolicy", "Roles": [{"Ref": "NotifyRole"}]}},
-        "NotifyFunction": {"Type": "AWS::Lambda::Function", "Properties": {
-            "Handler": handler, "Role": {"Fn::GetAtt": ["NotifyRole", "Arn"]}}},
-    }}
+    return {
+        "Resources": {
+            "NotifyRole": {"Type": "AWS::IAM::Role", "Properties": {"AssumeRolePolicyDocument": {}}},
+            "NotifyRoleDefaultPolicy": {
+                "Type": "AWS::IAM::Policy",
+                "Properties": {
+                    "PolicyDocument": {"Statement": list(statements), "Version": "2012-10-17"},
+                    "PolicyName": "NotifyRoleDefaultPolicy",
+                    "Roles": [{"Ref": "NotifyRole"}],
+                },
+            },
+            "NotifyFunction": {
+                "Type": "AWS::Lambda::Function",
+                "Properties": {"Handler": handler, "Role": {"Fn::GetAtt": ["NotifyRole", "Arn"]}},
+            },
+        }
+    }
 
 
 def _allow(*actions: str, effect: str = "Allow") -> dict:
@@ -33,21 +43,25 @@ def _call(service: str, operation: str) -> ApiCall:
 
 # --- which action a call needs -------------------------------------------------------------------
 
-@pytest.mark.parametrize("service, operation, actions", [
-    ("s3", "HeadBucket", ("s3:ListBucket",)),
-    ("s3", "HeadObject", ("s3:GetObject",)),
-    ("s3", "ListObjectsV2", ("s3:ListBucket",)),
-    ("s3", "PutBucketEncryption", ("s3:PutEncryptionConfiguration",)),
-    ("s3", "PutPublicAccessBlock", ("s3:PutBucketPublicAccessBlock",)),
-    ("s3", "DeleteObjects", ("s3:DeleteObject",)),
-    ("s3", "CopyObject", ("s3:GetObject", "s3:PutObject")),
-    ("s3", "PutBucketTagging", ("s3:PutBucketTagging",)),
-    ("sns", "Publish", ("sns:Publish",)),
-    ("ec2", "RunInstances", ("ec2:RunInstances",)),
-    ("stepfunctions", "StartExecution", ("states:StartExecution",)),
-    ("lambda", "Invoke", ("lambda:InvokeFunction",)),
-    ("sts", "GetCallerIdentity", ()),
-])
+
+@pytest.mark.parametrize(
+    "service, operation, actions",
+    [
+        ("s3", "HeadBucket", ("s3:ListBucket",)),
+        ("s3", "HeadObject", ("s3:GetObject",)),
+        ("s3", "ListObjectsV2", ("s3:ListBucket",)),
+        ("s3", "PutBucketEncryption", ("s3:PutEncryptionConfiguration",)),
+        ("s3", "PutPublicAccessBlock", ("s3:PutBucketPublicAccessBlock",)),
+        ("s3", "DeleteObjects", ("s3:DeleteObject",)),
+        ("s3", "CopyObject", ("s3:GetObject", "s3:PutObject")),
+        ("s3", "PutBucketTagging", ("s3:PutBucketTagging",)),
+        ("sns", "Publish", ("sns:Publish",)),
+        ("ec2", "RunInstances", ("ec2:RunInstances",)),
+        ("stepfunctions", "StartExecution", ("states:StartExecution",)),
+        ("lambda", "Invoke", ("lambda:InvokeFunction",)),
+        ("sts", "GetCallerIdentity", ()),
+    ],
+)
 def test_given_an_api_call_then_it_needs_the_iam_actions_of_the_service_authorization_reference(
     service, operation, actions
 ):
@@ -63,6 +77,7 @@ def test_given_wildcards_and_other_case_then_actions_match_as_iam_matches_them()
 
 # --- does the role allow it -----------------------------------------------------------------------
 
+
 def test_given_a_call_its_role_lacks_then_it_is_reported_with_the_function_the_action_and_the_fix():
     template = _template(_allow("s3:GetObject"))
 
@@ -76,8 +91,10 @@ def test_given_a_call_its_role_lacks_then_it_is_reported_with_the_function_the_a
 def test_given_a_wildcard_grant_then_every_matching_call_is_allowed():
     template = _template(_allow("s3:Get*", "sns:Publish"))
 
-    assert missing_permissions(template, {_call("s3", "GetObject"), _call("s3", "HeadObject"),
-                                          _call("sns", "Publish")}) == []
+    assert (
+        missing_permissions(template, {_call("s3", "GetObject"), _call("s3", "HeadObject"), _call("sns", "Publish")})
+        == []
+    )
 
 
 def test_given_head_bucket_with_only_object_reads_then_list_bucket_is_missing():
@@ -97,7 +114,8 @@ def test_given_only_a_deny_statement_then_the_action_is_not_allowed():
 def test_given_a_grant_inline_on_the_role_then_it_counts():
     template = _template()
     template["Resources"]["NotifyRole"]["Properties"]["Policies"] = [
-        {"PolicyName": "inline", "PolicyDocument": {"Statement": [_allow("sns:Publish")]}}]
+        {"PolicyName": "inline", "PolicyDocument": {"Statement": [_allow("sns:Publish")]}}
+    ]
 
     assert missing_permissions(template, {_call("sns", "Publish")}) == []
 
@@ -116,7 +134,7 @@ def test_given_calls_from_a_handler_the_template_lacks_then_the_check_refuses_to
 
 # --- recording the calls a handler makes ----------------------------------------------------------
 
-RECORDING_HANDLER = '''
+RECORDING_HANDLER = """
 import boto3
 
 S3 = boto3.client("s3")  # cached at cold start, as the task Lambdas do
@@ -125,13 +143,19 @@ S3.list_buckets()
 def handler(event, context):
     S3.head_bucket(Bucket=event["bucket"])
     return {}
-'''
+"""
 
 
 def _recording_spec() -> FunctionSpec:
-    return FunctionSpec(name="Stack-Task-1", arn="arn:aws:lambda:us-east-1:123456789012:function:Stack-Task-1",
-                        handler=handler_name("task"), code_sha="v1", code_zip=function_zip("task", RECORDING_HANDLER),
-                        environment={}, timeout=30)
+    return FunctionSpec(
+        name="Stack-Task-1",
+        arn="arn:aws:lambda:us-east-1:123456789012:function:Stack-Task-1",
+        handler=handler_name("task"),
+        code_sha="v1",
+        code_zip=function_zip("task", RECORDING_HANDLER),
+        environment={},
+        timeout=30,
+    )
 
 
 def test_given_a_handler_calling_aws_then_the_host_records_its_calls_and_only_its_calls(tmp_path, aws, moto_endpoint):
@@ -144,7 +168,9 @@ def test_given_a_handler_calling_aws_then_the_host_records_its_calls_and_only_it
     host.close()
 
     assert not errored
-    assert host.calls == {ApiCall(handler_name("task"), "s3", "ListBuckets"),
-                          ApiCall(handler_name("task"), "s3", "HeadBucket")}
+    assert host.calls == {
+        ApiCall(handler_name("task"), "s3", "ListBuckets"),
+        ApiCall(handler_name("task"), "s3", "HeadBucket"),
+    }
     assert host.invocations == {handler_name("task"): 1}
     assert BaseClient._make_api_call is original  # closing the host unhooks botocore

@@ -1,4 +1,5 @@
 """The simulated instance's metadata service, as the agent (IMDSv2) reads it."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,9 @@ def imds():
 
 
 def _token(imds: InstanceMetadata) -> str:
-    request = urllib.request.Request(imds.endpoint + "/latest/api/token", method="PUT",
-                                     headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})
+    request = urllib.request.Request(
+        imds.endpoint + "/latest/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}
+    )
     with _OPENER.open(request, timeout=5) as response:
         return response.read().decode()
 

@@ -1,4 +1,5 @@
 """The instances' IAM in the emulator: which actions a request needs, and a denied request never reaching moto."""
+
 from __future__ import annotations
 
 import io
@@ -13,43 +14,67 @@ ROLE = InstanceRole("InstanceRole", "arn:aws:iam::123456789012:role/InstanceRole
 
 
 def environ(method: str, path: str, query: str = "", body: bytes = b"", **headers: str) -> dict:
-    env = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query,
-           "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)}
+    env = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+    }
     env.update({f"HTTP_{name.upper()}": value for name, value in headers.items()})
     return env
 
 
-@pytest.mark.parametrize("method,path,query,expected", [
-    ("GET", "/spottrain-123456789012-demo/job.json", "", ("s3:GetObject", f"{BUCKET_ARN}/job.json")),
-    ("HEAD", "/spottrain-123456789012-demo/output/a b.npz", "", ("s3:GetObject", f"{BUCKET_ARN}/output/a b.npz")),
-    ("PUT", "/spottrain-123456789012-demo/logs/attempt-1/agent.log", "", ("s3:PutObject", f"{BUCKET_ARN}/logs/attempt-1/agent.log")),
-    ("PUT", "/spottrain-123456789012-demo/big", "partNumber=2&uploadId=u", ("s3:PutObject", f"{BUCKET_ARN}/big")),
-    ("POST", "/spottrain-123456789012-demo/big", "uploads", ("s3:PutObject", f"{BUCKET_ARN}/big")),
-    ("DELETE", "/spottrain-123456789012-demo/big", "uploadId=u", ("s3:AbortMultipartUpload", f"{BUCKET_ARN}/big")),
-    ("DELETE", "/spottrain-123456789012-demo/checkpoints/x", "", ("s3:DeleteObject", f"{BUCKET_ARN}/checkpoints/x")),
-    ("GET", "/spottrain-123456789012-demo", "list-type=2&prefix=checkpoints%2F", ("s3:ListBucket", BUCKET_ARN)),
-    ("GET", "/spottrain-123456789012-demo", "location", ("s3:GetBucketLocation", BUCKET_ARN)),
-    ("PUT", "/spottrain-123456789012-demo", "policy", ("s3:PutBucketPolicy", BUCKET_ARN)),
-])
+@pytest.mark.parametrize(
+    "method,path,query,expected",
+    [
+        ("GET", "/spottrain-123456789012-demo/job.json", "", ("s3:GetObject", f"{BUCKET_ARN}/job.json")),
+        ("HEAD", "/spottrain-123456789012-demo/output/a b.npz", "", ("s3:GetObject", f"{BUCKET_ARN}/output/a b.npz")),
+        (
+            "PUT",
+            "/spottrain-123456789012-demo/logs/attempt-1/agent.log",
+            "",
+            ("s3:PutObject", f"{BUCKET_ARN}/logs/attempt-1/agent.log"),
+        ),
+        ("PUT", "/spottrain-123456789012-demo/big", "partNumber=2&uploadId=u", ("s3:PutObject", f"{BUCKET_ARN}/big")),
+        ("POST", "/spottrain-123456789012-demo/big", "uploads", ("s3:PutObject", f"{BUCKET_ARN}/big")),
+        ("DELETE", "/spottrain-123456789012-demo/big", "uploadId=u", ("s3:AbortMultipartUpload", f"{BUCKET_ARN}/big")),
+        (
+            "DELETE",
+            "/spottrain-123456789012-demo/checkpoints/x",
+            "",
+            ("s3:DeleteObject", f"{BUCKET_ARN}/checkpoints/x"),
+        ),
+        ("GET", "/spottrain-123456789012-demo", "list-type=2&prefix=checkpoints%2F", ("s3:ListBucket", BUCKET_ARN)),
+        ("GET", "/spottrain-123456789012-demo", "location", ("s3:GetBucketLocation", BUCKET_ARN)),
+        ("PUT", "/spottrain-123456789012-demo", "policy", ("s3:PutBucketPolicy", BUCKET_ARN)),
+    ],
+)
 def test_given_an_s3_request_then_it_needs_the_action_iam_documents_for_it(method, path, query, expected):
     assert s3_actions(environ(method, path, query)) == [expected]
 
 
 def test_given_delete_objects_then_each_named_key_needs_delete_object_and_moto_still_reads_the_body():
-    body = (b'<Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Object><Key>checkpoints/a</Key></Object>'
-            b"<Object><Key>checkpoints/b</Key></Object></Delete>")
+    body = (
+        b'<Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Object><Key>checkpoints/a</Key></Object>'
+        b"<Object><Key>checkpoints/b</Key></Object></Delete>"
+    )
     request = environ("POST", "/spottrain-123456789012-demo", "delete", body)
 
-    assert s3_actions(request) == [("s3:DeleteObject", f"{BUCKET_ARN}/checkpoints/a"),
-                                   ("s3:DeleteObject", f"{BUCKET_ARN}/checkpoints/b")]
+    assert s3_actions(request) == [
+        ("s3:DeleteObject", f"{BUCKET_ARN}/checkpoints/a"),
+        ("s3:DeleteObject", f"{BUCKET_ARN}/checkpoints/b"),
+    ]
     assert request["wsgi.input"].read() == body
 
 
 def test_given_a_copy_then_it_reads_the_source_and_writes_the_target():
     request = environ("PUT", "/spottrain-123456789012-demo/output/b", x_amz_copy_source="/other-bucket/a%20b")
 
-    assert s3_actions(request) == [("s3:GetObject", "arn:aws:s3:::other-bucket/a b"),
-                                   ("s3:PutObject", f"{BUCKET_ARN}/output/b")]
+    assert s3_actions(request) == [
+        ("s3:GetObject", "arn:aws:s3:::other-bucket/a b"),
+        ("s3:PutObject", f"{BUCKET_ARN}/output/b"),
+    ]
 
 
 def test_given_a_json_protocol_call_then_its_target_names_the_action():
@@ -72,15 +97,31 @@ class _Iam(InstanceIam):
 
 
 def _signed(key: str, method: str, path: str, service: str = "s3") -> dict:
-    return environ(method, path, authorization=f"AWS4-HMAC-SHA256 Credential={key}/20261130/us-east-1/{service}/aws4_request, "
-                                                 "SignedHeaders=host, Signature=0")
+    return environ(
+        method,
+        path,
+        authorization=f"AWS4-HMAC-SHA256 Credential={key}/20261130/us-east-1/{service}/aws4_request, "
+        "SignedHeaders=host, Signature=0",
+    )
 
 
 def test_given_an_instance_key_when_its_request_is_denied_then_moto_never_sees_it_and_the_verdict_is_recorded():
     # Given an instance whose role may read every job bucket, and a bucket denying writes to job.json
     identity = [{"Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "arn:aws:s3:::spottrain-*"}]}]
-    deny = [{"Statement": [{"Sid": "NoJobJson", "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
-                            "Resource": f"{BUCKET_ARN}/job.json", "Condition": {"ArnEquals": {"aws:PrincipalArn": ROLE.arn}}}]}]
+    deny = [
+        {
+            "Statement": [
+                {
+                    "Sid": "NoJobJson",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:PutObject",
+                    "Resource": f"{BUCKET_ARN}/job.json",
+                    "Condition": {"ArnEquals": {"aws:PrincipalArn": ROLE.arn}},
+                }
+            ]
+        }
+    ]
     iam = _Iam(identity, deny)
     _, credentials = iam.issue("i-0aaa", {}, "us-east-1", "123456789012")
     reached = []
@@ -88,8 +129,10 @@ def test_given_an_instance_key_when_its_request_is_denied_then_moto_never_sees_i
     statuses = []
 
     # When it writes job.json, then reads it, and the account itself (no instance key) writes it
-    denied = app(_signed(credentials["AccessKeyId"], "PUT", "/spottrain-123456789012-demo/job.json"),
-                 lambda status, headers: statuses.append(status))
+    denied = app(
+        _signed(credentials["AccessKeyId"], "PUT", "/spottrain-123456789012-demo/job.json"),
+        lambda status, headers: statuses.append(status),
+    )
     app(_signed(credentials["AccessKeyId"], "GET", "/spottrain-123456789012-demo/job.json"), lambda *a: None)
     app(_signed("ACCOUNTKEY", "PUT", "/spottrain-123456789012-demo/job.json"), lambda *a: None)
 
@@ -97,9 +140,12 @@ def test_given_an_instance_key_when_its_request_is_denied_then_moto_never_sees_i
     assert statuses == ["403 Forbidden"] and b"<Code>AccessDenied</Code>" in b"".join(denied)
     assert reached == ["/spottrain-123456789012-demo/job.json"] * 2
     assert [(c.action, c.verdict.statement, c.verdict.allowed) for c in iam.calls] == [
-        ("s3:PutObject", "NoJobJson", False), ("s3:GetObject", "statement 0", True)]
+        ("s3:PutObject", "NoJobJson", False),
+        ("s3:GetObject", "statement 0", True),
+    ]
     assert [str(c) for c in iam.denied()] == [
-        f"i-0aaa: s3:PutObject on {BUCKET_ARN}/job.json: explicitly denied by NoJobJson"]
+        f"i-0aaa: s3:PutObject on {BUCKET_ARN}/job.json: explicitly denied by NoJobJson"
+    ]
 
 
 def test_given_two_instances_then_each_gets_credentials_of_its_own():
@@ -112,11 +158,20 @@ def test_given_two_instances_then_each_gets_credentials_of_its_own():
 
 
 def test_given_secret_reads_then_they_need_the_named_parameter_or_secret():
-    ssm = environ("POST", "/", body=b'{"Name": "/spottrain/hf-token", "WithDecryption": true}',
-                  x_amz_target="AmazonSSM.GetParameter")
-    manager = environ("POST", "/", body=b'{"SecretId": "/spottrain/wandb"}', x_amz_target="secretsmanager.GetSecretValue")
+    ssm = environ(
+        "POST",
+        "/",
+        body=b'{"Name": "/spottrain/hf-token", "WithDecryption": true}',
+        x_amz_target="AmazonSSM.GetParameter",
+    )
+    manager = environ(
+        "POST", "/", body=b'{"SecretId": "/spottrain/wandb"}', x_amz_target="secretsmanager.GetSecretValue"
+    )
 
-    assert request_actions(ssm, "ssm") == [("ssm:GetParameter", "arn:aws:ssm:us-east-1:123456789012:parameter/spottrain/hf-token")]
+    assert request_actions(ssm, "ssm") == [
+        ("ssm:GetParameter", "arn:aws:ssm:us-east-1:123456789012:parameter/spottrain/hf-token")
+    ]
     assert request_actions(manager, "secretsmanager") == [
-        ("secretsmanager:GetSecretValue", "arn:aws:secretsmanager:us-east-1:123456789012:secret:/spottrain/wandb")]
+        ("secretsmanager:GetSecretValue", "arn:aws:secretsmanager:us-east-1:123456789012:secret:/spottrain/wandb")
+    ]
     assert ssm["wsgi.input"].read().startswith(b'{"Name"')  # moto still reads the body

@@ -1,4 +1,5 @@
 """Running a deployed function's handler in-process, the way Lambda would run it."""
+
 from __future__ import annotations
 
 import os
@@ -10,7 +11,7 @@ import pytest
 from function_asset import function_zip, handler_name
 from spottrain.local.lambda_host import FunctionSpec, LambdaHost
 
-HANDLER = '''
+HANDLER = """
 import os
 
 COLD_STARTS = []
@@ -25,13 +26,19 @@ def handler(event, context):
         raise BucketNameTaken("exec_name: bucket spottrain-demo belongs to another account; rename the job")
     return {"cold_starts": len(COLD_STARTS), "stack": os.environ["STACK_NAME"],
             "remaining_ms": context.get_remaining_time_in_millis()}
-'''
+"""
 
 
 def _spec(code_sha: str = "v1") -> FunctionSpec:
-    return FunctionSpec(name="Stack-TasksTask-1", arn="arn:aws:lambda:us-east-1:123456789012:function:Stack-TasksTask-1",
-                        handler=handler_name("task"), code_sha=code_sha, code_zip=function_zip("task", HANDLER),
-                        environment={"STACK_NAME": "SpotTrainLocal"}, timeout=30)
+    return FunctionSpec(
+        name="Stack-TasksTask-1",
+        arn="arn:aws:lambda:us-east-1:123456789012:function:Stack-TasksTask-1",
+        handler=handler_name("task"),
+        code_sha=code_sha,
+        code_zip=function_zip("task", HANDLER),
+        environment={"STACK_NAME": "SpotTrainLocal"},
+        timeout=30,
+    )
 
 
 @pytest.fixture
@@ -80,20 +87,26 @@ def test_given_a_handler_prints_then_it_lands_in_the_functions_log_not_the_calle
     assert type(sys.stdout).__name__ != "_ThreadRoutedStream"  # close() gave the process its stdout back
 
 
-IMPORTS_THE_CONTRACT = '''
+IMPORTS_THE_CONTRACT = """
 from spottrain.contract import layout
 
 def handler(event, context):
     return {"job_key": layout.JOB_KEY, "layout_file": layout.__file__}
-'''
+"""
 
 
 def test_given_an_asset_without_a_module_the_repo_has_then_the_import_fails_as_it_would_on_aws(host):
     import spottrain.contract.layout as repos_layout
 
-    spec = FunctionSpec(name="Stack-Task-2", arn="arn:aws:lambda:us-east-1:123456789012:function:Stack-Task-2",
-                        handler=handler_name("task"), code_sha="v1", code_zip=function_zip("task", IMPORTS_THE_CONTRACT),
-                        environment={}, timeout=30)
+    spec = FunctionSpec(
+        name="Stack-Task-2",
+        arn="arn:aws:lambda:us-east-1:123456789012:function:Stack-Task-2",
+        handler=handler_name("task"),
+        code_sha="v1",
+        code_zip=function_zip("task", IMPORTS_THE_CONTRACT),
+        environment={},
+        timeout=30,
+    )
 
     payload, errored = host.invoke(spec, {})
 
@@ -106,9 +119,15 @@ def test_given_an_asset_with_the_contract_then_the_function_imports_its_own_copy
     import spottrain.contract.layout as repos_layout
 
     own_contract = {"spottrain/contract/__init__.py": "", "spottrain/contract/layout.py": 'JOB_KEY = "job.json"\n'}
-    spec = FunctionSpec(name="Stack-Task-3", arn="arn:aws:lambda:us-east-1:123456789012:function:Stack-Task-3",
-                        handler=handler_name("task"), code_sha="v1",
-                        code_zip=function_zip("task", IMPORTS_THE_CONTRACT, own_contract), environment={}, timeout=30)
+    spec = FunctionSpec(
+        name="Stack-Task-3",
+        arn="arn:aws:lambda:us-east-1:123456789012:function:Stack-Task-3",
+        handler=handler_name("task"),
+        code_sha="v1",
+        code_zip=function_zip("task", IMPORTS_THE_CONTRACT, own_contract),
+        environment={},
+        timeout=30,
+    )
 
     payload, errored = host.invoke(spec, {})
 
@@ -117,7 +136,7 @@ def test_given_an_asset_with_the_contract_then_the_function_imports_its_own_copy
     assert sys.modules["spottrain.contract.layout"] is repos_layout
 
 
-WAITS_FOR_RELEASE = '''
+WAITS_FOR_RELEASE = """
 import pathlib, time
 
 def handler(event, context):
@@ -125,15 +144,21 @@ def handler(event, context):
     while not pathlib.Path(event["release"]).exists():
         time.sleep(0.01)
     return {}
-'''
+"""
 
 
 def test_given_a_running_invocation_then_it_counts_only_once_it_has_ended(host, tmp_path):
     import threading
 
-    spec = FunctionSpec(name="Stack-Task-4", arn="arn:aws:lambda:us-east-1:123456789012:function:Stack-Task-4",
-                        handler=handler_name("task"), code_sha="v1", code_zip=function_zip("task", WAITS_FOR_RELEASE),
-                        environment={}, timeout=30)
+    spec = FunctionSpec(
+        name="Stack-Task-4",
+        arn="arn:aws:lambda:us-east-1:123456789012:function:Stack-Task-4",
+        handler=handler_name("task"),
+        code_sha="v1",
+        code_zip=function_zip("task", WAITS_FOR_RELEASE),
+        environment={},
+        timeout=30,
+    )
     started, release = tmp_path / "started", tmp_path / "release"
     invocation = threading.Thread(target=host.invoke, args=(spec, {"started": str(started), "release": str(release)}))
     invocation.start()

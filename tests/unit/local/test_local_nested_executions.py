@@ -3,6 +3,7 @@
 moto's own executor runs a Map state over child executions, as the sweep state machine does; without
 the bridge every child start fails (States.Runtime) and a stopped parent leaves its children running.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,24 +16,47 @@ from moto import mock_aws
 from spottrain.local.bridge import NestedExecutionBridge
 
 ROLE = "arn:aws:iam::123456789012:role/sweep"
-CHILD = {"StartAt": "Hold", "States": {
-    "Hold": {"Type": "Wait", "SecondsPath": "$.hold", "Next": "Outcome"},
-    "Outcome": {"Type": "Choice", "Choices": [{"Variable": "$.fail", "BooleanEquals": True, "Next": "Broke"}],
-                "Default": "Done"},
-    "Broke": {"Type": "Fail", "Error": "TrainingFailed", "Cause": "exit 1"},
-    "Done": {"Type": "Succeed"}}}
+CHILD = {
+    "StartAt": "Hold",
+    "States": {
+        "Hold": {"Type": "Wait", "SecondsPath": "$.hold", "Next": "Outcome"},
+        "Outcome": {
+            "Type": "Choice",
+            "Choices": [{"Variable": "$.fail", "BooleanEquals": True, "Next": "Broke"}],
+            "Default": "Done",
+        },
+        "Broke": {"Type": "Fail", "Error": "TrainingFailed", "Cause": "exit 1"},
+        "Done": {"Type": "Succeed"},
+    },
+}
 
 
 def parent(child_arn: str) -> dict:
-    run = {"Type": "Task", "Resource": "arn:aws:states:::states:startExecution.sync:2",
-           "Parameters": {"StateMachineArn": child_arn, "Name.$": "$.name", "Input.$": "$.input"},
-           "ResultSelector": {"status.$": "$.Status", "started.$": "$.StartDate", "stopped.$": "$.StopDate"},
-           "ResultPath": "$.result", "End": True,
-           "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Collected"}]}
-    return {"StartAt": "Each", "States": {"Each": {
-        "Type": "Map", "ItemsPath": "$.items", "MaxConcurrencyPath": "$.parallel", "End": True,
-        "ItemProcessor": {"ProcessorConfig": {"Mode": "INLINE"}, "StartAt": "Run",
-                          "States": {"Run": run, "Collected": {"Type": "Pass", "End": True}}}}}}
+    run = {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::states:startExecution.sync:2",
+        "Parameters": {"StateMachineArn": child_arn, "Name.$": "$.name", "Input.$": "$.input"},
+        "ResultSelector": {"status.$": "$.Status", "started.$": "$.StartDate", "stopped.$": "$.StopDate"},
+        "ResultPath": "$.result",
+        "End": True,
+        "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Collected"}],
+    }
+    return {
+        "StartAt": "Each",
+        "States": {
+            "Each": {
+                "Type": "Map",
+                "ItemsPath": "$.items",
+                "MaxConcurrencyPath": "$.parallel",
+                "End": True,
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "INLINE"},
+                    "StartAt": "Run",
+                    "States": {"Run": run, "Collected": {"Type": "Pass", "End": True}},
+                },
+            }
+        },
+    }
 
 
 @pytest.fixture
@@ -57,7 +81,9 @@ def ended(sfn, arn: str) -> dict | None:
     return described if described["status"] != "RUNNING" else None
 
 
-def test_given_three_variants_one_failing_when_the_sweep_runs_then_each_child_ends_and_the_failure_is_collected(machines):
+def test_given_three_variants_one_failing_when_the_sweep_runs_then_each_child_ends_and_the_failure_is_collected(
+    machines,
+):
     sfn, child, sweep = machines
     items = [{"name": f"v-{n}", "input": {"hold": 0, "fail": n == 2}} for n in (1, 2, 3)]
     arn = sfn.start_execution(stateMachineArn=sweep, input=json.dumps({"items": items, "parallel": 2}))["executionArn"]
@@ -78,7 +104,14 @@ def test_given_running_children_when_the_sweep_is_stopped_then_every_child_is_st
     arn = sfn.start_execution(stateMachineArn=sweep, input=json.dumps({"items": items, "parallel": 2}))["executionArn"]
     until(lambda: len(sfn.list_executions(stateMachineArn=child)["executions"]) == 2, "both children started")
     sfn.stop_execution(executionArn=arn)
-    statuses = until(lambda: [e["status"] for e in sfn.list_executions(stateMachineArn=child)["executions"]
-                              if e["status"] != "RUNNING"] or None, "children stopped")
-    until(lambda: all(e["status"] == "ABORTED" for e in sfn.list_executions(stateMachineArn=child)["executions"]),
-          f"every child ABORTED (saw {statuses})")
+    statuses = until(
+        lambda: [
+            e["status"] for e in sfn.list_executions(stateMachineArn=child)["executions"] if e["status"] != "RUNNING"
+        ]
+        or None,
+        "children stopped",
+    )
+    until(
+        lambda: all(e["status"] == "ABORTED" for e in sfn.list_executions(stateMachineArn=child)["executions"]),
+        f"every child ABORTED (saw {statuses})",
+    )

@@ -1,4 +1,5 @@
 """The emulator's IAM evaluation: Deny wins, conditions hold as IAM documents them, unknown operators refuse."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,7 +15,11 @@ def request(action: str = "s3:GetObject", resource: str = "arn:aws:s3:::b/k", **
 
 def test_given_an_allow_and_a_matching_deny_when_evaluated_then_the_deny_wins():
     allow = {"Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
-    deny = {"Statement": [{"Sid": "No", "Effect": "Deny", "Principal": "*", "Action": "s3:Get*", "Resource": "arn:aws:s3:::b/*"}]}
+    deny = {
+        "Statement": [
+            {"Sid": "No", "Effect": "Deny", "Principal": "*", "Action": "s3:Get*", "Resource": "arn:aws:s3:::b/*"}
+        ]
+    }
 
     assert evaluate(request(), [allow], [deny]).statement == "No"
     assert evaluate(request(), [allow], []).decision is Decision.ALLOWED
@@ -22,8 +27,16 @@ def test_given_an_allow_and_a_matching_deny_when_evaluated_then_the_deny_wins():
 
 
 def test_given_a_resource_policy_when_its_principal_is_another_role_then_it_does_not_apply():
-    deny = {"Statement": [{"Effect": "Deny", "Principal": {"AWS": "arn:aws:iam::123456789012:role/other"},
-                           "Action": "s3:*", "Resource": "*"}]}
+    deny = {
+        "Statement": [
+            {
+                "Effect": "Deny",
+                "Principal": {"AWS": "arn:aws:iam::123456789012:role/other"},
+                "Action": "s3:*",
+                "Resource": "*",
+            }
+        ]
+    }
     allow = {"Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
 
     assert evaluate(request(), [allow], [deny]).decision is Decision.ALLOWED
@@ -37,18 +50,24 @@ def test_given_not_action_and_not_resource_then_they_match_everything_else():
     assert evaluate(request("s3:PutObject", "arn:aws:s3:::b/logs/x"), [deny]).decision is Decision.IMPLICIT_DENY
 
 
-@pytest.mark.parametrize("condition,context,holds", [
-    ({"StringNotLike": {"aws:userid": ["AROA1:i-1", "AROA1:i-2"]}}, {"aws:userid": "AROA1:i-2"}, False),
-    ({"StringNotLike": {"aws:userid": ["AROA1:i-1", "AROA1:i-2"]}}, {"aws:userid": "AROA1:i-3"}, True),
-    ({"StringLike": {"aws:userid": "*:i-?"}}, {"aws:userid": "AROA1:i-3"}, True),
-    ({"ArnEquals": {"aws:PrincipalArn": ROLE}}, {"AWS:PrincipalARN": ROLE}, True),  # keys are case-insensitive
-    ({"ArnEquals": {"aws:PrincipalArn": ROLE}}, {}, False),  # an absent key matches no value
-    ({"StringNotEquals": {"aws:userid": "x"}}, {}, True),  # ... so a negated operator holds
-    ({"StringEqualsIfExists": {"aws:userid": "x"}}, {}, True),
-    ({"Bool": {"aws:SecureTransport": "false"}}, {"aws:SecureTransport": "true"}, False),
-    ({"ArnEquals": {"aws:PrincipalArn": ROLE}, "StringLike": {"aws:userid": "*:i-1"}},
-     {"aws:PrincipalArn": ROLE, "aws:userid": "AROA1:i-2"}, False),  # operators AND together
-])
+@pytest.mark.parametrize(
+    "condition,context,holds",
+    [
+        ({"StringNotLike": {"aws:userid": ["AROA1:i-1", "AROA1:i-2"]}}, {"aws:userid": "AROA1:i-2"}, False),
+        ({"StringNotLike": {"aws:userid": ["AROA1:i-1", "AROA1:i-2"]}}, {"aws:userid": "AROA1:i-3"}, True),
+        ({"StringLike": {"aws:userid": "*:i-?"}}, {"aws:userid": "AROA1:i-3"}, True),
+        ({"ArnEquals": {"aws:PrincipalArn": ROLE}}, {"AWS:PrincipalARN": ROLE}, True),  # keys are case-insensitive
+        ({"ArnEquals": {"aws:PrincipalArn": ROLE}}, {}, False),  # an absent key matches no value
+        ({"StringNotEquals": {"aws:userid": "x"}}, {}, True),  # ... so a negated operator holds
+        ({"StringEqualsIfExists": {"aws:userid": "x"}}, {}, True),
+        ({"Bool": {"aws:SecureTransport": "false"}}, {"aws:SecureTransport": "true"}, False),
+        (
+            {"ArnEquals": {"aws:PrincipalArn": ROLE}, "StringLike": {"aws:userid": "*:i-1"}},
+            {"aws:PrincipalArn": ROLE, "aws:userid": "AROA1:i-2"},
+            False,
+        ),  # operators AND together
+    ],
+)
 def test_given_a_condition_when_evaluated_then_it_holds_as_iam_documents(condition, context, holds):
     assert conditions_hold(condition, context) is holds
 

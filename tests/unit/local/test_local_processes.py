@@ -1,5 +1,6 @@
 """What the simulator knows of an instance's processes: which they are, how to end them all, what
 /proc says about one (the spot interruption's hold reads it)."""
+
 from __future__ import annotations
 
 import os
@@ -14,10 +15,12 @@ import pytest
 from spottrain.local import processes
 
 # A process that handles SIGTERM, as the payload does: it notes it and exits 143.
-HANDLES_SIGTERM = ("import signal, sys, time\n"
-                   "signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))\n"
-                   "print('ready', flush=True)\n"
-                   "time.sleep(60)\n")
+HANDLES_SIGTERM = (
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(60)\n"
+)
 
 
 def _wait_until(condition, timeout: float = 10) -> None:
@@ -31,8 +34,11 @@ def _wait_until(condition, timeout: float = 10) -> None:
 def test_given_a_tracked_instance_then_its_processes_are_found_and_all_end_together(tracking):
     # Given an instance's first process that started a child of its own
     tracked = processes.track(f"test-{random.randrange(1 << 30)}")
-    first = subprocess.Popen(tracked.command(["bash", "-c", "sleep 60 & wait"]),
-                             env={**os.environ, **tracked.environment}, start_new_session=True)
+    first = subprocess.Popen(
+        tracked.command(["bash", "-c", "sleep 60 & wait"]),
+        env={**os.environ, **tracked.environment},
+        start_new_session=True,
+    )
     _wait_until(lambda: len(tracked.pids()) == 2)
     assert first.pid in tracked.pids()
 
@@ -56,9 +62,7 @@ def stopped_training():
     child.wait()
 
 
-def test_given_a_held_process_when_sigterm_arrives_then_it_is_seen_pending_and_handled_once_released(
-    stopped_training
-):
+def test_given_a_held_process_when_sigterm_arrives_then_it_is_seen_pending_and_handled_once_released(stopped_training):
     assert not processes.sigterm_pending(stopped_training.pid)
 
     os.kill(stopped_training.pid, signal.SIGTERM)

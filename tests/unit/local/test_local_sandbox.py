@@ -1,5 +1,6 @@
 """A simulated instance boots where /home is its sandbox's home/: 2017's /home/ubuntu paths work, and
 nothing lands in the real /home; where no namespace can be made, absolute folders are refused, saying why."""
+
 from __future__ import annotations
 
 import json
@@ -45,7 +46,9 @@ def boot(box: Path, facts: Path, python: str | None = None, prefix: tuple = ()) 
     return {**json.loads(facts.read_text()), "console": result.stderr}
 
 
-def test_given_a_sandbox_when_an_instance_boots_then_home_ubuntu_is_the_sandboxs_and_the_real_home_is_untouched(tmp_path):
+def test_given_a_sandbox_when_an_instance_boots_then_home_ubuntu_is_the_sandboxs_and_the_real_home_is_untouched(
+    tmp_path,
+):
     before = snapshot(Path("/home"))
 
     facts = boot(tmp_path, tmp_path / "facts.json")
@@ -55,8 +58,11 @@ def test_given_a_sandbox_when_an_instance_boots_then_home_ubuntu_is_the_sandboxs
     assert facts["SPOTTRAIN_RUN_AS_HOME"] == "/home/ubuntu" and facts["SPOTTRAIN_ABSOLUTE_PATHS_REFUSED"] is None
     assert facts["SPOTTRAIN_RUN_AS"] == sandbox._own_name()
     # the host's other homes (checkouts, virtualenvs) are still there for the instance
-    assert facts["other_homes"] == {entry.name: sorted(os.listdir(entry)) for entry in Path("/home").iterdir()
-                                    if entry.is_dir() and entry.name != "ubuntu"}
+    assert facts["other_homes"] == {
+        entry.name: sorted(os.listdir(entry))
+        for entry in Path("/home").iterdir()
+        if entry.is_dir() and entry.name != "ubuntu"
+    }
     assert "private mount namespace" in facts["console"]
 
 
@@ -70,11 +76,17 @@ def test_given_a_non_root_emulator_when_an_instance_boots_then_a_user_namespace_
         before = snapshot(Path("/home"))
 
         # The emulator's own interpreter may sit in root's home: the system one stands in for it.
-        facts = boot(box, box / "facts.json", python=SYSTEM_PYTHON,
-                     prefix=("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"))
+        facts = boot(
+            box,
+            box / "facts.json",
+            python=SYSTEM_PYTHON,
+            prefix=("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"),
+        )
 
         if facts["SPOTTRAIN_ABSOLUTE_PATHS_REFUSED"]:
-            pytest.skip(f"this kernel allows no unprivileged user namespace: {facts['SPOTTRAIN_ABSOLUTE_PATHS_REFUSED']}")
+            pytest.skip(
+                f"this kernel allows no unprivileged user namespace: {facts['SPOTTRAIN_ABSOLUTE_PATHS_REFUSED']}"
+            )
         assert facts["uid"] == 65534 and facts["SPOTTRAIN_RUN_AS"] == "nobody"
         assert facts["SPOTTRAIN_RUN_AS_HOME"] == "/home/ubuntu"
         assert (box / "home" / "ubuntu" / "data" / "cmp_b0001.txt").stat().st_uid == 65534
@@ -84,9 +96,11 @@ def test_given_a_non_root_emulator_when_an_instance_boots_then_a_user_namespace_
 
 
 def test_given_no_namespace_can_be_made_when_booting_then_home_is_the_real_path_and_absolute_folders_are_refused(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     def no_namespace():
         raise sandbox.SandboxError(1, "unshare(CLONE_NEWUSER|CLONE_NEWNS): Operation not permitted")
+
     booted = {}
     monkeypatch.setattr(sandbox, "_enter_namespace", no_namespace)
     monkeypatch.setattr(os, "execvpe", lambda file, argv, env: booted.update(argv=argv, env=env))
@@ -96,7 +110,9 @@ def test_given_no_namespace_can_be_made_when_booting_then_home_is_the_real_path_
     assert booted["argv"] == ["bash", "user-data.sh"]
     assert booted["env"]["SPOTTRAIN_RUN_AS_HOME"] == str(tmp_path / "home" / "ubuntu")
     refusal = booted["env"]["SPOTTRAIN_ABSOLUTE_PATHS_REFUSED"]
-    assert "cannot map absolute paths" in refusal and "Operation not permitted" in refusal and "run it as root" in refusal
+    assert (
+        "cannot map absolute paths" in refusal and "Operation not permitted" in refusal and "run it as root" in refusal
+    )
 
 
 def test_given_the_emulator_inside_the_hosts_home_ubuntu_then_it_refuses_to_hide_its_own_files(tmp_path, monkeypatch):
@@ -114,6 +130,10 @@ def test_given_a_boot_command_then_the_simulated_ubuntu_profile_puts_the_emulato
     boot_command(tmp_path, tmp_path / "user-data.sh", {"PATH": "/emulator/bin:/venv/bin"})
 
     profile = (tmp_path / "home" / "ubuntu" / ".profile").read_text()
-    result = subprocess.run(["bash", "-c", f". {tmp_path / 'home' / 'ubuntu' / '.profile'}; echo $PATH"],
-                            env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    result = subprocess.run(
+        ["bash", "-c", f". {tmp_path / 'home' / 'ubuntu' / '.profile'}; echo $PATH"],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
     assert result.stdout.strip() == "/emulator/bin:/venv/bin:/usr/bin:/bin", profile

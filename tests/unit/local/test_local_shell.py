@@ -1,4 +1,5 @@
 """`spottrain shell`: the emulator's start-session finds the job's kept instance, and only while it is kept."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -36,8 +37,11 @@ def test_given_a_kept_instance_then_the_newest_run_of_that_job_is_found(tmp_path
     assert shell.shell_folder(newest) == newest / "home" / "ubuntu"
 
 
-@pytest.mark.parametrize("ended, now", [(True, NOW), (False, NOW + dt.timedelta(minutes=2))],
-                         ids=["terminated by the workflow", "keep-alive over"])
+@pytest.mark.parametrize(
+    "ended, now",
+    [(True, NOW), (False, NOW + dt.timedelta(minutes=2))],
+    ids=["terminated by the workflow", "keep-alive over"],
+)
 def test_given_no_instance_is_kept_any_more_then_the_error_says_how_to_keep_one(tmp_path, ended, now):
     folder = kept(tmp_path, "20260101-120000-bbbb", "i-1")
     if ended:
@@ -52,8 +56,15 @@ def test_given_no_instance_is_kept_any_more_then_the_error_says_how_to_keep_one(
 
 def run_cli(workdir: Path, stdin: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "SHELL": "/bin/sh"}
-    return subprocess.run([sys.executable, "-m", "spottrain.cli", "shell", "broken", "--workdir", str(workdir)],
-                          input=stdin, capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "spottrain.cli", "shell", "broken", "--workdir", str(workdir)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
 
 
 def test_given_a_kept_instance_when_commands_come_on_stdin_then_they_run_in_its_home(tmp_path):

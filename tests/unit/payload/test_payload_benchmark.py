@@ -9,8 +9,7 @@ BENCHMARK = Path(__file__).resolve().parents[3] / "benchmarks" / "multihead_step
 
 
 def test_given_a_tiny_run_when_benchmarking_then_both_ratios_are_printed(capsys, monkeypatch):
-    monkeypatch.setattr(sys, "argv", [str(BENCHMARK), "--repeats", "2", "--batch-size", "4",
-                                      "--image-size", "16"])
+    monkeypatch.setattr(sys, "argv", [str(BENCHMARK), "--repeats", "2", "--batch-size", "4", "--image-size", "16"])
     namespace = runpy.run_path(str(BENCHMARK))  # defines main without running it
 
     assert namespace["main"]() == 0

@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 
 from training_payload.resume import (
-    Checkpointer, ResumableSerialIterator, ResumableShuffle, SnapshotError, load_snapshot,
-    snapshot_candidates, snapshot_iterations)
+    Checkpointer,
+    ResumableSerialIterator,
+    ResumableShuffle,
+    SnapshotError,
+    load_snapshot,
+    snapshot_candidates,
+    snapshot_iterations,
+)
 
 
 class FakeTrainer:
@@ -34,8 +40,7 @@ def test_given_snapshots_when_saving_more_than_keep_then_only_the_newest_remain(
     assert snapshot_iterations(str(tmp_path / "ckpt")) == [9, 12]
 
 
-def test_given_older_mtime_on_the_newest_snapshot_when_resuming_then_the_highest_iteration_wins(
-        tmp_path):
+def test_given_older_mtime_on_the_newest_snapshot_when_resuming_then_the_highest_iteration_wins(tmp_path):
     """A sync from S3 may not keep mtimes; the iteration in the name decides."""
     checkpointer = Checkpointer(str(tmp_path), keep=5)
     checkpointer.save(FakeTrainer(20, value=2.0))
@@ -53,8 +58,7 @@ def test_given_no_checkpoint_folder_when_resuming_then_nothing_to_try(tmp_path):
     assert snapshot_candidates(str(tmp_path / "absent")) == []
 
 
-def test_given_whatever_the_folder_holds_when_listing_then_snapshot_files_tried_the_rest_logged(
-        tmp_path, caplog):
+def test_given_whatever_the_folder_holds_when_listing_then_snapshot_files_tried_the_rest_logged(tmp_path, caplog):
     Checkpointer(str(tmp_path)).save(FakeTrainer(10))
     (tmp_path / "snapshot_iter_30.partial").write_bytes(b"killed mid-write")  # our own leftover
     (tmp_path / "snapshot_iter_40").mkdir()
@@ -71,18 +75,21 @@ def test_given_whatever_the_folder_holds_when_listing_then_snapshot_files_tried_
     assert candidates == [str(tmp_path / "snapshot_iter_70"), str(tmp_path / "snapshot_iter_10")]
     assert not (tmp_path / "snapshot_iter_30.partial").exists()
     assert f"removed {tmp_path / 'snapshot_iter_30.partial'}, left by a save" in caplog.text
-    for name, why in (("snapshot_iter_40", "not a file"), ("snapshot_iter_41.partial", "not named"),
-                      ("snapshot_iter_50.tmp", "not named"), ("snapshot_iter_60", "not a file")):
+    for name, why in (
+        ("snapshot_iter_40", "not a file"),
+        ("snapshot_iter_41.partial", "not named"),
+        ("snapshot_iter_50.tmp", "not named"),
+        ("snapshot_iter_60", "not a file"),
+    ):
         assert f"skipped {tmp_path / name}: {why}" in caplog.text
     assert "ignored what is not a snapshot (snapshot_iter_<N>) in " in caplog.text
     assert "log.json, model.npz, notes.txt" in caplog.text
-    left_alone = ["snapshot_iter_40", "snapshot_iter_41.partial", "snapshot_iter_50.tmp",
-                  "notes.txt"]
+    left_alone = ["snapshot_iter_40", "snapshot_iter_41.partial", "snapshot_iter_50.tmp", "notes.txt"]
     assert all((tmp_path / name).exists() for name in left_alone)
 
 
 def first_half(path):
-    return path.read_bytes()[:path.stat().st_size // 2]
+    return path.read_bytes()[: path.stat().st_size // 2]
 
 
 def flip_middle_byte(path):
@@ -91,19 +98,19 @@ def flip_middle_byte(path):
     return bytes(data)
 
 
-@pytest.mark.parametrize("damage, reason", [
-    pytest.param(lambda good: b"", r"empty file \(0 bytes\), left by a save that was killed",
-                 id="zero bytes"),
-    pytest.param(first_half, r"not a complete npz archive: cut short", id="truncated"),
-    pytest.param(lambda good: b"PK\x03\x04 not really", r"not a complete npz archive",
-                 id="zip magic only"),
-    pytest.param(lambda good: b"\x93NUMPY" + bytes(100), r"not a complete npz archive",
-                 id="an npy, not an npz"),
-    pytest.param(flip_middle_byte, r"unreadable \((BadZipFile|error|ValueError)",
-                 id="corrupt byte"),
-])
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        pytest.param(lambda good: b"", r"empty file \(0 bytes\), left by a save that was killed", id="zero bytes"),
+        pytest.param(first_half, r"not a complete npz archive: cut short", id="truncated"),
+        pytest.param(lambda good: b"PK\x03\x04 not really", r"not a complete npz archive", id="zip magic only"),
+        pytest.param(lambda good: b"\x93NUMPY" + bytes(100), r"not a complete npz archive", id="an npy, not an npz"),
+        pytest.param(flip_middle_byte, r"unreadable \((BadZipFile|error|ValueError)", id="corrupt byte"),
+    ],
+)
 def test_given_a_damaged_snapshot_when_loading_then_error_says_why_and_the_trainer_is_untouched(
-        tmp_path, damage, reason):
+    tmp_path, damage, reason
+):
     Checkpointer(str(tmp_path)).save(FakeTrainer(10, value=1.0, size=4096))
     good = tmp_path / "snapshot_iter_10"
     damaged = tmp_path / "snapshot_iter_20"
@@ -116,21 +123,25 @@ def test_given_a_damaged_snapshot_when_loading_then_error_says_why_and_the_train
     assert trainer.iteration == 0 and (trainer.value == 5.0).all()
 
 
-@pytest.mark.parametrize("saved, reason", [
-    (FakeTrainer(10, size=3), r"'value' has shape \(3,\) there, \(1,\) in this model: a snapshot "
-                              r"of a different model"),
-    (chainer.links.Linear(2, 2), r"it has no 'iteration': written by another model or trainer"),
-])
-def test_given_another_models_snapshot_when_loading_then_error_names_the_entry(
-        tmp_path, saved, reason):
+@pytest.mark.parametrize(
+    "saved, reason",
+    [
+        (
+            FakeTrainer(10, size=3),
+            r"'value' has shape \(3,\) there, \(1,\) in this model: a snapshot "
+            r"of a different model",
+        ),
+        (chainer.links.Linear(2, 2), r"it has no 'iteration': written by another model or trainer"),
+    ],
+)
+def test_given_another_models_snapshot_when_loading_then_error_names_the_entry(tmp_path, saved, reason):
     chainer.serializers.save_npz(str(tmp_path / "snapshot_iter_10"), saved)
 
     with pytest.raises(SnapshotError, match=reason):
         load_snapshot(str(tmp_path / "snapshot_iter_10"), FakeTrainer(0))
 
 
-def test_given_a_directory_named_like_the_next_snapshot_when_saving_then_skipped_and_logged(
-        tmp_path, caplog):
+def test_given_a_directory_named_like_the_next_snapshot_when_saving_then_skipped_and_logged(tmp_path, caplog):
     checkpointer = Checkpointer(str(tmp_path), keep=2)
     checkpointer.save(FakeTrainer(3))
     (tmp_path / "snapshot_iter_6").mkdir()
@@ -147,8 +158,7 @@ def test_given_a_directory_named_like_the_next_snapshot_when_saving_then_skipped
     assert snapshot_iterations(str(tmp_path)) == [3, 12]
 
 
-def test_given_an_unusable_snapshot_ahead_of_training_when_saving_then_the_good_ones_are_kept(
-        tmp_path):
+def test_given_an_unusable_snapshot_ahead_of_training_when_saving_then_the_good_ones_are_kept(tmp_path):
     """Resumed from 10 past a broken snapshot_iter_90: rotation must not count it as the newest."""
     (tmp_path / "snapshot_iter_90").write_bytes(b"")
     checkpointer = Checkpointer(str(tmp_path), keep=1)

@@ -25,8 +25,19 @@ SNAPSHOT_INTERVAL = 3  # never on an epoch boundary before iteration 30: resumes
 
 
 def args_for(data, out, epochs, *extra):
-    return ["--data", str(data), "--out", str(out), "--epochs", str(epochs), "--batch-size", "16",
-            "--snapshot-interval", str(SNAPSHOT_INTERVAL), *extra]
+    return [
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "16",
+        "--snapshot-interval",
+        str(SNAPSHOT_INTERVAL),
+        *extra,
+    ]
 
 
 def read_metrics(out):
@@ -39,8 +50,13 @@ def model_arrays(out):
 
 
 def start_script(argv):
-    return subprocess.Popen([sys.executable, str(TRAIN_SCRIPT), *argv], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(TRAIN_SCRIPT), *argv],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def wait_for_snapshot(folder, at_least, process, timeout=120):
@@ -64,13 +80,14 @@ def uninterrupted(small_data, tmp_path_factory):
             assert train.main(args_for(small_data, out, epochs)) == 0
             runs[epochs] = out
         return runs[epochs]
+
     return run
 
 
-def test_given_generated_data_when_training_then_easy_heads_beat_chance_and_outputs_exist(
-        learnable_data, tmp_path):
-    assert train.main(["--data", str(learnable_data), "--out", str(tmp_path), "--epochs", "3",
-                       "--batch-size", "16"]) == 0
+def test_given_generated_data_when_training_then_easy_heads_beat_chance_and_outputs_exist(learnable_data, tmp_path):
+    assert (
+        train.main(["--data", str(learnable_data), "--out", str(tmp_path), "--epochs", "3", "--batch-size", "16"]) == 0
+    )
 
     metrics = read_metrics(tmp_path)
     heads = metrics["heads"]
@@ -89,12 +106,16 @@ def test_given_generated_data_when_training_then_easy_heads_beat_chance_and_outp
     chainer.serializers.load_npz(str(tmp_path / "model.npz"), model)
 
 
-@pytest.mark.parametrize("epochs, kill_after", [
-    (1, 3),  # killed and finished within the first epoch: weights, optimizers, iterator position
-    (3, 13),  # killed in epoch 2, then epoch 3 reshuffles: needs the saved shuffle RNG too
-])
+@pytest.mark.parametrize(
+    "epochs, kill_after",
+    [
+        (1, 3),  # killed and finished within the first epoch: weights, optimizers, iterator position
+        (3, 13),  # killed in epoch 2, then epoch 3 reshuffles: needs the saved shuffle RNG too
+    ],
+)
 def test_given_kill_9_mid_epoch_when_rerun_then_final_weights_equal_an_uninterrupted_run(
-        small_data, tmp_path, uninterrupted, epochs, kill_after):
+    small_data, tmp_path, uninterrupted, epochs, kill_after
+):
     argv = args_for(small_data, tmp_path, epochs)
     process = start_script(argv)
     wait_for_snapshot(tmp_path, kill_after, process)
@@ -114,7 +135,8 @@ def test_given_kill_9_mid_epoch_when_rerun_then_final_weights_equal_an_uninterru
 
 
 def test_given_sigterm_when_training_then_snapshot_at_next_iteration_exit_143_and_resume_there(
-        small_data, tmp_path, uninterrupted, caplog):
+    small_data, tmp_path, uninterrupted, caplog
+):
     out, checkpoints = tmp_path / "out", tmp_path / "checkpoints"
     argv = args_for(small_data, out, 3, "--checkpoint-dir", str(checkpoints))
     process = start_script(argv)
@@ -167,12 +189,13 @@ def another_models_snapshot(source, target):
 
 
 def test_given_unusable_files_newer_than_a_good_snapshot_when_rerun_then_resumes_from_the_good_one(
-        small_data, tmp_path, uninterrupted, caplog):
+    small_data, tmp_path, uninterrupted, caplog
+):
     reference, checkpoints = uninterrupted(1), tmp_path / "checkpoints"
     checkpoints.mkdir()
     shutil.copy(reference / "snapshot_iter_9", checkpoints)
     cut = (reference / "snapshot_iter_10").read_bytes()
-    (checkpoints / "snapshot_iter_10").write_bytes(cut[:len(cut) // 2])  # killed mid-copy
+    (checkpoints / "snapshot_iter_10").write_bytes(cut[: len(cut) // 2])  # killed mid-copy
     another_models_snapshot(reference / "snapshot_iter_10", checkpoints / "snapshot_iter_20")
     (checkpoints / "snapshot_iter_30").write_bytes(b"")
     (checkpoints / "snapshot_iter_40").mkdir()
@@ -181,19 +204,26 @@ def test_given_unusable_files_newer_than_a_good_snapshot_when_rerun_then_resumes
     with caplog.at_level(logging.INFO):
         assert train.main(args_for(small_data, out, 1, "--checkpoint-dir", str(checkpoints))) == 0
 
-    for name, why in (("snapshot_iter_40", "not a file"), ("snapshot_iter_30", "empty file"),
-                      ("snapshot_iter_20", "'updater/model:colour/"),  # W or b: a set's order
-                      ("snapshot_iter_10", "not a complete npz archive")):
+    for name, why in (
+        ("snapshot_iter_40", "not a file"),
+        ("snapshot_iter_30", "empty file"),
+        ("snapshot_iter_20", "'updater/model:colour/"),  # W or b: a set's order
+        ("snapshot_iter_10", "not a complete npz archive"),
+    ):
         assert f"skipped {checkpoints / name}: {why}" in caplog.text
-    assert re.search(r"colour/[Wb]' has shape \(4(, 64)?,?\) there, \(3(, 64)?,?\) in this model: "
-                     r"a snapshot of a different model", caplog.text)
+    assert re.search(
+        r"colour/[Wb]' has shape \(4(, 64)?,?\) there, \(3(, 64)?,?\) in this model: "
+        r"a snapshot of a different model",
+        caplog.text,
+    )
     assert read_metrics(out)["resumed_from_iteration"] == 9
     for key, value in model_arrays(out).items():
         np.testing.assert_array_equal(value, model_arrays(reference)[key], err_msg=key)
 
 
 def test_given_only_unusable_snapshots_when_run_then_trains_from_the_start_as_if_none_were_there(
-        small_data, tmp_path, uninterrupted, caplog):
+    small_data, tmp_path, uninterrupted, caplog
+):
     """Another model's snapshot fails half-way through loading: none of it may leak into the run."""
     reference, checkpoints = uninterrupted(1), tmp_path / "checkpoints"
     checkpoints.mkdir()
@@ -210,14 +240,12 @@ def test_given_only_unusable_snapshots_when_run_then_trains_from_the_start_as_if
         np.testing.assert_array_equal(value, model_arrays(reference)[key], err_msg=key)
 
 
-def test_given_a_snapshot_written_on_a_terminal_when_rerun_off_one_then_it_resumes(
-        small_data, tmp_path, monkeypatch):
+def test_given_a_snapshot_written_on_a_terminal_when_rerun_off_one_then_it_resumes(small_data, tmp_path, monkeypatch):
     """A terminal run has other progress extensions; their trigger state is not needed."""
     argv = args_for(small_data, tmp_path, 1)
     with monkeypatch.context() as patch:
         terminal = train.progress_extensions
-        patch.setattr(train, "progress_extensions", lambda heads, on_tty, *rest: terminal(
-            heads, True, *rest))
+        patch.setattr(train, "progress_extensions", lambda heads, on_tty, *rest: terminal(heads, True, *rest))
         assert train.main(argv) == 0
 
     assert train.main(argv) == 0
@@ -225,19 +253,24 @@ def test_given_a_snapshot_written_on_a_terminal_when_rerun_off_one_then_it_resum
     assert read_metrics(tmp_path)["resumed_from_iteration"] == ITERATIONS_PER_EPOCH
 
 
-@pytest.mark.parametrize("weights, message", [
-    ("shape=1,flavour=2", "--loss-weights: unknown head 'flavour'"),
-    ("shape=heavy", "--loss-weights: 'shape=heavy' is not head=number"),
-    ("shape=-1", "--loss-weights: shape=-1 is negative"),
-])
+@pytest.mark.parametrize(
+    "weights, message",
+    [
+        ("shape=1,flavour=2", "--loss-weights: unknown head 'flavour'"),
+        ("shape=heavy", "--loss-weights: 'shape=heavy' is not head=number"),
+        ("shape=-1", "--loss-weights: shape=-1 is negative"),
+    ],
+)
 def test_given_bad_loss_weights_when_starting_then_exit_2_naming_the_flag(
-        small_data, tmp_path, caplog, weights, message):
+    small_data, tmp_path, caplog, weights, message
+):
     assert train.main(args_for(small_data, tmp_path, 1, "--loss-weights", weights)) == 2
     assert message in caplog.text
 
 
 def test_given_validation_labels_unknown_to_training_when_starting_then_exit_2_naming_the_line(
-        small_data, tmp_path, caplog):
+    small_data, tmp_path, caplog
+):
     data = tmp_path / "data"
     data.mkdir()
     (data / "images").symlink_to(small_data / "images")
@@ -260,8 +293,10 @@ def test_given_learning_rate_and_loss_weights_in_the_environment_when_parsed_the
 
 
 def test_given_flags_and_the_environment_when_parsed_then_the_flags_win():
-    args = train.parse_args(["--data", "d", "--out", "o", "--learning-rate", "0.5", "--loss-weights", "shape=1"],
-                            env={"LEARNING_RATE": "0.01", "LOSS_WEIGHTS": "shape=2"})
+    args = train.parse_args(
+        ["--data", "d", "--out", "o", "--learning-rate", "0.5", "--loss-weights", "shape=1"],
+        env={"LEARNING_RATE": "0.01", "LOSS_WEIGHTS": "shape=2"},
+    )
     assert (args.learning_rate, args.loss_weights) == (0.5, "shape=1")
 
 
@@ -271,7 +306,9 @@ def test_given_no_environment_when_parsed_then_the_documented_defaults_hold():
 
 
 @pytest.mark.parametrize("value", ["fast", "0", "-1", "inf"])
-def test_given_a_learning_rate_that_is_no_positive_number_when_parsed_then_the_variable_and_fix_are_named(value, capsys):
+def test_given_a_learning_rate_that_is_no_positive_number_when_parsed_then_the_variable_and_fix_are_named(
+    value, capsys
+):
     with pytest.raises(SystemExit):
         train.parse_args(["--data", "d", "--out", "o"], env={"LEARNING_RATE": value})
     assert "LEARNING_RATE" in capsys.readouterr().err

@@ -8,7 +8,12 @@ from chainer.training import extensions
 
 from training_payload.model import ConvBase, build_heads
 from training_payload.updater import (
-    MultiHeadEvaluator, MultiHeadUpdater, backward_per_head, head_losses, weighted_total)
+    MultiHeadEvaluator,
+    MultiHeadUpdater,
+    backward_per_head,
+    head_losses,
+    weighted_total,
+)
 
 CLASSES = {"shape": 3, "colour": 3, "size": 2, "position": 4}
 WEIGHTS = {"shape": 1.0, "colour": 0.5, "size": 2.0, "position": 1.0}
@@ -50,8 +55,7 @@ def grads_of_one_head(base, heads, name, x, labels):
 
 def make_updater(base, heads, weights=WEIGHTS, size=8):
     iterator = chainer.iterators.SerialIterator(examples(size), size, shuffle=False)
-    optimizers = {name: chainer.optimizers.Adam().setup(link)
-                  for name, link in {"base": base, **heads}.items()}
+    optimizers = {name: chainer.optimizers.Adam().setup(link) for name, link in {"base": base, **heads}.items()}
     return MultiHeadUpdater(iterator, base, heads, optimizers, weights)
 
 
@@ -90,15 +94,13 @@ def test_given_a_zero_loss_weight_when_updating_then_that_head_leaves_the_base_u
     base, heads = net
     x, labels = batch()
     weights = dict(WEIGHTS, shape=0.0)
-    others = {name: grads_of_one_head(base, heads, name, x, labels)
-              for name in heads if name != "shape"}
+    others = {name: grads_of_one_head(base, heads, name, x, labels) for name in heads if name != "shape"}
     updater = make_updater(base, heads, weights)
 
     updater.update()
 
     for name, grad in base_grads(base).items():
-        np.testing.assert_allclose(grad, sum(o[name] for o in others.values()), rtol=1e-5,
-                                   atol=1e-7)
+        np.testing.assert_allclose(grad, sum(o[name] for o in others.values()), rtol=1e-5, atol=1e-7)
 
 
 def test_given_the_updater_then_every_link_has_its_optimizer_in_snapshots(net, tmp_path):
@@ -160,8 +162,7 @@ def test_given_the_evaluator_then_validation_accuracy_is_reported_per_head(net):
 
     result = evaluator()
 
-    assert {f"validation/{name}/{metric}" for name in heads for metric in ("loss", "accuracy")} \
-        <= set(result)
+    assert {f"validation/{name}/{metric}" for name in heads for metric in ("loss", "accuracy")} <= set(result)
     x, labels = batch(12)
     with chainer.using_config("train", False):
         expected = head_losses(base, heads, x, labels)

@@ -5,6 +5,7 @@ emulator's CallbackBridge, so the callback wait answers as on AWS) with each Lam
 of answers, so the routing (Choice, Catch, SecondsPath, the callback wait's answers and timeouts) is
 exercised by a real ASL executor, not by our reading of it.
 """
+
 from __future__ import annotations
 
 import io
@@ -26,12 +27,23 @@ from spottrain.local.bridge import CallbackBridge
 ASL_PATH = Path(__file__).resolve().parents[3] / "statemachine" / "spottrain.asl.json"
 ASL = json.loads(ASL_PATH.read_text())
 STATES = ASL["States"]
-FUNCTIONS = {"ValidateJob": "validate_job", "CreateBucket": "create_bucket", "RequestSpotInstance": "request_spot_instance",
-             "CheckBid": "check_bid", "AwaitTraining": "await_training", "PollCompletion": "poll_completion",
-             "Notify": "notify",
-             "TerminateInstance": "terminate_instance"}
-TRANSIENT_ERRORS = {"Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException",
-                    "Lambda.TooManyRequestsException", "TransientError"}
+FUNCTIONS = {
+    "ValidateJob": "validate_job",
+    "CreateBucket": "create_bucket",
+    "RequestSpotInstance": "request_spot_instance",
+    "CheckBid": "check_bid",
+    "AwaitTraining": "await_training",
+    "PollCompletion": "poll_completion",
+    "Notify": "notify",
+    "TerminateInstance": "terminate_instance",
+}
+TRANSIENT_ERRORS = {
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+    "TransientError",
+}
 CLEANUP_CHAIN = ("TerminateOnError", "NotifyError", "JobErrored")
 CATCH_ALL = {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "TerminateOnError"}
 
@@ -57,12 +69,14 @@ def reachable(start: str, avoid: Callable[[str], bool] = lambda name: False) -> 
 
 def with_arns(text: str) -> str:
     for state_prefix, function in FUNCTIONS.items():
-        text = text.replace("${%sFunctionArn}" % state_prefix,
-                            f"arn:aws:lambda:us-east-1:123456789012:function:{function}")
+        text = text.replace(
+            "${%sFunctionArn}" % state_prefix, f"arn:aws:lambda:us-east-1:123456789012:function:{function}"
+        )
     return text
 
 
 # ----- the graph ---------------------------------------------------------------------------------
+
 
 def test_every_transition_names_an_existing_state_and_none_is_unreachable():
     for name in STATES:
@@ -98,8 +112,11 @@ def test_every_task_from_the_launch_on_catches_into_terminate_then_notify():
 
 def test_no_way_out_after_the_launch_skips_terminating_the_instance():
     # Without passing a Terminate* task, only one end is reachable: nothing was launched (RequestFailed).
-    ends = {n for n in reachable("RequestSpotInstance", avoid=lambda n: n.startswith("Terminate"))
-            if STATES[n]["Type"] in ("Succeed", "Fail")}
+    ends = {
+        n
+        for n in reachable("RequestSpotInstance", avoid=lambda n: n.startswith("Terminate"))
+        if STATES[n]["Type"] in ("Succeed", "Fail")
+    }
     assert ends == {"RequestFailed"}
 
 
@@ -113,12 +130,15 @@ def test_the_training_is_one_callback_wait_per_attempt_bounded_by_the_launchs_ti
     assert wait["Resource"] == "arn:aws:states:::lambda:invoke.waitForTaskToken"
     assert wait["Parameters"]["Payload"] == {"token.$": "$$.Task.Token", "state.$": "$"}
     assert (wait["HeartbeatSecondsPath"], wait["TimeoutSecondsPath"]) == (
-        "$.launch.heartbeat_timeout_seconds", "$.launch.wait_timeout_seconds")
+        "$.launch.heartbeat_timeout_seconds",
+        "$.launch.wait_timeout_seconds",
+    )
     # No loop back into the wait: every way out of PollCompletion ends the attempt
     assert "WaitForTraining" not in reachable("PollCompletion", avoid=lambda n: n == "RequestSpotInstance")
 
 
 # ----- running it: moto's interpreter, scripted Lambdas ------------------------------------------
+
 
 class Script:
     """Per function, the answers it gives in turn (the last one repeats); records every call."""
@@ -150,8 +170,16 @@ def validated(event: dict) -> dict:
     return {"job": {"exec_name": "demo", **event["spec"]}, "execution": event["execution"]}
 
 
-LAUNCHED = {"status": "LAUNCHED", "attempt": 1, "instance": {"instance_id": "i-1"}, "pools_failed": [], "wait_seconds": 0,
-            "capacity_wait_begins": False, "heartbeat_timeout_seconds": 30, "wait_timeout_seconds": 120}
+LAUNCHED = {
+    "status": "LAUNCHED",
+    "attempt": 1,
+    "instance": {"instance_id": "i-1"},
+    "pools_failed": [],
+    "wait_seconds": 0,
+    "capacity_wait_begins": False,
+    "heartbeat_timeout_seconds": 30,
+    "wait_timeout_seconds": 120,
+}
 COMPLETED = {"attempt": 1, "instance_id": "i-1", "execution": "arn", "outcome": "completed"}
 
 
@@ -161,6 +189,7 @@ def polled(status: str, **extra) -> dict:
 
 def answered(output: dict | None = None, error: str | None = None, heartbeats: int = 0) -> Callable[[dict], dict]:
     """await_training as the agent answers it: heartbeats, then success or failure, with the token it was given."""
+
     def answer(event: dict) -> dict:
         sfn = boto3.client("stepfunctions")
         for _ in range(heartbeats):
@@ -170,17 +199,28 @@ def answered(output: dict | None = None, error: str | None = None, heartbeats: i
         else:
             sfn.send_task_success(taskToken=event["token"], output=json.dumps(output or COMPLETED))
         return {"attempt": 1}
+
     return answer
 
 
 def happy(**overrides) -> dict:
-    return {"validate_job": validated, "create_bucket": {"bucket": "b", "job_key": "job.json"},
-            "request_spot_instance": LAUNCHED, "check_bid": {"status": "FULFILLED", "code": "fulfilled", "checks": 1},
-            "await_training": answered(), "poll_completion": polled("SUCCEEDED"), "notify": {"message_id": "m"},
-            "terminate_instance": {}} | overrides
+    return {
+        "validate_job": validated,
+        "create_bucket": {"bucket": "b", "job_key": "job.json"},
+        "request_spot_instance": LAUNCHED,
+        "check_bid": {"status": "FULFILLED", "code": "fulfilled", "checks": 1},
+        "await_training": answered(),
+        "poll_completion": polled("SUCCEEDED"),
+        "notify": {"message_id": "m"},
+        "terminate_instance": {},
+    } | overrides
 
 
-FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 @pytest.fixture(scope="module")
@@ -204,18 +244,26 @@ def sfn(clients, monkeypatch):
         with zipfile.ZipFile(code, "w") as archive:
             archive.writestr("handler.py", "def handler(event, context):\n    return event\n")
         for function in FUNCTIONS.values():
-            lam.create_function(FunctionName=function, Runtime="python3.11", Role=role, Handler="handler.handler",
-                                Code={"ZipFile": code.getvalue()})
-        machine = client.create_state_machine(name="spottrain", definition=with_arns(ASL_PATH.read_text()),
-                                              roleArn=role)["stateMachineArn"]
+            lam.create_function(
+                FunctionName=function,
+                Runtime="python3.11",
+                Role=role,
+                Handler="handler.handler",
+                Code={"ZipFile": code.getvalue()},
+            )
+        machine = client.create_state_machine(
+            name="spottrain", definition=with_arns(ASL_PATH.read_text()), roleArn=role
+        )["stateMachineArn"]
         script_holder: list[Script] = []
-        monkeypatch.setattr(LambdaFunction, "_invoke_lambda", lambda self, event: (
-            *script_holder[0](self.function_name, event), ""))
+        monkeypatch.setattr(
+            LambdaFunction, "_invoke_lambda", lambda self, event: (*script_holder[0](self.function_name, event), "")
+        )
 
         def run(script: Script, execution_input: dict, name: str = "run-1") -> Outcome:
             script_holder[:] = [script]
             arn = client.start_execution(stateMachineArn=machine, name=name, input=json.dumps(execution_input))[
-                "executionArn"]
+                "executionArn"
+            ]
             return finished(client, arn)
 
         run.client, run.machine = client, machine
@@ -248,10 +296,26 @@ def test_given_a_bid_that_pends_once_when_training_succeeds_then_the_instance_is
     status, error, _, visited = sfn(script, SPEC)
 
     assert (status, error) == ("SUCCEEDED", None)
-    assert visited == ["ValidateJob", "CreateBucket", "RequestSpotInstance", "LaunchResult", "WaitForBid",
-                       "CheckBid", "BidResult", "WaitForBid", "CheckBid", "BidResult", "NotifyRequestSuccess",
-                       "WaitForTraining", "PollCompletion", "TrainingResult",
-                       "NotifyTaskCompleted", "WaitBeforeTerminate", "TerminateInstance", "JobSucceeded"]
+    assert visited == [
+        "ValidateJob",
+        "CreateBucket",
+        "RequestSpotInstance",
+        "LaunchResult",
+        "WaitForBid",
+        "CheckBid",
+        "BidResult",
+        "WaitForBid",
+        "CheckBid",
+        "BidResult",
+        "NotifyRequestSuccess",
+        "WaitForTraining",
+        "PollCompletion",
+        "TrainingResult",
+        "NotifyTaskCompleted",
+        "WaitBeforeTerminate",
+        "TerminateInstance",
+        "JobSucceeded",
+    ]
     assert script.calls["await_training"][0]["state"]["launch"] == LAUNCHED  # the token comes with the whole state
     assert script.calls["poll_completion"][0]["wait"] == COMPLETED  # judged once, with the agent's answer
     assert [c["event"] for c in script.calls["notify"]] == ["REQUEST_FULFILLED", "COMPLETED"]
@@ -261,21 +325,35 @@ def test_given_a_bid_that_pends_once_when_training_succeeds_then_the_instance_is
 
 
 def test_given_an_interruption_then_it_relaunches_and_notifies(sfn):
-    script = Script(**happy(await_training=[answered(error="SpotInterrupted"), answered()],
-                            poll_completion=[polled("INTERRUPTED", retry_allowed=True), polled("SUCCEEDED")]))
+    script = Script(
+        **happy(
+            await_training=[answered(error="SpotInterrupted"), answered()],
+            poll_completion=[polled("INTERRUPTED", retry_allowed=True), polled("SUCCEEDED")],
+        )
+    )
 
     status = sfn(script, SPEC).status
 
     assert status == "SUCCEEDED" and len(script.calls["request_spot_instance"]) == 2
     assert script.calls["poll_completion"][0]["wait"] == {"Error": "SpotInterrupted", "Cause": "SpotInterrupted on i-1"}
     assert script.calls["request_spot_instance"][1]["poll"]["status"] == "INTERRUPTED"
-    assert [c["event"] for c in script.calls["notify"]] == ["REQUEST_FULFILLED", "INTERRUPTED", "REQUEST_FULFILLED",
-                                                            "COMPLETED"]
+    assert [c["event"] for c in script.calls["notify"]] == [
+        "REQUEST_FULFILLED",
+        "INTERRUPTED",
+        "REQUEST_FULFILLED",
+        "COMPLETED",
+    ]
 
 
 def test_given_a_failed_bid_then_it_launches_again_without_notifying(sfn):
-    script = Script(**happy(check_bid=[{"status": "FAILED", "code": "capacity-not-available", "checks": 1},
-                                       {"status": "FULFILLED", "checks": 1}]))
+    script = Script(
+        **happy(
+            check_bid=[
+                {"status": "FAILED", "code": "capacity-not-available", "checks": 1},
+                {"status": "FULFILLED", "checks": 1},
+            ]
+        )
+    )
 
     status = sfn(script, SPEC).status
 
@@ -283,20 +361,30 @@ def test_given_a_failed_bid_then_it_launches_again_without_notifying(sfn):
     assert script.calls["request_spot_instance"][1]["bid"]["status"] == "FAILED"
 
 
-@pytest.mark.parametrize("last_poll, error", [
-    (polled("FAILED"), "TrainingFailed"), (polled("INTERRUPTED", retry_allowed=False), "AttemptsExhausted"),
-    # limits.max_cost_usd: the agent stopped at the cap, or an interruption came with the cap already spent
-    (polled("FAILED", spend_cap_reached=True), "SpendCapReached"),
-    (polled("INTERRUPTED", retry_allowed=False, spend_cap_reached=True), "SpendCapReached"),
-    (polled("FAILED", spend_cap_reached=False), "TrainingFailed")])
+@pytest.mark.parametrize(
+    "last_poll, error",
+    [
+        (polled("FAILED"), "TrainingFailed"),
+        (polled("INTERRUPTED", retry_allowed=False), "AttemptsExhausted"),
+        # limits.max_cost_usd: the agent stopped at the cap, or an interruption came with the cap already spent
+        (polled("FAILED", spend_cap_reached=True), "SpendCapReached"),
+        (polled("INTERRUPTED", retry_allowed=False, spend_cap_reached=True), "SpendCapReached"),
+        (polled("FAILED", spend_cap_reached=False), "TrainingFailed"),
+    ],
+)
 def test_given_the_training_fails_or_runs_out_of_attempts_then_terminated_and_failed(sfn, last_poll, error):
     script = Script(**happy(poll_completion=last_poll))
 
     status, got_error, _, visited = sfn(script, SPEC)
 
     assert (status, got_error) == ("FAILED", error)
-    assert visited[-5:] == ["NotifyTaskFailed", "WaitBeforeTerminateAfterFailure", "TerminateAfterFailure",
-                            "FailureKind", error]
+    assert visited[-5:] == [
+        "NotifyTaskFailed",
+        "WaitBeforeTerminateAfterFailure",
+        "TerminateAfterFailure",
+        "FailureKind",
+        error,
+    ]
 
 
 def test_given_a_failed_training_with_the_debug_door_then_it_waits_the_kept_seconds_before_terminating(sfn):
@@ -328,8 +416,16 @@ def test_given_no_pool_with_room_twice_then_it_emails_once_waits_each_time_and_l
 
     # Then it waited twice, sent one "waiting" email, and trained once capacity was found
     assert status == "SUCCEEDED" and len(script.calls["request_spot_instance"]) == 3
-    assert visited[2:10] == ["RequestSpotInstance", "LaunchResult", "NotifyCapacityWait", "WaitForCapacity",
-                             "RequestSpotInstance", "LaunchResult", "WaitForCapacity", "RequestSpotInstance"]
+    assert visited[2:10] == [
+        "RequestSpotInstance",
+        "LaunchResult",
+        "NotifyCapacityWait",
+        "WaitForCapacity",
+        "RequestSpotInstance",
+        "LaunchResult",
+        "WaitForCapacity",
+        "RequestSpotInstance",
+    ]
     assert [c["event"] for c in script.calls["notify"]] == ["CAPACITY_WAIT", "REQUEST_FULFILLED", "COMPLETED"]
 
 
@@ -387,8 +483,13 @@ def test_given_the_wait_fails_with_a_callback_error_then_poll_completion_judges_
 
 def test_given_a_silent_agent_then_the_heartbeat_timeout_ends_the_wait_and_poll_completion_judges_it(sfn):
     # Given an agent that never answers, and a heartbeat timeout of 1 s
-    script = Script(**happy(request_spot_instance=LAUNCHED | {"heartbeat_timeout_seconds": 1},
-                            await_training={"attempt": 1}, poll_completion=polled("INTERRUPTED", retry_allowed=False)))
+    script = Script(
+        **happy(
+            request_spot_instance=LAUNCHED | {"heartbeat_timeout_seconds": 1},
+            await_training={"attempt": 1},
+            poll_completion=polled("INTERRUPTED", retry_allowed=False),
+        )
+    )
 
     status, error, _, _ = sfn(script, SPEC)
 
