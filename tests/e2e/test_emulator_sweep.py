@@ -60,6 +60,20 @@ def nothing_left(emulator: Emulator) -> None:
     )
 
 
+def most_overlapping(sfn, state_machine_arn: str, prefix: str) -> int:
+    """The most executions named `prefix...` that ran at the same time, by their startDate/stopDate."""
+    executions = sfn.list_executions(stateMachineArn=state_machine_arn)["executions"]
+    events = []
+    for execution in executions:
+        if execution["name"].startswith(prefix):
+            events += [(execution["startDate"], 1), (execution["stopDate"], -1)]
+    running = most = 0
+    for _, change in sorted(events, key=lambda event: (event[0], event[1])):  # a stop before a start at one instant
+        running += change
+        most = max(most, running)
+    return most
+
+
 @pytest.mark.timeout(1500)
 def test_given_16_variants_4_at_a_time_when_the_sweep_runs_then_all_end_never_over_4_and_nothing_is_left(
     emulator_workdir, sweep_repo
@@ -80,7 +94,10 @@ def test_given_16_variants_4_at_a_time_when_the_sweep_runs_then_all_end_never_ov
         assert final["status"] == "SUCCEEDED"
         rows = sweeps.variant_states(sfn, stack, arn)
         assert [row.status for row in rows] == ["SUCCEEDED"] * 16
-        assert 1 <= most_at_once <= 4
+        # never more than 4 at once, from the children's own start and stop times (a sampled count of RUNNING
+        # rows can see a child that just ended next to the one that replaced it, on a slow machine)
+        assert most_at_once >= 1
+        assert 1 <= most_overlapping(sfn, stack.state_machine_arn, "wide-") <= 4
         report = json.loads(
             s3.get_object(Bucket=sweep.sweep_bucket(stack.job_bucket_prefix, "wide"), Key=sweep.REPORT_KEY)[
                 "Body"
