@@ -48,3 +48,32 @@ def processes_under(folder: Path) -> list[str]:
         if needle in environ or cwd.startswith(str(folder)):
             found.append(f"{pid}: {cmdline.strip()}")
     return found
+
+
+def assert_nothing_left_running(emulator: Any, instance_seconds: float = 30) -> None:
+    """No instance pending or running, no spot request open or active, no process of a simulated instance.
+
+    `instance_seconds` bounds the wait for the instances to end; their processes get half as long after that.
+    """
+    ec2 = emulator.client("ec2")
+    wait_until(
+        lambda: not ec2.describe_instances(Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])[
+            "Reservations"
+        ],
+        timeout=instance_seconds,
+        what="every instance terminated",
+    )
+    open_requests = ec2.describe_spot_instance_requests(Filters=[{"Name": "state", "Values": ["open", "active"]}])[
+        "SpotInstanceRequests"
+    ]
+    assert open_requests == []
+    wait_until(
+        lambda: not any(instance.alive for instance in emulator.ec2.instances.values()),
+        timeout=instance_seconds / 2,
+        what="every simulated instance's process ended",
+    )
+    wait_until(
+        lambda: not processes_under(emulator.run_dir / "instances"),
+        timeout=instance_seconds / 2,
+        what=f"every process the instances started ended: {processes_under(emulator.run_dir / 'instances')}",
+    )

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from spottrain.contract import layout
-from e2e_support import processes_under, wait_until
+from e2e_support import assert_nothing_left_running, processes_under, wait_until
 from spottrain.local import Emulator, Faults
 
 log = logging.getLogger(__name__)
@@ -95,32 +95,6 @@ def job_instances(emulator: Emulator, exec_name: str) -> list[dict]:
         Filters=[{"Name": f"tag:{layout.TAG_JOB}", "Values": [exec_name]}]
     )["Reservations"]
     return sorted((i for r in reservations for i in r["Instances"]), key=lambda i: i["LaunchTime"])
-
-
-def assert_nothing_left_running(emulator: Emulator) -> None:
-    """No instance pending or running, no spot request open or active, no process of a simulated instance."""
-    ec2 = emulator.client("ec2")
-    wait_until(
-        lambda: not ec2.describe_instances(Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])[
-            "Reservations"
-        ],
-        timeout=30,
-        what="every instance terminated",
-    )
-    open_requests = ec2.describe_spot_instance_requests(Filters=[{"Name": "state", "Values": ["open", "active"]}])[
-        "SpotInstanceRequests"
-    ]
-    assert open_requests == []
-    wait_until(
-        lambda: not any(instance.alive for instance in emulator.ec2.instances.values()),
-        timeout=15,
-        what="every simulated instance's process ended",
-    )
-    wait_until(
-        lambda: not processes_under(emulator.run_dir / "instances"),
-        timeout=15,
-        what=f"every process the instances started ended: {processes_under(emulator.run_dir / 'instances')}",
-    )
 
 
 def read_json(emulator: Emulator, bucket: str, key: str) -> dict:

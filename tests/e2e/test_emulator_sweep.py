@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from e2e_support import git_repository, processes_under, wait_until
+from e2e_support import assert_nothing_left_running, git_repository, wait_until
 from spottrain import jobs, sweeps
 from spottrain.contract import sweep
 from spottrain.local import Emulator
@@ -38,26 +38,6 @@ def sweep_spec(repo_url: str, exec_name: str, exec_command: str, grid: dict, max
 @pytest.fixture
 def sweep_repo(tmp_path):
     return git_repository(tmp_path / "sweep-repo", {"README": "a sweep's job\n"}).as_uri()
-
-
-def nothing_left(emulator: Emulator) -> None:
-    ec2 = emulator.client("ec2")
-    wait_until(
-        lambda: {i["State"]["Name"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
-        <= {"terminated"},
-        timeout=60,
-        what="every instance terminated",
-    )
-    wait_until(
-        lambda: not any(instance.alive for instance in emulator.ec2.instances.values()),
-        timeout=30,
-        what="every simulated instance's process ended",
-    )
-    wait_until(
-        lambda: not processes_under(emulator.run_dir / "instances"),
-        timeout=30,
-        what=f"every process the instances started ended: {processes_under(emulator.run_dir / 'instances')}",
-    )
 
 
 def most_overlapping(sfn, state_machine_arn: str, prefix: str) -> int:
@@ -109,7 +89,7 @@ def test_given_16_variants_4_at_a_time_when_the_sweep_runs_then_all_end_never_ov
             email["subject"].startswith("spottrain sweep wide: 16/16 succeeded")
             for email in emulator.wait_for_emails(1, timeout=15)
         )
-        nothing_left(emulator)
+        assert_nothing_left_running(emulator, instance_seconds=60)
         assert emulator.permission_gaps() == []
 
 
@@ -142,4 +122,4 @@ def test_given_a_running_sweep_when_stopped_then_children_stop_instances_end_and
             timeout=60,
             what="both children stopped, the third unstarted",
         )
-        nothing_left(emulator)
+        assert_nothing_left_running(emulator, instance_seconds=60)
