@@ -63,14 +63,7 @@ class SimulatedInstance:
         return self.process.poll() is None
 
     def command_pids(self) -> list[int]:
-        """Processes the agent started for its commands: each runs in a session of its own, apart
-        from the instance's first process (started as a session leader) and the agent in it."""
-        pids = []
-        for pid in self.tracked.pids():
-            state = processes.state(pid)
-            if state is not None and not state.zombie and state.session != self.process.pid:
-                pids.append(pid)
-        return pids
+        return self.tracked.command_pids(self.process.pid)
 
 
 class Ec2Simulator:

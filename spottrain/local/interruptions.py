@@ -17,13 +17,14 @@ import dataclasses
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from spottrain.contract import layout, markers
-from spottrain.contract.layout import is_temporary
-from spottrain.local import processes
+from spottrain.local import checkpoint_watch, processes
+from spottrain.local.checkpoint_watch import Checkpoint
 from spottrain.local.faults import Interruption
 from spottrain.local.imds import InstanceMetadata
 
@@ -38,6 +39,8 @@ class Instance(Protocol):
     sandbox: Path
     imds: InstanceMetadata
     booted_ns: int
+    tracked: processes.InstanceProcesses
+    process: subprocess.Popen
 
     @property
     def alive(self) -> bool: ...
@@ -85,14 +88,7 @@ class Hold:
     @classmethod
     def take(cls, find_pids: Callable[[], list[int]]) -> "Hold":
         """Stop every process `find_pids` names, again until no new one appears (one may fork meanwhile)."""
-        held: set[int] = set()
-        while new := [pid for pid in find_pids() if pid not in held]:
-            for pid in new:
-                _signal(pid, signal.SIGSTOP)
-            held.update(new)
-            for pid in new:
-                _until_stopped(pid)
-        return cls(held)
+        return cls(checkpoint_watch.hold(find_pids))
 
     def acted_on(self) -> bool:
         """The agent sent its SIGTERM: pending in a held process (it handles it once released), or one died of it."""
@@ -104,32 +100,10 @@ class Hold:
 
     def release(self) -> None:
         for pid in self.pids:
-            _signal(pid, signal.SIGCONT)
-
-
-def _until_stopped(pid: int) -> None:
-    """SIGSTOP takes effect asynchronously; a process still running could fork once more."""
-    while (state := processes.state(pid)) is not None and not (state.stopped or state.zombie):
-        time.sleep(0.001)
-
-
-def _signal(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
+            processes.signal_quietly(pid, signal.SIGCONT)
 
 
 # --- the triggers ------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Checkpoint:
-    """A checkpoint file as the training wrote it, and where the agent uploads it."""
-
-    path: Path
-    bucket: str
-    key: str
 
 
 class Watcher:
@@ -164,55 +138,20 @@ class Watcher:
         return hold
 
     def hold_at_checkpoint(self, nth: int) -> tuple[Hold, Checkpoint]:
-        """Hold the commands as soon as the attempt's `nth` checkpoint file is written."""
-        written: dict[str, Checkpoint] = {}  # by key: the same file is seen through each command's /proc
-
-        def nth_written() -> Checkpoint | None:
-            for checkpoint in self._new_checkpoints():
-                written.setdefault(checkpoint.key, checkpoint)
-            return list(written.values())[nth - 1] if len(written) >= nth else None
-
-        iid = self.instance.instance_id
-        checkpoint = self.wait(
-            nth_written,
-            lambda: (
-                f"the training on {iid} ended after writing {len(written)} checkpoint file(s) in this attempt, not {nth}"
-            ),
+        """Hold the commands as soon as the attempt's `nth` checkpoint file is written, from a process of
+        its own (spottrain/local/checkpoint_watch.py: a thread here can be starved for a whole training)."""
+        instance = self.instance
+        spec = checkpoint_watch.Watch(
+            tracking=instance.tracked.describe(),
+            leader=instance.process.pid,
+            since_ns=instance.booted_ns,
+            nth=nth,
+            parent=os.getpid(),
         )
-        hold = Hold.take(self.instance.command_pids)
-        if not hold.pids:
-            raise NeverFired(f"the training on {iid} ended right after writing {checkpoint.key}")
-        return hold, checkpoint
-
-    def _new_checkpoints(self) -> list[Checkpoint]:
-        """Checkpoint files written since boot (restored ones keep their old mtimes), oldest first."""
-        found = []
-        for pid in self.instance.command_pids():
-            env = processes.environment(pid)
-            if "SPOTTRAIN_CHECKPOINT_DIR" in env and "SPOTTRAIN_BUCKET" in env:
-                found = _files_since(pid, env, self.instance.booted_ns)
-                break
-        return [checkpoint for _, checkpoint in sorted(found, key=lambda pair: pair[0])]
-
-
-def _files_since(pid: int, env: dict[str, str], since_ns: int) -> list[tuple[int, Checkpoint]]:
-    # Through /proc/<pid>/root: the folder as the command sees it, whatever mount namespace it is in.
-    folder = Path(f"/proc/{pid}/root") / env["SPOTTRAIN_CHECKPOINT_DIR"].lstrip("/")
-    # Without a checkpoint_dir the output dir holds the checkpoints, synced to output/.
-    own_dir = env["SPOTTRAIN_CHECKPOINT_DIR"] != env.get("SPOTTRAIN_OUTPUT_DIR")
-    prefix = layout.CHECKPOINTS_PREFIX if own_dir else layout.OUTPUT_PREFIX
-    found = []
-    for root, _, names in os.walk(folder):
-        for name in names:
-            path = Path(root) / name
-            try:
-                mtime = path.stat().st_mtime_ns
-            except FileNotFoundError:  # rotated away since the walk
-                continue
-            if mtime >= since_ns and not is_temporary(name):
-                key = prefix + path.relative_to(folder).as_posix()
-                found.append((mtime, Checkpoint(path, env["SPOTTRAIN_BUCKET"], key)))
-    return found
+        answer = checkpoint_watch.answer(checkpoint_watch.start(spec))
+        if "never" in answer:
+            raise NeverFired(f"the training on {instance.instance_id} {answer['never']}")
+        return Hold(set(answer["held"])), Checkpoint(Path(answer["path"]), answer["bucket"], answer["key"])
 
 
 def uploaded(s3: Any, checkpoint: Checkpoint) -> bool:

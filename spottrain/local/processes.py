@@ -42,6 +42,20 @@ class InstanceProcesses:
         """The argv that starts the instance's first process inside the tracking."""
         return argv
 
+    def describe(self) -> dict:
+        """What `restore` needs to find these processes from another process."""
+        return {"name": self.name}
+
+    def command_pids(self, leader: int) -> list[int]:
+        """Processes the agent started for its commands: each runs in a session of its own, apart from
+        the instance's first process `leader` (started as a session leader) and the agent in it."""
+        pids = []
+        for pid in self.pids():
+            found = state(pid)
+            if found is not None and not found.zombie and found.session != leader:
+                pids.append(pid)
+        return pids
+
     def pids(self) -> list[int]:
         needle = f"{MARKER}={self.name}\0".encode()
         found = []
@@ -55,7 +69,7 @@ class InstanceProcesses:
         deadline = time.monotonic() + END_TIMEOUT_SECONDS
         while pids := self.pids():
             for pid in pids:
-                _signal(pid, signal.SIGKILL)
+                signal_quietly(pid, signal.SIGKILL)
             if time.monotonic() > deadline:
                 log.error("instance %s: processes %s survive SIGKILL", self.name, pids)
                 return
@@ -73,6 +87,9 @@ class CgroupProcesses(InstanceProcesses):
         # The shell joins the group before it execs the instance, so no fork can happen outside it.
         return ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.group / "cgroup.procs"), *argv]
 
+    def describe(self) -> dict:
+        return {"name": self.name, "group": str(self.group)}
+
     def pids(self) -> list[int]:
         return [int(line) for line in _read_bytes(self.group / "cgroup.procs").split()]
 
@@ -84,7 +101,7 @@ class CgroupProcesses(InstanceProcesses):
         else:  # kernels before 5.14: freeze the group so nothing forks while it is killed
             (self.group / "cgroup.freeze").write_text("1")
             for pid in self.pids():
-                _signal(pid, signal.SIGKILL)
+                signal_quietly(pid, signal.SIGKILL)
             (self.group / "cgroup.freeze").write_text("0")
         if not self._emptied():
             log.error("instance %s: processes %s survive SIGKILL", self.name, self.pids())
@@ -111,6 +128,12 @@ def track(name: str) -> InstanceProcesses:
         except OSError as error:
             log.warning("no cgroup for instance %s (%s): tracking its processes by environment", name, error)
     return InstanceProcesses(name)
+
+
+def restore(description: dict) -> InstanceProcesses:
+    """The tracking `InstanceProcesses.describe()` gave, in this process."""
+    group = description.get("group")
+    return CgroupProcesses(description["name"], Path(group)) if group else InstanceProcesses(description["name"])
 
 
 @functools.lru_cache(maxsize=1)
@@ -192,7 +215,8 @@ def _read_bytes(path: str | Path) -> bytes:
         return b""
 
 
-def _signal(pid: int, signum: int) -> None:
+def signal_quietly(pid: int, signum: int) -> None:
+    """os.kill, where a process already gone is no error."""
     try:
         os.kill(pid, signum)
     except ProcessLookupError:
