@@ -387,7 +387,7 @@ def _run_local(args: argparse.Namespace, console: Console, spec: dict, download_
     try:  # every --inject and --local-secret is checked, against the stack's allow-list too, before anything starts
         faults = Faults.parse(args.inject)
         faults.check_outage(capacity_wait_seconds(spec))
-        local_secrets = parse_local_secrets(args.local_secret)
+        local_secrets = parse_local_secrets(args.local_secret, sys.stdin)
         emulator = Emulator(Path(args.workdir), faults=faults, on_email=console.email)
     except (FaultError, SecretUsageError) as exc:
         raise UsageError(str(exc)) from None
@@ -508,9 +508,10 @@ def build_parser() -> argparse.ArgumentParser:
                 "--local-secret",
                 action="append",
                 default=[],
-                metavar="NAME=VALUE",
+                metavar="NAME[=VALUE]",
                 help="seed the emulator's SSM with a SecureString (repeatable), e.g. "
-                "/spottrain/hf-token=... for a job whose secrets name it",
+                "/spottrain/hf-token=... for a job whose secrets name it; NAME alone reads the value "
+                "at a prompt that does not echo it, or from stdin, and keeps it out of the process list",
             )
             sub.add_argument(
                 "--timeout",

@@ -45,19 +45,31 @@ def read_value(name: str, stdin: IO[str]) -> str:
     return value[:-1] if value.endswith("\n") else value
 
 
-def parse_local_secrets(items: Iterable[str]) -> dict[str, str]:
-    """--local-secret NAME=VALUE items (the emulator's SSM is seeded with them): {name: value}."""
+def parse_local_secrets(items: Iterable[str], stdin: IO[str]) -> dict[str, str]:
+    """--local-secret items (the emulator's SSM is seeded with them): {name: value}.
+
+    NAME=VALUE gives the value on the command line, where the process list shows it; NAME alone reads it
+    like `secret put`: at a prompt that does not echo, or from a pipe (then for one NAME only).
+    """
     secrets: dict[str, str] = {}
+    piped = None  # the NAME that read the pipe
     for item in items:
         name, sep, value = item.partition("=")
         if not sep:
-            raise SecretUsageError(
-                f"--local-secret {name}: give NAME=VALUE, e.g. --local-secret {SECRETS_PREFIX}hf-token=..."
-            )
-        if not value:
+            if not stdin.isatty():
+                if piped is not None:
+                    raise SecretUsageError(
+                        f"--local-secret {name}: only one NAME can read its value from stdin ({piped} did); "
+                        f"give the others as NAME=VALUE, or run at a terminal to be prompted for each"
+                    )
+                piped = name
+            value = read_value(check_name(name), stdin)
+            if not value:
+                raise SecretUsageError(f"--local-secret {name}: the value is empty; give it on stdin or at the prompt")
+        elif not value:
             raise SecretUsageError(
                 f"--local-secret {name}=: the value is empty; give it after '=' (quote it for the "
-                f'shell, e.g. --local-secret {name}="$HF_TOKEN")'
+                f'shell, e.g. --local-secret {name}="$HF_TOKEN"), or give NAME alone to type it at a prompt'
             )
         secrets[check_name(name)] = value
     return secrets

@@ -47,11 +47,13 @@ def test_given_a_name_outside_the_prefix_when_put_then_refused_with_the_fix_and_
 
 
 @pytest.mark.parametrize(
-    "item,message", [("/spottrain/t", "give NAME=VALUE"), ("/other/t=v", "must be under /spottrain/")]
+    "item,message",
+    [("/spottrain/t", "/spottrain/t: the value is empty"), ("/other/t=v", "must be under /spottrain/")],
 )
 def test_given_a_bad_local_secret_when_demo_starts_then_refused_before_the_emulator_starts(
-    item, message, capsys, tmp_path
+    item, message, capsys, tmp_path, monkeypatch
 ):
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # NAME alone reads its value from stdin: nothing there
     assert cli.main(["demo", "--workdir", str(tmp_path / "emu"), "--local-secret", item]) == 2
 
     assert message in capsys.readouterr().err
