@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Callable
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveFloat, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PositiveFloat, StringConstraints, ValidationError
 
+from spottrain.contract import ssh
 from spottrain.contract.names import LINUX_USER_NAME
 
 _INSTANCE_TYPE = r"^[a-z][a-z0-9-]*\.[a-z0-9]+$"
@@ -65,6 +66,13 @@ def _text_rule(pattern: str) -> StringConstraints:
     return StringConstraints(strip_whitespace=True, pattern=f"^$|{pattern}")
 
 
+def _known_hosts(value: str) -> str:
+    if value.strip() and ssh.parse_known_hosts(value)[1]:
+        raise ValueError("not known_hosts lines")
+    return value
+
+
+_KnownHosts = Annotated[str, BeforeValidator(_text), AfterValidator(_known_hosts)]
 _Email = Annotated[str, BeforeValidator(_text), _text_rule(_EMAIL)]
 _SsmName = Annotated[str, BeforeValidator(_text), _text_rule(_SSM_NAME)]
 _LinuxUser = Annotated[str, BeforeValidator(_text), _text_rule(LINUX_USER_NAME.pattern)]
@@ -131,6 +139,11 @@ class StackConfig(BaseModel):
     # a sweep's variants (child executions) and how many run at once (its Map state's MaxConcurrency)
     max_sweep_variants: int = Field(alias="maxSweepVariants", ge=1, description="must be a whole number >= 1")
     max_sweep_parallel: int = Field(alias="maxSweepParallel", ge=1, description="must be a whole number >= 1")
+    # known_hosts for deploy keys' ssh hosts, for jobs whose repository_auth gives none
+    ssh_known_hosts: _KnownHosts = Field(
+        alias="sshKnownHosts",
+        description="must be known_hosts lines as `ssh-keyscan HOST` prints them (one per line), or empty",
+    )
     # None = the pinned public layer, "" = no layer
     powertools_layer_arn: str | None = Field(alias="powertoolsLayerArn", description="must be a layer ARN or empty")
 
@@ -195,6 +208,7 @@ class StackConfig(BaseModel):
             "MAX_CAPACITY_WAIT_MINUTES": str(self.max_capacity_wait_minutes),
             "MAX_SWEEP_VARIANTS": str(self.max_sweep_variants),
             "MAX_SWEEP_PARALLEL": str(self.max_sweep_parallel),
+            "SSH_KNOWN_HOSTS": self.ssh_known_hosts,
         }
 
 
