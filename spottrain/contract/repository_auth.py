@@ -86,7 +86,13 @@ def known_hosts_problems(field: str, text: str, remote: ssh.SshRemote) -> Iterat
 def stack_problems(spec: dict, stack_known_hosts: str) -> Iterator[str]:
     """A deploy key's host must be vouched for by the spec's known_hosts or else the stack's sshKnownHosts."""
     auth, url = spec.get("repository_auth"), spec.get("repository_url")
-    if not isinstance(auth, dict) or KEY not in auth or TOKEN in auth or "known_hosts" in auth or not isinstance(url, str):
+    if (
+        not isinstance(auth, dict)
+        or KEY not in auth
+        or TOKEN in auth
+        or "known_hosts" in auth
+        or not isinstance(url, str)
+    ):
         return
     remote = ssh.ssh_remote(url)
     if remote is None:

@@ -147,4 +147,3 @@ def _hashed_match(field: str, name: str) -> bool:
     except (binascii.Error, ValueError):
         return False
     return hmac.compare_digest(hmac.new(salt, name.encode(), hashlib.sha1).digest(), digest)
-

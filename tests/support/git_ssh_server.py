@@ -9,27 +9,15 @@ outside the root) is refused with exit status 1. The server runs its event loop 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 import threading
 from pathlib import Path
 
 import asyncssh
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 # git's ssh transport asks for `git-upload-pack '<path>'` (the path quoted for the server's shell)
 _UPLOAD_PACK = re.compile(r"git-upload-pack '/?(?P<name>[A-Za-z0-9._-]+\.git)'")
 _CHUNK = 64 * 1024
-
-
-def seeded_host_key(seed: str) -> asyncssh.SSHKey:
-    """An ed25519 key made from `seed`: the same host key every run, so a stack's sshKnownHosts can stay put."""
-    private = ed25519.Ed25519PrivateKey.from_private_bytes(hashlib.sha256(seed.encode()).digest())
-    openssh = private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-    )
-    return asyncssh.import_private_key(openssh)
 
 
 def new_key() -> asyncssh.SSHKey:

@@ -59,7 +59,9 @@ def test_given_the_deploy_key_when_cloning_then_no_command_line_log_or_file_left
     # Given a temp folder we can see into, and a process list watched while git runs (what `ps` shows any user)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    watching = subprocess.Popen(["sh", "-c", "for i in $(seq 30); do ps -eo args; done"], stdout=subprocess.PIPE, text=True)
+    watching = subprocess.Popen(
+        ["sh", "-c", "for i in $(seq 30); do ps -eo args; done"], stdout=subprocess.PIPE, text=True
+    )
     key = deploy_pair[0]
 
     # When the agent's clone runs with the key
@@ -109,7 +111,9 @@ def test_given_known_hosts_with_another_key_when_cloning_then_the_fix_says_the_h
 
 
 def test_given_a_secret_that_is_no_private_key_when_cloning_then_the_fix_says_to_store_the_key_file(ssh_host, tmp_path):
-    result, tail, secret = _clone(ssh_host, tmp_path / "work" / "payload", "not-a-key-" + "x" * 20, ssh_host.known_hosts)
+    result, tail, secret = _clone(
+        ssh_host, tmp_path / "work" / "payload", "not-a-key-" + "x" * 20, ssh_host.known_hosts
+    )
 
     assert result.exit_code != 0
     fix = deploy_key.refusal(tail, ssh_host.url("payload"), secret)
