@@ -75,9 +75,14 @@ def _text_rule(pattern: str) -> StringConstraints:
     return StringConstraints(strip_whitespace=True, pattern=f"^$|{pattern}")
 
 
+# Lambda allows 4 KB of environment variables in all (https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html);
+# the others take about 1 KB, and one host's ssh-keyscan lines about 850 bytes (its ed25519 line alone about 100).
+_KNOWN_HOSTS_MAX_CHARS = 2048
+
+
 def _known_hosts(value: str) -> str:
-    if value.strip() and ssh.parse_known_hosts(value)[1]:
-        raise ValueError("not known_hosts lines")
+    if len(value) > _KNOWN_HOSTS_MAX_CHARS or (value.strip() and ssh.parse_known_hosts(value)[1]):
+        raise ValueError("not known_hosts lines, or too long")
     return value
 
 
@@ -151,7 +156,11 @@ class StackConfig(BaseModel):
     # known_hosts for deploy keys' ssh hosts, for jobs whose repository_auth gives none
     ssh_known_hosts: _KnownHosts = Field(
         alias="sshKnownHosts",
-        description="must be known_hosts lines as `ssh-keyscan HOST` prints them (one per line), or empty",
+        description=(
+            f"must be known_hosts lines as `ssh-keyscan HOST` prints them (one per line), at most "
+            f"{_KNOWN_HOSTS_MAX_CHARS} characters (it shares Lambda's 4 KB of environment: keep ed25519 lines, "
+            "`ssh-keyscan -t ed25519 HOST`), or empty"
+        ),
     )
     # None = the pinned public layer, "" = no layer
     powertools_layer_arn: str | None = Field(alias="powertoolsLayerArn", description="must be a layer ARN or empty")

@@ -30,10 +30,18 @@ def test_given_known_hosts_lines_in_context_then_validate_job_gets_them_and_none
     assert _config().lambda_environment()["SSH_KNOWN_HOSTS"] == ""
 
 
-def test_given_context_that_is_not_known_hosts_lines_then_synth_fails_naming_key_rule_and_fix():
+@pytest.mark.parametrize(
+    "value",
+    [
+        "github.com AAAA-not-a-key",
+        # more than Lambda's 4 KB of environment leaves room for: CloudFormation would fail the deploy instead
+        "\n".join(_line(f"host{number}.example.com") for number in range(30)),
+    ],
+)
+def test_given_context_that_is_not_known_hosts_lines_or_too_long_then_synth_fails_naming_key_rule_and_fix(value):
     with pytest.raises(ConfigError) as raised:
-        _config(sshKnownHosts="github.com AAAA-not-a-key")
+        _config(sshKnownHosts=value)
 
     message = str(raised.value)
-    assert message.startswith("context sshKnownHosts='github.com AAAA-not-a-key': must be known_hosts lines")
-    assert "-c sshKnownHosts=<value>" in message
+    assert message.startswith(f"context sshKnownHosts={value!r}: must be known_hosts lines")
+    assert "at most 2048 characters" in message and "-c sshKnownHosts=<value>" in message
