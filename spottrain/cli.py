@@ -244,11 +244,11 @@ def _offline(spec: dict) -> dict:
     own = load_spec(str(DEMO_SPEC))["repository_url"]
     if spec.get("repository_url") != own:
         return spec
-    if "repository_auth" in spec:  # the rewritten file:// URL takes no token: the agent's clone would fail
+    if "repository_auth" in spec:  # the rewritten file:// URL takes no token or key: the agent's clone would fail
         raise UsageError(
-            f"repository_auth: --local clones this checkout instead of {own}, and a token needs an "
-            "https server: remove repository_auth for --local (tests/e2e/test_emulator_secrets.py "
-            "runs a private https repository against the emulator)"
+            f"repository_auth: --local clones this checkout instead of {own}, and a token or deploy key needs "
+            "an https or ssh server: remove repository_auth for --local (tests/e2e/test_emulator_secrets.py "
+            "and test_emulator_ssh.py run private repositories against the emulator)"
         )
     return demo_spec(REPO_ROOT, spec)
 

@@ -35,7 +35,8 @@ class Job:
     commands: Tuple[Tuple[str, str], ...]  # (phase, command) in run order, absent setup left out
     env: Dict[str, str]
     secrets: Dict[str, str]  # variable -> secret name (the values never enter job.json)
-    repository_auth: Optional[Dict[str, str]]  # {"token_secret", "username"}: a private https repository
+    # {"token_secret", "username"}: a private https repository; {"ssh_key_secret", "known_hosts"}: an ssh one
+    repository_auth: Optional[Dict[str, str]]
     max_runtime_minutes: Optional[float]
     keep_alive_minutes: float
     failure_keep_alive_minutes: float  # the debug door: on_failure.keep_alive_minutes, validated within the stack's cap
@@ -186,6 +187,8 @@ def command_env(
 def _repository_auth(auth: Optional[Mapping]) -> Optional[Dict[str, str]]:
     if not auth:
         return None
+    if "ssh_key_secret" in auth:
+        return {"ssh_key_secret": str(auth["ssh_key_secret"]), "known_hosts": str(auth.get("known_hosts") or "")}
     return {"token_secret": str(auth["token_secret"]), "username": str(auth.get("username") or "x-access-token")}
 
 

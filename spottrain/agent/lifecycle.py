@@ -25,7 +25,7 @@ from spottrain.contract import debug_door, layout, markers, spendcap
 from spottrain.contract.names import redact_credentials
 from spottrain.contract.status import CallbackError
 
-from . import clone, overlap, runner
+from . import clone, deploy_key, overlap, runner
 from .callback import TaskCallback, error_for, states_client, token_reader
 from .imds import Imds
 from .job import Account, Job, Paths, command_env
@@ -84,7 +84,7 @@ class Agent:
         self.execution: Optional[str] = None  # the execution id from job.json: every marker names it
         self.account: Optional[Account] = None
         self.secret_values: Dict[str, str] = {}  # variable -> value: for the commands' environment only
-        self.git_token: Optional[str] = None  # repository_auth's token: for the agent's git only
+        self.git_secret: Optional[str] = None  # repository_auth's token or deploy key: for the agent's git only
         self._secret_clients = secret_clients
         self.phase = markers.CLONE
         self.phase_seconds: Dict[str, float] = {}
@@ -150,17 +150,20 @@ class Agent:
         return self._read_secrets(self.job)
 
     def _read_secrets(self, job: Job) -> Optional[Outcome]:
-        token = {"repository_auth.token_secret": job.repository_auth["token_secret"]} if job.repository_auth else {}
-        if not job.secrets and not token:
+        auth = job.repository_auth or {}
+        git = {f"repository_auth.{field}": auth[field] for field in ("token_secret", "ssh_key_secret") if field in auth}
+        if not job.secrets and not git:
             return None
         try:
             clients = self._secret_clients(self.options.region)
             self.secret_values = read_secrets(job.secrets, *clients)
-            self.git_token = read_secrets(token, *clients).get("repository_auth.token_secret")
+            self.git_secret = next(iter(read_secrets(git, *clients).values()), None)
         except SecretUnreadable as error:  # names the variable and the secret, never a value
             return Outcome(exit_code=1, failed_phase=markers.START, reason="secret_unreadable", message=str(error))
-        values = [*self.secret_values.values(), *([self.git_token] if self.git_token else [])]
-        self.output.secret_values = [value.encode() for value in values]
+        masked = [value.encode() for value in self.secret_values.values()]
+        key = self._deploy_key(job)
+        git_values = key.mask_values() if key else [self.git_secret.encode()] if self.git_secret else []
+        self.output.secret_values = masked + git_values
         log.info("read %d secret(s) for %s", len(self.secret_values), ", ".join(sorted(self.secret_values)))
         return None
 
@@ -205,34 +208,43 @@ class Agent:
         self._enter(markers.CLONE)
         # The agent's own environment, never the job's: its env may hold PATH, LD_PRELOAD or GIT_*
         # values meant for the training that would change what git runs and fetches.
-        credentials = (
-            (job.repository_auth["username"], self.git_token) if job.repository_auth and self.git_token else None
-        )
-        result = clone.clone(
-            job.repository_url,
-            job.repository_ref,
-            paths.clone,
-            env=self.inherited_env,
-            output=self.output,
-            should_stop=self._should_stop,
-            credentials=credentials,
-        )
+        auth = job.repository_auth or {}
+        credentials = (auth["username"], self.git_secret) if "token_secret" in auth and self.git_secret else None
+        ssh_key = self._deploy_key(job)
+        with deploy_key.git_ssh_env(ssh_key) as ssh_env:  # the key's file exists for this clone only
+            result = clone.clone(
+                job.repository_url,
+                job.repository_ref,
+                paths.clone,
+                env={**self.inherited_env, **ssh_env},
+                output=self.output,
+                should_stop=self._should_stop,
+                credentials=credentials,
+            )
         self.phase_seconds[markers.CLONE] = round(result.seconds, 3)
         if result.stop or result.exit_code == 0:
             return self._stopped(result, markers.CLONE)
         said = clone.failure_line(self.output.tail())
         fix = "check repository_url and repository_ref, and that the repository is public or reachable"
-        if job.repository_auth and clone.refused_credentials(said):
+        if credentials and clone.refused_credentials(said):
             fix = (
-                f"the server refused the token in {job.repository_auth['token_secret']} "
-                f"(repository_auth.token_secret) for user {job.repository_auth['username']}: store a token with read "
-                f"access with `spottrain secret put {job.repository_auth['token_secret']}`, or fix repository_auth.username"
+                f"the server refused the token in {auth['token_secret']} "
+                f"(repository_auth.token_secret) for user {auth['username']}: store a token with read "
+                f"access with `spottrain secret put {auth['token_secret']}`, or fix repository_auth.username"
             )
+        refused = deploy_key.refusal(self.output.tail(), job.repository_url, ssh_key) if ssh_key else None
+        fix = refused or fix
         message = (
             f"git clone of {redact_credentials(job.repository_url)} (ref {job.repository_ref or 'default branch'}) "
             f"failed with exit code {result.exit_code}: {said}; {fix}"
         )
         return Outcome(exit_code=result.exit_code, failed_phase=markers.CLONE, reason="clone_failed", message=message)
+
+    def _deploy_key(self, job: Job) -> Optional[deploy_key.DeployKey]:
+        auth = job.repository_auth or {}
+        if "ssh_key_secret" not in auth or not self.git_secret:
+            return None
+        return deploy_key.DeployKey(auth["ssh_key_secret"], self.git_secret, auth["known_hosts"])
 
     def _wait_for_previous_sync(self) -> None:
         """Attempt n-1 may still be uploading its last checkpoint (the workflow relaunched at its notice)."""

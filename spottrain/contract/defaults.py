@@ -39,4 +39,6 @@ STACK_DEFAULTS: Dict[str, Any] = {
     "maxSweepVariants": 100,
     "maxSweepParallel": 10,
     "logRetentionDays": 30,
+    # known_hosts lines vouching for the ssh hosts deploy keys clone from, for jobs that give none
+    "sshKnownHosts": "",
 }

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import jsonschema
 from jsonschema import ValidationError
 
-from spottrain.contract import names, schema, sweep
+from spottrain.contract import names, repository_auth, schema, ssh, sweep
 from spottrain.contract.secrets import SECRET_NAME, SECRETS_PREFIX, name_path_problem
 from spottrain.contract.settings import Settings
 
@@ -205,11 +205,11 @@ def _rule(error: ValidationError) -> str:
     if keyword == "maxLength":
         return f"must be at most {value} characters, not {len(instance)}"
     if keyword == "pattern":
-        return (
-            "must not be blank"
-            if value == r"\S"
-            else f"{_shown(instance)} has characters or a form that is not allowed"
-        )
+        if value == r"\S":
+            return "must not be blank"
+        # _private_key_problems says what to do instead; an error message must not carry the key
+        shown = "the value" if ssh.PRIVATE_KEY.search(instance) else _shown(instance)
+        return f"{shown} has characters or a form that is not allowed"
     if keyword in ("minimum", "maximum"):
         return f"must be at {'least' if keyword == 'minimum' else 'most'} {value}, not {_shown(instance)}"
     if keyword in ("minItems", "maxItems"):
@@ -252,6 +252,7 @@ def semantic_problems(spec: dict, settings: Settings) -> list[str]:
         _sweep_cap_problems,
         _spend_cap_problems,
         _failure_keep_alive_problems,
+        _stack_known_hosts_problems,
     )
     return stack_free_problems(spec) + [problem for check in checks for problem in check(spec, settings)]
 
@@ -260,6 +261,8 @@ def stack_free_problems(spec: dict) -> list[str]:
     """The rules that hold for every stack: what `spottrain submit` checks before it calls AWS."""
     checks = (
         _repository_problems,
+        _repository_auth_problems,
+        _private_key_problems,
         _directory_problems,
         _env_problems,
         _secrets_problems,
@@ -301,13 +304,28 @@ def _repository_problems(spec: dict) -> Iterator[str]:
             "Use the plain https URL, with the token in a secret named by repository_auth "
             '("repository_auth": {"token_secret": "/spottrain/<name>"}) for a private repository.'
         )
-    if isinstance(spec.get("repository_auth"), dict) and url and not url.startswith("https://"):
-        yield (
-            "repository_auth: authenticates https clones only (a token through git's credential helper). "
-            "Use the repository's https:// URL, or remove repository_auth for a public repository."
-        )
     if "repository_name" not in spec and url and not names.REPOSITORY_NAME.match(names.repository_name(url)):
         yield "repository_name: cannot be derived from repository_url. Set repository_name to the folder name to clone into."
+
+
+def _repository_auth_problems(spec: dict) -> Iterator[str]:
+    """A token for an https URL, a deploy key (and known_hosts that vouch for its host) for an ssh one."""
+    yield from repository_auth.problems(spec)
+
+
+def _stack_known_hosts_problems(spec: dict, settings: Settings) -> Iterator[str]:
+    yield from repository_auth.stack_problems(spec, settings.ssh_known_hosts)
+
+
+def _private_key_problems(spec: dict) -> Iterator[str]:
+    """A private key pasted anywhere would be stored in job.json, the execution's input and the logs."""
+    for path, text in _strings(spec, ""):
+        if ssh.PRIVATE_KEY.search(text):
+            yield (
+                f"{path or 'spec'}: holds a private key, and a spec is stored in job.json, the execution's input "
+                "and logs. Store the key with `spottrain secret put /spottrain/<name> < key-file` and give its name: "
+                '"repository_auth": {"ssh_key_secret": "/spottrain/<name>"} (or "secrets" for your commands).'
+            )
 
 
 def _directory_problems(spec: dict) -> Iterator[str]:
@@ -709,6 +727,7 @@ def with_defaults(spec: dict, settings: Settings) -> dict:
     job.setdefault("keep_alive_minutes", settings.default_keep_alive_minutes)
     job.setdefault("capacity_wait_minutes", settings.capacity_wait_minutes)
     job.setdefault("repository_name", names.repository_name(job["repository_url"]))
+    _fill_repository_auth(job, settings)
     job["bucket"] = names.bucket_name(settings.bucket_prefix, job["exec_name"])
     return job
 
@@ -743,3 +762,8 @@ def validate_spec(spec: Any, settings: Settings) -> dict:
     if problems:
         raise InvalidJobSpec(problems)
     return with_defaults(spec, settings)
+
+
+def _fill_repository_auth(job: dict, settings: Settings) -> None:
+    if "repository_auth" in job:
+        job["repository_auth"] = repository_auth.filled(job["repository_auth"], settings.ssh_known_hosts)

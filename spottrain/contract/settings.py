@@ -104,6 +104,8 @@ class Settings(BaseModel):
     )
     max_sweep_variants: PositiveInt = Field(_DEFAULT["maxSweepVariants"], alias="MAX_SWEEP_VARIANTS")
     max_sweep_parallel: PositiveInt = Field(_DEFAULT["maxSweepParallel"], alias="MAX_SWEEP_PARALLEL")
+    # known_hosts lines for a deploy key's ssh host when the spec gives none (repository_auth.known_hosts)
+    ssh_known_hosts: str = Field(_DEFAULT["sshKnownHosts"], alias="SSH_KNOWN_HOSTS")
 
 
 EMULATOR_ONLY_VARIABLES = ("SPOTTRAIN_SECONDS_PER_MINUTE",)

@@ -10,8 +10,18 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Callable
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveFloat, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    StringConstraints,
+    ValidationError,
+)
 
+from spottrain.contract import ssh
 from spottrain.contract.names import LINUX_USER_NAME
 
 _INSTANCE_TYPE = r"^[a-z][a-z0-9-]*\.[a-z0-9]+$"
@@ -65,6 +75,18 @@ def _text_rule(pattern: str) -> StringConstraints:
     return StringConstraints(strip_whitespace=True, pattern=f"^$|{pattern}")
 
 
+# Lambda allows 4 KB of environment variables in all (https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html);
+# the others take about 1 KB, and one host's ssh-keyscan lines about 850 bytes (its ed25519 line alone about 100).
+_KNOWN_HOSTS_MAX_CHARS = 2048
+
+
+def _known_hosts(value: str) -> str:
+    if len(value) > _KNOWN_HOSTS_MAX_CHARS or (value.strip() and ssh.parse_known_hosts(value)[1]):
+        raise ValueError("not known_hosts lines, or too long")
+    return value
+
+
+_KnownHosts = Annotated[str, BeforeValidator(_text), AfterValidator(_known_hosts)]
 _Email = Annotated[str, BeforeValidator(_text), _text_rule(_EMAIL)]
 _SsmName = Annotated[str, BeforeValidator(_text), _text_rule(_SSM_NAME)]
 _LinuxUser = Annotated[str, BeforeValidator(_text), _text_rule(LINUX_USER_NAME.pattern)]
@@ -131,6 +153,15 @@ class StackConfig(BaseModel):
     # a sweep's variants (child executions) and how many run at once (its Map state's MaxConcurrency)
     max_sweep_variants: int = Field(alias="maxSweepVariants", ge=1, description="must be a whole number >= 1")
     max_sweep_parallel: int = Field(alias="maxSweepParallel", ge=1, description="must be a whole number >= 1")
+    # known_hosts for deploy keys' ssh hosts, for jobs whose repository_auth gives none
+    ssh_known_hosts: _KnownHosts = Field(
+        alias="sshKnownHosts",
+        description=(
+            f"must be known_hosts lines as `ssh-keyscan HOST` prints them (one per line), at most "
+            f"{_KNOWN_HOSTS_MAX_CHARS} characters (it shares Lambda's 4 KB of environment: keep ed25519 lines, "
+            "`ssh-keyscan -t ed25519 HOST`), or empty"
+        ),
+    )
     # None = the pinned public layer, "" = no layer
     powertools_layer_arn: str | None = Field(alias="powertoolsLayerArn", description="must be a layer ARN or empty")
 
@@ -195,6 +226,7 @@ class StackConfig(BaseModel):
             "MAX_CAPACITY_WAIT_MINUTES": str(self.max_capacity_wait_minutes),
             "MAX_SWEEP_VARIANTS": str(self.max_sweep_variants),
             "MAX_SWEEP_PARALLEL": str(self.max_sweep_parallel),
+            "SSH_KNOWN_HOSTS": self.ssh_known_hosts,
         }
 
 

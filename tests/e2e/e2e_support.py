@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -77,3 +78,18 @@ def assert_nothing_left_running(emulator: Any, instance_seconds: float = 30) -> 
         timeout=instance_seconds / 2,
         what=f"every process the instances started ended: {processes_under(emulator.run_dir / 'instances')}",
     )
+
+
+def everything_left(emulator: Any, arn: str, exec_name: str, emails: list) -> dict[str, bytes]:
+    """What a run left, by where: each object in the job's bucket (logs, output, markers, report), the emails,
+    the execution's input and history, and each file in the emulator's run folder (the instances' sandboxes
+    and consoles, the Lambdas' logs): where a secret's value must be found nowhere."""
+    s3, bucket = emulator.client("s3"), emulator.stack.job_bucket(exec_name)
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+    left = {f"s3: {key}": s3.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys}
+    history = emulator.client("stepfunctions").get_execution_history(executionArn=arn, maxResults=1000)
+    left["emails"] = json.dumps(emails, default=str).encode()
+    left["execution history"] = json.dumps(history, default=str).encode()
+    left.update({f"file: {path}": path.read_bytes() for path in emulator.run_dir.rglob("*") if path.is_file()})
+    return left

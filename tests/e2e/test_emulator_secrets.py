@@ -16,7 +16,7 @@ import secrets
 
 import pytest
 
-from e2e_support import git_repository
+from e2e_support import everything_left, git_repository
 from git_https_server import PrivateGitServer, bare_repository, self_signed_certificate
 from spottrain.contract import layout
 from spottrain.local import Emulator
@@ -33,12 +33,6 @@ TRAIN = (
     "out.mkdir(parents=True, exist_ok=True)\n"
     "(out / 'token.sha256').write_text(hashlib.sha256(token.encode()).hexdigest())\n"
 )
-
-
-def _everything_in_bucket(s3, bucket: str) -> dict[str, bytes]:
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-    keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
-    return {key: s3.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys}
 
 
 @pytest.fixture(scope="module")
@@ -91,28 +85,23 @@ def test_given_a_job_with_a_secret_and_a_private_repository_when_it_runs_then_no
     arn = emulator.start_job(spec)
     final = emulator.wait(arn, timeout=240)
     emails = emulator.wait_for_emails(2, timeout=10)
-    bucket = _everything_in_bucket(emulator.client("s3"), emulator.stack.job_bucket(spec["exec_name"]))
-    history = emulator.client("stepfunctions").get_execution_history(executionArn=arn, maxResults=1000)
+    left = everything_left(emulator, arn, spec["exec_name"], emails)
     instance_calls = emulator.instance_calls
-    run_files = {str(path): path.read_bytes() for path in emulator.run_dir.rglob("*") if path.is_file()}
 
     # Then the job succeeded, having authenticated to the host, with the value in its command's environment
     assert final["status"] == "SUCCEEDED", final.get("cause")
     assert any(status == 200 and "git-upload-pack" in path for path, status in server.requests), server.requests
-    assert bucket["output/token.sha256"].decode() == hashlib.sha256(value.encode()).hexdigest()
-    log = b"".join(body for key, body in bucket.items() if key.startswith("logs/attempt-1/output-"))
+    assert left["s3: output/token.sha256"].decode() == hashlib.sha256(value.encode()).hexdigest()
+    log = b"".join(body for where, body in left.items() if where.startswith("s3: logs/attempt-1/output-"))
     assert b"using token ********" in log
     # And the instance read both secrets with its role, as the deployed policies allow
     reads = [call for call in instance_calls if call.action == "ssm:GetParameter"]
     assert len(reads) >= 2 and all(call.verdict.allowed for call in reads), [str(c) for c in reads]
     # And neither value is anywhere: bucket, emails, execution input and history, the emulator's run folder
     for needle in (value, token):
-        leaks = [f"s3: {key}" for key, body in bucket.items() if needle.encode() in body]
-        leaks += ["emails" for text in [json.dumps(emails, default=str)] if needle in text]
-        leaks += ["execution history" for text in [json.dumps(history, default=str)] if needle in text]
-        leaks += [f"file: {path}" for path, body in run_files.items() if needle.encode() in body]
-        assert leaks == [], needle[:4]
-    assert len(run_files) > 10 and any("console.log" in path for path in run_files)  # the search was not vacuous
+        assert [where for where, body in left.items() if needle.encode() in body] == [], needle[:4]
+    run_files = [where for where in left if where.startswith("file: ")]
+    assert len(run_files) > 10 and any("console.log" in where for where in run_files)  # the search was not vacuous
 
 
 @pytest.mark.timeout(300)
