@@ -99,7 +99,11 @@ def suppress(
     data_buckets: tuple[str, ...] = (),
 ) -> None:
     job_buckets = _job_bucket_findings(bucket_prefix)
-    instance_findings = {JOB_BUCKETS_REASON: job_buckets, TASK_TOKEN_REASON: [ANY_RESOURCE], JOB_ROLES_REASON: [JOB_ROLES]}
+    instance_findings = {
+        JOB_BUCKETS_REASON: job_buckets,
+        TASK_TOKEN_REASON: [ANY_RESOURCE],
+        JOB_ROLES_REASON: [JOB_ROLES],
+    }
     if data_buckets:
         instance_findings[DATA_BUCKETS_REASON] = [f"Resource::arn:<AWS::Partition>:s3:::{b}/*" for b in data_buckets]
     _iam5(launch.role, instance_findings)

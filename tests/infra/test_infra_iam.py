@@ -296,7 +296,9 @@ def test_instance_role_reads_and_writes_job_buckets_reads_only_the_agent_zip_and
         *AGENT_MESSAGE_ACTIONS,
     }  # the debug door: the default stack allows one
     # Then it reads no secret itself: it may only ask to assume this stack's job secrets roles
-    (assume,) = [s for _, roles, s in _statements(default_synth) if role_id in roles and "sts:AssumeRole" in s["Action"]]
+    (assume,) = [
+        s for _, roles, s in _statements(default_synth) if role_id in roles and "sts:AssumeRole" in s["Action"]
+    ]
     assert _as_list(assume["Action"]) == ["sts:AssumeRole"]
     assert json.dumps(assume["Resource"]).endswith(':role/spottrain/jobs/", {"Ref": "AWS::StackName"}, "/*"]]}')
     # Then the token answers come with nothing else: no states:* action that could start or stop executions
@@ -377,7 +379,9 @@ def test_given_create_bucket_then_it_creates_roles_only_with_the_boundary_and_on
     # Given CreateBucket's role
     boundary_id, _ = _boundary(default_synth)
     role_id = _role_of_task(default_synth, "create_bucket")
-    iam_statements = [s for _, roles, s in _statements(default_synth) if role_id in roles and "iam:" in json.dumps(s["Action"])]
+    iam_statements = [
+        s for _, roles, s in _statements(default_synth) if role_id in roles and "iam:" in json.dumps(s["Action"])
+    ]
     # Then CreateRole requires the stack's boundary
     (create,) = [s for s in iam_statements if "iam:CreateRole" in _as_list(s["Action"])]
     assert create["Condition"] == {"StringEquals": {"iam:PermissionsBoundary": {"Ref": boundary_id}}}

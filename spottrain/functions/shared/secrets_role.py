@@ -81,7 +81,9 @@ def read_policy(names: Iterable[str], partition: str, region: str, account: str)
                 "Sid": "ReadJobSecrets",
                 "Effect": "Allow",
                 "Action": "secretsmanager:GetSecretValue",
-                "Resource": [f"arn:{partition}:secretsmanager:{region}:{account}:secret:{name}-??????" for name in names],
+                "Resource": [
+                    f"arn:{partition}:secretsmanager:{region}:{account}:secret:{name}-??????" for name in names
+                ],
             },
         ],
     }
@@ -114,7 +116,9 @@ def admitted_instance(trust: Mapping[str, Any]) -> str | None:
     return None
 
 
-def create_job_role(iam: Any, settings: Settings, region: str, job: Mapping[str, Any], execution_name: str) -> str | None:
+def create_job_role(
+    iam: Any, settings: Settings, region: str, job: Mapping[str, Any], execution_name: str
+) -> str | None:
     """Create the run's secrets role (none for a job naming no secrets); returns its ARN or None.
 
     Idempotent for a retried CreateBucket: an existing role of that name gets its policies rewritten.
@@ -132,7 +136,9 @@ def create_job_role(iam: Any, settings: Settings, region: str, job: Mapping[str,
     try:
         arn = _create_or_reuse(iam, settings, name, job["exec_name"], execution_name)
         iam.put_role_policy(
-            RoleName=name, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(read_policy(names, partition, region, account))
+            RoleName=name,
+            PolicyName=POLICY_NAME,
+            PolicyDocument=json.dumps(read_policy(names, partition, region, account)),
         )
     except Exception:
         delete_job_role(iam, name)

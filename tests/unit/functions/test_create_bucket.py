@@ -9,7 +9,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from jobstate_support import ORIGINAL_2017_SPEC, FakeLambdaContext, STACK, aws, job_state, lambda_env, make_settings, requests_use_tls  # noqa: F401
+from jobstate_support import ORIGINAL_2017_SPEC
+from jobstate_support import FakeLambdaContext, STACK, aws, job_state, lambda_env, make_settings, requests_use_tls  # noqa: F401
 from spottrain.functions import create_bucket
 from spottrain.functions.shared.bucket_policy import admit_instance, allowed_instances
 from spottrain.contract import layout

@@ -8,7 +8,8 @@ import json
 import boto3
 import pytest
 
-from jobstate_support import ORIGINAL_2017_SPEC, STACK, FakeLambdaContext, job_state, make_settings, received, subscribe_queue
+from jobstate_support import ORIGINAL_2017_SPEC
+from jobstate_support import STACK, FakeLambdaContext, job_state, make_settings, received, subscribe_queue
 from jobstate_support import aws, lambda_env, requests_use_tls  # noqa: F401 (fixtures, used by name)
 from spottrain.functions import create_bucket, terminate_instance
 from spottrain.contract import layout
