@@ -93,7 +93,9 @@ def _read(variable: str, name: str, ssm, secretsmanager) -> str:
             return read()
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
-            if code in NOT_FOUND:
+            # The role's policy names the secret's ARN with its random suffix: a secret that does not exist has
+            # no such ARN, so Secrets Manager refuses it rather than saying it is not there.
+            if code in NOT_FOUND or (read is readers[-1] and code == "AccessDeniedException"):
                 continue
             raise SecretUnreadable(
                 f"secrets.{variable}: reading {name} failed with {code}. The job's secrets role reads "
