@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable
+
+import boto3
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str = "condition") -> Any:
@@ -76,4 +80,23 @@ def assert_nothing_left_running(emulator: Any, instance_seconds: float = 30) -> 
         lambda: not processes_under(emulator.run_dir / "instances"),
         timeout=instance_seconds / 2,
         what=f"every process the instances started ended: {processes_under(emulator.run_dir / 'instances')}",
+    )
+
+
+def instance_session(emulator: Any, instance_id: str) -> boto3.Session:
+    """What code on that instance gets: its role's credentials, read from its metadata service (IMDSv2)."""
+    imds = emulator.ec2.instances[instance_id].imds.endpoint
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def get(path: str, headers: dict) -> str:
+        return opener.open(urllib.request.Request(imds + path, headers=headers), timeout=5).read().decode()
+
+    token = opener.open(urllib.request.Request(imds + "/latest/api/token", method="PUT"), timeout=5).read().decode()
+    role = get("/latest/meta-data/iam/security-credentials/", {"X-aws-ec2-metadata-token": token})
+    creds = json.loads(get(f"/latest/meta-data/iam/security-credentials/{role}", {"X-aws-ec2-metadata-token": token}))
+    return boto3.Session(
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["Token"],
+        region_name="us-east-1",
     )
