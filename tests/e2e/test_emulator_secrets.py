@@ -159,7 +159,7 @@ def _outcome(call) -> str:
 
 
 def _reader_of(emulator, secret: str) -> str:
-    """The instance whose session read `secret` (None until one has)."""
+    """The instance whose session read `secret` ("" until one has)."""
     return next(
         (
             call.instance_id
