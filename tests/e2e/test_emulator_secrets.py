@@ -231,7 +231,9 @@ def test_given_two_jobs_with_secrets_when_both_train_then_an_instance_reads_its_
     assert ended == {"job-a": "ABORTED", "job-b": "ABORTED"}
     wait_until(lambda: _job_roles(emulator) == [], 30, "the cancelled jobs' secrets roles deleted")
     # And the functions' calls making, admitting to and deleting the roles are all in their deployed roles
-    iam_calls = {(call.handler.split(".")[2], call.operation) for call in emulator.lambda_calls if call.service == "iam"}
+    iam_calls = {
+        (call.handler.split(".")[2], call.operation) for call in emulator.lambda_calls if call.service == "iam"
+    }
     assert {
         ("create_bucket", "CreateRole"),
         ("create_bucket", "PutRolePolicy"),
