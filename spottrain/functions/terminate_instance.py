@@ -189,11 +189,11 @@ def close_report(s3: Any, bucket: str, status: str) -> bool:
     return True
 
 
-def delete_secrets_role(iam: Any, exec_name: str, execution_name: str | None) -> bool:
+def delete_secrets_role(iam: Any, settings: Settings, exec_name: str, execution_name: str | None) -> bool:
     """The run's secrets role goes with its end (every caller names the run); False when there was none."""
     if not execution_name:
         return False
-    return secrets_role.delete_job_role(iam, secrets_role.role_name(exec_name, execution_name))
+    return secrets_role.delete_job_role(iam, secrets_role.role_name(settings.stack_name, exec_name, execution_name))
 
 
 def stop_job(ec2: Any, s3: Any, sns: Any, settings: Settings, stop: StopOrder, iam: Any = None) -> dict:
@@ -207,7 +207,7 @@ def stop_job(ec2: Any, s3: Any, sns: Any, settings: Settings, stop: StopOrder, i
         closed_now = close_report(s3, bucket, stop.status)
         # Named from the run, not from $.storage: the cancel and the execution-event callers have no state.
         role_deleted = iam is not None and delete_secrets_role(
-            iam, stop.exec_name, (stop.state.get("execution") or {}).get("name")
+            iam, settings, stop.exec_name, (stop.state.get("execution") or {}).get("name")
         )
     if stop.spare:
         logger.info("spared: finishing its final sync, then it shuts itself down", extra={"instance_id": stop.spare})

@@ -44,13 +44,14 @@ class SecretsRoleUnavailable(RuntimeError):
     """The stack cannot make a job's secrets role: its environment lacks the boundary to create it with."""
 
 
-def role_name(exec_name: str, execution_name: str) -> str:
-    """Unique per run: exec_name (readable, cut short) and a digest of the job and its execution's name.
+def role_name(stack_name: str, exec_name: str, execution_name: str) -> str:
+    """Unique per run: exec_name (readable, cut short) and a digest of the stack, the job and its execution's name.
 
-    Execution names are unique within a state machine, and the path is per stack, so concurrent jobs and
-    reruns of one job never share a role. At most 46 characters (IAM allows 64).
+    Role names are unique per account whatever their path, so the stack is in the digest: two stacks' runs
+    of a job never share a role, nor do concurrent jobs or reruns (execution names are unique within a state
+    machine). At most 46 characters (IAM allows 64).
     """
-    digest = hashlib.sha256(f"{exec_name}/{execution_name}".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{stack_name}/{exec_name}/{execution_name}".encode()).hexdigest()[:16]
     return f"{exec_name[:29]}-{digest}"
 
 
@@ -131,7 +132,7 @@ def create_job_role(
         raise SecretsRoleUnavailable(
             "SECRETS_BOUNDARY_ARN is not set: the stack deploys the boundary every job's secrets role is created with"
         )
-    name = role_name(job["exec_name"], execution_name)
+    name = role_name(settings.stack_name, job["exec_name"], execution_name)
     partition, account = _partition_and_account(settings.instance_role_arn)
     try:
         arn = _create_or_reuse(iam, settings, name, job["exec_name"], execution_name)

@@ -90,10 +90,17 @@ def test_given_the_trust_policy_then_only_the_admitted_instances_session_of_the_
     assert secrets_role.admitted_instance(before) is None
 
 
-def test_given_two_runs_then_their_role_names_differ_and_fit_iams_limit():
+def test_given_runs_of_jobs_in_two_stacks_then_their_role_names_differ_and_fit_iams_limit():
+    # Given two runs of each of three jobs (one with the longest exec_name) in each of two stacks of one account
     long_name = "a" * 63
-    names = {secrets_role.role_name(exec_name, run) for exec_name in ("job-a", "job-b", long_name) for run in "12"}
-    assert len(names) == 6 and max(len(name) for name in names) <= secrets_role.ROLE_NAME_MAX
+    names = {
+        secrets_role.role_name(stack, exec_name, run)
+        for stack in ("SpotTrain", "SpotTrainStaging")
+        for exec_name in ("job-a", "job-b", long_name)
+        for run in ("run-1", "run-2")
+    }
+    # Then no two share a name (IAM role names are unique per account, whatever the path), and each fits
+    assert len(names) == 12 and max(len(name) for name in names) <= secrets_role.ROLE_NAME_MAX
 
 
 def test_given_a_job_with_secrets_when_its_role_is_created_then_it_has_the_boundary_the_path_and_the_reads(iam):
@@ -101,7 +108,7 @@ def test_given_a_job_with_secrets_when_its_role_is_created_then_it_has_the_bound
     arn = secrets_role.create_job_role(iam, settings(), "us-east-1", secret_job(), "run-1")
 
     # Then it lives under the stack's path with the stack's boundary, trusting no instance yet
-    name = secrets_role.role_name("pix2pix-facades", "run-1")
+    name = secrets_role.role_name("SpotTrainTest", "pix2pix-facades", "run-1")
     role = iam.get_role(RoleName=name)["Role"]
     assert arn == role["Arn"] and role["Path"] == "/spottrain/jobs/SpotTrainTest/"
     assert role["PermissionsBoundary"]["PermissionsBoundaryArn"] == BOUNDARY_ARN
