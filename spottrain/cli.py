@@ -372,7 +372,7 @@ def cmd_secret_put(args: argparse.Namespace, console: Console) -> int:
 
     try:
         name = check_name(args.name)
-        session, _ = _aws(args)  # the stack must exist: its instance role is what reads the value
+        session, _ = _aws(args)  # the stack must exist: its jobs' secrets roles read the value
         version = put_secret(session.client("ssm"), name, read_value(name, sys.stdin))
     except SecretUsageError as exc:
         raise UsageError(str(exc)) from None

@@ -1,7 +1,7 @@
 """`spottrain secret put` and `--local-secret`: a job's secret values into SSM Parameter Store, never a file.
 
 Values are stored as SecureString parameters (encrypted with the account's AWS managed key aws/ssm)
-under the prefix the instance role may read, /spottrain/
+under the prefix a job's secrets role may read, /spottrain/
 (https://docs.aws.amazon.com/systems-manager/latest/userguide/sysman-paramstore-securestring.html).
 """
 
@@ -24,7 +24,7 @@ def check_name(name: str) -> str:
     problem = problem or name_path_problem(name)
     if problem:
         raise SecretUsageError(
-            f'secret name "{name}": {problem} (the only prefix the instance role may read), with '
+            f'secret name "{name}": {problem} (the only prefix job secrets roles may read), with '
             f"letters, digits, '.', '-', '_' and single '/', e.g. {SECRETS_PREFIX}hf-token"
         )
     return name

@@ -23,6 +23,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Union
 
 from spottrain.contract import debug_door, layout, markers, spendcap
 from spottrain.contract.names import redact_credentials
+from spottrain.contract.secrets import SECRETS_ROLE_FIELD
 from spottrain.contract.status import CallbackError
 
 from . import clone, deploy_key, overlap, runner
@@ -62,7 +63,7 @@ class Agent:
         imds: Imds,
         inherited_env: Mapping[str, str] = os.environ,
         states=None,
-        secret_clients: Callable[[Optional[str]], tuple] = secrets_clients,
+        secret_clients: Callable[..., tuple] = secrets_clients,
     ):
         self.options = options
         self.store = store
@@ -86,6 +87,7 @@ class Agent:
         self.secret_values: Dict[str, str] = {}  # variable -> value: for the commands' environment only
         self.git_secret: Optional[str] = None  # repository_auth's token or deploy key: for the agent's git only
         self._secret_clients = secret_clients
+        self.secrets_role: Optional[str] = None  # job.json's: the role the job's secrets are read with
         self.phase = markers.CLONE
         self.phase_seconds: Dict[str, float] = {}
         self.started_at = _now()
@@ -141,6 +143,7 @@ class Agent:
             return Outcome(exit_code=1, failed_phase=markers.START, reason="job_unreadable", message=message)
         self.execution = _execution_id(document)
         self.callback.execution = self.execution
+        self.secrets_role = document.get(SECRETS_ROLE_FIELD) if isinstance(document, Mapping) else None
         try:
             self.job = Job.from_document(document)
             self.account = Account.resolve(self.options.run_as, self.options.home)
@@ -155,7 +158,7 @@ class Agent:
         if not job.secrets and not git:
             return None
         try:
-            clients = self._secret_clients(self.options.region)
+            clients = self._secret_clients(self.options.region, self.secrets_role, f"spottrain-{self.instance_id}")
             self.secret_values = read_secrets(job.secrets, *clients)
             self.git_secret = next(iter(read_secrets(git, *clients).values()), None)
         except SecretUnreadable as error:  # names the variable and the secret, never a value

@@ -1,7 +1,7 @@
 """A job's secrets: names of SSM SecureString parameters or Secrets Manager secrets under the stack's prefix.
 
 The spec maps the commands' environment variables to names (`"secrets": {"HF_TOKEN": "/spottrain/hf-token"}`);
-only the names travel (job.json, the execution input); the agent reads the values with the instance role
+only the names travel (job.json, the execution input); the agent reads the values with the job's secrets role
 and hands them to the commands' environment only, masking them in the output it writes. Python 3.8, stdlib.
 """
 
@@ -10,11 +10,19 @@ import json
 import re
 from typing import Iterable, List, Optional, Pattern, Tuple
 
-SECRETS_PREFIX = "/spottrain/"  # the instance role may read SSM parameters and secrets under it, nothing else
+SECRETS_PREFIX = "/spottrain/"  # a job's secrets role may read the names its job gives under it, nothing else
 # SSM parameter names: letters, digits, . - _ and / for the hierarchy
 # (https://docs.aws.amazon.com/systems-manager/latest/userguide/sysman-paramstore-su-create.html)
 SECRET_NAME = re.compile(r"^/spottrain/[A-Za-z0-9_.\-/]{1,200}$")
 MASK = b"********"
+# job.json's top-level field naming the run's secrets role (functions/shared/secrets_role.py), which the
+# agent assumes to read the job's secrets: the instance role itself reads none.
+SECRETS_ROLE_FIELD = "secrets_role"
+
+
+def job_roles_path(stack_name: str) -> str:
+    """The IAM path of a stack's job secrets roles: per stack, so a stack's grants reach its own jobs' roles only."""
+    return SECRETS_PREFIX + "jobs/" + stack_name + "/"
 
 
 def name_path_problem(name: str) -> "str | None":

@@ -79,6 +79,8 @@ class Settings(BaseModel):
     instance_role_arn: str = Field("", alias="INSTANCE_ROLE_ARN")
     # the role's unique id (AROA...): an instance's aws:userid starts with it
     instance_role_id: str = Field("", alias="INSTANCE_ROLE_ID")
+    # the managed policy every job's secrets role is created with (functions/shared/secrets_role.py)
+    secrets_boundary_arn: str = Field("", alias="SECRETS_BOUNDARY_ARN")
     bid_wait_seconds: NonNegativeInt = Field(_DEFAULT["bidWaitSeconds"], alias="BID_WAIT_SECONDS")
     bid_max_checks: PositiveInt = Field(_DEFAULT["bidMaxChecks"], alias="BID_MAX_CHECKS")
     # the callback wait's HeartbeatSeconds

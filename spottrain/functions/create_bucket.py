@@ -15,8 +15,9 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from spottrain.contract import layout
+from spottrain.contract.secrets import SECRETS_ROLE_FIELD
 from spottrain.functions.shared.awserrors import error_code, transient_errors
-from spottrain.functions.shared import runtime
+from spottrain.functions.shared import runtime, secrets_role
 from spottrain.functions.shared.bucket_policy import job_bucket_policy
 from spottrain.contract.settings import Settings
 
@@ -167,23 +168,31 @@ def claim_bucket(s3: Any, settings: Settings, bucket: str, exec_name: str, execu
         _log_access(s3, bucket, settings.records_bucket)
 
 
-def create_job_bucket(s3: Any, settings: Settings, state: dict) -> dict:
-    """Ensure the job's bucket exists and is locked down, then write job.json; returns $.storage."""
+def create_job_bucket(s3: Any, settings: Settings, state: dict, iam: Any = None) -> dict:
+    """Ensure the job's bucket exists and is locked down, make the run's secrets role (for a job naming
+    secrets), then write job.json naming it; returns $.storage (`secrets_role`: the role's ARN or None)."""
     job, execution = state["job"], state["execution"]
     bucket = job["bucket"]
     with transient_errors():
         claim_bucket(s3, settings, bucket, job["exec_name"], execution.get("name") or "")
         stale = _delete_stale(s3, bucket)
-        s3.put_object(
-            Bucket=bucket,
-            Key=layout.JOB_KEY,
-            Body=json.dumps({"job": job, "execution": execution}, indent=2, sort_keys=True).encode(),
-            ContentType="application/json",
-        )
-    logger.info("job bucket ready", extra={"bucket": bucket, "stale_keys_removed": stale})
-    return {"bucket": bucket, "job_key": layout.JOB_KEY}
+        role = secrets_role.create_job_role(iam, settings, s3.meta.region_name, job, execution.get("name") or "")
+        try:
+            document = {"job": job, "execution": execution, **({SECRETS_ROLE_FIELD: role} if role else {})}
+            s3.put_object(
+                Bucket=bucket,
+                Key=layout.JOB_KEY,
+                Body=json.dumps(document, indent=2, sort_keys=True).encode(),
+                ContentType="application/json",
+            )
+        except Exception:
+            if role:  # CreateBucket's Catch ends the job without TerminateInstance: nothing else would delete it
+                secrets_role.delete_job_role(iam, role.rsplit("/", 1)[-1])
+            raise
+    logger.info("job bucket ready", extra={"bucket": bucket, "stale_keys_removed": stale, "secrets_role": role})
+    return {"bucket": bucket, "job_key": layout.JOB_KEY, "secrets_role": role}
 
 
 @logger.inject_lambda_context
 def handler(event: dict, context) -> dict:
-    return create_job_bucket(runtime.client("s3"), runtime.settings(), event)
+    return create_job_bucket(runtime.client("s3"), runtime.settings(), event, runtime.client("iam"))

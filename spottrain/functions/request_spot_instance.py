@@ -23,7 +23,7 @@ from spottrain.contract.limits import capacity_wait_seconds, wait_timeout_second
 from spottrain.contract.settings import Settings
 from spottrain.contract.status import BidStatus, JobStatus, LaunchStatus
 from spottrain.contract.userdata import render_user_data
-from spottrain.functions.shared import capacity, ondemand, pricing, report, runtime, spend
+from spottrain.functions.shared import capacity, ondemand, pricing, report, runtime, secrets_role, spend
 from spottrain.functions.shared.pools import Pool, Ranked, pool_key, rank
 from spottrain.functions.shared.awserrors import error_code, transient_errors
 from spottrain.functions.shared.bucket_policy import admit_instance
@@ -53,12 +53,23 @@ def handler(event: dict, context: Any) -> dict:
     logger.append_keys(job=event["job"]["exec_name"], execution=event["execution"]["name"])
     with transient_errors():
         return request_instance(
-            runtime.client("ec2"), runtime.client("s3"), runtime.settings(), event, pricing_api=runtime.pricing_client()
+            runtime.client("ec2"),
+            runtime.client("s3"),
+            runtime.settings(),
+            event,
+            pricing_api=runtime.pricing_client(),
+            iam=runtime.client("iam"),
         )
 
 
 def request_instance(
-    ec2: Any, s3: Any, settings: Settings, state: dict, now: dt.datetime | None = None, pricing_api: Any = None
+    ec2: Any,
+    s3: Any,
+    settings: Settings,
+    state: dict,
+    now: dt.datetime | None = None,
+    pricing_api: Any = None,
+    iam: Any = None,
 ) -> dict:
     """Launch (or wait for, or give up on) this attempt's instance; returns the state's `launch` value.
 
@@ -96,7 +107,7 @@ def request_instance(
         return _exhausted(s3, state, attempt, pools, wait, now) | {"demoted": demoted}
     chosen = next(entry for entry in ranked if entry.pool == launched[1])
     list_price = pricing.list_price(pricing_api, ec2.meta.region_name, chosen.pool.instance_type)
-    result = _launched(s3, settings, state, attempt, pools, wait, launched[0], chosen, list_price, demoted, now)
+    result = _launched(s3, settings, state, attempt, pools, wait, launched[0], chosen, list_price, demoted, now, iam)
     return result | {
         "demoted": demoted,
         "on_demand_reason": None if result["instance"]["lifecycle"] == "spot" else reason,
@@ -157,10 +168,14 @@ def _launched(
     on_demand: pricing.OnDemandPrice,
     demoted: str | None,
     now: dt.datetime,
+    iam: Any = None,
 ) -> dict:
     bucket = state["storage"]["bucket"]
-    # First, before anything slower: until then the bucket's policy shuts the new instance out.
+    # First, before anything slower: until then the bucket's policy (and the secrets role's trust) shuts it out.
     admit_instance(s3, bucket, settings.instance_role_arn, settings.instance_role_id, launched["InstanceId"])
+    role = state["storage"].get("secrets_role")
+    if role:
+        secrets_role.admit_instance(iam, settings, role, launched["InstanceId"])
     volume_gb = (state["job"].get("instance") or {}).get("volume_gb")
     instance = _instance_record(settings, launched, chosen, on_demand) | {
         "demoted_pool": demoted,

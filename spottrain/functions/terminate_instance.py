@@ -3,8 +3,8 @@
 Finds what to stop by tag (this stack's name, the same tag the IAM condition requires, the job's name,
 and the execution that launched it), so it works from any of its three callers: the workflow (whole
 state) and the EventBridge rule for aborted/timed-out executions stop only what their execution
-launched, never another run's instance; `spottrain cancel` stops the whole job. Running it twice
-changes nothing.
+launched, never another run's instance; `spottrain cancel` stops the whole job. Each caller also deletes the run's secrets role
+(shared/secrets_role.py). Running it twice changes nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from spottrain.functions import notify
 from spottrain.contract import layout, markers, names
 from spottrain.contract.instances import UNTERMINATED_INSTANCE_STATES
-from spottrain.functions.shared import report
+from spottrain.functions.shared import report, secrets_role
 from spottrain.functions.shared.awserrors import error_code, transient_errors
 from spottrain.functions.shared import runtime
 from spottrain.contract.settings import Settings
@@ -189,7 +189,14 @@ def close_report(s3: Any, bucket: str, status: str) -> bool:
     return True
 
 
-def stop_job(ec2: Any, s3: Any, sns: Any, settings: Settings, stop: StopOrder) -> dict:
+def delete_secrets_role(iam: Any, settings: Settings, exec_name: str, execution_name: str | None) -> bool:
+    """The run's secrets role goes with its end (every caller names the run); False when there was none."""
+    if not execution_name:
+        return False
+    return secrets_role.delete_job_role(iam, secrets_role.role_name(settings.stack_name, exec_name, execution_name))
+
+
+def stop_job(ec2: Any, s3: Any, sns: Any, settings: Settings, stop: StopOrder, iam: Any = None) -> dict:
     launch_instance = (stop.state.get("launch") or {}).get("instance") or {}
     with transient_errors():
         terminated = terminate_job_instances(ec2, settings, stop.exec_name, stop.execution, stop.spare)
@@ -198,6 +205,10 @@ def stop_job(ec2: Any, s3: Any, sns: Any, settings: Settings, stop: StopOrder) -
         )
         bucket = (stop.state.get("storage") or {}).get("bucket") or stop.state["job"]["bucket"]
         closed_now = close_report(s3, bucket, stop.status)
+        # Named from the run, not from $.storage: the cancel and the execution-event callers have no state.
+        role_deleted = iam is not None and delete_secrets_role(
+            iam, settings, stop.exec_name, (stop.state.get("execution") or {}).get("name")
+        )
     if stop.spare:
         logger.info("spared: finishing its final sync, then it shuts itself down", extra={"instance_id": stop.spare})
     elif launch_instance.get("instance_id") and launch_instance["instance_id"] not in terminated:
@@ -214,6 +225,7 @@ def stop_job(ec2: Any, s3: Any, sns: Any, settings: Settings, stop: StopOrder) -
             "terminated": terminated,
             "cancelled_requests": cancelled,
             "report_closed": closed_now,
+            "secrets_role_deleted": role_deleted,
         },
     )
     # A second caller for the same end (cancel, then the ABORTED event) finds the report closed: one email.
@@ -239,4 +251,4 @@ def handler(event: dict, context) -> dict:
         logger.info("no job named by the event; nothing to stop")
         return {"terminated": [], "cancelled_requests": []}
     ec2, s3, sns = runtime.client("ec2"), runtime.client("s3"), runtime.client("sns")
-    return stop_job(ec2, s3, sns, settings, stop)
+    return stop_job(ec2, s3, sns, settings, stop, runtime.client("iam"))

@@ -2,7 +2,8 @@
 
 The instance gets its permissions from its instance profile only (no access keys anywhere), may
 touch only this stack's job buckets (and each job bucket's policy narrows that to the job's own
-instances: spottrain/functions/shared/bucket_policy.py), read only secrets under /spottrain/, and
+instances: spottrain/functions/shared/bucket_policy.py), reads no secret itself (it may assume its own
+job's secrets role, which reads what the job names: spottrain/functions/shared/secrets_role.py), and
 terminates itself when its OS shuts down.
 """
 
@@ -16,7 +17,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
-from spottrain.contract.secrets import SECRETS_PREFIX
+from spottrain.contract.secrets import SECRETS_PREFIX, job_roles_path
 from spottrain.infra.assets import AGENT_ASSET, keep_only
 from spottrain.infra.job_storage import JobStorage
 
@@ -47,6 +48,7 @@ class InstanceLaunch(Construct):
             assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
             description="spottrain training instance: its job bucket, the agent asset, its task token's answers",
         )
+        self.secrets_boundary = self._secrets_boundary()
         self._grant_job_storage(storage)
         self.security_group = self._security_group(vpc_id)
         machine_image = ec2.MachineImage.from_ssm_parameter(ami_ssm_parameter, os=ec2.OperatingSystemType.LINUX)
@@ -110,23 +112,10 @@ class InstanceLaunch(Construct):
                 resources=["*"],
             )
         )
-        # The job's secrets (spottrain/agent/secrets.py): names under the prefix only. SecureStrings under the
-        # AWS managed key aws/ssm need no kms grant; a customer managed key would.
+        # The job's secrets (spottrain/agent/secrets.py) are read with the job's own secrets role, whose trust
+        # policy admits that job's instance alone; this role may only ask to assume the stack's job roles.
         self.role.add_to_principal_policy(
-            iam.PolicyStatement(
-                sid="JobSecrets",
-                actions=["ssm:GetParameter"],
-                resources=[f"arn:{Aws.PARTITION}:ssm:{Aws.REGION}:{Aws.ACCOUNT_ID}:parameter{SECRETS_PREFIX}*"],
-            )
-        )
-        self.role.add_to_principal_policy(
-            iam.PolicyStatement(
-                sid="JobSecretsManagerSecrets",
-                actions=["secretsmanager:GetSecretValue"],
-                resources=[
-                    f"arn:{Aws.PARTITION}:secretsmanager:{Aws.REGION}:{Aws.ACCOUNT_ID}:secret:{SECRETS_PREFIX}*"
-                ],
-            )
+            iam.PolicyStatement(sid="AssumeJobSecretsRoles", actions=["sts:AssumeRole"], resources=[self.job_roles_arn])
         )
         # Only the one zip, not the whole (shared) CDK assets bucket.
         self.role.add_to_principal_policy(
@@ -135,6 +124,33 @@ class InstanceLaunch(Construct):
                 actions=["s3:GetObject"],
                 resources=[self.agent.bucket.arn_for_objects(self.agent.s3_object_key)],
             )
+        )
+
+    @property
+    def job_roles_arn(self) -> str:
+        """Every job's secrets role of this stack (the path functions/shared/secrets_role.py creates them under)."""
+        path = job_roles_path(Aws.STACK_NAME)
+        return f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:role{path}*"
+
+    def _secrets_boundary(self) -> iam.ManagedPolicy:
+        """The most a job's secrets role may ever do, whatever the Lambda that creates it writes into it."""
+        region_account = f"{Aws.REGION}:{Aws.ACCOUNT_ID}"
+        return iam.ManagedPolicy(
+            self,
+            "SecretsBoundary",
+            description="spottrain: permissions boundary of every job's secrets role (reads under the secrets prefix)",
+            statements=[
+                iam.PolicyStatement(
+                    sid="ReadPrefixedParameters",
+                    actions=["ssm:GetParameter"],
+                    resources=[f"arn:{Aws.PARTITION}:ssm:{region_account}:parameter{SECRETS_PREFIX}*"],
+                ),
+                iam.PolicyStatement(
+                    sid="ReadPrefixedSecrets",
+                    actions=["secretsmanager:GetSecretValue"],
+                    resources=[f"arn:{Aws.PARTITION}:secretsmanager:{region_account}:secret:{SECRETS_PREFIX}*"],
+                ),
+            ],
         )
 
     def _security_group(self, vpc_id: str) -> ec2.ISecurityGroup:

@@ -68,12 +68,19 @@ TASK_TOKEN_REASON = (
 )
 DESCRIBE_AND_TOKEN_REASON = DESCRIBE_REASON + " " + TASK_TOKEN_REASON
 SECRETS_REASON = (
-    "A job names its secrets at submit time (spec field secrets), under the fixed prefix /spottrain/ that "
-    "spottrain validates; the prefix wildcard is the narrowest ARN naming them. Secrets Manager adds a random "
-    "suffix to each secret's ARN, so its secrets can only be named by a wildcard anyway."
+    "The permissions boundary of every job's secrets role: the most such a role may ever read, SSM parameters and "
+    "Secrets Manager secrets under the fixed prefix /spottrain/ that spottrain validates. Each role's own policy "
+    "names exactly the ARNs its job names (spottrain/functions/shared/secrets_role.py); a boundary grants nothing."
 )
 _SECRETS = "Resource::arn:<AWS::Partition>:{service}:<AWS::Region>:<AWS::AccountId>:{kind}/spottrain/*"
 SECRETS = [_SECRETS.format(service="ssm", kind="parameter"), _SECRETS.format(service="secretsmanager", kind="secret:")]
+JOB_ROLES = "Resource::arn:<AWS::Partition>:iam::<AWS::AccountId>:role/spottrain/jobs/<AWS::StackName>/*"
+JOB_ROLES_REASON = (
+    "A job's secrets role is created at run time, one per execution, under this stack's path /spottrain/jobs/<stack>/; "
+    "the path wildcard is the narrowest ARN naming them. CreateRole is conditioned on the stack's permissions "
+    "boundary; the instance role may only ask to assume them, and each role's trust policy admits its own job's "
+    "instance alone (aws:userid <role-id>:<instance-id>)."
+)
 
 
 DATA_BUCKETS_REASON = (
@@ -92,10 +99,15 @@ def suppress(
     data_buckets: tuple[str, ...] = (),
 ) -> None:
     job_buckets = _job_bucket_findings(bucket_prefix)
-    instance_findings = {JOB_BUCKETS_REASON: job_buckets, TASK_TOKEN_REASON: [ANY_RESOURCE], SECRETS_REASON: SECRETS}
+    instance_findings = {
+        JOB_BUCKETS_REASON: job_buckets,
+        TASK_TOKEN_REASON: [ANY_RESOURCE],
+        JOB_ROLES_REASON: [JOB_ROLES],
+    }
     if data_buckets:
         instance_findings[DATA_BUCKETS_REASON] = [f"Resource::arn:<AWS::Partition>:s3:::{b}/*" for b in data_buckets]
     _iam5(launch.role, instance_findings)
+    _iam5(launch.secrets_boundary, {SECRETS_REASON: SECRETS})
     for task, findings in _task_findings(job_buckets, subnets_configured=bool(launch.subnet_ids)).items():
         _iam5(functions.by_task[task].role, findings)
     _iam5(workflow.state_machine.role, {STATE_MACHINE_REASON: [ANY_RESOURCE]})
@@ -128,9 +140,10 @@ def _job_bucket_findings(bucket_prefix: str) -> list[str]:
 def _task_findings(job_buckets: list[str], *, subnets_configured: bool) -> dict[str, dict[str, list[str]]]:
     launch_wildcards = [NETWORK_INTERFACES] if subnets_configured else [NETWORK_INTERFACES, ANY_SUBNET]
     return {
-        "create_bucket": {JOB_BUCKETS_REASON: job_buckets},
+        "create_bucket": {JOB_BUCKETS_REASON: job_buckets, JOB_ROLES_REASON: [JOB_ROLES]},
         "request_spot_instance": {
             JOB_BUCKETS_REASON: job_buckets,
+            JOB_ROLES_REASON: [JOB_ROLES],
             TAGGED_EC2_REASON: [INSTANCES, VOLUMES, SPOT_REQUESTS],
             LAUNCH_EC2_REASON: launch_wildcards,
             DESCRIBE_REASON: [ANY_RESOURCE],
@@ -151,6 +164,7 @@ def _task_findings(job_buckets: list[str], *, subnets_configured: bool) -> dict[
         "summarize_sweep": {JOB_BUCKETS_REASON: job_buckets},
         "terminate_instance": {
             JOB_BUCKETS_REASON: job_buckets,
+            JOB_ROLES_REASON: [JOB_ROLES],
             TAGGED_EC2_REASON: [INSTANCES, SPOT_REQUESTS],
             DESCRIBE_REASON: [ANY_RESOURCE],
         },

@@ -2,7 +2,8 @@
 
 EC2 actions that change an instance or a spot request, or read its console, are allowed only on
 resources carrying this stack's `spottrain:stack` tag; S3 actions only on `<bucket prefix>-*`;
-iam:PassRole only on the instance role; Step Functions reads only this stack's own state machine.
+iam:PassRole only on the instance role; IAM roles only under this stack's job secrets roles' path, created
+only with the stack's permissions boundary; Step Functions reads only this stack's own state machine.
 Resource "*" appears only for EC2 Describe* calls and Step Functions' SendTask* calls, which have no
 resource level (a task token is the capability).
 The full list per role is in docs/CONFIGURATION.md ("Permissions").
@@ -34,6 +35,10 @@ CREATE_BUCKET_ACTIONS = [
     "s3:GetBucketLocation",
 ]
 
+JOB_ROLE_WRITES = ["iam:TagRole", "iam:PutRolePolicy", "iam:UpdateAssumeRolePolicy", "iam:GetRole"]
+# DeleteRole refuses a role that still has inline policies: they go first.
+JOB_ROLE_DELETES = ["iam:ListRolePolicies", "iam:DeleteRolePolicy", "iam:DeleteRole"]
+
 
 class TaskPermissions:
     """Grants for one stack: built from the units the stack composes."""
@@ -59,6 +64,13 @@ class TaskPermissions:
     def create_bucket(self, fn: lambda_.Function) -> None:
         self._add(fn, "CreateJobBucket", CREATE_BUCKET_ACTIONS, [self.storage.job_buckets_arn])
         self._add(fn, "WriteJobRecord", ["s3:PutObject", "s3:DeleteObject"], [self.storage.job_objects_arn])
+        # A job's secrets role (spottrain/functions/shared/secrets_role.py), created only with the stack's boundary
+        # (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_iam-condition-keys.html#ck_PermissionsBoundary)
+        # and only under this stack's path; no grant here may change or remove a role's boundary.
+        boundary = {"StringEquals": {"iam:PermissionsBoundary": self.launch.secrets_boundary.managed_policy_arn}}
+        self._add(fn, "CreateJobSecretsRole", ["iam:CreateRole"], [self.launch.job_roles_arn], boundary)
+        self._add(fn, "WriteJobSecretsRole", JOB_ROLE_WRITES, [self.launch.job_roles_arn])
+        self._add(fn, "UndoJobSecretsRole", JOB_ROLE_DELETES, [self.launch.job_roles_arn])
 
     def request_spot_instance(self, fn: lambda_.Function) -> None:
         created = [self._ec2(kind) for kind in ("instance/*", "volume/*", "spot-instances-request/*")]
@@ -88,6 +100,8 @@ class TaskPermissions:
         self._add(
             fn, "AdmitInstanceToJobBucket", ["s3:GetBucketPolicy", "s3:PutBucketPolicy"], [self.storage.job_buckets_arn]
         )
+        # ... and its secrets role's trust policy.
+        self._add(fn, "AdmitInstanceToSecretsRole", ["iam:UpdateAssumeRolePolicy"], [self.launch.job_roles_arn])
 
     def check_bid(self, fn: lambda_.Function) -> None:
         self._add(fn, "DescribeLaunch", ["ec2:DescribeInstances", "ec2:DescribeSpotInstanceRequests"], ["*"])
@@ -134,6 +148,7 @@ class TaskPermissions:
         self._allow_terminate_tagged(fn)
         self._grant_job_report(fn)
         self.topic.grant_publish(fn)
+        self._add(fn, "DeleteJobSecretsRole", JOB_ROLE_DELETES, [self.launch.job_roles_arn])
 
     @staticmethod
     def see_own_executions(scope: Construct, fn: lambda_.Function, state_machine: sfn.StateMachine) -> None:

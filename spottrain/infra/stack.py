@@ -108,6 +108,7 @@ class SpotTrainStack(Stack):
             "AGENT_KEY": launch.agent.s3_object_key,
             "INSTANCE_ROLE_ARN": launch.role.role_arn,
             "INSTANCE_ROLE_ID": launch.role.role_id,
+            "SECRETS_BOUNDARY_ARN": launch.secrets_boundary.managed_policy_arn,
             **config.lambda_environment(),
         }
 

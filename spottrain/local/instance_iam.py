@@ -14,11 +14,22 @@ Context keys set, as AWS sets them for a role assigned to an EC2 instance
 `aws:userid` = `<role-id>:<instance-id>`, `aws:PrincipalArn` = the role's ARN, `ec2:SourceInstanceARN`
 (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/iam-roles-for-amazon-ec2.html) and
 `aws:SecureTransport` = true: the SDKs speak HTTPS to AWS; the emulator's loopback HTTP stands in for it.
+
+An instance may assume a role (a job's secrets role: spottrain/functions/shared/secrets_role.py). `sts:AssumeRole`
+needs an Allow from the caller's identity policies and from the target role's trust policy, conditions included
+(a role trust policy must always allow the caller explicitly:
+https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_evaluation-logic.html; requiring the identity
+Allow too is stricter than AWS's same-account rule, never looser). The emulator answers an allowed AssumeRole
+itself with fresh credentials, as STS would; requests signed with them are that role session's: `aws:userid` =
+`<role-id>:<session name>`, evaluated against the assumed role's policies, read at each request (the role may be
+deleted meanwhile), intersected with its permissions boundary
+(https://docs.aws.amazon.com/IAM/latest/UserGuide/access_policies_boundaries.html).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import io
 import json
 import re
@@ -28,10 +39,11 @@ import threading
 import urllib.parse
 import xml.etree.ElementTree as ElementTree
 from typing import Any, Callable, Iterable
+from xml.sax.saxutils import escape
 
 from botocore.exceptions import ClientError
 
-from spottrain.local.policy_eval import Request, Verdict, evaluate
+from spottrain.local.policy_eval import Decision, Request, Verdict, evaluate
 
 _SIGNATURE = re.compile(r"Credential=([A-Z0-9]+)/[0-9]{8}/([a-z0-9-]+)/([a-z0-9-]+)/aws4_request")
 WsgiApp = Callable[[dict, Callable], Iterable[bytes]]
@@ -52,10 +64,12 @@ class InstanceCall:
     action: str
     resource: str
     verdict: Verdict
+    assumed_role: str = ""  # the role whose session signed it; "" for the instance role's own credentials
 
     def __str__(self) -> str:
         decided = f" by {self.verdict.statement}" if self.verdict.statement else ""
-        return f"{self.instance_id}: {self.action} on {self.resource}: {self.verdict.decision.value}{decided}"
+        who = f" as {self.assumed_role}" if self.assumed_role else ""
+        return f"{self.instance_id}{who}: {self.action} on {self.resource}: {self.verdict.decision.value}{decided}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +78,20 @@ class _Identity:
     role: InstanceRole
     region: str
     account: str
+    session: str = ""  # an assumed role's session name; "" for the instance profile's credentials
+
+    @property
+    def context(self) -> dict[str, str]:
+        """The condition keys AWS sets for this identity's requests."""
+        keys = {
+            "aws:PrincipalArn": self.role.arn,
+            "aws:PrincipalAccount": self.account,
+            "aws:SecureTransport": "true",
+            "aws:userid": f"{self.role.role_id}:{self.session or self.instance_id}",
+        }
+        if not self.session:  # set for an instance profile's credentials only
+            keys["ec2:SourceInstanceARN"] = f"arn:aws:ec2:{self.region}:{self.account}:instance/{self.instance_id}"
+        return keys
 
 
 class InstanceIam:
@@ -83,6 +111,9 @@ class InstanceIam:
     def issue(self, instance_id: str, described: dict, region: str, account: str) -> tuple[InstanceRole, dict]:
         """The instance's role (through its launch template's instance profile) and fresh credentials for it."""
         role = self._role_of(described)
+        return role, self._credentials_for(_Identity(instance_id, role, region, account))
+
+    def _credentials_for(self, identity: _Identity) -> dict:
         credentials = {
             # Shaped as STS's session credentials: assembled here, never a literal key in the source.
             "AccessKeyId": "ASIA" + "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(16)),
@@ -90,8 +121,8 @@ class InstanceIam:
             "Token": secrets.token_urlsafe(48),
         }
         with self._lock:
-            self._by_key[credentials["AccessKeyId"]] = _Identity(instance_id, role, region, account)
-        return role, credentials
+            self._by_key[credentials["AccessKeyId"]] = identity
+        return credentials
 
     def denied(self) -> list[InstanceCall]:
         return [call for call in list(self.calls) if not call.verdict.allowed]
@@ -108,6 +139,8 @@ class InstanceIam:
                 return app(environ, start_response)  # the account's own callers: Lambdas, CLI, emulator
             service = found.group(3)
             environ.update({"spottrain.region": identity.region, "spottrain.account": identity.account})
+            if service == "sts" and _form(environ).get("Action") == ["AssumeRole"]:
+                return self._assume_role(identity, _form(environ), start_response)
             calls = [
                 self._decide(identity, action, resource, service)
                 for action, resource in request_actions(environ, service)
@@ -121,21 +154,51 @@ class InstanceIam:
         return authorized
 
     def _decide(self, identity: _Identity, action: str, resource: str, service: str) -> InstanceCall:
-        request = Request(
-            action,
-            resource,
-            identity.role.arn,
-            {
-                "aws:userid": f"{identity.role.role_id}:{identity.instance_id}",
-                "aws:PrincipalArn": identity.role.arn,
-                "aws:PrincipalAccount": identity.account,
-                "ec2:SourceInstanceARN": f"arn:aws:ec2:{identity.region}:{identity.account}:instance/{identity.instance_id}",
-                "aws:SecureTransport": "true",
-            },
-        )
+        if action == "secretsmanager:GetSecretValue":
+            resource = self._secret_arn(resource)
+        request = Request(action, resource, identity.role.arn, identity.context)
         resource_policies = self._bucket_policies(resource) if service == "s3" else []
-        verdict = evaluate(request, self._identity_policies_of(identity.role), resource_policies)
-        return InstanceCall(identity.instance_id, action, resource, verdict)
+        if not identity.session:
+            verdict = evaluate(request, self._identity_policies_of(identity.role), resource_policies)
+            return InstanceCall(identity.instance_id, action, resource, verdict)
+        policies, boundary = self._assumed_role_policies(identity.role.name)
+        verdict = _within_boundary(request, evaluate(request, policies, resource_policies), boundary)
+        return InstanceCall(identity.instance_id, action, resource, verdict, identity.role.name)
+
+    # --- sts:AssumeRole ----------------------------------------------------------------------------
+
+    def _assume_role(self, caller: _Identity, form: dict[str, list[str]], start_response: Callable) -> list[bytes]:
+        role_arn, session = form.get("RoleArn", [""])[0], form.get("RoleSessionName", ["session"])[0]
+        target, verdict = self._assume_verdict(caller, role_arn)
+        self.calls.append(
+            InstanceCall(
+                caller.instance_id, "sts:AssumeRole", role_arn, verdict, caller.role.name if caller.session else ""
+            )
+        )
+        if target is None or not verdict.allowed:
+            who = f"{caller.role.arn} ({caller.context['aws:userid']})"
+            message = f"User: {who} is not authorized to perform: sts:AssumeRole on resource: {role_arn}"
+            return _sts_error(start_response, "AccessDenied", message)
+        assumed = _Identity(caller.instance_id, target, caller.region, caller.account, session=session)
+        return _assume_role_answer(start_response, assumed, self._credentials_for(assumed))
+
+    def _assume_verdict(self, caller: _Identity, role_arn: str) -> tuple[InstanceRole | None, Verdict]:
+        """The target role (None when there is none) and IAM's verdict: the caller's identity AND the trust."""
+        request = Request("sts:AssumeRole", role_arn, caller.role.arn, caller.context)
+        identity = self._decide(caller, "sts:AssumeRole", role_arn, "sts").verdict
+        try:
+            role = self._client("iam").get_role(RoleName=role_arn.rsplit("/", 1)[-1])["Role"]
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "NoSuchEntity":
+                raise
+            return None, Verdict(Decision.IMPLICIT_DENY, "no such role")
+        trust = evaluate(request, [], [_document(role["AssumeRolePolicyDocument"])])
+        target = InstanceRole(role["RoleName"], role["Arn"], role["RoleId"])
+        if not identity.allowed:
+            return target, identity
+        if not trust.allowed:
+            return target, Verdict(trust.decision, trust.statement or "the role's trust policy")
+        return target, Verdict(Decision.ALLOWED, f"{identity.statement} and trust {trust.statement}")
 
     # --- the deployed policies -------------------------------------------------------------------
 
@@ -177,6 +240,35 @@ class InstanceIam:
             self._identity_policies[role.name] = inline + attached
         return self._identity_policies[role.name]
 
+    def _assumed_role_policies(self, role_name: str) -> tuple[list[dict], dict | None]:
+        """(identity policies, permissions boundary) of a role, read at each request: job roles come and go."""
+        iam = self._client("iam")
+        try:
+            role = iam.get_role(RoleName=role_name)["Role"]
+            inline = [
+                _document(iam.get_role_policy(RoleName=role_name, PolicyName=name)["PolicyDocument"])
+                for name in iam.list_role_policies(RoleName=role_name)["PolicyNames"]
+            ]
+            attached = [
+                _managed_document(iam, policy["PolicyArn"])
+                for policy in iam.list_attached_role_policies(RoleName=role_name)["AttachedPolicies"]
+            ]
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "NoSuchEntity":
+                return [], None  # a deleted role's sessions are allowed nothing
+            raise
+        boundary = (role.get("PermissionsBoundary") or {}).get("PermissionsBoundaryArn")
+        return inline + attached, _managed_document(iam, boundary) if boundary else None
+
+    def _secret_arn(self, resource: str) -> str:
+        """A secret named by name is authorized as its full ARN, random suffix included, as AWS does."""
+        try:
+            return self._client("secretsmanager").describe_secret(SecretId=resource)["ARN"]
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ResourceNotFoundException":
+                return resource  # no secret: no suffix to match
+            raise
+
     def _bucket_policies(self, resource: str) -> list[dict]:
         # Read at each request: RequestSpotInstance changes the policy with every attempt.
         bucket = resource.split(":::", 1)[-1].split("/", 1)[0]
@@ -188,6 +280,42 @@ class InstanceIam:
             if error.response["Error"]["Code"] in ("NoSuchBucketPolicy", "NoSuchBucket"):
                 return []
             raise
+
+
+def _within_boundary(request: Request, verdict: Verdict, boundary: dict | None) -> Verdict:
+    """A role's permissions boundary caps what its identity policies allow: both must allow."""
+    if boundary is None or not verdict.allowed:
+        return verdict
+    capped = evaluate(request, [boundary])
+    return verdict if capped.allowed else Verdict(capped.decision, capped.statement or "permissions boundary")
+
+
+def _sts_error(start_response: Callable, code: str, message: str) -> list[bytes]:
+    """STS's query protocol error (botocore reads Code and Message from it)."""
+    body = (
+        '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
+        f"<Code>{code}</Code><Message>{escape(message)}</Message></Error><RequestId>spottrain</RequestId>"
+        "</ErrorResponse>"
+    ).encode()
+    start_response("403 Forbidden", [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def _assume_role_answer(start_response: Callable, assumed: _Identity, credentials: dict) -> list[bytes]:
+    """STS's AssumeRole answer (https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRole.html)."""
+    expiration = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    session_arn = f"arn:aws:sts::{assumed.account}:assumed-role/{assumed.role.name}/{assumed.session}"
+    body = (
+        '<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult><Credentials>'
+        f"<AccessKeyId>{credentials['AccessKeyId']}</AccessKeyId>"
+        f"<SecretAccessKey>{escape(credentials['SecretAccessKey'])}</SecretAccessKey>"
+        f"<SessionToken>{escape(credentials['Token'])}</SessionToken><Expiration>{expiration}</Expiration>"
+        f"</Credentials><AssumedRoleUser><AssumedRoleId>{assumed.role.role_id}:{escape(assumed.session)}"
+        f"</AssumedRoleId><Arn>{escape(session_arn)}</Arn></AssumedRoleUser></AssumeRoleResult>"
+        "<ResponseMetadata><RequestId>spottrain</RequestId></ResponseMetadata></AssumeRoleResponse>"
+    ).encode()
+    start_response("200 OK", [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))])
+    return [body]
 
 
 def _document(document: Any) -> dict:

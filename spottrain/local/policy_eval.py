@@ -71,9 +71,12 @@ def evaluate(
 def _applies(statement: Mapping[str, Any], request: Request, is_resource_policy: bool) -> bool:
     if is_resource_policy and not _principal_matches(statement.get("Principal"), request.principal_arn):
         return False
+    # A role's trust policy has no Resource: the role it is attached to is the resource
+    # (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_resource.html).
+    trust_policy = is_resource_policy and "Resource" not in statement and "NotResource" not in statement
     return (
         _matches_element(statement, "Action", request.action, case_sensitive=False)
-        and _matches_element(statement, "Resource", request.resource, case_sensitive=True)
+        and (trust_policy or _matches_element(statement, "Resource", request.resource, case_sensitive=True))
         and conditions_hold(statement.get("Condition") or {}, request.context)
     )
 

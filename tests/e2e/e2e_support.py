@@ -6,8 +6,11 @@ import json
 import os
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable
+
+import boto3
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str = "condition") -> Any:
@@ -93,3 +96,22 @@ def everything_left(emulator: Any, arn: str, exec_name: str, emails: list) -> di
     left["execution history"] = json.dumps(history, default=str).encode()
     left.update({f"file: {path}": path.read_bytes() for path in emulator.run_dir.rglob("*") if path.is_file()})
     return left
+
+
+def instance_session(emulator: Any, instance_id: str) -> boto3.Session:
+    """What code on that instance gets: its role's credentials, read from its metadata service (IMDSv2)."""
+    imds = emulator.ec2.instances[instance_id].imds.endpoint
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def get(path: str, headers: dict) -> str:
+        return opener.open(urllib.request.Request(imds + path, headers=headers), timeout=5).read().decode()
+
+    token = opener.open(urllib.request.Request(imds + "/latest/api/token", method="PUT"), timeout=5).read().decode()
+    role = get("/latest/meta-data/iam/security-credentials/", {"X-aws-ec2-metadata-token": token})
+    creds = json.loads(get(f"/latest/meta-data/iam/security-credentials/{role}", {"X-aws-ec2-metadata-token": token}))
+    return boto3.Session(
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["Token"],
+        region_name="us-east-1",
+    )

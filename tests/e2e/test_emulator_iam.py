@@ -11,13 +11,11 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import urllib.request
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from e2e_support import wait_until
+from e2e_support import instance_session as _instance_session, wait_until
 from spottrain.local import Emulator
 from spottrain.contract import layout
 from spottrain.local.iam_check import allowed_actions_by_handler, missing_permissions
@@ -36,25 +34,6 @@ def _without_action(template: dict, action: str) -> dict:
                 actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
                 statement["Action"] = [granted for granted in actions if granted != action]
     return template
-
-
-def _instance_session(emulator: Emulator, instance_id: str) -> boto3.Session:
-    """What code on that instance gets: its role's credentials, read from its metadata service (IMDSv2)."""
-    imds = emulator.ec2.instances[instance_id].imds.endpoint
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-    def get(path: str, headers: dict) -> str:
-        return opener.open(urllib.request.Request(imds + path, headers=headers), timeout=5).read().decode()
-
-    token = opener.open(urllib.request.Request(imds + "/latest/api/token", method="PUT"), timeout=5).read().decode()
-    role = get("/latest/meta-data/iam/security-credentials/", {"X-aws-ec2-metadata-token": token})
-    creds = json.loads(get(f"/latest/meta-data/iam/security-credentials/{role}", {"X-aws-ec2-metadata-token": token}))
-    return boto3.Session(
-        aws_access_key_id=creds["AccessKeyId"],
-        aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds["Token"],
-        region_name="us-east-1",
-    )
 
 
 def _denied(call) -> str:

@@ -16,9 +16,12 @@ import secrets
 
 import pytest
 
-from e2e_support import everything_left, git_repository
+from botocore.exceptions import ClientError
+
+from e2e_support import everything_left, git_repository, instance_session, wait_until
 from git_https_server import PrivateGitServer, bare_repository, self_signed_certificate
 from spottrain.contract import layout
+from spottrain.contract.secrets import SECRETS_ROLE_FIELD
 from spottrain.local import Emulator
 from spottrain.secret_store import put_secret
 
@@ -94,9 +97,13 @@ def test_given_a_job_with_a_secret_and_a_private_repository_when_it_runs_then_no
     assert left["s3: output/token.sha256"].decode() == hashlib.sha256(value.encode()).hexdigest()
     log = b"".join(body for where, body in left.items() if where.startswith("s3: logs/attempt-1/output-"))
     assert b"using token ********" in log
-    # And the instance read both secrets with its role, as the deployed policies allow
+    # And the instance read both secrets with the job's own secrets role, as the deployed policies allow
     reads = [call for call in instance_calls if call.action == "ssm:GetParameter"]
     assert len(reads) >= 2 and all(call.verdict.allowed for call in reads), [str(c) for c in reads]
+    role_arn = json.loads(left[f"s3: {layout.JOB_KEY}"])[SECRETS_ROLE_FIELD]
+    assert {call.assumed_role for call in reads} == {role_arn.rsplit("/", 1)[-1]}
+    # And the role went with the job's end
+    assert _job_roles(emulator) == []
     # And neither value is anywhere: bucket, emails, execution input and history, the emulator's run folder
     for needle in (value, token):
         assert [where for where, body in left.items() if needle.encode() in body] == [], needle[:4]
@@ -126,3 +133,100 @@ def test_given_a_wrong_token_when_the_job_runs_then_it_fails_in_the_clone_phase_
     assert "refused the token in /spottrain/e2e/stale-token" in completed["message"]
     assert "spottrain secret put /spottrain/e2e/stale-token" in completed["message"]
     assert len(report["attempts"]) == 1
+
+
+def _job_roles(emulator) -> list[str]:
+    return [role["Arn"] for role in emulator.client("iam").list_roles(PathPrefix="/spottrain/jobs/")["Roles"]]
+
+
+def _outcome(call) -> str:
+    try:
+        call()
+    except ClientError as error:
+        return error.response["Error"]["Code"]
+    return "allowed"
+
+
+def _reader_of(emulator, secret: str) -> str:
+    """The instance whose session read `secret` ("" until one has)."""
+    return next(
+        (
+            call.instance_id
+            for call in emulator.instance_calls
+            if call.action == "ssm:GetParameter" and call.resource.endswith(secret) and call.verdict.allowed
+        ),
+        "",
+    )
+
+
+@pytest.mark.timeout(300)
+def test_given_two_jobs_with_secrets_when_both_train_then_an_instance_reads_its_own_secret_and_never_the_others(
+    emulator, slow_job
+):
+    # Given two training jobs, A and B, each naming a secret of its own
+    ssm = emulator.client("ssm")
+    values = {name: f"{name}-" + secrets.token_urlsafe(16) for name in ("job-a", "job-b")}
+    names = {name: f"/spottrain/e2e/{name}-secret" for name in values}
+    for name, value in values.items():
+        put_secret(ssm, names[name], value)
+    specs = {name: {**slow_job, "exec_name": name, "secrets": {"JOB_SECRET": names[name]}} for name in values}
+    runs = {name: emulator.start_job(spec) for name, spec in specs.items()}
+    readers = {name: wait_until(lambda: _reader_of(emulator, names[name]), 150, f"{name} read") for name in values}
+    s3 = emulator.client("s3")
+    role = {
+        name: json.loads(s3.get_object(Bucket=emulator.stack.job_bucket(name), Key=layout.JOB_KEY)["Body"].read())[
+            SECRETS_ROLE_FIELD
+        ]
+        for name in values
+    }
+
+    # When job A's instance tries B's secret directly with the instance role, then by assuming B's secrets role,
+    # and reads its own through its own role
+    attacker = instance_session(emulator, readers["job-a"])
+    sts = attacker.client("sts", endpoint_url=emulator.endpoint)
+    own = sts.assume_role(RoleArn=role["job-a"], RoleSessionName="attack")["Credentials"]
+    own_ssm = attacker.client(
+        "ssm",
+        endpoint_url=emulator.endpoint,
+        aws_access_key_id=own["AccessKeyId"],
+        aws_secret_access_key=own["SecretAccessKey"],
+        aws_session_token=own["SessionToken"],
+    )
+    attack = {
+        "B's secret, instance role": _outcome(
+            lambda: attacker.client("ssm", endpoint_url=emulator.endpoint).get_parameter(
+                Name=names["job-b"], WithDecryption=True
+            )
+        ),
+        "assume B's role": _outcome(lambda: sts.assume_role(RoleArn=role["job-b"], RoleSessionName="attack")),
+        "B's secret, A's role": _outcome(lambda: own_ssm.get_parameter(Name=names["job-b"], WithDecryption=True)),
+    }
+    own_value = own_ssm.get_parameter(Name=names["job-a"], WithDecryption=True)["Parameter"]["Value"]
+    roles_while_training = _job_roles(emulator)
+    for name in values:
+        emulator.cancel(name)
+    ended = {name: emulator.wait(arn, timeout=60)["status"] for name, arn in runs.items()}
+
+    # Then each instance read its own job's secret; A's attempts on B's are all AccessDenied
+    assert readers["job-a"] != readers["job-b"]
+    assert attack == {
+        "B's secret, instance role": "AccessDeniedException",
+        "assume B's role": "AccessDenied",
+        "B's secret, A's role": "AccessDeniedException",
+    }, attack
+    assert own_value == values["job-a"]
+    # And each run had a role of its own, which its cancel deleted
+    assert sorted(roles_while_training) == sorted(role.values()) and role["job-a"] != role["job-b"]
+    assert ended == {"job-a": "ABORTED", "job-b": "ABORTED"}
+    wait_until(lambda: _job_roles(emulator) == [], 30, "the cancelled jobs' secrets roles deleted")
+    # And the functions' calls making, admitting to and deleting the roles are all in their deployed roles
+    iam_calls = {
+        (call.handler.split(".")[2], call.operation) for call in emulator.lambda_calls if call.service == "iam"
+    }
+    assert {
+        ("create_bucket", "CreateRole"),
+        ("create_bucket", "PutRolePolicy"),
+        ("request_spot_instance", "UpdateAssumeRolePolicy"),
+        ("terminate_instance", "DeleteRole"),
+    } <= iam_calls, iam_calls
+    assert emulator.permission_gaps() == []

@@ -32,6 +32,7 @@ def test_the_stack_defaults_reach_the_lambdas_as_their_own_settings_defaults():
         "AGENT_KEY",
         "INSTANCE_ROLE_ARN",
         "INSTANCE_ROLE_ID",
+        "SECRETS_BOUNDARY_ARN",
     } == set(ENVIRONMENT_VARIABLES)
 
 

@@ -36,6 +36,9 @@ NO_RESOURCE_LEVEL = {
     *SESSION_ACTIONS,
     *AGENT_MESSAGE_ACTIONS,
 }
+# A job's secrets role (spottrain/functions/shared/secrets_role.py): made by CreateBucket, gone at the job's end
+JOB_ROLE_CREATION = {"iam:CreateRole", "iam:TagRole", "iam:PutRolePolicy", "iam:UpdateAssumeRolePolicy", "iam:GetRole"}
+JOB_ROLE_DELETION = {"iam:ListRolePolicies", "iam:DeleteRolePolicy", "iam:DeleteRole"}
 MUTATING_EC2 = {"ec2:TerminateInstances", "ec2:CancelSpotInstanceRequests"}
 INSTANCE_READS = {"ec2:GetConsoleOutput"}  # resource-level: only this stack's instances
 
@@ -55,7 +58,9 @@ EXPECTED_TASK_ACTIONS = {
         "s3:GetBucketLocation",
         "s3:PutObject",
         "s3:DeleteObject",
-    },
+        *JOB_ROLE_CREATION,
+        *JOB_ROLE_DELETION,
+    },  # the run's secrets role, deleted again when job.json cannot be written
     "request_spot_instance": {
         "ec2:RunInstances",
         "ec2:CreateTags",
@@ -70,7 +75,8 @@ EXPECTED_TASK_ACTIONS = {
         "s3:ListBucket",
         "s3:GetBucketPolicy",
         "s3:PutBucketPolicy",
-    },  # admits each attempt's instance to its job bucket
+        "iam:UpdateAssumeRolePolicy",
+    },  # admits each attempt's instance to its job bucket and its secrets role
     "check_bid": {
         "ec2:DescribeInstances",
         "ec2:DescribeSpotInstanceRequests",
@@ -106,6 +112,7 @@ EXPECTED_TASK_ACTIONS = {
         "s3:PutObject",
         "s3:ListBucket",
         "sns:Publish",
+        *JOB_ROLE_DELETION,
     },
 }
 LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
@@ -283,20 +290,17 @@ def test_instance_role_reads_and_writes_job_buckets_reads_only_the_agent_zip_and
         "s3:DeleteObject",
         "s3:ListBucket",
         *CALLBACK_ACTIONS,
-        "ssm:GetParameter",
-        "secretsmanager:GetSecretValue",
+        "sts:AssumeRole",
         *REGISTER_ACTIONS,
         *SESSION_ACTIONS,
         *AGENT_MESSAGE_ACTIONS,
     }  # the debug door: the default stack allows one
-    # Then the secrets it reads are only those under the prefix the job spec allows
-    secrets = [
-        s for _, roles, s in _statements(default_synth) if role_id in roles and s.get("Sid", "").startswith("JobSecret")
+    # Then it reads no secret itself: it may only ask to assume this stack's job secrets roles
+    (assume,) = [
+        s for _, roles, s in _statements(default_synth) if role_id in roles and "sts:AssumeRole" in s["Action"]
     ]
-    assert sorted(json.dumps(s["Resource"]).split(":")[-1] for s in secrets) == [
-        '/spottrain/*"]]}',
-        'parameter/spottrain/*"]]}',
-    ]
+    assert _as_list(assume["Action"]) == ["sts:AssumeRole"]
+    assert json.dumps(assume["Resource"]).endswith(':role/spottrain/jobs/", {"Ref": "AWS::StackName"}, "/*"]]}')
     # Then the token answers come with nothing else: no states:* action that could start or stop executions
     (answers,) = [
         s for _, roles, s in _statements(default_synth) if role_id in roles and s.get("Sid") == "AnswerTrainingWait"
@@ -316,7 +320,7 @@ def test_given_the_debug_door_then_the_instance_role_gets_only_session_managers_
     door = {*REGISTER_ACTIONS, *SESSION_ACTIONS, *AGENT_MESSAGE_ACTIONS}
     # Given the default stack (maxFailureKeepAliveMinutes=30): SSM Agent may register and open sessions, no more
     ssm = {a for a in _instance_role_actions(default_synth) if a.split(":")[0] in ("ssm", "ssmmessages", "ec2messages")}
-    assert ssm == door | {"ssm:GetParameter"}  # GetParameter: the job's secrets, scoped to /spottrain/
+    assert ssm == door  # no ssm:GetParameter: the job's secrets role reads the job's secrets
     (register,) = [s for _, _, s in _statements(default_synth) if s.get("Sid") == "DebugDoorRegister"]
     assert json.dumps(register["Resource"]).endswith(':instance/*"]]}')
     # Given a stack with maxFailureKeepAliveMinutes=0: no door, none of these permissions
@@ -353,3 +357,46 @@ def test_role_trust_is_limited_to_its_service(default_synth):
         for r in default_synth.resources("AWS::IAM::Role").values()
     )
     assert principals == ["ec2.amazonaws.com"] + ["lambda.amazonaws.com"] * len(TASKS) + ["states.amazonaws.com"] * 2
+
+
+def _boundary(synth) -> tuple[str, dict]:
+    ((logical_id, policy),) = synth.resources("AWS::IAM::ManagedPolicy").items()
+    return logical_id, policy["Properties"]["PolicyDocument"]
+
+
+def test_given_the_stack_then_job_secrets_roles_are_bounded_to_reading_secrets_under_the_prefix(default_synth):
+    # Given the one managed policy the stack deploys: the boundary of every job's secrets role
+    boundary_id, document = _boundary(default_synth)
+    # Then it allows reading SSM parameters and Secrets Manager secrets under /spottrain/, nothing else
+    allowed = {_as_list(s["Action"])[0]: json.dumps(s["Resource"]) for s in document["Statement"]}
+    assert set(allowed) == {"ssm:GetParameter", "secretsmanager:GetSecretValue"}
+    assert allowed["ssm:GetParameter"].endswith(':parameter/spottrain/*"]]}')
+    assert allowed["secretsmanager:GetSecretValue"].endswith(':secret:/spottrain/*"]]}')
+    assert all(s["Effect"] == "Allow" and len(_as_list(s["Action"])) == 1 for s in document["Statement"])
+
+
+def test_given_create_bucket_then_it_creates_roles_only_with_the_boundary_and_only_under_the_stacks_path(default_synth):
+    # Given CreateBucket's role
+    boundary_id, _ = _boundary(default_synth)
+    role_id = _role_of_task(default_synth, "create_bucket")
+    iam_statements = [
+        s for _, roles, s in _statements(default_synth) if role_id in roles and "iam:" in json.dumps(s["Action"])
+    ]
+    # Then CreateRole requires the stack's boundary
+    (create,) = [s for s in iam_statements if "iam:CreateRole" in _as_list(s["Action"])]
+    assert create["Condition"] == {"StringEquals": {"iam:PermissionsBoundary": {"Ref": boundary_id}}}
+    # And every IAM action it has reaches only roles under /spottrain/jobs/<stack>/, none changes a boundary
+    for statement in iam_statements:
+        assert json.dumps(statement["Resource"]).endswith(':role/spottrain/jobs/", {"Ref": "AWS::StackName"}, "/*"]]}')
+    granted = {a for s in iam_statements for a in _as_list(s["Action"])}
+    assert not granted & {"iam:PutRolePermissionsBoundary", "iam:DeleteRolePermissionsBoundary", "iam:AttachRolePolicy"}
+
+
+def test_given_the_lambda_environment_then_it_names_the_boundary(default_synth):
+    boundary_id, _ = _boundary(default_synth)
+    tasks = [
+        fn["Properties"]["Environment"]["Variables"]
+        for fn in default_synth.resources("AWS::Lambda::Function").values()
+        if fn["Properties"]["Handler"].startswith("spottrain.functions.")
+    ]
+    assert len(tasks) >= 3 and all(variables["SECRETS_BOUNDARY_ARN"] == {"Ref": boundary_id} for variables in tasks)

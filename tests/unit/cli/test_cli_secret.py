@@ -1,4 +1,4 @@
-"""`spottrain secret put` stores a SecureString the instance role may read; `--local-secret` is checked up front."""
+"""`spottrain secret put` stores a SecureString a job's secrets role may read; `--local-secret` is checked up front."""
 
 from __future__ import annotations
 

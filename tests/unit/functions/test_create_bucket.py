@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import urllib.parse
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from jobstate_support import ORIGINAL_2017_SPEC
 from jobstate_support import FakeLambdaContext, STACK, aws, job_state, lambda_env, make_settings, requests_use_tls  # noqa: F401
 from spottrain.functions import create_bucket
 from spottrain.functions.shared.bucket_policy import admit_instance, allowed_instances
@@ -22,7 +24,7 @@ def test_given_new_job_when_handler_runs_then_bucket_is_locked_down_and_holds_jo
 
     storage = create_bucket.handler(state, FakeLambdaContext())
 
-    assert storage == {"bucket": BUCKET, "job_key": "job.json"}
+    assert storage == {"bucket": BUCKET, "job_key": "job.json", "secrets_role": None}
     s3 = boto3.client("s3")
     block = s3.get_public_access_block(Bucket=BUCKET)["PublicAccessBlockConfiguration"]
     assert block == {
@@ -267,3 +269,49 @@ def test_given_a_rerun_when_creating_then_the_earlier_runs_instances_lose_the_bu
     records = next(s for s in policy["Statement"] if s["Sid"] == "DenyInstancesWritingWorkflowRecords")
     assert records["Condition"] == {"ArnEquals": {"aws:PrincipalArn": settings.instance_role_arn}}
     assert f"arn:aws:s3:::{BUCKET}/job.json" in records["Resource"]
+
+
+SECRETS_SETTINGS = dict(
+    instance_role_arn="arn:aws:iam::123456789012:role/spottrain-test-InstanceRole",
+    instance_role_id="AROA" + "EXAMPLEROLEID00001",
+    secrets_boundary_arn="arn:aws:iam::123456789012:policy/spottrain-test-SecretsBoundary",
+)
+SECRET_SPEC = {
+    **ORIGINAL_2017_SPEC,
+    "secrets": {"HF_TOKEN": "/spottrain/hf-token"},
+    "repository_auth": {"token_secret": "/spottrain/git-token"},
+}
+
+
+def test_given_a_job_naming_secrets_when_creating_then_job_json_names_its_own_secrets_role(aws):
+    # Given a job naming a secret and a repository token secret
+    s3, iam = boto3.client("s3"), boto3.client("iam")
+    settings = make_settings(**SECRETS_SETTINGS)
+
+    # When CreateBucket runs
+    storage = create_bucket.create_job_bucket(s3, settings, job_state(SECRET_SPEC, settings), iam)
+
+    # Then the run's role exists, job.json and $.storage name it, and it reads exactly those two names
+    written = json.loads(s3.get_object(Bucket=BUCKET, Key="job.json")["Body"].read())
+    role = iam.get_role(RoleName=storage["secrets_role"].rsplit("/", 1)[-1])["Role"]
+    assert written["secrets_role"] == storage["secrets_role"] == role["Arn"]
+    assert role["Path"] == f"/spottrain/jobs/{STACK}/"
+    policy = iam.get_role_policy(RoleName=role["RoleName"], PolicyName="ReadThisJobsSecrets")["PolicyDocument"]
+    policy = json.loads(urllib.parse.unquote(policy)) if isinstance(policy, str) else policy
+    assert [arn.rsplit(":", 1)[-1] for arn in policy["Statement"][0]["Resource"]] == [
+        "parameter/spottrain/git-token",
+        "parameter/spottrain/hf-token",
+    ]
+
+
+def test_given_job_json_cannot_be_written_when_creating_then_the_secrets_role_is_deleted_again(aws, monkeypatch):
+    # Given a job naming secrets, and an S3 that refuses job.json (CreateBucket's Catch then ends the job)
+    s3, iam = boto3.client("s3"), boto3.client("iam")
+    settings = make_settings(**SECRETS_SETTINGS)
+    refused = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "PutObject")
+    monkeypatch.setattr(s3, "put_object", lambda **_: (_ for _ in ()).throw(refused))
+
+    # When CreateBucket runs, then it fails, leaving no role behind
+    with pytest.raises(ClientError):
+        create_bucket.create_job_bucket(s3, settings, job_state(SECRET_SPEC, settings), iam)
+    assert iam.list_roles(PathPrefix="/spottrain/")["Roles"] == []

@@ -9,11 +9,14 @@ import json
 import datetime as dt
 import json
 
+import boto3
 import pytest
+import urllib.parse
 from botocore.exceptions import ClientError
 from botocore.stub import ANY
 
 from spottrain.functions import request_spot_instance as rsi
+from spottrain.functions.shared import secrets_role
 from spottrain.functions.shared.bucket_policy import allowed_instances
 from spottrain.contract import layout
 from spottrain.contract.status import TransientError
@@ -625,7 +628,8 @@ def test_given_ec2_throttles_when_the_handler_runs_then_transient_error_lets_the
         service_message="Request limit exceeded.",
         expected_params=run_params("g5.xlarge", "subnet-a"),
     )
-    monkeypatch.setattr(runtime, "client", lambda service: {"ec2": ec2, "s3": s3}[service])
+    iam = boto3.client("iam", region_name="us-east-1")
+    monkeypatch.setattr(runtime, "client", lambda service: {"ec2": ec2, "s3": s3, "iam": iam}[service])
     monkeypatch.setattr(runtime, "settings", stub_settings)
 
     with pytest.raises(TransientError, match="RequestLimitExceeded"):
@@ -697,3 +701,27 @@ def test_given_no_spend_cap_when_launched_then_no_budget_is_written(aws):
     ec2, s3 = aws
     rsi.request_instance(ec2, s3, make_settings(launch_template_id=launch_template(ec2)), job_state())
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix=layout.budget_key(1))
+
+
+def test_given_a_job_with_a_secrets_role_when_launched_then_only_the_new_instance_may_assume_it(aws):
+    # Given a job whose CreateBucket made its secrets role, and an earlier attempt's instance admitted to it
+    ec2, s3 = aws
+    iam = boto3.client("iam", region_name="us-east-1")
+    settings = make_settings(
+        launch_template_id=launch_template(ec2),
+        instance_role_arn="arn:aws:iam::123456789012:role/SpotTrainTest-InstanceRole",
+        instance_role_id="AROA" + "EXAMPLEROLEID00001",
+        secrets_boundary_arn="arn:aws:iam::123456789012:policy/SpotTrainTest-SecretsBoundary",
+    )
+    state = job_state(secrets={"HF_TOKEN": "/spottrain/hf-token"})
+    role_arn = secrets_role.create_job_role(iam, settings, "us-east-1", state["job"], "run-1")
+    secrets_role.admit_instance(iam, settings, role_arn, "i-0aaaaaaaaaaaaaaaa")
+    state["storage"]["secrets_role"] = role_arn
+
+    # When RequestSpotInstance launches
+    launch = rsi.request_instance(ec2, s3, settings, state, iam=iam)
+
+    # Then the role's trust names the new instance, and no longer the earlier one
+    trust = iam.get_role(RoleName=role_arn.rsplit("/", 1)[-1])["Role"]["AssumeRolePolicyDocument"]
+    trust = json.loads(urllib.parse.unquote(trust)) if isinstance(trust, str) else trust
+    assert secrets_role.admitted_instance(trust) == launch["instance"]["instance_id"] != "i-0aaaaaaaaaaaaaaaa"

@@ -8,6 +8,7 @@ import json
 import boto3
 import pytest
 
+from jobstate_support import ORIGINAL_2017_SPEC
 from jobstate_support import STACK, FakeLambdaContext, job_state, make_settings, received, subscribe_queue
 from jobstate_support import aws, lambda_env, requests_use_tls  # noqa: F401 (fixtures, used by name)
 from spottrain.functions import create_bucket, terminate_instance
@@ -281,3 +282,39 @@ def test_given_spottrain_cancel_then_every_instance_of_the_job_goes_whatever_run
 
     assert answer["terminated"] == sorted([ours, other_run])
     assert [state_of(ec2, other) for other in bystanders] == ["running"] * 3
+
+
+SECRET_SPEC_SETTINGS = dict(
+    instance_role_arn="arn:aws:iam::123456789012:role/spottrain-test-InstanceRole",
+    instance_role_id="AROA" + "EXAMPLEROLEID00001",
+    secrets_boundary_arn="arn:aws:iam::123456789012:policy/spottrain-test-SecretsBoundary",
+)
+
+
+@pytest.mark.parametrize(
+    "caller",
+    [
+        "workflow",  # TerminateInstance, TerminateAfterFailure, TerminateOnError: the whole state
+        "aborted",  # the EventBridge rule, for an aborted or timed-out execution
+        "cancel",  # `spottrain cancel`, naming the job's current run
+    ],
+)
+def test_given_a_job_with_a_secrets_role_when_any_caller_ends_it_then_the_role_is_gone(lambda_env, caller):
+    # Given run-1 of a job naming a secret, whose CreateBucket made its secrets role
+    s3, iam = boto3.client("s3"), boto3.client("iam")
+    settings = make_settings(**SECRET_SPEC_SETTINGS)
+    state = job_state({**ORIGINAL_2017_SPEC, "secrets": {"HF_TOKEN": "/spottrain/hf-token"}}, settings)
+    state["storage"] = create_bucket.create_job_bucket(s3, settings, state, iam)
+    assert len(iam.list_roles(PathPrefix="/spottrain/jobs/")["Roles"]) == 1
+    event = {
+        "workflow": state,
+        "aborted": execution_status_change("ABORTED", {"exec_name": JOB}),
+        "cancel": {"exec_name": JOB, "reason": "cancelled", "execution": "run-1"},
+    }[caller]
+
+    # When that caller ends the job, twice (the cancel is followed by the ABORTED event)
+    terminate_instance.handler(event, FakeLambdaContext())
+    terminate_instance.handler(event, FakeLambdaContext())
+
+    # Then the role and its policy are gone
+    assert iam.list_roles(PathPrefix="/spottrain/jobs/")["Roles"] == []

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import io
 import json
+import urllib.parse
+import xml.etree.ElementTree as ElementTree
 
+import boto3
 import pytest
+from moto import mock_aws
+
+from jobstate_support import make_settings
+from spottrain.functions.shared import secrets_role
 
 from spottrain.local.instance_iam import InstanceIam, InstanceRole, request_actions, s3_actions
 
@@ -175,3 +182,148 @@ def test_given_secret_reads_then_they_need_the_named_parameter_or_secret():
         ("secretsmanager:GetSecretValue", "arn:aws:secretsmanager:us-east-1:123456789012:secret:/spottrain/wandb")
     ]
     assert ssm["wsgi.input"].read().startswith(b'{"Name"')  # moto still reads the body
+
+
+# --- a job's secrets role, assumed by an instance ------------------------------------------------------------
+
+ACCOUNT = "123456789012"
+SECRETS_SETTINGS = dict(instance_role_arn=ROLE.arn, instance_role_id=ROLE.role_id)
+ASSUME_ANY_JOB_ROLE = {
+    "Statement": [
+        {"Sid": "AssumeJobSecretsRoles", "Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"},
+    ]
+}
+
+
+@pytest.fixture
+def moto_iam(monkeypatch):
+    """A job's secrets role in moto, reading /spottrain/a-token, under a boundary allowing /spottrain/* reads."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        iam = boto3.client("iam")
+        boundary = iam.create_policy(
+            PolicyName="SecretsBoundary",
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Action": "ssm:GetParameter",
+                            "Resource": f"arn:aws:ssm:*:{ACCOUNT}:parameter/spottrain/*",
+                        }
+                    ],
+                }
+            ),
+        )["Policy"]["Arn"]
+        settings = make_settings(**SECRETS_SETTINGS, secrets_boundary_arn=boundary)
+        job = {"exec_name": "job-a", "secrets": {"TOKEN": "/spottrain/a-token"}}
+        arn = secrets_role.create_job_role(iam, settings, "us-east-1", job, "run-1")
+        # A statement past the boundary, as a tampered role policy would have: the boundary must still cap it
+        iam.put_role_policy(
+            RoleName=arn.rsplit("/", 1)[-1],
+            PolicyName="Extra",
+            PolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+            ),
+        )
+        yield iam, settings, arn
+
+
+def _assume(app, key: str, role_arn: str) -> tuple[str, bytes]:
+    body = urllib.parse.urlencode(
+        {"Action": "AssumeRole", "Version": "2011-06-15", "RoleArn": role_arn, "RoleSessionName": "spottrain-i"}
+    ).encode()
+    request = environ("POST", "/", body=body, authorization=_authorization(key, "sts"))
+    statuses: list[str] = []
+    answer = b"".join(app(request, lambda status, headers: statuses.append(status)))
+    return statuses[0], answer
+
+
+def _authorization(key: str, service: str) -> str:
+    return (
+        f"AWS4-HMAC-SHA256 Credential={key}/20261130/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0"
+    )
+
+
+def _session_key(answer: bytes) -> str:
+    return next(e.text for e in ElementTree.fromstring(answer).iter() if e.tag.endswith("AccessKeyId")) or ""
+
+
+def _get_parameter(app, key: str, name: str) -> str:
+    body = json.dumps({"Name": name, "WithDecryption": True}).encode()
+    request = environ(
+        "POST", "/", body=body, x_amz_target="AmazonSSM.GetParameter", authorization=_authorization(key, "ssm")
+    )
+    statuses: list[str] = []
+    app(request, lambda status, headers: statuses.append(status))
+    return statuses[0]
+
+
+def _connected(identity: list[dict]) -> InstanceIam:
+    iam = _Iam(identity, [])
+    iam.connect(lambda service: boto3.client(service, region_name="us-east-1"))
+    return iam
+
+
+def test_given_a_secrets_role_admitting_instance_a_then_only_a_assumes_it_and_its_session_reads_only_the_jobs_secret(
+    moto_iam,
+):
+    # Given job A's secrets role, admitting instance A; instance B is another job's
+    client, settings, role_arn = moto_iam
+    secrets_role.admit_instance(client, settings, role_arn, "i-0aaa")
+    iam = _connected([ASSUME_ANY_JOB_ROLE])
+    key_a = iam.issue("i-0aaa", {}, "us-east-1", ACCOUNT)[1]["AccessKeyId"]
+    key_b = iam.issue("i-0bbb", {}, "us-east-1", ACCOUNT)[1]["AccessKeyId"]
+    app = iam.wsgi(lambda env, start: start("200 OK", []) or [b"moto"])
+
+    # When B, then A, assume it
+    denied_status, denied = _assume(app, key_b, role_arn)
+    status, answer = _assume(app, key_a, role_arn)
+
+    # Then B gets STS's AccessDenied, A gets credentials of the role's own session
+    assert denied_status == "403 Forbidden" and b"<Code>AccessDenied</Code>" in denied
+    assert status == "200 OK" and b"assumed-role/" in answer
+    session = _session_key(answer)
+    # And that session reads the job's secret, not another name under the prefix, nor what the boundary caps
+    assert _get_parameter(app, session, "/spottrain/a-token") == "200 OK"
+    assert _get_parameter(app, session, "/spottrain/b-token") == "400 Bad Request"
+    app(_signed(session, "PUT", "/spottrain-123456789012-demo/job.json"), lambda status, headers: None)
+    calls = [(c.instance_id, c.action, c.verdict.allowed, c.assumed_role) for c in iam.calls]
+    role_name = role_arn.rsplit("/", 1)[-1]
+    assert calls == [
+        ("i-0bbb", "sts:AssumeRole", False, ""),
+        ("i-0aaa", "sts:AssumeRole", True, ""),
+        ("i-0aaa", "ssm:GetParameter", True, role_name),
+        ("i-0aaa", "ssm:GetParameter", False, role_name),
+        ("i-0aaa", "s3:PutObject", False, role_name),
+    ]
+    assert iam.calls[-1].verdict.statement == "permissions boundary"
+
+
+def test_given_an_instance_role_without_sts_assume_role_then_even_the_admitted_instance_is_refused(moto_iam):
+    client, settings, role_arn = moto_iam
+    secrets_role.admit_instance(client, settings, role_arn, "i-0aaa")
+    iam = _connected([])
+    key = iam.issue("i-0aaa", {}, "us-east-1", ACCOUNT)[1]["AccessKeyId"]
+
+    status, _ = _assume(iam.wsgi(lambda env, start: [b"moto"]), key, role_arn)
+
+    assert status == "403 Forbidden" and iam.calls[0].verdict.decision.value == "implicitly denied"
+
+
+def test_given_a_deleted_secrets_role_then_its_sessions_are_allowed_nothing(moto_iam):
+    client, settings, role_arn = moto_iam
+    secrets_role.admit_instance(client, settings, role_arn, "i-0aaa")
+    iam = _connected([ASSUME_ANY_JOB_ROLE])
+    app = iam.wsgi(lambda env, start: start("200 OK", []) or [b"moto"])
+    session = _session_key(_assume(app, iam.issue("i-0aaa", {}, "us-east-1", ACCOUNT)[1]["AccessKeyId"], role_arn)[1])
+
+    secrets_role.delete_job_role(client, role_arn.rsplit("/", 1)[-1])
+
+    assert _get_parameter(app, session, "/spottrain/a-token") == "400 Bad Request"
