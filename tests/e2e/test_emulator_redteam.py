@@ -1,0 +1,204 @@
+"""Red team: root on job A's instance, with A's instance role credentials, goes after job B and the stack.
+
+Two jobs train at once; B names a secret. A's instance tries, with its own credentials and with its own secrets
+role's: B's bucket and secret, B's secrets role, B's instance and execution, escalation through IAM, EC2, Lambda
+and Step Functions, rewriting its own workflow records and bucket policy, and planting objects in a third job's
+bucket in the moment between CreateBucket making it and writing its policy. Every step must be refused, and the
+third job's bucket must hold nothing it did not write.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+
+import pytest
+from botocore.exceptions import ClientError
+
+from e2e_support import instance_session, wait_until
+from spottrain.contract import layout
+from spottrain.contract.secrets import SECRETS_ROLE_FIELD
+from spottrain.local import Emulator
+from spottrain.secret_store import put_secret
+
+PLANTED = layout.CHECKPOINTS_PREFIX + "planted.npz"  # restored into the job's checkpoint_dir before a retry
+
+
+def _outcome(call) -> str:
+    try:
+        call()
+    except ClientError as error:
+        return error.response["Error"]["Code"]
+    return "allowed"
+
+
+def _job_document(emulator, exec_name: str) -> dict:
+    body = emulator.client("s3").get_object(Bucket=emulator.stack.job_bucket(exec_name), Key=layout.JOB_KEY)["Body"]
+    return json.loads(body.read())
+
+
+def _instance_of(emulator, exec_name: str) -> str:
+    bucket = emulator.stack.job_bucket(exec_name)
+    for reservation in emulator.client("ec2").describe_instances()["Reservations"]:
+        for instance in reservation["Instances"]:
+            tags = {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
+            if instance["State"]["Name"] == "running" and tags.get(layout.TAG_JOB) == exec_name:
+                return instance["InstanceId"]
+    raise AssertionError(f"no running instance for {exec_name} ({bucket})")
+
+
+def _plant_until(s3, bucket: str, stop: threading.Event, landed: list[str]) -> None:
+    """Keep writing into `bucket` (which does not exist yet) until `stop`: what a waiting attacker would do."""
+    while not stop.is_set():
+        try:
+            s3.put_object(Bucket=bucket, Key=PLANTED, Body=b"attacker's checkpoint")
+            landed.append(PLANTED)
+        except ClientError:
+            pass
+
+
+@pytest.mark.timeout(420)
+def test_given_two_training_jobs_when_a_s_instance_attacks_then_every_step_is_refused(emulator_workdir, slow_job):
+    with Emulator(emulator_workdir) as emulator:
+        # Given two training jobs, A and B; B names a secret
+        ssm = emulator.client("ssm")
+        secret_name, value = "/spottrain/e2e/redteam-b", "b-" + secrets.token_urlsafe(16)
+        put_secret(ssm, secret_name, value)
+        specs = {
+            "red-a": {**slow_job, "exec_name": "red-a", "secrets": {"OWN": "/spottrain/e2e/redteam-a"}},
+            "red-b": {**slow_job, "exec_name": "red-b", "secrets": {"JOB_SECRET": secret_name}},
+        }
+        put_secret(ssm, "/spottrain/e2e/redteam-a", "a-" + secrets.token_urlsafe(16))
+        runs = {name: emulator.start_job(spec) for name, spec in specs.items()}
+        ids = {name: wait_until(lambda: _try_instance(emulator, name), 150, f"{name} running") for name in specs}
+        wait_until(
+            lambda: emulator.client("s3")
+            .list_objects_v2(Bucket=emulator.stack.job_bucket("red-b"), Prefix=layout.LOGS_PREFIX)
+            .get("KeyCount"),
+            150,
+            "B training",
+        )
+        b_doc, a_doc = _job_document(emulator, "red-b"), _job_document(emulator, "red-a")
+        own_bucket, b_bucket = emulator.stack.job_bucket("red-a"), emulator.stack.job_bucket("red-b")
+
+        # When A's instance attacks, with its instance role
+        attacker = instance_session(emulator, ids["red-a"])
+
+        def client(service: str, credentials: dict | None = None):
+            keys = (
+                {
+                    "aws_access_key_id": credentials["AccessKeyId"],
+                    "aws_secret_access_key": credentials["SecretAccessKey"],
+                    "aws_session_token": credentials["SessionToken"],
+                }
+                if credentials
+                else {}
+            )
+            return attacker.client(service, endpoint_url=emulator.endpoint, **keys)
+
+        s3, iam, ec2 = client("s3"), client("iam"), client("ec2")
+        sfn, lam = client("stepfunctions"), client("lambda")
+        own_role = client("sts").assume_role(RoleArn=a_doc[SECRETS_ROLE_FIELD], RoleSessionName="attack")["Credentials"]
+        as_own_role = {service: client(service, own_role) for service in ("ssm", "iam", "sts", "s3")}
+        trust_any = json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}],
+            }
+        )
+        open_policy = json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Effect": "Allow", "Principal": "*", "Action": "s3:*", "Resource": f"arn:aws:s3:::{b_bucket}/*"}
+                ],
+            }
+        )
+        attack = {
+            "read B's job.json": _outcome(lambda: s3.get_object(Bucket=b_bucket, Key=layout.JOB_KEY)),
+            "read B's task token": _outcome(lambda: s3.get_object(Bucket=b_bucket, Key=layout.task_token_key(1))),
+            "plant B's checkpoint": _outcome(lambda: s3.put_object(Bucket=b_bucket, Key=PLANTED, Body=b"x")),
+            "rewrite B's bucket policy": _outcome(lambda: s3.put_bucket_policy(Bucket=b_bucket, Policy=open_policy)),
+            "delete own bucket policy": _outcome(lambda: s3.delete_bucket_policy(Bucket=own_bucket)),
+            "rewrite own budget": _outcome(
+                lambda: s3.put_object(Bucket=own_bucket, Key=layout.budget_key(1), Body=b"{}")
+            ),
+            "rewrite own report": _outcome(lambda: s3.put_object(Bucket=own_bucket, Key=layout.REPORT_KEY, Body=b"{}")),
+            "B's secret, instance role": _outcome(
+                lambda: client("ssm").get_parameter(Name=secret_name, WithDecryption=True)
+            ),
+            "B's secret, A's role": _outcome(
+                lambda: as_own_role["ssm"].get_parameter(Name=secret_name, WithDecryption=True)
+            ),
+            "assume B's role": _outcome(
+                lambda: client("sts").assume_role(RoleArn=b_doc[SECRETS_ROLE_FIELD], RoleSessionName=ids["red-b"])
+            ),
+            "assume B's role from A's role": _outcome(
+                lambda: as_own_role["sts"].assume_role(RoleArn=b_doc[SECRETS_ROLE_FIELD], RoleSessionName="x")
+            ),
+            "B's bucket, A's role": _outcome(lambda: as_own_role["s3"].list_objects_v2(Bucket=b_bucket)),
+            "open B's role's trust": _outcome(
+                lambda: iam.update_assume_role_policy(
+                    RoleName=b_doc[SECRETS_ROLE_FIELD].rsplit("/", 1)[-1], PolicyDocument=trust_any
+                )
+            ),
+            "widen own role": _outcome(
+                lambda: as_own_role["iam"].put_role_policy(
+                    RoleName=a_doc[SECRETS_ROLE_FIELD].rsplit("/", 1)[-1], PolicyName="more", PolicyDocument=trust_any
+                )
+            ),
+            "create a role": _outcome(
+                lambda: iam.create_role(
+                    RoleName="escalate", AssumeRolePolicyDocument=trust_any, Path="/spottrain/jobs/"
+                )
+            ),
+            "terminate B's instance": _outcome(lambda: ec2.terminate_instances(InstanceIds=[ids["red-b"]])),
+            "launch an instance": _outcome(lambda: ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1)),
+            "read B's user data": _outcome(
+                lambda: ec2.describe_instance_attribute(InstanceId=ids["red-b"], Attribute="userData")
+            ),
+            "change launch templates": _outcome(
+                lambda: ec2.create_launch_template_version(LaunchTemplateName="x", LaunchTemplateData={})
+            ),
+            "read the Lambdas' environment": _outcome(lambda: lam.get_function_configuration(FunctionName="x")),
+            "list executions": _outcome(lambda: sfn.list_executions(stateMachineArn=runs["red-b"].rsplit(":", 1)[0])),
+            "read B's execution": _outcome(lambda: sfn.get_execution_history(executionArn=runs["red-b"])),
+            "stop B's execution": _outcome(lambda: sfn.stop_execution(executionArn=runs["red-b"])),
+        }
+
+        # And, waiting for a third job's bucket, writes into it the moment it exists
+        stop, landed = threading.Event(), []
+        c_bucket = emulator.stack.job_bucket("red-c")
+        planter = threading.Thread(target=_plant_until, args=(s3, c_bucket, stop, landed), daemon=True)
+        planter.start()
+        c_run = emulator.start_job({**slow_job, "exec_name": "red-c"})
+        wait_until(lambda: _has_job_json(emulator, c_bucket), 60, "C's job.json")
+        stop.set()
+        planter.join(timeout=10)
+        c_keys = [item["Key"] for item in emulator.client("s3").list_objects_v2(Bucket=c_bucket).get("Contents", [])]
+        for name in [*specs, "red-c"]:
+            emulator.cancel(name)
+        ended = {name: emulator.wait(arn, timeout=60)["status"] for name, arn in [*runs.items(), ("red-c", c_run)]}
+
+    # Then every step is refused
+    allowed = {step: outcome for step, outcome in attack.items() if outcome == "allowed"}
+    assert allowed == {}, attack
+    # And nothing the attacker wrote before C's policy was in place is left in C's bucket
+    assert PLANTED not in c_keys, (c_keys, len(landed))
+    assert set(ended.values()) == {"ABORTED"}, ended
+
+
+def _try_instance(emulator, exec_name: str) -> str:
+    try:
+        return _instance_of(emulator, exec_name)
+    except AssertionError:
+        return ""
+
+
+def _has_job_json(emulator, bucket: str) -> bool:
+    try:
+        emulator.client("s3").head_object(Bucket=bucket, Key=layout.JOB_KEY)
+    except ClientError:
+        return False
+    return True
