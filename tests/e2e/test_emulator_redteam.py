@@ -135,7 +135,7 @@ def test_given_two_training_jobs_when_a_s_instance_attacks_then_every_step_is_re
                 lambda: client("sts").assume_role(RoleArn=b_doc[SECRETS_ROLE_FIELD], RoleSessionName=ids["red-b"])
             ),
             "assume B's role from A's role": _outcome(
-                lambda: as_own_role["sts"].assume_role(RoleArn=b_doc[SECRETS_ROLE_FIELD], RoleSessionName="x")
+                lambda: as_own_role["sts"].assume_role(RoleArn=b_doc[SECRETS_ROLE_FIELD], RoleSessionName="attack")
             ),
             "B's bucket, A's role": _outcome(lambda: as_own_role["s3"].list_objects_v2(Bucket=b_bucket)),
             "open B's role's trust": _outcome(
