@@ -424,9 +424,22 @@ def _access_denied(environ: dict, start_response: Callable, service: str, call: 
             f"<Message>{message}</Message></Error>"
         ).encode()
         content_type, status = "application/xml", "403 Forbidden"
-    else:
+    elif environ.get("HTTP_X_AMZ_TARGET") or service == "lambda":  # the JSON protocols (Lambda's REST JSON too)
         body = json.dumps({"__type": "AccessDeniedException", "message": message}).encode()
         content_type, status = "application/x-amz-json-1.0", "400 Bad Request"
+        if service == "lambda":  # botocore reads a REST JSON error's code from this header
+            start_response(
+                "403 Forbidden", [("Content-Type", content_type), ("x-amzn-ErrorType", "AccessDeniedException")]
+            )
+            return [body]
+    elif service == "ec2":  # EC2's query protocol: <Response><Errors><Error>, code UnauthorizedOperation
+        body = (
+            "<Response><Errors><Error><Code>UnauthorizedOperation</Code>"
+            f"<Message>{escape(message)}</Message></Error></Errors><RequestID>spottrain</RequestID></Response>"
+        ).encode()
+        content_type, status = "text/xml", "403 Forbidden"
+    else:  # the other query protocols (IAM, ...): <ErrorResponse><Error>
+        return _sts_error(start_response, "AccessDenied", message)
     if environ["REQUEST_METHOD"] == "HEAD":
         body = b""
     start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
