@@ -4,6 +4,16 @@ A rerun of the same exec_name reuses its bucket: output/ and checkpoints/ stay (
 from them), while the last run's status markers and report go, so they cannot decide or skew this run.
 A bucket of that name that spottrain did not create for this job (no `spottrain:job` tag naming it,
 or another stack's) is never adopted: its tags, policy and objects stay as they are.
+
+Until its policy is written, a new bucket is open to every instance of the stack: the instance role's own
+policy names every job bucket (`<prefix>-*`), and only the bucket's policy keeps other jobs' instances out
+(shared/bucket_policy.py). Bucket names are predictable, so another job's instance may write into the bucket
+in that moment (a checkpoint the job would restore, a forged output). So once the policy is in place, a bucket
+that had none before this call (new, or left half made by a failed call) is emptied of everything but what
+CreateBucket itself writes afterwards. Bucket configuration is eventually consistent
+(https://docs.aws.amazon.com/AmazonS3/latest/userguide/Welcome.html#ConsistencyModel): the emptying runs
+after the policy, and an upload still in flight cannot complete once the policy denies its s3:PutObject
+(https://docs.aws.amazon.com/AmazonS3/latest/API/API_CompleteMultipartUpload.html).
 """
 
 from __future__ import annotations
@@ -77,10 +87,13 @@ def _tags(s3: Any, bucket: str) -> dict[str, str]:
     return {tag["Key"]: tag["Value"] for tag in tag_set}
 
 
-def _claim(s3: Any, settings: Settings, bucket: str, exec_name: str) -> None:
-    """Create the bucket, or make sure the existing one is this job's own; otherwise change nothing."""
+def _claim(s3: Any, settings: Settings, bucket: str, exec_name: str) -> bool:
+    """Create the bucket, or make sure the existing one is this job's own; otherwise change nothing.
+
+    True when the bucket had no policy before this call (created now, or left half made by a failed call).
+    """
     if not _exists(s3, bucket) and _create(s3, bucket):
-        return
+        return True
     tags = _tags(s3, bucket)
     if tags.get(layout.TAG_STACK) not in (None, settings.stack_name):
         raise _taken(bucket, f'spottrain stack "{tags[layout.TAG_STACK]}" in this account')
@@ -90,6 +103,30 @@ def _claim(s3: Any, settings: Settings, bucket: str, exec_name: str) -> None:
             f"{layout.TAG_STACK}={settings.stack_name} and {layout.TAG_JOB}={exec_name}, so spottrain left it untouched. "
             "Choose another exec_name, or delete or rename that bucket if you no longer need it."
         )
+    return not _has_policy(s3, bucket)
+
+
+def _has_policy(s3: Any, bucket: str) -> bool:
+    try:
+        s3.get_bucket_policy(Bucket=bucket)
+    except ClientError as exc:
+        if error_code(exc) == "NoSuchBucketPolicy":
+            return False
+        raise
+    return True
+
+
+def _empty(s3: Any, bucket: str) -> list[str]:
+    """Delete every object: what was written while the bucket had no policy (see the module's docstring)."""
+    keys = [
+        item["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        for item in page.get("Contents", [])
+    ]
+    for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
+        chunk = keys[start : start + 1000]
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key} for key in chunk], "Quiet": True})
+    return keys
 
 
 def _log_access(s3: Any, bucket: str, records_bucket: str) -> None:
@@ -152,8 +189,9 @@ def claim_bucket(s3: Any, settings: Settings, bucket: str, exec_name: str, execu
     """Create `bucket` for `exec_name` (or adopt it when already this job's), private, encrypted, TLS-only, tagged.
 
     Raises BucketNameTaken for a bucket of that name that is not this job's. Also what a sweep's own bucket uses.
+    A bucket that had no policy before this call is emptied once its policy is in place.
     """
-    _claim(s3, settings, bucket, exec_name)
+    unguarded = _claim(s3, settings, bucket, exec_name)
     _secure(
         s3,
         settings,
@@ -166,6 +204,12 @@ def claim_bucket(s3: Any, settings: Settings, bucket: str, exec_name: str, execu
     )
     if settings.records_bucket:  # the stack always sets it; a Settings built by hand may not
         _log_access(s3, bucket, settings.records_bucket)
+    if unguarded:
+        planted = _empty(s3, bucket)
+        if planted:
+            logger.warning(
+                "objects written before the bucket's policy deleted", extra={"bucket": bucket, "keys": planted}
+            )
 
 
 def create_job_bucket(s3: Any, settings: Settings, state: dict, iam: Any = None) -> dict:

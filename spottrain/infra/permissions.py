@@ -27,6 +27,7 @@ CREATE_BUCKET_ACTIONS = [
     "s3:PutBucketPublicAccessBlock",
     "s3:PutEncryptionConfiguration",
     "s3:PutBucketPolicy",
+    "s3:GetBucketPolicy",  # a bucket without one is emptied once it has one (functions/create_bucket.py)
     "s3:GetBucketTagging",
     "s3:PutBucketTagging",
     "s3:PutBucketOwnershipControls",
@@ -139,7 +140,10 @@ class TaskPermissions:
     def summarize_sweep(self, fn: lambda_.Function) -> None:
         # Reads each variant's metrics and report; creates the sweep's own bucket (same prefix) for its report.
         self._add(fn, "CreateSweepBucket", CREATE_BUCKET_ACTIONS, [self.storage.job_buckets_arn])
-        self._add(fn, "SweepReport", ["s3:GetObject", "s3:PutObject"], [self.storage.job_objects_arn])
+        # DeleteObject: a new bucket is emptied of what was written before its policy (functions/create_bucket.py).
+        self._add(
+            fn, "SweepReport", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], [self.storage.job_objects_arn]
+        )
         self.topic.grant_publish(fn)
 
     def terminate_instance(self, fn: lambda_.Function) -> None:

@@ -50,6 +50,7 @@ EXPECTED_TASK_ACTIONS = {
         "s3:PutBucketPublicAccessBlock",
         "s3:PutEncryptionConfiguration",
         "s3:PutBucketPolicy",
+        "s3:GetBucketPolicy",
         "s3:GetBucketTagging",
         "s3:PutBucketTagging",
         "s3:PutBucketOwnershipControls",

@@ -315,3 +315,50 @@ def test_given_job_json_cannot_be_written_when_creating_then_the_secrets_role_is
     with pytest.raises(ClientError):
         create_bucket.create_job_bucket(s3, settings, job_state(SECRET_SPEC, settings), iam)
     assert iam.list_roles(PathPrefix="/spottrain/")["Roles"] == []
+
+
+def _plant_after(s3, operation: str, key: str) -> None:
+    """An attacker's write into the bucket right after `operation` returns (every stack instance's role may write
+    `<prefix>-*/*`; only the bucket's policy keeps other jobs' instances out, and it does not exist yet)."""
+
+    def plant(**kwargs) -> None:
+        s3.meta.events.unregister(f"after-call.s3.{operation}", plant)
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"attacker's checkpoint")
+
+    s3.meta.events.register(f"after-call.s3.{operation}", plant)
+
+
+def test_given_an_object_written_before_the_new_buckets_policy_when_creating_then_it_is_gone(aws):
+    # Given another job's instance writing a checkpoint into the new bucket before its policy is in place
+    s3 = boto3.client("s3")
+    _plant_after(s3, "CreateBucket", "checkpoints/snap_100")
+
+    # When CreateBucket makes the bucket
+    create_bucket.create_job_bucket(s3, make_settings(), job_state())
+
+    # Then the bucket holds only what CreateBucket wrote: the job would have restored the planted checkpoint
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]] == ["job.json"]
+
+
+def test_given_a_retry_after_a_failure_before_the_policy_when_creating_then_what_was_written_meanwhile_is_gone(
+    aws, monkeypatch
+):
+    # Given a CreateBucket that made and tagged the bucket, then failed before writing its policy
+    s3 = boto3.client("s3")
+    real_put_policy = s3.put_bucket_policy
+
+    def fail(**kwargs):
+        raise ClientError({"Error": {"Code": "InternalError", "Message": "boom"}}, "PutBucketPolicy")
+
+    monkeypatch.setattr(s3, "put_bucket_policy", fail)
+    with pytest.raises(Exception):
+        create_bucket.create_job_bucket(s3, make_settings(), job_state())
+    monkeypatch.setattr(s3, "put_bucket_policy", real_put_policy)
+    # And another job's instance wrote into it meanwhile
+    s3.put_object(Bucket=BUCKET, Key="output/model.npz", Body=b"forged result")
+
+    # When the workflow retries CreateBucket
+    create_bucket.create_job_bucket(s3, make_settings(), job_state())
+
+    # Then nothing written while the bucket had no policy is left
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]] == ["job.json"]
