@@ -159,9 +159,9 @@ def test_given_two_training_jobs_when_a_s_instance_attacks_then_every_step_is_re
                 lambda: ec2.describe_instance_attribute(InstanceId=ids["red-b"], Attribute="userData")
             ),
             "change launch templates": _outcome(
-                lambda: ec2.create_launch_template_version(LaunchTemplateName="x", LaunchTemplateData={})
+                lambda: ec2.create_launch_template_version(LaunchTemplateName="spottrain-template", LaunchTemplateData={})
             ),
-            "read the Lambdas' environment": _outcome(lambda: lam.get_function_configuration(FunctionName="x")),
+            "read the Lambdas' environment": _outcome(lambda: lam.get_function_configuration(FunctionName="spottrain-create-bucket")),
             "list executions": _outcome(lambda: sfn.list_executions(stateMachineArn=runs["red-b"].rsplit(":", 1)[0])),
             "read B's execution": _outcome(lambda: sfn.get_execution_history(executionArn=runs["red-b"])),
             "stop B's execution": _outcome(lambda: sfn.stop_execution(executionArn=runs["red-b"])),
