@@ -11,6 +11,12 @@ from spottrain.contract.settings import Settings
 # Booting, cloning, setup and data before the runtime clock starts, and the wait for the previous
 # attempt's final sync: the callback wait may outlast max runtime + keep-alive by this much.
 BOOTSTRAP_MARGIN_MINUTES = 30
+# EC2 posts a spot interruption notice two minutes before it reclaims the instance
+# (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html); one more for
+# clocks and latency. An instance that still runs this long after its last attempt's notice was not reclaimed:
+# its "interrupted, final sync not done" marker was false (a compromised instance can write it), and the
+# workflow terminates it rather than leave it running after the job.
+FINAL_SYNC_WINDOW_MINUTES = 3
 
 
 def job_limit(job: dict, name: str, default: int) -> int:

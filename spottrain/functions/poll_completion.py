@@ -25,7 +25,12 @@ from botocore.exceptions import ClientError
 
 from spottrain.contract import layout, markers, spendcap
 from spottrain.contract.instances import LIVE_INSTANCE_STATES, UNTERMINATED_INSTANCE_STATES
-from spottrain.contract.limits import failure_keep_alive_minutes, job_limit, keep_alive_minutes
+from spottrain.contract.limits import (
+    FINAL_SYNC_WINDOW_MINUTES,
+    failure_keep_alive_minutes,
+    job_limit,
+    keep_alive_minutes,
+)
 from spottrain.contract.settings import Settings
 from spottrain.contract.status import JobStatus
 from spottrain.functions.shared import report, runtime, spend
@@ -71,10 +76,11 @@ def poll_completion(ec2: Any, s3: Any, settings: Settings, state: dict, now: dt.
         ended |= spot_cost(ec2, instance, now)
     doc = report.record_end(s3, state["storage"]["bucket"], attempt, status.value, now, ended)
     cap = _spend_cap(state["job"], status, detail, doc, now)
+    retry_allowed = cap is None and attempt < job_limit(state["job"], "max_attempts", settings.max_attempts)
     result = {
         "status": status.value,
         "attempt": attempt,
-        "retry_allowed": cap is None and attempt < job_limit(state["job"], "max_attempts", settings.max_attempts),
+        "retry_allowed": retry_allowed,
         "spend_cap_reached": cap is not None,
         "spend_cap": cap,
         # a job stopped at its spend cap is not kept for debugging: the door would spend past the cap
@@ -83,6 +89,11 @@ def poll_completion(ec2: Any, s3: Any, settings: Settings, state: dict, now: dt.
         else kept_minutes(status, state["job"], settings) * settings.seconds_per_minute,
         "detail": detail | {"wait": wait_summary(state.get("wait"))},
     }
+    if status is JobStatus.INTERRUPTED and detail.get(markers.FINAL_SYNC_DONE) is False and not retry_allowed:
+        # The job ends here: wait out the notice window, then TerminateInstance spares nothing (a real
+        # interruption is over by then; an instance that wrote a false marker must not outlive the job).
+        result["terminate_after_seconds"] = FINAL_SYNC_WINDOW_MINUTES * settings.seconds_per_minute
+        result["final_sync_waited"] = True
     logger.info("judged", extra={"status": result["status"], "attempt": attempt, "wait": result["detail"]["wait"]})
     return result
 

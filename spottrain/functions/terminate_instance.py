@@ -58,11 +58,16 @@ def _status_from_state(state: dict) -> str:
 
 
 def _syncing_instance(state: dict) -> str | None:
-    """The interrupted attempt's instance while its final sync runs: terminating it would lose checkpoints."""
+    """The interrupted attempt's instance while its final sync runs: terminating it would lose checkpoints.
+
+    None once PollCompletion had the workflow wait out the spot notice's window (`final_sync_waited`): EC2 has
+    reclaimed a really interrupted instance by then, and one still running wrote a false marker.
+    """
     poll = state.get("poll") or {}
     syncing = (
         poll.get("status") == JobStatus.INTERRUPTED.value
         and (poll.get("detail") or {}).get(markers.FINAL_SYNC_DONE) is False
+        and not poll.get("final_sync_waited")
     )
     return ((state.get("launch") or {}).get("instance") or {}).get("instance_id") if syncing else None
 

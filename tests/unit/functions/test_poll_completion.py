@@ -10,7 +10,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from spottrain.functions import poll_completion as pc
-from spottrain.contract import layout
+from spottrain.contract import layout, limits
 from spottrain.functions.shared import report
 from spot_fixtures import (  # noqa: F401 (aws, clients: fixtures)
     BUCKET,
@@ -425,3 +425,22 @@ def test_given_a_failed_command_over_the_cap_then_it_stays_a_training_failure(ru
     put_marker(s3, layout.COMPLETED_KEY, **written_by(state), exit_code=2, failed_phase="exec", reason="exit")
 
     assert poll(ec2, s3, state)["spend_cap_reached"] is False
+
+
+def test_given_the_last_attempt_claims_an_unfinished_final_sync_then_the_workflow_waits_the_notice_window_then_terminates(
+    running,
+):
+    # Given the last attempt's instance saying it was interrupted and is still syncing (a compromised instance can
+    # write this marker and simply never shut down)
+    ec2, s3, state = running
+    state["launch"]["attempt"] = 3
+    put_marker(s3, layout.INTERRUPTED_KEY, **written_by(state), final_sync_done=False)
+
+    # When judged
+    result = poll(ec2, s3, state)
+
+    # Then no retry; the workflow waits out the spot notice's two minutes (plus a margin) before its last
+    # TerminateInstance, which then spares nothing: a real interruption is over by then, a fake one ends there
+    assert (result["status"], result["retry_allowed"]) == ("INTERRUPTED", False)
+    assert result["terminate_after_seconds"] == limits.FINAL_SYNC_WINDOW_MINUTES * 60
+    assert result["final_sync_waited"] is True

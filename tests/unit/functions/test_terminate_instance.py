@@ -318,3 +318,22 @@ def test_given_a_job_with_a_secrets_role_when_any_caller_ends_it_then_the_role_i
 
     # Then the role and its policy are gone
     assert iam.list_roles(PathPrefix="/spottrain/jobs/")["Roles"] == []
+
+
+def test_given_the_workflow_already_waited_out_the_final_sync_then_the_syncing_instance_is_terminated(
+    job_with_instances,
+):
+    # Given the last attempt's instance still claiming its final sync after PollCompletion's notice window
+    state, ours, _, ec2, _, _ = job_with_instances
+    state = {
+        **state,
+        "launch": {**state.get("launch", {}), "instance": {"instance_id": ours}},
+        "poll": {"status": "INTERRUPTED", "final_sync_waited": True, "detail": {"final_sync_done": False}},
+    }
+
+    # When the workflow's last TerminateInstance runs
+    answer = terminate_instance.handler(state, FakeLambdaContext())
+
+    # Then it is terminated: a real spot interruption has ended it by now, a faked one must not outlive the job
+    assert answer["terminated"] == [ours]
+    assert state_of(ec2, ours) == "terminated"
