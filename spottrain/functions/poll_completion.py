@@ -188,7 +188,10 @@ def _silent(ec2: Any, instance: dict, heartbeat: dict | None, wait: Any, now: dt
             ec2, instance_id, "running", f"no heartbeat {detail['heartbeat_age_seconds']} s after launch, terminated"
         )
     if wait_summary(wait)["error"] == WAIT_TIMED_OUT:
-        message = "the attempt outran limits.max_runtime_minutes (plus keep-alive) and its agent did not stop it"
+        message = (
+            "the attempt outran limits.max_runtime_minutes (plus keep-alive), or its limits.max_cost_usd budget, "
+            "and its agent did not stop it"
+        )
         return JobStatus.FAILED, detail | {
             "reason": "max_runtime",
             "exit_code": None,

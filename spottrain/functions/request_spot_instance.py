@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 from typing import Any, Callable
 
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
-from spottrain.contract import layout
-from spottrain.contract.limits import capacity_wait_seconds, wait_timeout_seconds
+from spottrain.contract import layout, spendcap
+from spottrain.contract.limits import BOOTSTRAP_MARGIN_MINUTES, capacity_wait_seconds, wait_timeout_seconds
 from spottrain.contract.settings import Settings
 from spottrain.contract.status import BidStatus, JobStatus, LaunchStatus
 from spottrain.contract.userdata import render_user_data
@@ -182,7 +183,7 @@ def _launched(
         "volume_gb": volume_gb,
     }
     doc = report.record_launch(s3, bucket, state["job"]["exec_name"], attempt, instance)
-    spend.write_budget(s3, bucket, state["job"], doc, attempt, instance, state["execution"]["id"])
+    budget = spend.write_budget(s3, bucket, state["job"], doc, attempt, instance, state["execution"]["id"])
     result = {
         "status": LaunchStatus.LAUNCHED.value,
         "attempt": attempt,
@@ -194,7 +195,7 @@ def _launched(
         "wait_seconds": settings.bid_wait_seconds,
         # The attempt's callback wait (HeartbeatSecondsPath, TimeoutSecondsPath): Step Functions needs whole seconds.
         "heartbeat_timeout_seconds": settings.heartbeat_lost_seconds,
-        "wait_timeout_seconds": wait_timeout_seconds(state["job"], settings),
+        "wait_timeout_seconds": _wait_timeout(state["job"], settings, instance, budget),
     }
     if wait and wait["waits"] and wait["outcome"] == capacity.WAITING:
         # This launch ends a wait: the success email says how long it took.
@@ -203,6 +204,23 @@ def _launched(
         result.update(capacity_wait=wait, capacity_found_after_seconds=capacity.waited_seconds(wait, now))
     logger.info("instance launched", extra={"attempt": attempt, **instance})
     return result
+
+
+def _wait_timeout(job: dict, settings: Settings, instance: dict, budget: dict | None) -> int:
+    """The attempt's callback wait: max runtime's (contract/limits.py), and with a spend cap no longer than
+    the budget's stop plus the bootstrap margin.
+
+    Only the agent reads budget.json; code running as root on the instance can stop the agent and keep the
+    instance up. When the wait times out, PollCompletion terminates an instance that is still running, so
+    the workflow itself bounds what an attempt spends.
+    """
+    seconds = wait_timeout_seconds(job, settings)
+    stop_at = spendcap.stop_time(budget)
+    if stop_at is None:
+        return seconds
+    until_stop = max(0.0, (stop_at - report.parse_time(instance["launched_at"])).total_seconds())
+    capped = math.ceil(until_stop) + BOOTSTRAP_MARGIN_MINUTES * settings.seconds_per_minute
+    return max(min(seconds, capped), settings.heartbeat_lost_seconds + 1)
 
 
 def next_attempt(state: dict, settings: Settings, now: dt.datetime) -> tuple[int, dict, dict | None]:

@@ -18,7 +18,7 @@ from botocore.stub import ANY
 from spottrain.functions import request_spot_instance as rsi
 from spottrain.functions.shared import secrets_role
 from spottrain.functions.shared.bucket_policy import allowed_instances
-from spottrain.contract import layout
+from spottrain.contract import layout, limits
 from spottrain.contract.status import TransientError
 from spot_fixtures import (  # noqa: F401 (aws, clients, stubbed_ec2: fixtures)
     BUCKET,
@@ -725,3 +725,23 @@ def test_given_a_job_with_a_secrets_role_when_launched_then_only_the_new_instanc
     trust = iam.get_role(RoleName=role_arn.rsplit("/", 1)[-1])["Role"]["AssumeRolePolicyDocument"]
     trust = json.loads(urllib.parse.unquote(trust)) if isinstance(trust, str) else trust
     assert secrets_role.admitted_instance(trust) == launch["instance"]["instance_id"] != "i-0aaaaaaaaaaaaaaaa"
+
+
+def test_given_a_spend_cap_when_launched_then_the_workflow_itself_stops_waiting_soon_after_the_cap_runs_out(aws):
+    # Given a job capped at $0.05 (minutes at the launch price) allowed to run 9000 minutes
+    ec2, s3 = aws
+    state = job_state()
+    state["job"]["limits"].update(max_cost_usd=0.05, max_runtime_minutes=9000)
+
+    # When its first instance launches
+    launch = rsi.request_instance(ec2, s3, make_settings(launch_template_id=launch_template(ec2)), state)
+
+    # Then the attempt's callback wait ends (and PollCompletion terminates a silent instance) at the budget's stop
+    # plus the bootstrap margin, not at max runtime: only the agent reads budget.json, and code running as root on
+    # the instance can stop the agent and keep heartbeating
+    budget = json.loads(s3.get_object(Bucket=BUCKET, Key=layout.budget_key(1))["Body"].read())
+    until_stop = (
+        dt.datetime.fromisoformat(budget["stop_at"]) - dt.datetime.fromisoformat(launch["instance"]["launched_at"])
+    ).total_seconds()
+    assert launch["wait_timeout_seconds"] <= until_stop + limits.BOOTSTRAP_MARGIN_MINUTES * 60 + 1
+    assert launch["wait_timeout_seconds"] < (9000 + 30) * 60
