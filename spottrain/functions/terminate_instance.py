@@ -61,8 +61,11 @@ def _syncing_instance(state: dict) -> str | None:
     """The interrupted attempt's instance while its final sync runs: terminating it would lose checkpoints.
 
     None once PollCompletion had the workflow wait out the spot notice's window (`final_sync_waited`): EC2 has
-    reclaimed a really interrupted instance by then, and one still running wrote a false marker.
+    reclaimed a really interrupted instance by then, and one still running wrote a false marker. None on the
+    error path too (TerminateOnError): nothing would terminate the instance later, and its marker may be false.
     """
+    if state.get("error"):
+        return None
     poll = state.get("poll") or {}
     syncing = (
         poll.get("status") == JobStatus.INTERRUPTED.value

@@ -337,3 +337,24 @@ def test_given_the_workflow_already_waited_out_the_final_sync_then_the_syncing_i
     # Then it is terminated: a real spot interruption has ended it by now, a faked one must not outlive the job
     assert answer["terminated"] == [ours]
     assert state_of(ec2, ours) == "terminated"
+
+
+def test_given_an_error_after_an_interruption_then_the_syncing_instance_is_terminated_all_the_same(
+    job_with_instances,
+):
+    # Given a workflow error (TerminateOnError) after an attempt that said it was interrupted and still syncing:
+    # nothing runs after TerminateOnError, so a spared instance would outlive the job for good
+    state, ours, _, ec2, _, _ = job_with_instances
+    state = {
+        **state,
+        "launch": {**state.get("launch", {}), "instance": {"instance_id": ours}},
+        "poll": {"status": "INTERRUPTED", "detail": {"final_sync_done": False}},
+        "error": {"Error": "TransientError", "Cause": "boom"},
+    }
+
+    # When TerminateOnError runs
+    answer = terminate_instance.handler(state, FakeLambdaContext())
+
+    # Then the instance is terminated
+    assert answer["terminated"] == [ours]
+    assert state_of(ec2, ours) == "terminated"
