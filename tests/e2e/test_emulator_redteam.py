@@ -9,18 +9,22 @@ third job's bucket must hold nothing it did not write.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
 import secrets
+import signal
 import threading
 
 import pytest
 from botocore.exceptions import ClientError
 
 from e2e_support import instance_session, wait_until
-from spottrain.contract import layout
+from spottrain.contract import layout, markers
 from spottrain.contract.secrets import SECRETS_ROLE_FIELD
 from spottrain.local import Emulator
 from spottrain.secret_store import put_secret
+from test_emulator_scenarios import agent_pid
 
 PLANTED = layout.CHECKPOINTS_PREFIX + "planted.npz"  # restored into the job's checkpoint_dir before a retry
 
@@ -209,3 +213,51 @@ def _has_job_json(emulator, bucket: str) -> bool:
     except ClientError:
         return False
     return True
+
+
+@pytest.mark.timeout(300)
+def test_given_the_last_attempt_fakes_an_interruption_when_the_job_ends_then_its_instance_does_not_outlive_it(
+    emulator_workdir, slow_job
+):
+    with Emulator(emulator_workdir) as emulator:
+        # Given a job with one attempt, training
+        job = {**slow_job, "exec_name": "red-fake", "limits": {"max_attempts": 1}}
+        arn = emulator.start_job(job)
+        instance = wait_until(lambda: _try_instance(emulator, "red-fake"), 150, "red-fake running")
+        bucket = emulator.stack.job_bucket("red-fake")
+        token = wait_until(lambda: _json_or_none(emulator, bucket, layout.task_token_key(1)), 150, "the wait's token")
+        execution = _job_document(emulator, "red-fake")["execution"]["id"]
+
+        # When root on its instance stops the agent (so nothing shuts the instance down), says the attempt was
+        # interrupted with its final sync still running, and answers its own wait so
+        os.kill(agent_pid(emulator, "red-fake"), signal.SIGSTOP)
+        attacker = instance_session(emulator, instance)
+        marker = {
+            **markers.identity(1, instance, execution),
+            markers.FINAL_SYNC_DONE: False,
+            "noticed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        }
+        attacker.client("s3", endpoint_url=emulator.endpoint).put_object(
+            Bucket=bucket, Key=layout.INTERRUPTED_KEY, Body=json.dumps(marker).encode()
+        )
+        attacker.client("stepfunctions", endpoint_url=emulator.endpoint).send_task_failure(
+            taskToken=token[markers.TOKEN], error="SpotInterrupted", cause="spot instance-action terminate"
+        )
+        final = emulator.wait(arn, timeout=120)
+        state_after = _instance_state(emulator, instance)
+
+    # Then the job ends as out of attempts, and its instance with it: not spared as "still syncing"
+    assert final["status"] == "FAILED", final
+    assert state_after in ("shutting-down", "terminated"), state_after
+
+
+def _json_or_none(emulator, bucket: str, key: str) -> dict | None:
+    try:
+        return json.loads(emulator.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
+    except ClientError:
+        return None
+
+
+def _instance_state(emulator, instance_id: str) -> str:
+    reservations = emulator.client("ec2").describe_instances(InstanceIds=[instance_id])["Reservations"]
+    return reservations[0]["Instances"][0]["State"]["Name"]
