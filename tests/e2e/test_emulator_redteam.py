@@ -230,6 +230,7 @@ def test_given_the_last_attempt_fakes_an_interruption_when_the_job_ends_then_its
 
         # When root on its instance stops the agent (so nothing shuts the instance down), says the attempt was
         # interrupted with its final sync still running, and answers its own wait so
+        wait_until(lambda: _json_or_none(emulator, bucket, layout.HEARTBEAT_KEY), 150, "red-fake training")
         os.kill(agent_pid(emulator, "red-fake"), signal.SIGSTOP)
         attacker = instance_session(emulator, instance)
         marker = {
