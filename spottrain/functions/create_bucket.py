@@ -202,14 +202,15 @@ def claim_bucket(s3: Any, settings: Settings, bucket: str, exec_name: str, execu
             layout.TAG_EXECUTION: execution_name,
         },
     )
-    if settings.records_bucket:  # the stack always sets it; a Settings built by hand may not
-        _log_access(s3, bucket, settings.records_bucket)
+    # Right after the policy (_secure's last step): a failure further on leaves a bucket a retry would not empty.
     if unguarded:
         planted = _empty(s3, bucket)
         if planted:
             logger.warning(
                 "objects written before the bucket's policy deleted", extra={"bucket": bucket, "keys": planted}
             )
+    if settings.records_bucket:  # the stack always sets it; a Settings built by hand may not
+        _log_access(s3, bucket, settings.records_bucket)
 
 
 def create_job_bucket(s3: Any, settings: Settings, state: dict, iam: Any = None) -> dict:
