@@ -70,6 +70,7 @@ def poll_completion(ec2: Any, s3: Any, settings: Settings, state: dict, now: dt.
     status, detail = training_status(ec2, s3, state, now)
     if status is JobStatus.INTERRUPTED:
         detail |= _work_redone(s3, state, detail.pop("noticed_at", None), now)
+    _terminate_earlier_attempts(ec2, settings, state, attempt)
     ended = {key: detail[key] for key in ("last_checkpoint_at", "redone_minutes") if key in detail}
     instance = state["launch"]["instance"]
     if instance.get("lifecycle", "spot") == "spot":
@@ -228,6 +229,41 @@ def console_tail(ec2: Any, instance_id: str) -> tuple[list[str], str | None]:
 def _last_line(text: str | None) -> str | None:
     lines = readable_lines(text or "")
     return lines[-1][:CONSOLE_LINE_CHARS] if lines else None
+
+
+def _terminate_earlier_attempts(ec2: Any, settings: Settings, state: dict, attempt: int) -> list[str]:
+    """Terminate this run's instances of earlier attempts that still run when a later attempt ends.
+
+    An interrupted attempt's instance is left to finish its final sync while the next attempt starts; EC2
+    reclaims it two minutes after the notice. One still running a whole attempt later was not reclaimed: its
+    interruption marker was false (code running as root on it can write one) and it would bill, and reach the
+    job's bucket, until the run ends.
+    """
+    filters = [
+        {"Name": f"tag:{layout.TAG_STACK}", "Values": [settings.stack_name]},
+        {"Name": f"tag:{layout.TAG_JOB}", "Values": [state["job"]["exec_name"]]},
+        {"Name": f"tag:{layout.TAG_EXECUTION}", "Values": [state["execution"]["name"]]},
+        {"Name": "instance-state-name", "Values": sorted(UNTERMINATED_INSTANCE_STATES)},
+    ]
+    earlier = [
+        instance["InstanceId"]
+        for page in ec2.get_paginator("describe_instances").paginate(Filters=filters)
+        for reservation in page["Reservations"]
+        for instance in reservation["Instances"]
+        if _attempt_tag(instance) < attempt
+    ]
+    if earlier:
+        logger.warning("earlier attempts' instances still running: terminating them", extra={"instances": earlier})
+        ec2.terminate_instances(InstanceIds=earlier)
+    return earlier
+
+
+def _attempt_tag(instance: dict) -> int:
+    tags = {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
+    try:
+        return int(tags[layout.TAG_ATTEMPT])
+    except (KeyError, ValueError):
+        return 10**9  # no attempt tag: not judged here
 
 
 def _terminate(ec2: Any, instance_id: str) -> None:

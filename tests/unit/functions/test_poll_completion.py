@@ -444,3 +444,46 @@ def test_given_the_last_attempt_claims_an_unfinished_final_sync_then_the_workflo
     assert (result["status"], result["retry_allowed"]) == ("INTERRUPTED", False)
     assert result["terminate_after_seconds"] == limits.FINAL_SYNC_WINDOW_MINUTES * 60
     assert result["final_sync_waited"] is True
+
+
+def test_given_an_earlier_attempts_instance_still_running_when_the_next_attempt_is_judged_then_it_is_terminated(
+    running,
+):
+    # Given attempt 2 ending, while attempt 1's instance of the same run still runs: it said it was interrupted
+    # (a compromised instance can write that marker) and never shut down
+    ec2, s3, state = running
+    state["launch"]["attempt"] = 2
+    settings = make_settings()
+    tags = {
+        layout.TAG_STACK: settings.stack_name,
+        layout.TAG_JOB: state["job"]["exec_name"],
+        layout.TAG_EXECUTION: state["execution"]["name"],
+    }
+    earlier, other_run = (
+        ec2.run_instances(
+            ImageId="ami-12c6146b",
+            InstanceType="g5.xlarge",
+            MinCount=1,
+            MaxCount=1,
+            TagSpecifications=[
+                {
+                    "ResourceType": "instance",
+                    "Tags": [{"Key": k, "Value": v} for k, v in (tags | extra).items()],
+                }
+            ],
+        )["Instances"][0]["InstanceId"]
+        for extra in ({layout.TAG_ATTEMPT: "1"}, {layout.TAG_ATTEMPT: "1", layout.TAG_EXECUTION: "another-run"})
+    )
+    put_marker(s3, layout.COMPLETED_KEY, **written_by(state), exit_code=0)
+
+    # When attempt 2 is judged
+    result = poll(ec2, s3, state)
+
+    # Then attempt 1's instance is terminated (its notice window is long over), nothing of another run is touched
+    assert result["status"] == "SUCCEEDED"
+    states = {
+        i["InstanceId"]: i["State"]["Name"]
+        for r in ec2.describe_instances(InstanceIds=[earlier, other_run])["Reservations"]
+        for i in r["Instances"]
+    }
+    assert states == {earlier: "terminated", other_run: "running"}
