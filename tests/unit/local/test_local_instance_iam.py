@@ -327,3 +327,27 @@ def test_given_a_deleted_secrets_role_then_its_sessions_are_allowed_nothing(moto
     secrets_role.delete_job_role(client, role_arn.rsplit("/", 1)[-1])
 
     assert _get_parameter(app, session, "/spottrain/a-token") == "400 Bad Request"
+
+
+@pytest.mark.parametrize(
+    "service, body, code",
+    [
+        ("iam", b"Action=UpdateAssumeRolePolicy&RoleName=r", b"<Code>AccessDenied</Code>"),
+        ("ec2", b"Action=TerminateInstances&InstanceId.1=i-0bbb", b"<Code>UnauthorizedOperation</Code>"),
+    ],
+)
+def test_given_a_denied_query_protocol_call_then_the_error_is_the_xml_botocore_reads(service, body, code):
+    # Given an instance whose role allows nothing in IAM or EC2
+    iam = _Iam([{"Statement": []}], [])
+    _, credentials = iam.issue("i-0aaa", {}, "us-east-1", "123456789012")
+    app = iam.wsgi(lambda env, start: [b"moto"])
+    request = _signed(credentials["AccessKeyId"], "POST", "/", service=service)
+    request.update({"wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))})
+    request["CONTENT_TYPE"] = "application/x-www-form-urlencoded"
+
+    # When it calls the query protocol API
+    answer = b"".join(app(request, lambda status, headers: None))
+
+    # Then the refusal is XML with the code botocore reports (JSON made botocore fail to parse it)
+    assert code in answer
+    ElementTree.fromstring(answer)
