@@ -178,6 +178,17 @@ def _follow(console: Console, sfn: Any, s3: Any, stack: jobs.Stack, arn: str, ti
         console.end_progress()
 
 
+# The agent's failures before the commands run, whose message names the field and the fix
+# (spottrain/agent/lifecycle.py): the CLI's last line gives it instead of the workflow's generic cause.
+_AGENT_FAILURES = {
+    "secret_unreadable": "a secret could not be read",
+    "clone_failed": "the repository could not be cloned",
+    "restore_failed": "the checkpoints could not be restored",
+    "job_invalid": "the instance refused the job spec",
+    "job_unreadable": "the instance could not read the job spec",
+}
+
+
 def _report_end(console: Console, execution: dict, detail: dict | None = None) -> int:
     """Prints the job's last line; detail: the failed attempt's (`_failure_detail`), read while the
     stack is reachable."""
@@ -186,8 +197,10 @@ def _report_end(console: Console, execution: dict, detail: dict | None = None) -
         console.say(f"✓ {execution['name']} succeeded")
         return 0
     text = failure_text(execution.get("error"), execution.get("cause"))
-    if (detail or {}).get("reason") == "secret_unreadable":  # the generic cause would send the user to the logs
-        text = f"a secret could not be read: {(detail or {}).get('message')}"
+    detail = detail or {}
+    said = _AGENT_FAILURES.get(detail.get("reason") or "")
+    if said and detail.get("message"):  # the generic cause would send the user to the logs
+        text = f"{said}: {detail['message']}"
     console.say(f"✗ {execution['name']} {status.lower()}: {text}")
     return 1
 

@@ -133,6 +133,31 @@ def test_given_a_job_failed_by_an_unreadable_secret_when_it_ends_then_the_last_l
     assert out.getvalue().strip() == f"✗ job-1 failed: a secret could not be read: {message}"
 
 
+def test_given_a_job_failed_by_its_clone_when_it_ends_then_the_last_line_gives_the_agents_reason_and_fix():
+    # Given a TrainingFailed end whose last poll judged a clone refused by the host (a wrong deploy key)
+    message = (
+        "git clone of ssh://git@127.0.0.1:2222/priv.git (ref default branch) failed with exit code 128: "
+        "fatal: Could not read from remote repository.; the server refused the deploy key in /spottrain/deploy-key "
+        "(repository_auth.ssh_key_secret): add its public key as a deploy key"
+    )
+    detail = {"reason": "clone_failed", "failed_phase": "clone", "exit_code": 128, "message": message}
+    sfn = _History([json.dumps({"poll": {"status": "FAILED", "detail": detail}})])
+    execution = {
+        "name": "job-1",
+        "status": "FAILED",
+        "executionArn": "arn:x",
+        "error": "TrainingFailed",
+        "cause": "The job failed: its command exited with a non-zero code, ...",
+    }
+    out = io.StringIO()
+
+    # When the CLI reports the end
+    cli._report_end(Console(out), execution, cli._failure_detail(sfn, execution))
+
+    # Then the line says the clone failed, with the agent's message naming the field and the fix
+    assert out.getvalue().strip() == f"✗ job-1 failed: the repository could not be cloned: {message}"
+
+
 def test_given_a_job_failed_by_its_command_then_the_last_line_keeps_the_workflows_cause():
     sfn = _History([json.dumps({"poll": {"status": "FAILED", "detail": {"reason": "exit", "exit_code": 2}}})])
     execution = {
