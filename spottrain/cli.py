@@ -395,12 +395,15 @@ def cmd_secret_put(args: argparse.Namespace, console: Console) -> int:
 
 def _run_local(args: argparse.Namespace, console: Console, spec: dict, download_to: Path | None) -> int:
     from spottrain.local import Emulator, FaultError, Faults, capacity_wait_seconds
-    from spottrain.secret_store import SecretUsageError, parse_local_secrets, put_secret
+    from spottrain.secret_store import SecretUsageError, parse_local_secrets, put_secret, unseeded_problems
 
     try:  # every --inject and --local-secret is checked, against the stack's allow-list too, before anything starts
         faults = Faults.parse(args.inject)
         faults.check_outage(capacity_wait_seconds(spec))
         local_secrets = parse_local_secrets(args.local_secret, sys.stdin)
+        unseeded = unseeded_problems(spec, local_secrets)
+        if unseeded:
+            raise SecretUsageError("; ".join(unseeded))
         emulator = Emulator(Path(args.workdir), faults=faults, on_email=console.email)
     except (FaultError, SecretUsageError) as exc:
         raise UsageError(str(exc)) from None

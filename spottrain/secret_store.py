@@ -8,7 +8,7 @@ under the prefix a job's secrets role may read, /spottrain/
 from __future__ import annotations
 
 import getpass
-from typing import IO, Any, Iterable
+from typing import IO, Any, Iterable, Mapping
 
 from spottrain.contract.secrets import SECRET_NAME, SECRETS_PREFIX, name_path_problem
 
@@ -73,3 +73,20 @@ def parse_local_secrets(items: Iterable[str], stdin: IO[str]) -> dict[str, str]:
             )
         secrets[check_name(name)] = value
     return secrets
+
+
+def unseeded_problems(spec: Mapping[str, Any], seeded: Iterable[str]) -> list[str]:
+    """The spec's secret names that no --local-secret seeds, each naming its field and the fix.
+
+    The emulator's SSM starts empty, so such a job could only fail at start (`secret_unreadable`).
+    """
+    seeded = set(seeded)
+    fields = [(f"secrets.{variable}", name) for variable, name in (spec.get("secrets") or {}).items()]
+    auth = spec.get("repository_auth") or {}
+    fields += [(f"repository_auth.{key}", name) for key, name in auth.items() if key.endswith("_secret")]
+    return [
+        f"{field}: {name} is not seeded, and the emulator's SSM holds only what --local-secret gives (the job would "
+        f"fail at start). Add --local-secret {name}=VALUE, or --local-secret {name} to type it at a prompt or pipe it"
+        for field, name in fields
+        if isinstance(name, str) and name not in seeded
+    ]

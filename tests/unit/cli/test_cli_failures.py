@@ -55,6 +55,28 @@ def test_given_repository_auth_on_the_projects_own_url_when_submitted_local_then
     assert not (tmp_path / "work").exists()
 
 
+def test_given_a_secret_no_local_secret_seeds_when_submitted_local_then_refused_before_deploying_naming_the_fix(
+    tmp_path, capsys
+):
+    # Given a spec whose secrets name two values, and a --local-secret seeding only one of them
+    spec = {
+        **json.loads(cli.DEMO_SPEC.read_text()),
+        "secrets": {"HF_TOKEN": "/spottrain/hf-token", "WANDB_KEY": "/spottrain/wandb"},
+    }
+    (tmp_path / "job.json").write_text(json.dumps(spec))
+
+    # When submitted to the emulator (whose SSM holds only what --local-secret seeds)
+    argv = ["submit", "--local", str(tmp_path / "job.json"), "--workdir", str(tmp_path / "work")]
+    code = cli.main([*argv, "--local-secret", "/spottrain/hf-token=abcdefgh"])
+
+    # Then refused in one line naming the field, the rule and the fix, before anything starts
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("spottrain: secrets.WANDB_KEY: /spottrain/wandb is not seeded"), err
+    assert "--local-secret /spottrain/wandb" in err and "/spottrain/hf-token" not in err, err
+    assert not (tmp_path / "work").exists()
+
+
 def test_given_an_outage_longer_than_the_emulators_capacity_wait_when_the_demo_starts_then_refused_with_why(
     tmp_path, capsys
 ):
