@@ -10,7 +10,7 @@ from __future__ import annotations
 import getpass
 from typing import IO, Any, Iterable, Mapping
 
-from spottrain.contract.secrets import SECRET_NAME, SECRETS_PREFIX, name_path_problem
+from spottrain.contract.secrets import SECRETS_PREFIX, name_form_problem, name_path_problem
 
 ENV_NAME_HINT = "letters, digits and '_'"
 
@@ -20,7 +20,7 @@ class SecretUsageError(ValueError):
 
 
 def check_name(name: str) -> str:
-    problem = None if SECRET_NAME.match(name) else "must be under " + SECRETS_PREFIX
+    problem = name_form_problem(name) if name.startswith(SECRETS_PREFIX) else "must be under " + SECRETS_PREFIX
     problem = problem or name_path_problem(name)
     if problem:
         raise SecretUsageError(

@@ -19,7 +19,7 @@ import jsonschema
 from jsonschema import ValidationError
 
 from spottrain.contract import names, repository_auth, schema, ssh, sweep
-from spottrain.contract.secrets import SECRET_NAME, SECRETS_PREFIX, name_path_problem
+from spottrain.contract.secrets import SECRET_NAME, SECRETS_PREFIX, name_form_problem, name_path_problem
 from spottrain.contract.settings import Settings
 
 SCHEMA_PATH = schema.SCHEMA_PATH
@@ -209,7 +209,8 @@ def _rule(error: ValidationError) -> str:
             return "must not be blank"
         # _private_key_problems says what to do instead; an error message must not carry the key
         shown = "the value" if ssh.PRIVATE_KEY.search(instance) else _shown(instance)
-        return f"{shown} has characters or a form that is not allowed"
+        form = name_form_problem(instance) if value == SECRET_NAME.pattern and shown != "the value" else None
+        return f"{shown} {form or 'has characters or a form that is not allowed'}"
     if keyword in ("minimum", "maximum"):
         return f"must be at {'least' if keyword == 'minimum' else 'most'} {value}, not {_shown(instance)}"
     if keyword in ("minItems", "maxItems"):

@@ -23,6 +23,8 @@ def test_given_a_local_secret_with_an_empty_value_then_the_error_says_the_value_
         ("/spottrain/a//b", "'//'"),
         ("/spottrain/a/", "ends with '/'"),
         ("/prod/x", "must be under /spottrain/"),
+        ("/spottrain/", "names nothing after '/spottrain/'"),
+        ("/spottrain/hf token", "has a character a name may not hold: ' '"),
     ],
 )
 def test_given_a_bad_secret_name_when_stored_then_refused_naming_the_rule(name, says):
