@@ -37,6 +37,7 @@ import secrets
 import string
 import threading
 import urllib.parse
+import uuid
 import xml.etree.ElementTree as ElementTree
 from typing import Any, Callable, Iterable
 from xml.sax.saxutils import escape
@@ -416,14 +417,35 @@ def _form(environ: dict) -> dict[str, list[str]]:
     return urllib.parse.parse_qs(_body(environ).decode(errors="replace"))
 
 
+# Services whose SDK protocol is AWS's query protocol: their errors are an XML ErrorResponse
+# (https://smithy.io/2.0/aws/protocols/aws-query-protocol.html#operation-error-serialization).
+_QUERY_SERVICES = frozenset({"iam", "sts", "sns", "cloudformation", "autoscaling", "elasticloadbalancing"})
+
+
 def _access_denied(environ: dict, start_response: Callable, service: str, call: InstanceCall) -> list[bytes]:
+    """The error the service itself sends a denied caller, in its protocol's form, so the SDK raises a
+    ClientError with the code: S3 and query services `AccessDenied`, EC2 `UnauthorizedOperation`
+    (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html), JSON services
+    `AccessDeniedException`."""
     message = f"{call.action} on {call.resource} {call.verdict.decision.value} ({call.verdict.statement or 'no Allow'})"
+    text = escape(message)
     if service == "s3":
         body = (
-            f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
-            f"<Message>{message}</Message></Error>"
+            f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>{text}</Message></Error>'
         ).encode()
         content_type, status = "application/xml", "403 Forbidden"
+    elif service == "ec2":
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>UnauthorizedOperation</Code>'
+            f"<Message>{text}</Message></Error></Errors><RequestID>{uuid.uuid4()}</RequestID></Response>"
+        ).encode()
+        content_type, status = "text/xml", "403 Forbidden"
+    elif service in _QUERY_SERVICES:
+        body = (
+            "<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code>"
+            f"<Message>{text}</Message></Error><RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>"
+        ).encode()
+        content_type, status = "text/xml", "403 Forbidden"
     else:
         body = json.dumps({"__type": "AccessDeniedException", "message": message}).encode()
         content_type, status = "application/x-amz-json-1.0", "400 Bad Request"
