@@ -201,6 +201,8 @@ def _report_end(console: Console, execution: dict, detail: dict | None = None) -
     said = _AGENT_FAILURES.get(detail.get("reason") or "")
     if said and detail.get("message"):  # the generic cause would send the user to the logs
         text = f"{said}: {detail['message']}"
+    if not text and status == "ABORTED":  # StopExecution gives no error nor cause unless its caller did
+        text = "stopped before it ended (`spottrain cancel`, or StopExecution from the console or an SDK)"
     console.say(f"✗ {execution['name']} {status.lower()}: {text}")
     return 1
 

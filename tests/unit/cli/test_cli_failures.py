@@ -194,3 +194,18 @@ def test_given_a_job_failed_by_its_command_then_the_last_line_keeps_the_workflow
     cli._report_end(Console(out), execution, cli._failure_detail(sfn, execution))
 
     assert out.getvalue().strip() == "✗ job-1 failed: TrainingFailed The job failed."
+
+
+def test_given_a_job_stopped_by_spottrain_cancel_when_it_ends_then_the_last_line_says_it_was_stopped():
+    # Given an execution that StopExecution ended (spottrain cancel from another terminal): no error, no cause
+    execution = {"name": "job-1", "status": "ABORTED", "executionArn": "arn:x"}
+    out = io.StringIO()
+
+    # When the CLI that follows it reports the end
+    code = cli._report_end(Console(out), execution)
+
+    # Then the line says what ended it, not an empty reason
+    assert code == 1
+    assert out.getvalue().strip() == (
+        "✗ job-1 aborted: stopped before it ended (`spottrain cancel`, or StopExecution from the console or an SDK)"
+    )
