@@ -387,8 +387,13 @@ def cmd_secret_put(args: argparse.Namespace, console: Console) -> int:
 
     try:
         name = check_name(args.name)
-        session, _ = _aws(args)  # the stack must exist: its jobs' secrets roles read the value
-        version = put_secret(session.client("ssm"), name, read_value(name, sys.stdin))
+        # A pipe is read first, so an empty one is refused before any AWS call; a prompt comes once the
+        # stack is found (its jobs' secrets roles read the value), so nothing is typed for a missing stack.
+        piped = None if sys.stdin.isatty() else read_value(name, sys.stdin)
+        if piped == "":
+            raise SecretUsageError(f"secret {name}: the value is empty; give it on stdin or at the prompt")
+        session, _ = _aws(args)
+        version = put_secret(session.client("ssm"), name, read_value(name, sys.stdin) if piped is None else piped)
     except SecretUsageError as exc:
         raise UsageError(str(exc)) from None
     console.say(f'stored {name} (SecureString, version {version}); a job reads it with "secrets": {{"VAR": "{name}"}}')
