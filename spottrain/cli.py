@@ -419,6 +419,9 @@ def _run_local(args: argparse.Namespace, console: Console, spec: dict, download_
     with emulator:
         console.say(f"stack deployed in {time.monotonic() - started:.1f}s; submitting {spec['exec_name']}")
         console.say(local_commands_hint(emulator.endpoint, emulator.stack_name, spec["exec_name"]))
+        door = debug_door_hint(spec, args.workdir)
+        if door:
+            console.say(door)
         session = emulator.session()
         for name, value in local_secrets.items():
             put_secret(session.client("ssm"), name, value)
@@ -632,6 +635,18 @@ def local_commands_hint(endpoint: str, stack_name: str, exec_name: str) -> str:
         f"from another shell, while this runs: AWS_ENDPOINT_URL={endpoint} AWS_REGION={REGION} "
         f"AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing spottrain status|cancel {exec_name} "
         f"--stack-name {stack_name}"
+    )
+
+
+def debug_door_hint(spec: dict, workdir: str) -> str | None:
+    """How to open the debug door of a --local run (the email gives AWS's command); None without a door."""
+    minutes = (spec.get("on_failure") or {}).get("keep_alive_minutes") or 0
+    if not minutes:
+        return None
+    name = spec["exec_name"] + ("-<n>" if "sweep" in spec else "")  # a sweep's variants are <exec_name>-<n>
+    return (
+        f"if it fails, its instance is kept for {minutes} s: look inside from another shell with "
+        f"`spottrain shell {name} --workdir {workdir}` (the email's aws ssm start-session is for AWS)"
     )
 
 

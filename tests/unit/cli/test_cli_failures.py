@@ -209,3 +209,18 @@ def test_given_a_job_stopped_by_spottrain_cancel_when_it_ends_then_the_last_line
     assert out.getvalue().strip() == (
         "✗ job-1 aborted: stopped before it ended (`spottrain cancel`, or StopExecution from the console or an SDK)"
     )
+
+
+def test_given_a_spec_with_a_debug_door_when_run_local_then_the_hint_gives_the_emulators_shell_command():
+    # Given a spec keeping a failed instance 30 minutes (seconds in the emulator), run with its own workdir
+    spec = {"exec_name": "door", "on_failure": {"keep_alive_minutes": 30}}
+
+    # When the emulator's hint is made
+    hint = cli.debug_door_hint(spec, "/tmp/emu")
+
+    # Then it names the command that opens the door here (the email's aws ssm start-session is AWS's)
+    assert hint == (
+        "if it fails, its instance is kept for 30 s: look inside from another shell with "
+        "`spottrain shell door --workdir /tmp/emu` (the email's aws ssm start-session is for AWS)"
+    )
+    assert cli.debug_door_hint({"exec_name": "door"}, "/tmp/emu") is None
