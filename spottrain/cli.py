@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from spottrain import jobs
 from spottrain.console import Console
@@ -411,7 +411,9 @@ def _run_local(args: argparse.Namespace, console: Console, spec: dict, download_
         unseeded = unseeded_problems(spec, local_secrets)
         if unseeded:
             raise SecretUsageError("; ".join(unseeded))
-        emulator = Emulator(Path(args.workdir), faults=faults, on_email=console.email)
+        emulator = Emulator(
+            Path(args.workdir), faults=faults, on_email=console.email, agent_env=local_agent_env(os.environ)
+        )
     except (FaultError, SecretUsageError) as exc:
         raise UsageError(str(exc)) from None
     started = time.monotonic()
@@ -636,6 +638,21 @@ def local_commands_hint(endpoint: str, stack_name: str, exec_name: str) -> str:
         f"AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing spottrain status|cancel {exec_name} "
         f"--stack-name {stack_name}"
     )
+
+
+def local_agent_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """What the simulated instances take of the user's environment: only GIT_SSL_CAINFO, the certificate of a
+    loopback https git host (self-signed), which they trust as an AMI trusts the public CAs in its store."""
+    cainfo = environ.get("GIT_SSL_CAINFO")
+    if not cainfo:
+        return {}
+    path = Path(cainfo).expanduser().resolve()
+    if not path.is_file():
+        raise UsageError(
+            f"GIT_SSL_CAINFO={cainfo}: no such file. Give the PEM file of the certificate your loopback https git "
+            "host serves (the simulated instances trust it), or unset GIT_SSL_CAINFO"
+        )
+    return {"GIT_SSL_CAINFO": str(path)}
 
 
 def debug_door_hint(spec: dict, workdir: str) -> str | None:

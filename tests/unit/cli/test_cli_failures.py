@@ -224,3 +224,23 @@ def test_given_a_spec_with_a_debug_door_when_run_local_then_the_hint_gives_the_e
         "`spottrain shell door --workdir /tmp/emu` (the email's aws ssm start-session is for AWS)"
     )
     assert cli.debug_door_hint({"exec_name": "door"}, "/tmp/emu") is None
+
+
+def test_given_git_ssl_cainfo_when_run_local_then_the_simulated_instances_trust_that_certificate(tmp_path):
+    # Given the user's GIT_SSL_CAINFO naming a loopback git host's certificate (as an AMI's trust store would hold)
+    certificate = tmp_path / "git-server.pem"
+    certificate.write_text("-----BEGIN CERTIFICATE-----\n")
+
+    # When the emulator's instances' environment is made
+    env = cli.local_agent_env({"GIT_SSL_CAINFO": str(certificate), "HOME": "/root"})
+
+    # Then git on the instances gets it, and nothing else of the user's environment
+    assert env == {"GIT_SSL_CAINFO": str(certificate.resolve())}
+    assert cli.local_agent_env({"HOME": "/root"}) == {}
+
+
+def test_given_git_ssl_cainfo_naming_no_file_when_run_local_then_refused_naming_the_variable_and_the_fix(tmp_path):
+    import pytest
+
+    with pytest.raises(cli.UsageError, match=r"GIT_SSL_CAINFO=.*missing.pem: no such file\. Give the PEM file"):
+        cli.local_agent_env({"GIT_SSL_CAINFO": str(tmp_path / "missing.pem")})
