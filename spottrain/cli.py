@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from spottrain import jobs
 from spottrain.console import Console
@@ -178,6 +178,17 @@ def _follow(console: Console, sfn: Any, s3: Any, stack: jobs.Stack, arn: str, ti
         console.end_progress()
 
 
+# The agent's failures before the commands run, whose message names the field and the fix
+# (spottrain/agent/lifecycle.py): the CLI's last line gives it instead of the workflow's generic cause.
+_AGENT_FAILURES = {
+    "secret_unreadable": "a secret could not be read",
+    "clone_failed": "the repository could not be cloned",
+    "restore_failed": "the checkpoints could not be restored",
+    "job_invalid": "the instance refused the job spec",
+    "job_unreadable": "the instance could not read the job spec",
+}
+
+
 def _report_end(console: Console, execution: dict, detail: dict | None = None) -> int:
     """Prints the job's last line; detail: the failed attempt's (`_failure_detail`), read while the
     stack is reachable."""
@@ -186,8 +197,12 @@ def _report_end(console: Console, execution: dict, detail: dict | None = None) -
         console.say(f"✓ {execution['name']} succeeded")
         return 0
     text = failure_text(execution.get("error"), execution.get("cause"))
-    if (detail or {}).get("reason") == "secret_unreadable":  # the generic cause would send the user to the logs
-        text = f"a secret could not be read: {(detail or {}).get('message')}"
+    detail = detail or {}
+    said = _AGENT_FAILURES.get(detail.get("reason") or "")
+    if said and detail.get("message"):  # the generic cause would send the user to the logs
+        text = f"{said}: {detail['message']}"
+    if not text and status == "ABORTED":  # StopExecution gives no error nor cause unless its caller did
+        text = "stopped before it ended (`spottrain cancel`, or StopExecution from the console or an SDK)"
     console.say(f"✗ {execution['name']} {status.lower()}: {text}")
     return 1
 
@@ -372,8 +387,13 @@ def cmd_secret_put(args: argparse.Namespace, console: Console) -> int:
 
     try:
         name = check_name(args.name)
-        session, _ = _aws(args)  # the stack must exist: its jobs' secrets roles read the value
-        version = put_secret(session.client("ssm"), name, read_value(name, sys.stdin))
+        # A pipe is read first, so an empty one is refused before any AWS call; a prompt comes once the
+        # stack is found (its jobs' secrets roles read the value), so nothing is typed for a missing stack.
+        piped = None if sys.stdin.isatty() else read_value(name, sys.stdin)
+        if piped == "":
+            raise SecretUsageError(f"secret {name}: the value is empty; give it on stdin or at the prompt")
+        session, _ = _aws(args)
+        version = put_secret(session.client("ssm"), name, read_value(name, sys.stdin) if piped is None else piped)
     except SecretUsageError as exc:
         raise UsageError(str(exc)) from None
     console.say(f'stored {name} (SecureString, version {version}); a job reads it with "secrets": {{"VAR": "{name}"}}')
@@ -382,13 +402,18 @@ def cmd_secret_put(args: argparse.Namespace, console: Console) -> int:
 
 def _run_local(args: argparse.Namespace, console: Console, spec: dict, download_to: Path | None) -> int:
     from spottrain.local import Emulator, FaultError, Faults, capacity_wait_seconds
-    from spottrain.secret_store import SecretUsageError, parse_local_secrets, put_secret
+    from spottrain.secret_store import SecretUsageError, parse_local_secrets, put_secret, unseeded_problems
 
     try:  # every --inject and --local-secret is checked, against the stack's allow-list too, before anything starts
         faults = Faults.parse(args.inject)
         faults.check_outage(capacity_wait_seconds(spec))
         local_secrets = parse_local_secrets(args.local_secret, sys.stdin)
-        emulator = Emulator(Path(args.workdir), faults=faults, on_email=console.email)
+        unseeded = unseeded_problems(spec, local_secrets)
+        if unseeded:
+            raise SecretUsageError("; ".join(unseeded))
+        emulator = Emulator(
+            Path(args.workdir), faults=faults, on_email=console.email, agent_env=local_agent_env(os.environ)
+        )
     except (FaultError, SecretUsageError) as exc:
         raise UsageError(str(exc)) from None
     started = time.monotonic()
@@ -396,6 +421,9 @@ def _run_local(args: argparse.Namespace, console: Console, spec: dict, download_
     with emulator:
         console.say(f"stack deployed in {time.monotonic() - started:.1f}s; submitting {spec['exec_name']}")
         console.say(local_commands_hint(emulator.endpoint, emulator.stack_name, spec["exec_name"]))
+        door = debug_door_hint(spec, args.workdir)
+        if door:
+            console.say(door)
         session = emulator.session()
         for name, value in local_secrets.items():
             put_secret(session.client("ssm"), name, value)
@@ -609,6 +637,33 @@ def local_commands_hint(endpoint: str, stack_name: str, exec_name: str) -> str:
         f"from another shell, while this runs: AWS_ENDPOINT_URL={endpoint} AWS_REGION={REGION} "
         f"AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing spottrain status|cancel {exec_name} "
         f"--stack-name {stack_name}"
+    )
+
+
+def local_agent_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """What the simulated instances take of the user's environment: only GIT_SSL_CAINFO, the certificate of a
+    loopback https git host (self-signed), which they trust as an AMI trusts the public CAs in its store."""
+    cainfo = environ.get("GIT_SSL_CAINFO")
+    if not cainfo:
+        return {}
+    path = Path(cainfo).expanduser().resolve()
+    if not path.is_file():
+        raise UsageError(
+            f"GIT_SSL_CAINFO={cainfo}: no such file. Give the PEM file of the certificate your loopback https git "
+            "host serves (the simulated instances trust it), or unset GIT_SSL_CAINFO"
+        )
+    return {"GIT_SSL_CAINFO": str(path)}
+
+
+def debug_door_hint(spec: dict, workdir: str) -> str | None:
+    """How to open the debug door of a --local run (the email gives AWS's command); None without a door."""
+    minutes = (spec.get("on_failure") or {}).get("keep_alive_minutes") or 0
+    if not minutes:
+        return None
+    name = spec["exec_name"] + ("-<n>" if "sweep" in spec else "")  # a sweep's variants are <exec_name>-<n>
+    return (
+        f"if it fails, its instance is kept for {minutes} s: look inside from another shell with "
+        f"`spottrain shell {name} --workdir {workdir}` (the email's aws ssm start-session is for AWS)"
     )
 
 

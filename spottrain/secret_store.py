@@ -8,9 +8,9 @@ under the prefix a job's secrets role may read, /spottrain/
 from __future__ import annotations
 
 import getpass
-from typing import IO, Any, Iterable
+from typing import IO, Any, Iterable, Mapping
 
-from spottrain.contract.secrets import SECRET_NAME, SECRETS_PREFIX, name_path_problem
+from spottrain.contract.secrets import SECRETS_PREFIX, name_form_problem, name_path_problem
 
 ENV_NAME_HINT = "letters, digits and '_'"
 
@@ -20,7 +20,7 @@ class SecretUsageError(ValueError):
 
 
 def check_name(name: str) -> str:
-    problem = None if SECRET_NAME.match(name) else "must be under " + SECRETS_PREFIX
+    problem = name_form_problem(name) if name.startswith(SECRETS_PREFIX) else "must be under " + SECRETS_PREFIX
     problem = problem or name_path_problem(name)
     if problem:
         raise SecretUsageError(
@@ -73,3 +73,20 @@ def parse_local_secrets(items: Iterable[str], stdin: IO[str]) -> dict[str, str]:
             )
         secrets[check_name(name)] = value
     return secrets
+
+
+def unseeded_problems(spec: Mapping[str, Any], seeded: Iterable[str]) -> list[str]:
+    """The spec's secret names that no --local-secret seeds, each naming its field and the fix.
+
+    The emulator's SSM starts empty, so such a job could only fail at start (`secret_unreadable`).
+    """
+    seeded = set(seeded)
+    fields = [(f"secrets.{variable}", name) for variable, name in (spec.get("secrets") or {}).items()]
+    auth = spec.get("repository_auth") or {}
+    fields += [(f"repository_auth.{key}", name) for key, name in auth.items() if key.endswith("_secret")]
+    return [
+        f"{field}: {name} is not seeded, and the emulator's SSM holds only what --local-secret gives (the job would "
+        f"fail at start). Add --local-secret {name}=VALUE, or --local-secret {name} to type it at a prompt or pipe it"
+        for field, name in fields
+        if isinstance(name, str) and name not in seeded
+    ]

@@ -19,7 +19,7 @@ import jsonschema
 from jsonschema import ValidationError
 
 from spottrain.contract import names, repository_auth, schema, ssh, sweep
-from spottrain.contract.secrets import SECRET_NAME, SECRETS_PREFIX, name_path_problem
+from spottrain.contract.secrets import SECRET_NAME, SECRETS_PREFIX, name_form_problem, name_path_problem
 from spottrain.contract.settings import Settings
 
 SCHEMA_PATH = schema.SCHEMA_PATH
@@ -187,6 +187,8 @@ def _problems(error: ValidationError, where: tuple) -> Iterator[tuple[tuple, int
         for name in instance:
             if name not in properties:
                 yield (*where, name), 1, _unknown_field(_field((*where, name)), name, properties)
+    elif keyword == "pattern" and isinstance(instance, str) and ssh.PRIVATE_KEY.search(instance):
+        return  # a pasted private key: _private_key_problems names the field and the fix, once
     elif "propertyNames" in error.relative_schema_path:
         yield (*where, instance), -1, _problem(f"{_field((*where, instance))} (name)", _rule(error), schema)
     else:
@@ -207,9 +209,9 @@ def _rule(error: ValidationError) -> str:
     if keyword == "pattern":
         if value == r"\S":
             return "must not be blank"
-        # _private_key_problems says what to do instead; an error message must not carry the key
-        shown = "the value" if ssh.PRIVATE_KEY.search(instance) else _shown(instance)
-        return f"{shown} has characters or a form that is not allowed"
+        # (a pasted private key never gets here: _problems leaves it to _private_key_problems)
+        form = name_form_problem(instance) if value == SECRET_NAME.pattern else None
+        return f"{_shown(instance)} {form or 'has characters or a form that is not allowed'}"
     if keyword in ("minimum", "maximum"):
         return f"must be at {'least' if keyword == 'minimum' else 'most'} {value}, not {_shown(instance)}"
     if keyword in ("minItems", "maxItems"):

@@ -38,6 +38,21 @@ def name_path_problem(name: str) -> "str | None":
     return None
 
 
+def name_form_problem(name: str) -> "str | None":
+    """Which rule of SECRET_NAME a name breaks, or None when it matches: the message then names the rule."""
+    if not name.startswith(SECRETS_PREFIX):
+        return "is not under '" + SECRETS_PREFIX + "'"
+    rest = name[len(SECRETS_PREFIX) :]
+    if not rest:
+        return "names nothing after '" + SECRETS_PREFIX + "'"
+    bad = next((char for char in rest if not re.match(r"[A-Za-z0-9_.\-/]", char)), None)
+    if bad is not None:
+        return "has a character a name may not hold: " + json.dumps(bad).replace('"', "'")
+    if not SECRET_NAME.match(name):
+        return "is longer than " + str(len(SECRETS_PREFIX) + 200) + " characters"
+    return None
+
+
 MIN_MASKED_CHARS = 4  # a shorter value would blank out ordinary text; such a value protects nothing anyway
 
 

@@ -129,8 +129,8 @@ def _exit_phrase(detail: dict) -> str:
     variable = _unreadable_secret(detail)
     if variable:  # the agent's exit code 1 would hide that the commands never ran
         return f"secret {variable} could not be read"
-    if detail.get("exit_code") is not None:
-        return f"exit code {detail['exit_code']}"
+    if detail.get("exit_code") is not None:  # a clone's exit code is git's: the commands never ran
+        return f"{'git clone ' if detail.get('reason') == 'clone_failed' else ''}exit code {detail['exit_code']}"
     return str(detail.get("reason") or "no exit code")
 
 

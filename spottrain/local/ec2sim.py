@@ -56,6 +56,7 @@ class SimulatedInstance:
     tracked: processes.InstanceProcesses  # every process it started
     process: subprocess.Popen
     booted_ns: int
+    guard: subprocess.Popen | None = None  # ends its processes should the emulator die without ending them
     killed: bool = False
 
     @property
@@ -170,6 +171,7 @@ class Ec2Simulator:
         argv, env = boot_command(sandbox, script, self._environment(sandbox, imds))  # the simulated AMI's /home
         # moto's ids repeat from one emulator to the next: a token keeps the tracking of each apart
         tracked = processes.track(f"{instance_id}-{secrets.token_hex(4)}")
+        guard = processes.guard(tracked)  # before the first process: no moment when a kill -9 would orphan it
         booted_ns = time.time_ns()
         with open(sandbox / "console.log", "ab") as console:
             process = subprocess.Popen(
@@ -182,7 +184,9 @@ class Ec2Simulator:
                 start_new_session=True,
             )
         self.on_event(f"instance {instance_id} ({described['InstanceType']}) booted: {sandbox}")
-        instance = SimulatedInstance(instance_id, described["InstanceType"], sandbox, imds, tracked, process, booted_ns)
+        instance = SimulatedInstance(
+            instance_id, described["InstanceType"], sandbox, imds, tracked, process, booted_ns, guard=guard
+        )
         trigger = self.faults.take_interrupt(instance_id)
         if trigger is not None:
             self._start_interrupter(instance, trigger)
@@ -270,5 +274,7 @@ class Ec2Simulator:
             log.error("instance %s: its first process %d survives SIGKILL", instance.instance_id, instance.process.pid)
         if not instance.killed:
             instance.killed = True
+            if instance.guard is not None:
+                processes.release(instance.guard)
             instance.imds.stop()
             (instance.sandbox / shell.ENDED_FILE).touch()  # `spottrain shell` no longer finds it

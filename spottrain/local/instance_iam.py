@@ -417,11 +417,15 @@ def _form(environ: dict) -> dict[str, list[str]]:
 
 
 def _access_denied(environ: dict, start_response: Callable, service: str, call: InstanceCall) -> list[bytes]:
+    """The error the service itself sends a denied caller, in its protocol's form, so the SDK raises a
+    ClientError with the code: S3 and query services `AccessDenied`, EC2 `UnauthorizedOperation`
+    (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html), JSON services
+    `AccessDeniedException`."""
     message = f"{call.action} on {call.resource} {call.verdict.decision.value} ({call.verdict.statement or 'no Allow'})"
+    text = escape(message)
     if service == "s3":
         body = (
-            f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
-            f"<Message>{message}</Message></Error>"
+            f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>{text}</Message></Error>'
         ).encode()
         content_type, status = "application/xml", "403 Forbidden"
     elif environ.get("HTTP_X_AMZ_TARGET") or service == "lambda":  # the JSON protocols (Lambda's REST JSON too)
@@ -435,7 +439,7 @@ def _access_denied(environ: dict, start_response: Callable, service: str, call: 
     elif service == "ec2":  # EC2's query protocol: <Response><Errors><Error>, code UnauthorizedOperation
         body = (
             "<Response><Errors><Error><Code>UnauthorizedOperation</Code>"
-            f"<Message>{escape(message)}</Message></Error></Errors><RequestID>spottrain</RequestID></Response>"
+            f"<Message>{text}</Message></Error></Errors><RequestID>spottrain</RequestID></Response>"
         ).encode()
         content_type, status = "text/xml", "403 Forbidden"
     else:  # the other query protocols (IAM, ...): <ErrorResponse><Error>

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -221,3 +223,44 @@ def signal_quietly(pid: int, signum: int) -> None:
         os.kill(pid, signum)
     except ProcessLookupError:
         pass
+
+
+# --- a guard that outlives the emulator ------------------------------------------------------
+
+# The guard's program: wait for the end of its stdin, then end the instance's processes. The emulator holds
+# the pipe's only write end, which the kernel closes however it ends, SIGKILL included.
+_GUARD_PROGRAM = (
+    "import json, signal, sys\n"
+    "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+    "from spottrain.local import processes\n"
+    "sys.stdin.buffer.read()\n"
+    "processes.restore(json.loads(sys.argv[1])).end_all()\n"
+)
+
+
+def guard(tracked: InstanceProcesses) -> subprocess.Popen:
+    """A process that ends every process of the instance once this one (the emulator) has ended.
+
+    An emulator killed by SIGKILL (or the OOM killer) runs no cleanup: without a guard its instances'
+    agents and trainings would run on, orphaned, until their own runtime limits. The guard is in a
+    session of its own (a Ctrl-C at the terminal leaves it to the emulator's own cleanup) and outside
+    the instance's tracking; `release` ends it once the emulator has ended the instance itself.
+    """
+    package_root = str(Path(__file__).resolve().parents[2])  # this spottrain, whatever else is installed
+    return subprocess.Popen(
+        [sys.executable, "-c", _GUARD_PROGRAM, json.dumps(tracked.describe())],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": package_root},
+        start_new_session=True,
+    )
+
+
+def release(guarded: subprocess.Popen) -> None:
+    """Close the guard's pipe and wait for it: it finds nothing left to end."""
+    if guarded.stdin is not None and not guarded.stdin.closed:
+        guarded.stdin.close()
+    try:
+        guarded.wait(timeout=END_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        log.error("guard %d of an ended instance did not end", guarded.pid)

@@ -23,6 +23,8 @@ def test_given_a_local_secret_with_an_empty_value_then_the_error_says_the_value_
         ("/spottrain/a//b", "'//'"),
         ("/spottrain/a/", "ends with '/'"),
         ("/prod/x", "must be under /spottrain/"),
+        ("/spottrain/", "names nothing after '/spottrain/'"),
+        ("/spottrain/hf token", "has a character a name may not hold: ' '"),
     ],
 )
 def test_given_a_bad_secret_name_when_stored_then_refused_naming_the_rule(name, says):
@@ -64,3 +66,19 @@ def test_given_a_local_secret_name_alone_at_a_terminal_then_it_prompts_without_e
 def test_given_a_local_secret_name_alone_and_an_empty_pipe_then_the_error_says_the_value_is_empty():
     with pytest.raises(SecretUsageError, match=r"--local-secret /spottrain/a: the value is empty"):
         parse_local_secrets(["/spottrain/a"], _Pipe(""))
+
+
+def test_given_a_deploy_key_secret_no_local_secret_seeds_then_the_problem_names_repository_auths_field():
+    # Given a spec cloning over ssh with a deploy key, and a seeded value for its other secret only
+    spec = {
+        "secrets": {"HF_TOKEN": "/spottrain/hf-token"},
+        "repository_auth": {"ssh_key_secret": "/spottrain/deploy-key", "known_hosts": "h ssh-ed25519 AAAA"},
+    }
+
+    # When checked against what --local-secret seeds
+    problems = secret_store.unseeded_problems(spec, {"/spottrain/hf-token": "abcdefgh"})
+
+    # Then one problem, naming the field, the name and the fix
+    assert len(problems) == 1
+    assert problems[0].startswith("repository_auth.ssh_key_secret: /spottrain/deploy-key is not seeded")
+    assert "--local-secret /spottrain/deploy-key" in problems[0]

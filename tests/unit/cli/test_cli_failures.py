@@ -55,6 +55,28 @@ def test_given_repository_auth_on_the_projects_own_url_when_submitted_local_then
     assert not (tmp_path / "work").exists()
 
 
+def test_given_a_secret_no_local_secret_seeds_when_submitted_local_then_refused_before_deploying_naming_the_fix(
+    tmp_path, capsys
+):
+    # Given a spec whose secrets name two values, and a --local-secret seeding only one of them
+    spec = {
+        **json.loads(cli.DEMO_SPEC.read_text()),
+        "secrets": {"HF_TOKEN": "/spottrain/hf-token", "WANDB_KEY": "/spottrain/wandb"},
+    }
+    (tmp_path / "job.json").write_text(json.dumps(spec))
+
+    # When submitted to the emulator (whose SSM holds only what --local-secret seeds)
+    argv = ["submit", "--local", str(tmp_path / "job.json"), "--workdir", str(tmp_path / "work")]
+    code = cli.main([*argv, "--local-secret", "/spottrain/hf-token=abcdefgh"])
+
+    # Then refused in one line naming the field, the rule and the fix, before anything starts
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("spottrain: secrets.WANDB_KEY: /spottrain/wandb is not seeded"), err
+    assert "--local-secret /spottrain/wandb" in err and "/spottrain/hf-token" not in err, err
+    assert not (tmp_path / "work").exists()
+
+
 def test_given_an_outage_longer_than_the_emulators_capacity_wait_when_the_demo_starts_then_refused_with_why(
     tmp_path, capsys
 ):
@@ -133,6 +155,31 @@ def test_given_a_job_failed_by_an_unreadable_secret_when_it_ends_then_the_last_l
     assert out.getvalue().strip() == f"✗ job-1 failed: a secret could not be read: {message}"
 
 
+def test_given_a_job_failed_by_its_clone_when_it_ends_then_the_last_line_gives_the_agents_reason_and_fix():
+    # Given a TrainingFailed end whose last poll judged a clone refused by the host (a wrong deploy key)
+    message = (
+        "git clone of ssh://git@127.0.0.1:2222/priv.git (ref default branch) failed with exit code 128: "
+        "fatal: Could not read from remote repository.; the server refused the deploy key in /spottrain/deploy-key "
+        "(repository_auth.ssh_key_secret): add its public key as a deploy key"
+    )
+    detail = {"reason": "clone_failed", "failed_phase": "clone", "exit_code": 128, "message": message}
+    sfn = _History([json.dumps({"poll": {"status": "FAILED", "detail": detail}})])
+    execution = {
+        "name": "job-1",
+        "status": "FAILED",
+        "executionArn": "arn:x",
+        "error": "TrainingFailed",
+        "cause": "The job failed: its command exited with a non-zero code, ...",
+    }
+    out = io.StringIO()
+
+    # When the CLI reports the end
+    cli._report_end(Console(out), execution, cli._failure_detail(sfn, execution))
+
+    # Then the line says the clone failed, with the agent's message naming the field and the fix
+    assert out.getvalue().strip() == f"✗ job-1 failed: the repository could not be cloned: {message}"
+
+
 def test_given_a_job_failed_by_its_command_then_the_last_line_keeps_the_workflows_cause():
     sfn = _History([json.dumps({"poll": {"status": "FAILED", "detail": {"reason": "exit", "exit_code": 2}}})])
     execution = {
@@ -147,3 +194,53 @@ def test_given_a_job_failed_by_its_command_then_the_last_line_keeps_the_workflow
     cli._report_end(Console(out), execution, cli._failure_detail(sfn, execution))
 
     assert out.getvalue().strip() == "✗ job-1 failed: TrainingFailed The job failed."
+
+
+def test_given_a_job_stopped_by_spottrain_cancel_when_it_ends_then_the_last_line_says_it_was_stopped():
+    # Given an execution that StopExecution ended (spottrain cancel from another terminal): no error, no cause
+    execution = {"name": "job-1", "status": "ABORTED", "executionArn": "arn:x"}
+    out = io.StringIO()
+
+    # When the CLI that follows it reports the end
+    code = cli._report_end(Console(out), execution)
+
+    # Then the line says what ended it, not an empty reason
+    assert code == 1
+    assert out.getvalue().strip() == (
+        "✗ job-1 aborted: stopped before it ended (`spottrain cancel`, or StopExecution from the console or an SDK)"
+    )
+
+
+def test_given_a_spec_with_a_debug_door_when_run_local_then_the_hint_gives_the_emulators_shell_command():
+    # Given a spec keeping a failed instance 30 minutes (seconds in the emulator), run with its own workdir
+    spec = {"exec_name": "door", "on_failure": {"keep_alive_minutes": 30}}
+
+    # When the emulator's hint is made
+    hint = cli.debug_door_hint(spec, "/tmp/emu")
+
+    # Then it names the command that opens the door here (the email's aws ssm start-session is AWS's)
+    assert hint == (
+        "if it fails, its instance is kept for 30 s: look inside from another shell with "
+        "`spottrain shell door --workdir /tmp/emu` (the email's aws ssm start-session is for AWS)"
+    )
+    assert cli.debug_door_hint({"exec_name": "door"}, "/tmp/emu") is None
+
+
+def test_given_git_ssl_cainfo_when_run_local_then_the_simulated_instances_trust_that_certificate(tmp_path):
+    # Given the user's GIT_SSL_CAINFO naming a loopback git host's certificate (as an AMI's trust store would hold)
+    certificate = tmp_path / "git-server.pem"
+    certificate.write_text("-----BEGIN CERTIFICATE-----\n")
+
+    # When the emulator's instances' environment is made
+    env = cli.local_agent_env({"GIT_SSL_CAINFO": str(certificate), "HOME": "/root"})
+
+    # Then git on the instances gets it, and nothing else of the user's environment
+    assert env == {"GIT_SSL_CAINFO": str(certificate.resolve())}
+    assert cli.local_agent_env({"HOME": "/root"}) == {}
+
+
+def test_given_git_ssl_cainfo_naming_no_file_when_run_local_then_refused_naming_the_variable_and_the_fix(tmp_path):
+    import pytest
+
+    with pytest.raises(cli.UsageError, match=r"GIT_SSL_CAINFO=.*missing.pem: no such file\. Give the PEM file"):
+        cli.local_agent_env({"GIT_SSL_CAINFO": str(tmp_path / "missing.pem")})

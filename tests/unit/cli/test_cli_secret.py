@@ -58,3 +58,17 @@ def test_given_a_bad_local_secret_when_demo_starts_then_refused_before_the_emula
 
     assert message in capsys.readouterr().err
     assert not (tmp_path / "emu").exists()
+
+
+def test_given_an_empty_pipe_when_put_then_refused_for_the_empty_value_before_any_aws_call(monkeypatch, capsys):
+    # Given nothing piped in (`spottrain secret put NAME < /dev/null`, an unset variable) and no AWS to answer
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+
+    # When it is put
+    code = cli.main(["secret", "put", "/spottrain/hf-token"])
+
+    # Then the empty value is the one problem named, not an unreachable endpoint
+    assert code == 2
+    assert "/spottrain/hf-token: the value is empty" in capsys.readouterr().err

@@ -112,7 +112,9 @@ def test_given_a_private_key_pasted_in_the_spec_then_it_is_refused_asking_for_a_
 
     problems = _problems(spec)
 
-    assert any(p.startswith("repository_auth.ssh_key_secret: holds a private key") for p in problems), problems
+    assert [p for p in problems if p.startswith("repository_auth.ssh_key_secret:")] == [
+        next(p for p in problems if p.startswith("repository_auth.ssh_key_secret: holds a private key"))
+    ], problems  # once: not also the name pattern's "has characters or a form that is not allowed"
     assert any(p.startswith("env.DEPLOY: holds a private key") for p in problems), problems
     assert any('"ssh_key_secret": "/spottrain/<name>"' in p and "spottrain secret put" in p for p in problems)
     # And no message quotes the value (the schema's pattern message would show its first 57 characters)

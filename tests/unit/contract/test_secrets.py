@@ -92,9 +92,12 @@ def test_given_a_short_value_then_it_is_left_alone_even_quoted_as_masking_it_wou
         ("/spottrain/../x", "has a '..' level"),
         ("/spottrain/team//x", "has an empty level ('//')"),
         ("/spottrain/team/", "ends with '/'"),
+        ("/spottrain/", "names nothing after '/spottrain/'"),
+        ("/spottrain/hf token", "has a character a name may not hold: ' '"),
+        ("/prod/hf-token", "is not under '/spottrain/'"),
     ],
 )
-def test_given_a_secret_name_with_an_empty_or_parent_level_then_refused_naming_the_rule(secret, says):
+def test_given_a_secret_name_of_a_bad_form_then_refused_naming_the_rule(secret, says):
     problems = spec_problems(_spec(secrets={"HF_TOKEN": secret}), make_settings())
 
     assert any(p.startswith(f'secrets.HF_TOKEN: "{secret}" {says}') for p in problems), problems

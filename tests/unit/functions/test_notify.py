@@ -466,3 +466,24 @@ def test_given_a_secret_that_could_not_be_read_when_failed_then_the_subject_name
     # Then the subject says which secret could not be read
     subject = received(inbox)[0]["Subject"]
     assert subject.startswith("[spottrain] pix2pix-facade failed (secret HF_TOKEN could not be read)"), subject
+
+
+def test_given_a_failed_clone_when_failed_then_the_subject_says_the_clone_failed_not_only_its_exit_code(running_job):
+    # Given the agent failed in the clone phase: the host refused the deploy key (git's exit code 128)
+    state, s3, inbox = running_job
+    state["poll"] = {
+        "status": "FAILED",
+        "detail": {
+            "exit_code": 128,
+            "failed_phase": "clone",
+            "reason": "clone_failed",
+            "message": "git clone of ssh://***@github.com/acme/t.git failed with exit code 128: the server refused",
+        },
+    }
+
+    # When the failure is notified
+    publish(NotifyEvent.FAILED, state)
+
+    # Then the subject says the clone failed, before any command ran
+    subject = received(inbox)[0]["Subject"]
+    assert subject.startswith("[spottrain] pix2pix-facade failed (git clone exit code 128)"), subject

@@ -249,6 +249,7 @@ def test_given_commands_that_daemonised_when_the_instance_ends_then_none_of_its_
     instance = _booted(sim, launch(_daemons(tag, 'until [ -e "$SPOTTRAIN_ROOT/go" ]; do sleep 0.05; done')))
     _wait_until(lambda: (instance.sandbox / "daemons-started").exists())
     assert len(_running(tag)) == 3, _running(tag)
+    assert instance.guard is not None and instance.guard.poll() is None  # should the emulator die, it ends them
 
     # When the instance ends
     if how == "the workflow terminates it":
@@ -261,6 +262,8 @@ def test_given_commands_that_daemonised_when_the_instance_ends_then_none_of_its_
     # Then every process it started is gone, as on a machine that was switched off
     _wait_until(lambda: instance.killed)
     assert _running(tag) == []
+    _wait_until(lambda: instance.guard.poll() is not None)  # released: the emulator ended them itself
+    assert instance.guard.returncode == 0
     if how != "the emulator stops":
         _wait_until(lambda: _state(aws, instance.instance_id) == "terminated")
 

@@ -351,3 +351,41 @@ def test_given_a_denied_query_protocol_call_then_the_error_is_the_xml_botocore_r
     # Then the refusal is XML with the code botocore reports (JSON made botocore fail to parse it)
     assert code in answer
     ElementTree.fromstring(answer)
+
+
+@pytest.mark.parametrize(
+    "service,operation,code",
+    [
+        ("iam", "ListRoles", "AccessDenied"),
+        ("sns", "Publish", "AccessDenied"),
+        ("cloudformation", "DescribeStacks", "AccessDenied"),
+        ("ec2", "DescribeInstances", "UnauthorizedOperation"),
+        ("ssm", "GetParameter", "AccessDeniedException"),
+        ("s3", "GetObject", "AccessDenied"),
+    ],
+)
+def test_given_a_denied_instance_request_then_the_sdk_reads_the_services_own_access_denied_error(
+    service, operation, code
+):
+    # Given a request of the instance to a service, which IAM denies
+    from botocore.parsers import create_parser
+    from botocore.session import get_session
+
+    from spottrain.local.instance_iam import InstanceCall, _access_denied
+    from spottrain.local.policy_eval import Decision, Verdict
+
+    call = InstanceCall("i-0aaa", f"{service}:{operation}", "*", Verdict(Decision.IMPLICIT_DENY, ""))
+    model = get_session().get_service_model(service)
+    request = environ("POST", "/")
+    if model.metadata["protocol"] == "json":  # the JSON protocol names its operation in a header
+        request["HTTP_X_AMZ_TARGET"] = f"{model.metadata['targetPrefix']}.{operation}"
+    answered: list = []
+
+    # When the emulator answers it
+    body = b"".join(_access_denied(request, lambda status, headers: answered.extend([status, headers]), service, call))
+
+    # Then the SDK parses the error the service itself would send (a query or EC2 service answers XML, not JSON)
+    response = {"status_code": int(answered[0][:3]), "headers": dict(answered[1]), "body": body}
+    parsed = create_parser(model.metadata["protocol"]).parse(response, model.operation_model(operation).output_shape)
+    assert parsed["Error"]["Code"] == code, parsed
+    assert f"{service}:{operation}" in parsed["Error"]["Message"]

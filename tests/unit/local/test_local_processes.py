@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -84,3 +85,53 @@ def test_given_a_process_then_its_session_environment_and_end_are_read_from_proc
         child.wait()
     assert processes.state(child.pid) is None
     assert processes.environment(child.pid) == {}
+
+
+# An emulator in miniature: it boots one tracked "instance" that starts a child of its own, guards it, prints
+# the tracking and waits to be killed (argv[1] "marker": tracking by environment marker, as a non-root user's).
+OWNER = (
+    "import json, os, subprocess, sys, time\n"
+    "from spottrain.local import processes\n"
+    "if sys.argv[1] == 'marker':\n"
+    "    processes._cgroup_parent = lambda: None\n"
+    "tracked = processes.track(f'guard-test-{os.getpid()}')\n"
+    "subprocess.Popen(tracked.command(['bash', '-c', 'sleep 120 & wait']),\n"
+    "                 env={**os.environ, **tracked.environment}, start_new_session=True)\n"
+    "guard = processes.guard(tracked)\n"
+    "print(json.dumps(tracked.describe()), flush=True)\n"
+    "time.sleep(120)\n"
+)
+
+
+def test_given_a_guarded_instance_when_its_emulator_is_killed_with_sigkill_then_the_instances_processes_end(
+    tracking,
+):
+    # Given an emulator process whose instance runs a command in a session of its own
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER, "marker" if tracking == "environment marker" else "cgroup"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    tracked = processes.restore(json.loads(owner.stdout.readline()))
+    _wait_until(lambda: len(tracked.pids()) == 2)
+
+    # When the emulator is killed with SIGKILL (kill -9: no handler, no cleanup of its own runs)
+    owner.kill()
+    owner.wait()
+
+    # Then the instance's processes end anyway, the guard having noticed its owner's end
+    _wait_until(lambda: tracked.pids() == [], timeout=30)
+
+
+def test_given_a_guarded_instance_when_its_emulator_releases_the_guard_then_the_guard_ends_and_kills_nothing_new():
+    # Given a guard over an instance that already ended (the emulator ended it itself)
+    tracked = processes.track(f"released-{random.randrange(1 << 30)}")
+    guard = processes.guard(tracked)
+    tracked.end_all()
+
+    # When the emulator releases it
+    processes.release(guard)
+
+    # Then the guard has ended, cleanly
+    assert guard.returncode == 0
