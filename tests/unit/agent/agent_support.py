@@ -198,6 +198,7 @@ class FakeImds(ThreadingHTTPServer):
     token = "imds-token"
     instance_id = "i-0123456789abcdef0"
     notice = None  # dict once the test "reclaims" the instance
+    stalls = 0  # how many requests, from the first, get no answer: the client's timeout ends each
 
     def reclaim(self, seconds_left: float = 120.0) -> float:
         """Post a spot notice, as AWS does two minutes ahead; returns when it was posted."""
@@ -208,6 +209,13 @@ class FakeImds(ThreadingHTTPServer):
 
 
 class _ImdsHandler(BaseHTTPRequestHandler):
+    def handle_one_request(self):
+        if self.server.stalls > 0:
+            self.server.stalls -= 1
+            self.rfile.read()  # nothing is sent back: this ends when the client gives up and closes
+            return
+        super().handle_one_request()
+
     def do_PUT(self):
         if self.path == "/latest/api/token" and self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
             return self._send(200, self.server.token)

@@ -30,6 +30,15 @@ def test_given_an_expired_token_when_polling_then_a_new_token_is_fetched(imds):
     assert client.instance_id() == "i-0123456789abcdef0"
 
 
+def test_given_an_imds_too_slow_for_the_first_tries_when_asking_then_the_instance_id_still_comes_back(imds):
+    # Given an IMDS that leaves the first two requests unanswered (a loaded machine's)
+    imds.stalls = 2
+
+    # When the agent asks for its id, then it gets it: the id everything the workflow sends it is addressed to
+    assert Imds(imds.endpoint, timeout=0.2).instance_id() == "i-0123456789abcdef0"
+    assert imds.stalls == 0
+
+
 def test_given_no_imds_when_asking_then_unknown_and_no_notice_quickly():
     client = Imds(f"http://127.0.0.1:{free_port()}", timeout=0.5)
     started = time.monotonic()
