@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import boto3
+from botocore.exceptions import ClientError
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str = "condition") -> Any:
@@ -115,3 +116,12 @@ def instance_session(emulator: Any, instance_id: str) -> boto3.Session:
         aws_session_token=creds["Token"],
         region_name="us-east-1",
     )
+
+
+def outcome(call: Callable[[], Any]) -> str:
+    """What AWS answered an attempt: the error code it refused with, or "allowed"."""
+    try:
+        call()
+    except ClientError as error:
+        return error.response["Error"]["Code"]
+    return "allowed"

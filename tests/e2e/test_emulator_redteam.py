@@ -19,7 +19,7 @@ import threading
 import pytest
 from botocore.exceptions import ClientError
 
-from e2e_support import instance_session, wait_until
+from e2e_support import instance_session, outcome, wait_until
 from spottrain.contract import layout, markers
 from spottrain.contract.secrets import SECRETS_ROLE_FIELD
 from spottrain.local import Emulator
@@ -27,14 +27,6 @@ from spottrain.secret_store import put_secret
 from test_emulator_scenarios import agent_pid
 
 PLANTED = layout.CHECKPOINTS_PREFIX + "planted.npz"  # restored into the job's checkpoint_dir before a retry
-
-
-def _outcome(call) -> str:
-    try:
-        call()
-    except ClientError as error:
-        return error.response["Error"]["Code"]
-    return "allowed"
 
 
 def _job_document(emulator, exec_name: str) -> dict:
@@ -122,59 +114,59 @@ def test_given_two_training_jobs_when_a_s_instance_attacks_then_every_step_is_re
             }
         )
         attack = {
-            "read B's job.json": _outcome(lambda: s3.get_object(Bucket=b_bucket, Key=layout.JOB_KEY)),
-            "read B's task token": _outcome(lambda: s3.get_object(Bucket=b_bucket, Key=layout.task_token_key(1))),
-            "plant B's checkpoint": _outcome(lambda: s3.put_object(Bucket=b_bucket, Key=PLANTED, Body=b"x")),
-            "rewrite B's bucket policy": _outcome(lambda: s3.put_bucket_policy(Bucket=b_bucket, Policy=open_policy)),
-            "delete own bucket policy": _outcome(lambda: s3.delete_bucket_policy(Bucket=own_bucket)),
-            "rewrite own budget": _outcome(
+            "read B's job.json": outcome(lambda: s3.get_object(Bucket=b_bucket, Key=layout.JOB_KEY)),
+            "read B's task token": outcome(lambda: s3.get_object(Bucket=b_bucket, Key=layout.task_token_key(1))),
+            "plant B's checkpoint": outcome(lambda: s3.put_object(Bucket=b_bucket, Key=PLANTED, Body=b"x")),
+            "rewrite B's bucket policy": outcome(lambda: s3.put_bucket_policy(Bucket=b_bucket, Policy=open_policy)),
+            "delete own bucket policy": outcome(lambda: s3.delete_bucket_policy(Bucket=own_bucket)),
+            "rewrite own budget": outcome(
                 lambda: s3.put_object(Bucket=own_bucket, Key=layout.budget_key(1), Body=b"{}")
             ),
-            "rewrite own report": _outcome(lambda: s3.put_object(Bucket=own_bucket, Key=layout.REPORT_KEY, Body=b"{}")),
-            "B's secret, instance role": _outcome(
+            "rewrite own report": outcome(lambda: s3.put_object(Bucket=own_bucket, Key=layout.REPORT_KEY, Body=b"{}")),
+            "B's secret, instance role": outcome(
                 lambda: client("ssm").get_parameter(Name=secret_name, WithDecryption=True)
             ),
-            "B's secret, A's role": _outcome(
+            "B's secret, A's role": outcome(
                 lambda: as_own_role["ssm"].get_parameter(Name=secret_name, WithDecryption=True)
             ),
-            "assume B's role": _outcome(
+            "assume B's role": outcome(
                 lambda: client("sts").assume_role(RoleArn=b_doc[SECRETS_ROLE_FIELD], RoleSessionName=ids["red-b"])
             ),
-            "assume B's role from A's role": _outcome(
+            "assume B's role from A's role": outcome(
                 lambda: as_own_role["sts"].assume_role(RoleArn=b_doc[SECRETS_ROLE_FIELD], RoleSessionName="attack")
             ),
-            "B's bucket, A's role": _outcome(lambda: as_own_role["s3"].list_objects_v2(Bucket=b_bucket)),
-            "open B's role's trust": _outcome(
+            "B's bucket, A's role": outcome(lambda: as_own_role["s3"].list_objects_v2(Bucket=b_bucket)),
+            "open B's role's trust": outcome(
                 lambda: iam.update_assume_role_policy(
                     RoleName=b_doc[SECRETS_ROLE_FIELD].rsplit("/", 1)[-1], PolicyDocument=trust_any
                 )
             ),
-            "widen own role": _outcome(
+            "widen own role": outcome(
                 lambda: as_own_role["iam"].put_role_policy(
                     RoleName=a_doc[SECRETS_ROLE_FIELD].rsplit("/", 1)[-1], PolicyName="more", PolicyDocument=trust_any
                 )
             ),
-            "create a role": _outcome(
+            "create a role": outcome(
                 lambda: iam.create_role(
                     RoleName="escalate", AssumeRolePolicyDocument=trust_any, Path="/spottrain/jobs/"
                 )
             ),
-            "terminate B's instance": _outcome(lambda: ec2.terminate_instances(InstanceIds=[ids["red-b"]])),
-            "launch an instance": _outcome(lambda: ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1)),
-            "read B's user data": _outcome(
+            "terminate B's instance": outcome(lambda: ec2.terminate_instances(InstanceIds=[ids["red-b"]])),
+            "launch an instance": outcome(lambda: ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1)),
+            "read B's user data": outcome(
                 lambda: ec2.describe_instance_attribute(InstanceId=ids["red-b"], Attribute="userData")
             ),
-            "change launch templates": _outcome(
+            "change launch templates": outcome(
                 lambda: ec2.create_launch_template_version(
                     LaunchTemplateName="spottrain-template", LaunchTemplateData={}
                 )
             ),
-            "read the Lambdas' environment": _outcome(
+            "read the Lambdas' environment": outcome(
                 lambda: lam.get_function_configuration(FunctionName="spottrain-create-bucket")
             ),
-            "list executions": _outcome(lambda: sfn.list_executions(stateMachineArn=runs["red-b"].rsplit(":", 1)[0])),
-            "read B's execution": _outcome(lambda: sfn.get_execution_history(executionArn=runs["red-b"])),
-            "stop B's execution": _outcome(lambda: sfn.stop_execution(executionArn=runs["red-b"])),
+            "list executions": outcome(lambda: sfn.list_executions(stateMachineArn=runs["red-b"].rsplit(":", 1)[0])),
+            "read B's execution": outcome(lambda: sfn.get_execution_history(executionArn=runs["red-b"])),
+            "stop B's execution": outcome(lambda: sfn.stop_execution(executionArn=runs["red-b"])),
         }
 
         # And, waiting for a third job's bucket, writes into it the moment it exists

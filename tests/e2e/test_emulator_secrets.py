@@ -16,9 +16,7 @@ import secrets
 
 import pytest
 
-from botocore.exceptions import ClientError
-
-from e2e_support import everything_left, git_repository, instance_session, wait_until
+from e2e_support import everything_left, git_repository, instance_session, outcome, wait_until
 from git_https_server import PrivateGitServer, bare_repository, self_signed_certificate
 from spottrain.contract import layout
 from spottrain.contract.secrets import SECRETS_ROLE_FIELD
@@ -139,14 +137,6 @@ def _job_roles(emulator) -> list[str]:
     return [role["Arn"] for role in emulator.client("iam").list_roles(PathPrefix="/spottrain/jobs/")["Roles"]]
 
 
-def _outcome(call) -> str:
-    try:
-        call()
-    except ClientError as error:
-        return error.response["Error"]["Code"]
-    return "allowed"
-
-
 def _reader_of(emulator, secret: str) -> str:
     """The instance whose session read `secret` ("" until one has)."""
     return next(
@@ -193,13 +183,13 @@ def test_given_two_jobs_with_secrets_when_both_train_then_an_instance_reads_its_
         aws_session_token=own["SessionToken"],
     )
     attack = {
-        "B's secret, instance role": _outcome(
+        "B's secret, instance role": outcome(
             lambda: attacker.client("ssm", endpoint_url=emulator.endpoint).get_parameter(
                 Name=names["job-b"], WithDecryption=True
             )
         ),
-        "assume B's role": _outcome(lambda: sts.assume_role(RoleArn=role["job-b"], RoleSessionName="attack")),
-        "B's secret, A's role": _outcome(lambda: own_ssm.get_parameter(Name=names["job-b"], WithDecryption=True)),
+        "assume B's role": outcome(lambda: sts.assume_role(RoleArn=role["job-b"], RoleSessionName="attack")),
+        "B's secret, A's role": outcome(lambda: own_ssm.get_parameter(Name=names["job-b"], WithDecryption=True)),
     }
     own_value = own_ssm.get_parameter(Name=names["job-a"], WithDecryption=True)["Parameter"]["Value"]
     roles_while_training = _job_roles(emulator)
