@@ -79,7 +79,7 @@ def test_given_a_capacity_outage_when_the_demo_runs_then_it_waits_for_capacity_a
 def test_given_a_fault_due_after_the_training_has_ended_when_the_demo_runs_then_it_exits_1_saying_it_never_fired(
     emulator_workdir, tmp_path, capsys
 ):
-    # When the demo runs with an interruption due 10 minutes into its few seconds of training
+    # When the demo runs with an interruption due at a 1000th checkpoint its training never writes (it writes a few)
     code = cli.main(
         [
             "demo",
@@ -88,7 +88,7 @@ def test_given_a_fault_due_after_the_training_has_ended_when_the_demo_runs_then_
             "--runs",
             str(tmp_path / "runs"),
             "--inject",
-            "interrupt-after=600",
+            "interrupt-at=checkpoint:1000",
         ]
     )
     out, err = capsys.readouterr()
@@ -97,8 +97,8 @@ def test_given_a_fault_due_after_the_training_has_ended_when_the_demo_runs_then_
     assert "✓ multihead-demo" in out and "succeeded" in out
     assert code == 1
     assert re.fullmatch(
-        r"spottrain: injected fault interrupt-after=600 never fired: i-\w+ ended \d+\.\ds into "
-        r"its training, before the notice was due at 600s\n",
+        r"spottrain: injected fault interrupt-at=checkpoint:1000 never fired: the training on i-\w+ ended after "
+        r"writing \d+ checkpoint file\(s\) in this attempt, not 1000\n",
         err,
     ), err
 
