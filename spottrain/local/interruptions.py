@@ -24,14 +24,13 @@ from typing import Any, Callable, Protocol
 
 from spottrain.contract import layout, markers
 from spottrain.local import checkpoint_watch, processes
-from spottrain.local.checkpoint_watch import Checkpoint
+from spottrain.local.checkpoint_watch import WATCH_SECONDS, Checkpoint
 from spottrain.local.faults import Interruption
 from spottrain.local.imds import InstanceMetadata
 
 # The agent uploads a new checkpoint within its sync interval (a second in the emulator). A file
 # still missing after this long will never arrive: its sync is broken, not slow.
 CHECKPOINT_UPLOAD_TIMEOUT = 60.0
-WATCH_SECONDS = 0.05  # how often a waiting trigger looks: well inside one training iteration
 
 
 class Instance(Protocol):
