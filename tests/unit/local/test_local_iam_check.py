@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from botocore.client import BaseClient
 
-from function_asset import function_zip, handler_name
+from function_asset import handler_name, task_spec
 from spottrain.local.iam_check import action_allowed, iam_actions, missing_permissions
 from spottrain.local.lambda_host import ApiCall, FunctionSpec, LambdaHost
 
@@ -147,15 +147,7 @@ def handler(event, context):
 
 
 def _recording_spec() -> FunctionSpec:
-    return FunctionSpec(
-        name="Stack-Task-1",
-        arn="arn:aws:lambda:us-east-1:123456789012:function:Stack-Task-1",
-        handler=handler_name("task"),
-        code_sha="v1",
-        code_zip=function_zip("task", RECORDING_HANDLER),
-        environment={},
-        timeout=30,
-    )
+    return task_spec("Stack-Task-1", RECORDING_HANDLER)
 
 
 def test_given_a_handler_calling_aws_then_the_host_records_its_calls_and_only_its_calls(tmp_path, aws, moto_endpoint):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from function_asset import function_zip, handler_name
+from function_asset import handler_name, task_spec
 from spottrain.local.lambda_host import FunctionSpec, LambdaHost
 
 HANDLER = """
@@ -30,15 +30,7 @@ def handler(event, context):
 
 
 def _spec(code_sha: str = "v1") -> FunctionSpec:
-    return FunctionSpec(
-        name="Stack-TasksTask-1",
-        arn="arn:aws:lambda:us-east-1:123456789012:function:Stack-TasksTask-1",
-        handler=handler_name("task"),
-        code_sha=code_sha,
-        code_zip=function_zip("task", HANDLER),
-        environment={"STACK_NAME": "SpotTrainLocal"},
-        timeout=30,
-    )
+    return task_spec("Stack-TasksTask-1", HANDLER, code_sha=code_sha, environment={"STACK_NAME": "SpotTrainLocal"})
 
 
 @pytest.fixture
@@ -98,15 +90,7 @@ def handler(event, context):
 def test_given_an_asset_without_a_module_the_repo_has_then_the_import_fails_as_it_would_on_aws(host):
     import spottrain.contract.layout as repos_layout
 
-    spec = FunctionSpec(
-        name="Stack-Task-2",
-        arn="arn:aws:lambda:us-east-1:123456789012:function:Stack-Task-2",
-        handler=handler_name("task"),
-        code_sha="v1",
-        code_zip=function_zip("task", IMPORTS_THE_CONTRACT),
-        environment={},
-        timeout=30,
-    )
+    spec = task_spec("Stack-Task-2", IMPORTS_THE_CONTRACT)
 
     payload, errored = host.invoke(spec, {})
 
@@ -119,15 +103,7 @@ def test_given_an_asset_with_the_contract_then_the_function_imports_its_own_copy
     import spottrain.contract.layout as repos_layout
 
     own_contract = {"spottrain/contract/__init__.py": "", "spottrain/contract/layout.py": 'JOB_KEY = "job.json"\n'}
-    spec = FunctionSpec(
-        name="Stack-Task-3",
-        arn="arn:aws:lambda:us-east-1:123456789012:function:Stack-Task-3",
-        handler=handler_name("task"),
-        code_sha="v1",
-        code_zip=function_zip("task", IMPORTS_THE_CONTRACT, own_contract),
-        environment={},
-        timeout=30,
-    )
+    spec = task_spec("Stack-Task-3", IMPORTS_THE_CONTRACT, own_contract)
 
     payload, errored = host.invoke(spec, {})
 
@@ -150,15 +126,7 @@ def handler(event, context):
 def test_given_a_running_invocation_then_it_counts_only_once_it_has_ended(host, tmp_path):
     import threading
 
-    spec = FunctionSpec(
-        name="Stack-Task-4",
-        arn="arn:aws:lambda:us-east-1:123456789012:function:Stack-Task-4",
-        handler=handler_name("task"),
-        code_sha="v1",
-        code_zip=function_zip("task", WAITS_FOR_RELEASE),
-        environment={},
-        timeout=30,
-    )
+    spec = task_spec("Stack-Task-4", WAITS_FOR_RELEASE)
     started, release = tmp_path / "started", tmp_path / "release"
     invocation = threading.Thread(target=host.invoke, args=(spec, {"started": str(started), "release": str(release)}))
     invocation.start()
